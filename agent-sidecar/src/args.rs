@@ -1,0 +1,266 @@
+//! Command-line and environment configuration of `tether-sidecar` (shared with in-process runners).
+
+use std::path::PathBuf;
+
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+pub use tether_telemetry::LogFormat;
+
+/// tether-sidecar: verifies, attaches and measures external volumes through the Docker volume plugin
+/// protocol on one Mesos agent, and streams what it sees to tether-scheduler over gRPC.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "tether-sidecar", version)]
+pub struct Args {
+    /// gRPC URL of tether-scheduler's agent channel (e.g. http://scheduler.example:7070).
+    #[arg(long, env = "TETHER_SCHEDULER")]
+    pub scheduler: String,
+
+    /// Name of the Docker volume driver to use (e.g. rexray), found like the Docker engine finds it.
+    #[arg(long, env = "TETHER_DRIVER")]
+    pub driver: String,
+
+    /// Directory searched for `<driver>.sock` and `<driver>/<driver>.sock` (repeatable, in order).
+    #[arg(
+        long = "plugin-dir",
+        env = "TETHER_PLUGIN_DIRS",
+        value_delimiter = ',',
+        default_value = "/run/docker/plugins"
+    )]
+    pub plugin_dirs: Vec<PathBuf>,
+
+    /// Directory searched for `<driver>.spec` / `<driver>.json` files after the sockets (repeatable).
+    #[arg(
+        long = "spec-dir",
+        env = "TETHER_SPEC_DIRS",
+        value_delimiter = ',',
+        default_values = ["/etc/docker/plugins", "/usr/lib/docker/plugins"]
+    )]
+    pub spec_dirs: Vec<PathBuf>,
+
+    /// Host name announced to the scheduler; must equal the Mesos agent's offer hostname. Default: the
+    /// system's host name.
+    #[arg(long, env = "TETHER_HOSTNAME")]
+    pub hostname: Option<String>,
+
+    /// Mesos agent id, when known (lets the scheduler join on it as well as on the host name).
+    #[arg(long, env = "TETHER_AGENT_ID")]
+    pub agent_id: Option<String>,
+
+    /// Availability zone of this agent (e.g. us-east-1a); empty when unknown.
+    #[arg(long, env = "TETHER_ZONE", default_value = "")]
+    pub zone: String,
+
+    /// How many volumes this agent can have attached at once; 0 means no limit.
+    #[arg(long, env = "TETHER_MAX_ATTACHMENTS", default_value_t = 0)]
+    pub max_attachments: u32,
+
+    /// How often to report to the scheduler (the scheduler's Welcome may override it), e.g. 10s, 500ms.
+    #[arg(long, env = "TETHER_REPORT_INTERVAL", default_value = "10s")]
+    pub report_interval: humantime::Duration,
+
+    /// File recording the mounts the sidecar holds, so a restarted sidecar releases them.
+    #[arg(
+        long,
+        env = "TETHER_STATE_FILE",
+        default_value = "/var/lib/tether-sidecar/state.json"
+    )]
+    pub state_file: PathBuf,
+
+    /// File holding the agent token sent to the scheduler as `authorization: Bearer <token>`.
+    #[arg(long, env = "TETHER_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Serve Prometheus metrics (volume plugin call latency and errors, by method) on this address.
+    #[arg(long, env = "TETHER_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
+    /// PEM CA certificate that signed the scheduler's certificate; required for an `https://` scheduler.
+    #[arg(long, env = "TETHER_SCHEDULER_CA")]
+    pub scheduler_ca: Option<PathBuf>,
+
+    /// PEM client certificate for a scheduler that requires mutual TLS (`--tls-client-ca`).
+    #[arg(long, env = "TETHER_CLIENT_CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// PEM private key of `--cert`.
+    #[arg(long, env = "TETHER_CLIENT_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// Log format: text or json. Log level comes from RUST_LOG (default info).
+    #[arg(long, env = "TETHER_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Timeout of the driver's Create and Mount calls.
+    #[arg(long, env = "TETHER_MOUNT_TIMEOUT", default_value = "2m")]
+    pub mount_timeout: humantime::Duration,
+
+    /// Timeout of every other driver call.
+    #[arg(long, env = "TETHER_CALL_TIMEOUT", default_value = "1m")]
+    pub call_timeout: humantime::Duration,
+
+    /// Largest driver reply accepted, in bytes.
+    #[arg(long, env = "TETHER_MAX_REPLY_BYTES", default_value_t = 1 << 20)]
+    pub max_reply_bytes: usize,
+
+    /// On SIGTERM, how long to let in-flight commands finish before releasing held mounts.
+    #[arg(long, env = "TETHER_GRACE_PERIOD", default_value = "30s")]
+    pub grace_period: humantime::Duration,
+
+    /// First delay before redialling the scheduler (doubles up to --reconnect-max, with jitter).
+    #[arg(long, env = "TETHER_RECONNECT_MIN", default_value = "500ms")]
+    pub reconnect_min: humantime::Duration,
+
+    /// Longest delay between redials of the scheduler.
+    #[arg(long, env = "TETHER_RECONNECT_MAX", default_value = "30s")]
+    pub reconnect_max: humantime::Duration,
+}
+
+impl Args {
+    /// The host name to announce: `--hostname`, else the system's.
+    pub fn effective_hostname(&self) -> String {
+        if let Some(h) = self.hostname.as_deref().filter(|h| !h.trim().is_empty()) {
+            return h.trim().to_string();
+        }
+        system_hostname()
+    }
+}
+
+impl Args {
+    /// The scheduler's endpoint, with TLS for an `https://` URL. Files are read on every call, so a
+    /// redial picks up rotated certificates. TLS flags with a plaintext URL are refused, not ignored.
+    pub fn endpoint(&self) -> Result<Endpoint, String> {
+        let endpoint = Endpoint::from_shared(self.scheduler.clone())
+            .map_err(|e| format!("--scheduler {:?}: {e}", self.scheduler))?;
+        if !self.scheduler.starts_with("https://") {
+            if self.scheduler_ca.is_some() || self.cert.is_some() {
+                return Err(format!(
+                    "--scheduler-ca/--cert need an https:// scheduler URL, got {}",
+                    self.scheduler
+                ));
+            }
+            return Ok(endpoint);
+        }
+        let ca = self.scheduler_ca.as_deref().ok_or_else(|| {
+            format!(
+                "{} is https: give the CA that signed its certificate with --scheduler-ca",
+                self.scheduler
+            )
+        })?;
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        endpoint
+            .tls_config(tls)
+            .map_err(|e| format!("TLS settings for {}: {e}", self.scheduler))
+    }
+}
+
+fn read(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))
+}
+
+/// The kernel's host name (`/proc/sys/kernel/hostname`), else `/etc/hostname`, else `localhost`.
+pub fn system_hostname() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_string())
+        .find(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn every_flag_is_documented_and_has_an_env_var() {
+        let cmd = Args::command();
+        for arg in cmd
+            .get_arguments()
+            .filter(|a| a.get_long().is_some_and(|l| l != "help" && l != "version"))
+        {
+            assert!(
+                arg.get_help().is_some(),
+                "--{:?} has no help",
+                arg.get_long()
+            );
+            let env = arg
+                .get_env()
+                .map(|e| e.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            assert!(
+                env.starts_with("TETHER_"),
+                "--{:?} has no TETHER_ env var",
+                arg.get_long()
+            );
+        }
+    }
+
+    #[test]
+    fn tls_flags_need_an_https_url_and_https_needs_a_ca() {
+        use clap::Parser;
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["tether-sidecar", "--driver", "rexray"];
+            argv.extend_from_slice(extra);
+            Args::try_parse_from(argv).expect("valid flags")
+        };
+        assert!(parse(&["--scheduler", "http://s:1"]).endpoint().is_ok());
+        let err = parse(&["--scheduler", "http://s:1", "--scheduler-ca", "/ca.pem"])
+            .endpoint()
+            .expect_err("TLS flags with http://");
+        assert!(err.contains("https://"), "{err}");
+        let err = parse(&["--scheduler", "https://s:1"])
+            .endpoint()
+            .expect_err("https without a CA");
+        assert!(err.contains("--scheduler-ca"), "{err}");
+        let err = parse(&[
+            "--scheduler",
+            "https://s:1",
+            "--scheduler-ca",
+            "/nonexistent/ca.pem",
+        ])
+        .endpoint()
+        .expect_err("unreadable CA");
+        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+    }
+
+    #[test]
+    fn interface_flags_parse() {
+        use clap::Parser;
+        let a = Args::try_parse_from([
+            "tether-sidecar",
+            "--scheduler",
+            "http://s:1",
+            "--driver",
+            "rexray",
+            "--plugin-dir",
+            "/a",
+            "--plugin-dir",
+            "/b",
+            "--spec-dir",
+            "/c",
+            "--hostname",
+            "h",
+            "--zone",
+            "z",
+            "--max-attachments",
+            "3",
+            "--report-interval",
+            "250ms",
+            "--state-file",
+            "/s.json",
+            "--token-file",
+            "/t",
+        ]);
+        let a = a.map_err(|e| e.to_string());
+        assert!(
+            a.as_ref()
+                .is_ok_and(|a| a.plugin_dirs.len() == 2 && a.max_attachments == 3),
+            "{a:?}"
+        );
+    }
+}

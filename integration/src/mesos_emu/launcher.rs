@@ -1,0 +1,510 @@
+//! How emulated agents run tasks. A [`Launcher`] gets the TaskInfo, a [`Reporter`] for status updates and
+//! a control channel (kill, fail). `SimLauncher` scripts the transitions; `ProcessLauncher` spawns the
+//! task's command locally, resolving DOCKER_VOLUME volumes through a [`VolumeAttacher`] the way dvdcli does
+//! for the Mesos containerizer, and hands the container-path → host-path mapping to the process.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tether_mesos::model::{AgentID, FrameworkID, Reason, TaskInfo, TaskState, VolumeSourceType};
+use tokio::sync::mpsc;
+
+use super::master::Shared;
+
+/// Commands from the master (or a fault) to a running task.
+#[derive(Debug, Clone)]
+pub enum TaskControl {
+    /// Kill: SIGTERM, then SIGKILL after `grace`.
+    Kill { grace: Duration },
+    /// Fault injection: the task fails now.
+    Fail { message: String },
+}
+
+/// What a launcher is given.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    pub framework_id: FrameworkID,
+    pub agent_id: AgentID,
+    pub agent_hostname: String,
+    pub task: TaskInfo,
+}
+
+/// Sends status updates for one task, as its executor would. Dropped silently once the master forgot it.
+#[derive(Debug, Clone)]
+pub struct Reporter {
+    pub(crate) shared: Weak<Shared>,
+    pub(crate) framework_id: FrameworkID,
+    pub(crate) task_id: String,
+}
+
+impl Reporter {
+    pub fn report(
+        &self,
+        state: TaskState,
+        reason: Option<Reason>,
+        message: Option<String>,
+        healthy: Option<bool>,
+    ) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.agent_report(
+                &self.framework_id,
+                &self.task_id,
+                state,
+                reason,
+                message,
+                healthy,
+            );
+        }
+    }
+}
+
+/// Runs tasks for the emulated agents.
+pub trait Launcher: Send + Sync + std::fmt::Debug {
+    /// Starts the task; must return quickly (spawn) and report at least one state eventually.
+    fn launch(
+        &self,
+        spec: LaunchSpec,
+        reporter: Reporter,
+        control: mpsc::UnboundedReceiver<TaskControl>,
+    );
+}
+
+/// Scripted tasks: STARTING, RUNNING (healthy when a health check is set), then whatever the control
+/// channel or the script says.
+#[derive(Debug, Clone)]
+pub struct SimLauncher {
+    /// Delay before each of STARTING and RUNNING.
+    pub step: Duration,
+    /// Tasks whose name contains one of these fail to launch (TASK_FAILED, REASON_CONTAINER_LAUNCH_FAILED).
+    pub fail_names: Vec<String>,
+    /// When set, tasks finish (TASK_FINISHED) after running this long.
+    pub run_for: Option<Duration>,
+}
+
+impl Default for SimLauncher {
+    fn default() -> Self {
+        SimLauncher {
+            step: Duration::from_millis(10),
+            fail_names: vec![],
+            run_for: None,
+        }
+    }
+}
+
+impl Launcher for SimLauncher {
+    fn launch(
+        &self,
+        spec: LaunchSpec,
+        r: Reporter,
+        mut control: mpsc::UnboundedReceiver<TaskControl>,
+    ) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(this.step).await;
+            r.report(TaskState::Starting, None, None, None);
+            tokio::time::sleep(this.step).await;
+            if this
+                .fail_names
+                .iter()
+                .any(|n| spec.task.name.contains(n.as_str()))
+            {
+                r.report(
+                    TaskState::Failed,
+                    Some(Reason::ReasonContainerLaunchFailed),
+                    Some("Failed to launch container: scripted failure".into()),
+                    None,
+                );
+                return;
+            }
+            let healthy = spec.task.health_check.as_ref().map(|_| true);
+            r.report(TaskState::Running, None, None, healthy);
+            let finish = async {
+                match this.run_for {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => futures::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = finish => r.report(TaskState::Finished, None, Some("Command exited with status 0".into()), None),
+                c = control.recv() => match c {
+                    Some(TaskControl::Kill { grace }) => {
+                        tokio::time::sleep(grace.min(this.step)).await;
+                        r.report(TaskState::Killed, None, Some("Command terminated with signal Terminated".into()), None);
+                    }
+                    Some(TaskControl::Fail { message }) => {
+                        r.report(TaskState::Failed, Some(Reason::ReasonExecutorTerminated), Some(message), None)
+                    }
+                    None => {}
+                },
+            }
+        });
+    }
+}
+
+/// Resolves a Docker volume to a host directory on the task's agent, like `dvdcli mount` run by that
+/// agent's `docker/volume` isolator (and `unmount` when the task ends).
+pub trait VolumeAttacher: Send + Sync + std::fmt::Debug {
+    fn attach(
+        &self,
+        agent: String,
+        driver: String,
+        name: String,
+        options: Vec<(String, String)>,
+    ) -> BoxFuture<'static, Result<PathBuf, String>>;
+    fn detach(
+        &self,
+        agent: String,
+        driver: String,
+        name: String,
+    ) -> BoxFuture<'static, Result<(), String>>;
+}
+
+/// Test attacher: each volume is `<root>/<driver>/<name>`, created on first attach.
+#[derive(Debug, Clone)]
+pub struct DirVolumeAttacher {
+    pub root: PathBuf,
+}
+
+impl VolumeAttacher for DirVolumeAttacher {
+    fn attach(
+        &self,
+        _agent: String,
+        driver: String,
+        name: String,
+        _: Vec<(String, String)>,
+    ) -> BoxFuture<'static, Result<PathBuf, String>> {
+        let root = self.root.clone();
+        Box::pin(async move {
+            if name.is_empty()
+                || name.contains('/')
+                || name.starts_with('.')
+                || driver.contains('/')
+            {
+                return Err(format!("invalid volume name {name:?} or driver {driver:?}"));
+            }
+            let p = root
+                .join(if driver.is_empty() { "local" } else { &driver })
+                .join(&name);
+            tokio::fs::create_dir_all(&p)
+                .await
+                .map_err(|e| format!("cannot create {}: {e}", p.display()))?;
+            Ok(p)
+        })
+    }
+    fn detach(&self, _: String, _: String, _: String) -> BoxFuture<'static, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Attaches through each agent's Docker volume plugin: the socket of driver `D` on agent `H` is found
+/// under `<root>/<H>/` the way the Docker engine finds it (`D.sock`, `D/D.sock`). Like dvdcli, it mounts
+/// with no id and unmounts once when the task ends.
+#[derive(Debug, Clone)]
+pub struct PluginVolumeAttacher {
+    pub root: PathBuf,
+}
+
+impl PluginVolumeAttacher {
+    fn client(
+        &self,
+        agent: &str,
+        driver: &str,
+    ) -> Result<tether_sidecar::plugin::PluginClient, String> {
+        if agent.is_empty() || agent.contains('/') || agent.starts_with('.') {
+            return Err(format!("invalid agent host name {agent:?}"));
+        }
+        let dir = self.root.join(agent);
+        let addr = tether_sidecar::plugin::discover(driver, &[dir], &[])
+            .map_err(|e| format!("volume driver {driver} on {agent}: {e}"))?;
+        Ok(tether_sidecar::plugin::PluginClient::new(addr))
+    }
+}
+
+impl VolumeAttacher for PluginVolumeAttacher {
+    fn attach(
+        &self,
+        agent: String,
+        driver: String,
+        name: String,
+        _options: Vec<(String, String)>,
+    ) -> BoxFuture<'static, Result<PathBuf, String>> {
+        let client = self.client(&agent, &driver);
+        Box::pin(async move {
+            let client = client?;
+            let mountpoint = client.mount(&name, "").await.map_err(|e| e.to_string())?;
+            Ok(PathBuf::from(mountpoint))
+        })
+    }
+
+    fn detach(
+        &self,
+        agent: String,
+        driver: String,
+        name: String,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        let client = self.client(&agent, &driver);
+        Box::pin(async move { client?.unmount(&name, "").await.map_err(|e| e.to_string()) })
+    }
+}
+
+/// `TETHER_VOLUME_<container path, non-alphanumerics as '_', upper-case>`, e.g. `/data` → `TETHER_VOLUME_DATA`.
+pub fn volume_env_name(container_path: &str) -> String {
+    let s: String = container_path
+        .trim_matches('/')
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("TETHER_VOLUME_{s}")
+}
+
+/// Spawns the task's command on this host.
+#[derive(Debug, Clone)]
+pub struct ProcessLauncher {
+    /// Sandboxes are `<sandbox_root>/<task id>`.
+    pub sandbox_root: PathBuf,
+    pub volumes: Arc<dyn VolumeAttacher>,
+}
+
+impl Launcher for ProcessLauncher {
+    fn launch(&self, spec: LaunchSpec, r: Reporter, control: mpsc::UnboundedReceiver<TaskControl>) {
+        let this = self.clone();
+        tokio::spawn(async move { this.run(spec, r, control).await });
+    }
+}
+
+impl ProcessLauncher {
+    async fn run(
+        &self,
+        spec: LaunchSpec,
+        r: Reporter,
+        mut control: mpsc::UnboundedReceiver<TaskControl>,
+    ) {
+        let fail = |msg: String| {
+            r.report(
+                TaskState::Failed,
+                Some(Reason::ReasonContainerLaunchFailed),
+                Some(msg),
+                None,
+            );
+        };
+        let task = &spec.task;
+        let Some(cmd) = task.command.clone() else {
+            return fail("the process launcher runs only tasks with a CommandInfo".into());
+        };
+        let safe_id: String = task
+            .task_id
+            .value
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let sandbox = self.sandbox_root.join(safe_id);
+        if let Err(e) = tokio::fs::create_dir_all(&sandbox).await {
+            return fail(format!("cannot create sandbox {}: {e}", sandbox.display()));
+        }
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        let mut attached: Vec<(String, String, String)> = Vec::new();
+        for v in task.container.iter().flat_map(|c| c.volumes.iter()) {
+            let Some(src) = &v.source else { continue };
+            if src.source_type != Some(VolumeSourceType::DockerVolume) {
+                continue;
+            }
+            let Some(dv) = &src.docker_volume else {
+                continue;
+            };
+            let driver = dv.driver.clone().unwrap_or_default();
+            let opts = dv
+                .driver_options
+                .iter()
+                .flat_map(|p| p.parameter.iter())
+                .map(|p| (p.key.clone(), p.value.clone()));
+            match self
+                .volumes
+                .attach(
+                    spec.agent_hostname.clone(),
+                    driver.clone(),
+                    dv.name.clone(),
+                    opts.collect(),
+                )
+                .await
+            {
+                Ok(path) => {
+                    env.insert(
+                        volume_env_name(&v.container_path),
+                        path.display().to_string(),
+                    );
+                    attached.push((spec.agent_hostname.clone(), driver, dv.name.clone()));
+                }
+                Err(e) => {
+                    self.detach_all(&attached).await;
+                    return fail(format!("Failed to mount docker volume '{}': {e}", dv.name));
+                }
+            }
+        }
+        env.insert("MESOS_SANDBOX".into(), sandbox.display().to_string());
+        env.insert("MESOS_TASK_ID".into(), task.task_id.value.clone());
+        env.insert("MESOS_AGENT_ID".into(), spec.agent_id.value.clone());
+        for var in cmd.environment.iter().flat_map(|e| e.variables.iter()) {
+            if let Some(v) = &var.value {
+                env.insert(var.name.clone(), v.clone());
+            }
+        }
+        let mut command = if cmd.shell.unwrap_or(true) {
+            let mut c = tokio::process::Command::new("/bin/sh");
+            c.arg("-c").arg(cmd.value.clone().unwrap_or_default());
+            c
+        } else {
+            let Some(program) = cmd.value.clone() else {
+                self.detach_all(&attached).await;
+                return fail("shell=false needs command.value (the executable)".into());
+            };
+            let mut c = tokio::process::Command::new(program);
+            // Mesos passes `arguments` as the full argv, argv[0] included.
+            c.args(cmd.arguments.iter().skip(1));
+            c
+        };
+        command
+            .current_dir(&sandbox)
+            .envs(&env)
+            .kill_on_drop(true)
+            .stdin(std::process::Stdio::null());
+        let log = |name: &str| {
+            std::fs::File::create(sandbox.join(name))
+                .ok()
+                .map(std::process::Stdio::from)
+        };
+        if let Some(o) = log("stdout") {
+            command.stdout(o);
+        }
+        if let Some(e) = log("stderr") {
+            command.stderr(e);
+        }
+        r.report(TaskState::Starting, None, None, None);
+        let mut child = match command.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                self.detach_all(&attached).await;
+                return fail(format!("Failed to spawn the command: {e}"));
+            }
+        };
+        r.report(TaskState::Running, None, None, None);
+        let (state, reason, message) = tokio::select! {
+            status = child.wait() => exit_state(status),
+            c = control.recv() => match c {
+                Some(TaskControl::Kill { grace }) => {
+                    terminate(&mut child, grace).await;
+                    (TaskState::Killed, None, "Command terminated".to_string())
+                }
+                Some(TaskControl::Fail { message }) => {
+                    terminate(&mut child, Duration::ZERO).await;
+                    (TaskState::Failed, Some(Reason::ReasonExecutorTerminated), message)
+                }
+                None => {
+                    terminate(&mut child, Duration::ZERO).await;
+                    (TaskState::Killed, None, "agent removed".to_string())
+                }
+            },
+        };
+        self.detach_all(&attached).await;
+        r.report(state, reason, Some(message), None);
+    }
+
+    async fn detach_all(&self, attached: &[(String, String, String)]) {
+        for (a, d, n) in attached {
+            if let Err(e) = self.volumes.detach(a.clone(), d.clone(), n.clone()).await {
+                tracing::warn!(volume = %n, error = %e, "detach failed");
+            }
+        }
+    }
+}
+
+fn exit_state(
+    status: std::io::Result<std::process::ExitStatus>,
+) -> (TaskState, Option<Reason>, String) {
+    match status {
+        Ok(s) if s.success() => (
+            TaskState::Finished,
+            None,
+            "Command exited with status 0".into(),
+        ),
+        Ok(s) => (
+            TaskState::Failed,
+            Some(Reason::ReasonCommandExecutorFailed),
+            format!("Command exited with {s}"),
+        ),
+        Err(e) => (
+            TaskState::Failed,
+            Some(Reason::ReasonExecutorTerminated),
+            format!("wait failed: {e}"),
+        ),
+    }
+}
+
+/// SIGTERM (through `kill`, keeping this crate free of unsafe), then SIGKILL after the grace period.
+async fn terminate(child: &mut tokio::process::Child, grace: Duration) {
+    if let Some(pid) = child.id()
+        && !grace.is_zero()
+    {
+        let _ = tokio::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .await;
+        if tokio::time::timeout(grace, child.wait()).await.is_ok() {
+            return;
+        }
+    }
+    let _ = child.kill().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names() {
+        assert_eq!(volume_env_name("/data"), "TETHER_VOLUME_DATA");
+        assert_eq!(volume_env_name("/tmp/config"), "TETHER_VOLUME_TMP_CONFIG");
+        assert_eq!(
+            volume_env_name("/usr/share/elasticsearch/data"),
+            "TETHER_VOLUME_USR_SHARE_ELASTICSEARCH_DATA"
+        );
+    }
+
+    #[tokio::test]
+    async fn dir_attacher_rejects_traversal() {
+        let d = tempfile::tempdir().unwrap();
+        let a = DirVolumeAttacher {
+            root: d.path().to_path_buf(),
+        };
+        assert!(
+            a.attach("agent0.emu".into(), "rexray".into(), "../x".into(), vec![])
+                .await
+                .is_err()
+        );
+        let p = a
+            .attach(
+                "agent0.emu".into(),
+                "rexray".into(),
+                "es1data".into(),
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert!(p.is_dir());
+    }
+}

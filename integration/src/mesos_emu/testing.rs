@@ -1,0 +1,169 @@
+//! Helpers shared by the Mesos client/emulator tests: a fast client configuration and waiting for a
+//! notification that matches a predicate (with a generous deadline, never a timing assertion).
+
+use std::time::Duration;
+
+use tether_mesos::client::{FrameworkSettings, MesosClient, MesosConfig, Notification};
+use tether_mesos::model::{CommandInfo, Event, EventType, Resource, TaskID, TaskInfo};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Deadline for any awaited condition in tests.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Client config with short timeouts and backoff.
+pub fn fast_client_config(masters: Vec<String>) -> MesosConfig {
+    MesosConfig {
+        masters,
+        framework: FrameworkSettings {
+            user: "tether".into(),
+            name: "tether-test".into(),
+            hostname: Some("sched.test".into()),
+            ..FrameworkSettings::default()
+        },
+        backoff_min: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+        request_timeout: Duration::from_secs(5),
+        ..MesosConfig::default()
+    }
+}
+
+/// A running driver and its notification channel.
+#[derive(Debug)]
+pub struct Driver {
+    pub client: MesosClient,
+    pub rx: mpsc::Receiver<Notification>,
+    pub cancel: CancellationToken,
+}
+
+impl Driver {
+    pub fn start(config: MesosConfig) -> Driver {
+        Driver::start_as(config, None)
+    }
+
+    /// Starts a driver that (re)subscribes with `framework_id`.
+    pub fn start_as(
+        config: MesosConfig,
+        framework_id: Option<tether_mesos::model::FrameworkID>,
+    ) -> Driver {
+        let client = MesosClient::new(config).expect("valid client config");
+        tether_mesos::client::MesosMaster::set_framework_id(&client, framework_id);
+        let (tx, rx) = mpsc::channel(1024);
+        let cancel = CancellationToken::new();
+        tokio::spawn(client.clone().run(tx, cancel.clone()));
+        Driver { client, rx, cancel }
+    }
+
+    /// Next notification matching `pred`, skipping others; panics after [`DEADLINE`].
+    pub async fn until<T>(&mut self, mut pred: impl FnMut(&Notification) -> Option<T>) -> T {
+        let fut = async {
+            loop {
+                let n = self.rx.recv().await.expect("driver stopped");
+                if let Some(t) = pred(&n) {
+                    return t;
+                }
+            }
+        };
+        tokio::time::timeout(DEADLINE, fut)
+            .await
+            .expect("condition not reached before the deadline")
+    }
+
+    /// Next event of the given type.
+    pub async fn event(&mut self, t: EventType) -> Event {
+        self.until(|n| match n {
+            Notification::Event(e) if e.event_type == t => Some((**e).clone()),
+            _ => None,
+        })
+        .await
+    }
+}
+
+/// Polls `cond` until true or the deadline.
+pub async fn eventually(mut cond: impl FnMut() -> bool) {
+    let fut = async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(DEADLINE, fut)
+        .await
+        .expect("condition not reached before the deadline");
+}
+
+/// A minimal command task for an agent.
+pub fn sleep_task(id: &str, agent: &tether_mesos::model::AgentID) -> TaskInfo {
+    TaskInfo {
+        name: id.to_string(),
+        task_id: TaskID::new(id),
+        agent_id: agent.clone(),
+        resources: vec![
+            Resource::scalar("cpus", 0.5),
+            Resource::scalar("mem", 128.0),
+        ],
+        executor: None,
+        command: Some(CommandInfo {
+            value: Some("sleep 1000".into()),
+            ..CommandInfo::default()
+        }),
+        container: None,
+        health_check: None,
+        kill_policy: None,
+        data: None,
+        labels: None,
+        discovery: None,
+    }
+}
+
+/// The head of a raw HTTP answer.
+#[derive(Debug, Clone)]
+pub struct RawReply {
+    pub status: u16,
+    pub location: Option<String>,
+    pub stream_id: Option<String>,
+    pub www_authenticate: Option<String>,
+}
+
+/// POSTs (or GETs when `method` says so) to `/api/v1/scheduler` and returns only the response head, so
+/// that a SUBSCRIBE stream is not consumed.
+pub async fn raw_call(
+    base: &str,
+    method: http::Method,
+    content_type: Option<&str>,
+    stream_id: Option<&str>,
+    body: &str,
+) -> RawReply {
+    use http_body_util::Full;
+    use hyper_util::client::legacy::Client;
+    let client: Client<_, Full<bytes::Bytes>> =
+        Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let mut b = http::Request::builder()
+        .method(method)
+        .uri(format!("{base}/api/v1/scheduler"));
+    if let Some(c) = content_type {
+        b = b.header(http::header::CONTENT_TYPE, c);
+    }
+    if let Some(s) = stream_id {
+        b = b.header("Mesos-Stream-Id", s);
+    }
+    let req = b
+        .body(Full::new(bytes::Bytes::from(body.to_string())))
+        .expect("request");
+    let resp = tokio::time::timeout(DEADLINE, client.request(req))
+        .await
+        .expect("answer in time")
+        .expect("HTTP ok");
+    let h = |n: &str| {
+        resp.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    RawReply {
+        status: resp.status().as_u16(),
+        location: h("location"),
+        stream_id: h("mesos-stream-id"),
+        www_authenticate: h("www-authenticate"),
+    }
+}

@@ -1,0 +1,138 @@
+//! End-to-end scenarios with real processes: the workspace's binaries (mesos-emu, fake-rexray,
+//! tether-sidecar, tether-scheduler, es-standin) started exactly as an operator would, talking over
+//! loopback and unix sockets. Build them first: `cargo build --workspace --bins` (the README's test
+//! command does).
+
+use std::collections::BTreeSet;
+
+use serde_json::json;
+use tether_integration::testing::{E2eCluster, all_running};
+
+/// (1) and (2): three nodes come up and store a document each; an agent is killed and its node comes back
+/// on a surviving agent of the same zone, with the same id and volumes, and its documents are readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agents_node_comes_back_elsewhere_with_its_data() {
+    // Zones alternate a, b, a, b: node 2's volumes are in zone-b, which has a spare agent.
+    let c = E2eCluster::start(4, 3, |_| {}).await;
+    let nodes = c.wait_nodes("three running nodes", all_running(3)).await;
+    assert_eq!(nodes.iter().map(|n| n.id).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(
+        nodes
+            .iter()
+            .map(|n| n.host.as_str())
+            .collect::<BTreeSet<_>>()
+            .len(),
+        3
+    );
+    for n in &nodes {
+        c.wait_es(n).await;
+        c.put_doc(n, &format!("doc-{}", n.id), json!({ "written_to": n.id }))
+            .await;
+    }
+
+    let victim = nodes.iter().find(|n| n.id == 2).expect("node 2").clone();
+    c.emu_fault(&format!("agents/{}/kill", victim.agent_id))
+        .await;
+    let mut c = c;
+    c.cluster.kill_sidecar(&victim.host);
+    c.cluster.kill_plugin(&victim.host);
+
+    let zone_b: BTreeSet<String> = c
+        .cluster
+        .plan
+        .agents
+        .iter()
+        .filter(|a| a.zone == "zone-b")
+        .map(|a| a.host.clone())
+        .collect();
+    let after = c
+        .wait_nodes("node 2 running on another zone-b agent", |ns| {
+            ns.iter()
+                .any(|n| n.id == 2 && n.state == "RUNNING" && n.host != victim.host)
+        })
+        .await;
+    let moved = after.iter().find(|n| n.id == 2).expect("node 2");
+    assert!(
+        zone_b.contains(&moved.host),
+        "node 2 stayed in its volumes' zone: {moved:?}"
+    );
+    assert_ne!(moved.task_id, victim.task_id, "a new task, same node id");
+    assert_eq!(moved.volumes, victim.volumes, "same volumes");
+    let root = c.wait_es(moved).await;
+    assert_eq!(
+        root["data_created_by_node_id"], "2",
+        "the data directory is node 2's: {root}"
+    );
+    assert_eq!(
+        c.get_doc(moved, "doc-2").await,
+        Some(json!({ "written_to": 2 })),
+        "data followed the node"
+    );
+    for n in after.iter().filter(|n| n.id != 2) {
+        assert_eq!(
+            c.get_doc(n, &format!("doc-{}", n.id)).await,
+            Some(json!({ "written_to": n.id }))
+        );
+    }
+    c.stop().await;
+}
+
+/// (5): a node whose data volume is missing stays pending with the reason shown, the others run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_volume_keeps_its_node_pending_with_the_reason() {
+    let c = E2eCluster::start(3, 3, |o| {
+        o.missing_volumes = vec!["elasticsearch3data".into()]
+    })
+    .await;
+    let nodes = c
+        .wait_nodes(
+            "nodes 1 and 2 running, node 3 pending with a reason",
+            |ns| {
+                ns.len() == 3
+                    && ns
+                        .iter()
+                        .filter(|n| n.id != 3)
+                        .all(|n| n.state == "RUNNING")
+                    && ns.iter().any(|n| {
+                        n.id == 3 && n.state == "PENDING" && n.reason.contains("elasticsearch3data")
+                    })
+            },
+        )
+        .await;
+
+    // What an operator sees, through the real tetherctl.
+    let plan = &c.cluster.plan;
+    let out = tokio::process::Command::new(
+        tether_integration::harness::bin_path("tetherctl").expect("tetherctl"),
+    )
+    .args([
+        "--scheduler",
+        &format!("http://{}", plan.admin),
+        "--token-file",
+    ])
+    .arg(&plan.admin_token)
+    .args(["nodes", "--output", "json"])
+    .output()
+    .await
+    .expect("tetherctl runs");
+    assert!(
+        out.status.success(),
+        "tetherctl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON array");
+    let three = listed
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["id"] == 3))
+        .expect("node 3 listed");
+    assert_eq!(three["state"], "PENDING");
+    assert_eq!(three["agent"], serde_json::Value::Null);
+    assert!(
+        three["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("elasticsearch3data")),
+        "{three}"
+    );
+    assert_eq!(nodes.iter().filter(|n| n.state == "RUNNING").count(), 2);
+    c.stop().await;
+}

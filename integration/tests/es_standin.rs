@@ -1,0 +1,208 @@
+//! The Elasticsearch stand-in behaves like one node: identity, health counting reachable peers, durable
+//! documents, and the data-path lock that refuses a second writer.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use clap::Parser;
+use serde_json::{Value, json};
+use tether_integration::es_standin::{self, Bound};
+use tokio_util::sync::CancellationToken;
+
+fn args(data: &Path, extra: &[&str]) -> es_standin::Args {
+    args_as("1", data, extra)
+}
+
+fn args_as(node_id: &str, data: &Path, extra: &[&str]) -> es_standin::Args {
+    let data = data.to_str().expect("utf-8 temp path");
+    let mut argv = vec![
+        "es-standin",
+        "--http-port",
+        "0",
+        "--transport-port",
+        "0",
+        "--data-path",
+        data,
+        "--node-name",
+        "es-1",
+        "--node-id",
+        node_id,
+    ];
+    argv.extend_from_slice(extra);
+    es_standin::Args::try_parse_from(argv).expect("valid args")
+}
+
+async fn start(args: es_standin::Args) -> (Bound, CancellationToken, tokio::task::JoinHandle<()>) {
+    let token = CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let run_token = token.clone();
+    let task = tokio::spawn(async move {
+        es_standin::run(args, run_token, move |b| {
+            let _ = tx.send(b);
+        })
+        .await
+        .expect("stand-in runs");
+    });
+    let bound = rx.await.expect("stand-in binds");
+    (bound, token, task)
+}
+
+async fn http(method: &str, url: String, body: Option<Value>) -> (u16, Value) {
+    let client = reqwest_like::Client;
+    client.send(method, &url, body).await
+}
+
+/// A tiny HTTP/1 client over hyper, enough for JSON requests in tests.
+mod reqwest_like {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::TokioIo;
+    use serde_json::Value;
+
+    pub struct Client;
+
+    impl Client {
+        pub async fn send(&self, method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
+            let uri: http::Uri = url.parse().expect("url");
+            let authority = uri.authority().expect("authority").to_string();
+            let stream = tokio::net::TcpStream::connect(&authority)
+                .await
+                .expect("connect");
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .expect("handshake");
+            tokio::spawn(conn);
+            let body = body.map(|b| b.to_string()).unwrap_or_default();
+            let req = http::Request::builder()
+                .method(method)
+                .uri(uri.path())
+                .header("host", authority)
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .expect("request");
+            let resp = sender.send_request(req).await.expect("response");
+            let status = resp.status().as_u16();
+            let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+            (
+                status,
+                serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            )
+        }
+    }
+}
+
+#[tokio::test]
+async fn documents_survive_a_restart_on_the_same_data_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (bound, token, task) = start(args(dir.path(), &[])).await;
+    let base = format!("http://{}", bound.http);
+
+    let (status, root) = http("GET", format!("{base}/"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(root["name"], "es-1");
+    assert_eq!(root["data_created_by_node_id"], "1");
+
+    let (status, put) = http(
+        "PUT",
+        format!("{base}/logs/_doc/a%201"),
+        Some(json!({"msg": "hello"})),
+    )
+    .await;
+    assert_eq!((status, put["result"].as_str()), (201, Some("created")));
+    let (status, put) = http(
+        "PUT",
+        format!("{base}/logs/_doc/a%201"),
+        Some(json!({"msg": "again"})),
+    )
+    .await;
+    assert_eq!((status, put["_version"].as_u64()), (200, Some(2)));
+
+    token.cancel();
+    task.await.expect("stopped");
+
+    // A relaunched node with another id on the same volume still sees who created the data.
+    let (bound, token, task) = start(args_as("7", dir.path(), &[])).await;
+    let base = format!("http://{}", bound.http);
+    let (status, doc) = http("GET", format!("{base}/logs/_doc/a%201"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["_source"], json!({"msg": "again"}));
+    let (_, root) = http("GET", format!("{base}/"), None).await;
+    assert_eq!(root["data_created_by_node_id"], "1");
+    let (status, missing) = http("GET", format!("{base}/logs/_doc/nope"), None).await;
+    assert_eq!((status, &missing["found"]), (404, &json!(false)));
+    token.cancel();
+    task.await.expect("stopped");
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (bound, token, task) = start(args(dir.path(), &[])).await;
+    let base = format!("http://{}", bound.http);
+    let (status, e) = http("PUT", format!("{base}/Bad/_doc/1"), Some(json!({}))).await;
+    assert_eq!(
+        (status, e["error"]["type"].as_str()),
+        (400, Some("invalid_index_name_exception"))
+    );
+    let (status, e) = http("PUT", format!("{base}/ok/_doc/1"), Some(json!([1, 2]))).await;
+    assert_eq!(
+        (status, e["error"]["type"].as_str()),
+        (400, Some("mapper_parsing_exception"))
+    );
+    let (status, _) = http("DELETE", format!("{base}/ok"), None).await;
+    assert_eq!(status, 405);
+    token.cancel();
+    task.await.expect("stopped");
+}
+
+#[tokio::test]
+async fn health_counts_reachable_seed_peers() {
+    let (a_dir, b_dir) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let (a, a_token, a_task) = start(args(a_dir.path(), &[])).await;
+    // One live peer and one address nobody listens on (a port we bound and released).
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let seeds = format!("{},{dead}", a.transport);
+    let (b, b_token, b_task) = start(args(b_dir.path(), &["--seed-hosts", &seeds])).await;
+    let (status, health) = http("GET", format!("http://{}/_cluster/health", b.http), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(health["number_of_nodes"], 2);
+    assert_eq!(health["unreachable_seed_hosts"], 1);
+    assert_eq!(health["status"], "yellow");
+    for (token, task) in [(a_token, a_task), (b_token, b_task)] {
+        token.cancel();
+        task.await.expect("stopped");
+    }
+}
+
+#[tokio::test]
+async fn a_second_process_on_a_held_data_path_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_bound, token, task) = start(args(dir.path(), &[])).await;
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_es-standin"))
+            .args(["--http-port", "0", "--transport-port", "0", "--data-path"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output(),
+    )
+    .await
+    .expect("second process exits")
+    .expect("spawned");
+    assert!(!out.status.success(), "a second writer must be refused");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("locked by another live process"),
+        "stderr: {stderr}"
+    );
+    token.cancel();
+    task.await.expect("stopped");
+}

@@ -1,0 +1,295 @@
+//! The emulator on its own: the master's HTTP status-code ladder, decline filters and REVIVE, and the
+//! process launcher with Docker volumes resolved to host directories.
+
+use std::sync::Arc;
+
+use http::Method;
+use tether_integration::mesos_emu::testing::{
+    Driver, eventually, fast_client_config, raw_call, sleep_task,
+};
+use tether_integration::mesos_emu::{DirVolumeAttacher, EmuConfig, MesosEmu, ProcessLauncher};
+use tether_mesos::client::{MesosMaster as _, Notification};
+use tether_mesos::model::*;
+
+const JSON: Option<&str> = Some("application/json");
+const SUB: &str = r#"{"type":"SUBSCRIBE","subscribe":{"framework_info":{"user":"u","name":"n","roles":["r"],"capabilities":[{"type":"MULTI_ROLE"}]}}}"#;
+
+#[tokio::test]
+async fn status_code_ladder() {
+    let emu = MesosEmu::start(EmuConfig::fast(1)).await.unwrap();
+    let u = emu.url();
+    assert_eq!(raw_call(&u, Method::GET, JSON, None, "").await.status, 405);
+    assert_eq!(
+        raw_call(&u, Method::POST, None, None, SUB).await.status,
+        400
+    );
+    assert_eq!(
+        raw_call(
+            &u,
+            Method::POST,
+            Some("application/json; charset=utf-8"),
+            None,
+            SUB
+        )
+        .await
+        .status,
+        415
+    );
+    assert_eq!(
+        raw_call(&u, Method::POST, JSON, None, "{not json")
+            .await
+            .status,
+        400
+    );
+    // Enum as a number, and a missing required field (`user`).
+    assert_eq!(
+        raw_call(
+            &u,
+            Method::POST,
+            JSON,
+            None,
+            r#"{"type":1,"subscribe":{"framework_info":{"user":"u","name":"n"}}}"#
+        )
+        .await
+        .status,
+        400
+    );
+    assert_eq!(
+        raw_call(
+            &u,
+            Method::POST,
+            JSON,
+            None,
+            r#"{"type":"SUBSCRIBE","subscribe":{"framework_info":{"name":"n"}}}"#
+        )
+        .await
+        .status,
+        400
+    );
+    assert_eq!(
+        raw_call(&u, Method::POST, JSON, Some("x"), SUB)
+            .await
+            .status,
+        400,
+        "SUBSCRIBE with a stream id"
+    );
+    let sub = raw_call(&u, Method::POST, JSON, None, SUB).await;
+    assert_eq!(sub.status, 200);
+    let sid = sub.stream_id.expect("Mesos-Stream-Id");
+    assert_eq!(sid.len(), 36);
+    let fw = emu.state()["frameworks"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let revive = format!(
+        r#"{{"framework_id":{{"value":"{fw}"}},"type":"REVIVE","revive":{{"roles":["r"]}}}}"#
+    );
+    assert_eq!(
+        raw_call(&u, Method::POST, JSON, Some(&sid), &revive)
+            .await
+            .status,
+        202
+    );
+    assert_eq!(
+        raw_call(&u, Method::POST, JSON, None, &revive).await.status,
+        400,
+        "missing stream id"
+    );
+    assert_eq!(
+        raw_call(&u, Method::POST, JSON, Some("other"), &revive)
+            .await
+            .status,
+        400,
+        "stream id mismatch"
+    );
+    let unknown = revive.replace(&fw, "nope-0000");
+    assert_eq!(
+        raw_call(&u, Method::POST, JSON, Some(&sid), &unknown)
+            .await
+            .status,
+        400,
+        "unknown framework"
+    );
+    let ack = format!(
+        r#"{{"framework_id":{{"value":"{fw}"}},"type":"ACKNOWLEDGE","acknowledge":{{"agent_id":{{"value":"a"}},"task_id":{{"value":"t"}},"uuid":"AAAA"}}}}"#
+    );
+    assert_eq!(
+        raw_call(&u, Method::POST, JSON, Some(&sid), &ack)
+            .await
+            .status,
+        400,
+        "uuid not 16 bytes"
+    );
+    let no_payload = format!(r#"{{"framework_id":{{"value":"{fw}"}},"type":"ACCEPT"}}"#);
+    assert_eq!(
+        raw_call(&u, Method::POST, JSON, Some(&sid), &no_payload)
+            .await
+            .status,
+        400
+    );
+    emu.set_leader(Some("leader.example:5050".into()));
+    let r = raw_call(&u, Method::POST, JSON, None, SUB).await;
+    assert_eq!(
+        (r.status, r.location.as_deref()),
+        (307, Some("//leader.example:5050/api/v1/scheduler"))
+    );
+    emu.set_leader(None);
+    emu.set_unavailable(true);
+    assert_eq!(
+        raw_call(&u, Method::POST, JSON, None, SUB).await.status,
+        503
+    );
+    emu.shutdown();
+
+    let mut cfg = EmuConfig::fast(1);
+    cfg.credentials = Some(("p".into(), "s".into()));
+    let secured = MesosEmu::start(cfg).await.unwrap();
+    let r = raw_call(&secured.url(), Method::POST, JSON, None, SUB).await;
+    assert_eq!(
+        (r.status, r.www_authenticate.as_deref()),
+        (401, Some("Basic realm=\"mesos-master-scheduler\""))
+    );
+    secured.shutdown();
+}
+
+#[tokio::test]
+async fn decline_filters_hold_until_revive() {
+    let emu = MesosEmu::start(EmuConfig::fast(2)).await.unwrap();
+    let mut d = Driver::start(fast_client_config(vec![emu.url()]));
+    d.until(|n| matches!(n, Notification::Subscribed { .. }).then_some(()))
+        .await;
+    let offers = d.event(EventType::Offers).await.offers.unwrap().offers;
+    assert_eq!(offers.len(), 2, "one offer per agent");
+    let (filtered, other) = (offers[0].clone(), offers[1].clone());
+    d.client
+        .send(Call::decline(vec![filtered.id.clone()], Some(3600.0)))
+        .await
+        .unwrap();
+    d.client
+        .send(Call::decline(vec![other.id.clone()], Some(0.0)))
+        .await
+        .unwrap();
+    // Several allocation passes re-offer only the unfiltered agent.
+    for _ in 0..3 {
+        let o = d.event(EventType::Offers).await.offers.unwrap().offers;
+        assert!(
+            o.iter().all(|x| x.agent_id == other.agent_id),
+            "filtered agent re-offered"
+        );
+        d.client
+            .send(Call::decline(
+                o.iter().map(|x| x.id.clone()).collect(),
+                Some(0.0),
+            ))
+            .await
+            .unwrap();
+    }
+    d.client.send(Call::revive(vec![])).await.unwrap();
+    loop {
+        let o = d.event(EventType::Offers).await.offers.unwrap().offers;
+        if o.iter().any(|x| x.agent_id == filtered.agent_id) {
+            break;
+        }
+        d.client
+            .send(Call::decline(
+                o.iter().map(|x| x.id.clone()).collect(),
+                Some(0.0),
+            ))
+            .await
+            .unwrap();
+    }
+    d.cancel.cancel();
+    emu.shutdown();
+}
+
+async fn ack_until(d: &mut Driver, want: TaskState) -> TaskStatus {
+    loop {
+        let s = d.event(EventType::Update).await.update.unwrap().status;
+        if let Some(a) = Call::acknowledge_status(&s) {
+            d.client.send(a).await.unwrap();
+        }
+        if s.state == want {
+            return s;
+        }
+    }
+}
+
+#[tokio::test]
+async fn process_launcher_runs_commands_with_docker_volumes_as_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = EmuConfig::fast(1);
+    cfg.launcher = Arc::new(ProcessLauncher {
+        sandbox_root: dir.path().join("sandboxes"),
+        volumes: Arc::new(DirVolumeAttacher {
+            root: dir.path().join("volumes"),
+        }),
+    });
+    let emu = MesosEmu::start(cfg).await.unwrap();
+    let mut d = Driver::start(fast_client_config(vec![emu.url()]));
+    d.until(|n| matches!(n, Notification::Subscribed { .. }).then_some(()))
+        .await;
+    let offer = d
+        .event(EventType::Offers)
+        .await
+        .offers
+        .unwrap()
+        .offers
+        .remove(0);
+    let mut t = sleep_task("writer", &offer.agent_id);
+    t.command = Some(CommandInfo {
+        value: Some(
+            "echo \"$GREETING\" > \"$TETHER_VOLUME_DATA/hello\" && test -d \"$MESOS_SANDBOX\""
+                .into(),
+        ),
+        environment: Some(Environment {
+            variables: vec![Variable::value("GREETING", "hi from es1")],
+        }),
+        ..CommandInfo::default()
+    });
+    t.container = Some(ContainerInfo {
+        container_type: ContainerType::Mesos,
+        volumes: vec![Volume::docker_volume(
+            "/data",
+            VolumeMode::Rw,
+            "rexray",
+            "es1data",
+            vec![],
+        )],
+        hostname: None,
+        docker: None,
+        mesos: None,
+    });
+    let mut sleeper = sleep_task("sleeper", &offer.agent_id);
+    sleeper.command = Some(CommandInfo {
+        value: Some("sleep 100".into()),
+        ..CommandInfo::default()
+    });
+    d.client
+        .send(Call::accept(
+            vec![offer.id.clone()],
+            vec![Operation::launch(vec![t, sleeper])],
+            None,
+        ))
+        .await
+        .unwrap();
+    ack_until(&mut d, TaskState::Finished).await;
+    let written = std::fs::read_to_string(dir.path().join("volumes/rexray/es1data/hello")).unwrap();
+    assert_eq!(written.trim(), "hi from es1");
+    eventually(|| {
+        emu.tasks()
+            .iter()
+            .any(|t| t.task_id == "sleeper" && t.state == TaskState::Running)
+    })
+    .await;
+    d.client
+        .send(Call::kill(
+            TaskID::new("sleeper"),
+            None,
+            Some(2_000_000_000),
+        ))
+        .await
+        .unwrap();
+    ack_until(&mut d, TaskState::Killed).await;
+    d.cancel.cancel();
+    emu.shutdown();
+}

@@ -1,0 +1,170 @@
+//! Admin commands: scale (lowest free ids up, highest ids down, volumes kept) and replace (refused while
+//! the old task may live, unless forced).
+
+use crate::command::{Command, MesosCommand, WatchEvent};
+use crate::core::{Core, MAX_NODES, ScalePlan, new_runtime};
+use crate::error::CoreError;
+use crate::ids::{Hostname, Millis, NodeId, VolumeName};
+use crate::state::{SlotRecord, StateWrite};
+use std::collections::HashMap;
+
+impl Core {
+    // ----------------------------------------------------------------------------------------------
+    // Admin
+    // ----------------------------------------------------------------------------------------------
+
+    /// Sets the desired node count. Scale-up takes the lowest free ids (reusing the volumes of earlier
+    /// scaled-down slots); scale-down stops the highest ids first and keeps their volumes.
+    pub fn handle_scale(&mut self, n: u64, now: Millis) -> Result<ScalePlan, CoreError> {
+        if n > MAX_NODES {
+            return Err(CoreError::InvalidConfig(format!(
+                "desired count {n} exceeds {MAX_NODES}"
+            )));
+        }
+        let from = self.persisted.desired;
+        let mut plan = ScalePlan {
+            start: Vec::new(),
+            stop: Vec::new(),
+        };
+        // Validate every new name before changing anything.
+        let mut additions = Vec::new();
+        let mut probe = self.ids.clone();
+        while (probe.len() as u64) < n {
+            let id = probe.allocate();
+            if self.record(id).is_none() {
+                let vols = self.config.volume_names(id)?;
+                for v in &vols {
+                    if let Some(owner) = self.volume_owner.get(v) {
+                        return Err(CoreError::BadState(format!(
+                            "volume {v} of node {id} already belongs to node {owner}"
+                        )));
+                    }
+                }
+                self.config.task_id(id, 1)?;
+                additions.push((id, vols));
+            }
+        }
+        if from != n {
+            self.write(StateWrite::Desired(n));
+        }
+        let mut new_vols: HashMap<NodeId, Vec<VolumeName>> = additions.into_iter().collect();
+        while (self.ids.len() as u64) < n {
+            let id = self.ids.allocate();
+            let rec = match self.record(id).cloned() {
+                Some(mut rec) => {
+                    rec.removed = false;
+                    rec
+                }
+                None => {
+                    let volumes = new_vols.remove(&id).unwrap_or_default();
+                    for v in &volumes {
+                        self.volume_owner.insert(v.clone(), id);
+                    }
+                    SlotRecord {
+                        node_id: id,
+                        volumes,
+                        generation: 0,
+                        task: None,
+                        removed: false,
+                        forced: false,
+                        last_reason: None,
+                        mount_host: None,
+                    }
+                }
+            };
+            self.write_slot(rec);
+            let fence = self.prepare_fence(id);
+            let rt = self.slots.entry(id).or_insert_with(|| new_runtime(now));
+            rt.failures = 0;
+            rt.not_before = fence.max(now);
+            rt.since = now;
+            self.revive_wanted = true;
+            plan.start.push(id);
+        }
+        while (self.ids.len() as u64) > n {
+            let Some(id) = self.ids.highest() else { break };
+            self.ids.release(id);
+            let Some(mut rec) = self.record(id).cloned() else {
+                continue;
+            };
+            rec.removed = true;
+            self.write_slot(rec.clone());
+            self.abandon_prepare(id, true);
+            if let Some(t) = rec.task.as_ref().filter(|t| !t.is_terminal()) {
+                self.mesos(MesosCommand::Kill {
+                    task_id: t.task_id.clone(),
+                    agent_id: Some(t.agent_id.clone()),
+                });
+            }
+            plan.stop.push(id);
+        }
+        self.refresh_watch();
+        if from != n {
+            self.watch(WatchEvent::Scaled { from, to: n });
+            let hosts: Vec<Hostname> = self
+                .sidecars
+                .iter()
+                .filter(|(_, s)| s.connected)
+                .map(|(h, _)| h.clone())
+                .collect();
+            for host in hosts {
+                let command = self.welcome();
+                self.push(Command::Sidecar { host, command });
+            }
+        }
+        self.flush_interest();
+        Ok(plan)
+    }
+
+    /// Replaces a node: relaunches it (anywhere) as soon as possible. Without `force` this is refused
+    /// while its task may be alive; with `force` the operator asserts the task is gone: it is killed
+    /// (best effort) and the slot stops waiting for its terminal state.
+    pub fn handle_replace(
+        &mut self,
+        id: NodeId,
+        force: bool,
+        now: Millis,
+    ) -> Result<(), CoreError> {
+        let Some(rec) = self.record(id).cloned().filter(|r| !r.removed) else {
+            return Err(CoreError::UnknownNode(id));
+        };
+        if let Some(t) = rec.task.as_ref().filter(|t| !t.is_terminal()) {
+            if !force {
+                return Err(CoreError::TaskMayBeAlive {
+                    node: id,
+                    task: t.task_id.clone(),
+                    state: t
+                        .state
+                        .map_or("unknown".into(), |s| s.as_mesos().to_owned()),
+                });
+            }
+            self.mesos(MesosCommand::Kill {
+                task_id: t.task_id.clone(),
+                agent_id: Some(t.agent_id.clone()),
+            });
+            self.tasks.remove(&t.task_id);
+            if let Some(r) = self.recon.as_mut() {
+                r.remaining.remove(&t.task_id);
+            }
+            let mut rec = rec.clone();
+            rec.task = None;
+            rec.forced = true;
+            // The operator vouches that the old agent holds nothing any more (a stray mount there is
+            // released when its sidecar reports it).
+            rec.mount_host = None;
+            self.write_slot(rec);
+        }
+        self.abandon_prepare(id, true);
+        self.release_mount(id);
+        let fence = self.prepare_fence(id);
+        if let Some(rt) = self.slots.get_mut(&id) {
+            rt.failures = 0;
+            rt.not_before = fence.max(now);
+            rt.healthy = None;
+        }
+        self.watch(WatchEvent::Replaced { node_id: id, force });
+        self.revive_wanted = true;
+        self.flush_interest();
+        Ok(())
+    }
+}

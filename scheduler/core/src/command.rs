@@ -1,0 +1,476 @@
+//! What the core asks the shell to do, in order: Mesos calls, sidecar commands, durable writes, and events
+//! for watchers. [`LaunchSpec`] is complete enough for the shell to build a TaskInfo for either
+//! containerizer without asking the core anything else.
+
+use crate::config::Containerizer;
+use crate::ids::{AgentId, Hostname, NodeId, OfferId, TaskId, VolumeName};
+use crate::state::StateWrite;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// One command for the shell. Executed strictly in the order polled; a `Persist` must be durable before
+/// any later command is executed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// A call to the Mesos master.
+    Mesos(MesosCommand),
+    /// A command for the sidecar of `host`.
+    Sidecar {
+        /// The agent whose sidecar gets it.
+        host: Hostname,
+        /// The command.
+        command: SidecarCommand,
+    },
+    /// A durable state change.
+    Persist(StateWrite),
+    /// An event for `WatchEvents` and the logs.
+    Watch(WatchEvent),
+}
+
+/// Mesos scheduler calls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MesosCommand {
+    /// ACCEPT with one LAUNCH.
+    Accept {
+        /// The offer.
+        offer_id: OfferId,
+        /// Its agent.
+        agent_id: AgentId,
+        /// The task to launch.
+        launch: Box<LaunchSpec>,
+        /// Filter for the unused remainder.
+        refuse_seconds: f64,
+    },
+    /// DECLINE.
+    Decline {
+        /// Offers declined.
+        offer_ids: Vec<OfferId>,
+        /// Refuse filter.
+        refuse_seconds: f64,
+    },
+    /// ACKNOWLEDGE an update that carried a uuid.
+    Acknowledge {
+        /// Agent of the update.
+        agent_id: AgentId,
+        /// Task of the update.
+        task_id: TaskId,
+        /// The uuid exactly as received.
+        uuid: String,
+    },
+    /// RECONCILE; an empty list is implicit reconciliation.
+    Reconcile {
+        /// Tasks to reconcile explicitly.
+        tasks: Vec<(TaskId, Option<AgentId>)>,
+    },
+    /// KILL.
+    Kill {
+        /// The task.
+        task_id: TaskId,
+        /// Its agent, when known.
+        agent_id: Option<AgentId>,
+    },
+    /// SUPPRESS (all roles).
+    Suppress,
+    /// REVIVE (all roles).
+    Revive,
+}
+
+/// Commands for a sidecar.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SidecarCommand {
+    /// The answer to Hello, re-sent when the watch set changes.
+    Welcome {
+        /// Report interval asked of the sidecar.
+        report_interval_ms: u64,
+        /// Exact volume names to watch.
+        watch_names: std::sync::Arc<Vec<VolumeName>>,
+    },
+    /// Attach a node's volumes on this agent.
+    Prepare {
+        /// Unique per scheduler process.
+        command_id: u64,
+        /// The node.
+        node_id: NodeId,
+        /// Its volumes.
+        volumes: Vec<VolumeName>,
+        /// Create volumes the driver does not know.
+        create_missing: bool,
+        /// `Create` options.
+        create_options: Vec<(String, String)>,
+        /// Give up after this long.
+        deadline_ms: u64,
+    },
+    /// Drop the sidecar's mounts of these volumes.
+    Release {
+        /// Unique per scheduler process.
+        command_id: u64,
+        /// The volumes.
+        volumes: Vec<VolumeName>,
+    },
+}
+
+/// One volume of a launch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchVolume {
+    /// Docker volume name.
+    pub name: VolumeName,
+    /// Mount point in the container.
+    pub container_path: String,
+    /// Volume driver (`None` with the `normal` strategy: the shell then uses a host path named like the volume).
+    pub driver: Option<String>,
+    /// Driver options (passed by the Mesos containerizer; the Docker containerizer ignores them).
+    pub driver_options: Vec<(String, String)>,
+}
+
+/// Everything needed to build the TaskInfo of one node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaunchSpec {
+    /// The node.
+    pub node_id: NodeId,
+    /// The task id.
+    pub task_id: TaskId,
+    /// Task name (the Elasticsearch node name).
+    pub name: String,
+    /// Agent id (must equal the offer's).
+    pub agent_id: AgentId,
+    /// Agent host.
+    pub host: Hostname,
+    /// CPUs.
+    pub cpus: f64,
+    /// Memory, MB.
+    pub mem_mb: f64,
+    /// Disk, MB (0 with the external strategy: storage is external).
+    pub disk_mb: f64,
+    /// JVM heap, MB (already in `ES_JAVA_OPTS`).
+    pub heap_mb: u64,
+    /// Container image.
+    pub image: String,
+    /// Containerizer.
+    pub containerizer: Containerizer,
+    /// HTTP port (from the offer).
+    pub http_port: u16,
+    /// Transport port (from the offer).
+    pub transport_port: u16,
+    /// Volumes.
+    pub volumes: Vec<LaunchVolume>,
+    /// Environment, in order.
+    pub env: Vec<(String, String)>,
+    /// HTTP health check port.
+    pub health_check_port: u16,
+    /// HTTP health check path.
+    pub health_check_path: String,
+    /// The offer's role.
+    pub role: String,
+}
+
+/// Environment variable names the core sets on every task.
+pub mod env {
+    /// The node id (the 2016 framework's variable).
+    pub const NODE_ID: &str = "ELASTICSEARCH_NODE_ID";
+    /// Elasticsearch node name.
+    pub const NODE_NAME: &str = "node.name";
+    /// Elasticsearch cluster name.
+    pub const CLUSTER_NAME: &str = "cluster.name";
+    /// HTTP port.
+    pub const HTTP_PORT: &str = "http.port";
+    /// Transport port.
+    pub const TRANSPORT_PORT: &str = "transport.port";
+    /// Address published to other nodes (the agent host).
+    pub const PUBLISH_HOST: &str = "network.publish_host";
+    /// Bind address.
+    pub const BIND_HOST: &str = "network.host";
+    /// Comma-separated `host:transport_port` of the other live nodes.
+    pub const SEED_HOSTS: &str = "discovery.seed_hosts";
+    /// Comma-separated node names, only while the cluster has never formed.
+    pub const INITIAL_MASTER_NODES: &str = "cluster.initial_master_nodes";
+    /// JVM options with the heap.
+    pub const JAVA_OPTS: &str = "ES_JAVA_OPTS";
+}
+
+/// Why an offer was declined or a node could not be placed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Reason {
+    /// No node waits for an offer.
+    NothingPending,
+    /// Not subscribed (offers from a stale stream).
+    NotSubscribed,
+    /// Too few cpus.
+    Cpus {
+        /// Offered.
+        offered: f64,
+        /// Needed.
+        needed: f64,
+    },
+    /// Too little memory.
+    Mem {
+        /// Offered.
+        offered: f64,
+        /// Needed.
+        needed: f64,
+    },
+    /// Too little disk (`normal` strategy).
+    Disk {
+        /// Offered.
+        offered: f64,
+        /// Needed.
+        needed: f64,
+    },
+    /// Fewer than two ports.
+    Ports,
+    /// A Tether node already runs (or is being placed) on the agent.
+    AgentBusy,
+    /// `attr:UNIQUE` value already used by another node.
+    ConstraintUnique {
+        /// Attribute.
+        attribute: String,
+        /// Its value on this agent (`None`: the agent lacks it).
+        value: Option<String>,
+    },
+    /// `attr:CLUSTER:value` mismatch.
+    ConstraintEquals {
+        /// Attribute.
+        attribute: String,
+        /// Wanted value.
+        wanted: String,
+        /// Value on the agent.
+        found: Option<String>,
+    },
+    /// No sidecar has said hello for this host.
+    SidecarMissing,
+    /// The sidecar is disconnected.
+    SidecarDisconnected,
+    /// The sidecar's last report is too old (or it never reported).
+    SidecarStale {
+        /// Age of the last report, when there was one.
+        age_ms: Option<u64>,
+    },
+    /// The volume driver is unhealthy.
+    DriverUnhealthy(String),
+    /// Not enough free attach slots.
+    NoAttachSlots {
+        /// In use.
+        used: u32,
+        /// Maximum.
+        max: u32,
+        /// Needed by one node.
+        needed: u32,
+    },
+    /// A volume does not exist and auto-create is off.
+    VolumeMissing(VolumeName),
+    /// No sidecar has reported the volume yet and auto-create is off.
+    VolumeNotReported(VolumeName),
+    /// The volume lives in another zone than the agent (or no suitable offer came from its zone).
+    VolumeZone {
+        /// The volume.
+        volume: VolumeName,
+        /// Its zone.
+        volume_zone: String,
+        /// The zone of the agent that was refused (`None`: no suitable offer from the volume's zone).
+        agent_zone: Option<String>,
+    },
+    /// The volume is held on another agent: attached by its live sidecar, host-local there, or a sidecar
+    /// mount there not yet released.
+    VolumeAttachedElsewhere {
+        /// The volume.
+        volume: VolumeName,
+        /// Where it is attached.
+        host: Hostname,
+    },
+    /// The volumes of the node live in several zones.
+    VolumesSplitAcrossZones,
+    /// Every suitable offer went to a lower node id, or none was suitable.
+    NoSuitableOffer,
+    /// The offer was fine but no pending node could use it.
+    Surplus,
+    /// The node waits out a backoff.
+    Backoff {
+        /// Until when.
+        until_ms: u64,
+    },
+    /// Just (re)started: waiting for sidecars to report before placing anything.
+    StartupGrace {
+        /// Until when.
+        until_ms: u64,
+    },
+    /// The sidecar could not prepare the volumes.
+    PrepareFailed(String),
+    /// The held offer was rescinded, expired or lost with the subscription while preparing.
+    OfferLost(String),
+    /// The task ended.
+    TaskEnded {
+        /// Its final state.
+        state: String,
+        /// Mesos reason.
+        reason: Option<String>,
+        /// Mesos message.
+        message: Option<String>,
+    },
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::NothingPending => write!(f, "no node is waiting for an offer"),
+            Reason::NotSubscribed => write!(f, "not subscribed"),
+            Reason::Cpus { offered, needed } => write!(f, "cpus {offered} < {needed}"),
+            Reason::Mem { offered, needed } => write!(f, "mem {offered} MB < {needed} MB"),
+            Reason::Disk { offered, needed } => write!(f, "disk {offered} MB < {needed} MB"),
+            Reason::Ports => write!(f, "fewer than two ports offered"),
+            Reason::AgentBusy => write!(f, "a Tether node already runs on this agent"),
+            Reason::ConstraintUnique { attribute, value } => match value {
+                Some(v) => write!(f, "{attribute}:UNIQUE: {v} already used"),
+                None => write!(f, "{attribute}:UNIQUE: agent has no {attribute}"),
+            },
+            Reason::ConstraintEquals {
+                attribute,
+                wanted,
+                found,
+            } => {
+                write!(f, "{attribute}:CLUSTER:{wanted}: agent has {found:?}")
+            }
+            Reason::SidecarMissing => write!(f, "no tether-sidecar has connected from this agent"),
+            Reason::SidecarDisconnected => write!(f, "the agent's tether-sidecar is disconnected"),
+            Reason::SidecarStale { age_ms: Some(a) } => {
+                write!(f, "the sidecar's last report is {a} ms old")
+            }
+            Reason::SidecarStale { age_ms: None } => write!(f, "the sidecar has not reported yet"),
+            Reason::DriverUnhealthy(e) => write!(f, "volume driver unhealthy: {e}"),
+            Reason::NoAttachSlots { used, max, needed } => {
+                write!(f, "attach slots {used}/{max} used, {needed} needed")
+            }
+            Reason::VolumeMissing(v) => {
+                write!(f, "volume {v} does not exist and auto-create is off")
+            }
+            Reason::VolumeNotReported(v) => write!(f, "no sidecar has reported volume {v}"),
+            Reason::VolumeZone {
+                volume,
+                volume_zone,
+                agent_zone: Some(a),
+            } => {
+                write!(
+                    f,
+                    "volume {volume} is in zone {volume_zone}, the agent in {a}"
+                )
+            }
+            Reason::VolumeZone {
+                volume,
+                volume_zone,
+                agent_zone: None,
+            } => {
+                write!(
+                    f,
+                    "no suitable offer from zone {volume_zone}, where volume {volume} lives"
+                )
+            }
+            Reason::VolumeAttachedElsewhere { volume, host } => {
+                write!(
+                    f,
+                    "volume {volume} is held on agent {host} (attached, host-local, or not yet released)"
+                )
+            }
+            Reason::VolumesSplitAcrossZones => {
+                write!(f, "the node's volumes are in different zones")
+            }
+            Reason::NoSuitableOffer => write!(f, "no suitable offer"),
+            Reason::Surplus => write!(f, "no pending node could use this offer"),
+            Reason::Backoff { until_ms } => write!(f, "backing off until {until_ms} ms"),
+            Reason::StartupGrace { until_ms } => {
+                write!(
+                    f,
+                    "waiting until {until_ms} ms for sidecars to report after start"
+                )
+            }
+            Reason::PrepareFailed(e) => write!(f, "prepare failed: {e}"),
+            Reason::OfferLost(why) => write!(f, "held offer lost: {why}"),
+            Reason::TaskEnded {
+                state,
+                reason,
+                message,
+            } => {
+                write!(f, "task ended {state}")?;
+                if let Some(r) = reason {
+                    write!(f, " ({r})")?;
+                }
+                if let Some(m) = message {
+                    write!(f, ": {m}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Events for the admin `WatchEvents` stream and the logs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum WatchEvent {
+    /// Subscribed to the master.
+    Subscribed {
+        /// Framework id.
+        framework_id: String,
+    },
+    /// The subscription ended.
+    Disconnected,
+    /// A node was assigned an offer and its volumes are being prepared.
+    Preparing {
+        /// Node.
+        node_id: NodeId,
+        /// Agent host.
+        host: Hostname,
+    },
+    /// A node's task was launched.
+    Launched {
+        /// Node.
+        node_id: NodeId,
+        /// Task.
+        task_id: TaskId,
+        /// Agent host.
+        host: Hostname,
+    },
+    /// A node's task changed state.
+    TaskState {
+        /// Node.
+        node_id: NodeId,
+        /// Task.
+        task_id: TaskId,
+        /// New state.
+        state: String,
+    },
+    /// A node could not be placed this round, or its placement was abandoned.
+    NodeWaiting {
+        /// Node.
+        node_id: NodeId,
+        /// Why.
+        reason: String,
+    },
+    /// Offers declined in one round, counted per reason.
+    OffersDeclined {
+        /// (reason, count).
+        by_reason: Vec<(String, usize)>,
+    },
+    /// Desired count changed.
+    Scaled {
+        /// Before.
+        from: u64,
+        /// After.
+        to: u64,
+    },
+    /// A replacement was requested.
+    Replaced {
+        /// Node.
+        node_id: NodeId,
+        /// With force.
+        force: bool,
+    },
+    /// A task that no slot owns (or an old generation) reported a live state and is being killed.
+    StrayTask {
+        /// Task.
+        task_id: TaskId,
+        /// State reported.
+        state: String,
+    },
+    /// An update could not be handled.
+    Warning {
+        /// What happened.
+        message: String,
+    },
+}

@@ -1,0 +1,757 @@
+//! The state machine's data and shared machinery: [`Core`] (node table through its [`PersistedState`],
+//! sidecar view, held offers, reconciliation, timers, the command queue), construction and restore,
+//! `poll_*`, the invariant checker, and the launch/prepare steps. The event handlers live beside it:
+//! `mesos_events`, `sidecar_events`, `admin` and `placement`.
+
+use crate::alloc::IdAllocator;
+use crate::command::{Command, MesosCommand, Reason, SidecarCommand, WatchEvent};
+use crate::config::{Config, Strategy};
+use crate::domain::{Offer, TaskState, VolumeReport};
+use crate::error::CoreError;
+use crate::ids::{AgentId, Hostname, Millis, NodeId, OfferId, TaskId, VolumeName};
+use crate::state::{PersistedState, SlotRecord, StateWrite};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+/// The largest desired count the core accepts in one cluster (a guard against typos, not a design limit).
+pub const MAX_NODES: u64 = 1_000_000;
+
+/// In-memory, non-durable facts about one slot.
+#[derive(Debug, Clone)]
+pub(crate) struct SlotRuntime {
+    pub(crate) preparing: Option<Preparing>,
+    /// Consecutive failures, for the backoff.
+    pub(crate) failures: u32,
+    /// No placement before this time.
+    pub(crate) not_before: Millis,
+    /// When the current task last got any status (reconciliation answers included).
+    pub(crate) last_status_at: Option<Millis>,
+    /// When the current task was launched by this process.
+    pub(crate) launched_at: Option<Millis>,
+    /// Health of the current task, when reported.
+    pub(crate) healthy: Option<bool>,
+
+    /// The agent where the node's last prepare failed or timed out: placed there only as a last resort.
+    pub(crate) avoid_host: Option<Hostname>,
+    /// Rendered attributes of the agent the node was placed on (for UNIQUE constraints).
+    pub(crate) attributes: Vec<(String, String)>,
+    /// Last reason the slot is waiting (not durable beyond `SlotRecord::last_reason`).
+    pub(crate) reason: Option<Reason>,
+    /// When the slot entered its current state.
+    pub(crate) since: Millis,
+}
+
+/// An offer held while the sidecar prepares the node's volumes.
+#[derive(Debug, Clone)]
+pub(crate) struct Preparing {
+    pub(crate) offer: Offer,
+    pub(crate) command_id: u64,
+    #[allow(
+        dead_code,
+        reason = "kept for debugging output; the hold timer is in `timers`"
+    )]
+    pub(crate) deadline: Millis,
+    pub(crate) http_port: u16,
+    pub(crate) transport_port: u16,
+}
+
+/// A prepare the core gave up on before its answer came.
+#[derive(Debug, Clone)]
+pub(crate) struct Abandoned {
+    pub(crate) node: NodeId,
+    pub(crate) host: Hostname,
+    pub(crate) volumes: Vec<VolumeName>,
+    pub(crate) deadline: Millis,
+}
+
+/// What the core knows of one agent's sidecar.
+#[derive(Debug, Clone)]
+pub(crate) struct Sidecar {
+    pub(crate) agent_id: Option<AgentId>,
+    pub(crate) connected: bool,
+    pub(crate) instance_id: String,
+    pub(crate) zone: Option<String>,
+    pub(crate) max_attachments: Option<u32>,
+    pub(crate) driver_name: String,
+    pub(crate) driver_scope: crate::domain::DriverScope,
+    pub(crate) last_report_at: Option<Millis>,
+    pub(crate) last_sequence: u64,
+    pub(crate) driver_healthy: bool,
+    pub(crate) driver_latency_micros: u64,
+    pub(crate) driver_error: Option<String>,
+    pub(crate) attachments_used: u32,
+    pub(crate) volumes: BTreeMap<VolumeName, VolumeReport>,
+}
+
+/// Every sidecar's view of one volume, folded together.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct VolumeAgg {
+    /// How many sidecars' latest reports say the volume exists / does not exist (counts, not host sets:
+    /// every sidecar reports every watched volume, so sets would cost agents x volumes).
+    pub(crate) exists: u32,
+    pub(crate) missing: u32,
+    /// Hosts with a host-local driver on which the volume exists.
+    pub(crate) local_hosts: BTreeSet<Hostname>,
+    pub(crate) attached_hosts: BTreeSet<Hostname>,
+    pub(crate) zone: Option<String>,
+    pub(crate) size_bytes: Option<u64>,
+    pub(crate) free_bytes: Option<u64>,
+    pub(crate) last_error: Option<String>,
+}
+
+/// One explicit reconciliation in progress.
+#[derive(Debug, Clone)]
+pub(crate) struct Recon {
+    pub(crate) started: Millis,
+    pub(crate) remaining: BTreeSet<TaskId>,
+    pub(crate) attempt: u32,
+    pub(crate) next_at: Millis,
+}
+
+/// Timers kept in one ordered set; each is re-validated when it fires.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Timer {
+    PrepareHold(NodeId, u64),
+    GraceEnd,
+    Backoff(NodeId),
+    LaunchStatus(NodeId, TaskId),
+}
+
+/// The result of a scale request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScalePlan {
+    /// Ids that will be started (lowest free first).
+    pub start: Vec<NodeId>,
+    /// Ids that will be stopped (highest first); their volumes are kept.
+    pub stop: Vec<NodeId>,
+}
+
+/// The scheduling core. See the crate documentation for the contract with the shell.
+#[derive(Debug)]
+pub struct Core {
+    pub(crate) config: Config,
+    pub(crate) persisted: PersistedState,
+    pub(crate) ids: IdAllocator,
+    pub(crate) slots: BTreeMap<NodeId, SlotRuntime>,
+    pub(crate) tasks: HashMap<TaskId, NodeId>,
+    pub(crate) sidecars: BTreeMap<Hostname, Sidecar>,
+    pub(crate) volumes: HashMap<VolumeName, VolumeAgg>,
+    pub(crate) volume_owner: HashMap<VolumeName, NodeId>,
+    pub(crate) host_attributes: HashMap<Hostname, Vec<(String, String)>>,
+    pub(crate) agent_hosts: HashMap<AgentId, Hostname>,
+    pub(crate) agent_reasons: HashMap<Hostname, (Reason, Millis)>,
+    pub(crate) subscribed_since: Option<Millis>,
+    pub(crate) suppressed: bool,
+    pub(crate) revive_wanted: bool,
+    pub(crate) recon: Option<Recon>,
+    pub(crate) next_implicit: Option<Millis>,
+    pub(crate) holds: HashMap<OfferId, NodeId>,
+    /// Prepares given up on whose answer has not arrived: they may still mount until their deadline.
+    pub(crate) abandoned_prepares: HashMap<u64, Abandoned>,
+    /// Stray sidecar mounts already asked to be released (until a report shows them gone).
+    pub(crate) stray_released: std::collections::HashSet<(Hostname, VolumeName)>,
+
+    pub(crate) timers: BTreeSet<(Millis, Timer)>,
+    pub(crate) commands: VecDeque<Command>,
+    pub(crate) next_command_id: u64,
+    pub(crate) watch: std::sync::Arc<Vec<VolumeName>>,
+    /// No placement before this time (set at the first SUBSCRIBED of this process).
+    pub(crate) placement_from: Option<Millis>,
+}
+
+pub(crate) fn new_runtime(now: Millis) -> SlotRuntime {
+    SlotRuntime {
+        preparing: None,
+        failures: 0,
+        not_before: now,
+        last_status_at: None,
+        launched_at: None,
+        healthy: None,
+
+        avoid_host: None,
+        attributes: Vec::new(),
+        reason: None,
+        since: now,
+    }
+}
+
+impl Core {
+    /// Builds a core from the configuration and the state restored from the store (use
+    /// `PersistedState::default()` on first start). Tasks restored with a non-terminal state are only
+    /// beliefs: they fence their slot until reconciliation after the next SUBSCRIBED says otherwise. If a
+    /// crash interrupted a scale change, the repairing writes are queued as the first commands.
+    pub fn new(config: Config, state: PersistedState) -> Result<Core, CoreError> {
+        config.validate()?;
+        let mut ids = IdAllocator::new(config.first_id);
+        let mut slots = BTreeMap::new();
+        let mut tasks = HashMap::new();
+        let mut volume_owner = HashMap::new();
+        for (id, rec) in &state.slots {
+            if *id != rec.node_id {
+                return Err(CoreError::BadState(format!(
+                    "slot key {id} holds node {}",
+                    rec.node_id
+                )));
+            }
+            if id.0 < config.first_id {
+                return Err(CoreError::BadState(format!(
+                    "node {id} is below the first id {}",
+                    config.first_id
+                )));
+            }
+            for v in &rec.volumes {
+                if let Some(other) = volume_owner.insert(v.clone(), *id) {
+                    return Err(CoreError::BadState(format!(
+                        "volume {v} belongs to nodes {other} and {id}"
+                    )));
+                }
+            }
+            if !rec.removed {
+                ids.claim(*id);
+            }
+            if let Some(t) = &rec.task {
+                tasks.insert(t.task_id.clone(), *id);
+            }
+            slots.insert(*id, new_runtime(Millis(0)));
+        }
+        let desired = state.desired;
+        let mut core = Core {
+            config,
+            persisted: state,
+            ids,
+            slots,
+            tasks,
+            sidecars: BTreeMap::new(),
+            volumes: HashMap::new(),
+            volume_owner,
+            host_attributes: HashMap::new(),
+            agent_hosts: HashMap::new(),
+            agent_reasons: HashMap::new(),
+            subscribed_since: None,
+            suppressed: false,
+            revive_wanted: false,
+            recon: None,
+            next_implicit: None,
+            holds: HashMap::new(),
+            abandoned_prepares: HashMap::new(),
+            stray_released: std::collections::HashSet::new(),
+
+            timers: BTreeSet::new(),
+            commands: VecDeque::new(),
+            next_command_id: 1,
+            watch: std::sync::Arc::new(Vec::new()),
+            placement_from: None,
+        };
+        core.refresh_watch();
+        if core.ids.len() as u64 != desired {
+            core.handle_scale(desired, Millis(0))?;
+        }
+        Ok(core)
+    }
+
+    /// The next command for the shell, in order.
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    /// When the shell must call [`Core::handle_timeout`] next (possibly already past).
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        let mut next = self.timers.first().map(|(at, _)| *at);
+        if self.subscribed_since.is_some() {
+            let recon = self.recon.as_ref().map(|r| r.next_at);
+            // Implicit reconciliation waits while an explicit one runs.
+            let implicit = self.next_implicit.filter(|_| self.recon.is_none());
+            for t in [recon, implicit].into_iter().flatten() {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        }
+        next
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The durable state as the core believes it (equal to the initial state plus every emitted write).
+    #[must_use]
+    pub fn persisted(&self) -> &PersistedState {
+        &self.persisted
+    }
+
+    /// Checks the core's own invariants (for tests and debug assertions); returns the first violation.
+    /// * allocated ids are exactly `first_id .. first_id + desired` and are the slots not removed;
+    /// * every slot's current task is indexed, and nothing else is;
+    /// * at most one agent holds a node's volumes by the core's knowledge (a held offer, a sidecar mount,
+    ///   a prepare that may still complete, a task that may be alive);
+    /// * held offers and preparing slots agree.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let first = self.config.first_id;
+        let want: Vec<u64> = (first..first.saturating_add(self.persisted.desired)).collect();
+        let have: Vec<u64> = self.ids.iter().map(|n| n.0).collect();
+        if want != have {
+            return Err(format!(
+                "allocated ids {have:?} are not the lowest {} ids",
+                want.len()
+            ));
+        }
+        for (id, rec) in &self.persisted.slots {
+            if rec.removed == self.ids.contains(*id) {
+                return Err(format!(
+                    "node {id}: removed={} disagrees with the allocator",
+                    rec.removed
+                ));
+            }
+            if !self.slots.contains_key(id) {
+                return Err(format!("node {id} has no runtime state"));
+            }
+            if let Some(t) = &rec.task
+                && self.tasks.get(&t.task_id) != Some(id)
+            {
+                return Err(format!("task {} of node {id} is not indexed", t.task_id));
+            }
+            let mut holders: BTreeSet<&Hostname> = BTreeSet::new();
+            let rt = &self.slots[id];
+            if let Some(p) = &rt.preparing {
+                holders.insert(&p.offer.hostname);
+                if self.holds.get(&p.offer.id) != Some(id) {
+                    return Err(format!(
+                        "node {id} prepares on offer {} that is not held",
+                        p.offer.id
+                    ));
+                }
+            }
+            if let Some(h) = &rec.mount_host {
+                holders.insert(h);
+            }
+            if let Some(t) = rec.task.as_ref().filter(|t| !t.is_terminal()) {
+                holders.insert(&t.host);
+            }
+            for a in self.abandoned_prepares.values().filter(|a| a.node == *id) {
+                holders.insert(&a.host);
+            }
+
+            if holders.len() > 1 {
+                return Err(format!(
+                    "node {id}'s volumes are held by several agents: {holders:?}"
+                ));
+            }
+        }
+        if self.tasks.len()
+            != self
+                .persisted
+                .slots
+                .values()
+                .filter(|r| r.task.is_some())
+                .count()
+        {
+            return Err("the task index holds tasks no slot owns".into());
+        }
+        if self.holds.len()
+            != self
+                .slots
+                .values()
+                .filter(|rt| rt.preparing.is_some())
+                .count()
+        {
+            return Err("held offers and preparing nodes disagree".into());
+        }
+        Ok(())
+    }
+
+    // ----------------------------------------------------------------------------------------------
+    // Small helpers
+    // ----------------------------------------------------------------------------------------------
+
+    pub(crate) fn push(&mut self, c: Command) {
+        self.commands.push_back(c);
+    }
+
+    pub(crate) fn mesos(&mut self, c: MesosCommand) {
+        self.push(Command::Mesos(c));
+    }
+
+    pub(crate) fn watch(&mut self, e: WatchEvent) {
+        self.push(Command::Watch(e));
+    }
+
+    /// Applies a durable change and queues it for the store, before whatever it allows.
+    pub(crate) fn write(&mut self, w: StateWrite) {
+        self.persisted.apply(&w);
+        self.push(Command::Persist(w));
+    }
+
+    pub(crate) fn write_slot(&mut self, rec: SlotRecord) {
+        self.write(StateWrite::Slot(rec));
+    }
+
+    pub(crate) fn record(&self, id: NodeId) -> Option<&SlotRecord> {
+        self.persisted.slots.get(&id)
+    }
+
+    pub(crate) fn command_id(&mut self) -> u64 {
+        let id = self.next_command_id;
+        self.next_command_id += 1;
+        id
+    }
+
+    /// The slot's newest task may still run (non-terminal or not yet heard of).
+    pub(crate) fn task_live(rec: &SlotRecord) -> bool {
+        rec.task.as_ref().is_some_and(|t| !t.is_terminal())
+    }
+
+    /// The slot wants a task and nothing is under way for it.
+    pub(crate) fn needs_task(&self, id: NodeId) -> bool {
+        match (self.record(id), self.slots.get(&id)) {
+            (Some(rec), Some(rt)) => {
+                !rec.removed && !Self::task_live(rec) && rt.preparing.is_none()
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn backoff_ms(&self, failures: u32) -> u64 {
+        let shift = failures.saturating_sub(1).min(32);
+        self.config
+            .backoff_initial_ms
+            .saturating_mul(1u64 << shift)
+            .min(
+                self.config
+                    .backoff_max_ms
+                    .max(self.config.backoff_initial_ms),
+            )
+    }
+
+    /// Records a failure of the slot and arms its backoff.
+    pub(crate) fn fail_slot(&mut self, id: NodeId, reason: Reason, now: Millis) {
+        let failures = self
+            .slots
+            .get(&id)
+            .map_or(1, |rt| rt.failures.saturating_add(1));
+        let mut until = now.plus(self.backoff_ms(failures));
+        if let Some(rt) = self.slots.get_mut(&id) {
+            rt.failures = failures;
+            until = until.max(rt.not_before);
+            rt.not_before = until;
+        }
+        self.timers.insert((until, Timer::Backoff(id)));
+        self.set_reason(id, reason, now);
+    }
+
+    /// Keeps the slot's last reason (in memory, durably when it changed) and tells watchers.
+    pub(crate) fn set_reason(&mut self, id: NodeId, reason: Reason, now: Millis) {
+        let text = reason.to_string();
+        let Some(rt) = self.slots.get_mut(&id) else {
+            return;
+        };
+        let changed = rt.reason.as_ref() != Some(&reason);
+        rt.reason = Some(reason);
+        if changed {
+            rt.since = now;
+        }
+        let durable_changed = self
+            .record(id)
+            .is_some_and(|r| r.last_reason.as_deref() != Some(&text));
+        if durable_changed && let Some(mut rec) = self.record(id).cloned() {
+            rec.last_reason = Some(text.clone());
+            self.write_slot(rec);
+        }
+        if changed {
+            self.watch(WatchEvent::NodeWaiting {
+                node_id: id,
+                reason: text,
+            });
+        }
+    }
+
+    /// Sends a release of the volumes to the sidecar of `host`, if it is connected; returns whether it went.
+    pub(crate) fn release(&mut self, host: &Hostname, volumes: Vec<VolumeName>) -> bool {
+        if !self.sidecars.get(host).is_some_and(|s| s.connected) {
+            return false;
+        }
+        if !volumes.is_empty() {
+            let command_id = self.command_id();
+            self.push(Command::Sidecar {
+                host: host.clone(),
+                command: SidecarCommand::Release {
+                    command_id,
+                    volumes,
+                },
+            });
+        }
+        true
+    }
+
+    /// Whether node `id` still needs the sidecar mount on `host`: it is preparing there, or its task there
+    /// may still be starting on it.
+    pub(crate) fn mount_needed(&self, id: NodeId, host: &Hostname) -> bool {
+        if self
+            .slots
+            .get(&id)
+            .and_then(|rt| rt.preparing.as_ref())
+            .is_some_and(|p| &p.offer.hostname == host)
+        {
+            return true;
+        }
+        self.record(id)
+            .and_then(|r| r.task.as_ref())
+            .is_some_and(|t| {
+                &t.host == host
+                    && matches!(
+                        t.state,
+                        None | Some(TaskState::Staging) | Some(TaskState::Starting)
+                    )
+            })
+    }
+
+    /// Releases the slot's sidecar mount. While the sidecar is away the mount stays on record (and keeps
+    /// the node pinned to that agent); the release goes out when it says hello again.
+    pub(crate) fn release_mount(&mut self, id: NodeId) {
+        let Some(rec) = self.record(id).cloned() else {
+            return;
+        };
+        let Some(host) = rec.mount_host.clone() else {
+            return;
+        };
+        if self.mount_needed(id, &host) {
+            return;
+        }
+        if self.release(&host, rec.volumes.clone()) {
+            let mut rec = rec;
+            rec.mount_host = None;
+            self.write_slot(rec);
+        }
+    }
+
+    /// Abandons an in-flight prepare: the offer is declined unless it is already gone, the mount released.
+    pub(crate) fn abandon_prepare(&mut self, id: NodeId, offer_still_valid: bool) {
+        let Some(p) = self.slots.get_mut(&id).and_then(|rt| rt.preparing.take()) else {
+            return;
+        };
+        self.holds.remove(&p.offer.id);
+        if offer_still_valid {
+            self.mesos(MesosCommand::Decline {
+                offer_ids: vec![p.offer.id.clone()],
+                refuse_seconds: self.config.decline_refuse_seconds,
+            });
+        }
+        let vols = self
+            .record(id)
+            .map(|r| r.volumes.clone())
+            .unwrap_or_default();
+        self.abandoned_prepares.insert(
+            p.command_id,
+            Abandoned {
+                node: id,
+                host: p.offer.hostname.clone(),
+                volumes: vols,
+                deadline: p.deadline,
+            },
+        );
+        // Until the prepare's deadline the sidecar may still mount: no placement elsewhere before then.
+        if let Some(rt) = self.slots.get_mut(&id) {
+            rt.not_before = rt.not_before.max(p.deadline);
+        }
+        self.release_mount(id);
+        self.revive_wanted = true;
+    }
+
+    /// The time before which node `id` must not be placed because a prepare it abandoned may still mount.
+    pub(crate) fn prepare_fence(&self, id: NodeId) -> Millis {
+        self.abandoned_prepares
+            .values()
+            .filter(|a| a.node == id)
+            .map(|a| a.deadline)
+            .max()
+            .unwrap_or(Millis(0))
+    }
+
+    /// Emits SUPPRESS or REVIVE when the wish for offers changed (or new work needs filters cleared).
+    pub(crate) fn flush_interest(&mut self) {
+        if self.subscribed_since.is_none() {
+            return;
+        }
+        let wants = self.slots.keys().any(|id| self.needs_task(*id));
+        if wants && (self.suppressed || self.revive_wanted) {
+            self.suppressed = false;
+            self.mesos(MesosCommand::Revive);
+        } else if !wants && !self.suppressed {
+            self.suppressed = true;
+            self.mesos(MesosCommand::Suppress);
+        }
+        self.revive_wanted = false;
+    }
+
+    /// The exact volume names sidecars should watch: the volumes of every slot, scaled-down ones included
+    /// (their volumes are kept, and a mount of them must still be seen).
+    #[must_use]
+    pub fn watch_names(&self) -> std::sync::Arc<Vec<VolumeName>> {
+        std::sync::Arc::clone(&self.watch)
+    }
+
+    /// Recomputes the watch set after the node table changed (shared by every Welcome).
+    pub(crate) fn refresh_watch(&mut self) {
+        let names = self
+            .persisted
+            .slots
+            .values()
+            .flat_map(|r| r.volumes.iter().cloned())
+            .collect();
+        self.watch = std::sync::Arc::new(names);
+    }
+
+    pub(crate) fn welcome(&self) -> SidecarCommand {
+        SidecarCommand::Welcome {
+            report_interval_ms: self.config.report_interval_ms,
+            watch_names: self.watch_names(),
+        }
+    }
+
+    /// Whether the sidecar of `host` is connected and reported recently enough.
+    pub(crate) fn sidecar_fresh(&self, s: &Sidecar, now: Millis) -> bool {
+        s.connected
+            && s.last_report_at
+                .is_some_and(|t| now.since(t) <= self.config.freshness_ms())
+    }
+
+    // ----------------------------------------------------------------------------------------------
+    // Launch
+    // ----------------------------------------------------------------------------------------------
+
+    /// Persists the slot's next generation and task, then accepts the offer with the LAUNCH.
+    pub(crate) fn launch(
+        &mut self,
+        id: NodeId,
+        offer: &Offer,
+        http_port: u16,
+        transport_port: u16,
+        now: Millis,
+    ) {
+        let Some(mut rec) = self.record(id).cloned() else {
+            return;
+        };
+        let generation = rec.generation.saturating_add(1);
+        let task_id = match self.config.task_id(id, generation) {
+            Ok(t) => t,
+            Err(e) => {
+                self.abandon_prepare(id, true);
+                self.watch(WatchEvent::Warning {
+                    message: e.to_string(),
+                });
+                return;
+            }
+        };
+        if let Some(old) = rec.task.as_ref() {
+            self.tasks.remove(&old.task_id);
+        }
+        rec.generation = generation;
+        rec.task = Some(crate::state::TaskRecord {
+            task_id: task_id.clone(),
+            agent_id: offer.agent_id.clone(),
+            host: offer.hostname.clone(),
+            http_port,
+            transport_port,
+            state: None,
+        });
+        rec.forced = false;
+        rec.last_reason = None;
+        self.write_slot(rec);
+        self.tasks.insert(task_id.clone(), id);
+        self.agent_hosts
+            .insert(offer.agent_id.clone(), offer.hostname.clone());
+        if let Some(rt) = self.slots.get_mut(&id) {
+            rt.last_status_at = None;
+            rt.launched_at = Some(now);
+            rt.avoid_host = None;
+            rt.healthy = None;
+            rt.reason = None;
+            rt.since = now;
+            rt.attributes = offer
+                .attributes
+                .iter()
+                .map(|(n, v)| (n.clone(), v.render()))
+                .collect();
+        }
+        self.timers.insert((
+            now.plus(self.config.launch_status_timeout_ms),
+            Timer::LaunchStatus(id, task_id.clone()),
+        ));
+        let spec = crate::launch::build(self, id, &task_id, offer, http_port, transport_port);
+        self.mesos(MesosCommand::Accept {
+            offer_id: offer.id.clone(),
+            agent_id: offer.agent_id.clone(),
+            launch: Box::new(spec),
+            refuse_seconds: self.config.decline_refuse_seconds,
+        });
+        self.watch(WatchEvent::Launched {
+            node_id: id,
+            task_id,
+            host: offer.hostname.clone(),
+        });
+    }
+
+    /// Starts preparing `id` on `offer` (external strategy).
+    pub(crate) fn start_prepare(
+        &mut self,
+        id: NodeId,
+        offer: Offer,
+        http_port: u16,
+        transport_port: u16,
+        zone: Option<String>,
+        now: Millis,
+    ) {
+        let Strategy::External {
+            auto_create,
+            create_options,
+            ..
+        } = &self.config.strategy
+        else {
+            return;
+        };
+        let mut options = create_options.clone();
+        if let Some(z) = zone
+            && !options.iter().any(|(k, _)| k == "availabilityZone")
+        {
+            options.push(("availabilityZone".into(), z));
+        }
+        let create_missing = *auto_create;
+        let command_id = self.command_id();
+        let deadline = now.plus(self.config.prepare_hold_ms);
+        let host = offer.hostname.clone();
+        let volumes = self
+            .record(id)
+            .map(|r| r.volumes.clone())
+            .unwrap_or_default();
+        self.holds.insert(offer.id.clone(), id);
+        if let Some(rt) = self.slots.get_mut(&id) {
+            rt.preparing = Some(Preparing {
+                offer,
+                command_id,
+                deadline,
+                http_port,
+                transport_port,
+            });
+            rt.since = now;
+        }
+        if let Some(mut rec) = self.record(id).cloned() {
+            rec.mount_host = Some(host.clone());
+            self.write_slot(rec);
+        }
+        self.timers
+            .insert((deadline, Timer::PrepareHold(id, command_id)));
+        self.push(Command::Sidecar {
+            host: host.clone(),
+            command: SidecarCommand::Prepare {
+                command_id,
+                node_id: id,
+                volumes,
+                create_missing,
+                create_options: options,
+                // Give the sidecar a little less than the hold so its failure arrives before we give up.
+                deadline_ms: self.config.prepare_hold_ms.saturating_mul(9) / 10,
+            },
+        });
+        self.watch(WatchEvent::Preparing { node_id: id, host });
+    }
+}

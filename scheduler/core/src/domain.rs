@@ -1,0 +1,308 @@
+//! Domain versions of what the peers tell the core: Mesos offers and task statuses, and the sidecar's
+//! hello, report and command result. The shell converts wire messages into these (validating ids on the
+//! way) and never passes wire types into the core.
+
+use crate::ids::{AgentId, Hostname, OfferId, TaskId, VolumeName};
+use serde::{Deserialize, Serialize};
+
+/// An inclusive port range from a `ports` RANGES resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortRange {
+    /// First port.
+    pub begin: u64,
+    /// Last port (inclusive).
+    pub end: u64,
+}
+
+/// The value of an agent attribute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AttributeValue {
+    /// TEXT attribute.
+    Text(String),
+    /// SCALAR attribute.
+    Scalar(f64),
+}
+
+impl AttributeValue {
+    /// The value as text, for equality and UNIQUE checks (scalars are rendered like Mesos renders them).
+    #[must_use]
+    pub fn render(&self) -> String {
+        match self {
+            AttributeValue::Text(t) => t.clone(),
+            AttributeValue::Scalar(v) => format!("{v}"),
+        }
+    }
+}
+
+/// One Mesos offer, reduced to what placement needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Offer {
+    /// Offer id.
+    pub id: OfferId,
+    /// The agent it is on.
+    pub agent_id: AgentId,
+    /// The agent's host name (`Offer.hostname`).
+    pub hostname: Hostname,
+    /// `domain.fault_domain.zone.name`, when set.
+    pub zone: Option<String>,
+    /// Unreserved plus role-reserved cpus.
+    pub cpus: f64,
+    /// Memory, MB.
+    pub mem_mb: f64,
+    /// Disk, MB.
+    pub disk_mb: f64,
+    /// Offered port ranges.
+    pub ports: Vec<PortRange>,
+    /// Agent attributes (name, value).
+    pub attributes: Vec<(String, AttributeValue)>,
+    /// The allocation role of the offer.
+    pub role: String,
+}
+
+impl Offer {
+    /// The first two offered ports (HTTP, transport), if the offer has two.
+    #[must_use]
+    pub fn two_ports(&self) -> Option<(u16, u16)> {
+        // Ranges come from the master: clamp them to real ports so a bogus range cannot spin.
+        let mut found: Vec<u16> = Vec::with_capacity(2);
+        for r in &self.ports {
+            let begin = r.begin.max(1);
+            let end = r.end.min(u64::from(u16::MAX));
+            let mut p = begin;
+            while p <= end && found.len() < 2 {
+                if let Ok(port) = u16::try_from(p)
+                    && !found.contains(&port)
+                {
+                    found.push(port);
+                }
+                p += 1;
+            }
+            if found.len() == 2 {
+                break;
+            }
+        }
+        match found.as_slice() {
+            [a, b] => Some((*a, *b)),
+            _ => None,
+        }
+    }
+
+    /// The value of attribute `name`, rendered.
+    #[must_use]
+    pub fn attribute(&self, name: &str) -> Option<String> {
+        self.attributes
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.render())
+    }
+}
+
+/// Mesos `TaskState`, every value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TaskState {
+    /// TASK_STAGING
+    Staging,
+    /// TASK_STARTING
+    Starting,
+    /// TASK_RUNNING
+    Running,
+    /// TASK_KILLING
+    Killing,
+    /// TASK_FINISHED
+    Finished,
+    /// TASK_FAILED
+    Failed,
+    /// TASK_KILLED
+    Killed,
+    /// TASK_ERROR
+    Error,
+    /// TASK_LOST
+    Lost,
+    /// TASK_DROPPED
+    Dropped,
+    /// TASK_UNREACHABLE
+    Unreachable,
+    /// TASK_GONE
+    Gone,
+    /// TASK_GONE_BY_OPERATOR
+    GoneByOperator,
+    /// TASK_UNKNOWN
+    Unknown,
+}
+
+impl TaskState {
+    /// Whether the task is known not to run any more, so its node may be relaunched. UNREACHABLE and
+    /// UNKNOWN are not terminal: the task may still hold its volumes.
+    #[must_use]
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskState::Finished
+                | TaskState::Failed
+                | TaskState::Killed
+                | TaskState::Error
+                | TaskState::Lost
+                | TaskState::Dropped
+                | TaskState::Gone
+                | TaskState::GoneByOperator
+        )
+    }
+
+    /// The Mesos enum name (`TASK_RUNNING`).
+    #[must_use]
+    pub fn as_mesos(self) -> &'static str {
+        match self {
+            TaskState::Staging => "TASK_STAGING",
+            TaskState::Starting => "TASK_STARTING",
+            TaskState::Running => "TASK_RUNNING",
+            TaskState::Killing => "TASK_KILLING",
+            TaskState::Finished => "TASK_FINISHED",
+            TaskState::Failed => "TASK_FAILED",
+            TaskState::Killed => "TASK_KILLED",
+            TaskState::Error => "TASK_ERROR",
+            TaskState::Lost => "TASK_LOST",
+            TaskState::Dropped => "TASK_DROPPED",
+            TaskState::Unreachable => "TASK_UNREACHABLE",
+            TaskState::Gone => "TASK_GONE",
+            TaskState::GoneByOperator => "TASK_GONE_BY_OPERATOR",
+            TaskState::Unknown => "TASK_UNKNOWN",
+        }
+    }
+
+    /// Parses the Mesos enum name.
+    #[must_use]
+    pub fn from_mesos(name: &str) -> Option<TaskState> {
+        ALL_STATES.iter().copied().find(|s| s.as_mesos() == name)
+    }
+}
+
+/// Every task state, for parsing and tests.
+pub const ALL_STATES: [TaskState; 14] = [
+    TaskState::Staging,
+    TaskState::Starting,
+    TaskState::Running,
+    TaskState::Killing,
+    TaskState::Finished,
+    TaskState::Failed,
+    TaskState::Killed,
+    TaskState::Error,
+    TaskState::Lost,
+    TaskState::Dropped,
+    TaskState::Unreachable,
+    TaskState::Gone,
+    TaskState::GoneByOperator,
+    TaskState::Unknown,
+];
+
+/// `TaskStatus.source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StatusSource {
+    /// SOURCE_MASTER
+    Master,
+    /// SOURCE_AGENT
+    Agent,
+    /// SOURCE_EXECUTOR
+    Executor,
+}
+
+/// One status update (an UPDATE event, or a reconciliation answer).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    /// Task id.
+    pub task_id: TaskId,
+    /// Agent, when the master filled it.
+    pub agent_id: Option<AgentId>,
+    /// The state.
+    pub state: TaskState,
+    /// `REASON_*` name, when set.
+    pub reason: Option<String>,
+    /// Human message.
+    pub message: Option<String>,
+    /// Who generated the update.
+    pub source: Option<StatusSource>,
+    /// Present only when the update must be acknowledged; echoed back unchanged.
+    pub uuid: Option<String>,
+    /// Health check result, when the task has one.
+    pub healthy: Option<bool>,
+}
+
+/// Scope of the sidecar's volume driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DriverScope {
+    /// Not yet known.
+    Unknown,
+    /// Host-local volumes.
+    Local,
+    /// Cluster-wide volumes.
+    Global,
+}
+
+/// A sidecar's `Hello`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The agent's host name (the sidecar's key).
+    pub hostname: Hostname,
+    /// The agent id, when the sidecar knows it.
+    pub agent_id: Option<AgentId>,
+    /// Sidecar version.
+    pub sidecar_version: String,
+    /// Volume driver name.
+    pub driver_name: String,
+    /// Driver scope.
+    pub driver_scope: DriverScope,
+    /// Agent zone, when known.
+    pub zone: Option<String>,
+    /// Attach slots of the agent; `None` means no limit.
+    pub max_attachments: Option<u32>,
+    /// Changes when the sidecar process restarts.
+    pub instance_id: String,
+}
+
+/// What a sidecar knows of one volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeReport {
+    /// Volume name.
+    pub name: VolumeName,
+    /// The driver knows it.
+    pub exists: bool,
+    /// Size in bytes.
+    pub size_bytes: Option<u64>,
+    /// Free bytes (when mounted).
+    pub free_bytes: Option<u64>,
+    /// Volume zone, when known.
+    pub zone: Option<String>,
+    /// The sidecar holds a mount of it on this agent.
+    pub attached_here: bool,
+    /// The driver's last error for it.
+    pub last_error: Option<String>,
+}
+
+/// A sidecar's periodic `Report`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// Strictly increasing per sidecar process.
+    pub sequence: u64,
+    /// The last driver call succeeded.
+    pub driver_healthy: bool,
+    /// Latency of the last driver call, µs.
+    pub driver_latency_micros: u64,
+    /// The driver's last error.
+    pub driver_error: Option<String>,
+    /// Watched volumes.
+    pub volumes: Vec<VolumeReport>,
+    /// Attach slots in use on the agent.
+    pub attachments_used: u32,
+}
+
+/// Outcome of a `Prepare` or `Release`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandResult {
+    /// The command answered.
+    pub command_id: u64,
+    /// Every volume succeeded.
+    pub ok: bool,
+    /// The first error.
+    pub error: Option<String>,
+    /// Volumes touched, after the command.
+    pub volumes: Vec<VolumeReport>,
+}

@@ -1,0 +1,92 @@
+//! The task builder: turns a placed node into a [`LaunchSpec`] the shell renders as a TaskInfo for the
+//! Docker or the Mesos containerizer.
+
+use crate::command::{LaunchSpec, LaunchVolume, env};
+use crate::config::Strategy;
+use crate::core::Core;
+use crate::domain::Offer;
+use crate::ids::{NodeId, TaskId};
+
+/// Builds the launch of node `id` as task `task_id` on `offer`.
+pub(crate) fn build(
+    core: &Core,
+    id: NodeId,
+    task_id: &TaskId,
+    offer: &Offer,
+    http_port: u16,
+    transport_port: u16,
+) -> LaunchSpec {
+    let cfg = &core.config;
+    let (driver, driver_options, disk_mb) = match &cfg.strategy {
+        Strategy::Normal => (None, Vec::new(), cfg.disk_mb),
+        Strategy::External {
+            driver,
+            driver_options,
+            ..
+        } => (Some(driver.clone()), driver_options.clone(), 0.0),
+    };
+    let names = core
+        .record(id)
+        .map(|r| r.volumes.clone())
+        .unwrap_or_default();
+    let volumes = names
+        .into_iter()
+        .zip(cfg.volumes.iter())
+        .map(|(name, spec)| LaunchVolume {
+            name,
+            container_path: spec.container_path.clone(),
+            driver: driver.clone(),
+            driver_options: driver_options.clone(),
+        })
+        .collect();
+    // Seed hosts: other nodes whose task may be alive, lowest ids first, bounded.
+    let seeds: Vec<String> = core
+        .persisted
+        .slots
+        .values()
+        .filter(|r| r.node_id != id && !r.removed)
+        .filter_map(|r| r.task.as_ref().filter(|t| !t.is_terminal()))
+        .map(|t| format!("{}:{}", t.host, t.transport_port))
+        .take(cfg.max_seed_hosts)
+        .collect();
+    let name = cfg.node_name(id);
+    let mut vars = vec![
+        (env::NODE_ID.to_owned(), id.0.to_string()),
+        (env::NODE_NAME.to_owned(), name.clone()),
+        (env::CLUSTER_NAME.to_owned(), cfg.cluster_name.clone()),
+        (env::HTTP_PORT.to_owned(), http_port.to_string()),
+        (env::TRANSPORT_PORT.to_owned(), transport_port.to_string()),
+        (env::BIND_HOST.to_owned(), "0.0.0.0".to_owned()),
+        (env::PUBLISH_HOST.to_owned(), offer.hostname.to_string()),
+        (env::SEED_HOSTS.to_owned(), seeds.join(",")),
+    ];
+    if !core.persisted.cluster_formed {
+        // Bootstrap: the same list on every node, the lowest (up to three) allocated ids.
+        let masters: Vec<String> = core.ids.iter().take(3).map(|n| cfg.node_name(n)).collect();
+        vars.push((env::INITIAL_MASTER_NODES.to_owned(), masters.join(",")));
+    }
+    vars.push((
+        env::JAVA_OPTS.to_owned(),
+        format!("-Xms{0}m -Xmx{0}m", cfg.heap_mb),
+    ));
+    LaunchSpec {
+        node_id: id,
+        task_id: task_id.clone(),
+        name,
+        agent_id: offer.agent_id.clone(),
+        host: offer.hostname.clone(),
+        cpus: cfg.cpus,
+        mem_mb: cfg.mem_mb,
+        disk_mb,
+        heap_mb: cfg.heap_mb,
+        image: cfg.image.clone(),
+        containerizer: cfg.containerizer,
+        http_port,
+        transport_port,
+        volumes,
+        env: vars,
+        health_check_port: http_port,
+        health_check_path: cfg.health_check_path.clone(),
+        role: offer.role.clone(),
+    }
+}

@@ -1,0 +1,103 @@
+//! The durable state: what must survive a scheduler kill -9 (framework id, desired count, node table).
+//! The core owns one [`PersistedState`] and changes it only through [`StateWrite`] deltas, each of which it
+//! also emits as `Command::Persist`; applying the emitted deltas in order to the state the core was built
+//! from therefore reproduces exactly what the core believes.
+
+use crate::domain::TaskState;
+use crate::ids::{AgentId, FrameworkId, Hostname, NodeId, TaskId, VolumeName};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The last task launched for a slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// Its id (`<framework>-<node>.<generation>`).
+    pub task_id: TaskId,
+    /// The agent it was launched on.
+    pub agent_id: AgentId,
+    /// That agent's host name.
+    pub host: Hostname,
+    /// HTTP port taken from the offer.
+    pub http_port: u16,
+    /// Transport port taken from the offer.
+    pub transport_port: u16,
+    /// The last state the core learnt; `None` before the first update. After a restart a non-terminal
+    /// state is only a belief and is reconciled before anything relies on it.
+    pub state: Option<TaskState>,
+}
+
+impl TaskRecord {
+    /// Known not to run any more.
+    #[must_use]
+    pub fn is_terminal(&self) -> bool {
+        self.state.is_some_and(TaskState::is_terminal)
+    }
+}
+
+/// One node id and everything durable about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotRecord {
+    /// The node id.
+    pub node_id: NodeId,
+    /// Its volumes (fixed for the life of the slot).
+    pub volumes: Vec<VolumeName>,
+    /// Generation of the newest task id handed out; the next launch uses `generation + 1`.
+    pub generation: u64,
+    /// The newest task, until a forced replacement drops it.
+    pub task: Option<TaskRecord>,
+    /// Scaled down: no task wanted, volumes kept for a later scale-up.
+    pub removed: bool,
+    /// An operator forced a replacement while the previous task was not known terminal.
+    pub forced: bool,
+    /// The last placement or task problem, for the admin API.
+    pub last_reason: Option<String>,
+    /// The sidecar of this agent may hold a mount of the node's volumes (written before the Prepare,
+    /// cleared when the Release goes out). While set, the node can only be placed on that agent.
+    #[serde(default)]
+    pub mount_host: Option<Hostname>,
+}
+
+/// Everything the scheduler persists.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PersistedState {
+    /// Framework id from the first SUBSCRIBED.
+    pub framework_id: Option<FrameworkId>,
+    /// Desired node count.
+    pub desired: u64,
+    /// Some node reached RUNNING once: the cluster no longer needs `cluster.initial_master_nodes`.
+    pub cluster_formed: bool,
+    /// Node table, including scaled-down slots whose volumes are kept.
+    pub slots: BTreeMap<NodeId, SlotRecord>,
+}
+
+/// One durable change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StateWrite {
+    /// The framework id.
+    FrameworkId(FrameworkId),
+    /// The desired node count.
+    Desired(u64),
+    /// The cluster formed once.
+    ClusterFormed,
+    /// Insert or replace a slot.
+    Slot(SlotRecord),
+    /// Forget a slot entirely (its volumes deleted).
+    RemoveSlot(NodeId),
+}
+
+impl PersistedState {
+    /// Applies one delta.
+    pub fn apply(&mut self, write: &StateWrite) {
+        match write {
+            StateWrite::FrameworkId(id) => self.framework_id = Some(id.clone()),
+            StateWrite::Desired(n) => self.desired = *n,
+            StateWrite::ClusterFormed => self.cluster_formed = true,
+            StateWrite::Slot(rec) => {
+                self.slots.insert(rec.node_id, rec.clone());
+            }
+            StateWrite::RemoveSlot(id) => {
+                self.slots.remove(id);
+            }
+        }
+    }
+}

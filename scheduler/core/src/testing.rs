@@ -1,0 +1,421 @@
+//! Test support shared by the core's tests and (with the `testing` feature) by other crates' tests and
+//! benchmarks: builders for domain values and a [`Harness`] that drives a [`Core`] with a virtual clock,
+//! drains its commands, replays its `Persist` writes onto a copy of the durable state and audits the
+//! command stream (a slot's new task is persisted before its ACCEPT; a launch only follows a terminal or
+//! force-replaced task).
+
+use crate::command::{Command, MesosCommand, SidecarCommand};
+use crate::config::{Config, Strategy};
+use crate::core::Core;
+use crate::domain::{
+    CommandResult, DriverScope, Hello, Offer, PortRange, Report, StatusSource, TaskState,
+    TaskStatus, VolumeReport,
+};
+use crate::ids::{AgentId, FrameworkId, Hostname, Millis, NodeId, OfferId, TaskId, VolumeName};
+use crate::state::{PersistedState, StateWrite};
+
+/// A valid id from a test constant.
+fn must<T, E: std::fmt::Debug>(r: Result<T, E>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("test constant rejected: {e:?}"),
+    }
+}
+
+/// A host name.
+#[must_use]
+pub fn host(name: &str) -> Hostname {
+    must(Hostname::new(name))
+}
+
+/// The agent id the builders give `host`.
+#[must_use]
+pub fn agent(host: &str) -> AgentId {
+    must(AgentId::new(format!("agent-{host}")))
+}
+
+/// A task id.
+#[must_use]
+pub fn task(id: &str) -> TaskId {
+    must(TaskId::new(id))
+}
+
+/// A volume name.
+#[must_use]
+pub fn vol(name: &str) -> VolumeName {
+    must(VolumeName::new(name))
+}
+
+/// An offer on `host` with `cpus`, `mem`, `disk` and ports 31000-31009.
+#[must_use]
+pub fn offer(id: &str, host_name: &str, cpus: f64, mem: f64, disk: f64) -> Offer {
+    Offer {
+        id: must(OfferId::new(id)),
+        agent_id: agent(host_name),
+        hostname: host(host_name),
+        zone: None,
+        cpus,
+        mem_mb: mem,
+        disk_mb: disk,
+        ports: vec![PortRange {
+            begin: 31000,
+            end: 31009,
+        }],
+        attributes: Vec::new(),
+        role: "*".into(),
+    }
+}
+
+/// A status update from the agent (with a uuid) or the master (without).
+#[must_use]
+pub fn status(
+    task_id: &TaskId,
+    host_name: &str,
+    state: TaskState,
+    uuid: Option<&str>,
+) -> TaskStatus {
+    TaskStatus {
+        task_id: task_id.clone(),
+        agent_id: Some(agent(host_name)),
+        state,
+        reason: None,
+        message: None,
+        source: Some(if uuid.is_some() {
+            StatusSource::Executor
+        } else {
+            StatusSource::Master
+        }),
+        uuid: uuid.map(str::to_owned),
+        healthy: None,
+    }
+}
+
+/// A sidecar hello for `host`.
+#[must_use]
+pub fn hello(
+    host_name: &str,
+    zone: Option<&str>,
+    max_attachments: Option<u32>,
+    instance: &str,
+) -> Hello {
+    Hello {
+        hostname: host(host_name),
+        agent_id: Some(agent(host_name)),
+        sidecar_version: "0.1.0".into(),
+        driver_name: "rexray".into(),
+        driver_scope: DriverScope::Global,
+        zone: zone.map(str::to_owned),
+        max_attachments,
+        instance_id: instance.into(),
+    }
+}
+
+/// A volume report.
+#[must_use]
+pub fn volume(
+    name: &VolumeName,
+    exists: bool,
+    zone: Option<&str>,
+    attached_here: bool,
+) -> VolumeReport {
+    VolumeReport {
+        name: name.clone(),
+        exists,
+        size_bytes: exists.then_some(10 << 30),
+        free_bytes: None,
+        zone: zone.map(str::to_owned),
+        attached_here,
+        last_error: None,
+    }
+}
+
+/// A healthy report.
+#[must_use]
+pub fn report(sequence: u64, volumes: Vec<VolumeReport>, attachments_used: u32) -> Report {
+    Report {
+        sequence,
+        driver_healthy: true,
+        driver_latency_micros: 800,
+        driver_error: None,
+        volumes,
+        attachments_used,
+    }
+}
+
+/// A config for tests: framework `es`, 1 cpu, 1024 MB, 100 MB disk, the given strategy.
+#[must_use]
+pub fn config(strategy: Strategy) -> Config {
+    let mut c = Config::new("es");
+    c.cpus = 1.0;
+    c.mem_mb = 1024.0;
+    c.disk_mb = 100.0;
+    c.heap_mb = 512;
+    c.startup_grace_ms = 0;
+    c.strategy = strategy;
+    c
+}
+
+/// The external strategy with the `rexray` driver.
+#[must_use]
+pub fn external(auto_create: bool) -> Strategy {
+    Strategy::External {
+        driver: "rexray".into(),
+        auto_create,
+        create_options: vec![("size".into(), "10".into())],
+        driver_options: vec![("size".into(), "10".into())],
+    }
+}
+
+/// Drives a core with a virtual clock and audits what it emits.
+#[derive(Debug)]
+pub struct Harness {
+    /// The core under test.
+    pub core: Core,
+    /// Virtual time.
+    pub now: Millis,
+    /// The durable state: the initial state plus every emitted write, as a store would hold it.
+    pub store: PersistedState,
+    /// Every command drained so far.
+    pub log: Vec<Command>,
+    /// Violations of the command-stream rules seen so far.
+    pub violations: Vec<String>,
+    offer_seq: u64,
+}
+
+impl Harness {
+    /// A harness around a fresh core.
+    #[must_use]
+    pub fn new(config: Config) -> Harness {
+        Harness::restore(config, PersistedState::default())
+    }
+
+    /// A harness around a core restored from `store`.
+    #[must_use]
+    pub fn restore(config: Config, store: PersistedState) -> Harness {
+        let core = must(Core::new(config, store.clone()));
+        let mut h = Harness {
+            core,
+            now: Millis(0),
+            store,
+            log: Vec::new(),
+            violations: Vec::new(),
+            offer_seq: 0,
+        };
+        h.drain();
+        h
+    }
+
+    /// Restarts the core from the durable state (a scheduler kill -9), keeping the clock.
+    pub fn restart(&mut self) {
+        let config = self.core.config().clone();
+        self.core = must(Core::new(config, self.store.clone()));
+        self.drain();
+    }
+
+    /// Drains and audits every queued command; returns them.
+    pub fn drain(&mut self) -> Vec<Command> {
+        let mut out = Vec::new();
+        while let Some(c) = self.core.poll_command() {
+            self.audit(&c);
+            if let Command::Persist(w) = &c {
+                self.store.apply(w);
+            }
+            out.push(c.clone());
+            self.log.push(c);
+        }
+        out
+    }
+
+    fn audit(&mut self, c: &Command) {
+        match c {
+            Command::Persist(StateWrite::Slot(new)) => {
+                let Some(old) = self.store.slots.get(&new.node_id) else {
+                    return;
+                };
+                let (Some(old_task), Some(new_task)) = (&old.task, &new.task) else {
+                    if old.task.is_none() && new.task.is_some() && old.generation > 0 && !old.forced
+                    {
+                        self.violations.push(format!(
+                            "node {}: relaunch after a dropped task without force",
+                            new.node_id
+                        ));
+                    }
+                    return;
+                };
+                if old_task.task_id != new_task.task_id && !old_task.is_terminal() && !old.forced {
+                    self.violations.push(format!(
+                        "node {}: task {} persisted while {} is {:?}",
+                        new.node_id, new_task.task_id, old_task.task_id, old_task.state
+                    ));
+                }
+            }
+            Command::Mesos(MesosCommand::Accept { launch, .. }) => {
+                let persisted = self
+                    .store
+                    .slots
+                    .get(&launch.node_id)
+                    .and_then(|r| r.task.as_ref())
+                    .is_some_and(|t| t.task_id == launch.task_id && t.agent_id == launch.agent_id);
+                if !persisted {
+                    self.violations.push(format!(
+                        "ACCEPT of {} before its task was persisted",
+                        launch.task_id
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Advances the clock by `ms`, firing every timer due on the way, and drains.
+    pub fn advance(&mut self, ms: u64) -> Vec<Command> {
+        let end = self.now.plus(ms);
+        let mut out = Vec::new();
+        while let Some(t) = self.core.poll_timeout() {
+            if t > end {
+                break;
+            }
+            self.now = self.now.max(t);
+            self.core.handle_timeout(self.now);
+            out.extend(self.drain());
+            if self.core.poll_timeout().is_some_and(|n| n <= self.now) {
+                // A timer that re-arms in the past would loop forever.
+                self.core.handle_timeout(self.now);
+                out.extend(self.drain());
+                if self.core.poll_timeout().is_some_and(|n| n <= self.now) {
+                    self.violations
+                        .push("poll_timeout stays in the past after handle_timeout".into());
+                    break;
+                }
+            }
+        }
+        self.now = end;
+        out
+    }
+
+    /// SUBSCRIBED with framework id `fw-1`.
+    pub fn subscribe(&mut self) -> Vec<Command> {
+        self.core
+            .handle_subscribed(must(FrameworkId::new("fw-1")), self.now);
+        self.drain()
+    }
+
+    /// A fresh offer id.
+    pub fn next_offer_id(&mut self) -> String {
+        self.offer_seq += 1;
+        format!("o-{}", self.offer_seq)
+    }
+
+    /// Offers and drains.
+    pub fn offers(&mut self, offers: Vec<Offer>) -> Vec<Command> {
+        self.core.handle_offers(offers, self.now);
+        self.drain()
+    }
+
+    /// Connects a sidecar and sends a report in which every given volume exists in `zone`.
+    pub fn sidecar(
+        &mut self,
+        host_name: &str,
+        zone: Option<&str>,
+        max: Option<u32>,
+        volumes: &[VolumeName],
+    ) -> Vec<Command> {
+        self.core
+            .handle_sidecar_hello(hello(host_name, zone, max, "i-1"), self.now);
+        let vols = volumes
+            .iter()
+            .map(|v| volume(v, true, zone, false))
+            .collect();
+        let seq = self.now.0 + 1;
+        self.core
+            .handle_sidecar_report(&host(host_name), report(seq, vols, 0), self.now);
+        self.drain()
+    }
+
+    /// Answers a prepare.
+    pub fn prepare_result(&mut self, host_name: &str, command_id: u64, ok: bool) -> Vec<Command> {
+        let result = CommandResult {
+            command_id,
+            ok,
+            error: (!ok).then(|| "Mount: volume busy".to_owned()),
+            volumes: Vec::new(),
+        };
+        self.core
+            .handle_sidecar_result(&host(host_name), result, self.now);
+        self.drain()
+    }
+
+    /// Delivers an update.
+    pub fn update(&mut self, s: TaskStatus) -> Vec<Command> {
+        self.core.handle_update(s, self.now);
+        self.drain()
+    }
+
+    /// The current task of `node`.
+    #[must_use]
+    pub fn task_of(&self, node: u64) -> Option<TaskId> {
+        self.core
+            .persisted()
+            .slots
+            .get(&NodeId(node))
+            .and_then(|r| r.task.as_ref())
+            .map(|t| t.task_id.clone())
+    }
+}
+
+/// The `(host, command_id, node)` of every Prepare in `cmds`.
+#[must_use]
+pub fn prepares(cmds: &[Command]) -> Vec<(Hostname, u64, NodeId)> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::Sidecar {
+                host,
+                command:
+                    SidecarCommand::Prepare {
+                        command_id,
+                        node_id,
+                        ..
+                    },
+            } => Some((host.clone(), *command_id, *node_id)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every ACCEPT's launch in `cmds`.
+#[must_use]
+pub fn accepts(cmds: &[Command]) -> Vec<crate::command::LaunchSpec> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::Mesos(MesosCommand::Accept { launch, .. }) => Some((**launch).clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every declined offer id in `cmds`, with the refuse filter.
+#[must_use]
+pub fn declines(cmds: &[Command]) -> Vec<(String, f64)> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::Mesos(MesosCommand::Decline {
+                offer_ids,
+                refuse_seconds,
+            }) => Some(
+                offer_ids
+                    .iter()
+                    .map(|o| (o.to_string(), *refuse_seconds))
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+/// Whether `cmds` contain the Mesos command `m`.
+#[must_use]
+pub fn has(cmds: &[Command], m: &MesosCommand) -> bool {
+    cmds.iter()
+        .any(|c| matches!(c, Command::Mesos(x) if x == m))
+}

@@ -1,0 +1,5 @@
+//! Core tests: one deterministic test per rule (`rules`), and a property-based model test (`model`).
+
+mod model;
+mod placement;
+mod rules;

@@ -1,0 +1,286 @@
+//! Read-only views for the admin API: nodes, agents, volumes and a cluster summary. Built on demand from
+//! the core's state; nothing here changes it.
+
+use crate::config::Strategy;
+use crate::core::Core;
+use crate::ids::{AgentId, Hostname, Millis, NodeId, TaskId, VolumeName};
+use serde::{Deserialize, Serialize};
+
+/// Where a node is in its life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodePhase {
+    /// Waiting for an offer (possibly backing off).
+    Pending,
+    /// An offer is held while the sidecar prepares the volumes.
+    Preparing,
+    /// Launched; the last known Mesos state (`None`: no update yet, or restored and not reconciled).
+    Task(Option<String>),
+    /// Scaled down; the task (if any) is being killed; volumes kept.
+    Stopping,
+    /// Scaled down, no live task; volumes kept.
+    Stopped,
+}
+
+/// One node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    /// Node id.
+    pub node_id: NodeId,
+    /// Phase.
+    pub phase: NodePhase,
+    /// Current (or last) task.
+    pub task_id: Option<TaskId>,
+    /// Agent of the task or of the held offer.
+    pub agent_id: Option<AgentId>,
+    /// Host of the task or of the held offer.
+    pub host: Option<Hostname>,
+    /// (HTTP, transport) ports.
+    pub ports: Option<(u16, u16)>,
+    /// Volumes.
+    pub volumes: Vec<VolumeName>,
+    /// Health of the task.
+    pub healthy: Option<bool>,
+    /// The last reason it waited or ended.
+    pub last_reason: Option<String>,
+    /// Since when it is in this state (this process's clock).
+    pub since: Millis,
+    /// Placement not before (backoff).
+    pub not_before: Millis,
+    /// Replacement was forced.
+    pub forced: bool,
+}
+
+/// One agent (as seen through its sidecar and offers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentView {
+    /// Host name.
+    pub host: Hostname,
+    /// Agent id, when known.
+    pub agent_id: Option<AgentId>,
+    /// The sidecar's stream is open.
+    pub sidecar_connected: bool,
+    /// The sidecar reported recently enough.
+    pub sidecar_fresh: bool,
+    /// Last report.
+    pub last_report_at: Option<Millis>,
+    /// Driver health.
+    pub driver_healthy: bool,
+    /// Driver latency, µs.
+    pub driver_latency_micros: u64,
+    /// Zone.
+    pub zone: Option<String>,
+    /// Attach slots used.
+    pub attachments_used: u32,
+    /// Attach slots max (`None`: unlimited).
+    pub attachments_max: Option<u32>,
+    /// Volumes the sidecar reports.
+    pub volumes_seen: Vec<VolumeName>,
+    /// Why its last offer was declined.
+    pub last_decline: Option<String>,
+}
+
+/// One volume of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeView {
+    /// Name.
+    pub name: VolumeName,
+    /// Owning node.
+    pub node_id: NodeId,
+    /// Exists per some sidecar (`None`: no sidecar reported it).
+    pub exists: Option<bool>,
+    /// Size in bytes.
+    pub size_bytes: Option<u64>,
+    /// Free bytes.
+    pub free_bytes: Option<u64>,
+    /// Zone.
+    pub zone: Option<String>,
+    /// Hosts whose sidecar holds a mount.
+    pub attached_to: Vec<Hostname>,
+    /// Last driver error.
+    pub last_error: Option<String>,
+}
+
+/// The cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// Framework id.
+    pub framework_id: Option<String>,
+    /// Subscribed since (None: not subscribed).
+    pub subscribed_since: Option<Millis>,
+    /// Desired node count.
+    pub desired: u64,
+    /// Nodes with a RUNNING task.
+    pub running: u64,
+    /// `normal` or `external`.
+    pub strategy: String,
+    /// Offers suppressed.
+    pub suppressed: bool,
+    /// Explicit reconciliation running since.
+    pub reconciling_since: Option<Millis>,
+}
+
+impl Core {
+    /// Every node, including scaled-down slots whose volumes are kept.
+    #[must_use]
+    pub fn nodes(&self) -> Vec<NodeView> {
+        self.persisted
+            .slots
+            .values()
+            .map(|rec| {
+                let rt = self.slots.get(&rec.node_id);
+                let prep = rt.and_then(|r| r.preparing.as_ref());
+                let live = Core::task_live(rec);
+                let phase = if rec.removed {
+                    if live {
+                        NodePhase::Stopping
+                    } else {
+                        NodePhase::Stopped
+                    }
+                } else if prep.is_some() {
+                    NodePhase::Preparing
+                } else if live {
+                    NodePhase::Task(
+                        rec.task
+                            .as_ref()
+                            .and_then(|t| t.state)
+                            .map(|s| s.as_mesos().to_owned()),
+                    )
+                } else {
+                    NodePhase::Pending
+                };
+                let (agent_id, host, ports) = match (prep, &rec.task) {
+                    (Some(p), _) => (
+                        Some(p.offer.agent_id.clone()),
+                        Some(p.offer.hostname.clone()),
+                        Some((p.http_port, p.transport_port)),
+                    ),
+                    (None, Some(t)) => (
+                        Some(t.agent_id.clone()),
+                        Some(t.host.clone()),
+                        Some((t.http_port, t.transport_port)),
+                    ),
+                    _ => (None, None, None),
+                };
+                NodeView {
+                    node_id: rec.node_id,
+                    phase,
+                    task_id: rec.task.as_ref().map(|t| t.task_id.clone()),
+                    agent_id,
+                    host,
+                    ports,
+                    volumes: rec.volumes.clone(),
+                    healthy: rt.and_then(|r| r.healthy),
+                    last_reason: rt
+                        .and_then(|r| r.reason.as_ref().map(ToString::to_string))
+                        .or_else(|| rec.last_reason.clone()),
+                    since: rt.map_or(Millis(0), |r| r.since),
+                    not_before: rt.map_or(Millis(0), |r| r.not_before),
+                    forced: rec.forced,
+                }
+            })
+            .collect()
+    }
+
+    /// Every agent that has a sidecar or sent an offer.
+    #[must_use]
+    pub fn agents(&self, now: Millis) -> Vec<AgentView> {
+        let mut hosts: std::collections::BTreeSet<Hostname> =
+            self.sidecars.keys().cloned().collect();
+        hosts.extend(self.agent_reasons.keys().cloned());
+        // Agents known only from offers (all their offers used, none declined) are listed too.
+        hosts.extend(self.agent_hosts.values().cloned());
+        hosts
+            .into_iter()
+            .map(|host| {
+                let s = self.sidecars.get(&host);
+                let agent_id = s.and_then(|s| s.agent_id.clone()).or_else(|| {
+                    self.agent_hosts
+                        .iter()
+                        .find(|(_, h)| **h == host)
+                        .map(|(a, _)| a.clone())
+                });
+                AgentView {
+                    agent_id,
+                    sidecar_connected: s.is_some_and(|s| s.connected),
+                    sidecar_fresh: s.is_some_and(|s| self.sidecar_fresh(s, now)),
+                    last_report_at: s.and_then(|s| s.last_report_at),
+                    driver_healthy: s.is_some_and(|s| s.driver_healthy),
+                    driver_latency_micros: s.map_or(0, |s| s.driver_latency_micros),
+                    zone: s.and_then(|s| s.zone.clone()),
+                    attachments_used: s.map_or(0, |s| s.attachments_used),
+                    attachments_max: s.and_then(|s| s.max_attachments),
+                    volumes_seen: s
+                        .map(|s| s.volumes.keys().cloned().collect())
+                        .unwrap_or_default(),
+                    last_decline: self.agent_reasons.get(&host).map(|(r, _)| r.to_string()),
+                    host,
+                }
+            })
+            .collect()
+    }
+
+    /// Every volume of every slot.
+    #[must_use]
+    pub fn volumes(&self) -> Vec<VolumeView> {
+        self.persisted
+            .slots
+            .values()
+            .flat_map(|rec| rec.volumes.iter().map(move |v| (rec.node_id, v)))
+            .map(|(node_id, name)| {
+                let agg = self.volumes.get(name);
+                VolumeView {
+                    name: name.clone(),
+                    node_id,
+                    exists: agg.and_then(|a| {
+                        if a.exists > 0 {
+                            Some(true)
+                        } else if a.missing > 0 {
+                            Some(false)
+                        } else {
+                            None
+                        }
+                    }),
+                    size_bytes: agg.and_then(|a| a.size_bytes),
+                    free_bytes: agg.and_then(|a| a.free_bytes),
+                    zone: agg.and_then(|a| a.zone.clone()),
+                    attached_to: agg
+                        .map(|a| a.attached_hosts.iter().cloned().collect())
+                        .unwrap_or_default(),
+                    last_error: agg.and_then(|a| a.last_error.clone()),
+                }
+            })
+            .collect()
+    }
+
+    /// The cluster summary.
+    #[must_use]
+    pub fn cluster(&self) -> ClusterView {
+        let running = self
+            .persisted
+            .slots
+            .values()
+            .filter(|r| !r.removed)
+            .filter(|r| {
+                r.task
+                    .as_ref()
+                    .is_some_and(|t| t.state == Some(crate::domain::TaskState::Running))
+            })
+            .count() as u64;
+        ClusterView {
+            framework_id: self
+                .persisted
+                .framework_id
+                .as_ref()
+                .map(ToString::to_string),
+            subscribed_since: self.subscribed_since,
+            desired: self.persisted.desired,
+            running,
+            strategy: match self.config.strategy {
+                Strategy::Normal => "normal".into(),
+                Strategy::External { .. } => "external".into(),
+            },
+            suppressed: self.suppressed,
+            reconciling_since: self.reconciling_since(),
+        }
+    }
+}

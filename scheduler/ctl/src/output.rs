@@ -1,0 +1,575 @@
+//! Rendering of admin answers: tables for people, JSON for scripts.
+//!
+//! The JSON field names are a contract scripts rely on; change them only by adding fields.
+//! - `nodes`: an array of objects with `id` (integer), `state` (upper-case string, `RUNNING` when its task
+//!   runs), `agent` (host or null), `agent_id` (string or null), `task_id` (string or null), `http_port`
+//!   and `transport_port` (integer or null), `volumes` (array of names), `reason` (string or null) and
+//!   `since_unix_ms` (integer).
+//! - `volumes`: an array of objects with `name`, `node_id`, `exists` (bool), `size_bytes` and `free_bytes`
+//!   (integer or null), `zone` (string or null), `attached_to` (host or null), `last_error` (string or null).
+//! - `agents`: an array of objects with `host`, `agent_id`, `sidecar_connected`, `last_report_age_ms`,
+//!   `driver_healthy`, `driver_latency_micros`, `driver_error`, `zone`, `attachments_used`,
+//!   `attachments_max`, `volumes_seen`, `last_decline_reason`.
+//! - `status`: an object with `framework_id` (string or null), `framework_name`, `master`, `subscribed_since_unix_ms`,
+//!   `desired`, `running`, `strategy`, `driver`, `leader`, `leader_address`.
+//! - `scale`: `{previous, desired, start: [ids], stop: [ids]}`; `replace`: `{node_id, old_task_id, message}`;
+//!   `watch`: one JSON object per line with `at_unix_ms`, `kind`, `node_id`, `host`, `task_id`, `message`;
+//!   `--wait` progress: one `{"progress": "..."}` object per line.
+
+use std::io::Write;
+
+use serde::Serialize;
+use tether_proto::v1::{
+    Agent, Cluster, ClusterEvent, Node, ReplaceNodeResponse, ScaleResponse, Volume,
+};
+
+/// How answers are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+fn opt(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+fn opt_port(p: u32) -> Option<u32> {
+    (p != 0).then_some(p)
+}
+
+/// One node as scripts see it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct NodeView {
+    pub id: u64,
+    pub state: String,
+    pub agent: Option<String>,
+    pub agent_id: Option<String>,
+    pub task_id: Option<String>,
+    pub http_port: Option<u32>,
+    pub transport_port: Option<u32>,
+    pub volumes: Vec<String>,
+    pub reason: Option<String>,
+    pub since_unix_ms: u64,
+}
+
+impl NodeView {
+    /// The node has, or may have, a task: it counts against the desired number.
+    pub fn is_live(&self) -> bool {
+        matches!(
+            self.state.as_str(),
+            "PREPARING"
+                | "STAGING"
+                | "STARTING"
+                | "RUNNING"
+                | "KILLING"
+                | "STOPPING"
+                | "UNREACHABLE"
+        )
+    }
+}
+
+impl From<&Node> for NodeView {
+    fn from(n: &Node) -> Self {
+        NodeView {
+            id: n.id,
+            state: n.state.clone(),
+            agent: opt(&n.host),
+            agent_id: opt(&n.agent_id),
+            task_id: opt(&n.task_id),
+            http_port: opt_port(n.http_port),
+            transport_port: opt_port(n.transport_port),
+            volumes: n.volumes.clone(),
+            reason: opt(&n.reason),
+            since_unix_ms: n.since_unix_ms,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct VolumeView {
+    name: String,
+    node_id: u64,
+    exists: bool,
+    size_bytes: Option<u64>,
+    free_bytes: Option<u64>,
+    zone: Option<String>,
+    attached_to: Option<String>,
+    last_error: Option<String>,
+}
+
+impl From<&Volume> for VolumeView {
+    fn from(v: &Volume) -> Self {
+        VolumeView {
+            name: v.name.clone(),
+            node_id: v.node_id,
+            exists: v.exists,
+            size_bytes: v.size_bytes,
+            free_bytes: v.free_bytes,
+            zone: opt(&v.zone),
+            attached_to: opt(&v.attached_to),
+            last_error: opt(&v.last_error),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct AgentView {
+    host: String,
+    agent_id: Option<String>,
+    sidecar_connected: bool,
+    last_report_age_ms: Option<u64>,
+    driver_healthy: bool,
+    driver_latency_micros: u64,
+    driver_error: Option<String>,
+    zone: Option<String>,
+    attachments_used: u32,
+    attachments_max: u32,
+    volumes_seen: u32,
+    last_decline_reason: Option<String>,
+}
+
+impl From<&Agent> for AgentView {
+    fn from(a: &Agent) -> Self {
+        AgentView {
+            host: a.host.clone(),
+            agent_id: opt(&a.agent_id),
+            sidecar_connected: a.sidecar_connected,
+            last_report_age_ms: a.last_report_age_ms,
+            driver_healthy: a.driver_healthy,
+            driver_latency_micros: a.driver_latency_micros,
+            driver_error: opt(&a.driver_error),
+            zone: opt(&a.zone),
+            attachments_used: a.attachments_used,
+            attachments_max: a.attachments_max,
+            volumes_seen: a.volumes_seen,
+            last_decline_reason: opt(&a.last_decline_reason),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct ClusterView {
+    framework_id: Option<String>,
+    framework_name: String,
+    master: Option<String>,
+    subscribed_since_unix_ms: Option<u64>,
+    desired: u64,
+    running: u64,
+    strategy: String,
+    driver: Option<String>,
+    leader: bool,
+    leader_address: Option<String>,
+}
+
+impl From<&Cluster> for ClusterView {
+    fn from(c: &Cluster) -> Self {
+        ClusterView {
+            framework_id: opt(&c.framework_id),
+            framework_name: c.framework_name.clone(),
+            master: opt(&c.master),
+            subscribed_since_unix_ms: (c.subscribed_since_unix_ms != 0)
+                .then_some(c.subscribed_since_unix_ms),
+            desired: c.desired,
+            running: c.running,
+            strategy: c.strategy.clone(),
+            driver: opt(&c.driver),
+            leader: c.leader,
+            leader_address: opt(&c.leader_address),
+        }
+    }
+}
+
+fn json_line(out: &mut (dyn Write + Send), value: &impl Serialize) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, value)?;
+    writeln!(out)
+}
+
+fn dash(s: Option<impl ToString>) -> String {
+    s.map(|v| v.to_string()).unwrap_or_else(|| "-".to_owned())
+}
+
+fn bytes(b: Option<u64>) -> String {
+    const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+    match b {
+        Some(b) if b >= 1024 * 1024 * 1024 => format!("{:.1}GiB", b as f64 / GIB),
+        Some(b) => format!("{:.1}MiB", b as f64 / (1024.0 * 1024.0)),
+        None => "-".to_owned(),
+    }
+}
+
+/// Left-aligned columns, two spaces apart, header first.
+pub fn table(
+    out: &mut (dyn Write + Send),
+    header: &[&str],
+    rows: &[Vec<String>],
+) -> std::io::Result<()> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(cell);
+            } else {
+                s.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        s.trim_end().to_owned()
+    };
+    writeln!(out, "{}", line(header.to_vec()))?;
+    for row in rows {
+        writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
+    }
+    Ok(())
+}
+
+pub fn cluster(out: &mut (dyn Write + Send), format: Format, c: &Cluster) -> std::io::Result<()> {
+    let v = ClusterView::from(c);
+    if format == Format::Json {
+        return json_line(out, &v);
+    }
+    let rows = [
+        (
+            "framework",
+            format!("{} ({})", v.framework_name, dash(v.framework_id.as_deref())),
+        ),
+        ("master", dash(v.master.as_deref())),
+        (
+            "nodes",
+            format!("{} running / {} desired", v.running, v.desired),
+        ),
+        (
+            "strategy",
+            format!("{} {}", v.strategy, v.driver.as_deref().unwrap_or("")),
+        ),
+        (
+            "leader",
+            if v.leader {
+                "this scheduler".to_owned()
+            } else {
+                dash(v.leader_address.as_deref())
+            },
+        ),
+    ];
+    for (k, val) in rows {
+        writeln!(out, "{k:<10} {}", val.trim_end())?;
+    }
+    Ok(())
+}
+
+pub fn nodes(out: &mut (dyn Write + Send), format: Format, nodes: &[Node]) -> std::io::Result<()> {
+    let views: Vec<NodeView> = nodes.iter().map(NodeView::from).collect();
+    if format == Format::Json {
+        return json_line(out, &views);
+    }
+    let rows: Vec<Vec<String>> = views
+        .iter()
+        .map(|n| {
+            vec![
+                n.id.to_string(),
+                n.state.clone(),
+                dash(n.agent.as_deref()),
+                match (n.http_port, n.transport_port) {
+                    (Some(h), Some(t)) => format!("{h},{t}"),
+                    _ => "-".to_owned(),
+                },
+                dash(n.task_id.as_deref()),
+                n.volumes.join(","),
+                dash(n.reason.as_deref()),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &["ID", "STATE", "AGENT", "PORTS", "TASK", "VOLUMES", "REASON"],
+        &rows,
+    )
+}
+
+pub fn agents(
+    out: &mut (dyn Write + Send),
+    format: Format,
+    agents: &[Agent],
+) -> std::io::Result<()> {
+    let views: Vec<AgentView> = agents.iter().map(AgentView::from).collect();
+    if format == Format::Json {
+        return json_line(out, &views);
+    }
+    let rows: Vec<Vec<String>> = views
+        .iter()
+        .map(|a| {
+            vec![
+                a.host.clone(),
+                dash(a.agent_id.as_deref()),
+                if a.sidecar_connected { "yes" } else { "no" }.to_owned(),
+                a.last_report_age_ms
+                    .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
+                    .unwrap_or("-".into()),
+                if a.driver_healthy {
+                    format!("ok {}ms", a.driver_latency_micros / 1000)
+                } else {
+                    format!("down {}", a.driver_error.as_deref().unwrap_or(""))
+                },
+                dash(a.zone.as_deref()),
+                if a.attachments_max == 0 {
+                    format!("{}/-", a.attachments_used)
+                } else {
+                    format!("{}/{}", a.attachments_used, a.attachments_max)
+                },
+                a.volumes_seen.to_string(),
+                dash(a.last_decline_reason.as_deref()),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &[
+            "HOST",
+            "AGENT",
+            "SIDECAR",
+            "REPORT",
+            "DRIVER",
+            "ZONE",
+            "ATTACH",
+            "VOLUMES",
+            "LAST DECLINE",
+        ],
+        &rows,
+    )
+}
+
+pub fn volumes(
+    out: &mut (dyn Write + Send),
+    format: Format,
+    volumes: &[Volume],
+) -> std::io::Result<()> {
+    let views: Vec<VolumeView> = volumes.iter().map(VolumeView::from).collect();
+    if format == Format::Json {
+        return json_line(out, &views);
+    }
+    let rows: Vec<Vec<String>> = views
+        .iter()
+        .map(|v| {
+            vec![
+                v.name.clone(),
+                v.node_id.to_string(),
+                if v.exists { "yes" } else { "no" }.to_owned(),
+                bytes(v.size_bytes),
+                bytes(v.free_bytes),
+                dash(v.zone.as_deref()),
+                dash(v.attached_to.as_deref()),
+                dash(v.last_error.as_deref()),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &[
+            "NAME", "NODE", "EXISTS", "SIZE", "FREE", "ZONE", "ATTACHED", "ERROR",
+        ],
+        &rows,
+    )
+}
+
+pub fn scale(
+    out: &mut (dyn Write + Send),
+    format: Format,
+    plan: &ScaleResponse,
+) -> std::io::Result<()> {
+    #[derive(Serialize)]
+    struct View<'a> {
+        previous: u64,
+        desired: u64,
+        start: &'a [u64],
+        stop: &'a [u64],
+    }
+    if format == Format::Json {
+        return json_line(
+            out,
+            &View {
+                previous: plan.previous,
+                desired: plan.desired,
+                start: &plan.start,
+                stop: &plan.stop,
+            },
+        );
+    }
+    let ids = |v: &[u64]| {
+        if v.is_empty() {
+            "none".to_owned()
+        } else {
+            v.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+        }
+    };
+    writeln!(
+        out,
+        "scaling {} -> {}: start {}; stop {} (volumes kept)",
+        plan.previous,
+        plan.desired,
+        ids(&plan.start),
+        ids(&plan.stop)
+    )
+}
+
+pub fn replace(
+    out: &mut (dyn Write + Send),
+    format: Format,
+    r: &ReplaceNodeResponse,
+) -> std::io::Result<()> {
+    #[derive(Serialize)]
+    struct View<'a> {
+        node_id: u64,
+        old_task_id: Option<String>,
+        message: &'a str,
+    }
+    if format == Format::Json {
+        return json_line(
+            out,
+            &View {
+                node_id: r.node_id,
+                old_task_id: opt(&r.old_task_id),
+                message: &r.message,
+            },
+        );
+    }
+    writeln!(out, "node {}: {}", r.node_id, r.message)
+}
+
+pub fn event(
+    out: &mut (dyn Write + Send),
+    format: Format,
+    e: &ClusterEvent,
+) -> std::io::Result<()> {
+    #[derive(Serialize)]
+    struct View<'a> {
+        at_unix_ms: u64,
+        kind: &'a str,
+        node_id: Option<u64>,
+        host: Option<String>,
+        task_id: Option<String>,
+        message: &'a str,
+    }
+    if format == Format::Json {
+        return json_line(
+            out,
+            &View {
+                at_unix_ms: e.at_unix_ms,
+                kind: &e.kind,
+                node_id: e.node_id,
+                host: opt(&e.host),
+                task_id: opt(&e.task_id),
+                message: &e.message,
+            },
+        );
+    }
+    let when = humantime::format_rfc3339_millis(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(e.at_unix_ms),
+    );
+    let node = e.node_id.map(|n| format!("node={n} ")).unwrap_or_default();
+    let host = opt(&e.host)
+        .map(|h| format!("host={h} "))
+        .unwrap_or_default();
+    writeln!(out, "{when} {:<16} {node}{host}{}", e.kind, e.message)
+}
+
+pub fn progress(
+    out: &mut (dyn Write + Send),
+    format: Format,
+    progress: &str,
+) -> std::io::Result<()> {
+    if format == Format::Json {
+        return json_line(out, &serde_json::json!({ "progress": progress }));
+    }
+    writeln!(out, "... {progress}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: u64, state: &str, host: &str) -> Node {
+        Node {
+            id,
+            state: state.to_owned(),
+            task_id: if host.is_empty() {
+                String::new()
+            } else {
+                format!("elasticsearch-{id}.1")
+            },
+            agent_id: String::new(),
+            host: host.to_owned(),
+            http_port: if host.is_empty() { 0 } else { 31000 },
+            transport_port: if host.is_empty() { 0 } else { 31001 },
+            volumes: vec![format!("elasticsearch{id}data")],
+            reason: if host.is_empty() {
+                "volume missing".to_owned()
+            } else {
+                String::new()
+            },
+            since_unix_ms: 1,
+        }
+    }
+
+    fn render(f: impl FnOnce(&mut (dyn Write + Send)) -> std::io::Result<()>) -> String {
+        let mut buf: Vec<u8> = Vec::new();
+        f(&mut buf).expect("render");
+        String::from_utf8(buf).expect("utf-8")
+    }
+
+    #[test]
+    fn nodes_json_uses_the_documented_names_and_nulls() {
+        let text = render(|o| {
+            nodes(
+                o,
+                Format::Json,
+                &[node(1, "RUNNING", "a1"), node(2, "PENDING", "")],
+            )
+        });
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(v[0]["id"], 1);
+        assert_eq!(v[0]["state"], "RUNNING");
+        assert_eq!(v[0]["agent"], "a1");
+        assert_eq!(v[0]["task_id"], "elasticsearch-1.1");
+        assert_eq!(v[0]["reason"], serde_json::Value::Null);
+        assert_eq!(v[1]["agent"], serde_json::Value::Null);
+        assert_eq!(v[1]["task_id"], serde_json::Value::Null);
+        assert_eq!(v[1]["reason"], "volume missing");
+        assert_eq!(v[1]["volumes"], serde_json::json!(["elasticsearch2data"]));
+    }
+
+    #[test]
+    fn tables_align_columns() {
+        let text = render(|o| {
+            nodes(
+                o,
+                Format::Table,
+                &[
+                    node(1, "RUNNING", "agent-long-name"),
+                    node(10, "PENDING", ""),
+                ],
+            )
+        });
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        let col = |l: &str| {
+            l.find("STATE")
+                .or_else(|| l.find("RUNNING"))
+                .or_else(|| l.find("PENDING"))
+        };
+        assert_eq!(col(lines[0]), col(lines[1]));
+        assert_eq!(col(lines[1]), col(lines[2]));
+        assert!(lines[2].contains("volume missing"));
+    }
+
+    #[test]
+    fn live_states_count_against_desired() {
+        assert!(NodeView::from(&node(1, "UNREACHABLE", "a")).is_live());
+        assert!(!NodeView::from(&node(1, "PENDING", "")).is_live());
+        assert!(!NodeView::from(&node(1, "TASK_FAILED", "a")).is_live());
+    }
+}

@@ -1,0 +1,11 @@
+//! tether-mesos: the Mesos v1 scheduler HTTP API as Tether speaks it.
+//!
+//! * [`model`] — serde models of `Call`, `Event` and the nested `mesos.v1` messages, in the master's JSON
+//!   rules (proto field names, declaration order, enums as names, bytes as the base64 string received).
+//! * [`recordio`] — the RecordIO framing of the subscription stream (decoder and encoder).
+//! * [`client`] — the HTTP connection to the master: a subscription driver (subscribe, heartbeat liveness,
+//!   resubscribe with backoff, leader following) and a cloneable call sender, behind [`client::MesosMaster`].
+
+pub mod client;
+pub mod model;
+pub mod recordio;

@@ -1,0 +1,211 @@
+//! The `tether.v1.Admin` gRPC service.
+//!
+//! This module owns the operator-facing edge: authentication (a bearer token; read-only calls may be
+//! opened by an explicit flag), request validation (`INVALID_ARGUMENT` with a message saying what is
+//! wrong), and the event stream. Answers come from the scheduler loop through [`AdminRequest`]s, so the
+//! service never touches scheduling state itself.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tether_proto::v1::admin_server::Admin;
+use tether_proto::v1::{
+    Cluster, ClusterEvent, GetClusterRequest, ListAgentsRequest, ListAgentsResponse,
+    ListNodesRequest, ListNodesResponse, ListVolumesRequest, ListVolumesResponse,
+    ReplaceNodeRequest, ReplaceNodeResponse, ScaleRequest, ScaleResponse, WatchEventsRequest,
+};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tonic::{Request, Response, Status};
+
+use crate::auth::{self, Token};
+
+/// A question or command for the scheduler loop, with where to send the answer.
+#[derive(Debug)]
+pub enum AdminRequest {
+    GetCluster(oneshot::Sender<Cluster>),
+    ListNodes(oneshot::Sender<ListNodesResponse>),
+    ListAgents(oneshot::Sender<ListAgentsResponse>),
+    ListVolumes(oneshot::Sender<ListVolumesResponse>),
+    /// `nodes` is already validated against the configured bounds.
+    Scale {
+        nodes: u64,
+        reply: oneshot::Sender<Result<ScaleResponse, Status>>,
+    },
+    Replace {
+        node_id: u64,
+        force: bool,
+        reply: oneshot::Sender<Result<ReplaceNodeResponse, Status>>,
+    },
+}
+
+/// Settings of the admin service.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Token required for every call (`None`: the API is open — only for loopback development).
+    pub token: Option<Token>,
+    /// Let unauthenticated clients make read-only calls.
+    pub open_reads: bool,
+    /// Largest node count `Scale` accepts; larger requests are refused as absurd.
+    pub max_nodes: u64,
+}
+
+/// The tonic service; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    config: Arc<AdminConfig>,
+    requests: mpsc::Sender<AdminRequest>,
+    events: broadcast::Sender<ClusterEvent>,
+}
+
+impl AdminService {
+    pub fn new(
+        config: AdminConfig,
+        requests: mpsc::Sender<AdminRequest>,
+        events: broadcast::Sender<ClusterEvent>,
+    ) -> Self {
+        AdminService {
+            config: Arc::new(config),
+            requests,
+            events,
+        }
+    }
+
+    fn check_read<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        if self.config.open_reads {
+            return Ok(());
+        }
+        auth::check(self.config.token.as_ref(), req)
+    }
+
+    fn check_write<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        auth::check(self.config.token.as_ref(), req)
+    }
+
+    async fn ask<R>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<R>) -> AdminRequest,
+    ) -> Result<R, Status> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(make(tx))
+            .await
+            .map_err(|_| Status::unavailable("the scheduler is shutting down"))?;
+        rx.await
+            .map_err(|_| Status::unavailable("the scheduler is shutting down"))
+    }
+}
+
+/// Checks a requested node count; the message says what is wrong.
+pub fn validate_scale(nodes: i64, max_nodes: u64) -> Result<u64, Status> {
+    let n = u64::try_from(nodes).map_err(|_| {
+        Status::invalid_argument(format!("nodes must be zero or more, got {nodes}"))
+    })?;
+    if n > max_nodes {
+        return Err(Status::invalid_argument(format!(
+            "nodes {n} is more than this scheduler allows ({max_nodes}; see --max-nodes)"
+        )));
+    }
+    Ok(n)
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<ClusterEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn get_cluster(
+        &self,
+        req: Request<GetClusterRequest>,
+    ) -> Result<Response<Cluster>, Status> {
+        self.check_read(&req)?;
+        Ok(Response::new(self.ask(AdminRequest::GetCluster).await?))
+    }
+
+    async fn list_nodes(
+        &self,
+        req: Request<ListNodesRequest>,
+    ) -> Result<Response<ListNodesResponse>, Status> {
+        self.check_read(&req)?;
+        Ok(Response::new(self.ask(AdminRequest::ListNodes).await?))
+    }
+
+    async fn list_agents(
+        &self,
+        req: Request<ListAgentsRequest>,
+    ) -> Result<Response<ListAgentsResponse>, Status> {
+        self.check_read(&req)?;
+        Ok(Response::new(self.ask(AdminRequest::ListAgents).await?))
+    }
+
+    async fn list_volumes(
+        &self,
+        req: Request<ListVolumesRequest>,
+    ) -> Result<Response<ListVolumesResponse>, Status> {
+        self.check_read(&req)?;
+        Ok(Response::new(self.ask(AdminRequest::ListVolumes).await?))
+    }
+
+    async fn scale(&self, req: Request<ScaleRequest>) -> Result<Response<ScaleResponse>, Status> {
+        self.check_write(&req)?;
+        let nodes = validate_scale(req.get_ref().nodes, self.config.max_nodes)?;
+        let plan = self
+            .ask(|reply| AdminRequest::Scale { nodes, reply })
+            .await??;
+        Ok(Response::new(plan))
+    }
+
+    async fn replace_node(
+        &self,
+        req: Request<ReplaceNodeRequest>,
+    ) -> Result<Response<ReplaceNodeResponse>, Status> {
+        self.check_write(&req)?;
+        let ReplaceNodeRequest { node_id, force } = *req.get_ref();
+        let answer = self
+            .ask(|reply| AdminRequest::Replace {
+                node_id,
+                force,
+                reply,
+            })
+            .await??;
+        Ok(Response::new(answer))
+    }
+
+    type WatchEventsStream = EventStream;
+
+    async fn watch_events(
+        &self,
+        req: Request<WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        self.check_read(&req)?;
+        let stream = BroadcastStream::new(self.events.subscribe()).map(|item| match item {
+            Ok(event) => Ok(event),
+            // A watcher too slow to keep up is told how much it missed rather than silently skipping.
+            Err(BroadcastStreamRecvError::Lagged(n)) => Ok(ClusterEvent {
+                kind: "lagged".to_owned(),
+                message: format!("{n} events were dropped because this watcher fell behind"),
+                ..Default::default()
+            }),
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_requests_are_bounded() {
+        assert_eq!(validate_scale(3, 100).expect("valid"), 3);
+        assert_eq!(validate_scale(0, 100).expect("zero is valid"), 0);
+        let neg = validate_scale(-1, 100).expect_err("negative");
+        assert_eq!(neg.code(), tonic::Code::InvalidArgument);
+        assert!(neg.message().contains("zero or more"));
+        let big = validate_scale(101, 100).expect_err("absurd");
+        assert_eq!(big.code(), tonic::Code::InvalidArgument);
+        assert!(big.message().contains("--max-nodes"));
+    }
+}

@@ -1,0 +1,195 @@
+//! The `tether.v1.AgentChannel` gRPC service: one stream per sidecar, forwarded to the scheduler loop.
+//!
+//! This module owns only the transport: authentication, the Hello handshake, connection ids, and the
+//! per-connection outbox. It validates the Hello at the edge (a sidecar that cannot say which host it is
+//! on is refused) and hands everything else to the loop, which converts it to the core's domain types.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::Stream;
+use tether_proto::v1::agent_channel_server::AgentChannel;
+use tether_proto::v1::{AgentMessage, Hello, SchedulerMessage, agent_message};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::auth::{self, Token};
+
+/// Identifies one sidecar stream; a reconnecting sidecar gets a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// What the service tells the scheduler loop.
+#[derive(Debug)]
+pub enum SidecarEvent {
+    /// A sidecar completed the handshake. Messages for it go to `outbox`; dropping `outbox` ends the
+    /// stream.
+    Connected {
+        conn: ConnId,
+        hello: Hello,
+        outbox: mpsc::Sender<SchedulerMessage>,
+    },
+    /// A report or command result from a connected sidecar.
+    Message {
+        conn: ConnId,
+        body: agent_message::Body,
+    },
+    /// The stream ended or failed.
+    Disconnected { conn: ConnId, reason: String },
+}
+
+/// Settings of the service.
+#[derive(Debug, Clone)]
+pub struct ChannelConfig {
+    /// Required bearer token; `None` leaves the channel open (only for loopback development).
+    pub token: Option<Token>,
+    /// How long a new stream may take to send its Hello.
+    pub hello_timeout: Duration,
+    /// Messages buffered per sidecar before the loop's sends wait.
+    pub outbox_capacity: usize,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        ChannelConfig {
+            token: None,
+            hello_timeout: Duration::from_secs(30),
+            outbox_capacity: 256,
+        }
+    }
+}
+
+/// The tonic service; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AgentChannelService {
+    config: Arc<ChannelConfig>,
+    events: mpsc::Sender<SidecarEvent>,
+    next_conn: Arc<AtomicU64>,
+}
+
+impl AgentChannelService {
+    pub fn new(config: ChannelConfig, events: mpsc::Sender<SidecarEvent>) -> Self {
+        AgentChannelService {
+            config: Arc::new(config),
+            events,
+            next_conn: Arc::new(AtomicU64::new(1)),
+        }
+    }
+}
+
+/// Host names are the join key with Mesos offers; refuse anything that could not be one.
+fn validate_hello(hello: &Hello) -> Result<(), Status> {
+    let host = hello.hostname.as_str();
+    if host.is_empty() || host.len() > 253 {
+        return Err(Status::invalid_argument(
+            "hello.hostname must be 1 to 253 characters",
+        ));
+    }
+    if !host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+    {
+        return Err(Status::invalid_argument(format!(
+            "hello.hostname {host:?} has characters a host name cannot have"
+        )));
+    }
+    if hello.agent_id.len() > 1024 || hello.zone.len() > 256 || hello.driver_name.len() > 256 {
+        return Err(Status::invalid_argument("hello fields are too long"));
+    }
+    Ok(())
+}
+
+type OutStream = Pin<Box<dyn Stream<Item = Result<SchedulerMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentChannel for AgentChannelService {
+    type ConnectStream = OutStream;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        auth::check(self.config.token.as_ref(), &request)?;
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(self.config.hello_timeout, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no Hello within the handshake timeout"))??;
+        let hello = match first.and_then(|m| m.body) {
+            Some(agent_message::Body::Hello(h)) => h,
+            Some(_) => return Err(Status::invalid_argument("the first message must be Hello")),
+            None => return Err(Status::invalid_argument("the stream ended before Hello")),
+        };
+        validate_hello(&hello)?;
+
+        let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
+        let (outbox, rx) = mpsc::channel(self.config.outbox_capacity);
+        self.events
+            .send(SidecarEvent::Connected {
+                conn,
+                hello,
+                outbox,
+            })
+            .await
+            .map_err(|_| Status::unavailable("scheduler is shutting down"))?;
+
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let reason = loop {
+                match inbound.next().await {
+                    Some(Ok(AgentMessage {
+                        body: Some(agent_message::Body::Hello(_)),
+                    })) => {
+                        break "a second Hello on one stream".to_owned();
+                    }
+                    Some(Ok(AgentMessage { body: Some(body) })) => {
+                        if events
+                            .send(SidecarEvent::Message { conn, body })
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    // A message kind from a newer sidecar: ignore it, as the contract says.
+                    Some(Ok(AgentMessage { body: None })) => {}
+                    Some(Err(status)) => break format!("stream error: {}", status.message()),
+                    None => break "stream closed by the sidecar".to_owned(),
+                }
+            };
+            let _ = events
+                .send(SidecarEvent::Disconnected { conn, reason })
+                .await;
+        });
+
+        let stream = ReceiverStream::new(rx).map(Ok::<_, Status>);
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(host: &str) -> Hello {
+        Hello {
+            hostname: host.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn hello_needs_a_plausible_host_name() {
+        assert!(validate_hello(&hello("agent-1.example")).is_ok());
+        for bad in ["", "a b", "a/b", "ä"] {
+            assert_eq!(
+                validate_hello(&hello(bad)).expect_err(bad).code(),
+                tonic::Code::InvalidArgument
+            );
+        }
+        assert!(validate_hello(&hello(&"a".repeat(254))).is_err());
+    }
+}

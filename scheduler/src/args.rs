@@ -1,0 +1,243 @@
+//! Command-line flags of `tether-scheduler`. Every flag also reads a `TETHER_...` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tether_telemetry::LogFormat;
+
+/// Which Mesos containerizer runs the Elasticsearch containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Containerizer {
+    /// The Docker containerizer: `docker run -v <volume>:<path>` with `--volume-driver`.
+    Docker,
+    /// The Mesos containerizer with a Docker image and the `docker/volume` isolator (dvdcli).
+    Mesos,
+}
+
+/// Flags of tether-scheduler.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "tether-scheduler",
+    version,
+    about = "Mesos framework running Elasticsearch nodes on external volumes"
+)]
+pub struct Args {
+    /// Mesos masters, comma-separated `http(s)://host:port` (the client follows the leader).
+    #[arg(
+        long = "master",
+        env = "TETHER_MASTER",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub masters: Vec<String>,
+    /// Framework name; also the default volume-name prefix (`<name><id>data`).
+    #[arg(long, env = "TETHER_FRAMEWORK_NAME", default_value = "elasticsearch")]
+    pub framework_name: String,
+    /// Elasticsearch cluster name given to every node.
+    #[arg(long, env = "TETHER_CLUSTER_NAME", default_value = "elasticsearch")]
+    pub cluster_name: String,
+    /// Mesos role to receive offers for.
+    #[arg(long, env = "TETHER_ROLE", default_value = "elasticsearch")]
+    pub role: String,
+    /// Unix user the tasks run as (FrameworkInfo.user).
+    #[arg(long, env = "TETHER_USER", default_value = "root")]
+    pub user: String,
+    /// Principal for Mesos authentication (HTTP basic) and FrameworkInfo.principal.
+    #[arg(long, env = "TETHER_PRINCIPAL")]
+    pub principal: Option<String>,
+    /// File holding the secret for the principal.
+    #[arg(long, env = "TETHER_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// How long Mesos keeps the framework's tasks running while no scheduler is connected.
+    #[arg(long, env = "TETHER_FAILOVER_TIMEOUT", default_value = "7days", value_parser = humantime::parse_duration)]
+    pub failover_timeout: Duration,
+    /// Docker volume driver of the nodes' volumes (e.g. `rexray`). Empty: the normal strategy, which
+    /// needs disk in the offer and no sidecar.
+    #[arg(long, env = "TETHER_EXTERNAL_VOLUME_DRIVER", default_value = "")]
+    pub external_volume_driver: String,
+    /// Desired number of Elasticsearch nodes at first start (later changes go through `tetherctl scale`
+    /// and are persisted).
+    #[arg(long, env = "TETHER_NODES", default_value_t = 3)]
+    pub nodes: u64,
+    /// Largest node count a scale request may ask for.
+    #[arg(long, env = "TETHER_MAX_NODES", default_value_t = 10_000)]
+    pub max_nodes: u64,
+    /// First node id.
+    #[arg(long, env = "TETHER_FIRST_ID", default_value_t = 1)]
+    pub first_id: u64,
+    /// CPUs per node.
+    #[arg(long, env = "TETHER_CPUS", default_value_t = 1.0)]
+    pub cpus: f64,
+    /// Memory per node, MB.
+    #[arg(long, env = "TETHER_MEM", default_value_t = 2048.0)]
+    pub mem: f64,
+    /// Disk per node, MB (the normal strategy only).
+    #[arg(long, env = "TETHER_DISK", default_value_t = 1024.0)]
+    pub disk: f64,
+    /// Elasticsearch heap, MB (`ES_JAVA_OPTS=-Xms..m -Xmx..m`); default half of `--mem`.
+    #[arg(long, env = "TETHER_HEAP")]
+    pub heap: Option<u64>,
+    /// Container image of the nodes.
+    #[arg(
+        long,
+        env = "TETHER_IMAGE",
+        default_value = "docker.elastic.co/elasticsearch/elasticsearch:8.13.4"
+    )]
+    pub image: String,
+    /// Containerizer: `docker` or `mesos`.
+    #[arg(long, env = "TETHER_CONTAINERIZER", value_enum, default_value_t = Containerizer::Docker)]
+    pub containerizer: Containerizer,
+    /// Shell command to run instead of the image's entrypoint; empty keeps the image's. (A POSIX shell
+    /// drops dotted variables like `node.name`; prefer `--exec` for a binary that reads them.)
+    #[arg(
+        long,
+        env = "TETHER_COMMAND",
+        default_value = "",
+        conflicts_with = "exec"
+    )]
+    pub command: String,
+    /// Executable to run instead of the image's entrypoint, without a shell.
+    #[arg(long, env = "TETHER_EXEC")]
+    pub exec: Option<String>,
+    /// Arguments of `--exec`, repeatable.
+    #[arg(
+        long = "exec-arg",
+        env = "TETHER_EXEC_ARGS",
+        value_delimiter = ' ',
+        allow_hyphen_values = true
+    )]
+    pub exec_args: Vec<String>,
+    /// The nodes' volumes as `suffix:container-path`, repeatable. Volume names are
+    /// `<framework-name><id><suffix>` (or the `--volume-name-template`), e.g. `data:/usr/share/elasticsearch/data`
+    /// alone for a data-only layout.
+    #[arg(long = "volume", env = "TETHER_VOLUMES", value_delimiter = ',', default_values = ["config:/tmp/config", "data:/data"])]
+    pub volumes: Vec<String>,
+    /// Volume naming template with `{framework}`, `{cluster}`, `{id}` and `{volume}` (the suffix); the default is
+    /// `{framework}{id}{volume}`. Include `{cluster}` to keep two frameworks' volumes apart.
+    #[arg(
+        long,
+        env = "TETHER_VOLUME_NAME_TEMPLATE",
+        default_value = "{framework}{id}{volume}"
+    )]
+    pub volume_name_template: String,
+    /// Create a node's missing volumes (with `--volume-option`s) instead of waiting for an operator.
+    #[arg(long, env = "TETHER_AUTO_CREATE_VOLUMES")]
+    pub auto_create_volumes: bool,
+    /// Driver options for created volumes, `key=value`, repeatable (e.g. `size=100`).
+    #[arg(
+        long = "volume-option",
+        env = "TETHER_VOLUME_OPTIONS",
+        value_delimiter = ','
+    )]
+    pub volume_options: Vec<String>,
+    /// Placement constraints, Marathon style: `attr:UNIQUE`, `attr:CLUSTER:value`, `attr:LIKE:regex`
+    /// (repeatable).
+    #[arg(long = "constraint", env = "TETHER_CONSTRAINTS", value_delimiter = ';')]
+    pub constraints: Vec<String>,
+    /// Where the embedded state store keeps the framework id, desired count and node table.
+    #[arg(long, env = "TETHER_STATE_DIR", default_value = "/var/lib/tether")]
+    pub state_dir: PathBuf,
+    /// gRPC listener for sidecars and the admin API.
+    #[arg(long, env = "TETHER_LISTEN", default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// Prometheus `/metrics` listener; unset disables it.
+    #[arg(long, env = "TETHER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// File holding the bearer token sidecars must present.
+    #[arg(long, env = "TETHER_AGENT_TOKEN_FILE")]
+    pub agent_token_file: Option<PathBuf>,
+    /// File holding the bearer token admin clients must present.
+    #[arg(long, env = "TETHER_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// PEM certificate (chain) of the gRPC listener; with `--tls-key` the listener speaks TLS only.
+    #[arg(long, env = "TETHER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "TETHER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s) that sign client certificates: every client (sidecars, tetherctl) must then
+    /// present one (mutual TLS). Needs `--tls-cert`.
+    #[arg(long, env = "TETHER_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Let unauthenticated clients make read-only admin calls.
+    #[arg(long, env = "TETHER_ADMIN_OPEN_READS")]
+    pub admin_open_reads: bool,
+    /// How often sidecars report.
+    #[arg(long, env = "TETHER_REPORT_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub report_interval: Duration,
+    /// Host name announced to Mesos (FrameworkInfo.hostname); default the system's.
+    #[arg(long, env = "TETHER_HOSTNAME")]
+    pub hostname: Option<String>,
+    /// How long an offer is held while a sidecar prepares a node's volumes.
+    #[arg(long, env = "TETHER_PREPARE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub prepare_timeout: Duration,
+    /// After (re)subscribing, wait this long before placing nodes so that reconnecting sidecars can report
+    /// the mounts they hold.
+    #[arg(long, env = "TETHER_STARTUP_GRACE", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub startup_grace: Duration,
+    /// Period of implicit task reconciliation.
+    #[arg(long, env = "TETHER_RECONCILE_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub reconcile_interval: Duration,
+    /// Log format.
+    #[arg(long, env = "TETHER_LOG_FORMAT", value_enum, default_value_t)]
+    pub log_format: LogFormat,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[test]
+    fn every_flag_is_documented_and_reads_the_environment() {
+        let cmd = Args::command();
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version") {
+                continue;
+            }
+            assert!(arg.get_help().is_some(), "--{id} has no help text");
+            let env = arg
+                .get_env()
+                .map(|e| e.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            assert!(
+                env.starts_with("TETHER_"),
+                "--{id} has no TETHER_ environment variable"
+            );
+        }
+    }
+
+    #[test]
+    fn the_documented_interface_parses() {
+        let a = Args::try_parse_from([
+            "tether-scheduler",
+            "--master",
+            "http://m1:5050,http://m2:5050",
+            "--framework-name",
+            "es",
+            "--external-volume-driver",
+            "rexray",
+            "--nodes",
+            "5",
+            "--cpus",
+            "2",
+            "--mem",
+            "4096",
+            "--image",
+            "es:8",
+            "--containerizer",
+            "mesos",
+            "--state-dir",
+            "/tmp/x",
+            "--listen",
+            "0.0.0.0:7070",
+        ])
+        .expect("parses");
+        assert_eq!(a.masters, ["http://m1:5050", "http://m2:5050"]);
+        assert_eq!(a.containerizer, Containerizer::Mesos);
+        assert_eq!(a.volumes, ["config:/tmp/config", "data:/data"]);
+    }
+}

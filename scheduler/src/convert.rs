@@ -1,0 +1,427 @@
+//! The boundary between wire types (Mesos JSON models, `tether.v1` protobuf) and the core's domain types.
+//!
+//! Everything a peer sends is validated here; a value the core could not trust becomes a
+//! [`ConvertError`] naming the field, and never reaches the core.
+
+use std::collections::BTreeMap;
+
+use tether_core::command::{MesosCommand, SidecarCommand};
+use tether_core::domain::{
+    AttributeValue, CommandResult, DriverScope, Hello, Offer, PortRange, Report, StatusSource,
+    TaskState, TaskStatus, VolumeReport,
+};
+use tether_core::ids::{AgentId, Hostname, IdError, OfferId, TaskId, VolumeName};
+use tether_mesos::model::{self, Call, Filters, Operation, ValueType};
+use tether_proto::v1 as pb;
+
+use crate::taskinfo::{TaskCommand, task_info};
+
+/// A peer's message the core cannot accept.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    #[error("{field}: {source}")]
+    Id {
+        field: &'static str,
+        source: IdError,
+    },
+    #[error("{field}: {detail}")]
+    Invalid { field: &'static str, detail: String },
+}
+
+fn id<T>(field: &'static str, r: Result<T, IdError>) -> Result<T, ConvertError> {
+    r.map_err(|source| ConvertError::Id { field, source })
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Mesos → core
+
+/// An offer, reduced to what placement needs. Scalars of the same name are summed (an offer may split a
+/// resource across reservations).
+pub fn offer(o: &model::Offer) -> Result<Offer, ConvertError> {
+    let mut cpus = 0.0;
+    let mut mem_mb = 0.0;
+    let mut disk_mb = 0.0;
+    let mut ports = Vec::new();
+    for r in &o.resources {
+        match (r.name.as_str(), r.value_type) {
+            ("cpus", ValueType::Scalar) => cpus += r.scalar.map_or(0.0, |s| s.value),
+            ("mem", ValueType::Scalar) => mem_mb += r.scalar.map_or(0.0, |s| s.value),
+            ("disk", ValueType::Scalar) => disk_mb += r.scalar.map_or(0.0, |s| s.value),
+            ("ports", ValueType::Ranges) => {
+                for range in r.ranges.iter().flat_map(|rs| &rs.range) {
+                    if range.begin > range.end {
+                        return Err(ConvertError::Invalid {
+                            field: "offer.resources.ports",
+                            detail: format!("range {}-{} has begin > end", range.begin, range.end),
+                        });
+                    }
+                    ports.push(PortRange {
+                        begin: range.begin,
+                        end: range.end,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    if !(cpus.is_finite() && mem_mb.is_finite() && disk_mb.is_finite()) {
+        return Err(ConvertError::Invalid {
+            field: "offer.resources",
+            detail: "non-finite scalar".into(),
+        });
+    }
+    let attributes = o
+        .attributes
+        .iter()
+        .filter_map(|a| match a.value_type {
+            ValueType::Text => a
+                .text
+                .as_ref()
+                .map(|t| (a.name.clone(), AttributeValue::Text(t.value.clone()))),
+            ValueType::Scalar => a
+                .scalar
+                .map(|s| (a.name.clone(), AttributeValue::Scalar(s.value))),
+            _ => None,
+        })
+        .collect();
+    let role = o
+        .allocation_info
+        .as_ref()
+        .and_then(|a| a.role.clone())
+        .or_else(|| {
+            o.resources
+                .iter()
+                .find_map(|r| r.allocation_info.as_ref().and_then(|a| a.role.clone()))
+        })
+        .unwrap_or_else(|| "*".to_owned());
+    Ok(Offer {
+        id: id("offer.id", OfferId::new(&o.id.value))?,
+        agent_id: id("offer.agent_id", AgentId::new(&o.agent_id.value))?,
+        hostname: id("offer.hostname", Hostname::new(&o.hostname))?,
+        zone: o
+            .domain
+            .as_ref()
+            .and_then(|d| d.fault_domain.as_ref())
+            .map(|f| f.zone.name.clone()),
+        cpus,
+        mem_mb,
+        disk_mb,
+        ports,
+        attributes,
+        role,
+    })
+}
+
+fn state(s: model::TaskState) -> TaskState {
+    match s {
+        model::TaskState::Staging => TaskState::Staging,
+        model::TaskState::Starting => TaskState::Starting,
+        model::TaskState::Running => TaskState::Running,
+        model::TaskState::Killing => TaskState::Killing,
+        model::TaskState::Finished => TaskState::Finished,
+        model::TaskState::Failed => TaskState::Failed,
+        model::TaskState::Killed => TaskState::Killed,
+        model::TaskState::Error => TaskState::Error,
+        model::TaskState::Lost => TaskState::Lost,
+        model::TaskState::Dropped => TaskState::Dropped,
+        model::TaskState::Unreachable => TaskState::Unreachable,
+        model::TaskState::Gone => TaskState::Gone,
+        model::TaskState::GoneByOperator => TaskState::GoneByOperator,
+        model::TaskState::Unknown => TaskState::Unknown,
+    }
+}
+
+/// The enum's wire name (`REASON_AGENT_REMOVED`), through its serde form.
+fn wire_name<T: serde::Serialize>(v: &T) -> Option<String> {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|j| j.as_str().map(str::to_owned))
+}
+
+/// A status update or reconciliation answer.
+pub fn status(s: &model::TaskStatus) -> Result<TaskStatus, ConvertError> {
+    Ok(TaskStatus {
+        task_id: id("status.task_id", TaskId::new(&s.task_id.value))?,
+        agent_id: s
+            .agent_id
+            .as_ref()
+            .map(|a| id("status.agent_id", AgentId::new(&a.value)))
+            .transpose()?,
+        state: state(s.state),
+        reason: s.reason.as_ref().and_then(wire_name),
+        message: s.message.clone(),
+        source: s.source.and_then(|src| match src {
+            model::Source::SourceMaster => Some(StatusSource::Master),
+            model::Source::SourceAgent => Some(StatusSource::Agent),
+            model::Source::SourceExecutor => Some(StatusSource::Executor),
+            model::Source::Unrecognized => None,
+        }),
+        uuid: s.uuid.clone(),
+        healthy: s.healthy,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Sidecar → core
+
+pub fn hello(h: &pb::Hello) -> Result<Hello, ConvertError> {
+    Ok(Hello {
+        hostname: id("hello.hostname", Hostname::new(&h.hostname))?,
+        agent_id: non_empty(&h.agent_id)
+            .map(|a| id("hello.agent_id", AgentId::new(a)))
+            .transpose()?,
+        sidecar_version: h.sidecar_version.clone(),
+        driver_name: h.driver_name.clone(),
+        driver_scope: match pb::DriverScope::try_from(h.driver_scope) {
+            Ok(pb::DriverScope::Global) => DriverScope::Global,
+            Ok(pb::DriverScope::Local) => DriverScope::Local,
+            _ => DriverScope::Unknown,
+        },
+        zone: non_empty(&h.zone),
+        max_attachments: (h.max_attachments != 0).then_some(h.max_attachments),
+        instance_id: h.instance_id.clone(),
+    })
+}
+
+fn volume_report(v: &pb::VolumeReport) -> Result<VolumeReport, ConvertError> {
+    Ok(VolumeReport {
+        name: id("volume.name", VolumeName::new(&v.name))?,
+        exists: v.exists,
+        size_bytes: v.size_bytes,
+        free_bytes: v.free_bytes,
+        zone: non_empty(&v.zone),
+        attached_here: v.attached_here,
+        last_error: non_empty(&v.last_error),
+    })
+}
+
+/// Converts every volume, or fails on the first bad one: a sidecar that reports a name the scheduler
+/// could never have asked for is misbehaving, and a partial report would look like missing volumes.
+fn volume_reports(vs: &[pb::VolumeReport]) -> Result<Vec<VolumeReport>, ConvertError> {
+    vs.iter().map(volume_report).collect()
+}
+
+pub fn report(r: &pb::Report) -> Result<Report, ConvertError> {
+    let driver = r.driver.clone().unwrap_or_default();
+    Ok(Report {
+        sequence: r.sequence,
+        driver_healthy: driver.healthy,
+        driver_latency_micros: driver.latency_micros,
+        driver_error: non_empty(&driver.error),
+        volumes: volume_reports(&r.volumes)?,
+        attachments_used: r.attachments_used,
+    })
+}
+
+pub fn command_result(c: &pb::CommandResult) -> Result<CommandResult, ConvertError> {
+    Ok(CommandResult {
+        command_id: c.command_id,
+        ok: c.ok,
+        error: non_empty(&c.error),
+        volumes: volume_reports(&c.volumes)?,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// core → sidecar, core → Mesos
+
+pub fn sidecar_command(c: &SidecarCommand) -> pb::SchedulerMessage {
+    use pb::scheduler_message::Body;
+    let names = |vs: &[VolumeName]| vs.iter().map(|v| v.as_str().to_owned()).collect::<Vec<_>>();
+    let body = match c {
+        SidecarCommand::Welcome {
+            report_interval_ms,
+            watch_names,
+        } => Body::Welcome(pb::Welcome {
+            report_interval_ms: *report_interval_ms,
+            watch: Some(pb::VolumeSelector {
+                names: names(watch_names),
+                prefixes: Vec::new(),
+            }),
+        }),
+        SidecarCommand::Prepare {
+            command_id,
+            node_id,
+            volumes,
+            create_missing,
+            create_options,
+            deadline_ms,
+        } => Body::Prepare(pb::Prepare {
+            command_id: *command_id,
+            node_id: node_id.0,
+            volumes: names(volumes),
+            create_missing: *create_missing,
+            create_options: create_options
+                .iter()
+                .cloned()
+                .collect::<BTreeMap<_, _>>()
+                .into_iter()
+                .collect(),
+            deadline_ms: *deadline_ms,
+        }),
+        SidecarCommand::Release {
+            command_id,
+            volumes,
+        } => Body::Release(pb::Release {
+            command_id: *command_id,
+            volumes: names(volumes),
+        }),
+    };
+    pb::SchedulerMessage { body: Some(body) }
+}
+
+/// The Mesos call for a core command. `roles` scopes SUPPRESS and REVIVE to the framework's role (the
+/// real field is `roles`, a list; the docs' `role` would be ignored and revive every role).
+pub fn mesos_call(c: &MesosCommand, command: &TaskCommand, roles: &[String]) -> Call {
+    match c {
+        MesosCommand::Accept {
+            offer_id,
+            launch,
+            refuse_seconds,
+            ..
+        } => Call::accept(
+            vec![model::OfferID::new(offer_id.as_str())],
+            vec![Operation::launch(vec![task_info(launch, command)])],
+            Some(Filters {
+                refuse_seconds: Some(*refuse_seconds),
+            }),
+        ),
+        MesosCommand::Decline {
+            offer_ids,
+            refuse_seconds,
+        } => Call::decline(
+            offer_ids
+                .iter()
+                .map(|o| model::OfferID::new(o.as_str()))
+                .collect(),
+            Some(*refuse_seconds),
+        ),
+        MesosCommand::Acknowledge {
+            agent_id,
+            task_id,
+            uuid,
+        } => Call::acknowledge(
+            model::AgentID::new(agent_id.as_str()),
+            model::TaskID::new(task_id.as_str()),
+            uuid.clone(),
+        ),
+        MesosCommand::Reconcile { tasks } => Call::reconcile(
+            tasks
+                .iter()
+                .map(|(t, a)| {
+                    (
+                        model::TaskID::new(t.as_str()),
+                        a.as_ref().map(|a| model::AgentID::new(a.as_str())),
+                    )
+                })
+                .collect(),
+        ),
+        MesosCommand::Kill { task_id, agent_id } => Call::kill(
+            model::TaskID::new(task_id.as_str()),
+            agent_id.as_ref().map(|a| model::AgentID::new(a.as_str())),
+            None,
+        ),
+        MesosCommand::Suppress => Call::suppress(roles.to_vec()),
+        MesosCommand::Revive => Call::revive(roles.to_vec()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire_offer(json: serde_json::Value) -> model::Offer {
+        serde_json::from_value(json).expect("offer json")
+    }
+
+    #[test]
+    fn offers_sum_scalars_and_keep_zone_ports_attributes_role() {
+        let o = wire_offer(serde_json::json!({
+            "id": {"value": "M-O1"}, "framework_id": {"value": "F"}, "agent_id": {"value": "M-S1"},
+            "hostname": "agent-1",
+            "domain": {"fault_domain": {"region": {"name": "r"}, "zone": {"name": "z1"}}},
+            "allocation_info": {"role": "elasticsearch"},
+            "resources": [
+                {"name": "cpus", "type": "SCALAR", "scalar": {"value": 2.0}},
+                {"name": "cpus", "type": "SCALAR", "scalar": {"value": 1.5}, "role": "elasticsearch"},
+                {"name": "mem", "type": "SCALAR", "scalar": {"value": 4096.0}},
+                {"name": "ports", "type": "RANGES", "ranges": {"range": [{"begin": 31000, "end": 31005}]}}
+            ],
+            "attributes": [{"name": "rack", "type": "TEXT", "text": {"value": "r1"}}]
+        }));
+        let d = offer(&o).expect("valid");
+        assert_eq!((d.cpus, d.mem_mb, d.disk_mb), (3.5, 4096.0, 0.0));
+        assert_eq!(d.zone.as_deref(), Some("z1"));
+        assert_eq!(d.role, "elasticsearch");
+        assert_eq!(d.two_ports(), Some((31000, 31001)));
+        assert_eq!(d.attribute("rack").as_deref(), Some("r1"));
+    }
+
+    #[test]
+    fn bad_offers_are_refused_with_the_field() {
+        let o = wire_offer(serde_json::json!({
+            "id": {"value": "M-O1"}, "framework_id": {"value": "F"}, "agent_id": {"value": "a/b"},
+            "hostname": "agent-1"
+        }));
+        assert!(
+            offer(&o)
+                .expect_err("bad agent id")
+                .to_string()
+                .starts_with("offer.agent_id")
+        );
+        let o = wire_offer(serde_json::json!({
+            "id": {"value": "M-O1"}, "framework_id": {"value": "F"}, "agent_id": {"value": "S1"},
+            "hostname": "agent-1",
+            "resources": [{"name": "ports", "type": "RANGES", "ranges": {"range": [{"begin": 9, "end": 3}]}}]
+        }));
+        assert!(offer(&o).is_err());
+    }
+
+    #[test]
+    fn statuses_keep_reason_names_and_uuids_verbatim() {
+        let s: model::TaskStatus = serde_json::from_value(serde_json::json!({
+            "task_id": {"value": "elasticsearch-1.1"}, "state": "TASK_LOST", "source": "SOURCE_MASTER",
+            "reason": "REASON_AGENT_REMOVED", "agent_id": {"value": "S1"}, "uuid": "2vjUX1JpSmWJ0AnQ4zW3UA=="
+        }))
+        .expect("status json");
+        let d = status(&s).expect("valid");
+        assert_eq!(d.state, TaskState::Lost);
+        assert_eq!(d.reason.as_deref(), Some("REASON_AGENT_REMOVED"));
+        assert_eq!(d.uuid.as_deref(), Some("2vjUX1JpSmWJ0AnQ4zW3UA=="));
+        assert_eq!(d.source, Some(StatusSource::Master));
+    }
+
+    #[test]
+    fn sidecar_reports_with_bad_volume_names_are_refused() {
+        let r = pb::Report {
+            volumes: vec![pb::VolumeReport {
+                name: "../etc".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert!(report(&r).is_err());
+        let h = pb::Hello {
+            hostname: "agent-1".into(),
+            max_attachments: 0,
+            ..Default::default()
+        };
+        assert_eq!(hello(&h).expect("valid").max_attachments, None);
+    }
+
+    #[test]
+    fn suppress_and_revive_name_the_roles_field() {
+        let roles = vec!["elasticsearch".to_owned()];
+        let call = mesos_call(&MesosCommand::Revive, &TaskCommand::default(), &roles);
+        let json = serde_json::to_value(&call).expect("json");
+        assert_eq!(
+            json["revive"]["roles"],
+            serde_json::json!(["elasticsearch"])
+        );
+        assert!(json["revive"].get("role").is_none());
+    }
+}

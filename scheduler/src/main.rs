@@ -1,0 +1,20 @@
+//! `tether-scheduler`: parses flags and runs the library's event loop (see `tether_scheduler::run`).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = tether_scheduler::args::Args::parse();
+    tether_telemetry::init(args.log_format);
+    let shutdown = tether_telemetry::shutdown_on_signals();
+    match tether_scheduler::run::run(args, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "tether-scheduler stopped");
+            eprintln!("tether-scheduler: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

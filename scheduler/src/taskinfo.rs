@@ -1,0 +1,330 @@
+//! Builds the Mesos `TaskInfo` of one node from the core's [`LaunchSpec`].
+//!
+//! The shapes follow `shared/protocols/mesos-v1-scheduler.md` §4: `ContainerInfo.type` is always set (it
+//! is proto2-required; leaving it out gets the whole ACCEPT refused), the Docker containerizer gets
+//! `DOCKER_VOLUME` sources with the driver (it ignores driver options, so none are sent), and the Mesos
+//! containerizer gets a Docker image plus the same sources with driver options for the `docker/volume`
+//! isolator. With no driver (the `normal` strategy) a volume is a sandbox-relative host path.
+
+use tether_core::command::LaunchSpec;
+use tether_core::config::Containerizer;
+use tether_mesos::model::{
+    AgentID, CommandInfo, ContainerInfo, ContainerType, DiscoveryInfo, DockerImage, DockerInfo,
+    DockerNetwork, Environment, HealthCheck, HealthCheckType, HttpCheckInfo, Image, ImageType,
+    KillPolicy, Label, Labels, MesosInfo, Nanos, Parameter, Port, Ports, Resource, TaskID,
+    TaskInfo, Variable, Visibility, Volume, VolumeMode,
+};
+
+/// How long Elasticsearch gets between SIGTERM and SIGKILL: enough to flush and leave the cluster.
+const KILL_GRACE_NS: i64 = 30_000_000_000;
+
+/// What the task runs, beyond the image.
+#[derive(Debug, Clone, Default)]
+pub enum TaskCommand {
+    /// The image's own ENTRYPOINT and CMD (`shell: false`, no value).
+    #[default]
+    Image,
+    /// `/bin/sh -c <command>` instead of the entrypoint. Note that a POSIX shell drops environment
+    /// variables whose names are not identifiers, such as Elasticsearch's `node.name`.
+    Shell(String),
+    /// An executable and its arguments, run directly (`shell: false`, Mesos' argv form: `arguments`
+    /// includes argv[0]), which keeps every environment variable.
+    Exec { program: String, args: Vec<String> },
+}
+
+/// The TaskInfo for `spec`.
+pub fn task_info(spec: &LaunchSpec, command: &TaskCommand) -> TaskInfo {
+    TaskInfo {
+        name: spec.name.clone(),
+        task_id: TaskID::new(spec.task_id.as_str()),
+        agent_id: AgentID::new(spec.agent_id.as_str()),
+        resources: resources(spec),
+        executor: None,
+        command: Some(command_info(spec, command)),
+        container: Some(container(spec)),
+        health_check: Some(HealthCheck {
+            // Elasticsearch takes a while to start and join; a failing check before that is noise.
+            delay_seconds: Some(30.0),
+            interval_seconds: Some(10.0),
+            timeout_seconds: Some(5.0),
+            consecutive_failures: Some(6),
+            grace_period_seconds: Some(120.0),
+            check_type: Some(HealthCheckType::Http),
+            http: Some(HttpCheckInfo {
+                scheme: Some("http".to_owned()),
+                port: u32::from(spec.health_check_port),
+                path: Some(spec.health_check_path.clone()),
+                statuses: Vec::new(),
+            }),
+            tcp: None,
+        }),
+        kill_policy: Some(KillPolicy {
+            grace_period: Some(Nanos {
+                nanoseconds: KILL_GRACE_NS,
+            }),
+        }),
+        data: None,
+        labels: Some(Labels {
+            labels: vec![Label {
+                key: "tether.node_id".to_owned(),
+                value: Some(spec.node_id.to_string()),
+            }],
+        }),
+        discovery: Some(DiscoveryInfo {
+            visibility: Visibility::Framework,
+            name: Some(spec.name.clone()),
+            environment: None,
+            location: None,
+            version: None,
+            ports: Some(Ports {
+                ports: vec![
+                    port(spec.http_port, "http"),
+                    port(spec.transport_port, "transport"),
+                ],
+            }),
+            labels: None,
+        }),
+    }
+}
+
+fn port(number: u16, name: &str) -> Port {
+    Port {
+        number: u32::from(number),
+        name: Some(name.to_owned()),
+        protocol: Some("tcp".to_owned()),
+        visibility: None,
+        labels: None,
+    }
+}
+
+/// cpus, mem, disk (only when asked for) and the two ports, as single-port ranges merged when adjacent
+/// (Mesos refuses overlapping ranges, not adjacent ones, but one range reads better).
+fn resources(spec: &LaunchSpec) -> Vec<Resource> {
+    let mut out = vec![
+        Resource::scalar("cpus", spec.cpus),
+        Resource::scalar("mem", spec.mem_mb),
+    ];
+    if spec.disk_mb > 0.0 {
+        out.push(Resource::scalar("disk", spec.disk_mb));
+    }
+    let (a, b) = {
+        let (h, t) = (u64::from(spec.http_port), u64::from(spec.transport_port));
+        (h.min(t), h.max(t))
+    };
+    let ranges = if b == a + 1 {
+        vec![(a, b)]
+    } else {
+        vec![(a, a), (b, b)]
+    };
+    out.push(Resource::ranges("ports", ranges));
+    out
+}
+
+fn command_info(spec: &LaunchSpec, command: &TaskCommand) -> CommandInfo {
+    let environment = Some(Environment {
+        variables: spec
+            .env
+            .iter()
+            .map(|(k, v)| Variable::value(k, v))
+            .collect(),
+    });
+    match command {
+        TaskCommand::Shell(value) => CommandInfo {
+            environment,
+            shell: Some(true),
+            value: Some(value.clone()),
+            ..Default::default()
+        },
+        TaskCommand::Exec { program, args } => CommandInfo {
+            environment,
+            shell: Some(false),
+            value: Some(program.clone()),
+            arguments: std::iter::once(program.clone())
+                .chain(args.iter().cloned())
+                .collect(),
+            ..Default::default()
+        },
+        // `shell: false` with no value keeps the image's ENTRYPOINT and CMD.
+        TaskCommand::Image => CommandInfo {
+            environment,
+            shell: Some(false),
+            ..Default::default()
+        },
+    }
+}
+
+fn container(spec: &LaunchSpec) -> ContainerInfo {
+    let volumes = spec
+        .volumes
+        .iter()
+        .map(|v| match &v.driver {
+            Some(driver) => {
+                let options = match spec.containerizer {
+                    Containerizer::Mesos => v
+                        .driver_options
+                        .iter()
+                        .map(|(key, value)| Parameter {
+                            key: key.clone(),
+                            value: value.clone(),
+                        })
+                        .collect(),
+                    Containerizer::Docker => Vec::new(),
+                };
+                Volume::docker_volume(
+                    &v.container_path,
+                    VolumeMode::Rw,
+                    driver,
+                    v.name.as_str(),
+                    options,
+                )
+            }
+            None => Volume {
+                mode: VolumeMode::Rw,
+                container_path: v.container_path.clone(),
+                host_path: Some(v.name.as_str().to_owned()),
+                image: None,
+                source: None,
+            },
+        })
+        .collect();
+    match spec.containerizer {
+        Containerizer::Docker => ContainerInfo {
+            container_type: ContainerType::Docker,
+            volumes,
+            hostname: None,
+            docker: Some(DockerInfo {
+                image: spec.image.clone(),
+                network: Some(DockerNetwork::Host),
+                port_mappings: Vec::new(),
+                privileged: None,
+                parameters: Vec::new(),
+                force_pull_image: Some(false),
+            }),
+            mesos: None,
+        },
+        Containerizer::Mesos => ContainerInfo {
+            container_type: ContainerType::Mesos,
+            volumes,
+            hostname: None,
+            docker: None,
+            mesos: Some(MesosInfo {
+                image: Some(Image {
+                    image_type: ImageType::Docker,
+                    docker: Some(DockerImage {
+                        name: spec.image.clone(),
+                    }),
+                    cached: None,
+                }),
+            }),
+        },
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use tether_core::command::LaunchVolume;
+    use tether_core::ids::{AgentId, Hostname, NodeId, TaskId, VolumeName};
+
+    use super::*;
+
+    pub(crate) fn spec(containerizer: Containerizer, driver: Option<&str>) -> LaunchSpec {
+        LaunchSpec {
+            node_id: NodeId(3),
+            task_id: TaskId::new("elasticsearch-3.1").expect("task id"),
+            name: "elasticsearch-3".to_owned(),
+            agent_id: AgentId::new("M-S1").expect("agent id"),
+            host: Hostname::new("agent-1").expect("host"),
+            cpus: 1.0,
+            mem_mb: 2048.0,
+            disk_mb: 0.0,
+            heap_mb: 1024,
+            image: "elasticsearch:8".to_owned(),
+            containerizer,
+            http_port: 31000,
+            transport_port: 31001,
+            volumes: vec![LaunchVolume {
+                name: VolumeName::new("elasticsearch3data").expect("volume"),
+                container_path: "/data".to_owned(),
+                driver: driver.map(str::to_owned),
+                driver_options: vec![("size".to_owned(), "16".to_owned())],
+            }],
+            env: vec![("ELASTICSEARCH_NODE_ID".to_owned(), "3".to_owned())],
+            health_check_port: 31000,
+            health_check_path: "/_cluster/health?local=true".to_owned(),
+            role: "elasticsearch".to_owned(),
+        }
+    }
+
+    #[test]
+    fn docker_tasks_use_host_networking_and_driver_volumes_without_options() {
+        let t = task_info(
+            &spec(Containerizer::Docker, Some("rexray")),
+            &TaskCommand::default(),
+        );
+        let json = serde_json::to_value(&t).expect("json");
+        assert_eq!(json["container"]["type"], "DOCKER");
+        assert_eq!(json["container"]["docker"]["network"], "HOST");
+        let vol = &json["container"]["volumes"][0];
+        assert_eq!(vol["mode"], "RW");
+        assert_eq!(vol["source"]["type"], "DOCKER_VOLUME");
+        assert_eq!(vol["source"]["docker_volume"]["driver"], "rexray");
+        assert_eq!(vol["source"]["docker_volume"]["name"], "elasticsearch3data");
+        assert!(
+            vol["source"]["docker_volume"]
+                .get("driver_options")
+                .is_none()
+        );
+        assert_eq!(json["command"]["shell"], false);
+        assert_eq!(
+            json["resources"][2]["ranges"]["range"][0],
+            serde_json::json!({"begin": 31000, "end": 31001})
+        );
+        assert_eq!(json["health_check"]["http"]["port"], 31000);
+    }
+
+    #[test]
+    fn mesos_tasks_carry_the_image_and_driver_options() {
+        let t = task_info(
+            &spec(Containerizer::Mesos, Some("rexray")),
+            &TaskCommand::Shell("es-standin".into()),
+        );
+        let json = serde_json::to_value(&t).expect("json");
+        assert_eq!(json["container"]["type"], "MESOS");
+        assert_eq!(
+            json["container"]["mesos"]["image"]["docker"]["name"],
+            "elasticsearch:8"
+        );
+        assert_eq!(
+            json["container"]["volumes"][0]["source"]["docker_volume"]["driver_options"]["parameter"]
+                [0],
+            serde_json::json!({"key": "size", "value": "16"})
+        );
+        assert_eq!(json["command"]["shell"], true);
+        assert_eq!(json["command"]["value"], "es-standin");
+    }
+
+    #[test]
+    fn exec_commands_use_the_argv_form_with_argv0() {
+        let command = TaskCommand::Exec {
+            program: "/bin/es".into(),
+            args: vec!["--x".into()],
+        };
+        let json =
+            serde_json::to_value(task_info(&spec(Containerizer::Docker, Some("d")), &command))
+                .expect("json");
+        assert_eq!(json["command"]["shell"], false);
+        assert_eq!(json["command"]["value"], "/bin/es");
+        assert_eq!(
+            json["command"]["arguments"],
+            serde_json::json!(["/bin/es", "--x"])
+        );
+    }
+
+    #[test]
+    fn without_a_driver_volumes_are_sandbox_host_paths() {
+        let t = task_info(&spec(Containerizer::Docker, None), &TaskCommand::default());
+        let vol = &t.container.expect("container").volumes[0];
+        assert_eq!(vol.host_path.as_deref(), Some("elasticsearch3data"));
+        assert!(vol.source.is_none());
+    }
+}
