@@ -111,6 +111,10 @@ async fn docker_engine_uses_fake_rexray() -> R {
     // A fixed driver name: the engine remembers every driver it has used and, while its socket is gone,
     // retries it for ~15 s on each `docker volume ls`; a name per run would slow every later run.
     let driver = "tether-test-fake-rexray".to_string();
+    // The fixed name means two test runs on one machine (two checkouts) would share the socket; take
+    // turns through a lock held for the whole test.
+    let lock = std::fs::File::create(std::env::temp_dir().join(format!("{driver}.lock")))?;
+    lock.lock()?;
     let volume = format!("tether-vol-{tag}");
     let image = format!("tether-test-sh:{tag}");
     let tmp = tempfile::tempdir()?;
@@ -205,5 +209,6 @@ async fn docker_engine_uses_fake_rexray() -> R {
     drop(cleanup);
     fake.shutdown().await;
     assert!(!Path::new(&format!("/run/docker/plugins/{driver}.sock")).exists());
+    drop(lock);
     Ok(())
 }
