@@ -52,6 +52,10 @@ pub struct Args {
     /// How long Mesos keeps the framework's tasks running while no scheduler is connected.
     #[arg(long, env = "TETHER_FAILOVER_TIMEOUT", default_value = "7days", value_parser = humantime::parse_duration)]
     pub failover_timeout: Duration,
+    /// Largest single event accepted from the master's subscription stream, in MiB. One OFFERS event
+    /// carries an offer per agent: about 1 KiB each, so 10,000 agents make a ~10 MiB event.
+    #[arg(long, env = "TETHER_MAX_EVENT_MIB", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_event_mib: u32,
     /// Docker volume driver of the nodes' volumes (e.g. `rexray`). Empty: the normal strategy, which
     /// needs disk in the offer and no sidecar.
     #[arg(long, env = "TETHER_EXTERNAL_VOLUME_DRIVER", default_value = "")]
@@ -239,5 +243,20 @@ mod tests {
         assert_eq!(a.masters, ["http://m1:5050", "http://m2:5050"]);
         assert_eq!(a.containerizer, Containerizer::Mesos);
         assert_eq!(a.volumes, ["config:/tmp/config", "data:/data"]);
+        assert_eq!(a.max_event_mib, 64);
+    }
+
+    #[test]
+    fn an_event_cap_of_zero_is_refused() {
+        let base = [
+            "tether-scheduler",
+            "--master",
+            "http://m:5050",
+            "--max-event-mib",
+        ];
+        let zero = Args::try_parse_from(base.iter().copied().chain(["0"]));
+        assert!(zero.is_err());
+        let big = Args::try_parse_from(base.iter().copied().chain(["256"])).expect("parses");
+        assert_eq!(big.max_event_mib, 256);
     }
 }

@@ -176,6 +176,7 @@ fn mesos_config(args: &Args) -> Result<MesosConfig, SchedulerError> {
             labels: None,
         },
         credential,
+        max_frame: (args.max_event_mib as usize) << 20,
         ..MesosConfig::default()
     })
 }
