@@ -1,7 +1,8 @@
 //! TLS on tether-scheduler's gRPC listener: certificates are made at test time (a CA, a server
 //! certificate for localhost/127.0.0.1, a client certificate). Proves that clients trusting the CA get
 //! through, plaintext and untrusting clients do not, and that with `--tls-client-ca` only clients holding a
-//! CA-signed certificate are served — for a plain tonic client, tetherctl and the sidecar.
+//! CA-signed certificate are served — for a plain tonic client, tetherctl and the sidecar. Also https between
+//! the Mesos client and a master (the emulator serving TLS).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,9 +12,12 @@ use rcgen::{
     KeyUsagePurpose,
 };
 use tether_integration::harness::bin_path;
-use tether_integration::mesos_emu::{EmuConfig, EmuHandle, MesosEmu};
+use tether_integration::mesos_emu::testing::{Driver, fast_client_config};
+use tether_integration::mesos_emu::{EmuConfig, EmuHandle, EmuTls, MesosEmu};
 use tether_integration::testing::{DEADLINE, Scheduler};
 use tether_integration::testing_sidecar::{RunningSidecar, sidecar_args};
+use tether_mesos::client::Notification;
+use tether_mesos::model::EventType;
 use tether_proto::v1::admin_client::AdminClient;
 use tether_proto::v1::{GetClusterRequest, ListAgentsRequest};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -345,4 +349,37 @@ async fn mutual_tls_serves_only_clients_with_a_certificate_from_the_client_ca() 
     }
     sidecar.stop().await.expect("sidecar stops cleanly");
     sched.stop().await;
+}
+
+/// https to the Mesos master: the client subscribes to an emulator serving TLS when it trusts the CA
+/// (`--master-ca`), and refuses one whose certificate no trusted root signed, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mesos_client_subscribes_over_https_only_to_a_master_it_trusts() {
+    let pki = Pki::new();
+    let mut config = EmuConfig::fast(1);
+    config.tls = Some(EmuTls {
+        cert_pem: std::fs::read_to_string(&pki.server_cert).expect("cert"),
+        key_pem: std::fs::read_to_string(&pki.server_key).expect("key"),
+    });
+    let emu = MesosEmu::start(config).await.expect("emulator");
+    assert!(emu.url().starts_with("https://"), "{}", emu.url());
+
+    let mut trusting = fast_client_config(vec![emu.url()]);
+    trusting.master_ca = Some(pki.ca.clone());
+    let mut d = Driver::start(trusting);
+    d.until(|n| matches!(n, Notification::Subscribed { .. }).then_some(()))
+        .await;
+    let offers = d.event(EventType::Offers).await.offers.expect("offers");
+    assert_eq!(offers.offers.len(), 1);
+
+    let mut untrusting = Driver::start(fast_client_config(vec![emu.url()]));
+    let reason = untrusting
+        .until(|n| match n {
+            Notification::Subscribed { .. } => panic!("subscribed to a master it cannot trust"),
+            Notification::Disconnected { reason } => Some(reason.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(reason.contains("certificate"), "{reason}");
+    emu.shutdown();
 }

@@ -31,6 +31,9 @@ pub struct Args {
         required = true
     )]
     pub masters: Vec<String>,
+    /// PEM CA bundle trusted for `https://` masters (default: the system's trusted roots).
+    #[arg(long, env = "TETHER_MASTER_CA")]
+    pub master_ca: Option<PathBuf>,
     /// Framework name; also the default volume-name prefix (`<name><id>data`).
     #[arg(long, env = "TETHER_FRAMEWORK_NAME", default_value = "elasticsearch")]
     pub framework_name: String,

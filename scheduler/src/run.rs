@@ -177,6 +177,7 @@ fn mesos_config(args: &Args) -> Result<MesosConfig, SchedulerError> {
         },
         credential,
         max_frame: (args.max_event_mib as usize) << 20,
+        master_ca: args.master_ca.clone(),
         ..MesosConfig::default()
     })
 }

@@ -81,6 +81,35 @@ pub struct EmuConfig {
     /// When set, calls need HTTP basic auth with this (principal, secret).
     pub credentials: Option<(String, String)>,
     pub launcher: Arc<dyn Launcher>,
+    /// Serve https with this PEM certificate chain and key, as a master started with `--ssl_*` would.
+    pub tls: Option<EmuTls>,
+}
+
+/// A PEM certificate chain and private key for serving https.
+#[derive(Debug, Clone)]
+pub struct EmuTls {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl EmuTls {
+    fn acceptor(&self) -> Result<tokio_rustls::TlsAcceptor, EmuError> {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let bad = |e: &dyn std::fmt::Display| EmuError::Tls(e.to_string());
+        let certs = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(&e))?;
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).map_err(|e| bad(&e))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(&e))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| bad(&e))?;
+        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    }
 }
 
 impl EmuConfig {
@@ -97,6 +126,7 @@ impl EmuConfig {
             agent_reregister_delay: Duration::from_secs(2),
             credentials: None,
             launcher: Arc::new(SimLauncher::default()),
+            tls: None,
         }
     }
 
@@ -120,6 +150,8 @@ pub enum EmuError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot serve https: {0}")]
+    Tls(String),
 }
 
 /// A running emulator. Dropping it does not stop it; call [`EmuHandle::shutdown`].
@@ -127,6 +159,7 @@ pub enum EmuError {
 pub struct EmuHandle {
     shared: Arc<master::Shared>,
     addr: SocketAddr,
+    scheme: &'static str,
     cancel: CancellationToken,
 }
 
@@ -157,6 +190,8 @@ impl MesosEmu {
             addr: config.bind,
             source,
         })?;
+        let acceptor = config.tls.as_ref().map(EmuTls::acceptor).transpose()?;
+        let scheme = if acceptor.is_some() { "https" } else { "http" };
         let cfg = Arc::new(config);
         let shared = Arc::new_cyclic(|me| master::Shared {
             state: Mutex::new(master::State::new(cfg.clone(), addr.port(), me.clone())),
@@ -195,13 +230,25 @@ impl MesosEmu {
                 let _ = stream.set_nodelay(true);
                 let s = s.clone();
                 let c = c.clone();
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| http::handle(s.clone(), req));
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc);
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let served = async {
+                        match acceptor {
+                            None => http.serve_connection(TokioIo::new(stream), svc).await,
+                            Some(a) => match a.accept(stream).await {
+                                Ok(tls) => http.serve_connection(TokioIo::new(tls), svc).await,
+                                Err(e) => {
+                                    tracing::debug!(error = %e, "TLS handshake failed");
+                                    Ok(())
+                                }
+                            },
+                        }
+                    };
                     tokio::select! {
                         _ = c.cancelled() => {}
-                        r = conn => if let Err(e) = r { tracing::debug!(error = %e, "connection ended") },
+                        r = served => if let Err(e) = r { tracing::debug!(error = %e, "connection ended") },
                     }
                 });
             }
@@ -210,6 +257,7 @@ impl MesosEmu {
         Ok(EmuHandle {
             shared,
             addr,
+            scheme,
             cancel,
         })
     }
@@ -219,9 +267,9 @@ impl EmuHandle {
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://` when serving TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
     pub fn shutdown(&self) {
         self.cancel.cancel();
@@ -414,6 +462,12 @@ pub struct Args {
     /// Require HTTP basic auth as `principal:secret`.
     #[arg(long, env = "TETHER_MESOS_EMU_CREDENTIAL")]
     pub credential: Option<String>,
+    /// Serve https with this PEM certificate chain (needs `--tls-key`).
+    #[arg(long, env = "TETHER_MESOS_EMU_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, env = "TETHER_MESOS_EMU_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Log format.
     #[arg(long, env = "TETHER_LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: tether_telemetry::LogFormat,
@@ -463,13 +517,31 @@ impl Args {
                 .and_then(|c| c.split_once(':'))
                 .map(|(p, s)| (p.to_string(), s.to_string())),
             launcher,
+            tls: None,
         }
+    }
+
+    /// The certificate and key named by `--tls-cert`/`--tls-key`, read from disk.
+    pub fn tls(&self) -> Result<Option<EmuTls>, EmuError> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let read = |p: &PathBuf| {
+            std::fs::read_to_string(p)
+                .map_err(|e| EmuError::Tls(format!("cannot read {}: {e}", p.display())))
+        };
+        Ok(Some(EmuTls {
+            cert_pem: read(cert)?,
+            key_pem: read(key)?,
+        }))
     }
 }
 
 /// Runs the emulator until `cancel` fires.
 pub async fn run(args: Args, cancel: CancellationToken) -> Result<(), EmuError> {
-    let h = MesosEmu::start(args.to_config()).await?;
+    let mut config = args.to_config();
+    config.tls = args.tls()?;
+    let h = MesosEmu::start(config).await?;
     println!(
         "mesos-emu listening on {} with agents {:?}",
         h.url(),

@@ -4,6 +4,7 @@
 //! delivers [`Notification`]s through an mpsc channel. [`MesosMaster::send`] posts every other call on the
 //! current stream, adding `Mesos-Stream-Id` and the framework id, and maps status codes to [`CallError`].
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use http::{HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -102,6 +104,8 @@ pub struct MesosConfig {
     pub suppressed_roles: Vec<String>,
     /// Cap on one RecordIO record.
     pub max_frame: usize,
+    /// PEM file of the CA(s) that sign `https://` masters' certificates; the system's roots when unset.
+    pub master_ca: Option<PathBuf>,
     /// The stream is dead after this many heartbeat intervals without a byte.
     pub heartbeat_misses: u32,
     pub backoff_min: Duration,
@@ -118,6 +122,7 @@ impl Default for MesosConfig {
             credential: None,
             suppressed_roles: vec![],
             max_frame: DEFAULT_MAX_FRAME,
+            master_ca: None,
             heartbeat_misses: 5,
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(15),
@@ -130,10 +135,12 @@ impl Default for MesosConfig {
 pub enum ConfigError {
     #[error("no Mesos master configured")]
     NoMasters,
-    #[error(
-        "master address {0:?} is not http://host:port (https needs a TLS build, not available)"
-    )]
+    #[error("master address {0:?} is not http://host:port or https://host:port")]
     BadMaster(String),
+    #[error("cannot use master CA file {path}: {reason}")]
+    MasterCa { path: String, reason: String },
+    #[error("cannot set up TLS for https masters: {0}")]
+    Tls(String),
     #[error("cannot read secret file {path}: {source}")]
     SecretFile {
         path: String,
@@ -219,7 +226,7 @@ struct Session {
     leader_hint: usize,
 }
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// The real master connection. Cheap to clone.
 #[derive(Clone)]
@@ -241,11 +248,51 @@ fn normalise_master(m: &str) -> Result<String, ConfigError> {
     let trimmed = m.trim().trim_end_matches('/');
     let rest = trimmed
         .strip_prefix("http://")
+        .or_else(|| trimmed.strip_prefix("https://"))
         .ok_or_else(|| ConfigError::BadMaster(m.to_string()))?;
     if rest.is_empty() || rest.contains('/') {
         return Err(ConfigError::BadMaster(m.to_string()));
     }
     Ok(trimmed.to_string())
+}
+
+/// TLS for `https://` masters: the given CA file's certificates, or the system's trusted roots.
+fn tls_config(ca: Option<&std::path::Path>) -> Result<rustls::ClientConfig, ConfigError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConfigError::Tls(e.to_string()))?;
+    let config = match ca {
+        Some(path) => {
+            let bad = |reason: String| ConfigError::MasterCa {
+                path: path.display().to_string(),
+                reason,
+            };
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| bad(e.to_string()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(bad("no PEM certificate in it".into()));
+            }
+            let mut roots = rustls::RootCertStore::empty();
+            for c in certs {
+                roots.add(c).map_err(|e| bad(e.to_string()))?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        None => {
+            // A system without a certificate store (a FROM scratch image) gets an empty one: http
+            // masters still work, and an https master fails its handshake with a clear error.
+            let found = rustls_native_certs::load_native_certs();
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add_parsable_certificates(found.certs);
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+    };
+    Ok(config)
 }
 
 enum Attempt {
@@ -271,6 +318,14 @@ impl MesosClient {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.request_timeout));
+        // The inner connector must let https URLs through; the TLS layer decides per scheme.
+        connector.enforce_http(false);
+        let tls = tls_config(config.master_ca.as_deref())?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let http = Client::builder(TokioExecutor::new()).build(connector);
         Ok(MesosClient {
             config: Arc::new(config),
@@ -416,7 +471,7 @@ impl MesosClient {
                             break;
                         }
                         Ok(Err(e)) => {
-                            failures.push(format!("{base}: {e}"));
+                            failures.push(format!("{base}: {}", with_causes(&e)));
                             break;
                         }
                         Ok(Ok(r)) => r,
@@ -605,7 +660,7 @@ impl MesosClient {
             .map_err(|_| CallError::Timeout(base.clone()))?
             .map_err(|e| CallError::Transport {
                 master: base.clone(),
-                message: e.to_string(),
+                message: with_causes(&e),
             })?;
         let status = resp.status();
         if status == StatusCode::ACCEPTED || status == StatusCode::OK {
@@ -647,6 +702,19 @@ impl MesosMaster for MesosClient {
     }
 }
 
+/// The error and its sources: hyper's own message ("client error (Connect)") hides what went wrong, such
+/// as a refused connection or an untrusted certificate.
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 fn framing(e: RecordIoError) -> String {
     format!("bad RecordIO framing: {e}")
 }
@@ -659,7 +727,8 @@ fn redirect_target(current: &str, location: Option<&HeaderValue>) -> Option<Stri
     let rest = if let Some(r) = loc.strip_prefix("//") {
         r
     } else if let Some((s, r)) = loc.split_once("://") {
-        if s != "http" {
+        // A leader that moves between schemes is a misconfiguration; staying on ours keeps the CA.
+        if s != scheme {
             return None;
         }
         r
@@ -710,7 +779,8 @@ mod tests {
     fn masters_must_be_http_urls() {
         assert!(normalise_master("http://m:5050/").is_ok());
         assert!(normalise_master("m:5050").is_err());
-        assert!(normalise_master("https://m:5050").is_err());
+        assert!(normalise_master("https://m:5050").is_ok());
+        assert!(normalise_master("ftp://m:5050").is_err());
         assert!(
             MesosClient::new(MesosConfig {
                 masters: vec![],
