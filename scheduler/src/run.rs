@@ -1086,6 +1086,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), Schedule
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             tokio::select! {
+                biased;
                 () = lost.cancelled() => {
                     activity.send_replace(Activity::Standby { leader: None });
                     mesos_cancel.cancel();
@@ -1197,8 +1198,13 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), Schedule
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     if let Some(candidate) = candidate {
-        // Hand over at once rather than after the session timeout.
-        candidate.resign().await;
+        if result.is_ok() {
+            // Hand over at once rather than after the session timeout.
+            candidate.resign().await;
+        } else {
+            // The session may be gone: do not wait on it; the znode goes with the session.
+            drop(candidate);
+        }
     }
     tracing::info!("scheduler stopped; tasks keep running and the state is persisted");
     result
