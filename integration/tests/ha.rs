@@ -99,11 +99,10 @@ async fn the_leader(schedulers: &mut [&mut SchedulerProcess]) -> usize {
             .collect();
         if let [i] = leaders[..] {
             let address = schedulers[i].address();
-            let standbys_agree = last.iter().enumerate().all(|(j, c)| {
-                j == i
-                    || c.as_ref()
-                        .is_some_and(|c| !c.leader && c.leader_address == address)
-            });
+            // Every instance, the leader included, names the leader's admin address.
+            let standbys_agree = last
+                .iter()
+                .all(|c| c.as_ref().is_some_and(|c| c.leader_address == address));
             if standbys_agree {
                 return i;
             }
@@ -433,4 +432,104 @@ async fn the_scheduler_follows_the_leading_master_in_zookeeper() {
     .await
     .expect("left a");
     assert!(s.proc.is_running(), "{}", s.proc.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_schedulers_the_standby_takes_over_when_the_leader_stops() {
+    let Some(zk) =
+        ZkServer::start_or_skip("of_two_schedulers_the_standby_takes_over_when_the_leader_stops")
+            .await
+    else {
+        return;
+    };
+    let emu = MesosEmu::start(EmuConfig::fast(2)).await.expect("emulator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flags = zk_flags(&zk, "/tether/es");
+    let mut s: Vec<SchedulerProcess> = (0..2)
+        .map(|i| {
+            spawn(
+                &format!("sched{i}"),
+                &emu.url(),
+                &flags,
+                &["--nodes", "2"],
+                dir.path(),
+            )
+        })
+        .collect();
+    let leader = {
+        let mut refs: Vec<&mut SchedulerProcess> = s.iter_mut().collect();
+        the_leader(&mut refs).await
+    };
+    let mut admin = s[leader].admin().await;
+    let before = wait_nodes(&mut admin, "two running nodes", all_running(2)).await;
+    let frameworks = framework_ids(&emu);
+    assert_eq!(frameworks.len(), 1, "only the leader subscribed");
+
+    // SIGTERM: the leader resigns (deletes its election znode) instead of leaving it to the session.
+    let mut old = s.remove(leader);
+    let status = old.proc.stop(DEADLINE).await.expect("stops on SIGTERM");
+    assert!(status.success(), "clean stop: {}", old.proc.log_text());
+    assert!(
+        old.proc
+            .log_text()
+            .contains("resigned from leader election")
+    );
+    let next = {
+        let mut refs: Vec<&mut SchedulerProcess> = s.iter_mut().collect();
+        the_leader(&mut refs).await
+    };
+    let mut admin = s[next].admin().await;
+    let after = wait_nodes(
+        &mut admin,
+        "two running nodes under the new leader",
+        all_running(2),
+    )
+    .await;
+    let ids =
+        |ns: &[tether_proto::v1::Node]| ns.iter().map(|n| n.task_id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&before), ids(&after));
+    assert_eq!(framework_ids(&emu), frameworks);
+    assert_no_duplicates(&emu);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digest_credentials_lock_the_state_to_tether() {
+    let Some(zk) = ZkServer::start_or_skip("digest_credentials_lock_the_state_to_tether").await
+    else {
+        return;
+    };
+    let emu = MesosEmu::start(EmuConfig::fast(1)).await.expect("emulator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let password = "pw-never-logged-7f3a";
+    let auth = dir.path().join("zk-auth");
+    std::fs::write(&auth, format!("tether:{password}\n")).expect("auth file");
+    let mut flags = zk_flags(&zk, "/tether/es");
+    flags.extend(["--zk-auth-file".into(), auth.display().to_string()]);
+    let mut s = spawn("sched", &emu.url(), &flags, &["--nodes", "1"], dir.path());
+    let mut admin = s.admin().await;
+    wait_nodes(&mut admin, "one running node", all_running(1)).await;
+
+    let anonymous = ZkSession::connect(&ZkConfig::new(zk.url("/tether/es")))
+        .await
+        .expect("session");
+    let anonymous = ZkStore::open(anonymous, None).await.expect("store");
+    let denied = anonymous.get::<serde_json::Value>("desired").await;
+    assert!(
+        denied.is_err(),
+        "an anonymous session cannot read: {denied:?}"
+    );
+
+    let credentials = tether_zk::DigestCredentials::new("tether", password).expect("credentials");
+    let tether = ZkSession::connect(
+        &ZkConfig::new(zk.url("/tether/es")).with_credentials(Some(credentials)),
+    )
+    .await
+    .expect("session");
+    let tether = ZkStore::open(tether, None).await.expect("store");
+    let desired: Option<serde_json::Value> = tether.get("desired").await.expect("get");
+    assert_eq!(desired, Some(serde_json::json!({"value": 1})));
+    assert!(
+        !s.proc.log_text().contains(password),
+        "the password never reaches the log"
+    );
 }

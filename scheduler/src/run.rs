@@ -222,6 +222,8 @@ struct Shell {
     roles: Vec<String>,
     driver: String,
     framework_name: String,
+    /// This instance's advertised admin address when it won a ZooKeeper election (empty otherwise).
+    leader_address: String,
 }
 
 impl Shell {
@@ -584,7 +586,7 @@ impl Shell {
                     strategy: c.strategy,
                     driver: self.driver.clone(),
                     leader: true,
-                    leader_address: String::new(),
+                    leader_address: self.leader_address.clone(),
                 });
             }
             AdminRequest::ListNodes(reply) => {
@@ -1162,6 +1164,11 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), Schedule
         roles: vec![args.role.clone()],
         driver: args.external_volume_driver.clone(),
         framework_name: args.framework_name.clone(),
+        leader_address: if candidate.is_some() {
+            advertise_address(&args)
+        } else {
+            String::new()
+        },
     };
 
     let mut gauges = tokio::time::interval(Duration::from_secs(1));
