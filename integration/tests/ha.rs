@@ -84,6 +84,25 @@ fn framework_ids(emu: &EmuHandle) -> Vec<String> {
         .collect()
 }
 
+/// The gRPC health status of `tether.v1.Admin` on `s`.
+async fn admin_health(
+    s: &SchedulerProcess,
+) -> tonic_health::pb::health_check_response::ServingStatus {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", s.listen))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "tether.v1.Admin".into(),
+        })
+        .await
+        .expect("health check")
+        .into_inner()
+        .status()
+}
+
 /// Waits until exactly one of `schedulers` says it leads; returns its index. The others must be
 /// standbys naming it.
 async fn the_leader(schedulers: &mut [&mut SchedulerProcess]) -> usize {
@@ -229,6 +248,10 @@ async fn one_of_three_schedulers_acts_and_another_takes_over_after_kill_9() {
         .await
         .expect_err("a standby does not serve node lists");
     assert_eq!(read.code(), tonic::Code::Unavailable);
+    // Health checks route a proxy to the leader: only its admin service is SERVING.
+    use tonic_health::pb::health_check_response::ServingStatus;
+    assert_eq!(admin_health(&s[leader]).await, ServingStatus::Serving);
+    assert_eq!(admin_health(&s[standby]).await, ServingStatus::NotServing);
 
     let killed_at = std::time::Instant::now();
     s[leader].proc.kill9();

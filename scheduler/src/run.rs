@@ -998,9 +998,27 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), Schedule
             source,
         })?;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<AdminServer<AdminService>>()
-        .await;
+    // The admin service reports SERVING only while this instance leads, so a load balancer or proxy
+    // health-checking the schedulers sends clients (and sidecars) to the leader.
+    {
+        async fn report(health: &tonic_health::server::HealthReporter, leading: bool) {
+            if leading {
+                health.set_serving::<AdminServer<AdminService>>().await;
+            } else {
+                health.set_not_serving::<AdminServer<AdminService>>().await;
+            }
+        }
+        let mut activity = activity.subscribe();
+        let leading = *activity.borrow_and_update() == Activity::Leading;
+        // Set before the listener serves, so the first health check already has an answer.
+        report(&health_reporter, leading).await;
+        tokio::spawn(async move {
+            while activity.changed().await.is_ok() {
+                let leading = *activity.borrow_and_update() == Activity::Leading;
+                report(&health_reporter, leading).await;
+            }
+        });
+    }
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tether_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
