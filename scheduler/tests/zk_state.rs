@@ -57,7 +57,10 @@ async fn state_round_trips_including_ten_thousand_slots() {
         StateWrite::ClusterFormed,
     ];
     writes.extend((1..=10_000).map(|i| StateWrite::Slot(slot(i))));
+    let t = std::time::Instant::now();
     store.write(&writes).await.expect("bulk write");
+    // Figures for the docs, not assertions.
+    eprintln!("zk state: writing 10,000 slots took {:?}", t.elapsed());
     store
         .write(&[
             StateWrite::RemoveSlot(NodeId(17)),
@@ -74,7 +77,9 @@ async fn state_round_trips_including_ten_thousand_slots() {
     expected.apply(&StateWrite::Desired(9_999));
     assert_eq!(store.state(), &expected);
 
+    let t = std::time::Instant::now();
     let reloaded = open(&server).await;
+    eprintln!("zk state: loading 9,999 slots took {:?}", t.elapsed());
     assert!(!reloaded.is_fresh());
     assert_eq!(
         reloaded.state(),
