@@ -141,8 +141,9 @@ pub struct Args {
     pub state_dir: PathBuf,
     /// Keep the state in ZooKeeper instead of `--state-dir`: `zk://host1:2181,host2:2181/tether/<name>`.
     /// Every scheduler started with the same URL joins one leader election; only the leader acts.
-    #[arg(long = "state", env = "TETHER_STATE", value_name = "ZK_URL")]
-    pub state: Option<String>,
+    // Parsed at once: `ZkUrl`'s `Debug` redacts credentials embedded in the URL.
+    #[arg(long = "state", env = "TETHER_STATE", value_name = "ZK_URL", value_parser = parse_zk_url)]
+    pub state: Option<tether_zk::ZkUrl>,
     /// The admin address a standby names when it refuses a call (`host:port`); default `--listen`, with
     /// the host name in place of an unspecified address.
     #[arg(long, env = "TETHER_ADVERTISE_ADDRESS")]
@@ -195,6 +196,10 @@ pub struct Args {
     pub log_format: LogFormat,
 }
 
+fn parse_zk_url(s: &str) -> Result<tether_zk::ZkUrl, tether_zk::UrlError> {
+    s.parse()
+}
+
 /// Where the Mesos masters are found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MasterSource {
@@ -223,8 +228,8 @@ impl Args {
     }
 
     /// `--state` as a ZooKeeper URL (`None`: the embedded store in `--state-dir`).
-    pub fn state_url(&self) -> Result<Option<tether_zk::ZkUrl>, tether_zk::UrlError> {
-        self.state.as_deref().map(str::parse).transpose()
+    pub fn state_url(&self) -> Option<tether_zk::ZkUrl> {
+        self.state.clone()
     }
 }
 
@@ -297,7 +302,17 @@ mod tests {
         ])
         .expect("parses");
         assert!(a.master_source().expect("zk master").is_zk());
-        assert_eq!(a.state.as_deref(), Some("zk://z1:2181,z2:2181/tether/es"));
+        let state = a.state_url().expect("a zk state URL");
+        assert_eq!(state.hosts(), ["z1:2181", "z2:2181"]);
+        assert_eq!(state.path(), "/tether/es");
+        let bad = Args::try_parse_from([
+            "tether-scheduler",
+            "--master",
+            "http://m:5050",
+            "--state",
+            "/var/lib/x",
+        ]);
+        assert!(bad.is_err(), "--state takes only zk:// URLs");
         let http = Args::try_parse_from([
             "tether-scheduler",
             "--master",

@@ -972,7 +972,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), Schedule
 
     let mut server_builder = crate::tls::server_builder(&args)?;
 
-    let backend = match args.state_url()? {
+    let backend = match args.state_url() {
         None => Backend::File(FileStore::open(&args.state_dir)?),
         Some(url) => Backend::Zk(args.zk.config(url)?),
     };
