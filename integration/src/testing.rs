@@ -28,29 +28,11 @@ impl Scheduler {
     /// Starts a scheduler for `master` with state in `state_dir`, fast timers and `extra` flags.
     pub fn start(master: &str, state_dir: &Path, extra: &[&str]) -> Scheduler {
         let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let mut argv: Vec<String> = [
-            "tether-scheduler",
-            "--master",
-            master,
-            "--listen",
-            &listen.to_string(),
-            "--cpus",
-            "0.5",
-            "--mem",
-            "256",
-            "--disk",
-            "100",
-            "--report-interval",
-            "200ms",
-            "--prepare-timeout",
-            "10s",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut argv = test_argv(master, listen);
         argv.push("--state-dir".into());
         argv.push(state_dir.display().to_string());
         argv.extend(extra.iter().map(|s| s.to_string()));
+        argv.insert(0, "tether-scheduler".into());
         let args =
             tether_scheduler::args::Args::try_parse_from(argv).expect("valid scheduler flags");
         let shutdown = CancellationToken::new();
@@ -90,6 +72,90 @@ impl Scheduler {
         self.shutdown.cancel();
         let _ = tokio::time::timeout(DEADLINE, self.task).await;
     }
+}
+
+/// The flags every test scheduler gets: small resources, fast timers (without the program name).
+fn test_argv(master: &str, listen: SocketAddr) -> Vec<String> {
+    [
+        "--master",
+        master,
+        "--listen",
+        &listen.to_string(),
+        "--cpus",
+        "0.5",
+        "--mem",
+        "256",
+        "--disk",
+        "100",
+        "--report-interval",
+        "200ms",
+        "--prepare-timeout",
+        "10s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// A tether-scheduler as a real child process (the built binary), for tests that kill -9 it or run
+/// several against one ZooKeeper.
+#[derive(Debug)]
+pub struct SchedulerProcess {
+    pub listen: SocketAddr,
+    pub proc: crate::harness::Proc,
+}
+
+impl SchedulerProcess {
+    /// Starts `tether-scheduler` for `master` with the test flags plus `extra`, logging to
+    /// `<log_dir>/<label>.log`.
+    pub fn spawn(label: &str, master: &str, extra: &[&str], log_dir: &Path) -> SchedulerProcess {
+        let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let mut argv = test_argv(master, listen);
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        let env = [("RUST_LOG".to_owned(), "info".to_owned())];
+        let proc = crate::harness::Proc::spawn("tether-scheduler", label, &argv, &env, log_dir)
+            .unwrap_or_else(|e| panic!("{label}: {e} (build it: cargo build -p tether-scheduler)"));
+        SchedulerProcess { listen, proc }
+    }
+
+    /// `host:port` of its admin API, as a standby names it.
+    pub fn address(&self) -> String {
+        self.listen.to_string()
+    }
+
+    /// The admin client (waits until the listener answers; panics with the log if the process exited).
+    pub async fn admin(&mut self) -> AdminClient<Channel> {
+        let url = format!("http://{}", self.listen);
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if !self.proc.is_running() {
+                panic!(
+                    "{} exited before serving; log:\n{}",
+                    self.proc.label(),
+                    self.proc.log_text()
+                );
+            }
+            if let Ok(endpoint) = Endpoint::from_shared(url.clone())
+                && let Ok(channel) = endpoint.connect().await
+            {
+                return AdminClient::new(channel);
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{}'s admin API never answered",
+                self.proc.label()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The node id in a task id `<framework>-<node>.<generation>`.
+pub fn node_of_task(task_id: &str) -> Option<u64> {
+    task_id
+        .rsplit_once('.')
+        .and_then(|(h, _)| h.rsplit_once('-'))
+        .and_then(|(_, n)| n.parse().ok())
 }
 
 /// Waits until the node list satisfies `pred`, returning it; panics with the last list otherwise.
@@ -360,11 +426,7 @@ impl E2eCluster {
                         | "TASK_GONE_BY_OPERATOR"
                 );
                 let id = t["id"].as_str().unwrap_or("");
-                // Task ids are `<framework>-<node>.<generation>`.
-                let node = id
-                    .rsplit_once('.')
-                    .and_then(|(h, _)| h.rsplit_once('-'))
-                    .and_then(|(_, n)| n.parse().ok());
+                let node = node_of_task(id);
                 if let (true, Some(node)) = (live, node) {
                     by_node.entry(node).or_default().push(id.to_owned());
                 }

@@ -22,6 +22,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{self, Token};
+use crate::ha::{Activity, ActivityRx, always_leading};
 
 /// A question or command for the scheduler loop, with where to send the answer.
 #[derive(Debug)]
@@ -59,6 +60,8 @@ pub struct AdminService {
     config: Arc<AdminConfig>,
     requests: mpsc::Sender<AdminRequest>,
     events: broadcast::Sender<ClusterEvent>,
+    activity: ActivityRx,
+    framework_name: Arc<str>,
 }
 
 impl AdminService {
@@ -71,6 +74,23 @@ impl AdminService {
             config: Arc::new(config),
             requests,
             events,
+            activity: always_leading(),
+            framework_name: Arc::from(""),
+        }
+    }
+
+    /// Serves as a standby while `activity` says so: `GetCluster` answers with who leads (naming
+    /// `framework_name`), every other call is refused with a status naming the leader.
+    pub fn with_activity(mut self, activity: ActivityRx, framework_name: &str) -> Self {
+        self.activity = activity;
+        self.framework_name = Arc::from(framework_name);
+        self
+    }
+
+    fn standby(&self, what: &str, write: bool) -> Result<(), Status> {
+        match self.activity.borrow().refusal(what, write) {
+            Some(status) => Err(status),
+            None => Ok(()),
         }
     }
 
@@ -81,8 +101,15 @@ impl AdminService {
         auth::check(self.config.token.as_ref(), req)
     }
 
+    /// Authentication first (a standby must not tell strangers where the leader is), then leadership.
+    fn check_leader_read<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        self.check_read(req)?;
+        self.standby("this read", false)
+    }
+
     fn check_write<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        auth::check(self.config.token.as_ref(), req)
+        auth::check(self.config.token.as_ref(), req)?;
+        self.standby("admin writes", true)
     }
 
     async fn ask<R>(
@@ -121,6 +148,18 @@ impl Admin for AdminService {
         req: Request<GetClusterRequest>,
     ) -> Result<Response<Cluster>, Status> {
         self.check_read(&req)?;
+        let standby = match &*self.activity.borrow() {
+            Activity::Leading => None,
+            Activity::Standby { leader } => Some(leader.clone()),
+        };
+        if let Some(leader) = standby {
+            return Ok(Response::new(Cluster {
+                framework_name: self.framework_name.to_string(),
+                leader: false,
+                leader_address: leader.unwrap_or_default(),
+                ..Default::default()
+            }));
+        }
         Ok(Response::new(self.ask(AdminRequest::GetCluster).await?))
     }
 
@@ -128,7 +167,7 @@ impl Admin for AdminService {
         &self,
         req: Request<ListNodesRequest>,
     ) -> Result<Response<ListNodesResponse>, Status> {
-        self.check_read(&req)?;
+        self.check_leader_read(&req)?;
         Ok(Response::new(self.ask(AdminRequest::ListNodes).await?))
     }
 
@@ -136,7 +175,7 @@ impl Admin for AdminService {
         &self,
         req: Request<ListAgentsRequest>,
     ) -> Result<Response<ListAgentsResponse>, Status> {
-        self.check_read(&req)?;
+        self.check_leader_read(&req)?;
         Ok(Response::new(self.ask(AdminRequest::ListAgents).await?))
     }
 
@@ -144,7 +183,7 @@ impl Admin for AdminService {
         &self,
         req: Request<ListVolumesRequest>,
     ) -> Result<Response<ListVolumesResponse>, Status> {
-        self.check_read(&req)?;
+        self.check_leader_read(&req)?;
         Ok(Response::new(self.ask(AdminRequest::ListVolumes).await?))
     }
 
@@ -179,7 +218,7 @@ impl Admin for AdminService {
         &self,
         req: Request<WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        self.check_read(&req)?;
+        self.check_leader_read(&req)?;
         let stream = BroadcastStream::new(self.events.subscribe()).map(|item| match item {
             Ok(event) => Ok(event),
             // A watcher too slow to keep up is told how much it missed rather than silently skipping.

@@ -18,6 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{self, Token};
+use crate::ha::{ActivityRx, always_leading};
 
 /// Identifies one sidecar stream; a reconnecting sidecar gets a new one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -69,6 +70,7 @@ pub struct AgentChannelService {
     config: Arc<ChannelConfig>,
     events: mpsc::Sender<SidecarEvent>,
     next_conn: Arc<AtomicU64>,
+    activity: ActivityRx,
 }
 
 impl AgentChannelService {
@@ -77,7 +79,14 @@ impl AgentChannelService {
             config: Arc::new(config),
             events,
             next_conn: Arc::new(AtomicU64::new(1)),
+            activity: always_leading(),
         }
+    }
+
+    /// Refuses sidecar streams while `activity` says this instance is a standby.
+    pub fn with_activity(mut self, activity: ActivityRx) -> Self {
+        self.activity = activity;
+        self
     }
 }
 
@@ -114,6 +123,10 @@ impl AgentChannel for AgentChannelService {
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
         auth::check(self.config.token.as_ref(), &request)?;
+        let refusal = self.activity.borrow().refusal("sidecar streams", false);
+        if let Some(status) = refusal {
+            return Err(status);
+        }
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(self.config.hello_timeout, inbound.message())
             .await

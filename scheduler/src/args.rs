@@ -23,7 +23,8 @@ pub enum Containerizer {
     about = "Mesos framework running Elasticsearch nodes on external volumes"
 )]
 pub struct Args {
-    /// Mesos masters, comma-separated `http(s)://host:port` (the client follows the leader).
+    /// Mesos masters: comma-separated `http://host:port` (the client follows redirects to the leader),
+    /// or `zk://host1:2181,host2:2181/mesos` to follow the leading master's `json.info_` znode.
     #[arg(
         long = "master",
         env = "TETHER_MASTER",
@@ -145,6 +146,17 @@ pub struct Args {
     /// Where the embedded state store keeps the framework id, desired count and node table.
     #[arg(long, env = "TETHER_STATE_DIR", default_value = "/var/lib/tether")]
     pub state_dir: PathBuf,
+    /// Keep the state in ZooKeeper instead of `--state-dir`: `zk://host1:2181,host2:2181/tether/<name>`.
+    /// Every scheduler started with the same URL joins one leader election; only the leader acts.
+    // Parsed at once: `ZkUrl`'s `Debug` redacts credentials embedded in the URL.
+    #[arg(long = "state", env = "TETHER_STATE", value_name = "ZK_URL", value_parser = parse_zk_url)]
+    pub state: Option<tether_zk::ZkUrl>,
+    /// The admin address a standby names when it refuses a call (`host:port`); default `--listen`, with
+    /// the host name in place of an unspecified address.
+    #[arg(long, env = "TETHER_ADVERTISE_ADDRESS")]
+    pub advertise_address: Option<String>,
+    #[command(flatten)]
+    pub zk: tether_zk::ZkArgs,
     /// gRPC listener for sidecars and the admin API.
     #[arg(long, env = "TETHER_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
@@ -189,6 +201,43 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "TETHER_LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: LogFormat,
+}
+
+fn parse_zk_url(s: &str) -> Result<tether_zk::ZkUrl, tether_zk::UrlError> {
+    s.parse()
+}
+
+/// Where the Mesos masters are found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MasterSource {
+    /// A fixed list of `http://host:port`.
+    Http(Vec<String>),
+    /// The leading master's `json.info_` znode under this URL's path.
+    Zk(tether_zk::ZkUrl),
+}
+
+impl MasterSource {
+    pub fn is_zk(&self) -> bool {
+        matches!(self, MasterSource::Zk(_))
+    }
+}
+
+impl Args {
+    /// `--master` as a source. clap split the value on commas, which a `zk://` host list also uses, so
+    /// a value starting with `zk://` is joined back together.
+    pub fn master_source(&self) -> Result<MasterSource, tether_zk::UrlError> {
+        match self.masters.first() {
+            Some(first) if tether_zk::ZkUrl::is_zk(first) => {
+                Ok(MasterSource::Zk(self.masters.join(",").parse()?))
+            }
+            _ => Ok(MasterSource::Http(self.masters.clone())),
+        }
+    }
+
+    /// `--state` as a ZooKeeper URL (`None`: the embedded store in `--state-dir`).
+    pub fn state_url(&self) -> Option<tether_zk::ZkUrl> {
+        self.state.clone()
+    }
 }
 
 #[cfg(test)]
@@ -247,6 +296,7 @@ mod tests {
         assert_eq!(a.containerizer, Containerizer::Mesos);
         assert_eq!(a.volumes, ["config:/tmp/config", "data:/data"]);
         assert_eq!(a.max_event_mib, 64);
+        assert!(a.state.is_none(), "the embedded store is the default");
     }
 
     #[test]
@@ -261,5 +311,36 @@ mod tests {
         assert!(zero.is_err());
         let big = Args::try_parse_from(base.iter().copied().chain(["256"])).expect("parses");
         assert_eq!(big.max_event_mib, 256);
+    }
+
+    #[test]
+    fn zookeeper_urls_keep_their_commas() {
+        let a = Args::try_parse_from([
+            "tether-scheduler",
+            "--master",
+            "zk://z1:2181,z2:2181/mesos",
+            "--state",
+            "zk://z1:2181,z2:2181/tether/es",
+        ])
+        .expect("parses");
+        assert!(a.master_source().expect("zk master").is_zk());
+        let state = a.state_url().expect("a zk state URL");
+        assert_eq!(state.hosts(), ["z1:2181", "z2:2181"]);
+        assert_eq!(state.path(), "/tether/es");
+        let bad = Args::try_parse_from([
+            "tether-scheduler",
+            "--master",
+            "http://m:5050",
+            "--state",
+            "/var/lib/x",
+        ]);
+        assert!(bad.is_err(), "--state takes only zk:// URLs");
+        let http = Args::try_parse_from([
+            "tether-scheduler",
+            "--master",
+            "http://m1:5050,http://m2:5050",
+        ])
+        .expect("parses");
+        assert!(!http.master_source().expect("http masters").is_zk());
     }
 }

@@ -11,6 +11,7 @@ pub mod agent_channel;
 pub mod args;
 pub mod auth;
 pub mod convert;
+pub mod ha;
 pub mod metrics;
 pub mod run;
 pub mod taskinfo;

@@ -27,19 +27,22 @@ use tether_proto::v1 as pb;
 use tether_proto::v1::admin_server::AdminServer;
 use tether_proto::v1::agent_channel_server::AgentChannelServer;
 use tether_proto::v1::agent_message::Body as AgentBody;
-use tokio::sync::{broadcast, mpsc};
+use tether_zk::{MasterDetector, MemberInfo, ZkConfig, ZkSession, ZkStore};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::admin::{AdminConfig, AdminRequest, AdminService};
 use crate::agent_channel::{AgentChannelService, ChannelConfig, ConnId, SidecarEvent};
-use crate::args::{Args, Containerizer};
+use crate::args::{Args, Containerizer, MasterSource};
 use crate::auth::{Token, TokenError};
 use crate::convert;
+use crate::ha::Activity;
 use crate::metrics::{Metrics, ReasonLabel};
-use crate::store::StoreError;
 use crate::store::file::{Apply, FileStore};
+use crate::store::zk::ZkStateStore;
+use crate::store::{StateStore, StoreError};
 use crate::taskinfo::TaskCommand;
 
 /// Why the scheduler stopped with an error.
@@ -71,6 +74,14 @@ pub enum SchedulerError {
     Serve(String),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error("ZooKeeper: {0}")]
+    Zk(#[from] tether_zk::ZkError),
+    #[error(transparent)]
+    ZkUrl(#[from] tether_zk::UrlError),
+    /// The session or the election znode is gone: another instance may lead now. The Mesos driver was
+    /// stopped before this was returned; a supervisor restarts the process, which campaigns again.
+    #[error("lost ZooKeeper leadership ({0}); stopped acting")]
+    LeadershipLost(String),
 }
 
 impl Apply<StateWrite> for PersistedState {
@@ -164,7 +175,11 @@ fn mesos_config(args: &Args) -> Result<MesosConfig, SchedulerError> {
             .map(str::to_owned)
     });
     Ok(MesosConfig {
-        masters: args.masters.clone(),
+        // Replaced by the detected leader when `--master` is a zk:// URL.
+        masters: match args.master_source()? {
+            MasterSource::Http(list) => list,
+            MasterSource::Zk(_) => vec!["http://127.0.0.1:5050".into()],
+        },
         framework: FrameworkSettings {
             user: args.user.clone(),
             name: args.framework_name.clone(),
@@ -196,7 +211,7 @@ struct SidecarConn {
 /// Everything the loop owns besides the core.
 struct Shell {
     core: Core,
-    store: FileStore<PersistedState, StateWrite>,
+    store: StateStore,
     started: Instant,
     started_unix_ms: u64,
     calls: mpsc::UnboundedSender<Call>,
@@ -209,6 +224,8 @@ struct Shell {
     roles: Vec<String>,
     driver: String,
     framework_name: String,
+    /// This instance's advertised admin address when it won a ZooKeeper election (empty otherwise).
+    leader_address: String,
 }
 
 impl Shell {
@@ -222,14 +239,14 @@ impl Shell {
 
     /// Executes the core's commands in order. A store failure stops everything: acting on state that
     /// could not be persisted would break "nothing acknowledged is lost".
-    fn drain(&mut self) -> Result<(), SchedulerError> {
+    async fn drain(&mut self) -> Result<(), SchedulerError> {
         let mut batch: Vec<StateWrite> = Vec::new();
         while let Some(cmd) = self.core.poll_command() {
             if let Command::Persist(w) = cmd {
                 batch.push(w);
                 continue;
             }
-            self.flush(&mut batch)?;
+            self.flush(&mut batch).await?;
             match cmd {
                 Command::Persist(_) => {}
                 Command::Mesos(m) => self.mesos(m),
@@ -237,15 +254,15 @@ impl Shell {
                 Command::Watch(e) => self.watch(e),
             }
         }
-        self.flush(&mut batch)
+        self.flush(&mut batch).await
     }
 
-    fn flush(&mut self, batch: &mut Vec<StateWrite>) -> Result<(), SchedulerError> {
+    async fn flush(&mut self, batch: &mut Vec<StateWrite>) -> Result<(), SchedulerError> {
         if batch.is_empty() {
             return Ok(());
         }
         let t = Instant::now();
-        self.store.write(batch)?;
+        self.store.write(batch).await?;
         self.metrics
             .state_write_seconds
             .observe(t.elapsed().as_secs_f64());
@@ -556,7 +573,7 @@ impl Shell {
 
     /// Answers an admin request. Writes reply only after their commands were drained, so a successful
     /// `Scale` is durable when the client hears of it.
-    fn on_admin(&mut self, req: AdminRequest) -> Result<(), SchedulerError> {
+    async fn on_admin(&mut self, req: AdminRequest) -> Result<(), SchedulerError> {
         let now = self.now();
         match req {
             AdminRequest::GetCluster(reply) => {
@@ -571,7 +588,7 @@ impl Shell {
                     strategy: c.strategy,
                     driver: self.driver.clone(),
                     leader: true,
-                    leader_address: String::new(),
+                    leader_address: self.leader_address.clone(),
                 });
             }
             AdminRequest::ListNodes(reply) => {
@@ -635,7 +652,7 @@ impl Shell {
                 let previous = self.core.persisted().desired;
                 match self.core.handle_scale(nodes, now) {
                     Ok(plan) => {
-                        self.drain()?;
+                        self.drain().await?;
                         let _ = reply.send(Ok(pb::ScaleResponse {
                             previous,
                             desired: nodes,
@@ -663,7 +680,7 @@ impl Shell {
                     .unwrap_or_default();
                 match self.core.handle_replace(NodeId(node_id), force, now) {
                     Ok(()) => {
-                        self.drain()?;
+                        self.drain().await?;
                         let message = if force {
                             "forced: the old task is being killed and the node relaunches on the next suitable offer"
                         } else {
@@ -761,12 +778,190 @@ fn reason_kind(reason: &str) -> String {
     }
 }
 
+/// Where the state lives: the embedded store (locked at start, this instance always leads) or
+/// ZooKeeper (loaded once this instance is elected).
+enum Backend {
+    File(FileStore<PersistedState, StateWrite>),
+    Zk(ZkConfig),
+}
+
+/// What winning the election hands the loop.
+struct Elected {
+    store: ZkStateStore,
+    lost: CancellationToken,
+    candidate: tether_zk::Candidate,
+}
+
+fn hostname(args: &Args) -> String {
+    args.hostname.clone().unwrap_or_else(|| {
+        rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned()
+    })
+}
+
+/// The admin address a standby names: `--advertise-address`, else `--listen` with the host name in
+/// place of an unspecified address.
+fn advertise_address(args: &Args) -> String {
+    args.advertise_address.clone().unwrap_or_else(|| {
+        if args.listen.ip().is_unspecified() {
+            format!("{}:{}", hostname(args), args.listen.port())
+        } else {
+            args.listen.to_string()
+        }
+    })
+}
+
+/// Campaigns until elected (or `shutdown`), keeping `activity` saying who leads meanwhile, then loads
+/// the state with writes fenced on this instance's election znode.
+async fn elect(
+    args: &Args,
+    zk: &ZkConfig,
+    activity: &std::sync::Arc<watch::Sender<Activity>>,
+    shutdown: &CancellationToken,
+) -> Result<Option<Elected>, SchedulerError> {
+    let session = ZkSession::connect(zk).await?;
+    let id = format!(
+        "{}-{}-{}",
+        hostname(args),
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+    );
+    let me = MemberInfo::now(id, advertise_address(args));
+    let mut candidate = tether_zk::campaign(&session, me)
+        .await
+        .map_err(|e| SchedulerError::LeadershipLost(e.to_string()))?;
+    let mut roles = candidate.role();
+    let tx = activity.clone();
+    tokio::spawn(async move {
+        loop {
+            let role = roles.borrow_and_update().clone();
+            match role {
+                tether_zk::Role::Follower { leader } => {
+                    let leader = leader.map(|m| m.admin_address);
+                    // Only the loop turns an instance into the leader, and a leader only leaves through
+                    // `Lost`, so a follower update never overwrites `Leading`.
+                    tx.send_if_modified(|a| {
+                        let next = Activity::Standby { leader };
+                        if *a == Activity::Leading || *a == next {
+                            return false;
+                        }
+                        *a = next;
+                        true
+                    });
+                }
+                tether_zk::Role::Lost { .. } => {
+                    tx.send_replace(Activity::Standby { leader: None });
+                }
+                tether_zk::Role::Leader => {}
+            }
+            if roles.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    tracing::info!(member = %candidate.member_path(), "standing by until elected leader");
+    let leadership = tokio::select! {
+        () = shutdown.cancelled() => {
+            candidate.resign().await;
+            return Ok(None);
+        }
+        r = candidate.elected() => r.map_err(|e| SchedulerError::LeadershipLost(e.to_string()))?,
+    };
+    tracing::info!(member = %candidate.member_path(), "elected leader; loading the state from ZooKeeper");
+    let store = ZkStore::open(session, Some(leadership.fence()))
+        .await
+        .map_err(StoreError::from)?;
+    let store = ZkStateStore::load(store).await?;
+    Ok(Some(Elected {
+        store,
+        lost: leadership.lost(),
+        candidate,
+    }))
+}
+
+/// Runs one Mesos driver at a time against the master ZooKeeper says leads, replacing it (same framework
+/// id) whenever the leader changes.
+async fn follow_masters(
+    detector: MasterDetector,
+    settings: MesosConfig,
+    mut framework_id: Option<model::FrameworkID>,
+    clients: watch::Sender<Option<MesosClient>>,
+    tx: mpsc::Sender<Notification>,
+    cancel: CancellationToken,
+) {
+    let mut leaders = detector.watch();
+    let mut current: Option<(String, CancellationToken)> = None;
+    loop {
+        let want = leaders
+            .borrow_and_update()
+            .as_ref()
+            .map(tether_zk::MasterAddr::url);
+        if want.as_deref() != current.as_ref().map(|(url, _)| url.as_str()) {
+            if let Some((old, stop)) = current.take() {
+                stop.cancel();
+                if let Some(id) = clients
+                    .borrow()
+                    .as_ref()
+                    .and_then(MesosClient::framework_id)
+                {
+                    framework_id = Some(id);
+                }
+                clients.send_replace(None);
+                let reason = format!("the leading Mesos master is no longer {old}");
+                if tx
+                    .send(Notification::Disconnected { reason })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            if let Some(url) = want {
+                let config = MesosConfig {
+                    masters: vec![url.clone()],
+                    ..settings.clone()
+                };
+                match MesosClient::new(config) {
+                    Ok(client) => {
+                        tracing::info!(master = %url, "subscribing to the leading Mesos master");
+                        client.set_framework_id(framework_id.clone());
+                        clients.send_replace(Some(client.clone()));
+                        let stop = cancel.child_token();
+                        tokio::spawn(client.run(tx.clone(), stop.clone()));
+                        current = Some((url, stop));
+                    }
+                    Err(e) => {
+                        tracing::error!(master = %url, error = %e, "unusable master address in ZooKeeper")
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            r = leaders.changed() => if r.is_err() { return },
+        }
+    }
+}
+
 /// Runs the scheduler until `shutdown` is cancelled or a fatal error. Tasks keep running when it stops:
 /// SIGTERM never wipes state or kills tasks.
+///
+/// With `--state zk://...` the instance first stands by in the leader election (answering `GetCluster`
+/// with who leads, refusing everything else) and acts only once elected. On losing the session it stops
+/// the Mesos driver and refuses calls first, then returns [`SchedulerError::LeadershipLost`].
 pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), SchedulerError> {
     let config = core_config(&args)?;
-    let mesos = MesosClient::new(mesos_config(&args)?)
-        .map_err(|e| SchedulerError::Config(e.to_string()))?;
+    let master_source = args.master_source()?;
+    let mesos_settings = mesos_config(&args)?;
+    if let MasterSource::Http(_) = master_source {
+        // Refuse bad master URLs before anything else.
+        MesosClient::new(mesos_settings.clone())
+            .map_err(|e| SchedulerError::Config(e.to_string()))?;
+    }
     let agent_token = load_token(args.agent_token_file.as_deref())?;
     let admin_token = load_token(args.admin_token_file.as_deref())?;
     if agent_token.is_none() || admin_token.is_none() {
@@ -779,19 +974,17 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), Schedule
 
     let mut server_builder = crate::tls::server_builder(&args)?;
 
-    let store: FileStore<PersistedState, StateWrite> = FileStore::open(&args.state_dir)?;
-    let fresh = store.is_fresh();
-    let persisted = store.state().clone();
-    let mut core =
-        Core::new(config, persisted).map_err(|e| SchedulerError::State(e.to_string()))?;
-    let started = Instant::now();
-    if fresh {
-        core.handle_scale(args.nodes, Millis(0))
-            .map_err(|e| SchedulerError::Config(e.to_string()))?;
-    }
-    if let Some(id) = &core.persisted().framework_id {
-        mesos.set_framework_id(Some(model::FrameworkID::new(id.as_str())));
-    }
+    let backend = match args.state_url() {
+        None => Backend::File(FileStore::open(&args.state_dir)?),
+        Some(url) => Backend::Zk(args.zk.config(url)?),
+    };
+    let activity = std::sync::Arc::new(
+        watch::channel(match backend {
+            Backend::File(_) => Activity::Leading,
+            Backend::Zk(_) => Activity::Standby { leader: None },
+        })
+        .0,
+    );
 
     let (sidecar_tx, mut sidecar_rx) = mpsc::channel(1024);
     let (admin_tx, mut admin_rx) = mpsc::channel(64);
@@ -807,9 +1000,27 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), Schedule
             source,
         })?;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<AdminServer<AdminService>>()
-        .await;
+    // The admin service reports SERVING only while this instance leads, so a load balancer or proxy
+    // health-checking the schedulers sends clients (and sidecars) to the leader.
+    {
+        async fn report(health: &tonic_health::server::HealthReporter, leading: bool) {
+            if leading {
+                health.set_serving::<AdminServer<AdminService>>().await;
+            } else {
+                health.set_not_serving::<AdminServer<AdminService>>().await;
+            }
+        }
+        let mut activity = activity.subscribe();
+        let leading = *activity.borrow_and_update() == Activity::Leading;
+        // Set before the listener serves, so the first health check already has an answer.
+        report(&health_reporter, leading).await;
+        tokio::spawn(async move {
+            while activity.changed().await.is_ok() {
+                let leading = *activity.borrow_and_update() == Activity::Leading;
+                report(&health_reporter, leading).await;
+            }
+        });
+    }
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tether_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -820,7 +1031,8 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), Schedule
             ..Default::default()
         },
         sidecar_tx,
-    );
+    )
+    .with_activity(activity.subscribe());
     let admin_service = AdminService::new(
         AdminConfig {
             token: admin_token,
@@ -829,7 +1041,8 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), Schedule
         },
         admin_tx,
         events_tx.clone(),
-    );
+    )
+    .with_activity(activity.subscribe(), &args.framework_name);
     let server_shutdown = shutdown.clone();
     tracing::info!(listen = %args.listen, tls = args.tls_cert.is_some(), mutual_tls = args.tls_client_ca.is_some(), "serving sidecars and the admin API");
     let server = tokio::spawn(
@@ -854,17 +1067,97 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), Schedule
         ));
     }
 
-    let sender = mesos.clone();
+    // `lost` never fires for the embedded store: that instance leads for as long as it runs.
+    let (store, lost, candidate) = match backend {
+        Backend::File(f) => (StateStore::File(f), CancellationToken::new(), None),
+        Backend::Zk(zk) => match elect(&args, &zk, &activity, &shutdown).await {
+            Ok(Some(e)) => (StateStore::Zk(Box::new(e.store)), e.lost, Some(e.candidate)),
+            Ok(None) => {
+                let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+                return Ok(());
+            }
+            Err(e) => {
+                shutdown.cancel();
+                return Err(e);
+            }
+        },
+    };
+
+    let fresh = store.is_fresh();
+    let persisted = store.state().clone();
+    let mut core =
+        Core::new(config, persisted).map_err(|e| SchedulerError::State(e.to_string()))?;
+    let started = Instant::now();
+    if fresh {
+        core.handle_scale(args.nodes, Millis(0))
+            .map_err(|e| SchedulerError::Config(e.to_string()))?;
+    }
+    let framework_id = core
+        .persisted()
+        .framework_id
+        .as_ref()
+        .map(|id| model::FrameworkID::new(id.as_str()));
+
+    let mesos_cancel = shutdown.child_token();
+    // Stop acting the moment leadership ends, whatever the loop is doing (a state write may be waiting
+    // on ZooKeeper): refuse calls, stop the driver. Queued Mesos calls are dropped by the sender below.
+    {
+        let lost = lost.clone();
+        let activity = activity.clone();
+        let mesos_cancel = mesos_cancel.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                biased;
+                () = lost.cancelled() => {
+                    activity.send_replace(Activity::Standby { leader: None });
+                    mesos_cancel.cancel();
+                    tracing::error!("lost ZooKeeper leadership: stopped the Mesos driver and refusing calls");
+                }
+                () = shutdown.cancelled() => {}
+            }
+        });
+    }
+    activity.send_replace(Activity::Leading);
+
+    let (clients_tx, clients_rx) = watch::channel::<Option<MesosClient>>(None);
+    let sender_lost = lost.clone();
     tokio::spawn(async move {
         while let Some(call) = calls_rx.recv().await {
-            if let Err(e) = sender.send(call).await {
+            if sender_lost.is_cancelled() {
+                tracing::warn!("dropping a Mesos call: no longer the leader");
+                continue;
+            }
+            let Some(client) = clients_rx.borrow().clone() else {
+                tracing::warn!("dropping a Mesos call: no leading master known");
+                continue;
+            };
+            if let Err(e) = client.send(call).await {
                 // The core's timers and reconciliation recover from a lost call; say what happened.
                 tracing::warn!(error = %e, "Mesos call failed");
             }
         }
     });
-    let mesos_cancel = shutdown.child_token();
-    tokio::spawn(mesos.clone().run(mesos_tx, mesos_cancel.clone()));
+    match master_source {
+        MasterSource::Http(_) => {
+            let mesos = MesosClient::new(mesos_settings)
+                .map_err(|e| SchedulerError::Config(e.to_string()))?;
+            mesos.set_framework_id(framework_id);
+            clients_tx.send_replace(Some(mesos.clone()));
+            tokio::spawn(mesos.run(mesos_tx, mesos_cancel.clone()));
+        }
+        MasterSource::Zk(url) => {
+            let detector = MasterDetector::start(args.zk.config(url)?).await?;
+            tokio::spawn(follow_masters(
+                detector,
+                mesos_settings,
+                framework_id,
+                clients_tx,
+                mesos_tx,
+                mesos_cancel.clone(),
+            ));
+        }
+    }
 
     let started_unix_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -891,31 +1184,56 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), Schedule
         roles: vec![args.role.clone()],
         driver: args.external_volume_driver.clone(),
         framework_name: args.framework_name.clone(),
+        leader_address: if candidate.is_some() {
+            advertise_address(&args)
+        } else {
+            String::new()
+        },
     };
-    shell.drain()?;
 
     let mut gauges = tokio::time::interval(Duration::from_secs(1));
-    let result = loop {
+    let mut result = shell.drain().await;
+    while result.is_ok() {
         let wake = shell.core.poll_timeout().map(|at| {
             let now = shell.now();
             tokio::time::Instant::now() + Duration::from_millis(at.0.saturating_sub(now.0))
         });
+        // Biased: once leadership is lost, no further event is handled.
         let step: Result<(), SchedulerError> = tokio::select! {
-            () = shutdown.cancelled() => break Ok(()),
+            biased;
+            () = lost.cancelled() => Err(SchedulerError::LeadershipLost(
+                "the ZooKeeper session was lost or the election znode is gone".into(),
+            )),
+            () = shutdown.cancelled() => break,
             Some(n) = mesos_rx.recv() => shell.on_mesos(n),
             Some(e) = sidecar_rx.recv() => { shell.on_sidecar(e); Ok(()) }
-            Some(r) = admin_rx.recv() => shell.on_admin(r),
+            Some(r) = admin_rx.recv() => shell.on_admin(r).await,
             () = sleep_until(wake) => { let now = shell.now(); shell.core.handle_timeout(now); Ok(()) }
             _ = gauges.tick() => { shell.refresh_gauges(); Ok(()) }
         };
-        if let Err(e) = step.and_then(|()| shell.drain()) {
-            break Err(e);
-        }
-    };
+        result = match step {
+            Ok(()) => shell.drain().await,
+            Err(e) => Err(e),
+        };
+    }
+    if result.is_err() {
+        // Another instance may lead (or the state could not be written): stop acting before anything
+        // else, so nothing this instance still has queued reaches Mesos.
+        activity.send_replace(Activity::Standby { leader: None });
+    }
     mesos_cancel.cancel();
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
-    tracing::info!("scheduler stopped; tasks keep running and the state is on disk");
+    if let Some(candidate) = candidate {
+        if result.is_ok() {
+            // Hand over at once rather than after the session timeout.
+            candidate.resign().await;
+        } else {
+            // The session may be gone: do not wait on it; the znode goes with the session.
+            drop(candidate);
+        }
+    }
+    tracing::info!("scheduler stopped; tasks keep running and the state is persisted");
     result
 }
 

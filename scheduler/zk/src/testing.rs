@@ -281,6 +281,28 @@ fn signal(pid: u32, sig: &str) -> std::io::Result<()> {
     }
 }
 
+/// Registers like a Mesos master's contender: an ephemeral sequential `<dir>/json.info_` znode holding
+/// MasterInfo JSON for `host:port` (world-readable, as Mesos creates it). Returns the znode's path; it
+/// disappears when it is deleted or `session` ends, which is how a master abdicates.
+pub async fn register_mesos_master(
+    session: &crate::ZkSession,
+    dir: &str,
+    host: &str,
+    port: u16,
+) -> Result<String, zookeeper_client::Error> {
+    let info = serde_json::json!({
+        "address": {"hostname": host, "ip": "127.0.0.1", "port": port},
+        "hostname": host, "id": format!("id-{host}-{port}"), "ip": 16777343,
+        "pid": format!("master@127.0.0.1:{port}"), "port": port, "version": "1.11.0"
+    });
+    let opts = zookeeper_client::CreateMode::EphemeralSequential
+        .with_acls(zookeeper_client::Acls::anyone_all());
+    let prefix = format!("{dir}/json.info_");
+    let data = serde_json::to_vec(&info).unwrap_or_default();
+    let (_, seq) = session.client().create(&prefix, &data, &opts).await?;
+    Ok(format!("{prefix}{seq}"))
+}
+
 /// Polls `cond` every 50 ms until it holds or `timeout` passes; returns whether it held. For integration
 /// tests that wait for a condition (not a timing assertion).
 pub async fn eventually<F, Fut>(timeout: Duration, mut cond: F) -> bool

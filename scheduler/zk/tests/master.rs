@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use tether_zk::client as zk;
-use tether_zk::testing::{SimulatedProcess, ZkServer, eventually};
+use tether_zk::testing::{SimulatedProcess, ZkServer, eventually, register_mesos_master};
 use tether_zk::{MasterDetector, ZkConfig, ZkSession};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -12,24 +12,10 @@ fn config(server: &ZkServer) -> ZkConfig {
     ZkConfig::new(server.url("/mesos")).with_session_timeout(Duration::from_secs(2))
 }
 
-/// Registers like a Mesos master's contender: an ephemeral sequential `json.info_` znode with MasterInfo.
 async fn register(session: &ZkSession, host: &str, port: u16) -> String {
-    let info = serde_json::json!({
-        "address": {"hostname": host, "ip": "127.0.0.1", "port": port},
-        "hostname": host, "id": format!("id-{host}"), "ip": 16777343, "pid": format!("master@127.0.0.1:{port}"),
-        "port": port, "version": "1.11.0"
-    });
-    let opts = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
-    let (_, seq) = session
-        .client()
-        .create(
-            "/mesos/json.info_",
-            &serde_json::to_vec(&info).unwrap(),
-            &opts,
-        )
+    register_mesos_master(session, "/mesos", host, port)
         .await
-        .unwrap();
-    format!("/mesos/json.info_{seq}")
+        .expect("register a master")
 }
 
 fn current_url(d: &MasterDetector) -> Option<String> {

@@ -1,0 +1,558 @@
+//! High availability with a real ZooKeeper (`tether_zk::testing::ZkServer`), the Mesos emulator and real
+//! `tether-scheduler` processes: ZooKeeper state through the scheduler, one active scheduler among
+//! several, fail-over after kill -9, a leader cut off from ZooKeeper, the version-conflict path, and
+//! Mesos master detection through `json.info_` znodes.
+//!
+//! Build the binary first: `cargo build -p tether-scheduler`. Skips loudly without ZooKeeper unless
+//! `TETHER_REQUIRE_ZK=1`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tether_integration::harness::eventually;
+use tether_integration::mesos_emu::{EmuConfig, EmuHandle, MesosEmu};
+use tether_integration::testing::{
+    DEADLINE, SchedulerProcess, all_running, node_of_task, wait_nodes,
+};
+use tether_proto::v1::{Cluster, GetClusterRequest, ListNodesRequest, ScaleRequest};
+use tether_zk::testing::{ZkServer, register_mesos_master};
+use tether_zk::{ZkConfig, ZkSession, ZkStore};
+
+/// Session timeout of the schedulers' ZooKeeper sessions: short, so fail-over tests stay quick (the test
+/// server's tickTime of 200 ms allows 0.4..4 s).
+const SESSION: &str = "2s";
+
+fn zk_flags(server: &ZkServer, path: &str) -> Vec<String> {
+    vec![
+        "--state".into(),
+        format!("zk://{}{path}", server.connect_string()),
+        "--zk-session-timeout".into(),
+        SESSION.into(),
+        "--startup-grace".into(),
+        "500ms".into(),
+    ]
+}
+
+fn spawn(
+    label: &str,
+    master: &str,
+    flags: &[String],
+    extra: &[&str],
+    dir: &std::path::Path,
+) -> SchedulerProcess {
+    let mut all: Vec<&str> = flags.iter().map(String::as_str).collect();
+    all.extend_from_slice(extra);
+    SchedulerProcess::spawn(label, master, &all, dir)
+}
+
+async fn cluster(s: &mut SchedulerProcess) -> Option<Cluster> {
+    let mut admin = s.admin().await;
+    admin
+        .get_cluster(GetClusterRequest {})
+        .await
+        .ok()
+        .map(|r| r.into_inner())
+}
+
+/// Live (non-terminal) tasks per node id, as the emulator sees them.
+fn live_by_node(emu: &EmuHandle) -> BTreeMap<u64, Vec<String>> {
+    let mut by_node: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    for t in emu.tasks() {
+        if !t.state.is_terminal()
+            && let Some(node) = node_of_task(&t.task_id)
+        {
+            by_node.entry(node).or_default().push(t.task_id);
+        }
+    }
+    by_node
+}
+
+fn assert_no_duplicates(emu: &EmuHandle) {
+    let live = live_by_node(emu);
+    assert!(
+        live.values().all(|tasks| tasks.len() <= 1),
+        "at most one live task per node id: {live:?}"
+    );
+}
+
+fn framework_ids(emu: &EmuHandle) -> Vec<String> {
+    emu.state()["frameworks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The gRPC health status of `tether.v1.Admin` on `s`.
+async fn admin_health(
+    s: &SchedulerProcess,
+) -> tonic_health::pb::health_check_response::ServingStatus {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", s.listen))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "tether.v1.Admin".into(),
+        })
+        .await
+        .expect("health check")
+        .into_inner()
+        .status()
+}
+
+/// Waits until exactly one of `schedulers` says it leads; returns its index. The others must be
+/// standbys naming it.
+async fn the_leader(schedulers: &mut [&mut SchedulerProcess]) -> usize {
+    let mut last = Vec::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        last.clear();
+        for s in schedulers.iter_mut() {
+            last.push(cluster(s).await);
+        }
+        let leaders: Vec<usize> = (0..last.len())
+            .filter(|i| last[*i].as_ref().is_some_and(|c| c.leader))
+            .collect();
+        if let [i] = leaders[..] {
+            let address = schedulers[i].address();
+            // Every instance, the leader included, names the leader's admin address.
+            let standbys_agree = last
+                .iter()
+                .all(|c| c.as_ref().is_some_and(|c| c.leader_address == address));
+            if standbys_agree {
+                return i;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never exactly one leader with standbys naming it: {last:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_round_trips_through_zookeeper() {
+    let Some(zk) = ZkServer::start_or_skip("the_state_round_trips_through_zookeeper").await else {
+        return;
+    };
+    let emu = MesosEmu::start(EmuConfig::fast(2)).await.expect("emulator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flags = zk_flags(&zk, "/tether/es");
+    let mut s = spawn("sched", &emu.url(), &flags, &["--nodes", "2"], dir.path());
+    let mut admin = s.admin().await;
+    let before = wait_nodes(&mut admin, "two running nodes", all_running(2)).await;
+    let status = s.proc.stop(DEADLINE).await.expect("stops on SIGTERM");
+    assert!(status.success(), "clean stop: {}", s.proc.log_text());
+
+    // What is in ZooKeeper is documented JSON matching what the scheduler reported.
+    let session = ZkSession::connect(&ZkConfig::new(zk.url("/tether/es")))
+        .await
+        .expect("session");
+    let raw = ZkStore::open(session, None).await.expect("store");
+    let fw: Option<serde_json::Value> = raw.get("framework_id").await.expect("get");
+    assert_eq!(
+        fw.as_ref()
+            .and_then(|v| v["value"].as_str())
+            .map(str::to_owned),
+        framework_ids(&emu).first().cloned()
+    );
+    let desired: Option<serde_json::Value> = raw.get("desired").await.expect("get");
+    assert_eq!(desired, Some(serde_json::json!({"value": 2})));
+    let slots: BTreeMap<String, serde_json::Value> = raw.get_table("slots").await.expect("table");
+    for n in &before {
+        assert_eq!(
+            slots[&n.id.to_string()]["task"]["task_id"].as_str(),
+            Some(n.task_id.as_str()),
+            "slot {} in ZooKeeper: {slots:#?}",
+            n.id
+        );
+    }
+
+    // A new process loads it: same framework, same tasks, nothing relaunched.
+    let mut s = spawn(
+        "sched-again",
+        &emu.url(),
+        &flags,
+        &["--nodes", "5"],
+        dir.path(),
+    );
+    let mut admin = s.admin().await;
+    let after = wait_nodes(&mut admin, "the same two nodes", all_running(2)).await;
+    let ids =
+        |ns: &[tether_proto::v1::Node]| ns.iter().map(|n| n.task_id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&before), ids(&after));
+    assert_eq!(
+        framework_ids(&emu).len(),
+        1,
+        "resubscribed with the stored id"
+    );
+    assert_no_duplicates(&emu);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_three_schedulers_acts_and_another_takes_over_after_kill_9() {
+    let Some(zk) =
+        ZkServer::start_or_skip("one_of_three_schedulers_acts_and_another_takes_over_after_kill_9")
+            .await
+    else {
+        return;
+    };
+    let emu = MesosEmu::start(EmuConfig::fast(3)).await.expect("emulator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flags = zk_flags(&zk, "/tether/es");
+    let mut s: Vec<SchedulerProcess> = (0..3)
+        .map(|i| {
+            spawn(
+                &format!("sched{i}"),
+                &emu.url(),
+                &flags,
+                &["--nodes", "3"],
+                dir.path(),
+            )
+        })
+        .collect();
+
+    let leader = {
+        let mut refs: Vec<&mut SchedulerProcess> = s.iter_mut().collect();
+        the_leader(&mut refs).await
+    };
+    let mut admin = s[leader].admin().await;
+    let before = wait_nodes(&mut admin, "three running nodes", all_running(3)).await;
+    let frameworks = framework_ids(&emu);
+    assert_eq!(
+        frameworks.len(),
+        1,
+        "only the leader subscribed: {frameworks:?}"
+    );
+    assert_no_duplicates(&emu);
+
+    // Standbys say who leads and refuse what only the leader may do.
+    let standby = (leader + 1) % 3;
+    let mut standby_admin = s[standby].admin().await;
+    let write = standby_admin
+        .scale(ScaleRequest { nodes: 4 })
+        .await
+        .expect_err("a standby refuses writes");
+    assert_eq!(write.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        write.message().contains(&s[leader].address()),
+        "names the leader: {}",
+        write.message()
+    );
+    let read = standby_admin
+        .list_nodes(ListNodesRequest {})
+        .await
+        .expect_err("a standby does not serve node lists");
+    assert_eq!(read.code(), tonic::Code::Unavailable);
+    // Health checks route a proxy to the leader: only its admin service is SERVING.
+    use tonic_health::pb::health_check_response::ServingStatus;
+    assert_eq!(admin_health(&s[leader]).await, ServingStatus::Serving);
+    assert_eq!(admin_health(&s[standby]).await, ServingStatus::NotServing);
+
+    let killed_at = std::time::Instant::now();
+    s[leader].proc.kill9();
+    let old = s.remove(leader);
+    let next = {
+        let mut refs: Vec<&mut SchedulerProcess> = s.iter_mut().collect();
+        the_leader(&mut refs).await
+    };
+    assert_ne!(s[next].address(), old.address());
+    let mut admin = s[next].admin().await;
+    let after = wait_nodes(
+        &mut admin,
+        "three running nodes after fail-over",
+        all_running(3),
+    )
+    .await;
+    let fw = frameworks[0].clone();
+    eventually(
+        "the new leader subscribed with the same framework id",
+        DEADLINE,
+        || {
+            let connected = emu.framework_connected(&fw);
+            async move { connected.then_some(()) }
+        },
+    )
+    .await
+    .expect("resubscribed");
+    // A figure for the docs, not an assertion: about the session timeout plus one subscription.
+    eprintln!(
+        "fail-over: kill -9 of the leader to the new leader's subscription took {:?} (session timeout {SESSION})",
+        killed_at.elapsed()
+    );
+    assert_eq!(
+        framework_ids(&emu),
+        frameworks,
+        "same framework, no second one"
+    );
+    let ids =
+        |ns: &[tether_proto::v1::Node]| ns.iter().map(|n| n.task_id.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        ids(&before),
+        ids(&after),
+        "the running tasks were kept, not relaunched"
+    );
+    assert_no_duplicates(&emu);
+    assert_eq!(live_by_node(&emu).len(), 3, "every node has its task");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_zookeeper_stops_acting() {
+    let Some(mut zk) =
+        ZkServer::start_or_skip("a_leader_cut_off_from_zookeeper_stops_acting").await
+    else {
+        return;
+    };
+    let emu = MesosEmu::start(EmuConfig::fast(3)).await.expect("emulator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flags = zk_flags(&zk, "/tether/es");
+    let mut s = spawn("sched", &emu.url(), &flags, &["--nodes", "2"], dir.path());
+    let mut admin = s.admin().await;
+    wait_nodes(&mut admin, "two running nodes", all_running(2)).await;
+    let fw = framework_ids(&emu)[0].clone();
+
+    // Freeze ZooKeeper (SIGSTOP): the session can neither be confirmed nor expire-notified.
+    zk.pause();
+    let status = s
+        .proc
+        .wait_exit(DEADLINE)
+        .await
+        .expect("the cut-off leader stops");
+    zk.resume();
+    assert!(!status.success(), "a lost leadership is an error exit");
+    let log = s.proc.log_text();
+    assert!(log.contains("lost ZooKeeper leadership"), "says why: {log}");
+    eventually(
+        "the emulator to see the subscription closed",
+        DEADLINE,
+        || {
+            let connected = emu.framework_connected(&fw);
+            async move { (!connected).then_some(()) }
+        },
+    )
+    .await
+    .expect("its Mesos subscription is closed");
+    assert!(
+        log.contains("stopped the Mesos driver and refusing calls"),
+        "stopped acting before exiting: {log}"
+    );
+    assert_no_duplicates(&emu);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_compare_and_set_stops_the_scheduler() {
+    let Some(zk) = ZkServer::start_or_skip("a_lost_compare_and_set_stops_the_scheduler").await
+    else {
+        return;
+    };
+    let emu = MesosEmu::start(EmuConfig::fast(2)).await.expect("emulator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flags = zk_flags(&zk, "/tether/es");
+    let mut s = spawn("sched", &emu.url(), &flags, &["--nodes", "1"], dir.path());
+    let mut admin = s.admin().await;
+    wait_nodes(&mut admin, "one running node", all_running(1)).await;
+
+    // Someone else (a newer leader, an operator) changes the desired count behind its back.
+    let session = ZkSession::connect(&ZkConfig::new(zk.url("/tether/es")))
+        .await
+        .expect("session");
+    let other = ZkStore::open(session, None).await.expect("store");
+    let _: Option<serde_json::Value> = other.get("desired").await.expect("get");
+    other
+        .put("desired", &serde_json::json!({"value": 7}))
+        .await
+        .expect("write");
+
+    let scaled = admin.scale(ScaleRequest { nodes: 2 }).await;
+    assert!(
+        scaled.is_err(),
+        "the scale was not acknowledged: {scaled:?}"
+    );
+    let status = s.proc.wait_exit(DEADLINE).await.expect("exits");
+    assert!(!status.success(), "a lost race is an error exit");
+    let log = s.proc.log_text();
+    assert!(log.contains("conflict"), "says why: {log}");
+    let desired: Option<serde_json::Value> = other.get("desired").await.expect("get");
+    assert_eq!(
+        desired,
+        Some(serde_json::json!({"value": 7})),
+        "the newer value was not overwritten"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_follows_the_leading_master_in_zookeeper() {
+    let Some(zk) =
+        ZkServer::start_or_skip("the_scheduler_follows_the_leading_master_in_zookeeper").await
+    else {
+        return;
+    };
+    let a = MesosEmu::start(EmuConfig::fast(2))
+        .await
+        .expect("emulator a");
+    let b = MesosEmu::start(EmuConfig::fast(2))
+        .await
+        .expect("emulator b");
+    let port = |url: &str| -> u16 {
+        url.rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .expect("emulator port")
+    };
+    // Two masters contend like Mesos masters do: the lowest json.info_ sequence leads.
+    let masters = ZkSession::connect(&ZkConfig::new(zk.url("/mesos")))
+        .await
+        .expect("session");
+    masters.ensure_path("/mesos").await.expect("mesos dir");
+    let a_znode = register_mesos_master(&masters, "/mesos", "127.0.0.1", port(&a.url()))
+        .await
+        .expect("register a");
+    register_mesos_master(&masters, "/mesos", "127.0.0.1", port(&b.url()))
+        .await
+        .expect("register b");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master = format!("zk://{}/mesos", zk.connect_string());
+    let state = dir.path().join("state");
+    let mut s = SchedulerProcess::spawn(
+        "sched",
+        &master,
+        &[
+            "--nodes",
+            "1",
+            "--state-dir",
+            state.to_str().expect("utf-8 path"),
+        ],
+        dir.path(),
+    );
+    let mut admin = s.admin().await;
+    wait_nodes(&mut admin, "one node running via master a", all_running(1)).await;
+    let fw = framework_ids(&a);
+    assert_eq!(fw.len(), 1, "subscribed to the leading master a");
+    assert!(framework_ids(&b).is_empty(), "not to the standby master b");
+
+    // Master a abdicates: b leads, and the scheduler moves there with the same framework id.
+    masters
+        .client()
+        .delete(&a_znode, None)
+        .await
+        .expect("a abdicates");
+    let id = fw[0].clone();
+    eventually("the scheduler subscribed to master b", DEADLINE, || {
+        let connected = b.framework_connected(&id);
+        async move { connected.then_some(()) }
+    })
+    .await
+    .expect("moved to b");
+    assert_eq!(framework_ids(&b), fw, "same framework id on the new master");
+    eventually("the subscription to master a closed", DEADLINE, || {
+        let connected = a.framework_connected(&id);
+        async move { (!connected).then_some(()) }
+    })
+    .await
+    .expect("left a");
+    assert!(s.proc.is_running(), "{}", s.proc.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_schedulers_the_standby_takes_over_when_the_leader_stops() {
+    let Some(zk) =
+        ZkServer::start_or_skip("of_two_schedulers_the_standby_takes_over_when_the_leader_stops")
+            .await
+    else {
+        return;
+    };
+    let emu = MesosEmu::start(EmuConfig::fast(2)).await.expect("emulator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flags = zk_flags(&zk, "/tether/es");
+    let mut s: Vec<SchedulerProcess> = (0..2)
+        .map(|i| {
+            spawn(
+                &format!("sched{i}"),
+                &emu.url(),
+                &flags,
+                &["--nodes", "2"],
+                dir.path(),
+            )
+        })
+        .collect();
+    let leader = {
+        let mut refs: Vec<&mut SchedulerProcess> = s.iter_mut().collect();
+        the_leader(&mut refs).await
+    };
+    let mut admin = s[leader].admin().await;
+    let before = wait_nodes(&mut admin, "two running nodes", all_running(2)).await;
+    let frameworks = framework_ids(&emu);
+    assert_eq!(frameworks.len(), 1, "only the leader subscribed");
+
+    // SIGTERM: the leader resigns (deletes its election znode) instead of leaving it to the session.
+    let mut old = s.remove(leader);
+    let status = old.proc.stop(DEADLINE).await.expect("stops on SIGTERM");
+    assert!(status.success(), "clean stop: {}", old.proc.log_text());
+    assert!(
+        old.proc
+            .log_text()
+            .contains("resigned from leader election")
+    );
+    let next = {
+        let mut refs: Vec<&mut SchedulerProcess> = s.iter_mut().collect();
+        the_leader(&mut refs).await
+    };
+    let mut admin = s[next].admin().await;
+    let after = wait_nodes(
+        &mut admin,
+        "two running nodes under the new leader",
+        all_running(2),
+    )
+    .await;
+    let ids =
+        |ns: &[tether_proto::v1::Node]| ns.iter().map(|n| n.task_id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&before), ids(&after));
+    assert_eq!(framework_ids(&emu), frameworks);
+    assert_no_duplicates(&emu);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digest_credentials_lock_the_state_to_tether() {
+    let Some(zk) = ZkServer::start_or_skip("digest_credentials_lock_the_state_to_tether").await
+    else {
+        return;
+    };
+    let emu = MesosEmu::start(EmuConfig::fast(1)).await.expect("emulator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let password = "pw-never-logged-7f3a";
+    let auth = dir.path().join("zk-auth");
+    std::fs::write(&auth, format!("tether:{password}\n")).expect("auth file");
+    let mut flags = zk_flags(&zk, "/tether/es");
+    flags.extend(["--zk-auth-file".into(), auth.display().to_string()]);
+    let mut s = spawn("sched", &emu.url(), &flags, &["--nodes", "1"], dir.path());
+    let mut admin = s.admin().await;
+    wait_nodes(&mut admin, "one running node", all_running(1)).await;
+
+    let anonymous = ZkSession::connect(&ZkConfig::new(zk.url("/tether/es")))
+        .await
+        .expect("session");
+    let anonymous = ZkStore::open(anonymous, None).await.expect("store");
+    let denied = anonymous.get::<serde_json::Value>("desired").await;
+    assert!(
+        denied.is_err(),
+        "an anonymous session cannot read: {denied:?}"
+    );
+
+    let credentials = tether_zk::DigestCredentials::new("tether", password).expect("credentials");
+    let tether = ZkSession::connect(
+        &ZkConfig::new(zk.url("/tether/es")).with_credentials(Some(credentials)),
+    )
+    .await
+    .expect("session");
+    let tether = ZkStore::open(tether, None).await.expect("store");
+    let desired: Option<serde_json::Value> = tether.get("desired").await.expect("get");
+    assert_eq!(desired, Some(serde_json::json!({"value": 1})));
+    assert!(
+        !s.proc.log_text().contains(password),
+        "the password never reaches the log"
+    );
+}

@@ -1,0 +1,75 @@
+//! High availability: whether this instance acts, and what a standby tells its clients.
+//!
+//! With the embedded store an instance always leads. With `--state zk://...` several instances campaign
+//! in ZooKeeper; only the leader subscribes to Mesos, serves sidecars and accepts admin writes. The gRPC
+//! services read the current [`Activity`] from a watch channel so a standby can say who leads instead of
+//! acting, and a leader that loses its session flips to standby before anything else happens.
+
+use tokio::sync::watch;
+use tonic::Status;
+
+/// What this instance is doing now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Activity {
+    /// This instance acts: it owns the Mesos subscription, the sidecars and admin writes.
+    Leading,
+    /// Another instance leads (its admin address, when known); this one only answers `GetCluster`.
+    Standby { leader: Option<String> },
+}
+
+impl Activity {
+    /// The status a standby returns for a call only the leader serves (`None` when leading).
+    /// Writes get `FAILED_PRECONDITION` (retrying here will never work; send it to the leader), reads
+    /// and sidecar streams `UNAVAILABLE` (the leader may be elsewhere; retry there or later).
+    pub fn refusal(&self, what: &str, write: bool) -> Option<Status> {
+        let Activity::Standby { leader } = self else {
+            return None;
+        };
+        let message = match leader {
+            Some(addr) => format!(
+                "this tether-scheduler is a standby and does not serve {what}; the leader is at {addr}"
+            ),
+            None => format!(
+                "this tether-scheduler is a standby and does not serve {what}; no leader is known right now"
+            ),
+        };
+        Some(if write {
+            Status::failed_precondition(message)
+        } else {
+            Status::unavailable(message)
+        })
+    }
+}
+
+/// The receiving end the services hold.
+pub type ActivityRx = watch::Receiver<Activity>;
+
+/// A channel that always says "leading" (the embedded store, and services built without HA).
+pub fn always_leading() -> ActivityRx {
+    let (tx, rx) = watch::channel(Activity::Leading);
+    // The value never changes; dropping the sender keeps `borrow()` working.
+    drop(tx);
+    rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_standby_refuses_writes_naming_the_leader() {
+        assert!(Activity::Leading.refusal("admin writes", true).is_none());
+        let standby = Activity::Standby {
+            leader: Some("10.0.0.5:7070".into()),
+        };
+        let w = standby.refusal("admin writes", true).expect("refused");
+        assert_eq!(w.code(), tonic::Code::FailedPrecondition);
+        assert!(w.message().contains("10.0.0.5:7070"), "{}", w.message());
+        let r = standby.refusal("sidecar streams", false).expect("refused");
+        assert_eq!(r.code(), tonic::Code::Unavailable);
+        let unknown = Activity::Standby { leader: None }
+            .refusal("admin writes", true)
+            .expect("refused");
+        assert!(unknown.message().contains("no leader is known"));
+    }
+}
