@@ -19,7 +19,9 @@ use tether_integration::mesos_emu::docker_launcher::LABEL_INSTANCE;
 use tether_integration::mesos_emu::testing::{
     DEADLINE, Driver, ack_until_task, fast_client_config, sleep_task,
 };
-use tether_integration::mesos_emu::{DockerLauncher, EmuConfig, EmuHandle, MesosEmu};
+use tether_integration::mesos_emu::{
+    DockerLauncher, EmuConfig, EmuHandle, MesosEmu, PluginVolumeAttacher,
+};
 use tether_mesos::client::{MesosMaster as _, Notification};
 use tether_mesos::model::*;
 
@@ -279,5 +281,106 @@ async fn docker_launcher_runs_tasks_with_fake_rexray_volumes() -> R {
     fake.shutdown().await;
     assert!(!Path::new(&format!("/run/docker/plugins/{TEST_DRIVER}.sock")).exists());
     drop(lock);
+    Ok(())
+}
+
+/// With `--plugin-root`, volumes are attached through the agent's own plugin (not registered with the
+/// engine) and bind-mounted; a refused attach fails the task with the plugin's message before any
+/// container exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_launcher_attaches_through_the_agents_plugin() -> R {
+    if !engine_available("mesos_emu_docker").await {
+        return Ok(());
+    }
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+    let instance = format!("tether-test-{tag}");
+    let tmp = tempfile::tempdir()?;
+    let backend = tmp.path().join("backend");
+    let plugins = tmp.path().join("plugins");
+    let mut cfg = EmuConfig::fast(1);
+    let host = cfg.agents[0].hostname.clone();
+    let fake = FakeRexray::serve(Config::new(
+        plugins.join(&host).join("rexray.sock"),
+        &backend,
+        &host,
+    ))
+    .await?;
+    fake_rexray::create_volume(&backend, &format!("es1data-{tag}"), 1, "")?;
+    let image = TestImage::build(
+        &format!("tether-test-sh:{tag}"),
+        &[Path::new("/bin/sh")],
+        &["data"],
+    )
+    .await?;
+    let engine = DockerEngine::new(tether_integration::docker_engine::DEFAULT_SOCKET);
+    let launcher = DockerLauncher {
+        engine: engine.clone(),
+        instance: instance.clone(),
+        default_image: Some(image.tag.clone()),
+        volumes: Some(Arc::new(PluginVolumeAttacher { root: plugins })),
+    };
+    cfg.launcher = Arc::new(launcher.clone());
+    let emu = MesosEmu::start(cfg).await?;
+    let mut d = Driver::start(fast_client_config(vec![emu.url()]));
+    d.until(|n| matches!(n, Notification::Subscribed { .. }).then_some(()))
+        .await;
+    let agent = AgentID::new(emu.agent_ids()[0].as_str());
+
+    // A command task (no image in the TaskInfo: the default image) writing through its volume.
+    let vol = format!("es1data-{tag}");
+    let mut t = shell_task(
+        "writer",
+        &agent,
+        "",
+        "echo \"$GREETING\" > /data/hello",
+        None,
+    );
+    if let Some(c) = t.container.as_mut() {
+        c.container_type = ContainerType::Mesos;
+        c.docker = None;
+        c.volumes = vec![Volume::docker_volume(
+            "/data",
+            VolumeMode::Rw,
+            "rexray",
+            &vol,
+            vec![],
+        )];
+    }
+    launch(&mut d, t).await;
+    let s = ack_until_task(&mut d, "writer", TaskState::Finished).await;
+    assert_eq!(s.state, TaskState::Finished, "writer: {:?}", s.message);
+    let meta = fake_rexray::volume_info(&backend, &vol)?.ok_or("volume not in the backend")?;
+    assert_eq!(meta.attached_host, None, "detached after the task");
+    let data = meta.data_path.ok_or("never mounted")?;
+    assert_eq!(
+        std::fs::read_to_string(data.join("hello"))?.trim(),
+        "hello from a container"
+    );
+
+    // A volume that does not exist (no implicit create): the plugin refuses, the task fails.
+    let mut t = shell_task("missing", &agent, "", "true", None);
+    if let Some(c) = t.container.as_mut() {
+        c.volumes = vec![Volume::docker_volume(
+            "/data",
+            VolumeMode::Rw,
+            "rexray",
+            format!("nope-{tag}"),
+            vec![],
+        )];
+    }
+    launch(&mut d, t).await;
+    let s = ack_until_task(&mut d, "missing", TaskState::Failed).await;
+    assert_eq!(s.state, TaskState::Failed);
+    assert_eq!(s.reason, Some(Reason::ReasonContainerLaunchFailed));
+    let msg = s.message.unwrap_or_default();
+    assert!(msg.contains(&format!("nope-{tag}")), "{msg}");
+    assert_eq!(containers(&engine, &instance).await, Vec::<String>::new());
+
+    d.cancel.cancel();
+    emu.shutdown();
+    launcher.remove_all().await;
+    assert_eq!(containers(&engine, &instance).await, Vec::<String>::new());
+    drop(image);
+    fake.shutdown().await;
     Ok(())
 }
