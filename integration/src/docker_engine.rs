@@ -321,6 +321,25 @@ impl DockerEngine {
         }
     }
 
+    /// Names of the volumes of one driver. Asks only that driver: a lookup by name asks every driver the
+    /// engine has ever used, and each one whose socket is gone costs ~15 s of retries.
+    pub async fn volumes_of_driver(&self, driver: &str) -> Result<Vec<String>, EngineError> {
+        let filters = json!({ "driver": [driver] }).to_string();
+        let v = self
+            .call_json(
+                Method::GET,
+                &format!("/volumes?filters={}", encode(&filters)),
+                None,
+            )
+            .await?;
+        Ok(v["Volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x["Name"].as_str().map(str::to_owned))
+            .collect())
+    }
+
     /// `DELETE /volumes/{name}` (the driver's Remove runs). A missing volume is not an error.
     pub async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
         match self
