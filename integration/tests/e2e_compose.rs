@@ -8,7 +8,8 @@
 //! The images are built from the workspace's normal build output (`cargo build --workspace --bins`):
 //! build.sh copies the libraries `ldd` lists next to a dynamic binary, so no second (static) build is
 //! needed here; `TETHER_COMPOSE_BIN_DIR=target/x86_64-unknown-linux-gnu/release` runs it on the static
-//! build instead. Skips loudly without a Docker engine or docker-compose; fails instead when
+//! build instead. Uses `docker compose` (the CLI plugin) where installed, else `docker-compose`. Skips
+//! loudly without a Docker engine or either compose; fails instead when
 //! TETHER_REQUIRE_DOCKER=1.
 
 use std::collections::BTreeMap;
@@ -47,6 +48,8 @@ fn repo_root() -> PathBuf {
 
 /// One compose project of this test run.
 struct Compose {
+    /// `["docker", "compose"]` or `["docker-compose"]`.
+    program: Vec<&'static str>,
     project: String,
     env: Vec<(String, String)>,
     tag: String,
@@ -56,8 +59,9 @@ struct Compose {
 
 impl Compose {
     fn command(&self, args: &[&str]) -> std::process::Command {
-        let mut c = std::process::Command::new("docker-compose");
-        c.current_dir(repo_root())
+        let mut c = std::process::Command::new(self.program[0]);
+        c.args(&self.program[1..])
+            .current_dir(repo_root())
             .args(["-p", &self.project, "-f", "compose.yaml"])
             .args(args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
@@ -69,10 +73,11 @@ impl Compose {
         let out = c
             .output()
             .await
-            .map_err(|e| format!("docker-compose {args:?}: {e}"))?;
+            .map_err(|e| format!("{:?} {args:?}: {e}", self.program))?;
         if !out.status.success() {
             return Err(format!(
-                "docker-compose {args:?} failed: {}",
+                "{:?} {args:?} failed: {}",
+                self.program,
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
         }
@@ -126,20 +131,27 @@ impl Drop for Compose {
     }
 }
 
-/// Whether docker-compose runs; panics when Docker is required but it does not.
-async fn compose_available() -> bool {
-    let ok = tokio::process::Command::new("docker-compose")
-        .arg("version")
-        .output()
-        .await
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        if docker_required() {
-            panic!("TETHER_REQUIRE_DOCKER=1 but `docker-compose version` fails");
+/// The compose command installed here (the CLI plugin first); panics when Docker is required but there
+/// is none.
+async fn compose_program() -> Option<Vec<&'static str>> {
+    for program in [vec!["docker", "compose"], vec!["docker-compose"]] {
+        let ok = tokio::process::Command::new(program[0])
+            .args(&program[1..])
+            .arg("version")
+            .output()
+            .await
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return Some(program);
         }
-        eprintln!("\n*** SKIPPING e2e_compose: docker-compose is not installed ***\n");
     }
-    ok
+    if docker_required() {
+        panic!("TETHER_REQUIRE_DOCKER=1 but neither `docker compose` nor `docker-compose` runs");
+    }
+    eprintln!(
+        "\n*** SKIPPING e2e_compose: neither `docker compose` nor `docker-compose` is installed ***\n"
+    );
+    None
 }
 
 async fn list_nodes(admin: &mut AuthedAdmin) -> Vec<Node> {
@@ -189,9 +201,12 @@ async fn connect_admin(addr: SocketAddr, token: &Path, compose: &Compose) -> Aut
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compose_cluster_relaunches_a_dead_agents_node_with_its_documents() -> R {
-    if !engine_available("e2e_compose").await || !compose_available().await {
+    if !engine_available("e2e_compose").await {
         return Ok(());
     }
+    let Some(program) = compose_program().await else {
+        return Ok(());
+    };
     let bins = std::env::var_os("TETHER_COMPOSE_BIN_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(bin_dir);
@@ -209,6 +224,7 @@ async fn compose_cluster_relaunches_a_dead_agents_node_with_its_documents() -> R
     let state = tmp.path().join("state");
     let instance = format!("tether-e2e-{tag}");
     let mut compose = Compose {
+        program,
         project: format!("tethere2e{tag}"),
         env: vec![
             ("TETHER_TAG".into(), tag.clone()),

@@ -382,3 +382,85 @@ async fn docker_launcher_attaches_through_the_agents_plugin() -> R {
     fake.shutdown().await;
     Ok(())
 }
+
+/// Bridge networking with a port mapping, and the argv form (`shell: false`) keeping dotted environment
+/// variables: es-standin in a container answers on the mapped host port with the node name it was given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_launcher_maps_ports_and_passes_the_environment() -> R {
+    if !engine_available("mesos_emu_docker").await {
+        return Ok(());
+    }
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+    let instance = format!("tether-test-{tag}");
+    let standin = tether_integration::harness::bin_path("es-standin")?;
+    let image = TestImage::build(
+        &format!("tether-test-standin:{tag}"),
+        &[&standin],
+        &["data", "tmp"],
+    )
+    .await?;
+    let engine = DockerEngine::new(tether_integration::docker_engine::DEFAULT_SOCKET);
+    let launcher = DockerLauncher {
+        engine: engine.clone(),
+        instance: instance.clone(),
+        default_image: None,
+        volumes: None,
+    };
+    let mut cfg = EmuConfig::fast(1);
+    cfg.launcher = Arc::new(launcher.clone());
+    let emu = MesosEmu::start(cfg).await?;
+    let mut d = Driver::start(fast_client_config(vec![emu.url()]));
+    d.until(|n| matches!(n, Notification::Subscribed { .. }).then_some(()))
+        .await;
+    let agent = AgentID::new(emu.agent_ids()[0].as_str());
+
+    let program = standin.display().to_string();
+    let host_port = tether_integration::harness::free_port();
+    let mut t = shell_task("standin", &agent, &image.tag, "", None);
+    t.command = Some(CommandInfo {
+        shell: Some(false),
+        value: Some(program.clone()),
+        arguments: [&program, "--network-host", "0.0.0.0", "--http-port", "9200"]
+            .map(str::to_owned)
+            .to_vec(),
+        environment: Some(Environment {
+            variables: vec![Variable::value("node.name", "standin-in-a-container")],
+        }),
+        ..CommandInfo::default()
+    });
+    if let Some(docker) = t.container.as_mut().and_then(|c| c.docker.as_mut()) {
+        docker.network = Some(DockerNetwork::Bridge);
+        docker.port_mappings = vec![PortMapping {
+            host_port: u32::from(host_port),
+            container_port: 9200,
+            protocol: Some("tcp".into()),
+        }];
+    }
+    launch(&mut d, t).await;
+    let s = ack_until_task(&mut d, "standin", TaskState::Running).await;
+    assert_eq!(s.state, TaskState::Running, "{:?}", s.message);
+    let url = format!("http://127.0.0.1:{host_port}/");
+    let root = eventually(&format!("{url} answering"), DEADLINE, || async {
+        match tether_integration::testing::http_json("GET", &url, None).await {
+            Ok((200, body)) => Some(body),
+            _ => None,
+        }
+    })
+    .await?;
+    assert_eq!(root["name"], "standin-in-a-container", "{root}");
+
+    d.client
+        .send(Call::kill(
+            TaskID::new("standin"),
+            None,
+            Some(5_000_000_000),
+        ))
+        .await?;
+    let s = ack_until_task(&mut d, "standin", TaskState::Killed).await;
+    assert_eq!(s.state, TaskState::Killed);
+    wait_no_containers(&engine, &instance, "the stand-in's container removed").await;
+    d.cancel.cancel();
+    emu.shutdown();
+    drop(image);
+    Ok(())
+}
