@@ -7,6 +7,8 @@
 
 pub mod bench;
 pub mod dev;
+pub mod docker_engine;
+pub mod docker_testing;
 pub mod es_standin;
 pub mod fake_rexray;
 pub mod harness;

@@ -232,6 +232,57 @@ pub async fn http_json(
     ))
 }
 
+/// An admin client sending the bearer token.
+pub type AuthedAdmin =
+    AdminClient<tonic::service::interceptor::InterceptedService<Channel, tetherctl::Auth>>;
+
+/// The admin client of the scheduler at `addr`, authenticated with the token in `token_file`.
+pub async fn admin_client(addr: SocketAddr, token_file: &Path) -> AuthedAdmin {
+    let token = std::fs::read_to_string(token_file).expect("admin token");
+    let value = format!("Bearer {}", token.trim())
+        .parse()
+        .expect("ascii token");
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .expect("url")
+        .connect()
+        .await
+        .expect("admin API reachable");
+    AdminClient::with_interceptor(channel, tetherctl::Auth::new(Some(value)))
+}
+
+/// Writes document `id` into index `docs` of `node` (through its Elasticsearch HTTP port).
+pub async fn put_doc(node: &Node, id: &str, doc: serde_json::Value) {
+    let url = format!("http://{}:{}/docs/_doc/{id}", node.host, node.http_port);
+    let (status, body) = http_json("PUT", &url, Some(doc))
+        .await
+        .expect("node reachable");
+    assert!(status == 200 || status == 201, "{url}: {status} {body}");
+}
+
+/// Waits until `node`'s Elasticsearch answers `GET /`, returning that answer (RUNNING only means the
+/// process started; the listener follows).
+pub async fn wait_es(node: &Node) -> serde_json::Value {
+    let url = format!("http://{}:{}/", node.host, node.http_port);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Ok((200, body)) = http_json("GET", &url, None).await {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{url} never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Reads document `id` of index `docs` from `node`: `Some(source)` when found.
+pub async fn get_doc(node: &Node, id: &str) -> Option<serde_json::Value> {
+    let url = format!("http://{}:{}/docs/_doc/{id}", node.host, node.http_port);
+    let (status, body) = http_json("GET", &url, None).await.ok()?;
+    (status == 200).then(|| body["_source"].clone())
+}
+
 /// A whole local cluster of real processes (the workspace's binaries) in a temp dir, for end-to-end tests.
 #[derive(Debug)]
 pub struct E2eCluster {
@@ -288,21 +339,9 @@ impl E2eCluster {
     }
 
     /// The admin client, authenticated with the cluster's admin token.
-    pub async fn admin(
-        &self,
-    ) -> AdminClient<tonic::service::interceptor::InterceptedService<Channel, tetherctl::Auth>>
-    {
+    pub async fn admin(&self) -> AuthedAdmin {
         let plan = &self.cluster.plan;
-        let token = std::fs::read_to_string(&plan.admin_token).expect("admin token");
-        let value = format!("Bearer {}", token.trim())
-            .parse()
-            .expect("ascii token");
-        let channel = Endpoint::from_shared(format!("http://{}", plan.admin))
-            .expect("url")
-            .connect()
-            .await
-            .expect("admin API reachable");
-        AdminClient::with_interceptor(channel, tetherctl::Auth::new(Some(value)))
+        admin_client(plan.admin, &plan.admin_token).await
     }
 
     /// Waits until the node list satisfies `pred`.
@@ -346,35 +385,17 @@ impl E2eCluster {
 
     /// Writes document `id` into index `docs` of `node` (through its Elasticsearch HTTP port).
     pub async fn put_doc(&self, node: &Node, id: &str, doc: serde_json::Value) {
-        let url = format!("http://{}:{}/docs/_doc/{id}", node.host, node.http_port);
-        let (status, body) = http_json("PUT", &url, Some(doc))
-            .await
-            .expect("node reachable");
-        assert!(status == 200 || status == 201, "{url}: {status} {body}");
+        put_doc(node, id, doc).await
     }
 
-    /// Waits until `node`'s Elasticsearch answers `GET /`, returning that answer (RUNNING only means the
-    /// process started; the listener follows).
+    /// Waits until `node`'s Elasticsearch answers `GET /`, returning that answer.
     pub async fn wait_es(&self, node: &Node) -> serde_json::Value {
-        let url = format!("http://{}:{}/", node.host, node.http_port);
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            if let Ok((200, body)) = http_json("GET", &url, None).await {
-                return body;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{url} never answered"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_es(node).await
     }
 
     /// Reads document `id` of index `docs` from `node`: `Some(source)` when found.
     pub async fn get_doc(&self, node: &Node, id: &str) -> Option<serde_json::Value> {
-        let url = format!("http://{}:{}/docs/_doc/{id}", node.host, node.http_port);
-        let (status, body) = http_json("GET", &url, None).await.ok()?;
-        (status == 200).then(|| body["_source"].clone())
+        get_doc(node, id).await
     }
 
     pub async fn stop(mut self) {

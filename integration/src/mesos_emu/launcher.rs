@@ -70,6 +70,12 @@ pub trait Launcher: Send + Sync + std::fmt::Debug {
         reporter: Reporter,
         control: mpsc::UnboundedReceiver<TaskControl>,
     );
+
+    /// Removes whatever the launcher left outside this process (containers); run when the emulator
+    /// starts and after it stops.
+    fn cleanup(&self) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// Scripted tasks: STARTING, RUNNING (healthy when a health check is set), then whatever the control

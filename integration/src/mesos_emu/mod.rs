@@ -6,6 +6,7 @@
 //! (kill/partition/heal/mark-gone an agent, fail a task, restart the master, rescind an offer), both as
 //! [`EmuHandle`] methods and as `POST /emu/...` on the same port.
 
+pub mod docker_launcher;
 mod http;
 pub mod launcher;
 mod master;
@@ -21,6 +22,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 
+pub use docker_launcher::DockerLauncher;
 pub use launcher::{
     DirVolumeAttacher, LaunchSpec, Launcher, PluginVolumeAttacher, ProcessLauncher, Reporter,
     SimLauncher, TaskControl, VolumeAttacher, volume_env_name,
@@ -380,6 +382,8 @@ impl EmuHandle {
 pub enum LauncherKind {
     Sim,
     Process,
+    /// Containers through the Docker engine API.
+    Docker,
 }
 
 /// `mesos-emu` flags.
@@ -440,7 +444,7 @@ pub struct Args {
     /// Silence after which a partitioned agent is UNREACHABLE.
     #[arg(long, env = "TETHER_MESOS_EMU_AGENT_PING_TIMEOUT", default_value = "75s", value_parser = humantime::parse_duration)]
     pub agent_ping_timeout: Duration,
-    /// How tasks run: scripted (sim) or as local processes.
+    /// How tasks run: scripted (sim), as local processes, or as containers of a Docker engine.
     #[arg(
         long,
         env = "TETHER_MESOS_EMU_LAUNCHER",
@@ -455,10 +459,29 @@ pub struct Args {
         default_value = "/tmp/tether-mesos-emu"
     )]
     pub work_dir: PathBuf,
-    /// Attach DOCKER_VOLUME volumes through each agent's volume plugin, found under `<DIR>/<agent host>/`
-    /// (process launcher); without it volumes are plain directories under the work dir.
+    /// Attach DOCKER_VOLUME volumes through each agent's volume plugin, found under `<DIR>/<agent host>/`.
+    /// Without it the process launcher uses plain directories under the work dir and the docker launcher
+    /// lets the engine mount volumes with the task's driver.
     #[arg(long, env = "TETHER_MESOS_EMU_PLUGIN_ROOT")]
     pub plugin_root: Option<PathBuf>,
+    /// Docker engine socket (docker launcher).
+    #[arg(
+        long,
+        env = "TETHER_MESOS_EMU_DOCKER_SOCKET",
+        default_value = crate::docker_engine::DEFAULT_SOCKET
+    )]
+    pub docker_socket: PathBuf,
+    /// Image of tasks that name none (docker launcher).
+    #[arg(long, env = "TETHER_MESOS_EMU_DOCKER_IMAGE")]
+    pub docker_image: Option<String>,
+    /// Value of the `tether.mesos-emu.instance` label on this emulator's containers (docker launcher);
+    /// containers carrying it are removed when the emulator starts and when it stops.
+    #[arg(
+        long,
+        env = "TETHER_MESOS_EMU_DOCKER_INSTANCE",
+        default_value = "mesos-emu"
+    )]
+    pub docker_instance: String,
     /// Require HTTP basic auth as `principal:secret`.
     #[arg(long, env = "TETHER_MESOS_EMU_CREDENTIAL")]
     pub credential: Option<String>,
@@ -490,16 +513,27 @@ impl Args {
             a.mem = self.agent_mem;
             a.zone = (!self.zones.is_empty()).then(|| self.zones[i % self.zones.len()].clone());
         }
+        let plugins = self
+            .plugin_root
+            .as_ref()
+            .map(|root| -> Arc<dyn VolumeAttacher> {
+                Arc::new(PluginVolumeAttacher { root: root.clone() })
+            });
         let launcher: Arc<dyn Launcher> = match self.launcher {
             LauncherKind::Sim => Arc::new(SimLauncher::default()),
             LauncherKind::Process => Arc::new(ProcessLauncher {
                 sandbox_root: self.work_dir.join("sandboxes"),
-                volumes: match &self.plugin_root {
-                    Some(root) => Arc::new(PluginVolumeAttacher { root: root.clone() }),
-                    None => Arc::new(DirVolumeAttacher {
+                volumes: plugins.unwrap_or_else(|| {
+                    Arc::new(DirVolumeAttacher {
                         root: self.work_dir.join("volumes"),
-                    }),
-                },
+                    })
+                }),
+            }),
+            LauncherKind::Docker => Arc::new(DockerLauncher {
+                engine: crate::docker_engine::DockerEngine::new(&self.docker_socket),
+                instance: self.docker_instance.clone(),
+                default_image: self.docker_image.clone(),
+                volumes: plugins,
             }),
         };
         EmuConfig {
@@ -541,6 +575,9 @@ impl Args {
 pub async fn run(args: Args, cancel: CancellationToken) -> Result<(), EmuError> {
     let mut config = args.to_config();
     config.tls = args.tls()?;
+    let launcher = config.launcher.clone();
+    // Containers of an earlier run of this instance that died without cleaning up.
+    launcher.cleanup().await;
     let h = MesosEmu::start(config).await?;
     println!(
         "mesos-emu listening on {} with agents {:?}",
@@ -549,5 +586,6 @@ pub async fn run(args: Args, cancel: CancellationToken) -> Result<(), EmuError> 
     );
     cancel.cancelled().await;
     h.shutdown();
+    launcher.cleanup().await;
     Ok(())
 }

@@ -167,3 +167,27 @@ pub async fn raw_call(
         www_authenticate: h("www-authenticate"),
     }
 }
+
+/// Acknowledges every update until task `task` reaches `want` or a terminal state; returns that status,
+/// so a test can show the message of an unexpected failure.
+pub async fn ack_until_task(
+    d: &mut Driver,
+    task: &str,
+    want: tether_mesos::model::TaskState,
+) -> tether_mesos::model::TaskStatus {
+    loop {
+        let s = d
+            .event(EventType::Update)
+            .await
+            .update
+            .expect("UPDATE carries an update")
+            .status;
+        if let Some(a) = tether_mesos::model::Call::acknowledge_status(&s) {
+            use tether_mesos::client::MesosMaster as _;
+            d.client.send(a).await.expect("acknowledge");
+        }
+        if s.task_id.value == task && (s.state == want || s.state.is_terminal()) {
+            return s;
+        }
+    }
+}

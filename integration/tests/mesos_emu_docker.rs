@@ -1,0 +1,466 @@
+//! Docker tier: the emulator's `docker` launcher against the real engine, with fake-rexray registered as
+//! the engine's volume driver. A task writes through its DOCKER_VOLUME into the fake's backend, a failing
+//! command reports its exit status and output, kill stops and removes the container, a Mount the driver
+//! refuses fails the task with the engine's message, killing the agent removes its containers, and
+//! nothing the test created is left behind.
+//!
+//! Skips loudly when no engine answers; fails instead when TETHER_REQUIRE_DOCKER=1.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tether_integration::docker_engine::DockerEngine;
+use tether_integration::docker_testing::{
+    DriverLock, TEST_DRIVER, TestImage, TestResult as R, VolumeCleanup, engine_available,
+};
+use tether_integration::fake_rexray::{self, Config, FakeRexray, Faults, MethodFault};
+use tether_integration::harness::eventually;
+use tether_integration::mesos_emu::docker_launcher::LABEL_INSTANCE;
+use tether_integration::mesos_emu::testing::{
+    DEADLINE, Driver, ack_until_task, fast_client_config, sleep_task,
+};
+use tether_integration::mesos_emu::{
+    DockerLauncher, EmuConfig, EmuHandle, MesosEmu, PluginVolumeAttacher,
+};
+use tether_mesos::client::{MesosMaster as _, Notification};
+use tether_mesos::model::*;
+
+/// A task in a Docker container running `script` under `/bin/sh -c`.
+fn shell_task(
+    id: &str,
+    agent: &AgentID,
+    image: &str,
+    script: &str,
+    volume: Option<&str>,
+) -> TaskInfo {
+    let mut t = sleep_task(id, agent);
+    t.command = Some(CommandInfo {
+        value: Some(script.into()),
+        environment: Some(Environment {
+            variables: vec![Variable::value("GREETING", "hello from a container")],
+        }),
+        ..CommandInfo::default()
+    });
+    t.container = Some(ContainerInfo {
+        container_type: ContainerType::Docker,
+        volumes: volume
+            .map(|v| Volume::docker_volume("/data", VolumeMode::Rw, TEST_DRIVER, v, vec![]))
+            .into_iter()
+            .collect(),
+        hostname: None,
+        docker: Some(DockerInfo {
+            image: image.into(),
+            network: Some(DockerNetwork::None),
+            port_mappings: vec![],
+            privileged: None,
+            parameters: vec![],
+            force_pull_image: Some(false),
+        }),
+        mesos: None,
+    });
+    t
+}
+
+/// Launches `task` on the next offer.
+async fn launch(d: &mut Driver, task: TaskInfo) {
+    let offer = d
+        .event(EventType::Offers)
+        .await
+        .offers
+        .expect("OFFERS carries offers")
+        .offers
+        .remove(0);
+    let mut task = task;
+    task.agent_id = offer.agent_id.clone();
+    d.client
+        .send(Call::accept(
+            vec![offer.id.clone()],
+            vec![Operation::launch(vec![task])],
+            None,
+        ))
+        .await
+        .expect("ACCEPT");
+}
+
+/// The test's containers on the engine, as `<names> <state>`.
+async fn containers(engine: &DockerEngine, instance: &str) -> Vec<String> {
+    engine
+        .containers_labelled(LABEL_INSTANCE, instance)
+        .await
+        .expect("list containers")
+        .into_iter()
+        .map(|c| format!("{:?} {}", c.names, c.state))
+        .collect()
+}
+
+async fn wait_no_containers(engine: &DockerEngine, instance: &str, what: &str) {
+    if let Err(e) = eventually(what, DEADLINE, || async {
+        containers(engine, instance).await.is_empty().then_some(())
+    })
+    .await
+    {
+        panic!("{e}; left: {:?}", containers(engine, instance).await);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_launcher_runs_tasks_with_fake_rexray_volumes() -> R {
+    if !engine_available("mesos_emu_docker").await {
+        return Ok(());
+    }
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+    let instance = format!("tether-test-{tag}");
+    let lock = DriverLock::acquire()?;
+    let tmp = tempfile::tempdir()?;
+    let backend = tmp.path().join("backend");
+    let fake = FakeRexray::serve(Config::new(
+        format!("/run/docker/plugins/{TEST_DRIVER}.sock"),
+        &backend,
+        "docker-host",
+    ))
+    .await?;
+    let image = TestImage::build(
+        &format!("tether-test-sh:{tag}"),
+        &[Path::new("/bin/sh"), Path::new("/bin/sleep")],
+        &["data", "tmp"],
+    )
+    .await?;
+    let (vol, refused_vol) = (format!("tether-vol-{tag}"), format!("tether-refused-{tag}"));
+    // Declared after the fake so it drops first, while the plugin still answers `volume rm`.
+    let _volumes = VolumeCleanup {
+        volumes: vec![vol.clone(), refused_vol.clone()],
+    };
+    let engine = DockerEngine::new(tether_integration::docker_engine::DEFAULT_SOCKET);
+    let launcher = DockerLauncher {
+        engine: engine.clone(),
+        instance: instance.clone(),
+        default_image: None,
+        volumes: None,
+    };
+    let mut cfg = EmuConfig::fast(1);
+    cfg.launcher = Arc::new(launcher.clone());
+    let emu: EmuHandle = MesosEmu::start(cfg).await?;
+    let mut d = Driver::start(fast_client_config(vec![emu.url()]));
+    d.until(|n| matches!(n, Notification::Subscribed { .. }).then_some(()))
+        .await;
+    let agent = AgentID::new(emu.agent_ids()[0].as_str());
+
+    // A task writes through its volume: the file is in the fake's backend, the container is gone.
+    launch(
+        &mut d,
+        shell_task(
+            "writer",
+            &agent,
+            &image.tag,
+            "echo \"$GREETING\" > /data/hello",
+            Some(&vol),
+        ),
+    )
+    .await;
+    let s = ack_until_task(&mut d, "writer", TaskState::Finished).await;
+    assert_eq!(s.state, TaskState::Finished, "writer: {:?}", s.message);
+    let meta = fake_rexray::volume_info(&backend, &vol)?.ok_or("volume not in the backend")?;
+    let data = meta.data_path.ok_or("never mounted")?;
+    assert_eq!(
+        std::fs::read_to_string(data.join("hello"))?.trim(),
+        "hello from a container"
+    );
+    assert_eq!(fake.mount_count(&vol), 0, "the engine unmounted it");
+    wait_no_containers(&engine, &instance, "the writer's container removed").await;
+
+    // A failing command: TASK_FAILED with its exit status and what it printed.
+    launch(
+        &mut d,
+        shell_task(
+            "failer",
+            &agent,
+            &image.tag,
+            "echo broken-config >&2; exit 3",
+            None,
+        ),
+    )
+    .await;
+    let s = ack_until_task(&mut d, "failer", TaskState::Failed).await;
+    assert_eq!(s.state, TaskState::Failed);
+    let msg = s.message.unwrap_or_default();
+    assert!(
+        msg.contains("status 3") && msg.contains("broken-config"),
+        "{msg}"
+    );
+
+    // Kill: the container is stopped and removed.
+    launch(
+        &mut d,
+        shell_task("sleeper", &agent, &image.tag, "exec sleep 1000", None),
+    )
+    .await;
+    let s = ack_until_task(&mut d, "sleeper", TaskState::Running).await;
+    assert_eq!(s.state, TaskState::Running, "{:?}", s.message);
+    let running = containers(&engine, &instance).await;
+    assert_eq!(running.len(), 1, "{running:?}");
+    assert!(running[0].contains("running"), "{running:?}");
+    d.client
+        .send(Call::kill(
+            TaskID::new("sleeper"),
+            None,
+            Some(1_000_000_000),
+        ))
+        .await?;
+    let s = ack_until_task(&mut d, "sleeper", TaskState::Killed).await;
+    assert_eq!(s.state, TaskState::Killed);
+    wait_no_containers(&engine, &instance, "the killed container removed").await;
+
+    // The driver refuses Mount: TASK_FAILED with the engine's message, no container left.
+    fake.faults().set(Faults::on(
+        "Mount",
+        MethodFault {
+            error: Some("simulated attach failure".into()),
+            ..MethodFault::default()
+        },
+    ));
+    launch(
+        &mut d,
+        shell_task("refused", &agent, &image.tag, "true", Some(&refused_vol)),
+    )
+    .await;
+    let s = ack_until_task(&mut d, "refused", TaskState::Failed).await;
+    fake.faults().clear();
+    assert_eq!(s.state, TaskState::Failed);
+    assert_eq!(s.reason, Some(Reason::ReasonContainerLaunchFailed));
+    let msg = s.message.unwrap_or_default();
+    assert!(msg.contains("simulated attach failure"), "{msg}");
+    wait_no_containers(&engine, &instance, "the refused task's container removed").await;
+
+    // An image the engine does not have.
+    launch(
+        &mut d,
+        shell_task(
+            "noimage",
+            &agent,
+            &format!("tether-test-missing:{tag}"),
+            "true",
+            None,
+        ),
+    )
+    .await;
+    let s = ack_until_task(&mut d, "noimage", TaskState::Failed).await;
+    assert_eq!(s.state, TaskState::Failed);
+    assert!(
+        s.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("No such image"),
+        "{:?}",
+        s.message
+    );
+
+    // Killing the agent removes its containers.
+    launch(
+        &mut d,
+        shell_task("orphan", &agent, &image.tag, "exec sleep 1000", None),
+    )
+    .await;
+    let s = ack_until_task(&mut d, "orphan", TaskState::Running).await;
+    assert_eq!(s.state, TaskState::Running, "{:?}", s.message);
+    assert!(emu.kill_agent(&agent.value));
+    wait_no_containers(&engine, &instance, "the dead agent's container removed").await;
+
+    d.cancel.cancel();
+    emu.shutdown();
+    launcher.remove_all().await;
+    assert_eq!(containers(&engine, &instance).await, Vec::<String>::new());
+    drop(_volumes);
+    let left = engine.volumes_of_driver(TEST_DRIVER).await?;
+    assert!(
+        !left.contains(&vol) && !left.contains(&refused_vol),
+        "engine volumes left: {left:?}"
+    );
+    drop(image);
+    fake.shutdown().await;
+    assert!(!Path::new(&format!("/run/docker/plugins/{TEST_DRIVER}.sock")).exists());
+    drop(lock);
+    Ok(())
+}
+
+/// With `--plugin-root`, volumes are attached through the agent's own plugin (not registered with the
+/// engine) and bind-mounted; a refused attach fails the task with the plugin's message before any
+/// container exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_launcher_attaches_through_the_agents_plugin() -> R {
+    if !engine_available("mesos_emu_docker").await {
+        return Ok(());
+    }
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+    let instance = format!("tether-test-{tag}");
+    let tmp = tempfile::tempdir()?;
+    let backend = tmp.path().join("backend");
+    let plugins = tmp.path().join("plugins");
+    let mut cfg = EmuConfig::fast(1);
+    let host = cfg.agents[0].hostname.clone();
+    let fake = FakeRexray::serve(Config::new(
+        plugins.join(&host).join("rexray.sock"),
+        &backend,
+        &host,
+    ))
+    .await?;
+    fake_rexray::create_volume(&backend, &format!("es1data-{tag}"), 1, "")?;
+    let image = TestImage::build(
+        &format!("tether-test-sh:{tag}"),
+        &[Path::new("/bin/sh")],
+        &["data"],
+    )
+    .await?;
+    let engine = DockerEngine::new(tether_integration::docker_engine::DEFAULT_SOCKET);
+    let launcher = DockerLauncher {
+        engine: engine.clone(),
+        instance: instance.clone(),
+        default_image: Some(image.tag.clone()),
+        volumes: Some(Arc::new(PluginVolumeAttacher { root: plugins })),
+    };
+    cfg.launcher = Arc::new(launcher.clone());
+    let emu = MesosEmu::start(cfg).await?;
+    let mut d = Driver::start(fast_client_config(vec![emu.url()]));
+    d.until(|n| matches!(n, Notification::Subscribed { .. }).then_some(()))
+        .await;
+    let agent = AgentID::new(emu.agent_ids()[0].as_str());
+
+    // A command task (no image in the TaskInfo: the default image) writing through its volume.
+    let vol = format!("es1data-{tag}");
+    let mut t = shell_task(
+        "writer",
+        &agent,
+        "",
+        "echo \"$GREETING\" > /data/hello",
+        None,
+    );
+    if let Some(c) = t.container.as_mut() {
+        c.container_type = ContainerType::Mesos;
+        c.docker = None;
+        c.volumes = vec![Volume::docker_volume(
+            "/data",
+            VolumeMode::Rw,
+            "rexray",
+            &vol,
+            vec![],
+        )];
+    }
+    launch(&mut d, t).await;
+    let s = ack_until_task(&mut d, "writer", TaskState::Finished).await;
+    assert_eq!(s.state, TaskState::Finished, "writer: {:?}", s.message);
+    let meta = fake_rexray::volume_info(&backend, &vol)?.ok_or("volume not in the backend")?;
+    assert_eq!(meta.attached_host, None, "detached after the task");
+    let data = meta.data_path.ok_or("never mounted")?;
+    assert_eq!(
+        std::fs::read_to_string(data.join("hello"))?.trim(),
+        "hello from a container"
+    );
+
+    // A volume that does not exist (no implicit create): the plugin refuses, the task fails.
+    let mut t = shell_task("missing", &agent, "", "true", None);
+    if let Some(c) = t.container.as_mut() {
+        c.volumes = vec![Volume::docker_volume(
+            "/data",
+            VolumeMode::Rw,
+            "rexray",
+            format!("nope-{tag}"),
+            vec![],
+        )];
+    }
+    launch(&mut d, t).await;
+    let s = ack_until_task(&mut d, "missing", TaskState::Failed).await;
+    assert_eq!(s.state, TaskState::Failed);
+    assert_eq!(s.reason, Some(Reason::ReasonContainerLaunchFailed));
+    let msg = s.message.unwrap_or_default();
+    assert!(msg.contains(&format!("nope-{tag}")), "{msg}");
+    assert_eq!(containers(&engine, &instance).await, Vec::<String>::new());
+
+    d.cancel.cancel();
+    emu.shutdown();
+    launcher.remove_all().await;
+    assert_eq!(containers(&engine, &instance).await, Vec::<String>::new());
+    drop(image);
+    fake.shutdown().await;
+    Ok(())
+}
+
+/// Bridge networking with a port mapping, and the argv form (`shell: false`) keeping dotted environment
+/// variables: es-standin in a container answers on the mapped host port with the node name it was given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_launcher_maps_ports_and_passes_the_environment() -> R {
+    if !engine_available("mesos_emu_docker").await {
+        return Ok(());
+    }
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+    let instance = format!("tether-test-{tag}");
+    let standin = tether_integration::harness::bin_path("es-standin")?;
+    let image = TestImage::build(
+        &format!("tether-test-standin:{tag}"),
+        &[&standin],
+        &["data", "tmp"],
+    )
+    .await?;
+    let engine = DockerEngine::new(tether_integration::docker_engine::DEFAULT_SOCKET);
+    let launcher = DockerLauncher {
+        engine: engine.clone(),
+        instance: instance.clone(),
+        default_image: None,
+        volumes: None,
+    };
+    let mut cfg = EmuConfig::fast(1);
+    cfg.launcher = Arc::new(launcher.clone());
+    let emu = MesosEmu::start(cfg).await?;
+    let mut d = Driver::start(fast_client_config(vec![emu.url()]));
+    d.until(|n| matches!(n, Notification::Subscribed { .. }).then_some(()))
+        .await;
+    let agent = AgentID::new(emu.agent_ids()[0].as_str());
+
+    let program = standin.display().to_string();
+    let host_port = tether_integration::harness::free_port();
+    let mut t = shell_task("standin", &agent, &image.tag, "", None);
+    t.command = Some(CommandInfo {
+        shell: Some(false),
+        value: Some(program.clone()),
+        arguments: [&program, "--network-host", "0.0.0.0", "--http-port", "9200"]
+            .map(str::to_owned)
+            .to_vec(),
+        environment: Some(Environment {
+            variables: vec![Variable::value("node.name", "standin-in-a-container")],
+        }),
+        ..CommandInfo::default()
+    });
+    if let Some(docker) = t.container.as_mut().and_then(|c| c.docker.as_mut()) {
+        docker.network = Some(DockerNetwork::Bridge);
+        docker.port_mappings = vec![PortMapping {
+            host_port: u32::from(host_port),
+            container_port: 9200,
+            protocol: Some("tcp".into()),
+        }];
+    }
+    launch(&mut d, t).await;
+    let s = ack_until_task(&mut d, "standin", TaskState::Running).await;
+    assert_eq!(s.state, TaskState::Running, "{:?}", s.message);
+    let url = format!("http://127.0.0.1:{host_port}/");
+    let root = eventually(&format!("{url} answering"), DEADLINE, || async {
+        match tether_integration::testing::http_json("GET", &url, None).await {
+            Ok((200, body)) => Some(body),
+            _ => None,
+        }
+    })
+    .await?;
+    assert_eq!(root["name"], "standin-in-a-container", "{root}");
+
+    d.client
+        .send(Call::kill(
+            TaskID::new("standin"),
+            None,
+            Some(5_000_000_000),
+        ))
+        .await?;
+    let s = ack_until_task(&mut d, "standin", TaskState::Killed).await;
+    assert_eq!(s.state, TaskState::Killed);
+    wait_no_containers(&engine, &instance, "the stand-in's container removed").await;
+    d.cancel.cancel();
+    emu.shutdown();
+    drop(image);
+    Ok(())
+}
