@@ -432,6 +432,28 @@ impl Summary {
     }
 }
 
+/// Which nodes run a new task, and where, for the round's line.
+pub fn describe_moves(before: &[Node], after: &[Node]) -> String {
+    let moved: Vec<String> = after
+        .iter()
+        .filter_map(|n| {
+            let old = before.iter().find(|b| b.id == n.id)?;
+            if old.host != n.host {
+                Some(format!("node {} {} -> {}", n.id, old.host, n.host))
+            } else if old.task_id != n.task_id {
+                Some(format!("node {} relaunched on {}", n.id, n.host))
+            } else {
+                None
+            }
+        })
+        .collect();
+    if moved.is_empty() {
+        "no node relaunched".to_owned()
+    } else {
+        moved.join(", ")
+    }
+}
+
 /// A node the writer may write to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Target {
@@ -715,9 +737,11 @@ async fn play(
                     .map(drop),
                 AfterPartition::Gone => {
                     emu_post(&cluster.plan, &format!("agents/{id}/gone")).await?;
-                    // The operator replaces the machine: everything on it goes, a new one comes up.
+                    // The operator replaces the machine: everything on it goes, a new one comes up
+                    // after the hold (so the node may first move to another agent).
                     cluster.kill_sidecar(host);
                     cluster.kill_plugin(host);
+                    tokio::time::sleep(hold).await;
                     restart_machine(cluster, options, host, &id).await
                 }
             }
@@ -903,6 +927,10 @@ pub async fn run(
         }
         None => false,
     };
+    let mut last_nodes = match snapshot(&cluster.plan).await {
+        Ok(s) if healthy => s.nodes,
+        _ => Vec::new(),
+    };
     let mut round = 0u64;
     while healthy && !shutdown.is_cancelled() && (rounds == 0 || round < rounds) {
         round += 1;
@@ -919,25 +947,26 @@ pub async fn run(
             format!("/{rounds}")
         };
         println!("chaos round {round}{of}: {fault}");
+        let interrupted = || println!("chaos: interrupted during round {round}; it is not counted");
         let played = tokio::select! {
             r = play(cluster, options, &fault, args.chaos_hold) => r,
-            () = shutdown.cancelled() => break,
+            () = shutdown.cancelled() => { interrupted(); break }
+        };
+        let settled_in = match played {
+            Err(what) => Err(Violation::Harness { round, what }),
+            Ok(()) => tokio::select! {
+                r = settle(&cluster.plan, options.nodes, bound) => {
+                    r.map_err(|why| Violation::NotSettled { round, why })
+                }
+                () = shutdown.cancelled() => { interrupted(); break }
+            },
         };
         summary.rounds = round;
         *summary.faults.entry(fault.label().to_owned()).or_default() += 1;
-        if let Err(what) = played {
-            report(Violation::Harness { round, what }, &mut violations);
-            healthy = false;
-            continue;
-        }
-        let settled_in = tokio::select! {
-            r = settle(&cluster.plan, options.nodes, bound) => r,
-            () = shutdown.cancelled() => break,
-        };
         let settled_in = match settled_in {
             Ok(t) => t,
-            Err(why) => {
-                report(Violation::NotSettled { round, why }, &mut violations);
+            Err(v) => {
+                report(v, &mut violations);
                 healthy = false;
                 continue;
             }
@@ -965,11 +994,14 @@ pub async fn run(
                 0
             }
         };
+        let mut moves = String::new();
         match snapshot(&cluster.plan).await {
             Ok(s) => {
                 for v in check(&s) {
                     report(v, &mut violations);
                 }
+                moves = describe_moves(&last_nodes, &s.nodes);
+                last_nodes = s.nodes;
             }
             Err(what) => report(
                 Violation::Harness {
@@ -982,12 +1014,11 @@ pub async fn run(
         drop(reading);
         summary.written = docs.len() as u64;
         summary.verified = verified;
-        let observed = lock(&shared.observed).len();
+        let all_violations = violations.union(&lock(&shared.observed)).count();
         println!(
-            "chaos round {round}{of}: {fault} | settled in {settled_in:.1?} | written {} verified {verified} lost {} | violations {}",
+            "chaos round {round}{of}: {fault} | {moves} | settled in {settled_in:.1?} | written {} verified {verified} lost {} | violations {all_violations}",
             docs.len(),
             lost.len(),
-            violations.len() + observed
         );
     }
     stop.cancel();
@@ -1244,6 +1275,19 @@ mod tests {
             settled(&nodes, 2, &down, &hosts)
                 .unwrap_err()
                 .contains("h1")
+        );
+    }
+
+    #[test]
+    fn moves_name_the_relaunched_nodes_and_where() {
+        let before = healthy().nodes;
+        assert_eq!(describe_moves(&before, &before), "no node relaunched");
+        let mut after = before.clone();
+        after[0].task_id = "fw-1.2".into();
+        after[1].host = "h3".into();
+        assert_eq!(
+            describe_moves(&before, &after),
+            "node 1 relaunched on h1, node 2 h2 -> h3"
         );
     }
 
