@@ -66,7 +66,6 @@ async fn chaos_rounds_lose_nothing_and_break_no_invariant() {
             "3s",
         ])
         .args(["--startup-grace", "2s", "--chaos-hold", "2s"])
-        .args(["--chaos-settle-timeout", "60s"])
         .kill_on_drop(true)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -39,6 +39,8 @@ const INDEX: &str = "chaos";
 const SAMPLE: Duration = Duration::from_millis(250);
 /// How often the writer writes one document to each running node.
 const WRITE_EVERY: Duration = Duration::from_millis(100);
+/// Bound on reading every acknowledged document back once the cluster has settled.
+const READ_BACK_BOUND: Duration = Duration::from_secs(60);
 /// Bound on one HTTP exchange with a node (a stuck node must not stall the writer or the reader).
 const HTTP_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -824,8 +826,27 @@ async fn snapshot(plan: &Plan) -> Result<Snapshot, String> {
     })
 }
 
-/// Reads back every acknowledged document from the node it was written to (wherever it runs now).
+/// Reads back every acknowledged document from the node it was written to (wherever it runs now):
+/// `None` for a document the node answers 404 for. A node that does not answer is retried until
+/// [`READ_BACK_BOUND`], so only a definite "not found" counts as a loss.
 async fn read_back(plan: &Plan, docs: &[Doc]) -> Result<BTreeMap<String, Option<Value>>, String> {
+    let deadline = Instant::now() + READ_BACK_BOUND;
+    let mut read = BTreeMap::new();
+    loop {
+        match read_back_once(plan, docs, &mut read).await {
+            Ok(()) => return Ok(read),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(SAMPLE).await,
+        }
+    }
+}
+
+/// One pass over the documents not read yet.
+async fn read_back_once(
+    plan: &Plan,
+    docs: &[Doc],
+    read: &mut BTreeMap<String, Option<Value>>,
+) -> Result<(), String> {
     let mut c = admin_client(plan)
         .await
         .ok_or("the scheduler's admin API does not answer")?;
@@ -835,26 +856,33 @@ async fn read_back(plan: &Plan, docs: &[Doc]) -> Result<BTreeMap<String, Option<
         .map_err(|e| e.to_string())?
         .into_inner()
         .nodes;
-    let mut read = BTreeMap::new();
-    for t in targets(&nodes) {
+    let running = targets(&nodes);
+    let pending: BTreeSet<u64> = docs
+        .iter()
+        .filter(|d| !read.contains_key(&d.id))
+        .map(|d| d.node)
+        .collect();
+    for node in pending {
+        let t = running
+            .iter()
+            .find(|t| t.node == node)
+            .ok_or_else(|| format!("node {node} is not running"))?;
         let authority = format!("{}:{}", t.host, t.port);
         let mut sender = connect(&t.host, t.port, t.node).await?;
-        for d in docs.iter().filter(|d| d.node == t.node) {
-            let path = format!("/{INDEX}/_doc/{}", d.id);
-            let mut answer = exchange(&mut sender, &authority, "GET", &path, None).await;
-            if answer.is_err() {
-                // One reconnection: a keep-alive connection may be closed by the server at any time.
-                sender = connect(&t.host, t.port, t.node).await?;
-                answer = exchange(&mut sender, &authority, "GET", &path, None).await;
+        for d in docs.iter().filter(|d| d.node == node) {
+            if read.contains_key(&d.id) {
+                continue;
             }
-            let found = match answer? {
+            let path = format!("/{INDEX}/_doc/{}", d.id);
+            let found = match exchange(&mut sender, &authority, "GET", &path, None).await? {
                 (200, body) => Some(body["_source"].clone()),
-                _ => None,
+                (404, _) => None,
+                (status, body) => return Err(format!("{authority}{path}: HTTP {status} {body}")),
             };
             read.insert(d.id.clone(), found);
         }
     }
-    Ok(read)
+    Ok(())
 }
 
 fn report(v: Violation, all: &mut BTreeSet<Violation>) {
