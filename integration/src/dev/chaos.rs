@@ -468,12 +468,14 @@ struct Target {
 fn targets(nodes: &[Node]) -> Vec<Target> {
     nodes
         .iter()
-        .filter(|n| n.state == "RUNNING" && n.http_port != 0)
-        .map(|n| Target {
-            node: n.id,
-            task_id: n.task_id.clone(),
-            host: n.host.clone(),
-            port: n.http_port as u16,
+        .filter(|n| n.state == "RUNNING")
+        .filter_map(|n| {
+            Some(Target {
+                node: n.id,
+                task_id: n.task_id.clone(),
+                host: n.host.clone(),
+                port: u16::try_from(n.http_port).ok().filter(|p| *p != 0)?,
+            })
         })
         .collect()
 }
