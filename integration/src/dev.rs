@@ -28,6 +28,8 @@ use tonic::transport::Channel;
 
 use crate::harness::{HarnessError, Proc, free_port};
 
+pub mod chaos;
+
 /// Zones of the local cluster's agents, assigned round robin.
 pub const ZONES: [&str; 2] = ["zone-a", "zone-b"];
 /// Driver name of the REX-Ray doubles.
@@ -62,6 +64,46 @@ pub struct Args {
     /// Kill and partition agents at random while writing and reading documents; report any lost one.
     #[arg(long, env = "TETHER_DEV_CHAOS")]
     pub chaos: bool,
+    /// Rounds of `--chaos` (one fault, recovery, settling and checks each); 0 runs until Ctrl-C.
+    #[arg(long, env = "TETHER_DEV_CHAOS_ROUNDS", default_value_t = 0)]
+    pub chaos_rounds: u64,
+    /// Seed of the fault sequence (printed; pass it again to replay the same choices). Random if unset.
+    #[arg(long, env = "TETHER_DEV_CHAOS_SEED")]
+    pub chaos_seed: Option<u64>,
+    /// Kinds of faults `--chaos` picks from.
+    #[arg(
+        long,
+        env = "TETHER_DEV_CHAOS_FAULTS",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "kill-agent,partition,kill-sidecar,kill-scheduler"
+    )]
+    pub chaos_faults: Vec<chaos::FaultKind>,
+    /// How long a fault lasts before recovery starts (a partition lasts until the agent is UNREACHABLE).
+    #[arg(long, env = "TETHER_DEV_CHAOS_HOLD", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub chaos_hold: Duration,
+    /// Bound on the cluster's return to health after a fault (all nodes RUNNING and serving, every
+    /// sidecar connected); a round that does not settle is a violation.
+    #[arg(long, env = "TETHER_DEV_CHAOS_SETTLE_TIMEOUT", default_value = "90s", value_parser = humantime::parse_duration)]
+    pub chaos_settle_timeout: Duration,
+    /// Agents get the addresses `<subnet>.11`, `<subnet>.12`, ... (any 127/8 subnet).
+    #[arg(long, env = "TETHER_DEV_AGENT_SUBNET", default_value = "127.0.0")]
+    pub agent_subnet: String,
+    /// First port of the agents' port ranges.
+    #[arg(long, env = "TETHER_DEV_PORTS_BASE", default_value_t = 31000)]
+    pub ports_base: u16,
+    /// Size of each agent's port range.
+    #[arg(long, env = "TETHER_DEV_PORT_STRIDE", default_value_t = 100)]
+    pub port_stride: u16,
+    /// The emulated Mesos master's allocation interval.
+    #[arg(long, env = "TETHER_DEV_ALLOCATION_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub allocation_interval: Duration,
+    /// How long a partitioned agent stays silent before the master declares its tasks UNREACHABLE.
+    #[arg(long, env = "TETHER_DEV_AGENT_PING_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub agent_ping_timeout: Duration,
+    /// The scheduler's wait after subscribing before it places nodes.
+    #[arg(long, env = "TETHER_DEV_STARTUP_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub startup_grace: Duration,
     /// How often the live status is printed.
     #[arg(long, env = "TETHER_DEV_STATUS_INTERVAL", default_value = "3s", value_parser = humantime::parse_duration)]
     pub status_interval: Duration,
@@ -87,8 +129,10 @@ pub enum DevError {
     Component { component: String, message: String },
     #[error("{0} did not come up: see {1}")]
     NotReady(String, PathBuf),
-    #[error("--chaos is not available yet in this build; run without it")]
-    ChaosUnavailable,
+    #[error(
+        "chaos: {lost} document(s) lost and {violations} invariant violation(s); see the lines above"
+    )]
+    ChaosFailed { lost: u64, violations: u64 },
 }
 
 /// What `tether-dev __run` can start.
@@ -235,6 +279,18 @@ impl Options {
             preempt: true,
         }
     }
+
+    /// The options of `tether-dev`'s own flags.
+    pub fn from_args(components: Components, args: &Args) -> Options {
+        Options {
+            allocation_interval: args.allocation_interval,
+            agent_ping_timeout: args.agent_ping_timeout,
+            startup_grace: args.startup_grace,
+            ports_base: args.ports_base,
+            port_stride: args.port_stride,
+            ..Options::new(components, args.nodes)
+        }
+    }
 }
 
 /// One agent of the local cluster.
@@ -261,7 +317,7 @@ pub struct Plan {
 
 impl Plan {
     pub fn new(args: &Args) -> Plan {
-        Plan::with_subnet(args, "127.0.0")
+        Plan::with_subnet(args, &args.agent_subnet)
     }
 
     /// Agents on `<subnet>.11`, `<subnet>.12`, ... (any 127/8 address is loopback on Linux; separate
@@ -402,16 +458,7 @@ impl Cluster {
             cluster.start_plugin(a, options.preempt)?;
         }
         for a in &agents {
-            let socket = a.dir.join(format!("{DRIVER}.sock"));
-            let log = cluster
-                .plan
-                .logs
-                .join(format!("fake-rexray-{}.log", a.host));
-            wait_for(&format!("fake-rexray on {}", a.host), &log, || {
-                let s = socket.clone();
-                async move { s.exists() }
-            })
-            .await?;
+            cluster.wait_plugin(a).await?;
         }
         cluster.start_emulator(options).await?;
         cluster.start_scheduler(options).await?;
@@ -421,7 +468,8 @@ impl Cluster {
         Ok(cluster)
     }
 
-    fn start_plugin(&mut self, a: &AgentPlan, preempt: bool) -> Result<(), DevError> {
+    /// Starts (or restarts) the volume plugin of agent `a`.
+    pub fn start_plugin(&mut self, a: &AgentPlan, preempt: bool) -> Result<(), DevError> {
         let socket = a.dir.join(format!("{DRIVER}.sock"));
         let _ = std::fs::remove_file(&socket);
         let mut args: Vec<String> = vec![
@@ -443,6 +491,17 @@ impl Cluster {
             .spawn("fake-rexray", &label, args, &self.plan.logs)?;
         self.plugins.push(proc);
         Ok(())
+    }
+
+    /// Waits until the volume plugin of `a` listens.
+    pub async fn wait_plugin(&self, a: &AgentPlan) -> Result<(), DevError> {
+        let socket = a.dir.join(format!("{DRIVER}.sock"));
+        let log = self.plan.logs.join(format!("fake-rexray-{}.log", a.host));
+        wait_for(&format!("fake-rexray on {}", a.host), &log, || {
+            let s = socket.clone();
+            async move { s.exists() }
+        })
+        .await
     }
 
     async fn start_emulator(&mut self, options: &Options) -> Result<(), DevError> {
@@ -689,16 +748,19 @@ async fn print_status(plan: &Plan, out: &mut (dyn std::io::Write + Send)) {
 
 /// Runs the local cluster until `shutdown`, printing its status; stops every process it started.
 pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), DevError> {
-    if args.chaos {
-        return Err(DevError::ChaosUnavailable);
-    }
     let exe = std::env::current_exe().map_err(io(
         "cannot find this executable",
         Path::new("/proc/self/exe"),
     ))?;
     let plan = Plan::new(&args);
-    let options = Options::new(Components::MultiCall(exe), args.nodes);
+    let options = Options::from_args(Components::MultiCall(exe), &args);
     let mut cluster = Cluster::start(plan.clone(), &options).await?;
+    if args.chaos {
+        let result = chaos::run(&args, &mut cluster, &options, shutdown).await;
+        println!("stopping the local cluster...");
+        cluster.stop().await;
+        return result;
+    }
     let banner = format!(
         "Tether local cluster: {} agents, {} nodes; state and logs in {}\n\
          Try, in another terminal:\n  \

@@ -150,13 +150,7 @@ impl SchedulerProcess {
     }
 }
 
-/// The node id in a task id `<framework>-<node>.<generation>`.
-pub fn node_of_task(task_id: &str) -> Option<u64> {
-    task_id
-        .rsplit_once('.')
-        .and_then(|(h, _)| h.rsplit_once('-'))
-        .and_then(|(_, n)| n.parse().ok())
-}
+pub use crate::dev::chaos::node_of_task;
 
 /// Waits until the node list satisfies `pred`, returning it; panics with the last list otherwise.
 pub async fn wait_nodes(
@@ -431,29 +425,10 @@ impl E2eCluster {
     pub async fn live_tasks_by_node(&self) -> std::collections::BTreeMap<u64, Vec<String>> {
         let url = format!("http://{}/state", self.cluster.plan.emu);
         let (_, state) = http_json("GET", &url, None).await.expect("emulator state");
-        let mut by_node: std::collections::BTreeMap<u64, Vec<String>> =
-            std::collections::BTreeMap::new();
-        for f in state["frameworks"].as_array().into_iter().flatten() {
-            for t in f["tasks"].as_array().into_iter().flatten() {
-                let live = !matches!(
-                    t["state"].as_str().unwrap_or(""),
-                    "TASK_FINISHED"
-                        | "TASK_FAILED"
-                        | "TASK_KILLED"
-                        | "TASK_ERROR"
-                        | "TASK_LOST"
-                        | "TASK_DROPPED"
-                        | "TASK_GONE"
-                        | "TASK_GONE_BY_OPERATOR"
-                );
-                let id = t["id"].as_str().unwrap_or("");
-                let node = node_of_task(id);
-                if let (true, Some(node)) = (live, node) {
-                    by_node.entry(node).or_default().push(id.to_owned());
-                }
-            }
-        }
-        by_node
+        crate::dev::chaos::live_tasks(&state)
+            .into_iter()
+            .map(|(node, tasks)| (node, tasks.into_iter().map(|t| t.task_id).collect()))
+            .collect()
     }
 
     /// Injects faults into the volume plugin of `host` (`/Fake.SetFaults` body).

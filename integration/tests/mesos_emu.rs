@@ -202,6 +202,53 @@ async fn decline_filters_hold_until_revive() {
     emu.shutdown();
 }
 
+/// A killed agent's machine comes back under a new agent id with the same hostname and is offered again;
+/// an agent that is up cannot be "restarted".
+#[tokio::test]
+async fn a_killed_agent_restarts_under_a_new_id() {
+    let emu = MesosEmu::start(EmuConfig::fast(2)).await.unwrap();
+    let mut d = Driver::start(fast_client_config(vec![emu.url()]));
+    d.until(|n| matches!(n, Notification::Subscribed { .. }).then_some(()))
+        .await;
+    let first = d.event(EventType::Offers).await.offers.unwrap().offers;
+    let victim = first[0].clone();
+    assert_eq!(emu.restart_agent(&victim.agent_id.value), None, "still up");
+    assert!(emu.kill_agent(&victim.agent_id.value));
+    let new_id = emu
+        .restart_agent(&victim.agent_id.value)
+        .expect("a removed agent restarts");
+    assert_ne!(new_id, victim.agent_id.value);
+    let offer = d
+        .until(|n| match n {
+            Notification::Event(e) if e.event_type == EventType::Offers => {
+                e.offers.as_ref().and_then(|o| {
+                    o.offers
+                        .iter()
+                        .find(|x| x.agent_id.value == new_id)
+                        .cloned()
+                })
+            }
+            _ => None,
+        })
+        .await;
+    assert_eq!(offer.hostname, victim.hostname);
+    let state = emu.state();
+    let states: Vec<(&str, &str)> = state["slaves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["hostname"] == victim.hostname.as_str())
+        .map(|a| (a["id"].as_str().unwrap(), a["state"].as_str().unwrap()))
+        .collect();
+    assert!(
+        states.contains(&(victim.agent_id.value.as_str(), "REMOVED")),
+        "{states:?}"
+    );
+    assert!(states.contains(&(new_id.as_str(), "ACTIVE")), "{states:?}");
+    d.cancel.cancel();
+    emu.shutdown();
+}
+
 async fn ack_until(d: &mut Driver, want: TaskState) -> TaskStatus {
     loop {
         let s = d.event(EventType::Update).await.update.unwrap().status;

@@ -192,6 +192,12 @@ async fn scheduler(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
 fn fault(shared: &Shared, rest: &str, body: &str) -> Response<Body> {
     let parts: Vec<&str> = rest.split('/').collect();
     let mut st = shared.lock();
+    if let ["agents", id, "restart"] = parts.as_slice() {
+        return match st.restart_agent(id) {
+            Some(new_id) => text(200, new_id),
+            None => text(409, format!("agent {id} is unknown or not down")),
+        };
+    }
     let ok = match parts.as_slice() {
         ["agents", id, "kill"] => st.kill_agent(id),
         ["agents", id, "partition"] => st.partition_agent(id),

@@ -1500,6 +1500,46 @@ impl State {
         true
     }
 
+    /// The machine of a removed or GONE agent comes back. The master refuses the old agent id (a removed
+    /// agent must not re-register), so like a real agent whose work directory was wiped it registers
+    /// afresh: a new id, the configured resources, no tasks. Returns the new id, or `None` when `agent`
+    /// is unknown or not down.
+    pub fn restart_agent(&mut self, agent: &str) -> Option<String> {
+        let old = self.agents.get(agent)?;
+        if !matches!(old.status, AgentStatus::Removed | AgentStatus::Gone) {
+            return None;
+        }
+        let cfg = old.cfg.clone();
+        let mut n = self.agents.len();
+        let id = loop {
+            let candidate = format!("{}-S{n}", self.master_id);
+            if !self.agents.contains_key(&candidate) {
+                break candidate;
+            }
+            n += 1;
+        };
+        let free = Res::default()
+            .scalar("cpus", cfg.cpus)
+            .scalar("mem", cfg.mem)
+            .scalar("disk", cfg.disk)
+            .range("ports", cfg.ports.0, cfg.ports.1);
+        self.agents.insert(
+            id.clone(),
+            Agent {
+                id: AgentID::new(id.clone()),
+                cfg,
+                free,
+                status: AgentStatus::Active,
+                partitioned_at: None,
+                unreachable_ns: None,
+                recovering_until: None,
+            },
+        );
+        self.allocate_now = true;
+        tracing::info!(old = agent, new = %id, "agent restarted under a new id");
+        Some(id)
+    }
+
     pub fn fail_task(&mut self, task: &str, message: &str) -> bool {
         for f in self.frameworks.values() {
             if let Some(c) = f.tasks.get(task).and_then(|t| t.control.as_ref()) {

@@ -3,8 +3,8 @@
 //! SUBSCRIBED + immediate HEARTBEAT, per-agent offers per allocation interval with decline filters and
 //! SUPPRESS/REVIVE, ACCEPT validation with the real TASK_ERROR/TASK_DROPPED reasons, acknowledged and
 //! resent status updates, reconciliation per the case table, failover timeout, TEARDOWN, and faults
-//! (kill/partition/heal/mark-gone an agent, fail a task, restart the master, rescind an offer), both as
-//! [`EmuHandle`] methods and as `POST /emu/...` on the same port.
+//! (kill/partition/heal/mark-gone/restart an agent, fail a task, restart the master, rescind an offer),
+//! both as [`EmuHandle`] methods and as `POST /emu/...` on the same port.
 
 pub mod docker_launcher;
 mod http;
@@ -345,6 +345,10 @@ impl EmuHandle {
     /// UNREACHABLE → GONE (`markAgentGone`).
     pub fn mark_agent_gone(&self, id: &str) -> bool {
         self.shared.lock().mark_gone(id)
+    }
+    /// A removed or GONE agent's machine comes back under a new agent id (returned).
+    pub fn restart_agent(&self, id: &str) -> Option<String> {
+        self.shared.lock().restart_agent(id)
     }
     pub fn fail_task(&self, task_id: &str) -> bool {
         self.shared

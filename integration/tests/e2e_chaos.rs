@@ -1,0 +1,119 @@
+//! End-to-end (8): `tether-dev --chaos` as a real process for a bounded number of rounds, on its own
+//! loopback subnet, port block, state directory and admin port. It must exit 0 and report every round
+//! with zero lost documents and zero invariant violations. Build it first: `cargo build --workspace
+//! --bins` (the README's test command does).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rand::SeedableRng as _;
+use tether_integration::dev::chaos::{FaultKind, Summary, choose_fault};
+use tether_integration::harness::{bin_path, free_port};
+use tether_integration::testing::SubnetLease;
+
+const ROUNDS: u64 = 4;
+/// Its first four rounds hit every kind of fault: a sidecar, a partition ended by GONE, an agent, the
+/// scheduler.
+const SEED: u64 = 25;
+const AGENTS: usize = 4;
+/// Far above the expected ~1 minute (each round settles within seconds with these timers), so only a
+/// hung run fails on time.
+const BOUND: Duration = Duration::from_secs(300);
+
+/// What the seed must choose, computed with the same function the binary uses.
+fn expected_faults() -> BTreeMap<String, u64> {
+    let kinds = [
+        FaultKind::KillAgent,
+        FaultKind::Partition,
+        FaultKind::KillSidecar,
+        FaultKind::KillScheduler,
+    ];
+    let hosts: Vec<String> = (0..AGENTS).map(|i| format!("h{i}")).collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(SEED);
+    let mut out = BTreeMap::new();
+    for _ in 0..ROUNDS {
+        let f = choose_fault(&mut rng, &kinds, &hosts).expect("a fault");
+        *out.entry(f.label().to_owned()).or_default() += 1;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_rounds_lose_nothing_and_break_no_invariant() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let subnet = SubnetLease::acquire();
+    // The same port block as `E2eCluster` would use for this lease: disjoint from other test clusters.
+    let ports_base = 40_000 + (subnet.index - 20) * 40;
+    let tether_dev = bin_path("tether-dev").expect("tether-dev is built");
+    let child = tokio::process::Command::new(tether_dev)
+        .args(["--chaos", "--chaos-rounds", &ROUNDS.to_string()])
+        .args(["--chaos-seed", &SEED.to_string()])
+        .args(["--agents", &AGENTS.to_string(), "--nodes", "3"])
+        .arg("--state-dir")
+        .arg(dir.path())
+        .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--agent-subnet", &subnet.prefix])
+        .args([
+            "--ports-base",
+            &ports_base.to_string(),
+            "--port-stride",
+            "10",
+        ])
+        .args([
+            "--allocation-interval",
+            "200ms",
+            "--agent-ping-timeout",
+            "3s",
+        ])
+        .args(["--startup-grace", "2s", "--chaos-hold", "2s"])
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tether-dev starts");
+    let out = tokio::time::timeout(BOUND, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "tether-dev --chaos did not finish within {BOUND:?}; logs in {}",
+                dir.path().display()
+            )
+        })
+        .expect("tether-dev output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // Shown with `--no-capture`: the per-round lines are the run's record.
+    println!("{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let context = format!("stdout:\n{stdout}\nstderr (tail):\n{}", tail(&stderr, 30));
+    assert!(out.status.success(), "tether-dev --chaos failed: {context}");
+
+    let summary = stdout
+        .lines()
+        .find_map(Summary::parse)
+        .unwrap_or_else(|| panic!("no summary line: {context}"));
+    assert_eq!(summary.seed, SEED, "{context}");
+    assert_eq!(summary.rounds, ROUNDS, "{context}");
+    assert_eq!(
+        summary.faults,
+        expected_faults(),
+        "the seed chose the faults: {context}"
+    );
+    assert_eq!(summary.lost, 0, "{context}");
+    assert_eq!(summary.violations, 0, "{context}");
+    assert!(summary.written > 0, "documents were written: {context}");
+    assert_eq!(summary.verified, summary.written, "{context}");
+    for round in 1..=ROUNDS {
+        let prefix = format!("chaos round {round}/{ROUNDS}: ");
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&prefix) && l.contains("| settled in ")),
+            "round {round} settled: {context}"
+        );
+    }
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
