@@ -134,6 +134,41 @@ async fn the_leader(schedulers: &mut [&mut SchedulerProcess]) -> usize {
     }
 }
 
+/// `count` schedulers sharing one ZooKeeper state path, each wanting `nodes` nodes; returns them and the
+/// index of the one that leads.
+async fn candidates(
+    zk: &ZkServer,
+    emu: &EmuHandle,
+    dir: &std::path::Path,
+    count: usize,
+    nodes: usize,
+) -> (Vec<SchedulerProcess>, usize) {
+    let flags = zk_flags(zk, "/tether/es");
+    let nodes = nodes.to_string();
+    let mut s: Vec<SchedulerProcess> = (0..count)
+        .map(|i| {
+            spawn(
+                &format!("sched{i}"),
+                &emu.url(),
+                &flags,
+                &["--nodes", &nodes],
+                dir,
+            )
+        })
+        .collect();
+    let leader = leader_of(&mut s).await;
+    (s, leader)
+}
+
+async fn leader_of(schedulers: &mut [SchedulerProcess]) -> usize {
+    let mut refs: Vec<&mut SchedulerProcess> = schedulers.iter_mut().collect();
+    the_leader(&mut refs).await
+}
+
+fn task_ids(nodes: &[tether_proto::v1::Node]) -> Vec<String> {
+    nodes.iter().map(|n| n.task_id.clone()).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_state_round_trips_through_zookeeper() {
     let Some(zk) = ZkServer::start_or_skip("the_state_round_trips_through_zookeeper").await else {
@@ -182,9 +217,7 @@ async fn the_state_round_trips_through_zookeeper() {
     );
     let mut admin = s.admin().await;
     let after = wait_nodes(&mut admin, "the same two nodes", all_running(2)).await;
-    let ids =
-        |ns: &[tether_proto::v1::Node]| ns.iter().map(|n| n.task_id.clone()).collect::<Vec<_>>();
-    assert_eq!(ids(&before), ids(&after));
+    assert_eq!(task_ids(&before), task_ids(&after));
     assert_eq!(
         framework_ids(&emu).len(),
         1,
@@ -203,23 +236,8 @@ async fn one_of_three_schedulers_acts_and_another_takes_over_after_kill_9() {
     };
     let emu = MesosEmu::start(EmuConfig::fast(3)).await.expect("emulator");
     let dir = tempfile::tempdir().expect("tempdir");
-    let flags = zk_flags(&zk, "/tether/es");
-    let mut s: Vec<SchedulerProcess> = (0..3)
-        .map(|i| {
-            spawn(
-                &format!("sched{i}"),
-                &emu.url(),
-                &flags,
-                &["--nodes", "3"],
-                dir.path(),
-            )
-        })
-        .collect();
+    let (mut s, leader) = candidates(&zk, &emu, dir.path(), 3, 3).await;
 
-    let leader = {
-        let mut refs: Vec<&mut SchedulerProcess> = s.iter_mut().collect();
-        the_leader(&mut refs).await
-    };
     let mut admin = s[leader].admin().await;
     let before = wait_nodes(&mut admin, "three running nodes", all_running(3)).await;
     let frameworks = framework_ids(&emu);
@@ -256,10 +274,7 @@ async fn one_of_three_schedulers_acts_and_another_takes_over_after_kill_9() {
     let killed_at = std::time::Instant::now();
     s[leader].proc.kill9();
     let old = s.remove(leader);
-    let next = {
-        let mut refs: Vec<&mut SchedulerProcess> = s.iter_mut().collect();
-        the_leader(&mut refs).await
-    };
+    let next = leader_of(&mut s).await;
     assert_ne!(s[next].address(), old.address());
     let mut admin = s[next].admin().await;
     let after = wait_nodes(
@@ -289,11 +304,9 @@ async fn one_of_three_schedulers_acts_and_another_takes_over_after_kill_9() {
         frameworks,
         "same framework, no second one"
     );
-    let ids =
-        |ns: &[tether_proto::v1::Node]| ns.iter().map(|n| n.task_id.clone()).collect::<Vec<_>>();
     assert_eq!(
-        ids(&before),
-        ids(&after),
+        task_ids(&before),
+        task_ids(&after),
         "the running tasks were kept, not relaunched"
     );
     assert_no_duplicates(&emu);
@@ -467,22 +480,7 @@ async fn of_two_schedulers_the_standby_takes_over_when_the_leader_stops() {
     };
     let emu = MesosEmu::start(EmuConfig::fast(2)).await.expect("emulator");
     let dir = tempfile::tempdir().expect("tempdir");
-    let flags = zk_flags(&zk, "/tether/es");
-    let mut s: Vec<SchedulerProcess> = (0..2)
-        .map(|i| {
-            spawn(
-                &format!("sched{i}"),
-                &emu.url(),
-                &flags,
-                &["--nodes", "2"],
-                dir.path(),
-            )
-        })
-        .collect();
-    let leader = {
-        let mut refs: Vec<&mut SchedulerProcess> = s.iter_mut().collect();
-        the_leader(&mut refs).await
-    };
+    let (mut s, leader) = candidates(&zk, &emu, dir.path(), 2, 2).await;
     let mut admin = s[leader].admin().await;
     let before = wait_nodes(&mut admin, "two running nodes", all_running(2)).await;
     let frameworks = framework_ids(&emu);
@@ -497,10 +495,7 @@ async fn of_two_schedulers_the_standby_takes_over_when_the_leader_stops() {
             .log_text()
             .contains("resigned from leader election")
     );
-    let next = {
-        let mut refs: Vec<&mut SchedulerProcess> = s.iter_mut().collect();
-        the_leader(&mut refs).await
-    };
+    let next = leader_of(&mut s).await;
     let mut admin = s[next].admin().await;
     let after = wait_nodes(
         &mut admin,
@@ -508,9 +503,7 @@ async fn of_two_schedulers_the_standby_takes_over_when_the_leader_stops() {
         all_running(2),
     )
     .await;
-    let ids =
-        |ns: &[tether_proto::v1::Node]| ns.iter().map(|n| n.task_id.clone()).collect::<Vec<_>>();
-    assert_eq!(ids(&before), ids(&after));
+    assert_eq!(task_ids(&before), task_ids(&after));
     assert_eq!(framework_ids(&emu), frameworks);
     assert_no_duplicates(&emu);
 }
