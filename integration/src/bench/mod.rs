@@ -1,5 +1,6 @@
-//! The benchmark harness of `tether-bench` (issue 7): each benchmark measures Tether and, in the same run,
-//! a baseline re-implemented here, and prints machine-readable lines on stdout:
+//! The benchmark harness of `tether-bench` (issue 7): each benchmark measures Tether and, where one exists,
+//! a baseline re-implemented here in the same run (recovery compares with the issue's goal instead, and
+//! footprint reports absolute figures), and prints machine-readable lines on stdout:
 //!
 //! * `figure <name> <value> <unit>` for every measured figure;
 //! * `ratio <name> <value>` = the baseline's time divided by Tether's (above 1: Tether is faster).
