@@ -37,7 +37,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
-use super::{figure, ms, note};
+use super::{figure, ms, note, percentile};
 
 /// Sidecar streams multiplexed on one HTTP/2 connection (hyper's server allows 200).
 pub const STREAMS_PER_CONNECTION: usize = 100;
@@ -114,7 +114,7 @@ fn loop_cost(quick: bool) -> anyhow::Result<()> {
 }
 
 /// Lifts the soft file-descriptor limit to the hard one (a no-op when it already is).
-fn raise_nofile() {
+pub(super) fn raise_nofile() {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut lim = getrlimit(Resource::Nofile);
     if lim.current != lim.maximum {
@@ -125,13 +125,13 @@ fn raise_nofile() {
     }
 }
 
-fn free_port() -> anyhow::Result<SocketAddr> {
+pub(super) fn free_port() -> anyhow::Result<SocketAddr> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?)
 }
 
 /// One simulated sidecar: its outgoing queue and its next sequence number.
-struct Sim {
+pub(super) struct Sim {
     tx: mpsc::Sender<AgentMessage>,
     sequence: u64,
 }
@@ -230,9 +230,14 @@ fn report(names: &[String], sequence: u64) -> AgentMessage {
 }
 
 /// Opens `n` sidecar streams; returns them once every one got its Welcome, and the watched names.
-async fn open_sidecars(n: usize, grpc: SocketAddr) -> anyhow::Result<(Vec<Sim>, Vec<String>)> {
+/// `per_connection` streams share one HTTP/2 connection.
+pub(super) async fn open_sidecars(
+    n: usize,
+    grpc: SocketAddr,
+    per_connection: usize,
+) -> anyhow::Result<(Vec<Sim>, Vec<String>)> {
     let mut channels = Vec::new();
-    for _ in 0..n.div_ceil(STREAMS_PER_CONNECTION) {
+    for _ in 0..n.div_ceil(per_connection) {
         channels.push(connect(grpc).await?);
     }
     let (welcomed_tx, mut welcomed_rx) = mpsc::channel::<anyhow::Result<Vec<String>>>(n.max(1));
@@ -241,7 +246,7 @@ async fn open_sidecars(n: usize, grpc: SocketAddr) -> anyhow::Result<(Vec<Sim>, 
         let (tx, rx) = mpsc::channel(64);
         tx.send(hello(i)).await?;
         sims.push(Sim { tx, sequence: 0 });
-        let mut client = AgentChannelClient::new(channels[i / STREAMS_PER_CONNECTION].clone());
+        let mut client = AgentChannelClient::new(channels[i / per_connection].clone());
         let welcomed = welcomed_tx.clone();
         tokio::spawn(async move {
             let mut inbound = match client.connect(ReceiverStream::new(rx)).await {
@@ -324,7 +329,7 @@ async fn scrape(
 }
 
 /// Sends `total` reports round-robin; paced at `rate` per second when given. Returns the send times.
-async fn send(
+pub(super) async fn send(
     sims: &mut [Sim],
     names: &[String],
     total: usize,
@@ -367,14 +372,6 @@ fn latencies(sent: &[Instant], samples: &[(Instant, u64)], base: u64) -> Vec<Dur
         out.push(at.saturating_duration_since(*s));
     }
     out
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 /// Runs one phase: sends, waits until the counter shows every report, returns (elapsed, latencies).
@@ -429,7 +426,7 @@ async fn drive(
     metrics: SocketAddr,
 ) -> anyhow::Result<()> {
     let t = Instant::now();
-    let (mut sims, names) = open_sidecars(n, grpc).await?;
+    let (mut sims, names) = open_sidecars(n, grpc, STREAMS_PER_CONNECTION).await?;
     note(format!(
         "ingest {label}: {n} sidecars connected and welcomed in {:.2} s over {} HTTP/2 connections",
         t.elapsed().as_secs_f64(),

@@ -1,5 +1,6 @@
-//! The benchmark harness of `tether-bench` (issue 7): each benchmark measures Tether and, in the same run,
-//! a baseline re-implemented here, and prints machine-readable lines on stdout:
+//! The benchmark harness of `tether-bench` (issue 7): each benchmark measures Tether and, where one exists,
+//! a baseline re-implemented here in the same run (recovery compares with the issue's goal instead, and
+//! footprint reports absolute figures), and prints machine-readable lines on stdout:
 //!
 //! * `figure <name> <value> <unit>` for every measured figure;
 //! * `ratio <name> <value>` = the baseline's time divided by Tether's (above 1: Tether is faster).
@@ -9,9 +10,12 @@
 //! that the baseline computes the same answer as Tether, so that the ratios compare equal work.
 
 pub mod decode;
+pub mod footprint;
 pub mod ids;
 pub mod ingest;
 pub mod placement;
+pub mod procfs;
+pub mod recovery;
 
 use std::time::Duration;
 
@@ -25,7 +29,8 @@ pub struct BenchArgs {
     /// Smaller sizes and fewer repetitions (finishes in well under 2 minutes).
     #[arg(long, env = "TETHER_BENCH_QUICK")]
     pub quick: bool,
-    /// Run only these benchmarks (comma-separated: placement, ids, decode, ingest); default all.
+    /// Run only these benchmarks (comma-separated: placement, ids, decode, ingest, recovery,
+    /// footprint); default all.
     #[arg(long, env = "TETHER_BENCH_ONLY", value_delimiter = ',')]
     pub only: Vec<String>,
 }
@@ -69,6 +74,16 @@ pub fn median(mut samples: Vec<Duration>) -> Duration {
     samples.get(samples.len() / 2).copied().unwrap_or_default()
 }
 
+/// The `p`-quantile (0 to 1) of sorted samples, nearest rank on `(len - 1) * p`; zero when empty.
+#[must_use]
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
 /// Milliseconds, as a float.
 #[must_use]
 pub fn ms(d: Duration) -> f64 {
@@ -90,12 +105,39 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if args.wants("ingest") {
         ingest::bench(args.quick)?;
     }
-    note(
-        "recovery (agent loss -> LAUNCH / RUNNING, p50/p99 over 20 runs): not yet measured; needs the Mesos emulator",
-    );
-    note(
-        "footprint (sidecar RSS/CPU at idle with 20 volumes; scheduler RSS with 10,000 agents and 1,000 nodes): not yet measured; needs the sidecar and the emulator",
-    );
+    if args.wants("recovery") {
+        recovery::bench(args.quick)?;
+    }
+    if args.wants("footprint") {
+        footprint::bench(args.quick)?;
+    }
     note(format!("done in {:.1} s", started.elapsed().as_secs_f64()));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms_list(v: &[u64]) -> Vec<Duration> {
+        v.iter().map(|&m| Duration::from_millis(m)).collect()
+    }
+
+    #[test]
+    fn percentile_takes_the_nearest_rank() {
+        let s = ms_list(&(1..=20).collect::<Vec<_>>());
+        assert_eq!(percentile(&s, 0.0), Duration::from_millis(1));
+        // (20 - 1) * 0.5 = 9.5 rounds to index 10: the 11th sample.
+        assert_eq!(percentile(&s, 0.5), Duration::from_millis(11));
+        // (20 - 1) * 0.99 = 18.81 rounds to 19: the largest of 20 samples.
+        assert_eq!(percentile(&s, 0.99), Duration::from_millis(20));
+        assert_eq!(percentile(&s, 1.0), Duration::from_millis(20));
+    }
+
+    #[test]
+    fn percentile_of_few_or_no_samples() {
+        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
+        assert_eq!(percentile(&ms_list(&[7]), 0.99), Duration::from_millis(7));
+        assert_eq!(percentile(&ms_list(&[1, 9]), 0.5), Duration::from_millis(9));
+    }
 }
