@@ -30,6 +30,9 @@
 //!   a volume a live sidecar reports attached. A node with such a holder can only be placed there.
 //! * With the external strategy nothing is placed during `Config::startup_grace_ms` after the first
 //!   SUBSCRIBED of a process, so reconnecting sidecars can report the mounts they hold first.
+//! * A node whose task failed waits an exponential backoff before it is placed again; one whose task
+//!   ended with its agent (GONE, or LOST/DROPPED for an agent removed or disconnected) does not, since
+//!   there is no crash loop to damp and every second counts toward recovery.
 //!
 //! # Assumptions about the sidecar
 //! A `Release` of a volume it does not hold succeeds; a Prepare past its `deadline_ms` fails and unmounts

@@ -200,6 +200,11 @@ impl Core {
                 };
                 if rec.removed {
                     self.set_reason(id, reason, now);
+                } else if lost_with_its_agent(s, status.reason.as_deref()) {
+                    // The machine went away, not the node: a backoff would only delay recovery
+                    // (there is no crash loop to damp), so the node may be placed in this round.
+                    self.set_reason(id, reason, now);
+                    self.revive_wanted = true;
                 } else {
                     self.fail_slot(id, reason, now);
                     self.revive_wanted = true;
@@ -371,4 +376,20 @@ impl Core {
         }
         self.flush_interest();
     }
+}
+
+/// Whether a terminal update says the task ended because its agent was lost or removed, rather than
+/// because the task itself failed.
+fn lost_with_its_agent(state: TaskState, reason: Option<&str>) -> bool {
+    matches!(state, TaskState::Gone | TaskState::GoneByOperator)
+        || (matches!(state, TaskState::Lost | TaskState::Dropped)
+            && matches!(
+                reason,
+                Some(
+                    "REASON_AGENT_REMOVED"
+                        | "REASON_AGENT_DISCONNECTED"
+                        | "REASON_AGENT_REMOVED_BY_OPERATOR"
+                        | "REASON_AGENT_UNKNOWN"
+                )
+            ))
 }

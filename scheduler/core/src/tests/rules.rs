@@ -712,6 +712,34 @@ fn unreachable_fences_the_node_until_a_terminal_state() {
 }
 
 #[test]
+fn a_node_lost_with_its_agent_is_placed_at_once_a_failed_one_backs_off() {
+    let lost = |state, reason: Option<&str>| {
+        let mut h = normal_harness(1);
+        launch_running(&mut h, &["a"]);
+        let t = h.task_of(1).unwrap_or_else(|| panic!("launched"));
+        let mut s = status(&t, "a", state, None);
+        s.reason = reason.map(str::to_owned);
+        h.update(s);
+        // The very next offer, with no time passing.
+        let o = big_offer(&mut h, "b");
+        let placed = !accepts(&h.offers(vec![o])).is_empty();
+        check(&h);
+        placed
+    };
+    assert!(lost(TaskState::Gone, None));
+    assert!(lost(TaskState::GoneByOperator, None));
+    assert!(lost(TaskState::Lost, Some("REASON_AGENT_REMOVED")));
+    assert!(lost(TaskState::Lost, Some("REASON_AGENT_DISCONNECTED")));
+    assert!(!lost(TaskState::Lost, Some("REASON_EXECUTOR_TERMINATED")));
+    assert!(!lost(
+        TaskState::Failed,
+        Some("REASON_COMMAND_EXECUTOR_FAILED")
+    ));
+    assert!(!lost(TaskState::Failed, Some("REASON_AGENT_REMOVED")));
+    assert!(!lost(TaskState::Killed, None));
+}
+
+#[test]
 fn replace_without_force_is_refused_while_the_task_may_live_and_force_overrides() {
     let mut h = normal_harness(1);
     launch_running(&mut h, &["a"]);
