@@ -93,7 +93,22 @@ impl Proc {
     ) -> Result<Proc, HarnessError> {
         let name = path.display().to_string();
         let log = log_dir.join(format!("{label}.log"));
-        let out = File::create(&log).map_err(|source| HarnessError::Log {
+        // Appended, not truncated: a restarted component's log keeps what the killed one said, which is
+        // what explains a failure after a crash.
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|source| HarnessError::Log {
+                path: log.clone(),
+                source,
+            })?;
+        let mut marker = &out;
+        std::io::Write::write_all(
+            &mut marker,
+            format!("=== {label}: {name} starts\n").as_bytes(),
+        )
+        .map_err(|source| HarnessError::Log {
             path: log.clone(),
             source,
         })?;
