@@ -4,6 +4,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+// Sidecar reports are decoded on the connection tasks and dropped on the event loop: glibc's malloc spent
+// a third of the ingest benchmark's CPU in allocation, much of it on arena locks (BENCHMARKS.md, ingest).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = tether_scheduler::args::Args::parse();

@@ -16,7 +16,10 @@
 //!
 //! Many sidecar streams share a few HTTP/2 connections (100 streams per connection) so the file-descriptor
 //! limit is no concern; each real sidecar would have its own connection. Clients and scheduler share the
-//! machine's cores, so the figures are a lower bound for a scheduler with the machine to itself.
+//! machine's cores, so the figures are a lower bound for a scheduler with the machine to itself. To keep
+//! the simulated sidecars' share small, they send protobuf they encoded themselves from one template (one
+//! buffer per report, `RawUp`) instead of building and dropping 20 `VolumeReport`s with their maps per
+//! report: the bytes on the wire are what `tether-sidecar` sends.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -26,16 +29,18 @@ use bytes::Bytes;
 use clap::Parser;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use tether_proto::v1::agent_channel_client::AgentChannelClient;
+use prost::Message;
 use tether_proto::v1::{
-    AgentMessage, DriverHealth, DriverScope, Hello, Report, VolumeReport, agent_message,
-    scheduler_message,
+    AgentMessage, DriverHealth, DriverScope, Hello, Report, SchedulerMessage, VolumeReport,
+    agent_message, scheduler_message,
 };
 use tether_scheduler::args::Args;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tonic::codec::{Codec, EncodeBuf, Encoder};
 use tonic::transport::{Channel, Endpoint};
+use tonic::{Status, client::Grpc};
 
 use super::{figure, ms, note, percentile};
 
@@ -130,10 +135,75 @@ pub(super) fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(l.local_addr()?)
 }
 
-/// One simulated sidecar: its outgoing queue and its next sequence number.
+/// One simulated sidecar: its outgoing queue (encoded `AgentMessage`s) and its next sequence number.
 pub(super) struct Sim {
-    tx: mpsc::Sender<AgentMessage>,
+    tx: mpsc::Sender<Bytes>,
     sequence: u64,
+}
+
+/// The `AgentChannel.Connect` codec of a simulated sidecar: messages up are already-encoded
+/// `AgentMessage`s, messages down are decoded as usual.
+#[derive(Default)]
+struct RawUp(tonic_prost::ProstCodec<AgentMessage, SchedulerMessage>);
+
+struct RawEncoder;
+
+impl Encoder for RawEncoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Codec for RawUp {
+    type Encode = Bytes;
+    type Decode = SchedulerMessage;
+    type Encoder = RawEncoder;
+    type Decoder = <tonic_prost::ProstCodec<AgentMessage, SchedulerMessage> as Codec>::Decoder;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        self.0.decoder()
+    }
+}
+
+/// Opens one `AgentChannel.Connect` stream sending `up`.
+async fn connect_raw(
+    channel: Channel,
+    up: ReceiverStream<Bytes>,
+) -> Result<tonic::Streaming<SchedulerMessage>, Status> {
+    let mut grpc = Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(format!("channel not ready: {e}")))?;
+    let path = http::uri::PathAndQuery::from_static("/tether.v1.AgentChannel/Connect");
+    let response = grpc
+        .streaming(tonic::Request::new(up), path, RawUp::default())
+        .await?;
+    Ok(response.into_inner())
+}
+
+/// Encodes reports of one fixed volume list, only the sequence number changing.
+pub(super) struct ReportEncoder(AgentMessage);
+
+impl ReportEncoder {
+    pub(super) fn new(names: &[String]) -> Self {
+        ReportEncoder(report(names, 0))
+    }
+
+    pub(super) fn encode(&mut self, sequence: u64) -> Bytes {
+        if let Some(agent_message::Body::Report(r)) = &mut self.0.body {
+            r.sequence = sequence;
+        }
+        Bytes::from(self.0.encode_to_vec())
+    }
 }
 
 async fn run_size(n: usize, label: &str, quick: bool) -> anyhow::Result<()> {
@@ -244,13 +314,13 @@ pub(super) async fn open_sidecars(
     let mut sims = Vec::with_capacity(n);
     for i in 0..n {
         let (tx, rx) = mpsc::channel(64);
-        tx.send(hello(i)).await?;
+        tx.send(Bytes::from(hello(i).encode_to_vec())).await?;
         sims.push(Sim { tx, sequence: 0 });
-        let mut client = AgentChannelClient::new(channels[i / per_connection].clone());
+        let channel = channels[i / per_connection].clone();
         let welcomed = welcomed_tx.clone();
         tokio::spawn(async move {
-            let mut inbound = match client.connect(ReceiverStream::new(rx)).await {
-                Ok(r) => r.into_inner(),
+            let mut inbound = match connect_raw(channel, ReceiverStream::new(rx)).await {
+                Ok(r) => r,
                 Err(e) => {
                     let _ = welcomed.send(Err(anyhow::anyhow!("connect: {e}"))).await;
                     return;
@@ -336,6 +406,7 @@ pub(super) async fn send(
     rate: Option<f64>,
 ) -> anyhow::Result<Vec<Instant>> {
     let mut sent = Vec::with_capacity(total);
+    let mut encoder = ReportEncoder::new(names);
     let start = tokio::time::Instant::now();
     let n = sims.len();
     for k in 0..total {
@@ -347,7 +418,7 @@ pub(super) async fn send(
         }
         let sim = &mut sims[k % n];
         sim.sequence += 1;
-        let msg = report(names, sim.sequence);
+        let msg = encoder.encode(sim.sequence);
         sent.push(Instant::now());
         match tokio::time::timeout(Duration::from_secs(30), sim.tx.send(msg)).await {
             Ok(r) => r.context("a sidecar stream closed")?,

@@ -7,6 +7,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+// The scheduler binary's allocator: the benchmarks run the scheduler's library in this process.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let rest: Vec<_> = std::env::args_os().skip(1).collect();
     let result = if rest.first().is_some_and(|a| a == "__run") {

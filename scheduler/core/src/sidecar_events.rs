@@ -169,14 +169,17 @@ impl Core {
     ) {
         let mut stray = Vec::new();
         for v in reported.values() {
-            let key = (host.clone(), v.name.clone());
             if !v.attached_here {
-                self.stray_released.remove(&key);
+                // The common case on every report: nothing was released, so build no key.
+                if !self.stray_released.is_empty() {
+                    self.stray_released.remove(&(host.clone(), v.name.clone()));
+                }
                 continue;
             }
             let Some(id) = self.volume_owner.get(&v.name).copied() else {
                 continue;
             };
+            let key = (host.clone(), v.name.clone());
             if self.explains_mount(id, host) || self.stray_released.contains(&key) {
                 continue;
             }
@@ -226,7 +229,11 @@ impl Core {
         new: Option<&VolumeReport>,
         local: bool,
     ) {
-        let agg = index.entry(name.clone()).or_default();
+        // Every report folds every volume: clone the name only the first time it is seen.
+        let agg = match index.get_mut(name) {
+            Some(agg) => agg,
+            None => index.entry(name.clone()).or_default(),
+        };
         if let Some(o) = old {
             if o.exists {
                 agg.exists = agg.exists.saturating_sub(1);
