@@ -12,6 +12,44 @@ use crate::domain::Offer;
 use crate::ids::{Hostname, Millis, NodeId};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+/// The candidates of each host, best first, without a list per host (most hosts make one offer): the
+/// first candidate per host, then a link from each candidate to the next one of its host.
+struct HostIndex<'a> {
+    first: HashMap<&'a Hostname, usize>,
+    last: HashMap<&'a Hostname, usize>,
+    next: Vec<Option<usize>>,
+}
+
+impl<'a> HostIndex<'a> {
+    fn new(candidates: usize) -> Self {
+        HostIndex {
+            first: HashMap::with_capacity(candidates),
+            last: HashMap::new(),
+            next: vec![None; candidates],
+        }
+    }
+
+    /// Appends candidate `c` to `host`'s list; call in best-first order.
+    fn push(&mut self, host: &'a Hostname, c: usize) {
+        match self.first.entry(host) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(c);
+            }
+            std::collections::hash_map::Entry::Occupied(e) => {
+                // Only hosts with two or more offers pay for the tail map.
+                let tail = self.last.get(host).copied().unwrap_or(*e.get());
+                self.next[tail] = Some(c);
+                self.last.insert(host, c);
+            }
+        }
+    }
+
+    /// `host`'s candidates, best first.
+    fn iter(&self, host: &Hostname) -> impl Iterator<Item = usize> + '_ {
+        std::iter::successors(self.first.get(host).copied(), |c| self.next[*c])
+    }
+}
+
 struct Candidate {
     offer: usize,
     http: u16,
@@ -153,13 +191,13 @@ impl Core {
                 .then(ca.offer.cmp(&cb.offer))
         });
         let mut buckets: HashMap<Option<usize>, Vec<usize>> = HashMap::new();
-        let mut by_host: HashMap<&Hostname, Vec<usize>> = HashMap::new();
+        let mut by_host = HostIndex::new(cands.len());
         let mut by_unique: HashMap<(String, String), Vec<usize>> = HashMap::new();
         for &c in &order {
             let cand = &cands[c];
             buckets.entry(cand.zone).or_default().push(c);
             let offer = &offers[cand.offer];
-            by_host.entry(&offer.hostname).or_default().push(c);
+            by_host.push(&offer.hostname, c);
             for a in &unique_attrs {
                 if let Some(v) = offer.attribute(a) {
                     by_unique.entry((a.clone(), v)).or_default().push(c);
@@ -184,11 +222,9 @@ impl Core {
             let zone_ok = |c: &Candidate| want.is_none_or(|w| w.is_some() && c.zone == w);
             let mut chosen = None;
             if let Some(h) = &req.required_host {
-                chosen = by_host.get(h).and_then(|cs| {
-                    cs.iter()
-                        .copied()
-                        .find(|c| !cands[*c].used && zone_ok(&cands[*c]))
-                });
+                chosen = by_host
+                    .iter(h)
+                    .find(|c| !cands[*c].used && zone_ok(&cands[*c]));
                 if chosen.is_none() {
                     let volume = self
                         .record(id)
@@ -207,11 +243,9 @@ impl Core {
                     .iter()
                     .filter(|h| req.avoid.as_ref() != Some(*h))
                     .find_map(|h| {
-                        by_host.get(h).and_then(|cs| {
-                            cs.iter()
-                                .copied()
-                                .find(|c| !cands[*c].used && zone_ok(&cands[*c]))
-                        })
+                        by_host
+                            .iter(h)
+                            .find(|c| !cands[*c].used && zone_ok(&cands[*c]))
                     });
             }
             if chosen.is_none() {
@@ -250,12 +284,10 @@ impl Core {
             };
             cands[c].used = true;
             let offer = &offers[cands[c].offer];
-            if let Some(same) = by_host.get(&offer.hostname) {
-                for &o in same {
-                    if !cands[o].used {
-                        cands[o].used = true;
-                        reasons[cands[o].offer] = Some(Reason::AgentBusy);
-                    }
+            for o in by_host.iter(&offer.hostname) {
+                if !cands[o].used {
+                    cands[o].used = true;
+                    reasons[cands[o].offer] = Some(Reason::AgentBusy);
                 }
             }
             for a in &unique_attrs {
@@ -328,7 +360,13 @@ impl Core {
             } else {
                 busy.push(o.id.clone());
             }
-            self.agent_reasons.insert(o.hostname.clone(), (r, now));
+            // Agents offer every round: overwrite in place rather than clone the host name each time.
+            match self.agent_reasons.get_mut(&o.hostname) {
+                Some(slot) => *slot = (r, now),
+                None => {
+                    self.agent_reasons.insert(o.hostname.clone(), (r, now));
+                }
+            }
         }
         if !busy.is_empty() {
             self.mesos(MesosCommand::Decline {
@@ -603,5 +641,25 @@ fn reason_kind(r: &Reason) -> &'static str {
         Reason::PrepareFailed(_) => "prepare failed",
         Reason::OfferLost(_) => "offer lost",
         Reason::TaskEnded { .. } => "task ended",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HostIndex;
+    use crate::ids::Hostname;
+
+    #[test]
+    fn the_host_index_lists_each_hosts_candidates_in_push_order() {
+        let [a, b, c] = ["a", "b", "c"].map(|h| Hostname::new(h).expect("host"));
+        let mut index = HostIndex::new(6);
+        for (i, h) in [&a, &b, &a, &c, &a, &b].into_iter().enumerate() {
+            index.push(h, i);
+        }
+        let list = |h: &Hostname| index.iter(h).collect::<Vec<_>>();
+        assert_eq!(list(&a), [0, 2, 4]);
+        assert_eq!(list(&b), [1, 5]);
+        assert_eq!(list(&c), [3]);
+        assert!(list(&Hostname::new("d").expect("host")).is_empty());
     }
 }
