@@ -93,9 +93,9 @@ pub fn bench(quick: bool) -> anyhow::Result<()> {
     figure("decode_offers_event_10k_agents_size", mib, "MiB");
     if record.len() > DEFAULT_MAX_FRAME {
         note(format!(
-            "decode: FINDING: this event is larger than recordio::DEFAULT_MAX_FRAME ({} MiB), the cap the \
-             subscription client uses by default; it would end the subscription with FrameTooLarge. \
-             Measured with a decoder capped at 64 MiB.",
+            "decode: this event is larger than recordio::DEFAULT_MAX_FRAME ({} MiB), the library's default \
+             cap, which would end a subscription with FrameTooLarge; tether-scheduler sets the cap from \
+             --max-event-mib (64 MiB by default), as this measurement does.",
             DEFAULT_MAX_FRAME >> 20
         ));
         if decode_ours(&stream, DEFAULT_MAX_FRAME).is_ok() {
