@@ -801,16 +801,20 @@ async fn settle(plan: &Plan, expected: u64, bound: Duration) -> Result<Duration,
     Err(format!("after {bound:?}: {why}"))
 }
 
-async fn snapshot(plan: &Plan) -> Result<Snapshot, String> {
+/// The scheduler's node list, through its admin API.
+async fn list_nodes(plan: &Plan) -> Result<Vec<Node>, String> {
     let mut c = admin_client(plan)
         .await
         .ok_or("the scheduler's admin API does not answer")?;
-    let nodes = c
-        .list_nodes(ListNodesRequest {})
+    Ok(c.list_nodes(ListNodesRequest {})
         .await
         .map_err(|e| e.to_string())?
         .into_inner()
-        .nodes;
+        .nodes)
+}
+
+async fn snapshot(plan: &Plan) -> Result<Snapshot, String> {
+    let nodes = list_nodes(plan).await?;
     let live_tasks = live_tasks(&emu_state(plan).await?);
     let backend = plan.backend.clone();
     let volumes =
@@ -849,15 +853,7 @@ async fn read_back_once(
     docs: &[Doc],
     read: &mut BTreeMap<String, Option<Value>>,
 ) -> Result<(), String> {
-    let mut c = admin_client(plan)
-        .await
-        .ok_or("the scheduler's admin API does not answer")?;
-    let nodes = c
-        .list_nodes(ListNodesRequest {})
-        .await
-        .map_err(|e| e.to_string())?
-        .into_inner()
-        .nodes;
+    let nodes = list_nodes(plan).await?;
     let running = targets(&nodes);
     let pending: BTreeSet<u64> = docs
         .iter()

@@ -91,14 +91,7 @@ impl DockerLauncher {
         r: Reporter,
         mut control: mpsc::UnboundedReceiver<TaskControl>,
     ) {
-        let fail = |msg: String| {
-            r.report(
-                TaskState::Failed,
-                Some(Reason::ReasonContainerLaunchFailed),
-                Some(msg),
-                None,
-            );
-        };
+        let fail = |msg: String| r.launch_failed(msg);
         let mut running = Running {
             id: String::new(),
             attached: Vec::new(),

@@ -59,6 +59,16 @@ impl Reporter {
             );
         }
     }
+
+    /// TASK_FAILED with REASON_CONTAINER_LAUNCH_FAILED, as an agent reports a container it could not start.
+    pub fn launch_failed(&self, message: String) {
+        self.report(
+            TaskState::Failed,
+            Some(Reason::ReasonContainerLaunchFailed),
+            Some(message),
+            None,
+        );
+    }
 }
 
 /// Runs tasks for the emulated agents.
@@ -294,14 +304,7 @@ impl ProcessLauncher {
         r: Reporter,
         mut control: mpsc::UnboundedReceiver<TaskControl>,
     ) {
-        let fail = |msg: String| {
-            r.report(
-                TaskState::Failed,
-                Some(Reason::ReasonContainerLaunchFailed),
-                Some(msg),
-                None,
-            );
-        };
+        let fail = |msg: String| r.launch_failed(msg);
         let task = &spec.task;
         let Some(cmd) = task.command.clone() else {
             return fail("the process launcher runs only tasks with a CommandInfo".into());
