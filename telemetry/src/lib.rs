@@ -25,13 +25,17 @@ pub enum LogFormat {
     Json,
 }
 
-/// Initialises tracing once for the process: `RUST_LOG` filters (default `info`), logs go to stderr.
+/// Initialises tracing once for the process: `RUST_LOG` filters (default `info`), logs go to stderr, in
+/// colour only when stderr is a terminal.
 /// Calling it again is harmless (the first call wins).
 pub fn init(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: journald and log files would keep the escape codes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
