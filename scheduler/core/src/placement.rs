@@ -12,41 +12,40 @@ use crate::domain::Offer;
 use crate::ids::{Hostname, Millis, NodeId};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-/// The candidates of each host, best first, without a list per host (most hosts make one offer): the
-/// first candidate per host, then a link from each candidate to the next one of its host.
+/// The candidates of each host, best first, without a list per host (most hosts make one offer): each
+/// host's first and last candidate, and a link from each candidate to the next one of its host.
 struct HostIndex<'a> {
-    first: HashMap<&'a Hostname, usize>,
-    last: HashMap<&'a Hostname, usize>,
+    ends: HashMap<&'a Hostname, (usize, usize)>,
     next: Vec<Option<usize>>,
 }
 
 impl<'a> HostIndex<'a> {
     fn new(candidates: usize) -> Self {
         HostIndex {
-            first: HashMap::with_capacity(candidates),
-            last: HashMap::new(),
+            ends: HashMap::with_capacity(candidates),
             next: vec![None; candidates],
         }
     }
 
     /// Appends candidate `c` to `host`'s list; call in best-first order.
     fn push(&mut self, host: &'a Hostname, c: usize) {
-        match self.first.entry(host) {
+        match self.ends.entry(host) {
             std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(c);
+                e.insert((c, c));
             }
-            std::collections::hash_map::Entry::Occupied(e) => {
-                // Only hosts with two or more offers pay for the tail map.
-                let tail = self.last.get(host).copied().unwrap_or(*e.get());
-                self.next[tail] = Some(c);
-                self.last.insert(host, c);
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                let (_, last) = e.get_mut();
+                self.next[*last] = Some(c);
+                *last = c;
             }
         }
     }
 
     /// `host`'s candidates, best first.
     fn iter(&self, host: &Hostname) -> impl Iterator<Item = usize> + '_ {
-        std::iter::successors(self.first.get(host).copied(), |c| self.next[*c])
+        std::iter::successors(self.ends.get(host).map(|(first, _)| *first), |c| {
+            self.next[*c]
+        })
     }
 }
 
