@@ -143,8 +143,7 @@ pub(super) struct Sim {
 
 /// The `AgentChannel.Connect` codec of a simulated sidecar: messages up are already-encoded
 /// `AgentMessage`s, messages down are decoded as usual.
-#[derive(Default)]
-struct RawUp(tonic_prost::ProstCodec<AgentMessage, SchedulerMessage>);
+struct RawUp;
 
 struct RawEncoder;
 
@@ -163,14 +162,14 @@ impl Codec for RawUp {
     type Encode = Bytes;
     type Decode = SchedulerMessage;
     type Encoder = RawEncoder;
-    type Decoder = <tonic_prost::ProstCodec<AgentMessage, SchedulerMessage> as Codec>::Decoder;
+    type Decoder = tonic_prost::ProstDecoder<SchedulerMessage>;
 
     fn encoder(&mut self) -> RawEncoder {
         RawEncoder
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        self.0.decoder()
+        tonic_prost::ProstDecoder::default()
     }
 }
 
@@ -184,9 +183,7 @@ async fn connect_raw(
         .await
         .map_err(|e| Status::unavailable(format!("channel not ready: {e}")))?;
     let path = http::uri::PathAndQuery::from_static("/tether.v1.AgentChannel/Connect");
-    let response = grpc
-        .streaming(tonic::Request::new(up), path, RawUp::default())
-        .await?;
+    let response = grpc.streaming(tonic::Request::new(up), path, RawUp).await?;
     Ok(response.into_inner())
 }
 
