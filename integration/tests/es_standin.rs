@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde_json::{Value, json};
 use tether_integration::es_standin::{self, Bound};
+use tether_integration::http_client;
 use tokio_util::sync::CancellationToken;
 
 fn args(data: &Path, extra: &[&str]) -> es_standin::Args {
@@ -49,47 +50,11 @@ async fn start(args: es_standin::Args) -> (Bound, CancellationToken, tokio::task
 }
 
 async fn http(method: &str, url: String, body: Option<Value>) -> (u16, Value) {
-    let client = reqwest_like::Client;
-    client.send(method, &url, body).await
-}
-
-/// A tiny HTTP/1 client over hyper, enough for JSON requests in tests.
-mod reqwest_like {
-    use bytes::Bytes;
-    use http_body_util::{BodyExt, Full};
-    use hyper_util::rt::TokioIo;
-    use serde_json::Value;
-
-    pub struct Client;
-
-    impl Client {
-        pub async fn send(&self, method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
-            let uri: http::Uri = url.parse().expect("url");
-            let authority = uri.authority().expect("authority").to_string();
-            let stream = tokio::net::TcpStream::connect(&authority)
-                .await
-                .expect("connect");
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .expect("handshake");
-            tokio::spawn(conn);
-            let body = body.map(|b| b.to_string()).unwrap_or_default();
-            let req = http::Request::builder()
-                .method(method)
-                .uri(uri.path())
-                .header("host", authority)
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(body)))
-                .expect("request");
-            let resp = sender.send_request(req).await.expect("response");
-            let status = resp.status().as_u16();
-            let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-            (
-                status,
-                serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-            )
-        }
-    }
+    let method = method.parse().expect("HTTP method");
+    let reply = http_client::request(method, &url, body.as_ref())
+        .await
+        .expect("stand-in answers");
+    (reply.status, reply.json())
 }
 
 #[tokio::test]

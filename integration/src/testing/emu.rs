@@ -1,5 +1,7 @@
-//! Helpers shared by the Mesos client/emulator tests: a fast client configuration and waiting for a
-//! notification that matches a predicate (with a generous deadline, never a timing assertion).
+//! Driving the Mesos emulator from tests: the real `tether-mesos` client with a fast configuration,
+//! waiting for a notification that matches a predicate (with a generous deadline, never a timing
+//! assertion), a minimal task, and raw scheduler-API calls that read only the answer's head (so a
+//! SUBSCRIBE stream is not consumed).
 
 use std::time::Duration;
 
