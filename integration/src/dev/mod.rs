@@ -13,8 +13,8 @@
 //! `rexray/` (the shared "cloud" backend); `agents/<host>/rexray.sock` and `agents/<host>/sidecar.json`;
 //! `emu/` (task sandboxes).
 //!
-//! The modules: [`args`] (flags), [`multicall`] (`__run <component>`), [`plan`] (addresses and the state
-//! directory), [`cluster`] (the process supervisor), [`status`] (the printed status) and [`chaos`]
+//! The modules: `args` (flags), `multicall` (`__run <component>`), `plan` (addresses and the state
+//! directory), `cluster` (the process supervisor), `status` (the printed status) and [`chaos`]
 //! (`--chaos`).
 
 mod args;

@@ -1,6 +1,6 @@
 //! The master's validation rules as pure checks, each answering with the real master's message: the
 //! per-type presence checks of `validation::scheduler::call`, the roles of a SUBSCRIBE, and the steps of
-//! `validation::task::validate` that [`State::accept`](super::State) runs in the master's order.
+//! `validation::task::validate` that ACCEPT runs in the master's order.
 
 use std::collections::BTreeSet;
 
