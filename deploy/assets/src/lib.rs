@@ -7,7 +7,6 @@
 //! forgotten there.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use clap::CommandFactory;
@@ -82,13 +81,17 @@ pub fn completion_file_name(program: Program, shell: Shell) -> String {
     }
 }
 
-/// Writes `program`'s completion script for `shell`.
-pub fn completions(program: Program, shell: Shell, out: &mut dyn std::io::Write) {
+/// `program`'s completion script for `shell`.
+pub fn completions(program: Program, shell: Shell) -> Vec<u8> {
+    let mut script = Vec::new();
     match program {
         // tetherctl generates its own (`tetherctl completions SHELL`): one code path for both.
-        Program::Ctl => tetherctl::completions(shell, out),
-        _ => clap_complete::generate(shell, &mut program.command(), program.name(), out),
+        Program::Ctl => {
+            let _ = tetherctl::completions(shell, &mut script);
+        }
+        _ => clap_complete::generate(shell, &mut program.command(), program.name(), &mut script),
     }
+    script
 }
 
 /// Writes every man page (section 1; tetherctl's subcommands get their own `tetherctl-<sub>.1`) and every
@@ -105,9 +108,7 @@ pub fn write_assets(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
             let d = dir.join("completions").join(sub);
             std::fs::create_dir_all(&d)?;
             let path = d.join(completion_file_name(program, shell));
-            let mut script = Vec::new();
-            completions(program, shell, &mut script);
-            std::fs::File::create(&path)?.write_all(&script)?;
+            std::fs::write(&path, completions(program, shell))?;
             written.push(path);
         }
     }
@@ -226,7 +227,9 @@ pub fn variables_in(file_text: &str) -> Vec<String> {
         .filter_map(|l| l.split_once('='))
         .map(|(k, _)| k.to_owned())
         .filter(|k| {
-            k.starts_with("TETHER_") && k.chars().all(|c| c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit())
+            k.starts_with("TETHER_")
+                && k.chars()
+                    .all(|c| c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit())
         })
         .collect()
 }

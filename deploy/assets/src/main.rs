@@ -10,7 +10,10 @@ use anyhow::Context;
 use clap::Parser;
 
 #[derive(Debug, clap::Parser)]
-#[command(name = "tether-assets", about = "Write the Debian packages' generated files")]
+#[command(
+    name = "tether-assets",
+    about = "Write the Debian packages' generated files"
+)]
 enum Args {
     /// Man pages (`DIR/man/*.1`) and shell completions (`DIR/completions/<shell>/`).
     Assets { dir: PathBuf },
@@ -26,7 +29,10 @@ fn main() -> anyhow::Result<()> {
             println!("{} files under {}", written.len(), dir.display());
         }
         Args::Defaults { dir } => {
-            for program in tether_assets::Program::ALL.into_iter().filter(|p| p.is_daemon()) {
+            for program in tether_assets::Program::ALL
+                .into_iter()
+                .filter(|p| p.is_daemon())
+            {
                 let path = dir.join(format!("{}.default", program.name()));
                 std::fs::write(&path, tether_assets::default_file(program))
                     .with_context(|| format!("writing {}", path.display()))?;

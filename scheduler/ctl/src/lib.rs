@@ -156,9 +156,12 @@ impl Args {
 }
 
 /// Writes `tetherctl`'s completion script for `shell` to `out`.
-pub fn completions(shell: clap_complete::Shell, out: &mut dyn Write) {
+pub fn completions(shell: clap_complete::Shell, out: &mut dyn Write) -> std::io::Result<()> {
     let mut command = <Args as clap::CommandFactory>::command();
-    clap_complete::generate(shell, &mut command, "tetherctl", out);
+    // Rendered first: clap_complete panics on a write error (e.g. a closed pipe), we report it.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "tetherctl", &mut script);
+    out.write_all(&script)
 }
 
 /// Why a command failed. Each renders as one line.
@@ -325,8 +328,7 @@ fn source_chain(e: &dyn std::error::Error) -> String {
 /// a progress bar on it instead of printing lines.
 pub async fn run(args: Args, out: &mut (dyn Write + Send), terminal: bool) -> Result<(), CtlError> {
     if let Command::Completions { shell } = args.command {
-        completions(shell, out);
-        return Ok(());
+        return Ok(completions(shell, out)?);
     }
     let mut client = connect(&args).await?;
     let format = args.output;
@@ -579,7 +581,7 @@ mod tests {
             clap_complete::Shell::Fish,
         ] {
             let mut script = Vec::new();
-            completions(shell, &mut script);
+            completions(shell, &mut script).expect("writes to a Vec");
             let script = String::from_utf8(script).expect("utf-8");
             for sub in ["status", "nodes", "endpoints", "scale", "completions"] {
                 assert!(script.contains(sub), "{shell}: no {sub}");
