@@ -2,7 +2,8 @@
 # Makes the Debian packages tether-scheduler (with tetherctl) and tether-sidecar with cargo-deb, from
 # binaries already built with PROFILE (cargo-deb never builds here: --no-build), into target/debian/.
 #
-#   Real packages:  cargo build --release --workspace --bins && deploy/debian/build.sh release
+#   Real packages:  cargo build --release -p tether-scheduler -p tetherctl -p tether-sidecar -p tether-assets
+#                   deploy/debian/build.sh release --maintainer "Your Team <ops@example.com>"
 #   CI's check:     deploy/debian/build.sh dev --fast   (the debug binaries the tests use; see check-packages.sh)
 #
 # Extra arguments go to every `cargo deb` (e.g. --fast, --maintainer "Name <mail>", --deb-revision 2).
@@ -19,7 +20,7 @@ case "$profile" in
 esac
 for bin in tether-scheduler tetherctl tether-sidecar tether-assets; do
   if [ ! -x "$dir/$bin" ]; then
-    echo "deploy/debian/build.sh: $dir/$bin is missing: cargo build --profile $profile --workspace --bins" >&2
+    echo "deploy/debian/build.sh: $dir/$bin is missing: cargo build --profile $profile -p $bin" >&2
     exit 1
   fi
 done
