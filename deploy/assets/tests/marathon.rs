@@ -378,12 +378,13 @@ fn marathon_violations(app: &Value) -> Vec<String> {
             }
         }
         match hc.get("portIndex") {
-            Some(i) if protocol != "COMMAND" => {
-                if !i.as_u64().is_some_and(|i| (i as usize) < ports.len()) {
-                    bad.push(format!(
-                        "health check portIndex {i} addresses no port (AppDefinition.scala)"
-                    ));
-                }
+            Some(i)
+                if protocol != "COMMAND"
+                    && i.as_u64().is_none_or(|i| (i as usize) >= ports.len()) =>
+            {
+                bad.push(format!(
+                    "health check portIndex {i} addresses no port (AppDefinition.scala)"
+                ));
             }
             None if protocol != "COMMAND" && !hc.contains_key("port") && ports.len() != 1 => {
                 bad.push("a health check without portIndex or port, and not exactly one port (AppDefinition.scala)".into());
