@@ -10,11 +10,12 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use tether_integration::harness::{Proc, eventually, free_port};
-use tether_integration::testing::{DEADLINE, SchedulerProcess};
+use tether_integration::http_client;
+use tether_integration::process::{Proc, free_port};
+use tether_integration::testing::scheduler::SchedulerProcess;
+use tether_integration::testing::{DEADLINE, eventually};
 use tether_proto::v1::GetClusterRequest;
 use tether_zk::testing::ZkServer;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn repo_file(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
@@ -24,16 +25,12 @@ fn loopback() -> SocketAddr {
     ([127, 0, 0, 1], free_port()).into()
 }
 
-/// `GET path` over plain HTTP/1.1: the status code and body, or `None` while nothing answers.
+/// `GET path`: the status code and body, or `None` while nothing answers.
 async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
-    s.write_all(request.as_bytes()).await.ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).await.ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_owned()))
+    let reply = http_client::request(http::Method::GET, &format!("http://{addr}{path}"), None)
+        .await
+        .ok()?;
+    Some((reply.status, reply.text()))
 }
 
 /// Waits until `addr` serves `path`; panics with `log` after the deadline.

@@ -5,8 +5,10 @@
 //!
 //! Build the binaries first (`cargo build --workspace --bins`).
 
-use tether_integration::harness::bin_path;
-use tether_integration::testing::{E2eCluster, all_running, http_json};
+use tether_integration::http_client;
+use tether_integration::process::bin_path;
+use tether_integration::testing::cluster::E2eCluster;
+use tether_integration::testing::scheduler::all_running;
 
 /// tetherctl's exit status, stdout and stderr.
 #[derive(Debug)]
@@ -55,7 +57,7 @@ async fn endpoints_wait_and_the_token_variables() {
         let address = format!("{}:{}", n.host, n.http_port);
         assert_eq!(e["id"], n.id);
         assert_eq!(e["address"], address.as_str());
-        let (status, body) = http_json("GET", &format!("http://{address}/"), None)
+        let (status, body) = http_client::get_json(&format!("http://{address}/"))
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(status, 200, "{address}: {body}");
