@@ -22,7 +22,7 @@ use tether_integration::mesos_emu::testing::{
 use tether_integration::mesos_emu::{
     DockerLauncher, EmuConfig, EmuHandle, MesosEmu, PluginVolumeAttacher,
 };
-use tether_mesos::client::{MesosMaster as _, Notification};
+use tether_mesos::client::Notification;
 use tether_mesos::model::*;
 
 /// A task in a Docker container running `script` under `/bin/sh -c`.

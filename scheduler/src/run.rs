@@ -20,7 +20,7 @@ use tether_core::ids::{FrameworkId, Hostname, Millis, NodeId};
 use tether_core::state::{PersistedState, StateWrite};
 use tether_core::view::NodePhase;
 use tether_mesos::client::{
-    Credential, FatalError, FrameworkSettings, MesosClient, MesosConfig, MesosMaster, Notification,
+    Credential, FatalError, FrameworkSettings, MesosClient, MesosConfig, Notification,
 };
 use tether_mesos::model::{self, Call, EventType};
 use tether_proto::v1 as pb;
