@@ -426,6 +426,47 @@ mod tests {
     }
 
     #[test]
+    fn every_mesos_reason_keeps_its_wire_name() {
+        let names = [
+            "REASON_COMMAND_EXECUTOR_FAILED",
+            "REASON_CONTAINER_LAUNCH_FAILED",
+            "REASON_CONTAINER_LIMITATION",
+            "REASON_CONTAINER_LIMITATION_DISK",
+            "REASON_CONTAINER_LIMITATION_MEMORY",
+            "REASON_CONTAINER_PREEMPTED",
+            "REASON_EXECUTOR_TERMINATED",
+            "REASON_EXECUTOR_UNREGISTERED",
+            "REASON_FRAMEWORK_REMOVED",
+            "REASON_INVALID_OFFERS",
+            "REASON_MASTER_DISCONNECTED",
+            "REASON_RECONCILIATION",
+            "REASON_AGENT_DISCONNECTED",
+            "REASON_AGENT_REMOVED",
+            "REASON_AGENT_REMOVED_BY_OPERATOR",
+            "REASON_AGENT_REREGISTERED",
+            "REASON_AGENT_RESTARTED",
+            "REASON_AGENT_UNKNOWN",
+            "REASON_TASK_KILLED_DURING_LAUNCH",
+            "REASON_TASK_CHECK_STATUS_UPDATED",
+            "REASON_TASK_HEALTH_CHECK_STATUS_UPDATED",
+            "REASON_TASK_GROUP_INVALID",
+            "REASON_TASK_GROUP_UNAUTHORIZED",
+            "REASON_TASK_INVALID",
+            "REASON_TASK_UNAUTHORIZED",
+            "REASON_TASK_UNKNOWN",
+        ];
+        for name in names {
+            let wire: model::Reason =
+                serde_json::from_value(serde_json::json!(name)).expect("a known reason");
+            assert_ne!(wire, model::Reason::Unrecognized, "{name}");
+            assert_eq!(reason(wire).as_mesos(), name);
+        }
+        let newer: model::Reason =
+            serde_json::from_value(serde_json::json!("REASON_FROM_THE_FUTURE")).expect("parses");
+        assert_eq!(reason(newer), TaskReason::Unrecognized);
+    }
+
+    #[test]
     fn sidecar_reports_with_bad_volume_names_are_refused() {
         let r = pb::Report {
             volumes: vec![pb::VolumeReport {

@@ -242,7 +242,8 @@ impl Bound {
         } = self;
 
         let watched = activity.subscribe();
-        ha::set_health(&health, *watched.borrow() == Activity::Leading).await;
+        let leading = *watched.borrow() == Activity::Leading;
+        ha::set_health(&health, leading).await;
         tasks.spawn(
             Stage::Serving,
             "health reporter",
@@ -480,4 +481,74 @@ async fn lead(
     drop(shell);
     tasks.stop(Stage::Calls, STOP_GRACE).await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    /// A scheduler on loopback whose master never answers (nothing listens on port 1), with its state in
+    /// `state`.
+    async fn bind_in(state: &std::path::Path) -> Bound {
+        let args = Args::try_parse_from([
+            "tether-scheduler",
+            "--master",
+            "http://127.0.0.1:1",
+            "--state-dir",
+            &state.display().to_string(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .expect("valid flags");
+        bind(args).await.expect("bind")
+    }
+
+    #[tokio::test]
+    async fn serve_stops_with_an_error_when_the_mesos_driver_ends_by_itself() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bound = bind_in(dir.path()).await;
+        let addr = bound.local_addr();
+        // Makes the real driver return, as it would on a bug, while nothing asked the scheduler to stop.
+        let driver = bound.tasks.token(Stage::Mesos);
+        let shutdown = CancellationToken::new();
+        let serving = tokio::spawn(bound.serve(shutdown.clone()));
+        // Serving: the admin port answers.
+        tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("the listener serves");
+        driver.cancel();
+        let result = serving.await.expect("serve does not panic");
+        assert!(
+            matches!(
+                result,
+                Err(SchedulerError::TaskEnded {
+                    task: "Mesos driver"
+                })
+            ),
+            "{result:?}"
+        );
+        assert!(
+            !shutdown.is_cancelled(),
+            "the caller's token is the caller's"
+        );
+        // Everything was drained: the listener is closed and the state directory unlocked.
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+        drop(bind_in(dir.path()).await);
+    }
+
+    #[tokio::test]
+    async fn serve_stops_cleanly_on_shutdown() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bound = bind_in(dir.path()).await;
+        let shutdown = CancellationToken::new();
+        let serving = tokio::spawn(bound.serve(shutdown.clone()));
+        shutdown.cancel();
+        serving
+            .await
+            .expect("serve does not panic")
+            .expect("a clean stop");
+        drop(bind_in(dir.path()).await);
+    }
 }

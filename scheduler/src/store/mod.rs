@@ -108,3 +108,27 @@ fn lock(
     f.lock()
         .map_err(|_| StoreError::Interrupted("an earlier write panicked".into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On a single-threaded runtime too (the loop's case): the fsync runs on the blocking pool and the
+    /// write is durable when `write` returns.
+    #[tokio::test(flavor = "current_thread")]
+    async fn embedded_writes_are_durable_when_they_return() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = StateStore::open_file(dir.path()).await.expect("open");
+        assert!(store.is_fresh().expect("readable"));
+        store
+            .write(vec![StateWrite::Desired(5), StateWrite::ClusterFormed])
+            .await
+            .expect("write");
+        assert_eq!(store.state().expect("readable").desired, 5);
+        drop(store);
+        let store = StateStore::open_file(dir.path()).await.expect("reopen");
+        let state = store.state().expect("readable");
+        assert_eq!((state.desired, state.cluster_formed), (5, true));
+        assert!(!store.is_fresh().expect("readable"));
+    }
+}
