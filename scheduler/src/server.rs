@@ -327,6 +327,8 @@ impl Bound {
         )
         .await;
 
+        // Requests still arriving get "shutting down" at once; stream readers stop at their next message.
+        drop(inputs);
         tasks.stop(Stage::Serving, STOP_GRACE).await;
         if let Some(candidate) = candidate {
             if result.is_ok() {
