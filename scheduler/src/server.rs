@@ -64,6 +64,7 @@ pub struct Bound {
     backend: Backend,
     listener: TcpListener,
     listen: SocketAddr,
+    /// (TLS, mutual TLS), for the start-up log line.
     tls: (bool, bool),
     metrics_listener: Option<TcpListener>,
     router: Router,
