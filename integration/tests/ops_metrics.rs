@@ -138,12 +138,7 @@ fn used_names() -> Vec<(String, &'static str)> {
 fn families_with_a_child() -> String {
     use tether_sidecar::plugin::{CallObserver, Method};
     let scheduler = tether_scheduler::metrics::Metrics::new();
-    scheduler
-        .offers_declined
-        .get_or_create(&tether_scheduler::metrics::ReasonLabel {
-            reason: "volume_missing".into(),
-        })
-        .inc();
+    scheduler.declined(tether_core::ReasonKind::VolumeMissing, 1);
     let sidecar = tether_sidecar::metrics::SidecarMetrics::new();
     sidecar.observe(Method::Get, std::time::Duration::from_millis(1), false);
     scheduler.encode() + &tether_telemetry::encode(&sidecar.registry)
