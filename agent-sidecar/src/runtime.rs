@@ -224,8 +224,7 @@ impl Runtime {
             let token = tokio::fs::read_to_string(path)
                 .await
                 .map_err(|e| format!("reading token file {}: {e}", path.display()))?;
-            let value = format!("Bearer {}", token.trim())
-                .parse()
+            let value = tether_proto::client::bearer(&token)
                 .map_err(|_| format!("token in {} is not valid header text", path.display()))?;
             request.metadata_mut().insert("authorization", value);
         }
