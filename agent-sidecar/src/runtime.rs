@@ -17,9 +17,9 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::SidecarError;
 use crate::args::Args;
 use crate::volumes::{PrepareSpec, Volumes, measure, volume_report};
+use crate::{SidecarError, lock};
 
 /// Version sent in Hello.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -36,10 +36,6 @@ pub(crate) struct Runtime {
     report_now: Notify,
     outbound: Mutex<Option<mpsc::Sender<AgentMessage>>>,
     commands: TaskTracker,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Runtime {
