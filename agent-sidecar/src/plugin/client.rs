@@ -330,7 +330,7 @@ impl PluginClient {
 
     /// One request and its whole reply body. The request has the engine's shape: `POST /<Method>`,
     /// `Accept: application/vnd.docker.plugins.v1.2+json`, no content type, `Host: localhost` over a
-    /// unix socket (the engine's placeholder) or the plugin's `host:port` over TCP.
+    /// unix socket (a placeholder: the socket names the plugin) or the plugin's `host:port` over TCP.
     async fn exchange(
         &self,
         method: Method,
