@@ -399,12 +399,7 @@ impl PluginClient {
     /// A failed connect never reached the plugin; anything later may have.
     fn request_error(&self, e: &hyper_util::client::legacy::Error) -> PluginErrorKind {
         // The client's own message only names the stage ("client error (Connect)"); the causes say why.
-        let mut causes = Vec::new();
-        let mut cur = e.source();
-        while let Some(c) = cur {
-            causes.push(c.to_string());
-            cur = c.source();
-        }
+        let mut causes: Vec<String> = causes(e).map(ToString::to_string).collect();
         causes.dedup();
         if e.is_connect() {
             let why = causes.last().cloned().unwrap_or_else(|| e.to_string());
@@ -421,18 +416,19 @@ impl PluginClient {
     }
 }
 
+/// What caused `e`, outermost first.
+fn causes(
+    e: &hyper_util::client::legacy::Error,
+) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    std::iter::successors(e.source(), |&c| c.source())
+}
+
 /// The write failed because the peer had closed the connection.
 fn broken_pipe(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        if c.downcast_ref::<std::io::Error>()
+    causes(e).any(|c| {
+        c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-        {
-            return true;
-        }
-        cur = c.source();
-    }
-    false
+    })
 }
 
 fn bad(method: Method, volume: Option<&str>, why: String) -> PluginError {
