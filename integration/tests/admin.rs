@@ -62,7 +62,7 @@ impl Setup {
             .connect()
             .await
             .expect("admin API reachable");
-        let value = token.map(|t| format!("Bearer {t}").parse().expect("ascii"));
+        let value = token.map(|t| tether_proto::client::bearer(t).expect("ascii"));
         AdminClient::with_interceptor(channel, tetherctl::Auth::new(value))
     }
 

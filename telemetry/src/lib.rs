@@ -1,8 +1,11 @@
-//! Process set-up shared by every Tether binary: tracing initialised once, the one owner of shutdown
-//! (SIGTERM/SIGINT → a cancellation token), and the Prometheus text endpoint with its liveness route.
+//! Process support shared by Tether's daemons: tracing initialised once, the one owner of shutdown
+//! (SIGTERM/SIGINT → a cancellation token), the Prometheus text endpoint with its liveness route, and durable file writes
+//! ([`fs::write_atomically`]).
 //!
 //! Binaries call [`init`] and [`shutdown_on_signals`] first thing in `main`; libraries only emit
 //! `tracing` events and take a `CancellationToken`.
+
+pub mod fs;
 
 use std::convert::Infallible;
 use std::sync::Arc;

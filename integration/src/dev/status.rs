@@ -18,8 +18,7 @@ pub(super) async fn admin_client(
 ) -> Option<AdminClient<tonic::service::interceptor::InterceptedService<Channel, tetherctl::Auth>>>
 {
     let token = std::fs::read_to_string(&plan.admin_token).ok()?;
-    let value: tonic::metadata::MetadataValue<_> =
-        format!("Bearer {}", token.trim()).parse().ok()?;
+    let value = tether_proto::client::bearer(&token).ok()?;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", plan.admin))
         .ok()?
         .connect()

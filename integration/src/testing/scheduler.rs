@@ -156,9 +156,7 @@ pub type AuthedAdmin =
 /// The admin client of the scheduler at `addr`, authenticated with the token in `token_file`.
 pub async fn admin_client(addr: SocketAddr, token_file: &Path) -> AuthedAdmin {
     let token = std::fs::read_to_string(token_file).expect("admin token");
-    let value = format!("Bearer {}", token.trim())
-        .parse()
-        .expect("ascii token");
+    let value = tether_proto::client::bearer(&token).expect("ascii token");
     let channel = Endpoint::from_shared(format!("http://{addr}"))
         .expect("url")
         .connect()

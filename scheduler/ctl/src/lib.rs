@@ -12,6 +12,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use tether_proto::client::{self, EndpointError, TlsFiles, TlsFlags};
 use tether_proto::v1::admin_client::AdminClient;
 use tether_proto::v1::{
     GetClusterRequest, ListAgentsRequest, ListNodesRequest, ListVolumesRequest, ReplaceNodeRequest,
@@ -20,7 +21,7 @@ use tether_proto::v1::{
 use tokio_stream::StreamExt;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, Endpoint};
 
 use crate::output::{Format, NodeView};
 
@@ -239,31 +240,16 @@ fn token(args: &Args) -> Result<Auth, CtlError> {
         (None, None) => None,
     };
     let value = raw
-        .map(|t| {
-            format!("Bearer {}", t.trim())
-                .parse()
-                .map_err(|_| CtlError::BadToken)
-        })
+        .map(|t| client::bearer(&t).map_err(|_| CtlError::BadToken))
         .transpose()?;
     Ok(Auth(value))
 }
 
 async fn connect(args: &Args) -> Result<Client, CtlError> {
     let auth = token(args)?;
-    let endpoint = Endpoint::from_shared(args.scheduler.clone())
-        .map_err(|e| CtlError::BadAddress {
-            url: args.scheduler.clone(),
-            reason: e.to_string(),
-        })?
+    let channel = endpoint(args)?
         .connect_timeout(args.timeout)
-        .timeout(args.timeout);
-    let endpoint = match client_tls(args)? {
-        Some(tls) => endpoint
-            .tls_config(tls)
-            .map_err(|e| CtlError::Tls(source_chain(&e)))?,
-        None => endpoint,
-    };
-    let channel = endpoint
+        .timeout(args.timeout)
         .connect()
         .await
         .map_err(|e| CtlError::Unreachable {
@@ -273,43 +259,28 @@ async fn connect(args: &Args) -> Result<Client, CtlError> {
     Ok(AdminClient::with_interceptor(channel, auth))
 }
 
-fn read_file(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, CtlError> {
-    std::fs::read(path).map_err(|source| CtlError::TlsFile {
-        what,
-        path: path.to_owned(),
-        source,
-    })
-}
-
-/// The TLS settings for `--scheduler`: `None` for `http://`. TLS flags with a plaintext URL are refused
-/// rather than ignored, so a typo never silently sends the token in the clear.
-fn client_tls(args: &Args) -> Result<Option<ClientTlsConfig>, CtlError> {
-    let https = args.scheduler.starts_with("https://");
-    if !https {
-        if args.ca_cert.is_some() || args.cert.is_some() {
-            return Err(CtlError::Tls(format!(
-                "--ca-cert/--cert need an https:// scheduler URL, got {}",
-                args.scheduler
-            )));
+/// The endpoint of `--scheduler`, with TLS for `https://` (`tether_proto::client`'s rule: TLS flags with a
+/// plaintext URL are refused rather than ignored, so a typo never silently sends the token in the clear).
+fn endpoint(args: &Args) -> Result<Endpoint, CtlError> {
+    let files = TlsFiles {
+        ca: args.ca_cert.as_deref(),
+        identity: args.cert.as_deref().zip(args.key.as_deref()),
+    };
+    let flags = TlsFlags {
+        ca: "--ca-cert",
+        cert: "--cert",
+    };
+    client::endpoint(&args.scheduler, files, flags).map_err(|e| match e {
+        EndpointError::BadUrl { url, source } => CtlError::BadAddress {
+            url,
+            reason: source.to_string(),
+        },
+        EndpointError::ReadFile { what, path, source } => CtlError::TlsFile { what, path, source },
+        EndpointError::Tls { source, .. } => CtlError::Tls(source_chain(&source)),
+        rule @ (EndpointError::TlsWithoutHttps { .. } | EndpointError::NoCa { .. }) => {
+            CtlError::Tls(rule.to_string())
         }
-        return Ok(None);
-    }
-    // No system roots are built in: a Tether cluster's CA is its own.
-    let ca = args.ca_cert.as_deref().ok_or_else(|| {
-        CtlError::Tls(format!(
-            "{} is https: give the CA that signed its certificate with --ca-cert",
-            args.scheduler
-        ))
-    })?;
-    let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read_file("CA certificate", ca)?));
-    if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
-        tls = tls.identity(Identity::from_pem(
-            read_file("client certificate", cert)?,
-            read_file("client key", key)?,
-        ));
-    }
-    Ok(Some(tls))
+    })
 }
 
 /// tonic's transport errors say "transport error" at the top; the cause is further down.
@@ -592,7 +563,7 @@ mod tests {
     #[test]
     fn tls_flags_need_an_https_url_and_https_needs_a_ca() {
         let plain = parse(&["--scheduler", "http://h:1", "status"]);
-        assert!(client_tls(&plain).expect("plaintext").is_none());
+        assert!(endpoint(&plain).is_ok(), "plaintext");
 
         let mixed = parse(&[
             "--scheduler",
@@ -601,11 +572,11 @@ mod tests {
             "/ca.pem",
             "status",
         ]);
-        let err = client_tls(&mixed).expect_err("TLS flags with http://");
+        let err = endpoint(&mixed).expect_err("TLS flags with http://");
         assert!(err.to_string().contains("https://"), "{err}");
 
         let no_ca = parse(&["--scheduler", "https://h:1", "status"]);
-        let err = client_tls(&no_ca).expect_err("https without a CA");
+        let err = endpoint(&no_ca).expect_err("https without a CA");
         assert!(err.to_string().contains("--ca-cert"), "{err}");
 
         let missing = parse(&[
@@ -615,7 +586,7 @@ mod tests {
             "/nonexistent/ca.pem",
             "status",
         ]);
-        let err = client_tls(&missing).expect_err("unreadable CA");
+        let err = endpoint(&missing).expect_err("unreadable CA");
         assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
 
         // --cert without --key is a usage error.
