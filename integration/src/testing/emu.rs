@@ -117,13 +117,16 @@ pub fn sleep_task(id: &str, agent: &tether_mesos::model::AgentID) -> TaskInfo {
     }
 }
 
-/// The head of a raw HTTP answer.
-#[derive(Debug, Clone)]
+/// The head of a raw HTTP answer, holding its connection open: a SUBSCRIBE answered 200 stays
+/// subscribed for as long as the reply lives (the master disconnects a framework whose stream closes, after
+/// which its calls are refused with 403 instead of being judged on their own).
+#[derive(Debug)]
 pub struct RawReply {
     pub status: u16,
     pub location: Option<String>,
     pub stream_id: Option<String>,
     pub www_authenticate: Option<String>,
+    pub body: hyper::body::Incoming,
 }
 
 /// POSTs (or GETs when `method` says so) to `/api/v1/scheduler` and returns only the response head, so
@@ -167,6 +170,7 @@ pub async fn raw_call(
         location: h("location"),
         stream_id: h("mesos-stream-id"),
         www_authenticate: h("www-authenticate"),
+        body: resp.into_body(),
     }
 }
 
