@@ -136,21 +136,32 @@ impl ContainerFs {
         {
             return p;
         }
+        if let Some((mount, host)) = self.mount_of(&p) {
+            return join_rel(&host, p.strip_prefix(&mount).unwrap_or(Path::new("")));
+        }
+        match &self.rootfs {
+            Some(root) => join_rel(root, p.strip_prefix("/").unwrap_or(&p)),
+            None => p,
+        }
+    }
+
+    /// The deepest mount holding `p` (a volume, or the sandbox at `/mnt/mesos/sandbox` under emulation)
+    /// as `(container mount point, host directory)`.
+    fn mount_of(&self, p: &Path) -> Option<(PathBuf, PathBuf)> {
         for anc in p.ancestors() {
             if anc == Path::new("/") {
                 break;
             }
             if let Some(h) = self.volumes.get(&volume_env_name(&anc.to_string_lossy())) {
-                return join_rel(h, p.strip_prefix(anc).unwrap_or(Path::new("")));
+                return Some((anc.to_path_buf(), h.clone()));
+            }
+            if let Some(root) = &self.rootfs
+                && anc == Path::new(MESOS_SANDBOX_PATH)
+            {
+                return Some((anc.to_path_buf(), root.clone()));
             }
         }
-        match &self.rootfs {
-            Some(root) => match p.strip_prefix(MESOS_SANDBOX_PATH) {
-                Ok(rest) => join_rel(root, rest),
-                Err(_) => join_rel(root, p.strip_prefix("/").unwrap_or(&p)),
-            },
-            None => p,
-        }
+        None
     }
 
     /// Checks that `who` may have `access` to `container` as the kernel would: search on each directory
@@ -164,12 +175,15 @@ impl ContainerFs {
             v.reverse();
             v
         };
+        // Directories the runtime creates to mount on (root-owned, 0755) need not exist in the layer.
+        let mount = self.mount_of(&p).map(|(m, _)| m);
         let mut parent: Option<(PathBuf, fs::Metadata)> = None;
         for (i, q) in prefixes.iter().enumerate() {
             let last = i + 1 == prefixes.len();
             let host = self.host(q);
             let meta = match fs::metadata(&host) {
                 Ok(m) => m,
+                Err(_) if mount.as_ref().is_some_and(|m| m.starts_with(q) && m != q) => continue,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     if access == Access::Read {
                         return Err(PathError::Missing(shown));

@@ -10,6 +10,8 @@
 //!   `master_not_discovered_exception`; with `local=true` it answers from the node's own state (`red`
 //!   without a master). Each index has one primary and one replica, so one data node is `yellow`.
 //!   `wait_for_status` / `wait_for_nodes` wait up to `timeout` (30 s), then 408 with `timed_out: true`.
+//! - `GET /_cluster/state[/master_node,nodes]`: the elected master's id and the nodes, from this node's
+//!   applied state.
 //! - Documents: `PUT|POST /<index>/_doc/<id>` (the index is created through the master first; no master
 //!   within `timeout` → 503), `GET /<index>/_doc/<id>`.
 
@@ -134,6 +136,8 @@ async fn handle(node: Arc<HttpNode>, req: Request<Incoming>) -> Result<Reply, In
     let resp = match (&method, segments.as_slice()) {
         (&Method::GET | &Method::HEAD, []) => root(&node),
         (&Method::GET, ["_cluster", "health"]) => health(&node, &params).await,
+        (&Method::GET, ["_cluster", "state"]) => cluster_state(&node, "_all"),
+        (&Method::GET, ["_cluster", "state", metrics, ..]) => cluster_state(&node, metrics),
         (&Method::GET, [index, "_doc", id]) => get_doc(&node, index, id),
         (&Method::PUT | &Method::POST, [index, "_doc", id]) => {
             match Limited::new(req.into_body(), MAX_BODY).collect().await {
@@ -237,6 +241,41 @@ fn root(node: &HttpNode) -> Reply {
             "data_created_by_node_id": node.data_owner,
         }),
     )
+}
+
+/// `GET /_cluster/state[/<metrics>]` with the `master_node` and `nodes` metrics (from this node's state).
+fn cluster_state(node: &HttpNode, metrics: &str) -> Reply {
+    let view = node.coordinator.view().borrow().clone();
+    let all = metrics == "_all";
+    let wants = |m: &str| all || metrics.split(',').any(|x| x == m);
+    let mut body = json!({
+        "cluster_name": node.cluster_name,
+        "cluster_uuid": view.cluster_uuid(),
+    });
+    if wants("master_node") {
+        body["master_node"] = json!(view.master.as_ref().map(|m| m.id.clone()));
+    }
+    if wants("nodes") {
+        let nodes: serde_json::Map<String, Value> = view
+            .state
+            .nodes
+            .values()
+            .map(|n| {
+                (
+                    n.id.clone(),
+                    json!({
+                        "name": n.name,
+                        "transport_address": n.address.to_string(),
+                        "roles": n.roles,
+                        "version": n.version.to_string(),
+                        "attributes": n.attributes,
+                    }),
+                )
+            })
+            .collect();
+        body["nodes"] = Value::Object(nodes);
+    }
+    reply(200, &body)
 }
 
 /// Query parameters.
