@@ -130,17 +130,25 @@ impl ContainerFs {
 
     /// The host path of `container` (absolute; `.` and `..` resolved lexically).
     pub fn host(&self, container: &Path) -> PathBuf {
-        let p = normalize(container);
-        if let Some(root) = &self.rootfs
-            && p.starts_with(root)
-        {
-            return p;
-        }
+        let p = self.container_view(container);
         if let Some((mount, host)) = self.mount_of(&p) {
             return join_rel(&host, p.strip_prefix(&mount).unwrap_or(Path::new("")));
         }
         match &self.rootfs {
             Some(root) => join_rel(root, p.strip_prefix("/").unwrap_or(&p)),
+            None => p,
+        }
+    }
+
+    /// `container` normalized; a host path inside the emulated root (what `${MESOS_SANDBOX}` expands to
+    /// under the process launcher) is seen as the sandbox mount it is.
+    fn container_view(&self, container: &Path) -> PathBuf {
+        let p = normalize(container);
+        match &self.rootfs {
+            Some(root) => match p.strip_prefix(root) {
+                Ok(rel) => join_rel(Path::new(MESOS_SANDBOX_PATH), rel),
+                Err(_) => p,
+            },
             None => p,
         }
     }
@@ -168,7 +176,7 @@ impl ContainerFs {
     /// on the way, then the access on the target. A missing target is fine for [`Access::Write`] when its
     /// closest existing ancestor lets `who` create entries (it will be created).
     pub fn check(&self, container: &Path, access: Access, who: Identity) -> Result<(), PathError> {
-        let p = normalize(container);
+        let p = self.container_view(container);
         let shown = p.display().to_string();
         let prefixes: Vec<PathBuf> = {
             let mut v: Vec<PathBuf> = p.ancestors().map(Path::to_path_buf).collect();
@@ -233,7 +241,7 @@ impl ContainerFs {
     /// Creates `container` and its missing parents, mode 0775 (the image's umask is 0002), owned by
     /// `owner` as if `owner` had created them.
     pub fn create_dir_all(&self, container: &Path, owner: Identity) -> Result<(), PathError> {
-        let p = normalize(container);
+        let p = self.container_view(container);
         let mut missing: Vec<PathBuf> = Vec::new();
         for anc in p.ancestors() {
             if self.host(anc).exists() {

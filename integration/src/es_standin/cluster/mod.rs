@@ -23,6 +23,7 @@
 //!   `cluster.fault_detection.follower_check.interval` (timeout, `retry_count` as in Elasticsearch) and
 //!   removes a node that is gone at once or fails `retry_count` checks in a row; followers check the
 //!   master the same way (`leader_check.*`) and become candidates when it fails.
+//! - **Single-node discovery** looks for no peers and refuses joins.
 
 pub mod state;
 pub mod transport;
@@ -416,6 +417,10 @@ impl Coordinator {
     /// Seeds and every node heard of, as `(address, host to verify)`.
     async fn probe_targets(&self) -> Vec<(SocketAddr, String)> {
         let mut out: BTreeMap<SocketAddr, String> = BTreeMap::new();
+        // A single-node cluster looks for nobody.
+        if self.cfg.single_node {
+            return Vec::new();
+        }
         for seed in &self.cfg.seed_hosts {
             let (host, port) = split_host_port(seed, self.cfg.default_port);
             match tokio::net::lookup_host((host.as_str(), port)).await {
@@ -597,6 +602,7 @@ impl Coordinator {
             if !matches!(i.mode, Mode::Candidate)
                 || i.p.accepted.last_accepted_config.is_empty()
                 || !self.local().is_master_eligible()
+                || self.local().roles.contains("voting_only")
             {
                 return;
             }
@@ -1148,6 +1154,11 @@ impl Coordinator {
 
     async fn on_join(self: &Arc<Self>, from: DiscoveryNode) -> Response {
         let _guard = self.publish_lock.lock().await;
+        if self.cfg.single_node {
+            return Response::Refused(
+                "cannot join node with [discovery.type] set to [single-node] discovery".into(),
+            );
+        }
         let applied = {
             let i = self.lock();
             if !matches!(i.mode, Mode::Leader) {
