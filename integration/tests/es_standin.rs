@@ -289,11 +289,17 @@ async fn a_config_directory_volume_must_hold_the_image_files_and_be_writable_for
         .expect_err("no log4j2.properties");
     assert!(e.to_string().contains("no log4j2.properties found"), "{e}");
     std::fs::write(read_only.join("log4j2.properties"), "# test\n").expect("write");
-    let node = start(env, &with(&[]))
+    let node = start(env.clone(), &with(&[]))
         .await
         .expect("writable config directory");
     node.stop().await;
     assert!(read_only.join("elasticsearch.keystore").is_file());
+    // With the keystore there, the directory must still be writable.
+    std::os::unix::fs::chown(&read_only, Some(0), Some(0)).expect("chown");
+    let e = start(env, &with(&[]))
+        .await
+        .expect_err("config directory not writable");
+    assert!(e.to_string().contains("AccessDeniedException"), "{e}");
 }
 
 /// Production mode: bound to 0.0.0.0 with multi-node discovery.

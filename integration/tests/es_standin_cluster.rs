@@ -525,3 +525,71 @@ async fn a_717_cluster_forms_and_an_older_node_cannot_join_a_newer_cluster() {
     o3.stop().await;
     m1.stop().await;
 }
+
+/// What a Tether task must give an 8.x node, all through the environment as Tether sets it: production
+/// mode (bound to 0.0.0.0), equal heap sizes, discovery, transport TLS with the cluster's CA, the elastic
+/// password, and `path.data` on a volume uid 1000 / gid 0 can write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secure_8x_cluster_forms_from_the_environment_alone() {
+    let pki = Pki::new("tether cluster CA");
+    let p = plan(&["es-1", "es-2", "es-3"]);
+    let seeds: Vec<String> = p
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.transport))
+        .collect();
+    let seeds = seeds.join(",");
+    let password = "tether-secret";
+    let mut running = Vec::new();
+    for n in &p {
+        pki.write_node(&n.sandbox.path.join("certs"), &n.name, &["127.0.0.1"]);
+        let volume = n.sandbox.volume("data", 1000, 0, 0o770);
+        let vars: Vec<(String, String)> = vec![
+            ("node.name".into(), n.name.clone()),
+            ("cluster.name".into(), "tether".into()),
+            ("http.port".into(), n.http.to_string()),
+            ("transport.port".into(), n.transport.to_string()),
+            ("network.host".into(), "0.0.0.0".into()),
+            ("network.publish_host".into(), "127.0.0.1".into()),
+            ("discovery.seed_hosts".into(), seeds.clone()),
+            (
+                "cluster.initial_master_nodes".into(),
+                "es-1,es-2,es-3".into(),
+            ),
+            ("ES_JAVA_OPTS".into(), "-Xms512m -Xmx512m".into()),
+            ("path.data".into(), "/data".into()),
+            (
+                tether_integration::mesos_emu::volume_env_name("/data"),
+                volume.display().to_string(),
+            ),
+            ("ELASTIC_PASSWORD".into(), password.into()),
+            ("xpack.security.transport.ssl.enabled".into(), "true".into()),
+            (
+                "xpack.security.transport.ssl.verification_mode".into(),
+                "certificate".into(),
+            ),
+            (
+                "xpack.security.transport.ssl.key".into(),
+                "/mnt/mesos/sandbox/certs/node.key".into(),
+            ),
+            (
+                "xpack.security.transport.ssl.certificate".into(),
+                "/mnt/mesos/sandbox/certs/node.crt".into(),
+            ),
+            (
+                "xpack.security.transport.ssl.certificate_authorities".into(),
+                "/mnt/mesos/sandbox/certs/ca.crt".into(),
+            ),
+            ("discovery.find_peers_interval".into(), "100ms".into()),
+        ];
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        running.push(start_node(n, V8, &vars, &[]).await);
+    }
+    let auth = Some(("elastic", password));
+    let all: Vec<&Planned> = p.iter().collect();
+    formed(&all, &["es-1", "es-2", "es-3"], auth).await;
+    let (status, _) = get(&p[0], "/", None).await.expect("root");
+    assert_eq!(status, 401, "security is on");
+    for r in running {
+        r.stop().await;
+    }
+}

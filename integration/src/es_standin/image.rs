@@ -14,8 +14,8 @@
 //!   config directory as `bootstrap.password` unless already there (never overwritten); 7.17 started as
 //!   root runs `chown -R 1000:0` on `ES_HOME/{data,logs}` when `TAKE_FILE_OWNERSHIP` is set and drops to
 //!   1000:0; 8.0–8.2 drop the command's arguments, 8.3+ pass them to Elasticsearch.
-//! - **Keystore**: `<config>/elasticsearch.keystore`; Elasticsearch creates an empty one at start when it
-//!   is missing, which needs a writable config directory.
+//! - **Keystore**: `<config>/elasticsearch.keystore`; Elasticsearch creates, seeds or upgrades it at start
+//!   through a temporary file, so the config directory must be writable by the node's user.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -396,6 +396,14 @@ pub fn read_config_dir(
     } else {
         None
     };
+    // Elasticsearch writes its keystore (`elasticsearch.keystore.tmp`, then a rename) when it creates,
+    // seeds or upgrades it, so the directory must be writable even when a keystore is there.
+    if fs.check(&path, Access::Write, who).is_err() {
+        return Err(ImageError::Config(format!(
+            "java.nio.file.AccessDeniedException[{}]: the config directory must be writable by {who}",
+            path.join(format!("{KEYSTORE_FILE}.tmp")).display()
+        )));
+    }
     let keystore = match Keystore::load(fs, &path, who)? {
         Some(ks) => ks,
         None => {
