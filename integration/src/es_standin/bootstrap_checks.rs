@@ -245,6 +245,30 @@ pub fn parse_bytes(raw: &str) -> Option<u64> {
     num.parse::<u64>().ok()?.checked_mul(mult)
 }
 
+/// Whether `RLIMIT_MEMLOCK` is unlimited (what `mlockall` needs).
+pub fn memlock_unlimited() -> bool {
+    rustix::process::getrlimit(rustix::process::Resource::Memlock)
+        .current
+        .is_none()
+}
+
+/// The memory the JVM sizes its defaults from: the cgroup limit if any, else the host's.
+pub fn memory_bytes() -> u64 {
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    let host = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(4 << 30);
+    cgroup.map_or(host, |c| c.min(host))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

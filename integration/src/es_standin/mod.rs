@@ -5,14 +5,18 @@
 //! what real Elasticsearch refuses, or a Tether bug passes the tests. A start goes as the image's does:
 //! 1. the version is the one the task's image tag names ([`image`]);
 //! 2. the process plays the image's user, 1000:0, and every path it touches is checked against that user
-//!    as the kernel would; 8.x refuses to run as root ([`container`] explains the identity rule and how
-//!    container paths map to this host under the emulator's process launcher);
+//!    as the kernel would; 8.x refuses to run as root. The rule ([`container`] has it in full): a
+//!    `TETHER_EMU_USER=uid:gid` wins; else under the process launcher's emulation (`TETHER_EMU_ROOTFS`
+//!    set) a stand-in that really is root plays the image's user (8.x 1000:0; 7.17 root, which its
+//!    entrypoint drops to 1000:0); else it is what it really is — so a root process outside the emulation
+//!    is refused by 8.x, and the Docker tier's image truly runs as 1000:0;
 //! 3. the entrypoint's steps: `ELASTIC_PASSWORD(_FILE)` into the keystore, 7.17's `TAKE_FILE_OWNERSHIP`;
 //! 4. settings from `elasticsearch.yml`, then `-E` options and the environment the way
 //!    `bin/elasticsearch-env` maps it ([`settings`]);
 //! 5. the data path (default `ES_HOME/data`, in the task's own layer), its lock and state ([`data_path`]);
 //! 6. 8.x security auto-configuration on a first start that allows it ([`autoconfig`]);
-//! 7. TLS material ([`tls`]), transport bound, bootstrap checks in production mode ([`bootstrap_checks`]);
+//! 7. TLS material ([`tls`]), transport bound ([`network`]), bootstrap checks in production mode
+//!    ([`bootstrap_checks`]);
 //! 8. cluster coordination with the other stand-ins over the transport port ([`cluster`]) and the HTTP API
 //!    ([`http`], [`documents`]).
 //!
@@ -28,15 +32,15 @@ pub mod data_path;
 pub mod documents;
 pub mod http;
 pub mod image;
+pub mod network;
 pub mod settings;
 pub mod testing;
 pub mod tls;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use self::bootstrap_checks::{BootstrapCheckFailure, CheckError, CheckInput, JvmOptions};
@@ -240,7 +244,7 @@ pub async fn run_with_env(
     };
 
     // Transport first, then the bootstrap checks, then HTTP, as Elasticsearch starts.
-    let transport_bind = resolve_host(
+    let transport_bind = network::resolve_host(
         settings
             .first_of(&[
                 "transport.bind_host",
@@ -252,8 +256,8 @@ pub async fn run_with_env(
     )
     .await?;
     let transport_ports = settings.get("transport.port").unwrap_or("9300-9400");
-    let transport = bind_range(transport_bind, transport_ports, "transport").await?;
-    let transport_addr = local_addr(&transport, "transport")?;
+    let transport = network::bind_range(transport_bind, transport_ports, "transport").await?;
+    let transport_addr = network::local_addr(&transport, "transport")?;
     let publish_host = settings
         .first_of(&[
             "transport.publish_host",
@@ -263,9 +267,9 @@ pub async fn run_with_env(
         ])
         .unwrap_or("_local_")
         .to_owned();
-    let mut publish_ip = resolve_host(&publish_host).await?;
+    let mut publish_ip = network::resolve_host(&publish_host).await?;
     if publish_ip.is_unspecified() {
-        publish_ip = primary_ip();
+        publish_ip = network::primary_ip();
     }
     let publish_port = match settings.get("transport.publish_port") {
         Some(p) => p.parse().map_err(|_| {
@@ -284,11 +288,11 @@ pub async fn run_with_env(
         jvm: &jvm,
         transport_bound: &[transport_addr],
         transport_publish: publish,
-        memlock_unlimited: memlock_unlimited(),
-        memory_bytes: memory_bytes(),
+        memlock_unlimited: bootstrap_checks::memlock_unlimited(),
+        memory_bytes: bootstrap_checks::memory_bytes(),
     })?;
 
-    let http_bind = resolve_host(
+    let http_bind = network::resolve_host(
         settings
             .first_of(&[
                 "http.bind_host",
@@ -299,14 +303,14 @@ pub async fn run_with_env(
             .unwrap_or("_local_"),
     )
     .await?;
-    let http = bind_range(
+    let http = network::bind_range(
         http_bind,
         settings.get("http.port").unwrap_or("9200-9300"),
         "http",
     )
     .await?;
     let bound = Bound {
-        http: local_addr(&http, "http")?,
+        http: network::local_addr(&http, "http")?,
         transport: transport_addr,
     };
 
@@ -467,103 +471,4 @@ fn default_node_name(env: &BTreeMap<String, String>) -> String {
                 .map(|h| h.trim().to_owned())
         })
         .unwrap_or_else(|| "localhost".to_owned())
-}
-
-/// A `network.host`-style value as one address: `_local_`, `_site_`, `_global_`, an IP or a name.
-async fn resolve_host(value: &str) -> Result<IpAddr, StandinError> {
-    let first = value.split(',').next().unwrap_or(value).trim();
-    match first {
-        "_local_" | "_local:ipv4_" => return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-        "_site_" | "_global_" | "_site:ipv4_" | "_global:ipv4_" => return Ok(primary_ip()),
-        _ => {}
-    }
-    if let Ok(ip) = first.parse::<IpAddr>() {
-        return Ok(ip);
-    }
-    if first.starts_with('_') {
-        return Err(StandinError::Network(format!(
-            "es-standin does not resolve the special network address [{first}]"
-        )));
-    }
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((first, 0))
-        .await
-        .map_err(|e| StandinError::Network(format!("failed to resolve host [{first}]: {e}")))?
-        .collect();
-    addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or(addrs.first())
-        .map(SocketAddr::ip)
-        .ok_or_else(|| StandinError::Network(format!("failed to resolve host [{first}]")))
-}
-
-/// The address this host reaches the world from (what Elasticsearch publishes for a wildcard bind).
-fn primary_ip() -> IpAddr {
-    std::net::UdpSocket::bind("0.0.0.0:0")
-        .and_then(|s| {
-            s.connect("192.0.2.1:9")?;
-            s.local_addr()
-        })
-        .map(|a| a.ip())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
-}
-
-/// Binds the first free port of `ports` (`9300`, `9300-9400`; 0 lets the OS pick).
-async fn bind_range(
-    ip: IpAddr,
-    ports: &str,
-    what: &'static str,
-) -> Result<TcpListener, StandinError> {
-    let (lo, hi) = match ports.split_once('-') {
-        Some((a, b)) => (a.trim().parse::<u16>(), b.trim().parse::<u16>()),
-        None => (ports.trim().parse::<u16>(), ports.trim().parse::<u16>()),
-    };
-    let (Ok(lo), Ok(hi)) = (lo, hi) else {
-        return Err(StandinError::Settings(SettingsError::Invalid(format!(
-            "Failed to parse value [{ports}] for setting [{what}.port]"
-        ))));
-    };
-    let mut last = None;
-    for port in lo..=hi {
-        match TcpListener::bind(SocketAddr::new(ip, port)).await {
-            Ok(l) => return Ok(l),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(StandinError::Bind {
-        what,
-        addr: format!("{ip}:{ports}"),
-        source: last.unwrap_or_else(|| std::io::Error::other("empty port range")),
-    })
-}
-
-fn local_addr(l: &TcpListener, what: &'static str) -> Result<SocketAddr, StandinError> {
-    l.local_addr().map_err(|source| StandinError::Bind {
-        what,
-        addr: "?".into(),
-        source,
-    })
-}
-
-fn memlock_unlimited() -> bool {
-    rustix::process::getrlimit(rustix::process::Resource::Memlock)
-        .current
-        .is_none()
-}
-
-/// The memory the JVM sizes its defaults from: the cgroup limit if any, else the host's.
-fn memory_bytes() -> u64 {
-    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok());
-    let host = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map(|kb| kb * 1024)
-        .unwrap_or(4 << 30);
-    cgroup.map_or(host, |c| c.min(host))
 }
