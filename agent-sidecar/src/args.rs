@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use tether_proto::client::{self, EndpointError, TlsFiles, TlsFlags};
+use tonic::transport::Endpoint;
 
 pub use tether_telemetry::LogFormat;
 
@@ -126,38 +127,25 @@ impl Args {
 }
 
 impl Args {
-    /// The scheduler's endpoint, with TLS for an `https://` URL. Files are read on every call, so a
-    /// redial picks up rotated certificates. TLS flags with a plaintext URL are refused, not ignored.
+    /// The scheduler's endpoint, with TLS for an `https://` URL (`tether_proto::client`'s rule). Files are
+    /// read on every call, so a redial picks up rotated certificates.
     pub fn endpoint(&self) -> Result<Endpoint, String> {
-        let endpoint = Endpoint::from_shared(self.scheduler.clone())
-            .map_err(|e| format!("--scheduler {:?}: {e}", self.scheduler))?;
-        if !self.scheduler.starts_with("https://") {
-            if self.scheduler_ca.is_some() || self.cert.is_some() {
-                return Err(format!(
-                    "--scheduler-ca/--cert need an https:// scheduler URL, got {}",
-                    self.scheduler
-                ));
+        let files = TlsFiles {
+            ca: self.scheduler_ca.as_deref(),
+            identity: self.cert.as_deref().zip(self.key.as_deref()),
+        };
+        let flags = TlsFlags {
+            ca: "--scheduler-ca",
+            cert: "--cert",
+        };
+        client::endpoint(&self.scheduler, files, flags).map_err(|e| match e {
+            EndpointError::BadUrl { url, source } => format!("--scheduler {url:?}: {source}"),
+            EndpointError::ReadFile { path, source, .. } => {
+                format!("reading {}: {source}", path.display())
             }
-            return Ok(endpoint);
-        }
-        let ca = self.scheduler_ca.as_deref().ok_or_else(|| {
-            format!(
-                "{} is https: give the CA that signed its certificate with --scheduler-ca",
-                self.scheduler
-            )
-        })?;
-        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
-        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
-            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
-        }
-        endpoint
-            .tls_config(tls)
-            .map_err(|e| format!("TLS settings for {}: {e}", self.scheduler))
+            other => other.to_string(),
+        })
     }
-}
-
-fn read(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))
 }
 
 /// The kernel's host name (`/proc/sys/kernel/hostname`), else `/etc/hostname`, else `localhost`.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use tether_proto::v1::{DriverHealth, DriverScope};
 
+use crate::lock;
 use crate::plugin::{
     self, CallObserver, PluginClient, PluginError, PluginErrorKind, Scope, Timeouts,
 };
@@ -88,26 +89,20 @@ impl Driver {
     }
 
     pub fn health(&self) -> DriverHealth {
-        self.lock().health.clone()
+        lock(&self.inner).health.clone()
     }
 
     pub fn scope(&self) -> DriverScope {
-        match self.lock().scope {
+        match lock(&self.inner).scope {
             None => DriverScope::Unspecified,
             Some(Scope::Local) => DriverScope::Local,
             Some(Scope::Global) => DriverScope::Global,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// The activated client, finding and activating the driver first when needed.
     async fn client(&self) -> Result<PluginClient, DriverError> {
-        if let Some(c) = self.lock().client.clone() {
+        if let Some(c) = lock(&self.inner).client.clone() {
             return Ok(c);
         }
         let unavailable = |message: String| DriverError::Unavailable {
@@ -129,7 +124,7 @@ impl Driver {
             .await
             .map_err(|e| unavailable(e.to_string()))?;
         tracing::info!(driver = %self.name, addr = %client.addr(), ?scope, "volume driver activated");
-        let mut inner = self.lock();
+        let mut inner = lock(&self.inner);
         inner.scope = Some(scope);
         inner.client = Some(client.clone());
         Ok(client)
@@ -153,7 +148,7 @@ impl Driver {
             Err(e) => Err(e),
         };
         let latency = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let mut inner = self.lock();
+        let mut inner = lock(&self.inner);
         match &result {
             Ok(_) => {
                 inner.health = DriverHealth {

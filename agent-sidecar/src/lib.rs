@@ -12,7 +12,7 @@ mod runtime;
 mod state;
 mod volumes;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -21,6 +21,13 @@ pub use args::{Args, LogFormat, system_hostname};
 pub use runtime::VERSION;
 pub use state::{MountEntry, Phase};
 pub use volumes::validate_name;
+
+/// Locks `m` even when poisoned. No critical section in the sidecar can leave its data half-updated (each
+/// is an assignment, a clone or a restore-on-error), so one panic must not become a panic in every later
+/// caller (the reporter, the stream, the shutdown release).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Why the sidecar stopped with an error.
 #[derive(Debug, thiserror::Error)]

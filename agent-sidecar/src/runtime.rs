@@ -17,9 +17,9 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::SidecarError;
 use crate::args::Args;
 use crate::volumes::{PrepareSpec, Volumes, measure, volume_report};
+use crate::{SidecarError, lock};
 
 /// Version sent in Hello.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -36,10 +36,6 @@ pub(crate) struct Runtime {
     report_now: Notify,
     outbound: Mutex<Option<mpsc::Sender<AgentMessage>>>,
     commands: TaskTracker,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Runtime {
@@ -224,8 +220,7 @@ impl Runtime {
             let token = tokio::fs::read_to_string(path)
                 .await
                 .map_err(|e| format!("reading token file {}: {e}", path.display()))?;
-            let value = format!("Bearer {}", token.trim())
-                .parse()
+            let value = tether_proto::client::bearer(&token)
                 .map_err(|_| format!("token in {} is not valid header text", path.display()))?;
             request.metadata_mut().insert("authorization", value);
         }

@@ -2,12 +2,15 @@
 //! the directory) before each Mount and after each Mount/Unmount, so that after a crash or restart every
 //! Mount the sidecar may have made is matched by one Unmount.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
+use tether_telemetry::fs::write_atomically;
+
+use crate::lock;
 
 /// Where a held mount is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,7 +73,7 @@ impl StateFile {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs::create_dir_all(dir)?;
         }
-        write_atomic(path, &data)?;
+        save(path, &data)?;
         Ok(StateFile {
             path: path.to_path_buf(),
             data: Mutex::new(data),
@@ -79,15 +82,15 @@ impl StateFile {
 
     /// The id sent with every Mount/Unmount; stable for the life of the state file.
     pub fn mount_id(&self) -> String {
-        self.lock().mount_id.clone()
+        lock(&self.data).mount_id.clone()
     }
 
     pub fn entries(&self) -> Vec<MountEntry> {
-        self.lock().mounts.clone()
+        lock(&self.data).mounts.clone()
     }
 
     pub fn entry(&self, volume: &str) -> Option<MountEntry> {
-        self.lock()
+        lock(&self.data)
             .mounts
             .iter()
             .find(|m| m.volume == volume)
@@ -96,37 +99,25 @@ impl StateFile {
 
     /// Sets (or with `None` removes) the entry of `volume` and persists the file.
     pub fn set(&self, volume: &str, entry: Option<MountEntry>) -> io::Result<()> {
-        let mut data = self.lock();
+        let mut data = lock(&self.data);
         let before = data.clone();
         data.mounts.retain(|m| m.volume != volume);
         if let Some(e) = entry {
             data.mounts.push(e);
         }
         data.mounts.sort_by(|a, b| a.volume.cmp(&b.volume));
-        if let Err(e) = write_atomic(&self.path, &data) {
+        if let Err(e) = save(&self.path, &data) {
             *data = before;
             return Err(e);
         }
         Ok(())
     }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Data> {
-        self.data
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
 }
 
-fn write_atomic(path: &Path, data: &Data) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(data).map_err(io::Error::other)?)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+/// Serialises `data` and replaces the file durably.
+fn save(path: &Path, data: &Data) -> io::Result<()> {
+    let body = serde_json::to_vec_pretty(data).map_err(io::Error::other)?;
+    write_atomically(path, &body)
 }
 
 #[cfg(test)]

@@ -108,10 +108,6 @@ pub struct Outcome {
     pub volumes: Vec<VolumeReport>,
 }
 
-fn lock_map<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl Volumes {
     pub fn new(driver: Arc<Driver>, state: StateFile) -> Self {
         let mount_id = state.mount_id();
@@ -130,14 +126,14 @@ impl Volumes {
     }
 
     fn volume_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
-        lock_map(&self.locks)
+        crate::lock(&self.locks)
             .entry(name.to_string())
             .or_default()
             .clone()
     }
 
     pub(crate) fn set_error(&self, name: &str, error: Option<&str>) {
-        let mut m = lock_map(&self.last_errors);
+        let mut m = crate::lock(&self.last_errors);
         match error {
             Some(e) => {
                 m.insert(name.to_string(), e.to_string());
@@ -169,7 +165,7 @@ impl Volumes {
             d.saturating_duration_since(Instant::now())
                 .max(Duration::from_millis(1))
         });
-        let abort = lock_map(&self.abort).clone();
+        let abort = crate::lock(&self.abort).clone();
         tokio::select! {
             r = self.driver.call(cap, f) => r,
             () = abort.cancelled() => Err(DriverError::Unavailable {
@@ -428,12 +424,12 @@ impl Volumes {
 
     /// Makes in-flight driver calls give up (end of the shutdown grace period).
     pub fn abort_calls(&self) {
-        lock_map(&self.abort).cancel();
+        crate::lock(&self.abort).cancel();
     }
 
     /// Releases everything the sidecar holds (shutdown), with calls no longer aborted.
     pub async fn release_all(&self) -> Result<(), String> {
-        *lock_map(&self.abort) = CancellationToken::new();
+        *crate::lock(&self.abort) = CancellationToken::new();
         let names: Vec<String> = self.state.entries().into_iter().map(|e| e.volume).collect();
         let outcome = self.release(&names).await;
         outcome.error.map_or(Ok(()), Err)

@@ -8,10 +8,9 @@
 pub mod bench;
 pub mod dev;
 pub mod docker_engine;
-pub mod docker_testing;
 pub mod es_standin;
 pub mod fake_rexray;
-pub mod harness;
+pub mod http_client;
 pub mod mesos_emu;
+pub mod process;
 pub mod testing;
-pub mod testing_sidecar;

@@ -5,9 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tether_integration::harness::{bin_path, free_port};
 use tether_integration::mesos_emu::{EmuConfig, EmuHandle, MesosEmu};
-use tether_integration::testing::{DEADLINE, Scheduler, all_running};
+use tether_integration::process::{bin_path, free_port};
+use tether_integration::testing::DEADLINE;
+use tether_integration::testing::scheduler::{Scheduler, all_running, wait_nodes};
 use tether_proto::v1::admin_client::AdminClient;
 use tether_proto::v1::{
     GetClusterRequest, ListAgentsRequest, ListNodesRequest, ListVolumesRequest, Node,
@@ -61,7 +62,7 @@ impl Setup {
             .connect()
             .await
             .expect("admin API reachable");
-        let value = token.map(|t| format!("Bearer {t}").parse().expect("ascii"));
+        let value = token.map(|t| tether_proto::client::bearer(t).expect("ascii"));
         AdminClient::with_interceptor(channel, tetherctl::Auth::new(value))
     }
 
@@ -157,25 +158,6 @@ fn live_emu_tasks(emu: &EmuHandle) -> usize {
         .iter()
         .filter(|t| !t.state.is_terminal())
         .count()
-}
-
-/// `testing::wait_nodes` for an authenticated client: polls the node list until `pred` holds.
-async fn wait_nodes(admin: &mut Client, what: &str, pred: impl Fn(&[Node]) -> bool) -> Vec<Node> {
-    let mut last = Vec::new();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Ok(resp) = admin.list_nodes(ListNodesRequest {}).await {
-            last = resp.into_inner().nodes;
-            if pred(&last) {
-                return last;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gave up waiting for {what}; nodes: {last:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Waits until `n` agents are listed (an agent is known once it has offered).

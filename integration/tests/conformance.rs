@@ -6,9 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tether_integration::mesos_emu::testing::{Driver, eventually, fast_client_config, sleep_task};
 use tether_integration::mesos_emu::{EmuConfig, MesosEmu};
-use tether_mesos::client::{MesosClient, MesosMaster as _, Notification};
+use tether_integration::testing::emu::{Driver, eventually, fast_client_config, sleep_task};
+use tether_mesos::client::{MesosClient, Notification};
 use tether_mesos::model::*;
 
 /// Reasons that exist upstream but not in Debian's older copy of the protos (fact sheet §7).

@@ -8,10 +8,10 @@
 
 use std::path::Path;
 
-use tether_integration::docker_testing::{
+use tether_integration::fake_rexray::{self, Config, FakeRexray};
+use tether_integration::testing::docker::{
     DriverLock, TEST_DRIVER, TestImage, TestResult as R, VolumeCleanup, docker_ok, engine_available,
 };
-use tether_integration::fake_rexray::{self, Config, FakeRexray};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_engine_uses_fake_rexray() -> R {

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use rand::SeedableRng as _;
 use tether_integration::dev::chaos::{FaultKind, Summary, choose_fault};
-use tether_integration::harness::{bin_path, free_port};
-use tether_integration::testing::SubnetLease;
+use tether_integration::process::{bin_path, free_port};
+use tether_integration::testing::cluster::SubnetLease;
 
 const ROUNDS: u64 = 4;
 /// Its first four rounds hit every kind of fault: a sidecar, a partition ended by GONE, an agent, the

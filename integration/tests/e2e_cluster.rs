@@ -6,7 +6,9 @@
 use std::collections::BTreeSet;
 
 use serde_json::json;
-use tether_integration::testing::{E2eCluster, all_running};
+use tether_integration::testing::cluster::E2eCluster;
+use tether_integration::testing::es::{get_doc, put_doc, wait_es};
+use tether_integration::testing::scheduler::all_running;
 
 /// (1) and (2): three nodes come up and store a document each; an agent is killed and its node comes back
 /// on a surviving agent of the same zone, with the same id and volumes, and its documents are readable.
@@ -25,9 +27,8 @@ async fn a_killed_agents_node_comes_back_elsewhere_with_its_data() {
         3
     );
     for n in &nodes {
-        c.wait_es(n).await;
-        c.put_doc(n, &format!("doc-{}", n.id), json!({ "written_to": n.id }))
-            .await;
+        wait_es(n).await;
+        put_doc(n, &format!("doc-{}", n.id), json!({ "written_to": n.id })).await;
     }
 
     let victim = nodes.iter().find(|n| n.id == 2).expect("node 2").clone();
@@ -58,19 +59,19 @@ async fn a_killed_agents_node_comes_back_elsewhere_with_its_data() {
     );
     assert_ne!(moved.task_id, victim.task_id, "a new task, same node id");
     assert_eq!(moved.volumes, victim.volumes, "same volumes");
-    let root = c.wait_es(moved).await;
+    let root = wait_es(moved).await;
     assert_eq!(
         root["data_created_by_node_id"], "2",
         "the data directory is node 2's: {root}"
     );
     assert_eq!(
-        c.get_doc(moved, "doc-2").await,
+        get_doc(moved, "doc-2").await,
         Some(json!({ "written_to": 2 })),
         "data followed the node"
     );
     for n in after.iter().filter(|n| n.id != 2) {
         assert_eq!(
-            c.get_doc(n, &format!("doc-{}", n.id)).await,
+            get_doc(n, &format!("doc-{}", n.id)).await,
             Some(json!({ "written_to": n.id }))
         );
     }
@@ -103,7 +104,7 @@ async fn a_missing_volume_keeps_its_node_pending_with_the_reason() {
     // What an operator sees, through the real tetherctl.
     let plan = &c.cluster.plan;
     let out = tokio::process::Command::new(
-        tether_integration::harness::bin_path("tetherctl").expect("tetherctl"),
+        tether_integration::process::bin_path("tetherctl").expect("tetherctl"),
     )
     .args([
         "--scheduler",

@@ -19,12 +19,13 @@ use std::time::Duration;
 
 use serde_json::json;
 use tether_integration::docker_engine::{DEFAULT_SOCKET, DockerEngine};
-use tether_integration::docker_testing::{TestResult as R, docker_required, engine_available};
-use tether_integration::harness::bin_dir;
+use tether_integration::http_client;
 use tether_integration::mesos_emu::docker_launcher::LABEL_INSTANCE;
-use tether_integration::testing::{
-    AuthedAdmin, SubnetLease, admin_client, get_doc, http_json, put_doc, wait_es,
-};
+use tether_integration::process::bin_dir;
+use tether_integration::testing::cluster::SubnetLease;
+use tether_integration::testing::docker::{TestResult as R, docker_required, engine_available};
+use tether_integration::testing::es::{get_doc, put_doc, wait_es};
+use tether_integration::testing::scheduler::{AuthedAdmin, admin_client};
 use tether_proto::v1::{ListNodesRequest, Node};
 
 const BINS: [&str; 5] = [
@@ -308,7 +309,7 @@ async fn compose_cluster_relaunches_a_dead_agents_node_with_its_documents() -> R
         "http://{}.2:5050/emu/agents/{}/kill",
         subnet.prefix, victim.agent_id
     );
-    let (status, body) = http_json("POST", &url, None).await?;
+    let (status, body) = http_client::post_json(&url, None).await?;
     assert!((200..300).contains(&status), "{url}: {status} {body}");
     compose
         .run(&[
@@ -388,7 +389,7 @@ async fn compose_cluster_relaunches_a_dead_agents_node_with_its_documents() -> R
         let filter = format!("label=com.docker.compose.project={}", compose.project);
         let mut args = args;
         args.push(&filter);
-        let out = tether_integration::docker_testing::docker_ok(&args).await?;
+        let out = tether_integration::testing::docker::docker_ok(&args).await?;
         assert!(out.trim().is_empty(), "{what} left: {out}");
     }
     compose.teardown();

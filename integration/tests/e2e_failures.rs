@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use serde_json::json;
-use tether_integration::testing::{E2eCluster, all_running};
+use tether_integration::testing::cluster::E2eCluster;
+use tether_integration::testing::es::{get_doc, put_doc, wait_es};
+use tether_integration::testing::scheduler::all_running;
 use tether_proto::v1::Node;
 
 fn node(nodes: &[Node], id: u64) -> Node {
@@ -55,8 +57,8 @@ async fn assert_not_relaunched(c: &E2eCluster, window: Duration, allowed_task: O
 async fn a_partitioned_node_is_replaced_only_once_its_agent_is_gone() {
     let c = E2eCluster::start(4, 3, |_| {}).await;
     let (two, _) = node_two_and_spare(&c).await;
-    c.wait_es(&two).await;
-    c.put_doc(&two, "doc-2", json!({ "v": 2 })).await;
+    wait_es(&two).await;
+    put_doc(&two, "doc-2", json!({ "v": 2 })).await;
 
     c.emu_fault(&format!("agents/{}/partition", two.agent_id))
         .await;
@@ -81,8 +83,8 @@ async fn a_partitioned_node_is_replaced_only_once_its_agent_is_gone() {
         })
         .await;
     let moved = node(&after, 2);
-    c.wait_es(&moved).await;
-    assert_eq!(c.get_doc(&moved, "doc-2").await, Some(json!({ "v": 2 })));
+    wait_es(&moved).await;
+    assert_eq!(get_doc(&moved, "doc-2").await, Some(json!({ "v": 2 })));
     c.stop().await;
 }
 
@@ -93,9 +95,8 @@ async fn a_scheduler_killed_mid_relaunch_leaves_no_duplicate() {
     let mut c = E2eCluster::start(4, 3, |_| {}).await;
     let nodes = c.wait_nodes("three running nodes", all_running(3)).await;
     for n in &nodes {
-        c.wait_es(n).await;
-        c.put_doc(n, &format!("doc-{}", n.id), json!({ "v": n.id }))
-            .await;
+        wait_es(n).await;
+        put_doc(n, &format!("doc-{}", n.id), json!({ "v": n.id })).await;
     }
     let two = node(&nodes, 2);
     kill_agent_of(&mut c, &two).await;
@@ -124,9 +125,9 @@ async fn a_scheduler_killed_mid_relaunch_leaves_no_duplicate() {
         );
     }
     for n in &after {
-        c.wait_es(n).await;
+        wait_es(n).await;
         assert_eq!(
-            c.get_doc(n, &format!("doc-{}", n.id)).await,
+            get_doc(n, &format!("doc-{}", n.id)).await,
             Some(json!({ "v": n.id })),
             "node {}",
             n.id

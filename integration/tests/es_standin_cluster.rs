@@ -8,7 +8,8 @@ use std::time::Duration;
 use rustix::process::Signal;
 use serde_json::Value;
 use tether_integration::es_standin::testing::{Pki, Running, Sandbox, request, start};
-use tether_integration::harness::{Proc, eventually};
+use tether_integration::process::Proc;
+use tether_integration::testing::eventually;
 
 const V8: &str = "docker.elastic.co/elasticsearch/elasticsearch:8.15.0";
 const V7: &str = "docker.elastic.co/elasticsearch/elasticsearch:7.17.22";

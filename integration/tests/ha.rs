@@ -9,11 +9,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tether_integration::harness::eventually;
+use tether_integration::dev::chaos::node_of_task;
 use tether_integration::mesos_emu::{EmuConfig, EmuHandle, MesosEmu};
-use tether_integration::testing::{
-    DEADLINE, SchedulerProcess, all_running, node_of_task, wait_nodes,
-};
+use tether_integration::testing::scheduler::{SchedulerProcess, all_running, wait_nodes};
+use tether_integration::testing::{DEADLINE, eventually};
 use tether_proto::v1::{Cluster, GetClusterRequest, ListNodesRequest, ScaleRequest};
 use tether_zk::testing::{ZkServer, register_mesos_master};
 use tether_zk::{ZkConfig, ZkSession, ZkStore};

@@ -1,9 +1,9 @@
 //! The tether-mesos client against the Mesos emulator over loopback HTTP: subscribe, offers, launch,
 //! acknowledge, reconcile, master restart, 307 and 503 leader following, missed heartbeats, and ERROR.
 
-use tether_integration::mesos_emu::testing::{Driver, eventually, fast_client_config, sleep_task};
 use tether_integration::mesos_emu::{EmuConfig, MesosEmu};
-use tether_mesos::client::{MesosMaster as _, Notification};
+use tether_integration::testing::emu::{Driver, eventually, fast_client_config, sleep_task};
+use tether_mesos::client::Notification;
 use tether_mesos::model::*;
 
 async fn subscribed(d: &mut Driver) -> FrameworkID {

@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use http::Method;
-use tether_integration::mesos_emu::testing::{
+use tether_integration::mesos_emu::{DirVolumeAttacher, EmuConfig, MesosEmu, ProcessLauncher};
+use tether_integration::testing::emu::{
     Driver, eventually, fast_client_config, raw_call, sleep_task,
 };
-use tether_integration::mesos_emu::{DirVolumeAttacher, EmuConfig, MesosEmu, ProcessLauncher};
-use tether_mesos::client::{MesosMaster as _, Notification};
+use tether_mesos::client::Notification;
 use tether_mesos::model::*;
 
 const JSON: Option<&str> = Some("application/json");

@@ -10,19 +10,19 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tether_integration::docker_engine::DockerEngine;
-use tether_integration::docker_testing::{
-    DriverLock, TEST_DRIVER, TestImage, TestResult as R, VolumeCleanup, engine_available,
-};
 use tether_integration::fake_rexray::{self, Config, FakeRexray, Faults, MethodFault};
-use tether_integration::harness::eventually;
 use tether_integration::mesos_emu::docker_launcher::LABEL_INSTANCE;
-use tether_integration::mesos_emu::testing::{
-    DEADLINE, Driver, ack_until_task, fast_client_config, sleep_task,
-};
 use tether_integration::mesos_emu::{
     DockerLauncher, EmuConfig, EmuHandle, MesosEmu, PluginVolumeAttacher,
 };
-use tether_mesos::client::{MesosMaster as _, Notification};
+use tether_integration::testing::docker::{
+    DriverLock, TEST_DRIVER, TestImage, TestResult as R, VolumeCleanup, engine_available,
+};
+use tether_integration::testing::emu::{
+    DEADLINE, Driver, ack_until_task, fast_client_config, sleep_task,
+};
+use tether_integration::testing::eventually;
+use tether_mesos::client::Notification;
 use tether_mesos::model::*;
 
 /// A task in a Docker container running `script` under `/bin/sh -c`.
@@ -392,7 +392,7 @@ async fn docker_launcher_maps_ports_and_passes_the_environment() -> R {
     }
     let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
     let instance = format!("tether-test-{tag}");
-    let standin = tether_integration::harness::bin_path("es-standin")?;
+    let standin = tether_integration::process::bin_path("es-standin")?;
     let image = TestImage::build(
         &format!("tether-test-standin:{tag}"),
         &[&standin],
@@ -415,7 +415,7 @@ async fn docker_launcher_maps_ports_and_passes_the_environment() -> R {
     let agent = AgentID::new(emu.agent_ids()[0].as_str());
 
     let program = standin.display().to_string();
-    let host_port = tether_integration::harness::free_port();
+    let host_port = tether_integration::process::free_port();
     let mut t = shell_task("standin", &agent, &image.tag, "", None);
     t.command = Some(CommandInfo {
         shell: Some(false),
@@ -459,7 +459,7 @@ async fn docker_launcher_maps_ports_and_passes_the_environment() -> R {
     assert_eq!(s.state, TaskState::Running, "{:?}", s.message);
     let url = format!("http://127.0.0.1:{host_port}/");
     let root = eventually(&format!("{url} answering"), DEADLINE, || async {
-        match tether_integration::testing::http_json("GET", &url, None).await {
+        match tether_integration::http_client::get_json(&url).await {
             Ok((200, body)) => Some(body),
             _ => None,
         }

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use tether_integration::mesos_emu::{EmuConfig, MesosEmu};
-use tether_integration::testing::{Scheduler, all_running, wait_nodes};
+use tether_integration::testing::scheduler::{Scheduler, all_running, wait_nodes};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_come_up_with_ids_one_to_three_on_three_agents() {

@@ -2,7 +2,7 @@
 //! balanced mounts across a crash and a graceful stop, driver and scheduler outages, bad driver replies.
 
 use tether_integration::fake_rexray::{self, Faults, MethodFault, RawReply};
-use tether_integration::testing_sidecar::{
+use tether_integration::testing::sidecar::{
     FakeScheduler, RunningSidecar, World, sidecar_args, welcome,
 };
 use tether_proto::v1::{DriverScope, Report, VolumeReport};

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use tether_integration::fake_rexray::{self, Faults, MethodFault};
-use tether_integration::testing_sidecar::{
+use tether_integration::testing::sidecar::{
     DEADLINE, FakeScheduler, RunningSidecar, World, sidecar_args, welcome,
 };
 use tether_proto::v1::{Prepare, scheduler_message};

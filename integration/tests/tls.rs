@@ -11,11 +11,12 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
-use tether_integration::harness::bin_path;
-use tether_integration::mesos_emu::testing::{Driver, fast_client_config};
 use tether_integration::mesos_emu::{EmuConfig, EmuHandle, EmuTls, MesosEmu};
-use tether_integration::testing::{DEADLINE, Scheduler};
-use tether_integration::testing_sidecar::{RunningSidecar, sidecar_args};
+use tether_integration::process::bin_path;
+use tether_integration::testing::DEADLINE;
+use tether_integration::testing::emu::{Driver, fast_client_config};
+use tether_integration::testing::scheduler::Scheduler;
+use tether_integration::testing::sidecar::{RunningSidecar, sidecar_args};
 use tether_mesos::client::Notification;
 use tether_mesos::model::EventType;
 use tether_proto::v1::admin_client::AdminClient;

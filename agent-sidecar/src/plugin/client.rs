@@ -1,16 +1,25 @@
-//! The HTTP side of the plugin client: one short-lived HTTP/1.1 connection per call (like the engine's
-//! client, so a plugin that restarts behind the same socket is picked up at once), a timeout over the whole
-//! call, and a reply size bound.
+//! The HTTP side of the plugin client: HTTP/1.1 over a small pool of keep-alive connections (hyper-util's
+//! legacy client; hyperlocal's connector for unix sockets), a timeout over the whole call, and a reply
+//! size bound.
+//!
+//! Pooling must not outlive a plugin restart: a restarted plugin closes the old connections, which the
+//! pool then discards; a request written to one the client has not yet seen closed fails with a broken
+//! pipe before the plugin could read it, and is sent again on another connection; a call cut off by its
+//! timeout closes its connection instead of returning it; and idle connections are closed after
+//! `POOL_IDLE_TIMEOUT`, so a sidecar between reports holds none.
 
 use std::collections::BTreeMap;
+use std::error::Error as _;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::TokioIo;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connect, HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyperlocal::UnixConnector;
 use serde_json::{Map, Value, json};
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::reply::{self, Parsed, Scope, Volume, field, kind};
 use super::{Method, PluginAddr, PluginError, PluginErrorKind};
@@ -36,17 +45,45 @@ impl Default for Timeouts {
     }
 }
 
+/// How long an idle connection stays pooled: long enough to carry a burst of calls (a report's Gets, a
+/// prepare's Get, Mount and Path), short enough that a sidecar between reports holds no connection and a
+/// plugin's own idle cut-off seldom races a request on a reused one.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Idle connections kept per plugin: the reporter's concurrency (8 Gets at once).
+const POOL_MAX_IDLE: usize = 8;
+
+/// The longest path a unix socket address holds (`sun_path`, less its terminating NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
 /// Told the method, duration and success of every call (for metrics). Must be cheap: it runs inline.
 pub trait CallObserver: Send + Sync + std::fmt::Debug {
     fn observe(&self, method: Method, elapsed: Duration, ok: bool);
 }
 
-/// A client of one volume plugin. Cheap to clone; safe to use from many tasks at once.
+/// A client of one volume plugin. Cheap to clone (clones share the connection pool); safe to use from many
+/// tasks at once.
 #[derive(Debug, Clone)]
 pub struct PluginClient {
     addr: Arc<PluginAddr>,
+    pool: Pool,
     timeouts: Timeouts,
     observer: Option<Arc<dyn CallObserver>>,
+}
+
+/// The connection pool to the plugin's address.
+#[derive(Debug, Clone)]
+enum Pool {
+    Unix(Client<UnixConnector, Full<Bytes>>),
+    Tcp(Client<HttpConnector, Full<Bytes>>),
+}
+
+fn pooled<C: Connect + Clone>(connector: C) -> Client<C, Full<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(POOL_MAX_IDLE)
+        .build(connector)
 }
 
 impl PluginClient {
@@ -55,9 +92,15 @@ impl PluginClient {
         Self::with_timeouts(addr, Timeouts::default())
     }
 
+    /// A client with the given timeouts. Needs no runtime until the first call.
     pub fn with_timeouts(addr: PluginAddr, timeouts: Timeouts) -> Self {
+        let pool = match &addr {
+            PluginAddr::Unix(_) => Pool::Unix(pooled(UnixConnector)),
+            PluginAddr::Tcp(_) => Pool::Tcp(pooled(HttpConnector::new())),
+        };
         PluginClient {
             addr: Arc::new(addr),
+            pool,
             timeouts,
             observer: None,
         }
@@ -84,6 +127,7 @@ impl PluginClient {
         t.short = t.short.min(cap);
         PluginClient {
             addr: self.addr.clone(),
+            pool: self.pool.clone(),
             timeouts: t,
             observer: self.observer.clone(),
         }
@@ -284,55 +328,57 @@ impl PluginClient {
         }
     }
 
+    /// One request and its whole reply body. The request has the engine's shape: `POST /<Method>`,
+    /// `Accept: application/vnd.docker.plugins.v1.2+json`, no content type, `Host: localhost` over a
+    /// unix socket (a placeholder: the socket names the plugin) or the plugin's `host:port` over TCP.
     async fn exchange(
         &self,
         method: Method,
         payload: String,
     ) -> Result<(u16, Bytes), PluginErrorKind> {
-        match &*self.addr {
-            PluginAddr::Unix(path) => {
-                let stream = tokio::net::UnixStream::connect(path).await.map_err(|e| {
-                    PluginErrorKind::Unreachable(format!("{}: {e}", path.display()))
-                })?;
-                self.send(stream, "localhost", method, payload).await
+        let path = format!("/{}", method.name());
+        let (uri, host): (http::Uri, &str) = match &*self.addr {
+            PluginAddr::Unix(socket) => {
+                // hyperlocal carries the path in the URI and panics on one too long for it.
+                if socket.as_os_str().len() > MAX_SOCKET_PATH {
+                    return Err(PluginErrorKind::Unreachable(format!(
+                        "{}: longer than a unix socket path may be ({MAX_SOCKET_PATH} bytes)",
+                        socket.display()
+                    )));
+                }
+                (hyperlocal::Uri::new(socket, &path).into(), "localhost")
             }
             PluginAddr::Tcp(hostport) => {
-                let stream = tokio::net::TcpStream::connect(hostport.as_str())
-                    .await
+                let uri = format!("http://{hostport}{path}")
+                    .parse()
                     .map_err(|e| PluginErrorKind::Unreachable(format!("{hostport}: {e}")))?;
-                self.send(stream, hostport, method, payload).await
+                (uri, hostport)
             }
-        }
-    }
-
-    async fn send<S>(
-        &self,
-        stream: S,
-        host: &str,
-        method: Method,
-        payload: String,
-    ) -> Result<(u16, Bytes), PluginErrorKind>
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let transport = |e: hyper::Error| PluginErrorKind::Transport(e.to_string());
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| PluginErrorKind::Unreachable(e.to_string()))?;
-        // The connection task ends when the exchange is done or the caller's timeout drops it.
-        let conn_task = tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let _abort = AbortOnDrop(conn_task);
-        let req = http::Request::post(format!("/{}", method.name()))
-            .header(http::header::HOST, host)
-            .header(
-                http::header::ACCEPT,
-                "application/vnd.docker.plugins.v1.2+json",
-            )
-            .body(Full::new(Bytes::from(payload)))
-            .map_err(|e| PluginErrorKind::Transport(e.to_string()))?;
-        let resp = sender.send_request(req).await.map_err(transport)?;
+        };
+        let payload = Bytes::from(payload);
+        let mut stale = 0;
+        let resp = loop {
+            let req = http::Request::post(uri.clone())
+                .header(http::header::HOST, host)
+                .header(
+                    http::header::ACCEPT,
+                    "application/vnd.docker.plugins.v1.2+json",
+                )
+                .body(Full::new(payload.clone()))
+                .map_err(|e| PluginErrorKind::Transport(e.to_string()))?;
+            let sent = match &self.pool {
+                Pool::Unix(client) => client.request(req).await,
+                Pool::Tcp(client) => client.request(req).await,
+            };
+            match sent {
+                Ok(resp) => break resp,
+                // The plugin had closed this pooled connection (it restarted) before the client noticed:
+                // writing to it failed, so the plugin cannot have read the whole request. Each retry takes
+                // another connection; every stale one is discarded.
+                Err(e) if stale < POOL_MAX_IDLE && broken_pipe(&e) => stale += 1,
+                Err(e) => return Err(self.request_error(&e)),
+            }
+        };
         let status = resp.status().as_u16();
         let limit = self.timeouts.max_reply_bytes;
         let body = Limited::new(resp.into_body(), limit)
@@ -349,14 +395,40 @@ impl PluginClient {
             })?;
         Ok((status, body.to_bytes()))
     }
+
+    /// A failed connect never reached the plugin; anything later may have.
+    fn request_error(&self, e: &hyper_util::client::legacy::Error) -> PluginErrorKind {
+        // The client's own message only names the stage ("client error (Connect)"); the causes say why.
+        let mut causes: Vec<String> = causes(e).map(ToString::to_string).collect();
+        causes.dedup();
+        if e.is_connect() {
+            let why = causes.last().cloned().unwrap_or_else(|| e.to_string());
+            let at = match &*self.addr {
+                PluginAddr::Unix(socket) => socket.display().to_string(),
+                PluginAddr::Tcp(hostport) => hostport.clone(),
+            };
+            PluginErrorKind::Unreachable(format!("{at}: {why}"))
+        } else if causes.is_empty() {
+            PluginErrorKind::Transport(e.to_string())
+        } else {
+            PluginErrorKind::Transport(causes.join(": "))
+        }
+    }
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// What caused `e`, outermost first.
+fn causes(
+    e: &hyper_util::client::legacy::Error,
+) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    std::iter::successors(e.source(), |&c| c.source())
+}
 
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+/// The write failed because the peer had closed the connection.
+fn broken_pipe(e: &hyper_util::client::legacy::Error) -> bool {
+    causes(e).any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn bad(method: Method, volume: Option<&str>, why: String) -> PluginError {
@@ -364,5 +436,170 @@ fn bad(method: Method, volume: Option<&str>, why: String) -> PluginError {
         method,
         volume: volume.map(str::to_string),
         kind: PluginErrorKind::BadReply(why),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use hyper_util::rt::TokioIo;
+    use tokio::net::UnixListener;
+    use tokio::task::JoinSet;
+
+    use super::*;
+
+    /// A plugin on a unix socket that answers every call with `{}` and counts the connections it accepted.
+    /// Dropping it closes the listener and every connection at once, like a killed process.
+    struct TestPlugin {
+        accepted: Arc<AtomicUsize>,
+        tasks: JoinSet<()>,
+    }
+
+    impl TestPlugin {
+        fn start(socket: &Path) -> std::io::Result<TestPlugin> {
+            let listener = UnixListener::bind(socket)?;
+            let accepted = Arc::new(AtomicUsize::new(0));
+            let count = accepted.clone();
+            let mut tasks = JoinSet::new();
+            tasks.spawn(async move {
+                // The connections live in this set, so aborting the accept loop closes them too.
+                let mut conns = JoinSet::new();
+                while let Ok((stream, _)) = listener.accept().await {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    conns.spawn(async move {
+                        let svc = hyper::service::service_fn(|_req| async {
+                            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(
+                                b"{}",
+                            ))))
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+            });
+            Ok(TestPlugin { accepted, tasks })
+        }
+
+        async fn kill(mut self, socket: &Path) -> std::io::Result<()> {
+            self.tasks.shutdown().await;
+            std::fs::remove_file(socket)
+        }
+    }
+
+    #[tokio::test]
+    async fn sequential_calls_share_pooled_connections() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let socket = dir.path().join("p.sock");
+        let plugin = TestPlugin::start(&socket)?;
+        let client = PluginClient::new(PluginAddr::Unix(socket.clone()));
+        let calls = 10;
+        for _ in 0..calls {
+            client.capabilities().await?;
+        }
+        let accepted = plugin.accepted.load(Ordering::SeqCst);
+        assert!(
+            (1..calls).contains(&accepted),
+            "{accepted} connections for {calls} calls"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_restarted_plugin_is_reached_without_waiting_for_a_timeout()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let socket = dir.path().join("p.sock");
+        let plugin = TestPlugin::start(&socket)?;
+        // Long timeouts: a call stuck on a dead pooled connection would hang the test, not pass it.
+        let client = PluginClient::new(PluginAddr::Unix(socket.clone()));
+        client.capabilities().await?;
+        plugin.kill(&socket).await?;
+        let restarted = TestPlugin::start(&socket)?;
+        let first = client.get("v").await;
+        let second = client.get("v").await;
+        assert!(
+            first.as_ref().is_ok_and(Option::is_none),
+            "first call after the restart: {first:?}"
+        );
+        assert!(second.is_ok_and(|v| v.is_none()));
+        assert!(restarted.accepted.load(Ordering::SeqCst) >= 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_missing_socket_is_unreachable() {
+        let client = PluginClient::new(PluginAddr::Unix("/nonexistent/p.sock".into()));
+        let e = client.get("v").await.expect_err("no socket");
+        assert_eq!(
+            e.kind,
+            PluginErrorKind::Unreachable(
+                "/nonexistent/p.sock: No such file or directory (os error 2)".into()
+            )
+        );
+        let long = PathBuf::from(format!("/{}", "x".repeat(200)));
+        let e = PluginClient::new(PluginAddr::Unix(long))
+            .get("v")
+            .await
+            .expect_err("path too long");
+        assert!(matches!(e.kind, PluginErrorKind::Unreachable(m) if m.contains("longer than")));
+    }
+
+    /// The window a restart leaves: the plugin closed a pooled connection but the client has not yet seen
+    /// it (its runtime is kept busy here, as on a loaded machine). The call must still reach the new plugin.
+    #[tokio::test]
+    async fn a_pooled_connection_closed_unnoticed_is_not_used_for_the_call()
+    -> Result<(), Box<dyn std::error::Error>> {
+        use std::io::{Read, Write};
+        use std::os::unix::net::UnixListener;
+        use std::sync::mpsc;
+
+        fn serve_one(listener: &UnixListener) -> std::io::Result<std::os::unix::net::UnixStream> {
+            let (mut s, _) = listener.accept()?;
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf)?;
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")?;
+            Ok(s)
+        }
+
+        let dir = tempfile::tempdir()?;
+        let socket = dir.path().join("p.sock");
+        let listener = UnixListener::bind(&socket)?;
+        let (restart_tx, restart_rx) = mpsc::channel::<()>();
+        let (restarted_tx, restarted_rx) = mpsc::channel::<std::io::Result<()>>();
+        let path = socket.clone();
+        let plugin = std::thread::spawn(move || -> std::io::Result<()> {
+            let kept_alive = serve_one(&listener)?;
+            let _ = restart_rx.recv();
+            drop((kept_alive, listener));
+            let restarted = std::fs::remove_file(&path).and_then(|()| UnixListener::bind(&path));
+            let listener = match restarted {
+                Ok(l) => {
+                    let _ = restarted_tx.send(Ok(()));
+                    l
+                }
+                Err(e) => {
+                    let _ = restarted_tx.send(Err(std::io::Error::other(e.to_string())));
+                    return Err(e);
+                }
+            };
+            serve_one(&listener).map(drop)
+        });
+        let client = PluginClient::new(PluginAddr::Unix(socket));
+        client.capabilities().await?;
+        // Lets the connection's task hand it back to the pool (a few turns of this one-thread runtime).
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        restart_tx.send(())?;
+        // Blocking this thread keeps the runtime from seeing the connection close.
+        restarted_rx.recv()??;
+        let got = client.get("v").await;
+        assert!(got.as_ref().is_ok_and(Option::is_none), "{got:?}");
+        plugin.join().map_err(|_| "plugin thread panicked")??;
+        Ok(())
     }
 }

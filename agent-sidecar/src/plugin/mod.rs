@@ -1,7 +1,7 @@
 //! Client of the Docker volume plugin protocol (legacy "v1" plugins), independent of the sidecar runtime.
 //!
 //! Owns: finding a driver by name the way the Docker engine does ([`discover`]), talking HTTP/1.1 to it over
-//! a unix socket or TCP ([`PluginClient`]), and reading its replies leniently (any content type,
+//! a unix socket or TCP through a small keep-alive pool ([`PluginClient`]), and reading its replies leniently (any content type,
 //! case-insensitive field names, `Err` / legacy `Error` / raw-body errors, 200-with-`Err`), with per-call
 //! timeouts and a bounded reply size. Every failure is a [`PluginError`] naming the method, the volume and
 //! the driver's own message.

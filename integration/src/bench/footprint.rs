@@ -26,10 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
 use clap::Parser as _;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
 use tether_proto::v1::ListNodesRequest;
 use tether_proto::v1::admin_client::AdminClient;
 use tokio_util::sync::CancellationToken;
@@ -39,8 +36,9 @@ use super::ingest::{free_port, open_sidecars, raise_nofile, send};
 use super::procfs::{self, cpu_percent, mib};
 use super::{figure, note};
 use crate::fake_rexray::{self, FakeRexray};
-use crate::harness::Proc;
+use crate::http_client::{Conn, Limits};
 use crate::mesos_emu::{EmuConfig, MesosEmu};
+use crate::process::Proc;
 
 /// Goals of issue 7 for an idle sidecar.
 pub const SIDECAR_GOAL_MIB: f64 = 15.0;
@@ -64,7 +62,7 @@ pub fn bench(quick: bool) -> anyhow::Result<()> {
 
 /// How to start `component` as its own process: program and leading arguments.
 fn component(name: &str) -> anyhow::Result<(PathBuf, Vec<String>)> {
-    let real = crate::harness::bin_dir().join(name);
+    let real = crate::process::bin_dir().join(name);
     if real.is_file() {
         note(format!("footprint: measuring {}", real.display()));
         return Ok((real, Vec::new()));
@@ -87,19 +85,11 @@ fn spawn(name: &str, args: &[String], logs: &Path) -> anyhow::Result<Proc> {
 
 /// One `GET /metrics` and the value of the counter `name` (absent: 0).
 async fn counter(addr: SocketAddr, name: &str) -> anyhow::Result<u64> {
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let req = http::Request::get("/metrics")
-        .header(http::header::HOST, "bench")
-        .body(Empty::<Bytes>::new())?;
-    let body = sender
-        .send_request(req)
+    let text = Conn::tcp(&addr.to_string(), Limits::default())
         .await?
-        .into_body()
-        .collect()
-        .await?;
-    let text = String::from_utf8_lossy(&body.to_bytes()).into_owned();
+        .get("/metrics")
+        .await?
+        .text();
     Ok(text
         .lines()
         .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())

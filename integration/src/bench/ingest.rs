@@ -27,8 +27,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Parser;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
 use prost::Message;
 use tether_proto::v1::{
     AgentMessage, DriverHealth, DriverScope, Hello, Report, SchedulerMessage, VolumeReport,
@@ -43,6 +41,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Status, client::Grpc};
 
 use super::{figure, ms, note, percentile};
+use crate::http_client::{Conn, Limits};
 
 /// Sidecar streams multiplexed on one HTTP/2 connection (hyper's server allows 200).
 pub const STREAMS_PER_CONNECTION: usize = 100;
@@ -359,31 +358,23 @@ async fn scrape(
     latest: watch::Sender<u64>,
     stop: CancellationToken,
 ) -> anyhow::Result<Vec<(Instant, u64)>> {
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
+    // One keep-alive connection: a scrape every millisecond must not pay a connect each time.
+    let mut conn = Conn::tcp(
+        &addr.to_string(),
+        Limits::with_timeout(Duration::from_secs(5)),
+    )
+    .await?;
     let mut samples = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     while !stop.is_cancelled() {
         tick.tick().await;
-        let req = http::Request::get("/metrics")
-            .header(http::header::HOST, "bench")
-            .body(Empty::<Bytes>::new())?;
-        let body = tokio::time::timeout(Duration::from_secs(5), async {
-            Ok::<_, anyhow::Error>(
-                sender
-                    .send_request(req)
-                    .await?
-                    .into_body()
-                    .collect()
-                    .await?,
-            )
-        })
-        .await
-        .context("a /metrics scrape took over 5 s")??;
+        let text = conn
+            .get("/metrics")
+            .await
+            .context("a /metrics scrape")?
+            .text();
         let at = Instant::now();
-        let text = String::from_utf8_lossy(&body.to_bytes()).into_owned();
         let value = text
             .lines()
             .find_map(|l| l.strip_prefix(COUNTER)?.trim().parse::<f64>().ok())

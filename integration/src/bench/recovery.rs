@@ -36,8 +36,8 @@ use crate::fake_rexray::{self, FakeRexray};
 use crate::mesos_emu::{
     AgentConfig, EmuConfig, LaunchSpec, Launcher, MesosEmu, Reporter, SimLauncher, TaskControl,
 };
-use crate::testing::Scheduler;
-use crate::testing_sidecar::{RunningSidecar, sidecar_args};
+use crate::testing::scheduler::Scheduler;
+use crate::testing::sidecar::{RunningSidecar, sidecar_args};
 
 /// The emulator's allocation interval (Mesos' default) and so the goal's main term.
 pub const ALLOCATION_INTERVAL: Duration = Duration::from_secs(1);

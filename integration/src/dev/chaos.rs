@@ -21,8 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
+use http::Method;
 use rand::{Rng, SeedableRng as _};
 use serde_json::{Value, json};
 use tether_proto::v1::{Agent, ListAgentsRequest, ListNodesRequest, Node};
@@ -30,8 +29,9 @@ use tokio::sync::{RwLock, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{AgentPlan, Args, Cluster, DevError, Options, Plan, admin_client};
-use crate::testing::http_json;
+use super::status::admin_client;
+use super::{AgentPlan, Args, Cluster, DevError, Options, Plan};
+use crate::http_client::{self, Conn, Limits};
 
 /// Index the writer stores its documents in.
 const INDEX: &str = "chaos";
@@ -480,71 +480,32 @@ fn targets(nodes: &[Node]) -> Vec<Target> {
         .collect()
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-
 /// One keep-alive connection to a node's Elasticsearch, checked to be served by that node's data: every
 /// answer on it comes from the process that accepted it, so an acknowledgement is never attributed to
 /// another node that took over the address.
 struct NodeConn {
     task_id: String,
-    sender: Sender,
+    conn: Conn,
 }
 
-async fn exchange(
-    sender: &mut Sender,
-    authority: &str,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-) -> Result<(u16, Value), String> {
-    let fut = async {
-        sender.ready().await.map_err(|e| e.to_string())?;
-        let req = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", authority)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(
-                body.map(Value::to_string).unwrap_or_default(),
-            )))
-            .map_err(|e| e.to_string())?;
-        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status().as_u16();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        Ok((
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        ))
-    };
-    tokio::time::timeout(HTTP_TIMEOUT, fut)
-        .await
-        .map_err(|_| format!("{authority}{path}: no answer in {HTTP_TIMEOUT:?}"))?
-}
-
-async fn connect(host: &str, port: u16, node: u64) -> Result<Sender, String> {
+/// Connects to `host:port` and checks that the node answering is the one owning node `node`'s data.
+async fn connect(host: &str, port: u16, node: u64) -> Result<Conn, String> {
     let authority = format!("{host}:{port}");
-    let stream = tokio::time::timeout(HTTP_TIMEOUT, tokio::net::TcpStream::connect(&authority))
+    let mut conn = Conn::tcp(&authority, Limits::with_timeout(HTTP_TIMEOUT))
         .await
-        .map_err(|_| format!("{authority}: connect timed out"))?
-        .map_err(|e| format!("{authority}: {e}"))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("{authority}: {e}"))?;
-    tokio::spawn(conn);
-    let (status, root) = exchange(&mut sender, &authority, "GET", "/", None).await?;
-    let owner = root["data_created_by_node_id"].as_str().unwrap_or("");
-    if status != 200 || owner != node.to_string() {
+        .map_err(|e| e.to_string())?;
+    let root = conn.get("/").await.map_err(|e| e.to_string())?;
+    let owner = root.json()["data_created_by_node_id"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    if root.status != 200 || owner != node.to_string() {
         return Err(format!(
-            "{authority} is not node {node}'s data ({status}, owner {owner:?})"
+            "{authority} is not node {node}'s data ({}, owner {owner:?})",
+            root.status
         ));
     }
-    Ok(sender)
+    Ok(conn)
 }
 
 /// What the background tasks share with the rounds.
@@ -587,7 +548,7 @@ async fn observe(
                 Err(_) => admin = None,
             }
         }
-        if let Ok((200, state)) = http_json("GET", &state_url, None).await {
+        if let Ok((200, state)) = http_client::get_json(&state_url).await {
             for v in duplicate_tasks(&live_tasks(&state)) {
                 if lock(&shared.observed).insert(v.clone()) {
                     println!("chaos VIOLATION: {v}");
@@ -617,12 +578,12 @@ async fn write(
             for t in current {
                 if conns.get(&t.node).is_none_or(|c| c.task_id != t.task_id) {
                     conns.remove(&t.node);
-                    if let Ok(sender) = connect(&t.host, t.port, t.node).await {
+                    if let Ok(conn) = connect(&t.host, t.port, t.node).await {
                         conns.insert(
                             t.node,
                             NodeConn {
                                 task_id: t.task_id.clone(),
-                                sender,
+                                conn,
                             },
                         );
                     }
@@ -633,10 +594,9 @@ async fn write(
                 seq += 1;
                 let id = format!("r{round}-n{}-{seq}", t.node);
                 let source = json!({ "node": t.node, "round": round, "seq": seq });
-                let authority = format!("{}:{}", t.host, t.port);
                 let path = format!("/{INDEX}/_doc/{id}");
-                match exchange(&mut c.sender, &authority, "PUT", &path, Some(&source)).await {
-                    Ok((200 | 201, _)) => lock(&shared.ledger).push(Doc {
+                match c.conn.send(Method::PUT, &path, Some(&source)).await {
+                    Ok(r) if matches!(r.status, 200 | 201) => lock(&shared.ledger).push(Doc {
                         node: t.node,
                         id,
                         source,
@@ -657,19 +617,22 @@ async fn write(
 
 async fn emu_post(plan: &Plan, path: &str) -> Result<String, String> {
     let url = format!("http://{}/emu/{path}", plan.emu);
-    // The fault API answers plain text; `http_json` gives `Null` for it, so read the status only and ask
-    // `/state` for anything else.
-    let (status, _) = http_json("POST", &url, None).await?;
-    if (200..300).contains(&status) {
+    let reply = http_client::request(Method::POST, &url, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    if reply.is_success() {
         Ok(url)
     } else {
-        Err(format!("{url}: HTTP {status}"))
+        Err(format!("{url}: HTTP {} {}", reply.status, reply.text()))
     }
 }
 
 async fn emu_state(plan: &Plan) -> Result<Value, String> {
     let url = format!("http://{}/state", plan.emu);
-    match http_json("GET", &url, None).await? {
+    match http_client::get_json(&url)
+        .await
+        .map_err(|e| e.to_string())?
+    {
         (200, v) => Ok(v),
         (s, _) => Err(format!("{url}: HTTP {s}")),
     }
@@ -866,16 +829,19 @@ async fn read_back_once(
             .find(|t| t.node == node)
             .ok_or_else(|| format!("node {node} is not running"))?;
         let authority = format!("{}:{}", t.host, t.port);
-        let mut sender = connect(&t.host, t.port, t.node).await?;
+        let mut conn = connect(&t.host, t.port, t.node).await?;
         for d in docs.iter().filter(|d| d.node == node) {
             if read.contains_key(&d.id) {
                 continue;
             }
             let path = format!("/{INDEX}/_doc/{}", d.id);
-            let found = match exchange(&mut sender, &authority, "GET", &path, None).await? {
-                (200, body) => Some(body["_source"].clone()),
-                (404, _) => None,
-                (status, body) => return Err(format!("{authority}{path}: HTTP {status} {body}")),
+            let reply = conn.get(&path).await.map_err(|e| e.to_string())?;
+            let found = match reply.status {
+                200 => Some(reply.json()["_source"].clone()),
+                404 => None,
+                status => {
+                    return Err(format!("{authority}{path}: HTTP {status} {}", reply.text()));
+                }
             };
             read.insert(d.id.clone(), found);
         }

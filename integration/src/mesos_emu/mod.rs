@@ -11,7 +11,6 @@ mod http;
 pub mod launcher;
 mod master;
 mod resources;
-pub mod testing;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

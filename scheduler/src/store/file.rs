@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tether_telemetry::fs::write_atomically;
 
 use super::StoreError;
 
@@ -212,19 +213,6 @@ where
         self.log_records = 0;
         Ok(())
     }
-}
-
-/// Temp file, fsync, rename, fsync the directory: a reader sees the old or the new file, never a mix.
-pub fn write_atomically(path: &Path, body: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(body)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

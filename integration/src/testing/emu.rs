@@ -1,5 +1,7 @@
-//! Helpers shared by the Mesos client/emulator tests: a fast client configuration and waiting for a
-//! notification that matches a predicate (with a generous deadline, never a timing assertion).
+//! Driving the Mesos emulator from tests: the real `tether-mesos` client with a fast configuration,
+//! waiting for a notification that matches a predicate (with a generous deadline, never a timing
+//! assertion), a minimal task, and raw scheduler-API calls that read only the answer's head (so a
+//! SUBSCRIBE stream is not consumed).
 
 use std::time::Duration;
 
@@ -47,7 +49,7 @@ impl Driver {
         framework_id: Option<tether_mesos::model::FrameworkID>,
     ) -> Driver {
         let client = MesosClient::new(config).expect("valid client config");
-        tether_mesos::client::MesosMaster::set_framework_id(&client, framework_id);
+        client.set_framework_id(framework_id);
         let (tx, rx) = mpsc::channel(1024);
         let cancel = CancellationToken::new();
         tokio::spawn(client.clone().run(tx, cancel.clone()));
@@ -183,7 +185,6 @@ pub async fn ack_until_task(
             .expect("UPDATE carries an update")
             .status;
         if let Some(a) = tether_mesos::model::Call::acknowledge_status(&s) {
-            use tether_mesos::client::MesosMaster as _;
             d.client.send(a).await.expect("acknowledge");
         }
         if s.task_id.value == task && (s.state == want || s.state.is_terminal()) {

@@ -1,4 +1,6 @@
-//! Running Tether's real binaries as child processes, for the end-to-end tests and the local cluster.
+//! Child processes for the local cluster, the end-to-end tests and the benchmarks: the workspace's
+//! binaries (or this executable re-run as a component), each in its own process group with its output in
+//! a log file, plus a free loopback port to give one.
 //!
 //! A [`Proc`] is one child with its output in a log file; dropping it kills the child, so a failing test
 //! leaves nothing running. Binaries are found next to the running executable (`target/<profile>/`), which
@@ -15,7 +17,7 @@ use rustix::process::{Pid, Signal, kill_process, kill_process_group};
 
 /// Why a child could not be run or did not behave.
 #[derive(Debug, thiserror::Error)]
-pub enum HarnessError {
+pub enum ProcError {
     #[error(
         "binary {name} not found at {path}; build the workspace's binaries first (`cargo build --workspace --bins`)"
     )]
@@ -51,12 +53,12 @@ pub fn bin_dir() -> PathBuf {
 }
 
 /// The path of a workspace binary, checked to exist.
-pub fn bin_path(name: &str) -> Result<PathBuf, HarnessError> {
+pub fn bin_path(name: &str) -> Result<PathBuf, ProcError> {
     let path = bin_dir().join(name);
     if path.is_file() {
         Ok(path)
     } else {
-        Err(HarnessError::MissingBinary {
+        Err(ProcError::MissingBinary {
             name: name.to_owned(),
             path,
         })
@@ -79,7 +81,7 @@ impl Proc {
         args: &[String],
         env: &[(String, String)],
         log_dir: &Path,
-    ) -> Result<Proc, HarnessError> {
+    ) -> Result<Proc, ProcError> {
         Proc::spawn_exe(&bin_path(name)?, label, args, env, log_dir)
     }
 
@@ -90,7 +92,7 @@ impl Proc {
         args: &[String],
         env: &[(String, String)],
         log_dir: &Path,
-    ) -> Result<Proc, HarnessError> {
+    ) -> Result<Proc, ProcError> {
         let name = path.display().to_string();
         let log = log_dir.join(format!("{label}.log"));
         // Appended, not truncated: a restarted component's log keeps what the killed one said, which is
@@ -99,7 +101,7 @@ impl Proc {
             .create(true)
             .append(true)
             .open(&log)
-            .map_err(|source| HarnessError::Log {
+            .map_err(|source| ProcError::Log {
                 path: log.clone(),
                 source,
             })?;
@@ -108,11 +110,11 @@ impl Proc {
             &mut marker,
             format!("=== {label}: {name} starts\n").as_bytes(),
         )
-        .map_err(|source| HarnessError::Log {
+        .map_err(|source| ProcError::Log {
             path: log.clone(),
             source,
         })?;
-        let err = out.try_clone().map_err(|source| HarnessError::Log {
+        let err = out.try_clone().map_err(|source| ProcError::Log {
             path: log.clone(),
             source,
         })?;
@@ -126,7 +128,7 @@ impl Proc {
             .stdout(out)
             .stderr(err)
             .spawn()
-            .map_err(|source| HarnessError::Spawn {
+            .map_err(|source| ProcError::Spawn {
                 name: name.to_owned(),
                 source,
             })?;
@@ -155,12 +157,12 @@ impl Proc {
     }
 
     /// Sends a signal (e.g. SIGTERM for a graceful stop, SIGSTOP to freeze).
-    pub fn signal(&self, signal: Signal) -> Result<(), HarnessError> {
-        let pid = Pid::from_raw(self.child.id() as i32).ok_or_else(|| HarnessError::Signal {
+    pub fn signal(&self, signal: Signal) -> Result<(), ProcError> {
+        let pid = Pid::from_raw(self.child.id() as i32).ok_or_else(|| ProcError::Signal {
             name: self.label.clone(),
             source: std::io::Error::other("invalid pid"),
         })?;
-        kill_process(pid, signal).map_err(|e| HarnessError::Signal {
+        kill_process(pid, signal).map_err(|e| ProcError::Signal {
             name: self.label.clone(),
             source: e.into(),
         })
@@ -181,14 +183,14 @@ impl Proc {
     }
 
     /// Waits for the child to exit, polling (the child is not async).
-    pub async fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, HarnessError> {
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, ProcError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Ok(status);
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(HarnessError::NoExit {
+                return Err(ProcError::NoExit {
                     name: self.label.clone(),
                     waited: timeout,
                 });
@@ -198,7 +200,7 @@ impl Proc {
     }
 
     /// SIGTERM, then wait for a clean exit.
-    pub async fn stop(&mut self, timeout: Duration) -> Result<ExitStatus, HarnessError> {
+    pub async fn stop(&mut self, timeout: Duration) -> Result<ExitStatus, ProcError> {
         self.signal(Signal::TERM)?;
         self.wait_exit(timeout).await
     }
@@ -219,28 +221,10 @@ pub fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
-/// Polls `check` until it returns `Some`, or gives up after `timeout` with `what` in the message.
-/// This is how tests wait for a distributed condition without asserting on timing.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T, String>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return Ok(v);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(format!("gave up after {timeout:?} waiting for {what}"));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::eventually;
 
     #[tokio::test]
     async fn a_child_is_logged_signalled_and_reaped() {

@@ -1,0 +1,388 @@
+//! The supervisor: every component of a local cluster as a child process (started in dependency order,
+//! each waited for until it listens), restartable one by one for the faults of `--chaos` and the
+//! end-to-end tests, stopped in reverse order.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::plan::{AgentPlan, DRIVER, Plan, attach_elsewhere, prepare};
+use super::{Args, DevError};
+use crate::process::Proc;
+
+/// How the components are started.
+#[derive(Debug, Clone)]
+pub enum Components {
+    /// This executable re-run as `__run <component>` (what `tether-dev` does).
+    MultiCall(PathBuf),
+    /// The workspace's own binaries in this directory (what the end-to-end tests do).
+    Binaries(PathBuf),
+}
+
+impl Components {
+    /// Program and leading arguments that start `component`.
+    fn command(&self, component: &str) -> (PathBuf, Vec<String>) {
+        match self {
+            Components::MultiCall(exe) => {
+                (exe.clone(), vec!["__run".to_owned(), component.to_owned()])
+            }
+            Components::Binaries(dir) => (dir.join(component), Vec::new()),
+        }
+    }
+
+    fn spawn(
+        &self,
+        component: &str,
+        label: &str,
+        args: Vec<String>,
+        logs: &Path,
+    ) -> Result<Proc, DevError> {
+        let (program, mut argv) = self.command(component);
+        argv.extend(args);
+        Ok(Proc::spawn_exe(&program, label, &argv, &[], logs)?)
+    }
+}
+
+/// Knobs of a cluster beyond its size (tests turn timers down and inject missing volumes).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub components: Components,
+    pub nodes: u64,
+    /// Mesos allocation interval.
+    pub allocation_interval: Duration,
+    /// How long a partitioned agent stays silent before its tasks are UNREACHABLE.
+    pub agent_ping_timeout: Duration,
+    /// The scheduler's wait after subscribing before it places nodes.
+    pub startup_grace: Duration,
+    /// How long the scheduler holds an offer while a sidecar prepares volumes.
+    pub prepare_timeout: Duration,
+    /// First port of the agents' port ranges, and the size of each agent's range. The agents share this
+    /// machine and Elasticsearch binds `0.0.0.0`, so their ranges (and those of clusters running at the
+    /// same time) must not overlap.
+    pub ports_base: u16,
+    pub port_stride: u16,
+    /// The sidecars' timeout of one Create or Mount call (Docker's is 2 minutes).
+    pub mount_timeout: Duration,
+    /// Volumes an operator "forgot" to create.
+    pub missing_volumes: Vec<String>,
+    /// Volumes already attached to a host outside the cluster (another instance's EBS attachment).
+    pub attached_elsewhere: Vec<(String, String)>,
+    /// Run the REX-Ray doubles with `mount.preempt`, as operators do for failover: a dead agent cannot
+    /// detach its volumes, so the next Mount must take them. Safe only because Tether mounts elsewhere
+    /// after the old task is known terminal.
+    pub preempt: bool,
+}
+
+impl Options {
+    pub fn new(components: Components, nodes: u64) -> Options {
+        Options {
+            components,
+            nodes,
+            allocation_interval: Duration::from_secs(1),
+            agent_ping_timeout: Duration::from_secs(10),
+            startup_grace: Duration::from_secs(5),
+            prepare_timeout: Duration::from_secs(15),
+            ports_base: 31000,
+            port_stride: 100,
+            mount_timeout: Duration::from_secs(120),
+            missing_volumes: Vec::new(),
+            attached_elsewhere: Vec::new(),
+            preempt: true,
+        }
+    }
+
+    /// The options of `tether-dev`'s own flags.
+    pub fn from_args(components: Components, args: &Args) -> Options {
+        Options {
+            allocation_interval: args.allocation_interval,
+            agent_ping_timeout: args.agent_ping_timeout,
+            startup_grace: args.startup_grace,
+            ports_base: args.ports_base,
+            port_stride: args.port_stride,
+            ..Options::new(components, args.nodes)
+        }
+    }
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+/// Every process of the cluster, stopped in reverse dependency order on [`Cluster::stop`] (and killed
+/// on drop).
+#[derive(Debug)]
+pub struct Cluster {
+    pub plan: Plan,
+    pub components: Components,
+    pub scheduler: Option<Proc>,
+    pub sidecars: Vec<Proc>,
+    pub emu: Option<Proc>,
+    pub plugins: Vec<Proc>,
+    mount_timeout: Duration,
+}
+
+impl Cluster {
+    /// Starts every component of `plan` as a child of this process.
+    pub async fn start(plan: Plan, options: &Options) -> Result<Cluster, DevError> {
+        prepare(&plan, options.nodes, &options.missing_volumes)?;
+        for (volume, host) in &options.attached_elsewhere {
+            attach_elsewhere(&plan.backend, volume, host)?;
+        }
+        let mut cluster = Cluster {
+            plan,
+            components: options.components.clone(),
+            scheduler: None,
+            sidecars: Vec::new(),
+            emu: None,
+            plugins: Vec::new(),
+            mount_timeout: options.mount_timeout,
+        };
+        let agents = cluster.plan.agents.clone();
+        for a in &agents {
+            cluster.start_plugin(a, options.preempt)?;
+        }
+        for a in &agents {
+            cluster.wait_plugin(a).await?;
+        }
+        cluster.start_emulator(options).await?;
+        cluster.start_scheduler(options).await?;
+        for a in &agents {
+            cluster.start_sidecar(a)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Starts (or restarts) the volume plugin of agent `a`.
+    pub fn start_plugin(&mut self, a: &AgentPlan, preempt: bool) -> Result<(), DevError> {
+        let socket = a.dir.join(format!("{DRIVER}.sock"));
+        let _ = std::fs::remove_file(&socket);
+        let mut args: Vec<String> = vec![
+            "--socket".into(),
+            socket.display().to_string(),
+            "--backend".into(),
+            self.plan.backend.display().to_string(),
+            "--host".into(),
+            a.host.clone(),
+            "--zone".into(),
+            a.zone.into(),
+        ];
+        if preempt {
+            args.push("--preempt".into());
+        }
+        let label = format!("fake-rexray-{}", a.host);
+        let proc = self
+            .components
+            .spawn("fake-rexray", &label, args, &self.plan.logs)?;
+        self.plugins.push(proc);
+        Ok(())
+    }
+
+    /// Waits until the volume plugin of `a` listens.
+    pub async fn wait_plugin(&self, a: &AgentPlan) -> Result<(), DevError> {
+        let socket = a.dir.join(format!("{DRIVER}.sock"));
+        let log = self.plan.logs.join(format!("fake-rexray-{}.log", a.host));
+        wait_for(&format!("fake-rexray on {}", a.host), &log, || {
+            let s = socket.clone();
+            async move { s.exists() }
+        })
+        .await
+    }
+
+    async fn start_emulator(&mut self, options: &Options) -> Result<(), DevError> {
+        let p = &self.plan;
+        let hostnames = p
+            .agents
+            .iter()
+            .map(|a| a.host.clone())
+            .collect::<Vec<_>>()
+            .join(",");
+        let zones = p
+            .agents
+            .iter()
+            .map(|a| a.zone)
+            .collect::<Vec<_>>()
+            .join(",");
+        let args = strings(&[
+            "--listen",
+            &p.emu.to_string(),
+            "--agents",
+            &p.agents.len().to_string(),
+            "--hostnames",
+            &hostnames,
+            "--zones",
+            &zones,
+            "--ports-base",
+            &options.ports_base.to_string(),
+            "--port-stride",
+            &options.port_stride.to_string(),
+            "--launcher",
+            "process",
+            "--work-dir",
+            &p.state.join("emu").display().to_string(),
+            "--plugin-root",
+            &p.state.join("agents").display().to_string(),
+            "--agent-ping-timeout",
+            &humantime::format_duration(options.agent_ping_timeout).to_string(),
+            "--allocation-interval",
+            &humantime::format_duration(options.allocation_interval).to_string(),
+            "--heartbeat-interval",
+            "5s",
+        ]);
+        self.emu = Some(
+            self.components
+                .spawn("mesos-emu", "mesos-emu", args, &p.logs)?,
+        );
+        let addr = p.emu;
+        wait_for("mesos-emu", &p.logs.join("mesos-emu.log"), || async move {
+            tokio::net::TcpStream::connect(addr).await.is_ok()
+        })
+        .await
+    }
+
+    /// Starts (or restarts, after [`Cluster::kill_scheduler`]) the scheduler and waits for its listener.
+    pub async fn start_scheduler(&mut self, options: &Options) -> Result<(), DevError> {
+        let nodes = options.nodes;
+        let p = &self.plan;
+        let (es_program, es_args) = self.components.command("es-standin");
+        let mut args = strings(&[
+            "--master",
+            &format!("http://{}", p.emu),
+            "--external-volume-driver",
+            DRIVER,
+            "--nodes",
+            &nodes.to_string(),
+            "--cpus",
+            "0.5",
+            "--mem",
+            "512",
+            "--image",
+            "tether/es-standin",
+            "--exec",
+            &es_program.display().to_string(),
+            "--state-dir",
+            &p.state.join("scheduler").display().to_string(),
+            "--listen",
+            &p.admin.to_string(),
+            "--agent-token-file",
+            &p.agent_token.display().to_string(),
+            "--admin-token-file",
+            &p.admin_token.display().to_string(),
+            "--report-interval",
+            "1s",
+            "--prepare-timeout",
+            &humantime::format_duration(options.prepare_timeout).to_string(),
+            "--startup-grace",
+            &humantime::format_duration(options.startup_grace).to_string(),
+            "--hostname",
+            "127.0.0.1",
+        ]);
+        for a in es_args {
+            args.push("--exec-arg".into());
+            args.push(a);
+        }
+        self.scheduler =
+            Some(
+                self.components
+                    .spawn("tether-scheduler", "tether-scheduler", args, &p.logs)?,
+            );
+        let admin = p.admin;
+        wait_for(
+            "tether-scheduler",
+            &p.logs.join("tether-scheduler.log"),
+            || async move { tokio::net::TcpStream::connect(admin).await.is_ok() },
+        )
+        .await
+    }
+
+    /// SIGKILLs the scheduler, as a crash would.
+    pub fn kill_scheduler(&mut self) {
+        if let Some(mut s) = self.scheduler.take() {
+            s.kill9();
+        }
+    }
+
+    /// Starts (or restarts) the sidecar of agent `a`.
+    pub fn start_sidecar(&mut self, a: &AgentPlan) -> Result<(), DevError> {
+        let p = &self.plan;
+        let args = strings(&[
+            "--scheduler",
+            &format!("http://{}", p.admin),
+            "--driver",
+            DRIVER,
+            "--plugin-dir",
+            &a.dir.display().to_string(),
+            "--spec-dir",
+            &a.dir.join("spec").display().to_string(),
+            "--hostname",
+            &a.host,
+            "--zone",
+            a.zone,
+            "--state-file",
+            &a.dir.join("sidecar.json").display().to_string(),
+            "--token-file",
+            &p.agent_token.display().to_string(),
+            "--report-interval",
+            "1s",
+            "--mount-timeout",
+            &humantime::format_duration(self.mount_timeout).to_string(),
+        ]);
+        let label = format!("tether-sidecar-{}", a.host);
+        let proc = self
+            .components
+            .spawn("tether-sidecar", &label, args, &p.logs)?;
+        self.sidecars.retain(|s| s.label() != label);
+        self.sidecars.push(proc);
+        Ok(())
+    }
+
+    /// SIGKILLs the sidecar of `host` (returns false when it has none).
+    pub fn kill_sidecar(&mut self, host: &str) -> bool {
+        let label = format!("tether-sidecar-{host}");
+        let Some(i) = self.sidecars.iter().position(|s| s.label() == label) else {
+            return false;
+        };
+        self.sidecars.remove(i).kill9();
+        true
+    }
+
+    /// SIGKILLs the volume plugin of `host`.
+    pub fn kill_plugin(&mut self, host: &str) -> bool {
+        let label = format!("fake-rexray-{host}");
+        let Some(i) = self.plugins.iter().position(|s| s.label() == label) else {
+            return false;
+        };
+        self.plugins.remove(i).kill9();
+        true
+    }
+
+    /// SIGTERM to everything, scheduler first (it keeps the tasks; the emulator then stops them),
+    /// waiting for each to exit.
+    pub async fn stop(&mut self) {
+        let grace = Duration::from_secs(15);
+        let mut procs: Vec<Proc> = Vec::new();
+        procs.extend(self.scheduler.take());
+        procs.append(&mut self.sidecars);
+        procs.extend(self.emu.take());
+        procs.append(&mut self.plugins);
+        for mut p in procs {
+            if p.stop(grace).await.is_err() {
+                tracing::warn!(component = p.label(), "did not stop in time; killing it");
+                p.kill9();
+            }
+        }
+    }
+}
+
+async fn wait_for<F, Fut>(what: &str, log: &Path, mut ready: F) -> Result<(), DevError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline {
+        if ready().await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(DevError::NotReady(what.to_owned(), log.to_path_buf()))
+}

@@ -1,0 +1,135 @@
+//! Where everything of a local cluster lives, derived from the flags (agents on loopback addresses, the
+//! emulator's and the admin API's addresses, tokens, logs, the shared volume backend), and the one-time
+//! preparation of that state directory: directories, tokens, the volumes an operator would pre-create.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use super::{Args, DevError, io};
+use crate::process::free_port;
+
+/// Zones of the local cluster's agents, assigned round robin.
+pub const ZONES: [&str; 2] = ["zone-a", "zone-b"];
+/// Driver name of the REX-Ray doubles.
+pub const DRIVER: &str = "rexray";
+/// Size of the pre-created volumes, GB.
+const VOLUME_GB: u64 = 16;
+
+/// One agent of the local cluster.
+#[derive(Debug, Clone)]
+pub struct AgentPlan {
+    /// A loopback address: resolvable and distinct, so Elasticsearch seed hosts work on one machine.
+    pub host: String,
+    pub zone: &'static str,
+    pub dir: PathBuf,
+}
+
+/// Where everything lives, derived from the flags.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub state: PathBuf,
+    pub logs: PathBuf,
+    pub backend: PathBuf,
+    pub agents: Vec<AgentPlan>,
+    pub emu: SocketAddr,
+    pub admin: SocketAddr,
+    pub admin_token: PathBuf,
+    pub agent_token: PathBuf,
+}
+
+impl Plan {
+    pub fn new(args: &Args) -> Plan {
+        Plan::with_subnet(args, &args.agent_subnet)
+    }
+
+    /// Agents on `<subnet>.11`, `<subnet>.12`, ... (any 127/8 address is loopback on Linux; separate
+    /// subnets keep clusters that run at the same time apart).
+    pub fn with_subnet(args: &Args, subnet: &str) -> Plan {
+        let state = args.state_dir.clone();
+        let agents = (0..args.agents)
+            .map(|i| {
+                let host = format!("{subnet}.{}", 11 + i);
+                AgentPlan {
+                    zone: ZONES[i % ZONES.len()],
+                    dir: state.join("agents").join(&host),
+                    host,
+                }
+            })
+            .collect();
+        Plan {
+            logs: state.join("logs"),
+            backend: state.join("rexray"),
+            agents,
+            emu: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            admin: args.admin_listen,
+            admin_token: state.join("admin.token"),
+            agent_token: state.join("agent.token"),
+            state,
+        }
+    }
+
+    /// The zone of node `id`'s volumes: round robin over the zones that have agents.
+    pub fn volume_zone(&self, id: u64) -> &'static str {
+        let zones = ZONES.len().min(self.agents.len()).max(1) as u64;
+        ZONES[((id.saturating_sub(1)) % zones) as usize]
+    }
+}
+
+/// A random token, written with owner-only permissions (kept across runs so tetherctl keeps working).
+fn ensure_token(path: &Path) -> Result<(), DevError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if path.exists() {
+        return Ok(());
+    }
+    let token: String = (0..32)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
+    std::fs::write(path, token + "\n").map_err(io("cannot write token", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(io("cannot protect token", path))
+}
+
+/// Creates the directories, tokens and the volumes an operator would pre-create (except `missing`).
+pub fn prepare(plan: &Plan, nodes: u64, missing: &[String]) -> Result<(), DevError> {
+    for dir in [&plan.state, &plan.logs, &plan.backend] {
+        std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
+    }
+    for a in &plan.agents {
+        std::fs::create_dir_all(&a.dir).map_err(io("cannot create", &a.dir))?;
+    }
+    ensure_token(&plan.admin_token)?;
+    ensure_token(&plan.agent_token)?;
+    for id in 1..=nodes {
+        for suffix in ["config", "data"] {
+            let name = format!("elasticsearch{id}{suffix}");
+            if missing.contains(&name) {
+                continue;
+            }
+            crate::fake_rexray::create_volume(
+                &plan.backend,
+                &name,
+                VOLUME_GB,
+                plan.volume_zone(id),
+            )
+            .map_err(io("cannot create volume", &plan.backend))?;
+        }
+    }
+    Ok(())
+}
+
+/// Marks `volume` as attached to `host` in the shared backend, as if another instance had mounted it.
+pub(super) fn attach_elsewhere(backend: &Path, volume: &str, host: &str) -> Result<(), DevError> {
+    let err = io("cannot attach volume", backend);
+    let locked = crate::fake_rexray::backend::lock(backend).map_err(|e| DevError::Io {
+        what: "cannot lock backend",
+        path: backend.to_path_buf(),
+        source: e,
+    })?;
+    let Some(mut meta) = locked.read(volume).map_err(err)? else {
+        return Ok(());
+    };
+    meta.attached_host = Some(host.to_owned());
+    locked
+        .write(&meta)
+        .map_err(io("cannot attach volume", backend))
+}

@@ -1,0 +1,85 @@
+//! The live status `tether-dev` prints: the scheduler's cluster, nodes, agents and volumes through its
+//! admin API, rendered with tetherctl's own tables.
+
+use std::time::Duration;
+
+use tether_proto::v1::admin_client::AdminClient;
+use tether_proto::v1::{
+    GetClusterRequest, ListAgentsRequest, ListNodesRequest, ListVolumesRequest,
+};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use super::Plan;
+
+/// The scheduler's admin client with the cluster's admin token; `None` while it does not answer.
+pub(super) async fn admin_client(
+    plan: &Plan,
+) -> Option<AdminClient<tonic::service::interceptor::InterceptedService<Channel, tetherctl::Auth>>>
+{
+    let token = std::fs::read_to_string(&plan.admin_token).ok()?;
+    let value = tether_proto::client::bearer(&token).ok()?;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", plan.admin))
+        .ok()?
+        .connect()
+        .await
+        .ok()?;
+    Some(AdminClient::with_interceptor(
+        channel,
+        tetherctl::Auth::new(Some(value)),
+    ))
+}
+
+/// Prints the cluster's state with tetherctl's own tables.
+async fn print_status(plan: &Plan, out: &mut (dyn std::io::Write + Send)) {
+    use tetherctl::output::{self, Format};
+    let Some(mut c) = admin_client(plan).await else {
+        let _ = writeln!(out, "(scheduler not answering yet)");
+        return;
+    };
+    if let Ok(cluster) = c.get_cluster(GetClusterRequest {}).await {
+        let _ = output::cluster(out, Format::Table, cluster.get_ref());
+    }
+    let _ = writeln!(out);
+    if let Ok(nodes) = c.list_nodes(ListNodesRequest {}).await {
+        let _ = output::nodes(out, Format::Table, &nodes.get_ref().nodes);
+    }
+    let _ = writeln!(out);
+    if let Ok(agents) = c.list_agents(ListAgentsRequest {}).await {
+        let _ = output::agents(out, Format::Table, &agents.get_ref().agents);
+    }
+    let _ = writeln!(out);
+    if let Ok(volumes) = c.list_volumes(ListVolumesRequest {}).await {
+        let _ = output::volumes(out, Format::Table, &volumes.get_ref().volumes);
+    }
+}
+
+/// What to try once the cluster is up.
+pub(super) fn banner(plan: &Plan, nodes: u64) -> String {
+    format!(
+        "Tether local cluster: {} agents, {} nodes; state and logs in {}\n\
+         Try, in another terminal:\n  \
+         cargo run -q --bin tetherctl -- --scheduler http://{} --token-file {} nodes\n\
+         Ctrl-C stops everything.\n",
+        plan.agents.len(),
+        nodes,
+        plan.state.display(),
+        plan.admin,
+        plan.admin_token.display(),
+    )
+}
+
+/// Prints the status every `interval` until `shutdown`.
+pub(super) async fn print_every(plan: &Plan, interval: Duration, shutdown: &CancellationToken) {
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                let mut buf: Vec<u8> = Vec::new();
+                print_status(plan, &mut buf).await;
+                println!("----- {} -----\n{}", humantime::format_rfc3339_seconds(std::time::SystemTime::now()), String::from_utf8_lossy(&buf));
+            }
+        }
+    }
+}

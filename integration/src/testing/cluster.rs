@@ -1,0 +1,185 @@
+//! A whole local cluster of real processes (the workspace's binaries, started by [`crate::dev`]'s
+//! supervisor) in a temp dir, for end-to-end tests, and the loopback subnet plus port block each one
+//! leases so that such tests run in parallel without sharing addresses.
+
+use std::collections::BTreeMap;
+
+use clap::Parser as _;
+use tether_proto::v1::Node;
+
+use super::scheduler::{AuthedAdmin, admin_client, poll_nodes};
+use crate::dev::{AgentPlan, Args, Cluster, Components, DRIVER, Options, Plan};
+use crate::http_client;
+use crate::process::{bin_dir, free_port};
+
+/// A local cluster in a temp dir with fast Mesos timers.
+#[derive(Debug)]
+pub struct E2eCluster {
+    pub cluster: Cluster,
+    pub options: Options,
+    _subnet: SubnetLease,
+    pub dir: tempfile::TempDir,
+}
+
+impl E2eCluster {
+    /// Starts `agents` agents and `nodes` nodes with fast Mesos timers; `tune` may change the options.
+    pub async fn start(agents: usize, nodes: u64, tune: impl FnOnce(&mut Options)) -> E2eCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let args = Args::try_parse_from([
+            "tether-dev",
+            "--agents",
+            &agents.to_string(),
+            "--nodes",
+            &nodes.to_string(),
+            "--state-dir",
+            &dir.path().display().to_string(),
+            "--admin-listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .expect("dev flags");
+        let subnet = SubnetLease::acquire();
+        assert!(agents <= 4, "a test cluster's port block holds 4 agents");
+        let plan = Plan::with_subnet(&args, &subnet.prefix);
+        let mut options = Options::new(Components::Binaries(bin_dir()), nodes);
+        options.allocation_interval = std::time::Duration::from_millis(200);
+        options.agent_ping_timeout = std::time::Duration::from_secs(3);
+        options.startup_grace = std::time::Duration::from_secs(2);
+        // 40 ports per cluster (4 agents × 10; a node needs 2), disjoint between leases.
+        options.ports_base = 40_000 + (subnet.index - 20) * 40;
+        options.port_stride = 10;
+        options.prepare_timeout = std::time::Duration::from_secs(5);
+        tune(&mut options);
+        let cluster = Cluster::start(plan, &options)
+            .await
+            .expect("cluster starts");
+        E2eCluster {
+            cluster,
+            options,
+            _subnet: subnet,
+            dir,
+        }
+    }
+
+    /// The admin client, authenticated with the cluster's admin token.
+    pub async fn admin(&self) -> AuthedAdmin {
+        let plan = &self.cluster.plan;
+        admin_client(plan.admin, &plan.admin_token).await
+    }
+
+    /// Waits until the node list satisfies `pred`; panics with the list and the scheduler's log tail.
+    pub async fn wait_nodes(&self, what: &str, pred: impl Fn(&[Node]) -> bool) -> Vec<Node> {
+        let mut admin = self.admin().await;
+        poll_nodes(&mut admin, pred).await.unwrap_or_else(|last| {
+            panic!(
+                "gave up waiting for {what}; nodes: {last:#?}\nscheduler log tail:\n{}",
+                self.log_tail("tether-scheduler", 40)
+            )
+        })
+    }
+
+    /// The last `n` lines of a component's log.
+    pub fn log_tail(&self, label: &str, n: usize) -> String {
+        let text = std::fs::read_to_string(self.cluster.plan.logs.join(format!("{label}.log")))
+            .unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// POSTs a fault to the emulator's control API, e.g. `agents/<id>/kill`.
+    pub async fn emu_fault(&self, path: &str) {
+        let url = format!("http://{}/emu/{path}", self.cluster.plan.emu);
+        let reply = http_client::request(http::Method::POST, &url, None)
+            .await
+            .expect("emulator reachable");
+        assert!(
+            reply.is_success(),
+            "{url}: {} {}",
+            reply.status,
+            reply.text()
+        );
+    }
+
+    /// Live (non-terminal) tasks per node id, as the Mesos emulator sees them.
+    pub async fn live_tasks_by_node(&self) -> BTreeMap<u64, Vec<String>> {
+        let url = format!("http://{}/state", self.cluster.plan.emu);
+        let (_, state) = http_client::get_json(&url).await.expect("emulator state");
+        crate::dev::chaos::live_tasks(&state)
+            .into_iter()
+            .map(|(node, tasks)| (node, tasks.into_iter().map(|t| t.task_id).collect()))
+            .collect()
+    }
+
+    /// Injects faults into the volume plugin of `host` (`/Fake.SetFaults` body).
+    pub async fn plugin_faults(&self, host: &str, faults: serde_json::Value) {
+        let socket = self.agent(host).dir.join(format!("{DRIVER}.sock"));
+        let status = http_client::post_unix(&socket, "/Fake.SetFaults", &faults)
+            .await
+            .expect("plugin reachable");
+        assert_eq!(status, 200, "fault injection accepted");
+    }
+
+    /// The agent plan of `host`.
+    pub fn agent(&self, host: &str) -> AgentPlan {
+        self.cluster
+            .plan
+            .agents
+            .iter()
+            .find(|a| a.host == host)
+            .cloned()
+            .expect("known agent host")
+    }
+
+    /// Host names of the agents of `zone`.
+    pub fn zone_hosts(&self, zone: &str) -> Vec<String> {
+        self.cluster
+            .plan
+            .agents
+            .iter()
+            .filter(|a| a.zone == zone)
+            .map(|a| a.host.clone())
+            .collect()
+    }
+
+    pub async fn stop(mut self) {
+        self.cluster.stop().await;
+    }
+}
+
+/// A loopback subnet (`127.<n>.0`) reserved for one test cluster by an exclusive lock on
+/// `/tmp/tether-e2e-subnet-<n>.lock`: tests in other processes skip it, so their agents' addresses and
+/// ports never collide. Released when dropped (or when the process dies).
+#[derive(Debug)]
+pub struct SubnetLease {
+    pub prefix: String,
+    /// `n` of `127.<n>.0`, 20 to 219.
+    pub index: u16,
+    _lock: std::fs::File,
+}
+
+impl SubnetLease {
+    pub fn acquire() -> SubnetLease {
+        let start = std::process::id() as usize;
+        for i in 0..200 {
+            let n = 20 + (start + i) % 200;
+            let path = std::env::temp_dir().join(format!("tether-e2e-subnet-{n}.lock"));
+            let Ok(file) = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+            else {
+                continue;
+            };
+            if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+                .is_ok()
+            {
+                return SubnetLease {
+                    prefix: format!("127.{n}.0"),
+                    index: n as u16,
+                    _lock: file,
+                };
+            }
+        }
+        panic!("no free loopback subnet for a test cluster");
+    }
+}
