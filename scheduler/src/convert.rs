@@ -107,6 +107,11 @@ pub fn offer(o: &model::Offer) -> Result<Offer, ConvertError> {
             .as_ref()
             .and_then(|d| d.fault_domain.as_ref())
             .map(|f| f.zone.name.clone()),
+        ip: o
+            .url
+            .as_ref()
+            .and_then(|u| u.address.ip.clone())
+            .filter(|ip| !ip.is_empty()),
         cpus,
         mem_mb,
         disk_mb,
@@ -276,6 +281,7 @@ pub fn sidecar_command(c: &SidecarCommand) -> pb::SchedulerMessage {
             create_missing,
             create_options,
             deadline_ms,
+            owner,
         } => Body::Prepare(pb::Prepare {
             command_id: *command_id,
             node_id: node_id.0,
@@ -288,6 +294,12 @@ pub fn sidecar_command(c: &SidecarCommand) -> pb::SchedulerMessage {
                 .into_iter()
                 .collect(),
             deadline_ms: *deadline_ms,
+            owner: owner.map(|o| pb::VolumeOwner {
+                uid: o.uid,
+                gid: o.gid,
+                mode: o.mode,
+            }),
+            identity: None,
         }),
         SidecarCommand::Release {
             command_id,

@@ -38,6 +38,19 @@ pub(crate) struct SlotRuntime {
     pub(crate) reason: Option<Reason>,
     /// When the slot entered its current state.
     pub(crate) since: Millis,
+    /// The `cluster_uuid` the current task last reported in `GET /` (`None`: not yet, or `_na_`).
+    pub(crate) cluster_uuid: Option<String>,
+    /// The current task reported a cluster UUID other than the stored one: it joined another cluster.
+    pub(crate) foreign_cluster: Option<String>,
+}
+
+/// The address a node on `offer` publishes: the agent's IP with `--use-ip-address` (when the offer
+/// carries one), else its host name.
+pub(crate) fn publish_address(cfg: &crate::config::Config, offer: &Offer) -> String {
+    match (&offer.ip, cfg.use_ip_address) {
+        (Some(ip), true) => ip.clone(),
+        _ => offer.hostname.as_str().to_owned(),
+    }
 }
 
 /// An offer held while the sidecar prepares the node's volumes.
@@ -71,6 +84,8 @@ pub(crate) struct Sidecar {
     pub(crate) instance_id: String,
     pub(crate) zone: Option<String>,
     pub(crate) max_attachments: Option<u32>,
+    /// Features the sidecar declared in its Hello.
+    pub(crate) features: Vec<String>,
     pub(crate) driver_name: String,
     pub(crate) driver_scope: crate::domain::DriverScope,
     pub(crate) last_report_at: Option<Millis>,
@@ -173,6 +188,8 @@ pub(crate) fn new_runtime(now: Millis) -> SlotRuntime {
         attributes: Vec::new(),
         reason: None,
         since: now,
+        cluster_uuid: None,
+        foreign_cluster: None,
     }
 }
 
@@ -655,6 +672,7 @@ impl Core {
             http_port,
             transport_port,
             state: None,
+            publish_address: Some(publish_address(&self.config, offer)),
         });
         rec.forced = false;
         rec.last_reason = None;
@@ -669,6 +687,8 @@ impl Core {
             rt.healthy = None;
             rt.reason = None;
             rt.since = now;
+            rt.cluster_uuid = None;
+            rt.foreign_cluster = None;
             rt.attributes = offer
                 .attributes
                 .iter()
@@ -752,6 +772,7 @@ impl Core {
                 create_options: options,
                 // Give the sidecar a little less than the hold so its failure arrives before we give up.
                 deadline_ms: self.config.prepare_hold_ms.saturating_mul(9) / 10,
+                owner: self.config.volume_owner,
             },
         });
         self.watch(WatchEvent::Preparing { node_id: id, host });

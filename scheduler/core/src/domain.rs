@@ -45,6 +45,9 @@ pub struct Offer {
     pub hostname: Hostname,
     /// `domain.fault_domain.zone.name`, when set.
     pub zone: Option<String>,
+    /// The agent's IP address (`Offer.url.address.ip`), when the master gave it.
+    #[serde(default)]
+    pub ip: Option<String>,
     /// Unreserved plus role-reserved cpus.
     pub cpus: f64,
     /// Memory, MB.
@@ -345,6 +348,11 @@ pub enum DriverScope {
     Global,
 }
 
+/// Hello feature: the sidecar applies `Prepare.owner` to each volume's root.
+pub const FEATURE_VOLUME_OWNER: &str = "volume_owner";
+/// Hello feature: the sidecar answers `Prepare.identity` with a CSR and understands `InstallIdentity`.
+pub const FEATURE_NODE_IDENTITY: &str = "node_identity";
+
 /// A sidecar's `Hello`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hello {
@@ -364,6 +372,9 @@ pub struct Hello {
     pub max_attachments: Option<u32>,
     /// Changes when the sidecar process restarts.
     pub instance_id: String,
+    /// What the sidecar can do beyond the first version of the contract (`volume_owner`, `node_identity`).
+    #[serde(default)]
+    pub features: Vec<String>,
 }
 
 /// What a sidecar knows of one volume.

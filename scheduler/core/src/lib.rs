@@ -44,6 +44,7 @@ pub mod command;
 pub mod config;
 mod core;
 pub mod domain;
+pub mod es_events;
 pub mod error;
 pub mod ids;
 mod launch;

@@ -33,6 +33,7 @@ impl Core {
                 instance_id: hello.instance_id.clone(),
                 zone: None,
                 max_attachments: None,
+                features: Vec::new(),
                 driver_name: String::new(),
                 driver_scope: crate::domain::DriverScope::Unknown,
                 last_report_at: None,
@@ -52,6 +53,7 @@ impl Core {
         entry.agent_id = hello.agent_id.clone().or(entry.agent_id.take());
         entry.zone = hello.zone.clone();
         entry.max_attachments = hello.max_attachments;
+        entry.features = hello.features.clone();
         entry.driver_name = hello.driver_name.clone();
         entry.driver_scope = hello.driver_scope;
         if let Some(agent) = hello.agent_id {
