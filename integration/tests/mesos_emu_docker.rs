@@ -57,6 +57,7 @@ fn shell_task(
             force_pull_image: Some(false),
         }),
         mesos: None,
+        rlimit_info: None,
     });
     t
 }

@@ -5,14 +5,15 @@
 use std::path::Path;
 
 use tether_core::config::{
-    Config, Constraint, Containerizer as CoreContainerizer, Strategy, VolumeSpec,
+    Config, Constraint, Containerizer as CoreContainerizer, Security, Strategy, VolumeOwner,
+    VolumeSpec,
 };
 use tether_mesos::client::{Credential, FrameworkSettings, MesosConfig};
 
-use crate::args::{Args, Containerizer, MasterSource};
+use crate::args::{Args, Containerizer, EsSecurity, MasterSource};
 use crate::auth::{Token, TokenError};
 use crate::error::SchedulerError;
-use crate::taskinfo::TaskCommand;
+use crate::taskinfo::{TaskCommand, TaskOptions, merge_docker_parameters};
 
 /// The core's configuration from the flags.
 pub fn core_config(args: &Args) -> Result<Config, SchedulerError> {
@@ -73,6 +74,12 @@ pub fn core_config(args: &Args) -> Result<Config, SchedulerError> {
     c.prepare_hold_ms = args.prepare_timeout.as_millis() as u64;
     c.implicit_reconcile_ms = args.reconcile_interval.as_millis() as u64;
     c.startup_grace_ms = args.startup_grace.as_millis() as u64;
+    c.data_volume = args.data_volume.clone();
+    c.es_settings = pairs("--es-setting", &args.es_settings)?;
+    c.es_env = pairs("--es-env", &args.es_env)?;
+    c.security = security(args)?;
+    c.volume_owner = volume_owner(&args.volume_owner)?;
+    c.use_ip_address = args.use_ip_address;
     c.validate()
         .map_err(|e| SchedulerError::Config(e.to_string()))?;
     Ok(c)
@@ -112,6 +119,86 @@ pub fn mesos_config(args: &Args, masters: &MasterSource) -> Result<MesosConfig, 
         max_frame: (args.max_event_mib as usize) << 20,
         master_ca: args.master_ca.clone(),
         ..MesosConfig::default()
+    })
+}
+
+/// `key=value` flags as pairs.
+fn pairs(flag: &str, values: &[String]) -> Result<Vec<(String, String)>, SchedulerError> {
+    values
+        .iter()
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| {
+            v.split_once('=')
+                .filter(|(k, _)| !k.trim().is_empty())
+                .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+                .ok_or_else(|| SchedulerError::Config(format!("{flag} {v:?}: expected key=value")))
+        })
+        .collect()
+}
+
+/// The major version an image's tag names (`...elasticsearch:7.17.22` → 7); `None` without a numeric tag.
+#[must_use]
+pub fn image_major_version(image: &str) -> Option<u32> {
+    let name = image.rsplit('/').next().unwrap_or(image);
+    let tag = name.split_once(':')?.1;
+    let digits: String = tag.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// `--es-security`, `auto` resolved from the image's tag (an unknown tag is taken as the current 8.x).
+/// Security needs the node identity files Tether cannot yet issue (a cluster CA signing the CSRs the
+/// sidecars return), so `transport` and `full` are refused with the way out.
+fn security(args: &Args) -> Result<Security, SchedulerError> {
+    let wanted = match args.es_security {
+        EsSecurity::Off => Security::Off,
+        EsSecurity::Transport => Security::Transport,
+        EsSecurity::Full => Security::Full,
+        EsSecurity::Auto => match image_major_version(&args.image) {
+            Some(v) if v < 8 => Security::Off,
+            _ => Security::Full,
+        },
+    };
+    if wanted != Security::Off {
+        return Err(SchedulerError::Config(format!(
+            "Elasticsearch security {:?} (--es-security {:?}, image {}) needs node certificates signed by              a cluster CA, which this scheduler does not issue yet; run with --es-security off",
+            wanted.as_str(),
+            format!("{:?}", args.es_security).to_ascii_lowercase(),
+            args.image
+        )));
+    }
+    Ok(wanted)
+}
+
+/// `--volume-owner uid:gid` (empty: `None`); the root directory gets mode 0770.
+fn volume_owner(raw: &str) -> Result<Option<VolumeOwner>, SchedulerError> {
+    if raw.trim().is_empty() {
+        return Ok(None);
+    }
+    let bad = || SchedulerError::Config(format!("--volume-owner {raw:?}: expected uid:gid, numeric"));
+    let (uid, gid) = raw.split_once(':').ok_or_else(bad)?;
+    Ok(Some(VolumeOwner {
+        uid: uid.trim().parse().map_err(|_| bad())?,
+        gid: gid.trim().parse().map_err(|_| bad())?,
+        mode: 0o770,
+    }))
+}
+
+/// How tasks are rendered: the command, `docker run` parameters, fetcher URIs, the task's user.
+pub fn task_options(args: &Args) -> Result<TaskOptions, SchedulerError> {
+    Ok(TaskOptions {
+        command: task_command(args),
+        docker_parameters: merge_docker_parameters(&pairs(
+            "--docker-parameter",
+            &args.docker_parameters,
+        )?),
+        force_pull_image: args.force_pull_image,
+        fetch_uris: args
+            .fetch_uris
+            .iter()
+            .filter(|u| !u.trim().is_empty())
+            .cloned()
+            .collect(),
+        user: args.task_user.clone().filter(|u| !u.is_empty()),
     })
 }
 

@@ -14,7 +14,7 @@ use tether_core::ids::{AgentId, Hostname, IdError, OfferId, TaskId, VolumeName};
 use tether_mesos::model::{self, Call, Filters, Operation, ValueType};
 use tether_proto::v1 as pb;
 
-use crate::taskinfo::{TaskCommand, task_info};
+use crate::taskinfo::{TaskOptions, task_info};
 
 /// A peer's message the core cannot accept.
 #[derive(Debug, thiserror::Error)]
@@ -215,6 +215,7 @@ pub fn hello(h: &pb::Hello) -> Result<Hello, ConvertError> {
         zone: non_empty(&h.zone),
         max_attachments: (h.max_attachments != 0).then_some(h.max_attachments),
         instance_id: h.instance_id.clone(),
+        features: h.features.clone(),
     })
 }
 
@@ -314,7 +315,7 @@ pub fn sidecar_command(c: &SidecarCommand) -> pb::SchedulerMessage {
 
 /// The Mesos call for a core command. `roles` scopes SUPPRESS and REVIVE to the framework's role (the
 /// real field is `roles`, a list; the docs' `role` would be ignored and revive every role).
-pub fn mesos_call(c: &MesosCommand, command: &TaskCommand, roles: &[String]) -> Call {
+pub fn mesos_call(c: &MesosCommand, options: &TaskOptions, roles: &[String]) -> Call {
     match c {
         MesosCommand::Accept {
             offer_id,
@@ -323,7 +324,7 @@ pub fn mesos_call(c: &MesosCommand, command: &TaskCommand, roles: &[String]) -> 
             ..
         } => Call::accept(
             vec![model::OfferID::new(offer_id.as_str())],
-            vec![Operation::launch(vec![task_info(launch, command)])],
+            vec![Operation::launch(vec![task_info(launch, options)])],
             Some(Filters {
                 refuse_seconds: Some(*refuse_seconds),
             }),
@@ -499,7 +500,7 @@ mod tests {
     #[test]
     fn suppress_and_revive_name_the_roles_field() {
         let roles = vec!["elasticsearch".to_owned()];
-        let call = mesos_call(&MesosCommand::Revive, &TaskCommand::default(), &roles);
+        let call = mesos_call(&MesosCommand::Revive, &TaskOptions::default(), &roles);
         let json = serde_json::to_value(&call).expect("json");
         assert_eq!(
             json["revive"]["roles"],

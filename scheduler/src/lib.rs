@@ -16,6 +16,7 @@ pub mod auth;
 pub mod config;
 pub mod convert;
 pub mod election;
+pub mod elasticsearch;
 pub mod error;
 pub mod ha;
 pub mod mesos;

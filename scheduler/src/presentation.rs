@@ -67,6 +67,8 @@ pub fn cluster(c: ClusterView, facts: ClusterFacts<'_>, clock: &Clock) -> pb::Cl
         driver: facts.driver.to_owned(),
         leader: true,
         leader_address: facts.leader_address.to_owned(),
+        cluster_uuid: c.cluster_uuid,
+        security: c.security,
     }
 }
 

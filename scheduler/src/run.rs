@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use tether_core::Core;
 use tether_core::command::{Command, MesosCommand, SidecarCommand, WatchEvent};
+use tether_core::domain::TaskState;
+use tether_core::view::NodePhase;
 use tether_core::ids::{AgentId, FrameworkId, Hostname, NodeId, OfferId};
 use tether_core::state::StateWrite;
 use tether_mesos::client::Notification;
@@ -28,11 +30,12 @@ use crate::admin::AdminRequest;
 use crate::agent_channel::{ConnId, SidecarEvent};
 use crate::args::Args;
 use crate::convert;
+use crate::elasticsearch::{self, EsClient, EsClientConfig, RootAnswer, RootTarget};
 use crate::metrics::Metrics;
 use crate::presentation::{self, Clock, ClusterFacts};
 use crate::store::StateStore;
 use crate::supervisor::Supervisor;
-use crate::taskinfo::TaskCommand;
+use crate::taskinfo::TaskOptions;
 
 pub use crate::error::SchedulerError;
 
@@ -58,7 +61,8 @@ pub struct Inputs {
 /// The settings the loop needs from the flags.
 #[derive(Debug, Clone)]
 pub struct LoopSettings {
-    pub task_command: TaskCommand,
+    /// How tasks are rendered beyond the core's launch spec.
+    pub task: TaskOptions,
     /// `--role`, scoping SUPPRESS and REVIVE.
     pub roles: Vec<String>,
     /// `--external-volume-driver`.
@@ -99,7 +103,13 @@ pub struct Shell {
     master: String,
     /// This instance's advertised admin address when it won a ZooKeeper election (empty otherwise).
     leader_address: String,
+    /// Asks running nodes what cluster they belong to.
+    es: EsClient,
 }
+
+/// How often running nodes are asked `GET /` (until every one reports the cluster's UUID, bootstrap is
+/// not confirmed, and a node joining another cluster is flagged at most this late).
+const ROOT_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
 impl Shell {
     /// A loop around `core`, writing through `store`, sending what the core asks for to `outputs`.
@@ -129,6 +139,9 @@ impl Shell {
             settings,
             master: String::new(),
             leader_address,
+            es: EsClient::new(EsClientConfig {
+                timeout: Duration::from_secs(2),
+            }),
         }
     }
 
@@ -143,6 +156,9 @@ impl Shell {
         lost: &CancellationToken,
     ) -> Result<(), SchedulerError> {
         let mut gauges = tokio::time::interval(Duration::from_secs(1));
+        let mut probe = tokio::time::interval(ROOT_PROBE_INTERVAL);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (roots_tx, mut roots) = mpsc::channel::<RootAnswer>(256);
         self.drain().await?;
         loop {
             let wake = self.core.poll_timeout().map(|at| {
@@ -163,6 +179,12 @@ impl Shell {
                 Some(r) = inputs.admin.recv() => self.on_admin(r).await,
                 () = sleep_until(wake) => { let now = self.clock.now(); self.core.handle_timeout(now); Ok(()) }
                 _ = gauges.tick() => { self.refresh_gauges(); Ok(()) }
+                _ = probe.tick() => { self.probe_roots(&roots_tx); Ok(()) }
+                Some(a) = roots.recv() => {
+                    let now = self.clock.now();
+                    self.core.handle_es_root(a.node_id, &a.task_id, &a.cluster_uuid, now);
+                    Ok(())
+                }
             };
             step?;
             self.drain().await?;
@@ -220,7 +242,7 @@ impl Shell {
             tracing::info!(node_id = %launch.node_id, task_id = %launch.task_id.as_str(),
                 agent = %launch.host.as_str(), "launching");
         }
-        let call = convert::mesos_call(&m, &self.settings.task_command, &self.settings.roles);
+        let call = convert::mesos_call(&m, &self.settings.task, &self.settings.roles);
         let _ = self.calls.send(call);
     }
 
@@ -525,8 +547,48 @@ impl Shell {
                     }
                 }
             }
+            AdminRequest::BootstrapReset { new_cluster, reply } => {
+                match self.core.handle_bootstrap_reset(new_cluster, now) {
+                    Ok(()) => {
+                        self.drain().await?;
+                        let _ = reply.send(Ok(pb::BootstrapResetResponse {
+                            message: "bootstrap reset: the next launches carry cluster.initial_master_nodes"
+                                .to_owned(),
+                        }));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(Status::failed_precondition(e.to_string())));
+                    }
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Asks every node whose task runs `GET /`, off the loop (each probe is bounded by the client's
+    /// timeout); the answers come back through `answers`.
+    fn probe_roots(&self, answers: &mpsc::Sender<RootAnswer>) {
+        let targets: Vec<RootTarget> = self
+            .core
+            .nodes()
+            .into_iter()
+            .filter(|n| n.phase == NodePhase::Task(Some(TaskState::Running)))
+            .filter_map(|n| {
+                Some(RootTarget {
+                    node_id: n.node_id,
+                    task_id: n.task_id?,
+                    base: format!("http://{}:{}", n.host?.as_str(), n.ports?.0),
+                })
+            })
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        tokio::spawn(elasticsearch::probe_roots(
+            self.es.clone(),
+            targets,
+            answers.clone(),
+        ));
     }
 
     fn refresh_gauges(&self) {

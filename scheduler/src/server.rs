@@ -185,7 +185,7 @@ pub async fn bind(args: Args) -> Result<Bound, SchedulerError> {
         events,
         metrics: Metrics::new(),
         settings: LoopSettings {
-            task_command: config::task_command(&args),
+            task: config::task_options(&args)?,
             roles: vec![args.role.clone()],
             driver: args.external_volume_driver.clone(),
             framework_name: args.framework_name.clone(),
