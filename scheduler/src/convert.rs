@@ -288,6 +288,8 @@ pub fn sidecar_command(c: &SidecarCommand) -> pb::SchedulerMessage {
                 .into_iter()
                 .collect(),
             deadline_ms: *deadline_ms,
+            owner: None,
+            identity: None,
         }),
         SidecarCommand::Release {
             command_id,

@@ -206,6 +206,7 @@ impl FakeScheduler {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             deadline_ms: 0,
+            ..Prepare::default()
         };
         self.send(scheduler_message::Body::Prepare(p)).await?;
         Ok(command_id)
