@@ -11,9 +11,10 @@ use std::sync::Arc;
 use futures::Stream;
 use tether_proto::v1::admin_server::Admin;
 use tether_proto::v1::{
-    BootstrapResetRequest, BootstrapResetResponse, Cluster, ClusterEvent, GetClusterRequest, ListAgentsRequest, ListAgentsResponse,
-    ListNodesRequest, ListNodesResponse, ListVolumesRequest, ListVolumesResponse,
-    ReplaceNodeRequest, ReplaceNodeResponse, ScaleRequest, ScaleResponse, WatchEventsRequest,
+    BootstrapResetRequest, BootstrapResetResponse, Cluster, ClusterEvent, GetClusterRequest,
+    ListAgentsRequest, ListAgentsResponse, ListNodesRequest, ListNodesResponse, ListVolumesRequest,
+    ListVolumesResponse, ReplaceNodeRequest, ReplaceNodeResponse, ScaleRequest, ScaleResponse,
+    WatchEventsRequest,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::StreamExt;

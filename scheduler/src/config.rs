@@ -160,7 +160,8 @@ fn security(args: &Args) -> Result<Security, SchedulerError> {
     };
     if wanted != Security::Off {
         return Err(SchedulerError::Config(format!(
-            "Elasticsearch security {:?} (--es-security {:?}, image {}) needs node certificates signed by              a cluster CA, which this scheduler does not issue yet; run with --es-security off",
+            "Elasticsearch security {:?} (--es-security {:?}, image {}) needs node certificates signed by \
+             a cluster CA, which this scheduler does not issue yet; run with --es-security off",
             wanted.as_str(),
             format!("{:?}", args.es_security).to_ascii_lowercase(),
             args.image
@@ -174,7 +175,8 @@ fn volume_owner(raw: &str) -> Result<Option<VolumeOwner>, SchedulerError> {
     if raw.trim().is_empty() {
         return Ok(None);
     }
-    let bad = || SchedulerError::Config(format!("--volume-owner {raw:?}: expected uid:gid, numeric"));
+    let bad =
+        || SchedulerError::Config(format!("--volume-owner {raw:?}: expected uid:gid, numeric"));
     let (uid, gid) = raw.split_once(':').ok_or_else(bad)?;
     Ok(Some(VolumeOwner {
         uid: uid.trim().parse().map_err(|_| bad())?,
@@ -239,4 +241,66 @@ pub fn advertise_address(args: &Args) -> String {
             args.listen.to_string()
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let base = ["tether-scheduler", "--master", "http://m:5050"];
+        Args::try_parse_from(base.iter().chain(extra)).expect("valid flags")
+    }
+
+    #[test]
+    fn the_version_comes_from_the_image_tag() {
+        assert_eq!(
+            image_major_version("docker.elastic.co/elasticsearch/elasticsearch:7.17.22"),
+            Some(7)
+        );
+        assert_eq!(image_major_version("registry:5000/es:8.15.0"), Some(8));
+        assert_eq!(image_major_version("registry:5000/es"), None);
+        assert_eq!(image_major_version("es:latest"), None);
+    }
+
+    #[test]
+    fn auto_security_follows_the_image_and_what_cannot_be_issued_is_refused() {
+        let old = args(&["--image", "elasticsearch:7.17.22"]);
+        assert_eq!(security(&old).expect("off below 8"), Security::Off);
+        let e = security(&args(&[])).expect_err("8.x needs certificates");
+        assert!(e.to_string().contains("--es-security off"), "{e}");
+        assert!(security(&args(&["--es-security", "transport"])).is_err());
+        let off = args(&["--es-security", "off"]);
+        assert_eq!(security(&off).expect("explicitly off"), Security::Off);
+    }
+
+    #[test]
+    fn task_options_merge_docker_parameters_and_read_the_task_user() {
+        let a = args(&[
+            "--docker-parameter",
+            "ulimit=memlock=-1:-1",
+            "--task-user",
+            "elasticsearch",
+            "--fetch-uri",
+            "https://example.com/a.tgz",
+            "--force-pull-image",
+        ]);
+        let o = task_options(&a).expect("options");
+        assert_eq!(o.docker_parameters.len(), 2);
+        assert_eq!(o.user.as_deref(), Some("elasticsearch"));
+        assert_eq!(o.fetch_uris, ["https://example.com/a.tgz"]);
+        assert!(o.force_pull_image);
+        assert_eq!(
+            volume_owner("1000:0").expect("owner"),
+            Some(VolumeOwner {
+                uid: 1000,
+                gid: 0,
+                mode: 0o770
+            })
+        );
+        assert_eq!(volume_owner("").expect("none"), None);
+        assert!(volume_owner("elastic").is_err());
+    }
 }

@@ -207,11 +207,9 @@ pub fn cluster_event(e: &WatchEvent, at_unix_ms: u64) -> pb::ClusterEvent {
             (None, "", task_id.as_str()),
             format!("killing stray task in {}", state.as_mesos()),
         ),
-        WatchEvent::Bootstrap { node_id, message } => (
-            "bootstrap",
-            (*node_id, "", ""),
-            message.clone(),
-        ),
+        WatchEvent::Bootstrap { node_id, message } => {
+            ("bootstrap", (*node_id, "", ""), message.clone())
+        }
         WatchEvent::Warning { message } => ("warning", none(), message.clone()),
     };
     pb::ClusterEvent {

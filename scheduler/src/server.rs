@@ -503,6 +503,8 @@ mod tests {
             &state.display().to_string(),
             "--listen",
             "127.0.0.1:0",
+            "--es-security",
+            "off",
         ])
         .expect("valid flags");
         bind(args).await.expect("bind")

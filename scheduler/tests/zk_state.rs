@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use tether_core::ids::{AgentId, FrameworkId, Hostname, NodeId, TaskId, VolumeName};
 use tether_core::config::Security;
+use tether_core::ids::{AgentId, FrameworkId, Hostname, NodeId, TaskId, VolumeName};
 use tether_core::state::{Bootstrap, PersistedState, SlotRecord, StateWrite, TaskRecord};
 use tether_scheduler::store::StoreError;
 use tether_scheduler::store::zk::ZkStateStore;

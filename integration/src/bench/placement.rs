@@ -108,6 +108,7 @@ pub fn core(s: Scenario) -> anyhow::Result<Core> {
                 zone: Some(zone(i as u64, s.zones).to_owned()),
                 max_attachments: Some(40),
                 instance_id: format!("bench-{i}"),
+                features: Vec::new(),
             },
             Millis(500),
         );

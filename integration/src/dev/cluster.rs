@@ -256,6 +256,9 @@ impl Cluster {
             "512",
             "--image",
             "tether/es-standin",
+            // The scheduler does not issue node certificates yet (see `--es-security`).
+            "--es-security",
+            "off",
             "--exec",
             &es_program.display().to_string(),
             "--state-dir",

@@ -90,6 +90,9 @@ fn test_argv(master: &str, listen: SocketAddr) -> Vec<String> {
         "200ms",
         "--prepare-timeout",
         "10s",
+        // The scheduler does not issue node certificates yet (see `--es-security`).
+        "--es-security",
+        "off",
     ]
     .iter()
     .map(|s| s.to_string())

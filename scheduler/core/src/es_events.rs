@@ -40,8 +40,8 @@ impl Core {
         if !current {
             return;
         }
-        let reported =
-            (!cluster_uuid.is_empty() && cluster_uuid != NO_CLUSTER_UUID).then(|| cluster_uuid.to_owned());
+        let reported = (!cluster_uuid.is_empty() && cluster_uuid != NO_CLUSTER_UUID)
+            .then(|| cluster_uuid.to_owned());
         let stored = self
             .persisted
             .bootstrap
@@ -95,7 +95,11 @@ impl Core {
     /// `cluster.initial_master_nodes` again. Refused while a node still reports a cluster UUID, or while
     /// the volumes of a master-eligible node may hold data (a new cluster there would orphan the old
     /// data), unless `new_cluster`.
-    pub fn handle_bootstrap_reset(&mut self, new_cluster: bool, now: Millis) -> Result<(), CoreError> {
+    pub fn handle_bootstrap_reset(
+        &mut self,
+        new_cluster: bool,
+        now: Millis,
+    ) -> Result<(), CoreError> {
         let _ = now;
         if !new_cluster {
             let reporting: Vec<String> = self

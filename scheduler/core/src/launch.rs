@@ -58,9 +58,7 @@ pub(crate) fn build(
         .take(cfg.max_seed_hosts)
         .collect();
     let name = cfg.node_name(id);
-    let data_path = cfg
-        .data_volume_spec()
-        .map(|v| v.container_path.clone());
+    let data_path = cfg.data_volume_spec().map(|v| v.container_path.clone());
     let mut vars = vec![
         (env::NODE_ID.to_owned(), id.0.to_string()),
         (env::NODE_NAME.to_owned(), name.clone()),

@@ -15,8 +15,8 @@ use std::time::Duration;
 use tether_proto::client::{self, EndpointError, TlsFiles, TlsFlags};
 use tether_proto::v1::admin_client::AdminClient;
 use tether_proto::v1::{
-    BootstrapResetRequest, GetClusterRequest, ListAgentsRequest, ListNodesRequest, ListVolumesRequest, ReplaceNodeRequest,
-    ScaleRequest, WatchEventsRequest,
+    BootstrapResetRequest, GetClusterRequest, ListAgentsRequest, ListNodesRequest,
+    ListVolumesRequest, ReplaceNodeRequest, ScaleRequest, WatchEventsRequest,
 };
 use tokio_stream::StreamExt;
 use tonic::metadata::MetadataValue;

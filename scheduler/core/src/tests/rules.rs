@@ -1074,10 +1074,7 @@ fn launch_spec_carries_identity_ports_seeds_and_bootstrap_masters() {
         (31000, "/_cluster/health?local=true")
     );
     assert_eq!(env_of(&l1, env::PATH_DATA).as_deref(), Some("/data"));
-    assert_eq!(
-        env_of(&l1, env::SECURITY_ENABLED).as_deref(),
-        Some("false")
-    );
+    assert_eq!(env_of(&l1, env::SECURITY_ENABLED).as_deref(), Some("false"));
     h.update(status(&l1.task_id, "a", TaskState::Running, None));
     // A running container, or a node that has not joined a cluster yet, is no proof of bootstrap.
     h.es_root(1, crate::es_events::NO_CLUSTER_UUID);
@@ -1119,11 +1116,17 @@ fn only_a_reported_cluster_uuid_bootstraps_and_another_uuid_is_flagged() {
     let cmds = h.es_root(2, "uuid-B");
     assert!(cmds.iter().any(|c| matches!(c,
         Command::Watch(WatchEvent::Bootstrap { message, .. }) if message.contains("node 2 joined another cluster"))));
-    assert_eq!(h.core.cluster().running, 1, "a node of another cluster is not counted");
+    assert_eq!(
+        h.core.cluster().running,
+        1,
+        "a node of another cluster is not counted"
+    );
     assert!(h.core.nodes()[1].foreign_cluster);
     // The reset refuses while nodes report a cluster, unless told a new cluster is wanted.
     assert!(h.core.handle_bootstrap_reset(false, h.now).is_err());
-    h.core.handle_bootstrap_reset(true, h.now).expect("forced reset");
+    h.core
+        .handle_bootstrap_reset(true, h.now)
+        .expect("forced reset");
     h.drain();
     assert!(!h.core.persisted().cluster_formed);
     assert_eq!(h.store.bootstrap, None);
@@ -1146,7 +1149,10 @@ fn owned_settings_cannot_be_overridden() {
     c.validate().expect("plain environment");
     c.es_env = Vec::new();
     c.data_volume = "logs".into();
-    assert!(c.validate().is_err(), "the data volume must be one of the volumes");
+    assert!(
+        c.validate().is_err(),
+        "the data volume must be one of the volumes"
+    );
 }
 
 #[test]
