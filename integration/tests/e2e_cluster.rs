@@ -30,6 +30,9 @@ async fn a_killed_agents_node_comes_back_elsewhere_with_its_data() {
         wait_es(n).await;
         put_doc(n, &format!("doc-{}", n.id), json!({ "written_to": n.id })).await;
     }
+    // Bootstrap is what a node reports, not a task reaching RUNNING.
+    let uuid = c.wait_cluster_uuid().await;
+    assert_ne!(uuid, "_na_");
 
     let victim = nodes.iter().find(|n| n.id == 2).expect("node 2").clone();
     c.emu_fault(&format!("agents/{}/kill", victim.agent_id))
@@ -64,6 +67,18 @@ async fn a_killed_agents_node_comes_back_elsewhere_with_its_data() {
         root["data_created_by_node_id"], "2",
         "the data directory is node 2's: {root}"
     );
+    // It answers before it has rejoined (`_na_` until then).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut rejoined = root.clone();
+    while rejoined["cluster_uuid"] == "_na_" && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        rejoined = wait_es(moved).await;
+    }
+    assert_eq!(
+        rejoined["cluster_uuid"], uuid,
+        "the moved node rejoined its cluster: {rejoined}"
+    );
+    assert_eq!(c.wait_cluster_uuid().await, uuid, "the stored UUID stays");
     assert_eq!(
         get_doc(moved, "doc-2").await,
         Some(json!({ "written_to": 2 })),
