@@ -1134,6 +1134,57 @@ fn only_a_reported_cluster_uuid_bootstraps_and_another_uuid_is_flagged() {
 }
 
 #[test]
+fn a_sidecar_that_does_not_declare_volume_owner_is_not_used_and_the_prepare_carries_the_owner() {
+    let mut cfg = config(external(false));
+    cfg.volume_owner = Some(crate::config::VolumeOwner {
+        uid: 1000,
+        gid: 0,
+        mode: 0o770,
+    });
+    let mut h = Harness::new(cfg);
+    h.subscribe();
+    must_scale(&mut h, 1);
+    let vols = node_volumes(&h, 1);
+    // An old sidecar: its Hello declares nothing.
+    let mut old = hello("old", None, None, "i-1");
+    old.features.clear();
+    h.core.handle_sidecar_hello(old, h.now);
+    let report_vols = vols.iter().map(|v| volume(v, true, None, false)).collect();
+    h.core
+        .handle_sidecar_report(&host("old"), report(1, report_vols, 0), h.now);
+    h.drain();
+    let cmds = h.offers(vec![offer("o-1", "old", 4.0, 8192.0, 0.0)]);
+    assert!(prepares(&cmds).is_empty(), "no prepare on an old sidecar");
+    let agent = h
+        .core
+        .agents(h.now)
+        .into_iter()
+        .find(|a| a.host.as_str() == "old")
+        .expect("the old agent");
+    assert!(
+        agent
+            .last_decline
+            .as_ref()
+            .is_some_and(|r| r.to_string().contains("volume_owner")),
+        "the reason is shown: {agent:?}"
+    );
+    h.sidecar("new", None, None, &vols);
+    let cmds = h.offers(vec![offer("o-2", "new", 4.0, 8192.0, 0.0)]);
+    let owner = cmds.iter().find_map(|c| match c {
+        Command::Sidecar {
+            command: SidecarCommand::Prepare { owner, .. },
+            ..
+        } => Some(*owner),
+        _ => None,
+    });
+    assert_eq!(
+        owner.flatten().map(|o| (o.uid, o.gid, o.mode)),
+        Some((1000, 0, 0o770))
+    );
+    check(&h);
+}
+
+#[test]
 fn owned_settings_cannot_be_overridden() {
     let mut c = Config::new("es");
     c.es_settings = vec![("node.name".into(), "x".into())];
