@@ -93,6 +93,23 @@ async fn a_killed_agents_node_comes_back_elsewhere_with_its_data() {
     c.stop().await;
 }
 
+/// Security on (issue 12): every node's key is made on its agent, its CSR signed by the scheduler's
+/// cluster CA and installed before the launch; the nodes bootstrap one cluster over mutual TLS, and the
+/// scheduler, logging in as `elastic`, confirms it. Without credentials a node answers 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secure_cluster_forms_over_mutual_tls_with_certificates_the_scheduler_signed() {
+    let c = E2eCluster::start(3, 3, |o| o.es_security = "transport".into()).await;
+    let nodes = c.wait_nodes("three running nodes", all_running(3)).await;
+    let uuid = c.wait_cluster_uuid().await;
+    assert_ne!(uuid, "_na_");
+    let url = format!("http://{}:{}/", nodes[0].host, nodes[0].http_port);
+    let (status, _) = tether_integration::http_client::get_json(&url)
+        .await
+        .expect("the node answers");
+    assert_eq!(status, 401, "security is on: no anonymous access");
+    c.stop().await;
+}
+
 /// (5): a node whose data volume is missing stays pending with the reason shown, the others run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_volume_keeps_its_node_pending_with_the_reason() {

@@ -18,13 +18,13 @@ pub enum Containerizer {
 /// `--es-security`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum EsSecurity {
-    /// `full` for 8.x images (their default is security on), `off` below 8.
+    /// `transport` for 8.x images (their default is security on), `off` below 8.
     Auto,
     /// No security: `xpack.security.enabled=false`.
     Off,
     /// Transport TLS with certificates of the cluster CA, and the `elastic` password.
     Transport,
-    /// Transport and HTTP TLS, and the `elastic` password.
+    /// Transport and HTTP TLS, and the `elastic` password (refused for now).
     Full,
 }
 
@@ -117,10 +117,22 @@ pub struct Args {
     /// Environment variable for every node, `NAME=value`, repeatable.
     #[arg(long = "es-env", env = "TETHER_ES_ENV", value_delimiter = ';')]
     pub es_env: Vec<String>,
-    /// Elasticsearch security: `auto` (`full` for 8.x images, `off` below 8), `off`, `transport` or
-    /// `full`. Decided when the cluster first bootstraps and kept.
+    /// Elasticsearch security: `auto` (`transport` for 8.x images, `off` below 8), `off`, or `transport`
+    /// (transport TLS with certificates of the cluster CA, and the `elastic` password). `full` (HTTP TLS
+    /// too) is refused for now. Decided when the cluster first bootstraps and kept.
     #[arg(long, env = "TETHER_ES_SECURITY", value_enum, default_value_t = EsSecurity::Auto)]
     pub es_security: EsSecurity,
+    /// PEM certificate of the cluster CA that signs the nodes' certificates (with `--es-ca-key`); default
+    /// a CA generated on first start and kept in `--state-dir`.
+    #[arg(long, env = "TETHER_ES_CA_CERT", requires = "es_ca_key")]
+    pub es_ca_cert: Option<PathBuf>,
+    /// PEM private key of `--es-ca-cert`.
+    #[arg(long, env = "TETHER_ES_CA_KEY", requires = "es_ca_cert")]
+    pub es_ca_key: Option<PathBuf>,
+    /// File holding the `elastic` user's password; default one generated on first start and kept in
+    /// `--state-dir` (mode 0600). It reaches nodes only as a file on their identity volume.
+    #[arg(long, env = "TETHER_ES_PASSWORD_FILE")]
+    pub es_password_file: Option<PathBuf>,
     /// `docker run` parameter, `key=value`, repeatable; added to the default `ulimit=nofile=65535:65535`
     /// (the same key, or for `ulimit` the same limit, replaces a default). `ulimit`s are also given to the
     /// Mesos containerizer as `rlimit_info`.

@@ -12,6 +12,7 @@ use tether_mesos::client::{Credential, FrameworkSettings, MesosConfig};
 
 use crate::args::{Args, Containerizer, EsSecurity, MasterSource};
 use crate::auth::{Token, TokenError};
+use crate::cluster_ca::{ClusterSecrets, SecretsError};
 use crate::error::SchedulerError;
 use crate::taskinfo::{TaskCommand, TaskOptions, merge_docker_parameters};
 
@@ -145,29 +146,53 @@ pub fn image_major_version(image: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-/// `--es-security`, `auto` resolved from the image's tag (an unknown tag is taken as the current 8.x).
-/// Security needs the node identity files Tether cannot yet issue (a cluster CA signing the CSRs the
-/// sidecars return), so `transport` and `full` are refused with the way out.
+/// `--es-security`, `auto` resolved from the image's tag (an unknown tag is taken as the current 8.x):
+/// `transport` from 8 on, `off` below. HTTP TLS (`full`) is refused for now: the scheduler issues and
+/// trusts the certificates, but a cluster with HTTP TLS has not been seen to bootstrap end to end here.
 fn security(args: &Args) -> Result<Security, SchedulerError> {
     let wanted = match args.es_security {
         EsSecurity::Off => Security::Off,
         EsSecurity::Transport => Security::Transport,
-        EsSecurity::Full => Security::Full,
+        EsSecurity::Full => {
+            return Err(SchedulerError::Config(
+                "--es-security full (HTTP TLS) is not supported yet; use transport (transport TLS and \
+                 the elastic password; HTTP stays plain)"
+                    .into(),
+            ));
+        }
         EsSecurity::Auto => match image_major_version(&args.image) {
             Some(v) if v < 8 => Security::Off,
-            _ => Security::Full,
+            _ => Security::Transport,
         },
     };
-    if wanted != Security::Off {
+    Ok(wanted)
+}
+
+/// With security on, the cluster CA and the `elastic` password: the operator's, or kept in (and on first
+/// start created in) `--state-dir`. With `--state zk://` the operator gives them (every scheduler
+/// instance must sign with the same CA).
+pub fn cluster_secrets(
+    args: &Args,
+    config: &Config,
+) -> Result<Option<std::sync::Arc<ClusterSecrets>>, SchedulerError> {
+    if !config.security.is_on() {
+        return Ok(None);
+    }
+    let ca = match (&args.es_ca_cert, &args.es_ca_key) {
+        (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+        (None, None) => None,
+        _ => return Err(SchedulerError::Config(SecretsError::HalfCa.to_string())),
+    };
+    if args.state.is_some() && (ca.is_none() || args.es_password_file.is_none()) {
         return Err(SchedulerError::Config(format!(
-            "Elasticsearch security {:?} (--es-security {:?}, image {}) needs node certificates signed by \
-             a cluster CA, which this scheduler does not issue yet; run with --es-security off",
-            wanted.as_str(),
-            format!("{:?}", args.es_security).to_ascii_lowercase(),
-            args.image
+            "Elasticsearch security {} with --state zk:// needs --es-ca-cert, --es-ca-key and \
+             --es-password-file (every scheduler instance signs with the same CA)",
+            config.security.as_str()
         )));
     }
-    Ok(wanted)
+    ClusterSecrets::load_or_create(&args.state_dir, ca, args.es_password_file.as_deref())
+        .map(|s| Some(std::sync::Arc::new(s)))
+        .map_err(|e| SchedulerError::Config(format!("Elasticsearch security: {e}")))
 }
 
 /// `--volume-owner uid:gid` (empty: `None`); the root directory gets mode 0770.
@@ -266,12 +291,16 @@ mod tests {
     }
 
     #[test]
-    fn auto_security_follows_the_image_and_what_cannot_be_issued_is_refused() {
+    fn auto_security_follows_the_image() {
         let old = args(&["--image", "elasticsearch:7.17.22"]);
         assert_eq!(security(&old).expect("off below 8"), Security::Off);
-        let e = security(&args(&[])).expect_err("8.x needs certificates");
-        assert!(e.to_string().contains("--es-security off"), "{e}");
-        assert!(security(&args(&["--es-security", "transport"])).is_err());
+        assert_eq!(security(&args(&[])).expect("8.x"), Security::Transport);
+        let e = security(&args(&["--es-security", "full"])).expect_err("not yet");
+        assert!(e.to_string().contains("use transport"), "{e}");
+        assert_eq!(
+            security(&args(&["--es-security", "transport"])).expect("transport"),
+            Security::Transport
+        );
         let off = args(&["--es-security", "off"]);
         assert_eq!(security(&off).expect("explicitly off"), Security::Off);
     }

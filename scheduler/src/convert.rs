@@ -10,7 +10,7 @@ use tether_core::domain::{
     AttributeValue, CommandResult, DriverScope, Hello, Offer, PortRange, Report, StatusSource,
     TaskReason, TaskState, TaskStatus, VolumeReport,
 };
-use tether_core::ids::{AgentId, Hostname, IdError, OfferId, TaskId, VolumeName};
+use tether_core::ids::{AgentId, Hostname, IdError, NodeId, OfferId, TaskId, VolumeName};
 use tether_mesos::model::{self, Call, Filters, Operation, ValueType};
 use tether_proto::v1 as pb;
 
@@ -255,13 +255,16 @@ pub fn command_result(c: &pb::CommandResult) -> Result<CommandResult, ConvertErr
         ok: c.ok,
         error: non_empty(&c.error),
         volumes: volume_reports(&c.volumes)?,
+        csr_pem: non_empty(&c.csr_pem),
     })
 }
 
 // ---------------------------------------------------------------------------------------------------------
 // core → sidecar, core → Mesos
 
-pub fn sidecar_command(c: &SidecarCommand) -> pb::SchedulerMessage {
+/// The message for a sidecar command; `None` for `InstallIdentity`, which needs the CSR signed first
+/// ([`install_identity`]).
+pub fn sidecar_command(c: &SidecarCommand) -> Option<pb::SchedulerMessage> {
     use pb::scheduler_message::Body;
     let names = |vs: &[VolumeName]| vs.iter().map(|v| v.as_str().to_owned()).collect::<Vec<_>>();
     let body = match c {
@@ -283,6 +286,7 @@ pub fn sidecar_command(c: &SidecarCommand) -> pb::SchedulerMessage {
             create_options,
             deadline_ms,
             owner,
+            identity,
         } => Body::Prepare(pb::Prepare {
             command_id: *command_id,
             node_id: node_id.0,
@@ -295,13 +299,11 @@ pub fn sidecar_command(c: &SidecarCommand) -> pb::SchedulerMessage {
                 .into_iter()
                 .collect(),
             deadline_ms: *deadline_ms,
-            owner: owner.map(|o| pb::VolumeOwner {
-                uid: o.uid,
-                gid: o.gid,
-                mode: o.mode,
-            }),
-            identity: None,
+            owner: owner.map(volume_owner),
+            identity: identity.as_ref().map(identity_request),
         }),
+        // The shell signs the CSR first (`Shell::sidecar`): it alone holds the cluster CA.
+        SidecarCommand::InstallIdentity { .. } => return None,
         SidecarCommand::Release {
             command_id,
             volumes,
@@ -310,7 +312,51 @@ pub fn sidecar_command(c: &SidecarCommand) -> pb::SchedulerMessage {
             volumes: names(volumes),
         }),
     };
-    pb::SchedulerMessage { body: Some(body) }
+    Some(pb::SchedulerMessage { body: Some(body) })
+}
+
+fn volume_owner(o: tether_core::config::VolumeOwner) -> pb::VolumeOwner {
+    pb::VolumeOwner {
+        uid: o.uid,
+        gid: o.gid,
+        mode: o.mode,
+    }
+}
+
+fn identity_request(i: &tether_core::domain::IdentityRequest) -> pb::IdentityRequest {
+    pb::IdentityRequest {
+        volume: i.volume.as_str().to_owned(),
+        dir: i.dir.clone(),
+        common_name: i.common_name.clone(),
+        dns_names: i.dns_names.clone(),
+        ip_addresses: i.ip_addresses.clone(),
+    }
+}
+
+/// The `InstallIdentity` message: the signed certificate, the cluster CA and the password beside the key.
+pub fn install_identity(
+    command_id: u64,
+    node_id: NodeId,
+    identity: &tether_core::domain::IdentityRequest,
+    owner: Option<tether_core::config::VolumeOwner>,
+    certificate_pem: String,
+    ca_pem: String,
+    password: String,
+) -> pb::SchedulerMessage {
+    pb::SchedulerMessage {
+        body: Some(pb::scheduler_message::Body::InstallIdentity(
+            pb::InstallIdentity {
+                command_id,
+                node_id: node_id.0,
+                volume: identity.volume.as_str().to_owned(),
+                dir: identity.dir.clone(),
+                certificate_pem,
+                ca_pem,
+                password,
+                owner: owner.map(volume_owner),
+            },
+        )),
+    }
 }
 
 /// The Mesos call for a core command. `roles` scopes SUPPRESS and REVIVE to the framework's role (the

@@ -3,14 +3,15 @@
 //!
 //! [`EsClient::root`] asks a node `GET /` for its name and `cluster_uuid` (`_na_` until it has joined a
 //! bootstrapped cluster); [`probe_roots`] asks every running node at once and hands each answer to the
-//! loop, which gives it to the core (`Core::handle_es_root`). Plain HTTP: [`EsClientConfig`] is where the
-//! cluster CA (TLS) and the `elastic` credentials of a secured cluster go.
+//! loop, which gives it to the core (`Core::handle_es_root`). With security on the client trusts the
+//! cluster CA only (https with `full`) and logs in as `elastic`.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -22,10 +23,24 @@ use tokio::sync::mpsc;
 const MAX_BODY: usize = 8 << 20;
 
 /// How the client talks to the cluster.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EsClientConfig {
     /// Bound on one request, from connecting to the end of the answer.
     pub timeout: Duration,
+    /// PEM CA certificate(s) trusted for `https://` nodes (`None`: plain HTTP only).
+    pub ca_pem: Option<String>,
+    /// `(user, password)` for HTTP basic authentication.
+    pub basic_auth: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for EsClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EsClientConfig")
+            .field("timeout", &self.timeout)
+            .field("tls", &self.ca_pem.is_some())
+            .field("user", &self.basic_auth.as_ref().map(|(u, _)| u))
+            .finish()
+    }
 }
 
 /// Why a node gave no answer.
@@ -43,6 +58,8 @@ pub enum EsError {
     },
     #[error("{node}: unreadable answer: {message}")]
     Body { node: String, message: String },
+    #[error("the cluster CA: {0}")]
+    Ca(String),
 }
 
 /// What `GET /` says about a node.
@@ -57,18 +74,25 @@ pub struct RootInfo {
 /// A client; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct EsClient {
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     config: EsClientConfig,
 }
 
 impl EsClient {
-    pub fn new(config: EsClientConfig) -> EsClient {
+    /// A client; fails only on a CA that holds no usable certificate.
+    pub fn new(config: EsClientConfig) -> Result<EsClient, EsError> {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.timeout));
-        EsClient {
+        connector.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config(config.ca_pem.as_deref())?)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
+        Ok(EsClient {
             http: Client::builder(TokioExecutor::new()).build(connector),
             config,
-        }
+        })
     }
 
     /// `GET {base}/`, where `base` is `http://host:port`.
@@ -85,10 +109,17 @@ impl EsClient {
         let node = base.to_owned();
         let timeout = self.config.timeout;
         let exchange = async {
-            let req = Request::builder()
+            let mut req = Request::builder()
                 .method(Method::GET)
                 .uri(format!("{base}{path}"))
-                .header(http::header::ACCEPT, "application/json")
+                .header(http::header::ACCEPT, "application/json");
+            if let Some((user, password)) = &self.config.basic_auth {
+                use base64::Engine as _;
+                let token =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+                req = req.header(http::header::AUTHORIZATION, format!("Basic {token}"));
+            }
+            let req = req
                 .body(Full::new(Bytes::new()))
                 .map_err(|e| EsError::Transport {
                     node: node.clone(),
@@ -130,6 +161,28 @@ impl EsClient {
         }
         Ok(body)
     }
+}
+
+/// Trusts only `ca_pem` (the cluster CA); without one, no root at all (plain HTTP only).
+fn tls_config(ca_pem: Option<&str>) -> Result<rustls::ClientConfig, EsError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| EsError::Ca(e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(pem) = ca_pem {
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            roots
+                .add(cert.map_err(|e| EsError::Ca(e.to_string()))?)
+                .map_err(|e| EsError::Ca(e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(EsError::Ca("no PEM certificate in it".into()));
+        }
+    }
+    Ok(builder.with_root_certificates(roots).with_no_client_auth())
 }
 
 /// A running task to ask, and where.

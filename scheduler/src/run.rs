@@ -30,7 +30,7 @@ use crate::admin::AdminRequest;
 use crate::agent_channel::{ConnId, SidecarEvent};
 use crate::args::Args;
 use crate::convert;
-use crate::elasticsearch::{self, EsClient, EsClientConfig, RootAnswer, RootTarget};
+use crate::elasticsearch::{self, EsClient, RootAnswer, RootTarget};
 use crate::metrics::Metrics;
 use crate::presentation::{self, Clock, ClusterFacts};
 use crate::store::StateStore;
@@ -68,6 +68,11 @@ pub struct LoopSettings {
     /// `--external-volume-driver`.
     pub driver: String,
     pub framework_name: String,
+    /// The cluster CA and `elastic` password when security is on: InstallIdentity commands are signed
+    /// with it, and the Elasticsearch client trusts it and logs in with the password.
+    pub secrets: Option<std::sync::Arc<crate::cluster_ca::ClusterSecrets>>,
+    /// Asks running nodes what cluster they belong to.
+    pub es: EsClient,
 }
 
 /// Where the loop's commands and events go.
@@ -103,8 +108,6 @@ pub struct Shell {
     master: String,
     /// This instance's advertised admin address when it won a ZooKeeper election (empty otherwise).
     leader_address: String,
-    /// Asks running nodes what cluster they belong to.
-    es: EsClient,
 }
 
 /// How often running nodes are asked `GET /` (until every one reports the cluster's UUID, bootstrap is
@@ -139,9 +142,6 @@ impl Shell {
             settings,
             master: String::new(),
             leader_address,
-            es: EsClient::new(EsClientConfig {
-                timeout: Duration::from_secs(2),
-            }),
         }
     }
 
@@ -247,16 +247,51 @@ impl Shell {
     }
 
     fn sidecar(&mut self, host: &Hostname, command: &SidecarCommand) {
+        let message = match command {
+            SidecarCommand::InstallIdentity {
+                command_id,
+                node_id,
+                identity,
+                csr_pem,
+                owner,
+            } => match self.sign(identity, csr_pem) {
+                Ok((cert, ca, password)) => convert::install_identity(
+                    *command_id,
+                    *node_id,
+                    identity,
+                    *owner,
+                    cert,
+                    ca,
+                    password,
+                ),
+                Err(error) => {
+                    tracing::warn!(node_id = %node_id, %error, "cannot sign the node's certificate");
+                    let now = self.clock.now();
+                    self.core.handle_sidecar_result(
+                        host,
+                        tether_core::domain::CommandResult {
+                            command_id: *command_id,
+                            ok: false,
+                            error: Some(format!("signing the node's certificate: {error}")),
+                            volumes: Vec::new(),
+                            csr_pem: None,
+                        },
+                        now,
+                    );
+                    return;
+                }
+            },
+            other => match convert::sidecar_command(other) {
+                Some(m) => m,
+                None => return,
+            },
+        };
         let Some(conn) = self.sidecars.get(host) else {
             // The core times the command out; nothing else to do.
             tracing::warn!(host = %host.as_str(), "no sidecar connected for a command");
             return;
         };
-        if conn
-            .outbox
-            .try_send(convert::sidecar_command(command))
-            .is_err()
-        {
+        if conn.outbox.try_send(message).is_err() {
             tracing::warn!(host = %host.as_str(), "sidecar outbox full or closed; command dropped");
         }
     }
@@ -565,9 +600,39 @@ impl Shell {
         Ok(())
     }
 
+    /// The signed certificate, the CA and the password for an InstallIdentity.
+    fn sign(
+        &self,
+        identity: &tether_core::domain::IdentityRequest,
+        csr_pem: &str,
+    ) -> Result<(String, String, String), String> {
+        let secrets =
+            self.settings.secrets.as_ref().ok_or_else(|| {
+                "security is on but this scheduler holds no cluster CA".to_owned()
+            })?;
+        let cert = secrets
+            .sign(
+                csr_pem,
+                &identity.common_name,
+                &identity.dns_names,
+                &identity.ip_addresses,
+            )
+            .map_err(|e| e.to_string())?;
+        Ok((
+            cert,
+            secrets.ca_pem().to_owned(),
+            secrets.password().to_owned(),
+        ))
+    }
+
     /// Asks every node whose task runs `GET /`, off the loop (each probe is bounded by the client's
     /// timeout); the answers come back through `answers`.
     fn probe_roots(&self, answers: &mpsc::Sender<RootAnswer>) {
+        let scheme = if self.core.security() == tether_core::config::Security::Full {
+            "https"
+        } else {
+            "http"
+        };
         let targets: Vec<RootTarget> = self
             .core
             .nodes()
@@ -577,7 +642,7 @@ impl Shell {
                 Some(RootTarget {
                     node_id: n.node_id,
                     task_id: n.task_id?,
-                    base: format!("http://{}:{}", n.host?.as_str(), n.ports?.0),
+                    base: format!("{scheme}://{}:{}", n.host?.as_str(), n.ports?.0),
                 })
             })
             .collect();
@@ -585,7 +650,7 @@ impl Shell {
             return;
         }
         tokio::spawn(elasticsearch::probe_roots(
-            self.es.clone(),
+            self.settings.es.clone(),
             targets,
             answers.clone(),
         ));

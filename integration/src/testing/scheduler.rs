@@ -90,7 +90,7 @@ fn test_argv(master: &str, listen: SocketAddr) -> Vec<String> {
         "200ms",
         "--prepare-timeout",
         "10s",
-        // The scheduler does not issue node certificates yet (see `--es-security`).
+        // These schedulers run with simulated tasks or without sidecars that make node keys.
         "--es-security",
         "off",
     ]

@@ -102,6 +102,24 @@ pub enum SidecarCommand {
         deadline_ms: u64,
         /// Owner and mode for each volume's root (only sent to a sidecar declaring `volume_owner`).
         owner: Option<crate::config::VolumeOwner>,
+        /// With security on: generate the node's key and answer with a CSR (sidecars declaring
+        /// `node_identity` only).
+        identity: Option<crate::domain::IdentityRequest>,
+    },
+    /// Install the node's signed certificate, the cluster CA and the password file beside the key the
+    /// prepare generated. The core passes the CSR; the shell, which holds the cluster CA, signs it for
+    /// exactly the names in `identity` and adds the CA and the password.
+    InstallIdentity {
+        /// Unique per scheduler process.
+        command_id: u64,
+        /// The node.
+        node_id: NodeId,
+        /// Where the key is, and the names its certificate may carry.
+        identity: crate::domain::IdentityRequest,
+        /// The CSR the sidecar returned.
+        csr_pem: String,
+        /// Owner of the files.
+        owner: Option<crate::config::VolumeOwner>,
     },
     /// Drop the sidecar's mounts of these volumes.
     Release {
@@ -190,6 +208,8 @@ pub mod env {
     pub const PATH_DATA: &str = "path.data";
     /// Off only when the cluster runs without security (8.x turns it on by default).
     pub const SECURITY_ENABLED: &str = "xpack.security.enabled";
+    /// The file holding the `elastic` user's password (never the password itself: TaskInfos are public).
+    pub const PASSWORD_FILE: &str = "ELASTIC_PASSWORD_FILE";
     /// The agent's zone, for shard allocation awareness.
     pub const ZONE_ATTR: &str = "node.attr.zone";
     /// Spread copies of a shard across zones.

@@ -67,6 +67,20 @@ impl Security {
     }
 }
 
+impl Security {
+    /// Any security at all (node identities, the `elastic` password).
+    #[must_use]
+    pub fn is_on(self) -> bool {
+        self != Security::Off
+    }
+}
+
+/// Where the identity volume is mounted when security is on: inside the image's config directory, the
+/// only place Elasticsearch reads TLS files from.
+pub const IDENTITY_MOUNT: &str = "/usr/share/elasticsearch/config/node";
+/// The image's config directory, which TLS settings are relative to.
+pub const ES_CONFIG_DIR: &str = "/usr/share/elasticsearch/config";
+
 /// Owner and mode a sidecar sets on each volume's root after mounting it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeOwner {
@@ -209,6 +223,8 @@ pub struct Config {
     pub volume_owner: Option<VolumeOwner>,
     /// Publish and seed with the agent's IP address instead of its host name.
     pub use_ip_address: bool,
+    /// Suffix of the volume that holds the node's identity files (key, certificates, password file).
+    pub identity_volume: String,
 }
 
 impl Config {
@@ -259,6 +275,7 @@ impl Config {
             security: Security::Off,
             volume_owner: None,
             use_ip_address: false,
+            identity_volume: "config".into(),
         }
     }
 
@@ -306,6 +323,32 @@ impl Config {
                     .collect::<Vec<_>>()
                     .join(", ")
             ));
+        }
+        if self.security.is_on() {
+            if !matches!(self.strategy, Strategy::External { .. }) {
+                return bad(format!(
+                    "Elasticsearch security {} needs the external strategy: the sidecar makes each node's key",
+                    self.security.as_str()
+                ));
+            }
+            match self.identity_volume_spec() {
+                Some(v) if v.container_path == IDENTITY_MOUNT => {}
+                Some(v) => {
+                    return bad(format!(
+                        "with Elasticsearch security on, the identity volume {:?} must be mounted at {IDENTITY_MOUNT} \
+                         (Elasticsearch reads TLS files only from its config directory), not {}: \
+                         --volume {}:{IDENTITY_MOUNT}",
+                        v.suffix, v.container_path, v.suffix
+                    ));
+                }
+                None => {
+                    return bad(format!(
+                        "with Elasticsearch security on, a volume {:?} mounted at {IDENTITY_MOUNT} must hold the \
+                         node's identity files: add --volume {}:{IDENTITY_MOUNT}",
+                        self.identity_volume, self.identity_volume
+                    ));
+                }
+            }
         }
         for (key, _) in &self.es_settings {
             if OWNED_SETTINGS.contains(&key.as_str()) {
@@ -385,6 +428,14 @@ impl Config {
             "{}-{}.{}",
             self.framework_name, id.0, generation
         ))?)
+    }
+
+    /// The volume that holds the node's identity files.
+    #[must_use]
+    pub fn identity_volume_spec(&self) -> Option<&VolumeSpec> {
+        self.volumes
+            .iter()
+            .find(|v| v.suffix == self.identity_volume)
     }
 
     /// The volume that holds `path.data`.

@@ -65,6 +65,10 @@ pub(crate) struct Preparing {
     pub(crate) deadline: Millis,
     pub(crate) http_port: u16,
     pub(crate) transport_port: u16,
+    /// With security on: the identity the prepare asked for, and the InstallIdentity sent once its CSR
+    /// came back (the launch waits for that command's answer).
+    pub(crate) identity: Option<crate::domain::IdentityRequest>,
+    pub(crate) install_id: Option<u64>,
 }
 
 /// A prepare the core gave up on before its answer came.
@@ -745,6 +749,7 @@ impl Core {
             .record(id)
             .map(|r| r.volumes.clone())
             .unwrap_or_default();
+        let identity = self.identity_request(id, &offer, &volumes);
         self.holds.insert(offer.id.clone(), id);
         if let Some(rt) = self.slots.get_mut(&id) {
             rt.preparing = Some(Preparing {
@@ -753,6 +758,8 @@ impl Core {
                 deadline,
                 http_port,
                 transport_port,
+                identity: identity.clone(),
+                install_id: None,
             });
             rt.since = now;
         }
@@ -773,8 +780,46 @@ impl Core {
                 // Give the sidecar a little less than the hold so its failure arrives before we give up.
                 deadline_ms: self.config.prepare_hold_ms.saturating_mul(9) / 10,
                 owner: self.config.volume_owner,
+                identity,
             },
         });
         self.watch(WatchEvent::Preparing { node_id: id, host });
+    }
+
+    /// With security on, what node `id`'s certificate names on `offer`'s agent, and where its key goes.
+    fn identity_request(
+        &self,
+        id: NodeId,
+        offer: &Offer,
+        volumes: &[VolumeName],
+    ) -> Option<crate::domain::IdentityRequest> {
+        if !self.security().is_on() {
+            return None;
+        }
+        let index = self
+            .config
+            .volumes
+            .iter()
+            .position(|v| v.suffix == self.config.identity_volume)?;
+        let name = self.config.node_name(id);
+        // An agent known by its address (no DNS name) is named by an IP SAN: a TLS client connecting to
+        // an IP checks only those.
+        let host = offer.hostname.as_str();
+        let host_is_ip = host.parse::<std::net::IpAddr>().is_ok();
+        let mut ip_addresses: Vec<String> = offer.ip.iter().cloned().collect();
+        if host_is_ip && !ip_addresses.iter().any(|ip| ip == host) {
+            ip_addresses.push(host.to_owned());
+        }
+        let mut dns_names = vec![name.clone()];
+        if !host_is_ip {
+            dns_names.insert(0, host.to_owned());
+        }
+        Some(crate::domain::IdentityRequest {
+            volume: volumes.get(index)?.clone(),
+            dir: String::new(),
+            common_name: name,
+            dns_names,
+            ip_addresses,
+        })
     }
 }

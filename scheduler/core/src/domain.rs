@@ -413,6 +413,21 @@ pub struct Report {
     pub attachments_used: u32,
 }
 
+/// What a node's certificate will name; the sidecar generates the key on `volume` and answers with a CSR.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityRequest {
+    /// The volume holding the identity files.
+    pub volume: VolumeName,
+    /// Directory inside the volume's root (`""`: the root).
+    pub dir: String,
+    /// The node name.
+    pub common_name: String,
+    /// Host names the certificate names (the agent's, the node name).
+    pub dns_names: Vec<String>,
+    /// IP addresses the certificate names (the agent's, when known).
+    pub ip_addresses: Vec<String>,
+}
+
 /// Outcome of a `Prepare` or `Release`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandResult {
@@ -424,4 +439,7 @@ pub struct CommandResult {
     pub error: Option<String>,
     /// Volumes touched, after the command.
     pub volumes: Vec<VolumeReport>,
+    /// For a Prepare with an identity: the CSR of the key the sidecar generated.
+    #[serde(default)]
+    pub csr_pem: Option<String>,
 }

@@ -2,7 +2,7 @@
 //! Docker or the Mesos containerizer.
 
 use crate::command::{LaunchSpec, LaunchVolume, env};
-use crate::config::{Security, Strategy};
+use crate::config::{ES_CONFIG_DIR, IDENTITY_MOUNT, Security, Strategy};
 use crate::core::Core;
 use crate::domain::Offer;
 use crate::ids::{NodeId, TaskId};
@@ -84,7 +84,10 @@ pub(crate) fn build(
         env::JAVA_OPTS.to_owned(),
         format!("-Xms{0}m -Xmx{0}m", cfg.heap_mb),
     ));
-    if core.security() == Security::Off {
+    let security = core.security();
+    if security.is_on() {
+        vars.extend(security_settings(security));
+    } else {
         vars.push((env::SECURITY_ENABLED.to_owned(), "false".to_owned()));
     }
     // Zone awareness: what the agent's sidecar reports, else the offer's fault domain.
@@ -121,4 +124,60 @@ pub(crate) fn build(
         health_check_path: cfg.health_check_path.clone(),
         role: offer.role.clone(),
     }
+}
+
+/// The settings of a node with security on. The identity files are on the identity volume, mounted at
+/// [`IDENTITY_MOUNT`] inside the config directory (TLS paths are relative to it); the password reaches the
+/// node only as a file there, never in the TaskInfo.
+fn security_settings(security: Security) -> Vec<(String, String)> {
+    let dir = IDENTITY_MOUNT
+        .strip_prefix(ES_CONFIG_DIR)
+        .unwrap_or(IDENTITY_MOUNT)
+        .trim_start_matches('/');
+    let file = |name: &str| format!("{dir}/{name}");
+    let mut out = vec![
+        (env::SECURITY_ENABLED.to_owned(), "true".to_owned()),
+        (
+            "xpack.security.transport.ssl.enabled".to_owned(),
+            "true".to_owned(),
+        ),
+        (
+            "xpack.security.transport.ssl.verification_mode".to_owned(),
+            "certificate".to_owned(),
+        ),
+        (
+            "xpack.security.transport.ssl.key".to_owned(),
+            file("node.key"),
+        ),
+        (
+            "xpack.security.transport.ssl.certificate".to_owned(),
+            file("node.crt"),
+        ),
+        (
+            "xpack.security.transport.ssl.certificate_authorities".to_owned(),
+            file("ca.crt"),
+        ),
+        (
+            env::PASSWORD_FILE.to_owned(),
+            format!("{IDENTITY_MOUNT}/elastic-password"),
+        ),
+    ];
+    if security == Security::Full {
+        out.extend([
+            (
+                "xpack.security.http.ssl.enabled".to_owned(),
+                "true".to_owned(),
+            ),
+            ("xpack.security.http.ssl.key".to_owned(), file("node.key")),
+            (
+                "xpack.security.http.ssl.certificate".to_owned(),
+                file("node.crt"),
+            ),
+            (
+                "xpack.security.http.ssl.certificate_authorities".to_owned(),
+                file("ca.crt"),
+            ),
+        ]);
+    }
+    out
 }

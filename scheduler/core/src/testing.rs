@@ -344,6 +344,7 @@ impl Harness {
             ok,
             error: (!ok).then(|| "Mount: volume busy".to_owned()),
             volumes: Vec::new(),
+            csr_pem: None,
         };
         self.core
             .handle_sidecar_result(&host(host_name), result, self.now);

@@ -1185,6 +1185,85 @@ fn a_sidecar_that_does_not_declare_volume_owner_is_not_used_and_the_prepare_carr
 }
 
 #[test]
+fn with_security_the_launch_waits_for_the_installed_identity_and_carries_no_secret() {
+    let mut cfg = config(external(false));
+    cfg.security = crate::config::Security::Transport;
+    cfg.volumes[0].container_path = crate::config::IDENTITY_MOUNT.into();
+    cfg.validate().expect("a valid secure layout");
+    let mut h = Harness::new(cfg);
+    h.subscribe();
+    must_scale(&mut h, 1);
+    let vols = node_volumes(&h, 1);
+    h.sidecar("a", None, None, &vols);
+    let mut o = offer("o-1", "a", 4.0, 8192.0, 0.0);
+    o.ip = Some("10.0.0.7".into());
+    let cmds = h.offers(vec![o]);
+    let identity = cmds.iter().find_map(|c| match c {
+        Command::Sidecar {
+            command: SidecarCommand::Prepare { identity, .. },
+            ..
+        } => identity.clone(),
+        _ => None,
+    });
+    let identity = identity.expect("the prepare asks for an identity");
+    assert_eq!(identity.volume, vols[0]);
+    assert_eq!(identity.dns_names, ["a", "es-1"]);
+    assert_eq!(identity.ip_addresses, ["10.0.0.7"]);
+    let (_, cid, _) = prepares(&cmds)[0].clone();
+    let answer = |command_id, csr: Option<&str>| crate::domain::CommandResult {
+        command_id,
+        ok: true,
+        error: None,
+        volumes: Vec::new(),
+        csr_pem: csr.map(str::to_owned),
+    };
+    h.core
+        .handle_sidecar_result(&host("a"), answer(cid, Some("CSR")), h.now);
+    let cmds = h.drain();
+    assert!(
+        accepts(&cmds).is_empty(),
+        "no launch before the identity is installed"
+    );
+    let install = cmds.iter().find_map(|c| match c {
+        Command::Sidecar {
+            command:
+                SidecarCommand::InstallIdentity {
+                    command_id,
+                    csr_pem,
+                    ..
+                },
+            ..
+        } => Some((*command_id, csr_pem.clone())),
+        _ => None,
+    });
+    let (install_id, csr) = install.expect("an InstallIdentity");
+    assert_eq!(csr, "CSR");
+    h.core
+        .handle_sidecar_result(&host("a"), answer(install_id, None), h.now);
+    let launch = accepts(&h.drain())[0].clone();
+    assert_eq!(
+        env_of(&launch, "xpack.security.transport.ssl.key").as_deref(),
+        Some("node/node.key")
+    );
+    assert_eq!(
+        env_of(&launch, env::PASSWORD_FILE).as_deref(),
+        Some("/usr/share/elasticsearch/config/node/elastic-password")
+    );
+    assert_eq!(env_of(&launch, "xpack.security.http.ssl.enabled"), None);
+    check(&h);
+}
+
+#[test]
+fn security_needs_the_identity_volume_inside_the_config_directory() {
+    let mut c = config(external(false));
+    c.security = crate::config::Security::Full;
+    let e = c.validate().expect_err("the seed layout keeps /tmp/config");
+    assert!(e.to_string().contains(crate::config::IDENTITY_MOUNT), "{e}");
+    c.volumes.retain(|v| v.suffix == "data");
+    assert!(c.validate().is_err(), "no identity volume at all");
+}
+
+#[test]
 fn owned_settings_cannot_be_overridden() {
     let mut c = Config::new("es");
     c.es_settings = vec![("node.name".into(), "x".into())];
