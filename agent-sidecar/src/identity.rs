@@ -239,6 +239,14 @@ fn write_file(
     })
 }
 
+/// Removes `name` from `dir` if it is there.
+fn remove_file(dir: &OwnedFd, dir_path: &Path, name: &str) -> Result<(), IdentityError> {
+    match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(io_err("removing", &dir_path.join(name), e.into())),
+    }
+}
+
 /// The CSR's contents: the common name and SANs the scheduler asked for, nothing else.
 fn csr_params(req: &IdentityRequest) -> Result<CertificateParams, IdentityError> {
     let mut params = CertificateParams::default();
@@ -264,7 +272,8 @@ fn csr_params(req: &IdentityRequest) -> Result<CertificateParams, IdentityError>
 }
 
 /// Generates a fresh ECDSA P-256 key as `<root>/<dir>/node.key` (0600, owned by `owner`; the directory is
-/// created 0750) and returns a PEM CSR for it.
+/// created 0750) and returns a PEM CSR for it. An earlier launch's `node.crt` is removed: it certifies
+/// the old key, and the node must not start with a pair that does not match.
 pub fn generate(
     root: &Path,
     req: &IdentityRequest,
@@ -277,6 +286,7 @@ pub fn generate(
         .and_then(|c| c.pem())
         .map_err(crypto("making the CSR"))?;
     let (dir, dir_path) = open_dir(root, &req.dir, owner, true)?;
+    remove_file(&dir, &dir_path, CERT_FILE)?;
     write_file(
         &dir,
         &dir_path,
@@ -383,12 +393,7 @@ pub fn install(root: &Path, req: &Install<'_>) -> Result<(), IdentityError> {
         owner,
     )?;
     if req.password.is_empty() {
-        match rustix::fs::unlinkat(&dir, PASSWORD_FILE, AtFlags::empty()) {
-            Ok(()) | Err(rustix::io::Errno::NOENT) => {}
-            Err(e) => {
-                return Err(io_err("removing", &dir_path.join(PASSWORD_FILE), e.into()));
-            }
-        }
+        remove_file(&dir, &dir_path, PASSWORD_FILE)?;
     } else {
         write_file(
             &dir,
@@ -615,6 +620,10 @@ mod tests {
             },
         )?;
         assert!(!dir.join(PASSWORD_FILE).exists());
+
+        // The next launch's key: the old certificate goes with the old key.
+        generate(root.path(), &request("node"), Some(&o))?;
+        assert!(!dir.join(CERT_FILE).exists() && dir.join(CA_FILE).exists());
         Ok(())
     }
 
