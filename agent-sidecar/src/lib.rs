@@ -2,10 +2,12 @@
 //!
 //! [`plugin`] is a standalone client of the Docker volume plugin protocol (also used by the Mesos emulator).
 //! The rest is the sidecar runtime: [`Args`] and [`run`] connect to the scheduler over the `tether.v1`
-//! agent channel, report what the driver sees, and prepare/release volumes on command.
+//! agent channel, report what the driver sees, and prepare/release volumes on command; [`identity`] sets
+//! volume roots' owners and keeps the node's key, certificate and password on its volume.
 
 mod args;
 mod driver;
+pub mod identity;
 pub mod metrics;
 pub mod plugin;
 mod runtime;
@@ -18,7 +20,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub use args::{Args, LogFormat, system_hostname};
-pub use runtime::VERSION;
+pub use runtime::{FEATURES, VERSION};
 pub use state::{MountEntry, Phase};
 pub use volumes::validate_name;
 

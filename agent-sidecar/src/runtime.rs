@@ -10,19 +10,23 @@ use futures::StreamExt;
 use rand::Rng;
 use tether_proto::v1::agent_channel_client::AgentChannelClient;
 use tether_proto::v1::{
-    AgentMessage, CommandResult, Hello, Prepare, Release, Report, SchedulerMessage, VolumeSelector,
-    agent_message, scheduler_message,
+    AgentMessage, CommandResult, Hello, InstallIdentity, Prepare, Release, Report,
+    SchedulerMessage, VolumeSelector, agent_message, scheduler_message,
 };
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::args::Args;
-use crate::volumes::{PrepareSpec, Volumes, measure, volume_report};
+use crate::identity::Owner;
+use crate::volumes::{InstallSpec, Outcome, PrepareSpec, Volumes, measure, volume_report};
 use crate::{SidecarError, lock};
 
 /// Version sent in Hello.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What this sidecar declares in Hello beyond the first contract: the scheduler relies on nothing else.
+pub const FEATURES: [&str; 2] = ["volume_owner", "node_identity"];
 
 #[derive(Debug)]
 pub(crate) struct Runtime {
@@ -66,6 +70,7 @@ impl Runtime {
                 zone: self.args.zone.clone(),
                 max_attachments: self.args.max_attachments,
                 instance_id: self.instance_id.clone(),
+                features: FEATURES.iter().map(|f| f.to_string()).collect(),
             })),
         }
     }
@@ -262,6 +267,7 @@ impl Runtime {
             }
             scheduler_message::Body::Prepare(p) => self.spawn_prepare(p, tx.clone()),
             scheduler_message::Body::Release(r) => self.spawn_release(r, tx.clone()),
+            scheduler_message::Body::InstallIdentity(i) => self.spawn_install(i, tx.clone()),
         }
     }
 
@@ -269,15 +275,30 @@ impl Runtime {
         let rt = self.clone();
         let received = Instant::now();
         self.commands.spawn(async move {
-            tracing::info!(command_id = p.command_id, node_id = p.node_id, volumes = ?p.volumes, "prepare");
-            let spec = PrepareSpec {
-                node_id: p.node_id,
-                volumes: p.volumes,
-                create_missing: p.create_missing,
-                create_options: p.create_options.into_iter().collect(),
-                deadline: (p.deadline_ms > 0).then(|| received + Duration::from_millis(p.deadline_ms)),
+            tracing::info!(
+                command_id = p.command_id,
+                node_id = p.node_id,
+                volumes = ?p.volumes,
+                owner = ?p.owner,
+                identity = p.identity.as_ref().map(|i| i.volume.as_str()),
+                "prepare"
+            );
+            let outcome = match p.owner.as_ref().map(Owner::from_proto).transpose() {
+                Ok(owner) => {
+                    let spec = PrepareSpec {
+                        node_id: p.node_id,
+                        volumes: p.volumes,
+                        create_missing: p.create_missing,
+                        create_options: p.create_options.into_iter().collect(),
+                        deadline: (p.deadline_ms > 0)
+                            .then(|| received + Duration::from_millis(p.deadline_ms)),
+                        owner,
+                        identity: p.identity,
+                    };
+                    rt.volumes.prepare(&spec).await
+                }
+                Err(e) => Outcome::failed(e.to_string()),
             };
-            let outcome = rt.volumes.prepare(&spec).await;
             rt.finish(p.command_id, outcome, &tx).await;
         });
     }
@@ -291,12 +312,36 @@ impl Runtime {
         });
     }
 
-    async fn finish(
-        &self,
-        command_id: u64,
-        outcome: crate::volumes::Outcome,
-        tx: &mpsc::Sender<AgentMessage>,
-    ) {
+    fn spawn_install(self: &Arc<Self>, i: InstallIdentity, tx: mpsc::Sender<AgentMessage>) {
+        let rt = self.clone();
+        self.commands.spawn(async move {
+            // Never the password or the certificates: only where they go.
+            tracing::info!(
+                command_id = i.command_id,
+                node_id = i.node_id,
+                volume = %i.volume,
+                dir = %i.dir,
+                "install identity"
+            );
+            let outcome = match i.owner.as_ref().map(Owner::from_proto).transpose() {
+                Ok(owner) => {
+                    let spec = InstallSpec {
+                        volume: i.volume,
+                        dir: i.dir,
+                        certificate_pem: i.certificate_pem,
+                        ca_pem: i.ca_pem,
+                        password: i.password,
+                        owner,
+                    };
+                    rt.volumes.install_identity(&spec).await
+                }
+                Err(e) => Outcome::failed(e.to_string()),
+            };
+            rt.finish(i.command_id, outcome, &tx).await;
+        });
+    }
+
+    async fn finish(&self, command_id: u64, outcome: Outcome, tx: &mpsc::Sender<AgentMessage>) {
         if let Some(e) = &outcome.error {
             tracing::warn!(command_id, error = %e, "command failed");
         }
@@ -305,6 +350,7 @@ impl Runtime {
             ok: outcome.error.is_none(),
             error: outcome.error.unwrap_or_default(),
             volumes: outcome.volumes,
+            csr_pem: outcome.csr_pem.unwrap_or_default(),
         };
         // On the stream the command came on; if it closed, the scheduler learns the state from reports.
         let _ = tx

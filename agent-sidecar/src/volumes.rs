@@ -8,10 +8,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tether_proto::v1::VolumeReport;
+use tether_proto::v1::{IdentityRequest, VolumeReport};
 use tokio_util::sync::CancellationToken;
 
 use crate::driver::{Driver, DriverError};
+use crate::identity::{self, Owner};
 use crate::plugin::Volume;
 use crate::state::{MountEntry, Phase, StateFile};
 
@@ -99,6 +100,21 @@ pub struct PrepareSpec {
     pub create_missing: bool,
     pub create_options: BTreeMap<String, String>,
     pub deadline: Option<Instant>,
+    /// Set on each volume's root after mounting (feature `volume_owner`).
+    pub owner: Option<Owner>,
+    /// Answered with a key on the volume and a CSR (feature `node_identity`).
+    pub identity: Option<IdentityRequest>,
+}
+
+/// What an InstallIdentity asks for.
+#[derive(Debug, Clone, Default)]
+pub struct InstallSpec {
+    pub volume: String,
+    pub dir: String,
+    pub certificate_pem: String,
+    pub ca_pem: String,
+    pub password: String,
+    pub owner: Option<Owner>,
 }
 
 /// Outcome of a command: the first error and the state of each volume touched.
@@ -106,6 +122,17 @@ pub struct PrepareSpec {
 pub struct Outcome {
     pub error: Option<String>,
     pub volumes: Vec<VolumeReport>,
+    /// The CSR of a Prepare with an identity request.
+    pub csr_pem: Option<String>,
+}
+
+impl Outcome {
+    pub(crate) fn failed(error: String) -> Outcome {
+        Outcome {
+            error: Some(error),
+            ..Outcome::default()
+        }
+    }
 }
 
 impl Volumes {
@@ -175,8 +202,21 @@ impl Volumes {
         }
     }
 
-    /// Prepares every volume; on any failure releases what this command mounted.
+    /// Prepares every volume (owner set on each root, identity key and CSR made when asked); on any
+    /// failure releases what this command mounted.
     pub async fn prepare(&self, spec: &PrepareSpec) -> Outcome {
+        if let Some(req) = &spec.identity {
+            // Bad input from the scheduler mounts nothing.
+            if !spec.volumes.contains(&req.volume) {
+                return Outcome::failed(format!(
+                    "identity volume {:?} is not one of the Prepare's volumes",
+                    req.volume
+                ));
+            }
+            if let Err(e) = identity::validate_request(req) {
+                return Outcome::failed(format!("identity on volume {:?}: {e}", req.volume));
+            }
+        }
         let mut outcome = Outcome::default();
         let mut mounted_now = Vec::new();
         for name in &spec.volumes {
@@ -206,6 +246,14 @@ impl Volumes {
                     outcome.error = Some(e);
                     break;
                 }
+            }
+        }
+        if outcome.error.is_none()
+            && let Some(req) = &spec.identity
+        {
+            match self.generate_identity(req, spec.owner).await {
+                Ok(csr) => outcome.csr_pem = Some(csr),
+                Err(e) => outcome.error = Some(e),
             }
         }
         if outcome.error.is_some() {
@@ -274,6 +322,7 @@ impl Volumes {
         };
         if let Some(held) = self.state.entry(name).filter(|e| e.phase == Phase::Held) {
             // Already held (a repeated Prepare): one mount per volume, so do not mount again.
+            self.apply_owner(name, &held.mountpoint, spec.owner).await?;
             let usage = measure(Path::new(&held.mountpoint)).await?;
             return Ok((
                 volume_report(name, Some(&found), Some(&held), Some(usage), ""),
@@ -322,7 +371,10 @@ impl Volumes {
             return Err(format!("writing state file: {e}"));
         }
         let checked = match tokio::fs::metadata(&mountpoint).await {
-            Ok(m) if m.is_dir() => measure(Path::new(&mountpoint)).await,
+            Ok(m) if m.is_dir() => match self.apply_owner(name, &mountpoint, spec.owner).await {
+                Ok(()) => measure(Path::new(&mountpoint)).await,
+                Err(e) => Err(e),
+            },
             Ok(_) => Err(format!(
                 "VolumeDriver.Mount of volume {name:?}: mountpoint {mountpoint} is not a directory"
             )),
@@ -339,6 +391,95 @@ impl Volumes {
                 let _ = self.release_one(name).await;
                 Err(e)
             }
+        }
+    }
+
+    /// Sets the owner (and mode) of a mounted volume's root, if asked.
+    async fn apply_owner(
+        &self,
+        name: &str,
+        mountpoint: &str,
+        owner: Option<Owner>,
+    ) -> Result<(), String> {
+        let Some(owner) = owner else {
+            return Ok(());
+        };
+        let root = std::path::PathBuf::from(mountpoint);
+        blocking(move || identity::apply_owner(&root, &owner))
+            .await
+            .map_err(|e| {
+                format!(
+                    "setting owner {}:{} of volume {name:?}: {e}",
+                    owner.uid, owner.gid
+                )
+            })
+    }
+
+    /// The mountpoint of `name` if this sidecar holds it mounted (caller holds the volume lock).
+    fn held_mountpoint(&self, name: &str) -> Option<std::path::PathBuf> {
+        self.state
+            .entry(name)
+            .filter(|e| e.phase == Phase::Held)
+            .map(|e| e.mountpoint.into())
+    }
+
+    /// A fresh key on the identity volume (mounted by this Prepare or an earlier one) and its CSR.
+    async fn generate_identity(
+        &self,
+        req: &IdentityRequest,
+        owner: Option<Owner>,
+    ) -> Result<String, String> {
+        let lock = self.volume_lock(&req.volume);
+        let _guard = lock.lock().await;
+        let root = self
+            .held_mountpoint(&req.volume)
+            .ok_or_else(|| format!("identity volume {:?} is not mounted here", req.volume))?;
+        let request = req.clone();
+        blocking(move || identity::generate(&root, &request, owner.as_ref()))
+            .await
+            .map_err(|e| format!("identity on volume {:?}: {e}", req.volume))
+    }
+
+    /// Writes a signed certificate, the CA and the password beside the key of a volume held here.
+    pub async fn install_identity(&self, spec: &InstallSpec) -> Outcome {
+        let name = spec.volume.as_str();
+        if let Err(e) = validate_name(name) {
+            return Outcome::failed(e);
+        }
+        let lock = self.volume_lock(name);
+        let _guard = lock.lock().await;
+        let Some(root) = self.held_mountpoint(name) else {
+            return Outcome::failed(format!(
+                "InstallIdentity: volume {name:?} is not mounted by this sidecar (it must follow a Prepare)"
+            ));
+        };
+        let owned = spec.clone();
+        let r = blocking(move || {
+            identity::install(
+                &root,
+                &identity::Install {
+                    dir: &owned.dir,
+                    certificate_pem: &owned.certificate_pem,
+                    ca_pem: &owned.ca_pem,
+                    password: &owned.password,
+                    owner: owned.owner,
+                },
+            )
+        })
+        .await;
+        let error = r
+            .err()
+            .map(|e| format!("InstallIdentity on volume {name:?}: {e}"));
+        Outcome {
+            volumes: vec![volume_report(
+                name,
+                None,
+                self.state.entry(name).as_ref(),
+                None,
+                error.as_deref().unwrap_or(""),
+            )],
+            error,
+            csr_pem: None,
         }
     }
 
@@ -433,6 +574,16 @@ impl Volumes {
         let names: Vec<String> = self.state.entries().into_iter().map(|e| e.volume).collect();
         let outcome = self.release(&names).await;
         outcome.error.map_or(Ok(()), Err)
+    }
+}
+
+/// Runs file work off the async threads (a volume may be a slow network filesystem).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, identity::IdentityError> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -47,7 +47,20 @@ for b in $BINS; do
     mkdir -p "$root$(dirname "$lib")"
     cp -L "$lib" "$root$lib"
   done
-  printf 'FROM scratch\nCOPY rootfs/ /\nENTRYPOINT ["/%s"]\n' "$b" > "$ctx/$b/Dockerfile"
+  if [ "$b" = es-standin ]; then
+    # The official image's layout and user (es_standin::image): ES_HOME with config, data and logs owned
+    # 1000:0 and group-writable, the bundled config files, and `USER 1000:0` as 8.x has.
+    home=$ctx/$b/es-home
+    mkdir -p "$home/config" "$home/data" "$home/logs"
+    printf 'cluster.name: "docker-cluster"\nnetwork.host: 0.0.0.0\n' > "$home/config/elasticsearch.yml"
+    printf -- '-XX:+UseG1GC\n' > "$home/config/jvm.options"
+    printf 'status = error\n' > "$home/config/log4j2.properties"
+    chmod 0775 "$home" "$home/config" "$home/data" "$home/logs"
+    chmod 0664 "$home/config/"*
+    printf 'FROM scratch\nCOPY rootfs/ /\nCOPY --chown=1000:0 es-home/ /usr/share/elasticsearch/\nUSER 1000:0\nWORKDIR /usr/share/elasticsearch\nENTRYPOINT ["/%s"]\n' "$b" > "$ctx/$b/Dockerfile"
+  else
+    printf 'FROM scratch\nCOPY rootfs/ /\nENTRYPOINT ["/%s"]\n' "$b" > "$ctx/$b/Dockerfile"
+  fi
   docker build -q --label tether.compose=1 -t "tether/$b:$TAG" "$ctx/$b" >/dev/null
   echo "built tether/$b:$TAG"
 done

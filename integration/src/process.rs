@@ -233,13 +233,25 @@ mod tests {
         let Ok(_) = bin_path("es-standin") else {
             panic!("{}", bin_path("es-standin").expect_err("missing"));
         };
-        let data = dir.path().join("data");
-        let args = ["--http-port", "0", "--transport-port", "0", "--data-path"]
-            .iter()
-            .map(|s| s.to_string())
-            .chain([data.display().to_string()])
-            .collect::<Vec<_>>();
-        let mut p = Proc::spawn("es-standin", "es", &args, &[], dir.path()).expect("spawn");
+        // The stand-in plays a container: its own layer is a sandbox directory, as under the emulator.
+        let rootfs = dir.path().join("rootfs");
+        std::fs::create_dir(&rootfs).expect("rootfs");
+        std::fs::set_permissions(&rootfs, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let args = [
+            "http.port=0",
+            "transport.port=0",
+            "network.host=127.0.0.1",
+            "xpack.security.enabled=false",
+        ]
+        .iter()
+        .flat_map(|s| ["-E".to_owned(), s.to_string()])
+        .collect::<Vec<_>>();
+        let env = [(
+            crate::mesos_emu::launcher::EMU_ROOTFS_ENV.to_owned(),
+            rootfs.display().to_string(),
+        )];
+        let mut p = Proc::spawn("es-standin", "es", &args, &env, dir.path()).expect("spawn");
         eventually(
             "es-standin to log its start",
             Duration::from_secs(20),

@@ -132,6 +132,7 @@ fn full_task(agent: &AgentID) -> TaskInfo {
             force_pull_image: Some(false),
         }),
         mesos: None,
+        rlimit_info: None,
     });
     t.health_check = Some(HealthCheck {
         delay_seconds: Some(30.0),
@@ -201,6 +202,30 @@ fn mesos_image_task(agent: &AgentID) -> TaskInfo {
                 cached: None,
             }),
         }),
+        rlimit_info: Some(RLimitInfo {
+            rlimits: vec![RLimit {
+                limit_type: "RLMT_NOFILE".into(),
+                hard: Some(65535),
+                soft: Some(65535),
+            }],
+        }),
+    });
+    t.command = Some(CommandInfo {
+        uris: vec![Uri {
+            value: "https://example.com/plugins.tar.gz".into(),
+            executable: None,
+            extract: Some(true),
+            cache: None,
+            output_file: None,
+        }],
+        user: Some("elasticsearch".into()),
+        ..t.command.unwrap_or_default()
+    });
+    t.health_check = Some(HealthCheck {
+        delay_seconds: Some(30.0),
+        check_type: Some(HealthCheckType::Tcp),
+        tcp: Some(TcpCheckInfo { port: 31000 }),
+        ..HealthCheck::default()
     });
     t
 }

@@ -30,6 +30,9 @@ async fn a_killed_agents_node_comes_back_elsewhere_with_its_data() {
         wait_es(n).await;
         put_doc(n, &format!("doc-{}", n.id), json!({ "written_to": n.id })).await;
     }
+    // Bootstrap is what a node reports, not a task reaching RUNNING.
+    let uuid = c.wait_cluster_uuid().await;
+    assert_ne!(uuid, "_na_");
 
     let victim = nodes.iter().find(|n| n.id == 2).expect("node 2").clone();
     c.emu_fault(&format!("agents/{}/kill", victim.agent_id))
@@ -64,6 +67,18 @@ async fn a_killed_agents_node_comes_back_elsewhere_with_its_data() {
         root["data_created_by_node_id"], "2",
         "the data directory is node 2's: {root}"
     );
+    // It answers before it has rejoined (`_na_` until then).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut rejoined = root.clone();
+    while rejoined["cluster_uuid"] == "_na_" && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        rejoined = wait_es(moved).await;
+    }
+    assert_eq!(
+        rejoined["cluster_uuid"], uuid,
+        "the moved node rejoined its cluster: {rejoined}"
+    );
+    assert_eq!(c.wait_cluster_uuid().await, uuid, "the stored UUID stays");
     assert_eq!(
         get_doc(moved, "doc-2").await,
         Some(json!({ "written_to": 2 })),
@@ -75,6 +90,23 @@ async fn a_killed_agents_node_comes_back_elsewhere_with_its_data() {
             Some(json!({ "written_to": n.id }))
         );
     }
+    c.stop().await;
+}
+
+/// Security on (issue 12): every node's key is made on its agent, its CSR signed by the scheduler's
+/// cluster CA and installed before the launch; the nodes bootstrap one cluster over mutual TLS, and the
+/// scheduler, logging in as `elastic`, confirms it. Without credentials a node answers 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secure_cluster_forms_over_mutual_tls_with_certificates_the_scheduler_signed() {
+    let c = E2eCluster::start(3, 3, |o| o.es_security = "transport".into()).await;
+    let nodes = c.wait_nodes("three running nodes", all_running(3)).await;
+    let uuid = c.wait_cluster_uuid().await;
+    assert_ne!(uuid, "_na_");
+    let url = format!("http://{}:{}/", nodes[0].host, nodes[0].http_port);
+    let (status, _) = tether_integration::http_client::get_json(&url)
+        .await
+        .expect("the node answers");
+    assert_eq!(status, 401, "security is on: no anonymous access");
     c.stop().await;
 }
 

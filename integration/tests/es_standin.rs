@@ -1,173 +1,813 @@
-//! The Elasticsearch stand-in behaves like one node: identity, health counting reachable peers, durable
-//! documents, and the data-path lock that refuses a second writer.
+//! One es-standin node plays the official image's contract: where settings come from, who it runs as and
+//! which paths it accepts, the bootstrap checks, TLS files, security and the HTTP API. Each test breaks if
+//! the rule it names is broken. (Clustering: `es_standin_cluster.rs`.)
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt as _;
 use std::process::Stdio;
 use std::time::Duration;
 
-use clap::Parser;
 use serde_json::{Value, json};
-use tether_integration::es_standin::{self, Bound};
-use tether_integration::http_client;
-use tokio_util::sync::CancellationToken;
+use tether_integration::es_standin::StandinError;
+use tether_integration::es_standin::container::EMU_USER_ENV;
+use tether_integration::es_standin::testing::{Pki, Sandbox, request, start};
+use tether_integration::mesos_emu::volume_env_name;
 
-fn args(data: &Path, extra: &[&str]) -> es_standin::Args {
-    args_as("1", data, extra)
+const V8: &str = "docker.elastic.co/elasticsearch/elasticsearch:8.15.0";
+const V7: &str = "docker.elastic.co/elasticsearch/elasticsearch:7.17.22";
+
+/// A loopback node without security (development mode: checks only warn).
+const PLAIN: [&str; 4] = [
+    "network.host=127.0.0.1",
+    "http.port=0",
+    "transport.port=0",
+    "xpack.security.enabled=false",
+];
+
+fn with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    PLAIN.iter().copied().chain(extra.iter().copied()).collect()
 }
 
-fn args_as(node_id: &str, data: &Path, extra: &[&str]) -> es_standin::Args {
-    let data = data.to_str().expect("utf-8 temp path");
-    let mut argv = vec![
-        "es-standin",
-        "--http-port",
-        "0",
-        "--transport-port",
-        "0",
-        "--data-path",
-        data,
-        "--node-name",
-        "es-1",
-        "--node-id",
-        node_id,
-    ];
-    argv.extend_from_slice(extra);
-    es_standin::Args::try_parse_from(argv).expect("valid args")
-}
-
-async fn start(args: es_standin::Args) -> (Bound, CancellationToken, tokio::task::JoinHandle<()>) {
-    let token = CancellationToken::new();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let run_token = token.clone();
-    let task = tokio::spawn(async move {
-        es_standin::run(args, run_token, move |b| {
-            let _ = tx.send(b);
-        })
+async fn get(url: String) -> (u16, Value) {
+    request("GET", &url, None, None, None)
         .await
-        .expect("stand-in runs");
-    });
-    let bound = rx.await.expect("stand-in binds");
-    (bound, token, task)
+        .expect("request")
 }
 
-async fn http(method: &str, url: String, body: Option<Value>) -> (u16, Value) {
-    let method = method.parse().expect("HTTP method");
-    let reply = http_client::request(method, &url, body.as_ref())
-        .await
-        .expect("stand-in answers");
-    (reply.status, reply.json())
-}
-
-#[tokio::test]
-async fn documents_survive_a_restart_on_the_same_data_path() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (bound, token, task) = start(args(dir.path(), &[])).await;
-    let base = format!("http://{}", bound.http);
-
-    let (status, root) = http("GET", format!("{base}/"), None).await;
-    assert_eq!(status, 200);
-    assert_eq!(root["name"], "es-1");
-    assert_eq!(root["data_created_by_node_id"], "1");
-
-    let (status, put) = http(
-        "PUT",
-        format!("{base}/logs/_doc/a%201"),
-        Some(json!({"msg": "hello"})),
-    )
-    .await;
-    assert_eq!((status, put["result"].as_str()), (201, Some("created")));
-    let (status, put) = http(
-        "PUT",
-        format!("{base}/logs/_doc/a%201"),
-        Some(json!({"msg": "again"})),
-    )
-    .await;
-    assert_eq!((status, put["_version"].as_u64()), (200, Some(2)));
-
-    token.cancel();
-    task.await.expect("stopped");
-
-    // A relaunched node with another id on the same volume still sees who created the data.
-    let (bound, token, task) = start(args_as("7", dir.path(), &[])).await;
-    let base = format!("http://{}", bound.http);
-    let (status, doc) = http("GET", format!("{base}/logs/_doc/a%201"), None).await;
-    assert_eq!(status, 200);
-    assert_eq!(doc["_source"], json!({"msg": "again"}));
-    let (_, root) = http("GET", format!("{base}/"), None).await;
-    assert_eq!(root["data_created_by_node_id"], "1");
-    let (status, missing) = http("GET", format!("{base}/logs/_doc/nope"), None).await;
-    assert_eq!((status, &missing["found"]), (404, &json!(false)));
-    token.cancel();
-    task.await.expect("stopped");
-}
-
-#[tokio::test]
-async fn bad_requests_get_clear_errors() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (bound, token, task) = start(args(dir.path(), &[])).await;
-    let base = format!("http://{}", bound.http);
-    let (status, e) = http("PUT", format!("{base}/Bad/_doc/1"), Some(json!({}))).await;
-    assert_eq!(
-        (status, e["error"]["type"].as_str()),
-        (400, Some("invalid_index_name_exception"))
-    );
-    let (status, e) = http("PUT", format!("{base}/ok/_doc/1"), Some(json!([1, 2]))).await;
-    assert_eq!(
-        (status, e["error"]["type"].as_str()),
-        (400, Some("mapper_parsing_exception"))
-    );
-    let (status, _) = http("DELETE", format!("{base}/ok"), None).await;
-    assert_eq!(status, 405);
-    token.cancel();
-    task.await.expect("stopped");
-}
-
-#[tokio::test]
-async fn health_counts_reachable_seed_peers() {
-    let (a_dir, b_dir) = (
-        tempfile::tempdir().expect("tempdir"),
-        tempfile::tempdir().expect("tempdir"),
-    );
-    let (a, a_token, a_task) = start(args(a_dir.path(), &[])).await;
-    // One live peer and one address nobody listens on (a port we bound and released).
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr");
-    let seeds = format!("{},{dead}", a.transport);
-    let (b, b_token, b_task) = start(args(b_dir.path(), &["--seed-hosts", &seeds])).await;
-    let (status, health) = http("GET", format!("http://{}/_cluster/health", b.http), None).await;
-    assert_eq!(status, 200);
-    assert_eq!(health["number_of_nodes"], 2);
-    assert_eq!(health["unreachable_seed_hosts"], 1);
-    assert_eq!(health["status"], "yellow");
-    for (token, task) in [(a_token, a_task), (b_token, b_task)] {
-        token.cancel();
-        task.await.expect("stopped");
-    }
-}
-
-#[tokio::test]
-async fn a_second_process_on_a_held_data_path_refuses_to_start() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (_bound, token, task) = start(args(dir.path(), &[])).await;
+/// Runs the binary with exactly `env` and `args`; it must exit within 30 s.
+async fn exit_of(env: &BTreeMap<String, String>, args: &[&str]) -> (i32, String) {
     let out = tokio::time::timeout(
         Duration::from_secs(30),
         tokio::process::Command::new(env!("CARGO_BIN_EXE_es-standin"))
-            .args(["--http-port", "0", "--transport-port", "0", "--data-path"])
-            .arg(dir.path())
+            .env_clear()
+            .envs(env)
+            .args(args.iter().flat_map(|a| ["-E", a]))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .output(),
     )
     .await
-    .expect("second process exits")
+    .expect("the stand-in exits")
     .expect("spawned");
-    assert!(!out.status.success(), "a second writer must be refused");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("locked by another live process"),
-        "stderr: {stderr}"
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn settings_come_from_dotted_names_es_setting_names_and_e_options_and_empty_values_are_skipped()
+ {
+    let sb = Sandbox::new();
+    let env = sb.env(
+        V8,
+        &[
+            ("ES_SETTING_CLUSTER_NAME", "from-es-setting"),
+            // Empty: skipped, so the node name falls back to HOSTNAME.
+            ("node.name", ""),
+            ("HOSTNAME", "host-name"),
+            ("node.attr.zone", "z1"),
+        ],
     );
-    token.cancel();
-    task.await.expect("stopped");
+    // Listing a node that does not exist keeps it from bootstrapping a cluster.
+    let node = start(env, &with(&["cluster.initial_master_nodes=nobody"]))
+        .await
+        .expect("starts");
+    let (status, root) = get(format!("{}/", node.http_url("http"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(root["name"], "host-name", "{root}");
+    assert_eq!(root["cluster_name"], "from-es-setting", "{root}");
+    assert_eq!(root["version"]["number"], "8.15.0");
+    assert_eq!(root["cluster_uuid"], "_na_");
+    node.stop().await;
+
+    // The image's elasticsearch.yml names the cluster when nothing else does.
+    let sb = Sandbox::new();
+    let node = start(sb.env(V7, &[]), &with(&["node.name=n7"]))
+        .await
+        .expect("starts");
+    let (_, root) = get(format!("{}/", node.http_url("http"))).await;
+    assert_eq!(root["cluster_name"], "docker-cluster", "{root}");
+    assert_eq!(root["version"]["number"], "7.17.22");
+    assert_eq!(root["name"], "n7");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_setting_given_twice_or_empty_on_the_command_line_is_a_usage_error() {
+    let sb = Sandbox::new();
+    let env = sb.env(V8, &[("cluster.name", "from-env")]);
+    let (code, stderr) = exit_of(&env, &["cluster.name=from-arg"]).await;
+    assert_eq!(code, 64, "{stderr}");
+    assert!(
+        stderr.contains("setting [cluster.name] already set, saw [from-arg] and [from-env]"),
+        "{stderr}"
+    );
+    let (code, stderr) = exit_of(&sb.env(V8, &[]), &["node.name="]).await;
+    assert_eq!(code, 64, "{stderr}");
+    assert!(
+        stderr.contains("setting [node.name] must not be empty"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn the_default_data_path_is_in_the_tasks_own_layer_and_goes_with_it() {
+    let first = Sandbox::new();
+    let volume = first.volume("es1data", 1000, 0, 0o775);
+    let vol_env = volume_env_name("/data");
+    let volume_str = volume.display().to_string();
+    let env = |sb: &Sandbox| sb.env(V8, &[(vol_env.as_str(), volume_str.as_str())]);
+
+    // No path.data: the documents land in the sandbox, not on the volume mounted at /data.
+    let node = start(env(&first), &with(&[])).await.expect("starts");
+    let (status, _) = request(
+        "PUT",
+        &format!("{}/docs/_doc/1", node.http_url("http")),
+        Some(&json!({"v": 1})),
+        None,
+        None,
+    )
+    .await
+    .expect("put");
+    // A single node with no discovery settings bootstraps after 3 s (development mode).
+    assert_eq!(status, 201);
+    node.stop().await;
+    assert!(
+        first
+            .layer("/usr/share/elasticsearch/data/indices/docs")
+            .is_dir()
+    );
+    assert!(
+        std::fs::read_dir(&volume).expect("volume").next().is_none(),
+        "nothing on the volume"
+    );
+
+    // Relaunched in another sandbox (the node moved): the data is gone.
+    let second = Sandbox::new();
+    let node = start(env(&second), &with(&[])).await.expect("starts");
+    let (status, _) = get(format!("{}/docs/_doc/1", node.http_url("http"))).await;
+    assert_eq!(status, 404, "the document was in the old task's layer");
+    node.stop().await;
+
+    // With path.data on the volume it survives the move.
+    let node = start(env(&first), &with(&["path.data=/data"]))
+        .await
+        .expect("starts");
+    let (status, _) = request(
+        "PUT",
+        &format!("{}/docs/_doc/2", node.http_url("http")),
+        Some(&json!({"v": 2})),
+        None,
+        None,
+    )
+    .await
+    .expect("put");
+    assert_eq!(status, 201);
+    node.stop().await;
+    let node = start(env(&second), &with(&["path.data=/data"]))
+        .await
+        .expect("starts");
+    let (status, doc) = get(format!("{}/docs/_doc/2", node.http_url("http"))).await;
+    assert_eq!((status, &doc["_source"]), (200, &json!({"v": 2})));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn root_is_refused_by_8x_while_717_drops_to_uid_1000() {
+    let sb = Sandbox::new();
+    let e = start(sb.env(V8, &[(EMU_USER_ENV, "0:0")]), &with(&[]))
+        .await
+        .expect_err("root refused");
+    assert!(matches!(e, StandinError::Root), "{e}");
+    assert_eq!(e.to_string(), "can not run elasticsearch as root");
+
+    // 7.17's entrypoint starts as root and runs Elasticsearch as 1000:0, which owns what it creates.
+    let data = "/usr/share/elasticsearch/data/sub";
+    let path_data = format!("path.data={data}");
+    let node = start(sb.env(V7, &[(EMU_USER_ENV, "0:0")]), &with(&[&path_data]))
+        .await
+        .expect("7.17 starts");
+    node.stop().await;
+    let meta = std::fs::metadata(sb.layer(data)).expect("data dir");
+    use std::os::unix::fs::MetadataExt as _;
+    assert_eq!((meta.uid(), meta.gid()), (1000, 0));
+
+    // Outside the process launcher's emulation a root process is root.
+    if rustix::process::geteuid().is_root() {
+        let mut env = sb.env(V8, &[]);
+        env.remove("TETHER_EMU_ROOTFS");
+        let (code, stderr) = exit_of(&env, &PLAIN).await;
+        assert_eq!(code, 1, "{stderr}");
+        assert!(
+            stderr.contains("can not run elasticsearch as root"),
+            "{stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_data_path_uid_1000_gid_0_cannot_write_is_refused() {
+    let sb = Sandbox::new();
+    let data = "/usr/share/elasticsearch/data";
+    for (name, uid, gid, mode, ok) in [
+        ("root-755", 0, 0, 0o755, false),
+        ("other-owner-775", 4242, 4242, 0o775, false),
+        ("root-group-775", 0, 0, 0o775, true),
+        ("es-700", 1000, 4242, 0o700, true),
+    ] {
+        let vol = sb.volume(name, uid, gid, mode);
+        let env = sb.env(V8, &[(&volume_env_name(data), &vol.display().to_string())]);
+        match start(env, &with(&[])).await {
+            Ok(node) => {
+                assert!(
+                    ok,
+                    "{name}: uid 1000 gid 0 cannot write it, yet the node started"
+                );
+                node.stop().await;
+            }
+            Err(e) => {
+                assert!(!ok, "{name}: refused: {e}");
+                let text = e.to_string();
+                assert!(
+                    text.starts_with(&format!("failed to obtain node locks, tried [{data}]")),
+                    "{text}"
+                );
+                assert!(text.contains("AccessDeniedException"), "{text}");
+            }
+        }
+    }
+    // Search permission on the way counts too.
+    let parent = sb.volume("parent", 0, 0, 0o700);
+    std::fs::create_dir(parent.join("data")).expect("mkdir");
+    std::os::unix::fs::chown(parent.join("data"), Some(1000), Some(0)).expect("chown");
+    let env = sb.env(
+        V8,
+        &[(&volume_env_name("/srv"), &parent.display().to_string())],
+    );
+    let e = start(env, &with(&["path.data=/srv/data"]))
+        .await
+        .expect_err("/srv is not searchable by uid 1000");
+    assert!(e.to_string().contains("failed to obtain node locks"), "{e}");
+}
+
+#[tokio::test]
+async fn a_config_directory_volume_must_hold_the_image_files_and_be_writable_for_the_keystore() {
+    let sb = Sandbox::new();
+    let config = "/usr/share/elasticsearch/config";
+    let empty = sb.volume("config-empty", 1000, 0, 0o775);
+    let env = sb.env(
+        V8,
+        &[(&volume_env_name(config), &empty.display().to_string())],
+    );
+    let e = start(env, &with(&[])).await.expect_err("no jvm.options");
+    assert!(e.to_string().contains("jvm.options"), "{e}");
+
+    let read_only = sb.volume("config-ro", 0, 0, 0o755);
+    for f in ["jvm.options", "log4j2.properties"] {
+        std::fs::write(read_only.join(f), "# test\n").expect("write");
+        std::fs::set_permissions(read_only.join(f), std::fs::Permissions::from_mode(0o644))
+            .expect("chmod");
+    }
+    let env = sb.env(
+        V8,
+        &[(&volume_env_name(config), &read_only.display().to_string())],
+    );
+    let e = start(env.clone(), &with(&[]))
+        .await
+        .expect_err("keystore cannot be created");
+    assert!(
+        e.to_string().contains(
+            "AccessDeniedException[/usr/share/elasticsearch/config/elasticsearch.keystore.tmp]"
+        ),
+        "{e}"
+    );
+    std::fs::remove_file(read_only.join("log4j2.properties")).expect("rm");
+    std::os::unix::fs::chown(&read_only, Some(1000), Some(0)).expect("chown");
+    let e = start(env.clone(), &with(&[]))
+        .await
+        .expect_err("no log4j2.properties");
+    assert!(e.to_string().contains("no log4j2.properties found"), "{e}");
+    std::fs::write(read_only.join("log4j2.properties"), "# test\n").expect("write");
+    let node = start(env.clone(), &with(&[]))
+        .await
+        .expect("writable config directory");
+    node.stop().await;
+    assert!(read_only.join("elasticsearch.keystore").is_file());
+    // With the keystore there, the directory must still be writable.
+    std::os::unix::fs::chown(&read_only, Some(0), Some(0)).expect("chown");
+    let e = start(env, &with(&[]))
+        .await
+        .expect_err("config directory not writable");
+    assert!(e.to_string().contains("AccessDeniedException"), "{e}");
+}
+
+/// Production mode: bound to 0.0.0.0 with multi-node discovery.
+fn production<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    ["network.host=0.0.0.0", "http.port=0", "transport.port=0"]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect()
+}
+
+#[tokio::test]
+async fn production_mode_requires_equal_heap_sizes() {
+    let sb = Sandbox::new();
+    let settings = production(&[
+        "discovery.seed_hosts=127.0.0.1:1",
+        "xpack.security.enabled=false",
+    ]);
+    let env = sb.env(V8, &[("ES_JAVA_OPTS", "-Xms512m -Xmx1g")]);
+    let (code, stderr) = exit_of(&env, &settings).await;
+    assert_eq!(code, 78, "{stderr}");
+    assert!(
+        stderr.contains("ERROR: [1] bootstrap checks failed."),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("bootstrap check failure [1] of [1]: initial heap size [536870912] not equal to maximum heap size [1073741824]; this can cause resize pauses"),
+        "{stderr}"
+    );
+    let env = sb.env(V8, &[("ES_JAVA_OPTS", "-Xms1g -Xmx1g")]);
+    let node = start(env, &settings).await.expect("equal heap sizes pass");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn production_mode_requires_discovery_settings() {
+    let sb = Sandbox::new();
+    let (code, stderr) = exit_of(
+        &sb.env(V8, &[("discovery.seed_hosts", "")]),
+        &production(&["xpack.security.enabled=false"]),
+    )
+    .await;
+    assert_eq!(code, 78, "{stderr}");
+    assert!(
+        stderr.contains("the default discovery settings are unsuitable for production use; at least one of [discovery.seed_hosts, discovery.seed_providers, cluster.initial_master_nodes] must be configured"),
+        "{stderr}"
+    );
+    // single-node discovery is not production mode; explicit enforcement is.
+    let node = start(
+        sb.env(V8, &[]),
+        &production(&["xpack.security.enabled=false", "discovery.type=single-node"]),
+    )
+    .await
+    .expect("single-node skips enforcement");
+    node.stop().await;
+    let (code, stderr) = exit_of(
+        &sb.env(
+            V8,
+            &[("ES_JAVA_OPTS", "-Des.enforce.bootstrap.checks=true")],
+        ),
+        &with(&[]),
+    )
+    .await;
+    assert_eq!(code, 78, "{stderr}");
+}
+
+#[tokio::test]
+async fn production_mode_requires_transport_tls_on_8x_and_on_717_only_with_explicit_security() {
+    let sb = Sandbox::new();
+    let discovery = production(&["discovery.seed_hosts=127.0.0.1:1"]);
+    let (code, stderr) = exit_of(&sb.env(V8, &[]), &discovery).await;
+    assert_eq!(code, 78, "{stderr}");
+    assert!(
+        stderr.contains("Transport SSL must be enabled if security is enabled. Please set [xpack.security.transport.ssl.enabled] to [true] or disable security by setting [xpack.security.enabled] to [false]"),
+        "{stderr}"
+    );
+    // A data path written by 8.x cannot go back to 7.17: a sandbox of its own.
+    let sb = Sandbox::new();
+    let node = start(sb.env(V7, &[]), &discovery)
+        .await
+        .expect("7.17: security off by default");
+    node.stop().await;
+    let explicit = production(&[
+        "discovery.seed_hosts=127.0.0.1:1",
+        "xpack.security.enabled=true",
+    ]);
+    let (code, stderr) = exit_of(&sb.env(V7, &[]), &explicit).await;
+    assert_eq!(code, 78, "{stderr}");
+    assert!(stderr.contains("on a [basic] license"), "{stderr}");
+}
+
+#[tokio::test]
+async fn transport_tls_files_must_exist_and_parse() {
+    let sb = Sandbox::new();
+    let certs = sb.layer("/usr/share/elasticsearch/config/certs");
+    let pki = Pki::new("test CA");
+    // Lay out the image first, then the certificates in its config directory.
+    let node = start(sb.env(V8, &[]), &with(&[])).await.expect("starts");
+    node.stop().await;
+    pki.write_node(&certs, "n1", &["127.0.0.1"]);
+    let tls = [
+        "xpack.security.enabled=true",
+        "xpack.security.transport.ssl.enabled=true",
+        "xpack.security.transport.ssl.key=certs/node.key",
+        "xpack.security.transport.ssl.certificate=certs/node.crt",
+        "xpack.security.transport.ssl.certificate_authorities=certs/missing-ca.crt",
+    ];
+    let settings: Vec<&str> = ["network.host=127.0.0.1", "http.port=0", "transport.port=0"]
+        .into_iter()
+        .chain(tls)
+        .collect();
+    let (code, stderr) = exit_of(&sb.env(V8, &[]), &settings).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("failed to load SSL configuration [xpack.security.transport.ssl] - cannot read configured PEM certificate_authorities [/usr/share/elasticsearch/config/certs/missing-ca.crt] because the file does not exist"),
+        "{stderr}"
+    );
+    std::fs::write(certs.join("garbage.crt"), "not a certificate").expect("write");
+    let garbage: Vec<&str> = settings
+        .iter()
+        .map(|s| {
+            if s.starts_with("xpack.security.transport.ssl.certificate_authorities") {
+                "xpack.security.transport.ssl.certificate_authorities=certs/garbage.crt"
+            } else {
+                s
+            }
+        })
+        .collect();
+    let (code, stderr) = exit_of(&sb.env(V8, &[]), &garbage).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("no certificates found"), "{stderr}");
+    let good: Vec<&str> = settings
+        .iter()
+        .map(|s| {
+            if s.starts_with("xpack.security.transport.ssl.certificate_authorities") {
+                "xpack.security.transport.ssl.certificate_authorities=certs/ca.crt"
+            } else {
+                s
+            }
+        })
+        .collect();
+    let node = start(sb.env(V8, &[]), &good)
+        .await
+        .expect("valid TLS files");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn security_needs_the_elastic_password_and_https_when_enabled() {
+    let sb = Sandbox::new();
+    let secure = [
+        "network.host=127.0.0.1",
+        "http.port=0",
+        "transport.port=0",
+        "xpack.security.enabled=true",
+    ];
+    let node = start(sb.env(V8, &[("ELASTIC_PASSWORD", "s3cret")]), &secure)
+        .await
+        .expect("starts");
+    let url = format!("{}/", node.http_url("http"));
+    let (status, body) = request("GET", &url, None, None, None)
+        .await
+        .expect("request");
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["type"], "security_exception");
+    assert_eq!(
+        body["error"]["reason"],
+        "missing authentication credentials for REST request [/]"
+    );
+    let (status, _) = request("GET", &url, None, Some(("elastic", "wrong")), None)
+        .await
+        .expect("request");
+    assert_eq!(status, 401);
+    let (status, root) = request("GET", &url, None, Some(("elastic", "s3cret")), None)
+        .await
+        .expect("request");
+    assert_eq!(status, 200, "{root}");
+    node.stop().await;
+
+    // The keystore keeps the first bootstrap password: a new ELASTIC_PASSWORD does not replace it.
+    let node = start(sb.env(V8, &[("ELASTIC_PASSWORD", "other")]), &secure)
+        .await
+        .expect("starts");
+    let url = format!("{}/", node.http_url("http"));
+    let (status, _) = request("GET", &url, None, Some(("elastic", "other")), None)
+        .await
+        .expect("request");
+    assert_eq!(status, 401);
+    let (status, _) = request("GET", &url, None, Some(("elastic", "s3cret")), None)
+        .await
+        .expect("request");
+    assert_eq!(status, 200);
+    node.stop().await;
+
+    // HTTPS: the http layer speaks TLS only.
+    let fresh = Sandbox::new();
+    let certs = fresh.path.join("certs");
+    let pki = Pki::new("http CA");
+    pki.write_node(&certs, "localhost", &["localhost", "127.0.0.1"]);
+    let certs_in_sandbox = "/mnt/mesos/sandbox/certs";
+    let https: Vec<String> = secure
+        .iter()
+        .map(|s| (*s).to_owned())
+        .chain([
+            "xpack.security.http.ssl.enabled=true".to_owned(),
+            format!("xpack.security.http.ssl.key={certs_in_sandbox}/node.key"),
+            format!("xpack.security.http.ssl.certificate={certs_in_sandbox}/node.crt"),
+        ])
+        .collect();
+    let https: Vec<&str> = https.iter().map(String::as_str).collect();
+    let node = start(fresh.env(V8, &[("ELASTIC_PASSWORD", "s3cret")]), &https)
+        .await
+        .expect("starts");
+    let (status, _) = request(
+        "GET",
+        &format!("{}/", node.http_url("https")),
+        None,
+        Some(("elastic", "s3cret")),
+        Some(&pki.ca.cert_pem),
+    )
+    .await
+    .expect("https");
+    assert_eq!(status, 200);
+    assert!(
+        request(
+            "GET",
+            &format!("{}/", node.http_url("http")),
+            None,
+            Some(("elastic", "s3cret")),
+            None
+        )
+        .await
+        .is_err(),
+        "plain http to an https port gets no answer"
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn the_elastic_password_file_must_be_600_or_400_and_not_combined() {
+    let sb = Sandbox::new();
+    let file = sb.path.join("password");
+    std::fs::write(&file, "from-file\n").expect("write");
+    std::os::unix::fs::chown(&file, Some(1000), Some(0)).expect("chown");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let in_container = "/mnt/mesos/sandbox/password";
+    let secure = [
+        "network.host=127.0.0.1",
+        "http.port=0",
+        "transport.port=0",
+        "xpack.security.enabled=true",
+    ];
+    let (code, stderr) = exit_of(
+        &sb.env(V8, &[("ELASTIC_PASSWORD_FILE", in_container)]),
+        &secure,
+    )
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("ERROR: File {in_container} from ELASTIC_PASSWORD_FILE must have file permissions 400 or 600, but actually has: 644")),
+        "{stderr}"
+    );
+    let (code, stderr) = exit_of(
+        &sb.env(
+            V8,
+            &[
+                ("ELASTIC_PASSWORD_FILE", in_container),
+                ("ELASTIC_PASSWORD", "x"),
+            ],
+        ),
+        &secure,
+    )
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("mutually exclusive"), "{stderr}");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let node = start(
+        sb.env(V8, &[("ELASTIC_PASSWORD_FILE", in_container)]),
+        &secure,
+    )
+    .await
+    .expect("starts");
+    let (status, _) = request(
+        "GET",
+        &format!("{}/", node.http_url("http")),
+        None,
+        Some(("elastic", "from-file")),
+        None,
+    )
+    .await
+    .expect("request");
+    assert_eq!(
+        status, 200,
+        "the trailing newline is dropped, as $(cat) does"
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_first_8x_start_without_security_settings_configures_tls_itself() {
+    let sb = Sandbox::new();
+    let node = start(
+        sb.env(V8, &[]),
+        &[
+            "network.host=127.0.0.1",
+            "http.port=0",
+            "transport.port=0",
+            "discovery.type=single-node",
+        ],
+    )
+    .await
+    .expect("starts");
+    let keystore: Value = serde_json::from_slice(
+        &std::fs::read(sb.layer("/usr/share/elasticsearch/config/elasticsearch.keystore"))
+            .expect("keystore"),
+    )
+    .expect("json");
+    let password = keystore["entries"]["bootstrap.password"]
+        .as_str()
+        .expect("generated password")
+        .to_owned();
+    let ca = std::fs::read_to_string(sb.layer("/usr/share/elasticsearch/config/certs/http_ca.crt"))
+        .expect("http CA");
+    let url = format!("https://127.0.0.1:{}/", node.bound.http.port());
+    let (status, _) = request("GET", &url, None, Some(("elastic", &password)), Some(&ca))
+        .await
+        .expect("https with the generated CA");
+    assert_eq!(status, 200);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn health_without_a_master_is_503_and_red_locally() {
+    let sb = Sandbox::new();
+    // In its own list nobody else can be found: it never bootstraps.
+    let node = start(
+        sb.env(V8, &[]),
+        &with(&["cluster.initial_master_nodes=somebody-else", "node.name=n1"]),
+    )
+    .await
+    .expect("starts");
+    let base = node.http_url("http");
+    let (status, body) = get(format!("{base}/_cluster/health?master_timeout=200ms")).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        body,
+        json!({
+            "error": {
+                "root_cause": [{ "type": "master_not_discovered_exception", "reason": null }],
+                "type": "master_not_discovered_exception",
+                "reason": null,
+            },
+            "status": 503,
+        })
+    );
+    let (status, body) = get(format!("{base}/_cluster/health?local=true")).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("red")),
+        "{body}"
+    );
+    let (status, body) = request(
+        "PUT",
+        &format!("{base}/docs/_doc/1?timeout=200ms"),
+        Some(&json!({})),
+        None,
+        None,
+    )
+    .await
+    .expect("put");
+    assert_eq!(status, 503, "writes need a master: {body}");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn documents_survive_a_restart_on_the_same_data_path() {
+    let sb = Sandbox::new();
+    let env = |id: &str| sb.env(V8, &[("ELASTICSEARCH_NODE_ID", id)]);
+    let single = with(&["discovery.type=single-node", "node.name=es-1"]);
+    let node = start(env("1"), &single).await.expect("starts");
+    let base = node.http_url("http");
+    let (status, root) = get(format!("{base}/")).await;
+    assert_eq!(status, 200);
+    assert_eq!(root["data_created_by_node_id"], "1");
+    let (status, health) = get(format!(
+        "{base}/_cluster/health?wait_for_status=green&timeout=30s"
+    ))
+    .await;
+    assert_eq!(
+        (status, health["number_of_nodes"].as_u64()),
+        (200, Some(1)),
+        "{health}"
+    );
+    let uuid = get(format!("{base}/")).await.1["cluster_uuid"].clone();
+    assert_ne!(uuid, "_na_");
+
+    let put = |id: &'static str, v: Value| {
+        let base = base.clone();
+        async move {
+            request(
+                "PUT",
+                &format!("{base}/logs/_doc/{id}"),
+                Some(&v),
+                None,
+                None,
+            )
+            .await
+            .expect("put")
+        }
+    };
+    let (status, body) = put("a%201", json!({"msg": "hello"})).await;
+    assert_eq!((status, body["result"].as_str()), (201, Some("created")));
+    let (status, body) = put("a%201", json!({"msg": "again"})).await;
+    assert_eq!((status, body["_version"].as_u64()), (200, Some(2)));
+    let (_, health) = get(format!("{base}/_cluster/health")).await;
+    assert_eq!(
+        health["status"], "yellow",
+        "one data node cannot hold the replica: {health}"
+    );
+    node.stop().await;
+
+    // Relaunched with another id on the same data: the creator and the cluster UUID are still there.
+    let node = start(env("7"), &single).await.expect("starts");
+    let base = node.http_url("http");
+    let (status, root) = get(format!("{base}/")).await;
+    assert_eq!(status, 200);
+    assert_eq!(root["data_created_by_node_id"], "1");
+    assert_eq!(
+        root["cluster_uuid"], uuid,
+        "the UUID lives in the data path"
+    );
+    let (status, doc) = get(format!("{base}/logs/_doc/a%201")).await;
+    assert_eq!((status, &doc["_source"]), (200, &json!({"msg": "again"})));
+    let (status, missing) = get(format!("{base}/logs/_doc/nope")).await;
+    assert_eq!((status, &missing["found"]), (404, &json!(false)));
+    let (status, e) = get(format!("{base}/nothing/_doc/1")).await;
+    assert_eq!(
+        (status, e["error"]["type"].as_str()),
+        (404, Some("index_not_found_exception"))
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_errors() {
+    let sb = Sandbox::new();
+    let node = start(sb.env(V8, &[]), &with(&["discovery.type=single-node"]))
+        .await
+        .expect("starts");
+    let base = node.http_url("http");
+    let (status, e) = request(
+        "PUT",
+        &format!("{base}/Bad/_doc/1"),
+        Some(&json!({})),
+        None,
+        None,
+    )
+    .await
+    .expect("put");
+    assert_eq!(
+        (status, e["error"]["type"].as_str()),
+        (400, Some("invalid_index_name_exception"))
+    );
+    let (status, e) = request(
+        "PUT",
+        &format!("{base}/ok/_doc/1"),
+        Some(&json!([1, 2])),
+        None,
+        None,
+    )
+    .await
+    .expect("put");
+    assert_eq!(
+        (status, e["error"]["type"].as_str()),
+        (400, Some("mapper_parsing_exception"))
+    );
+    let (status, _) = request("DELETE", &format!("{base}/ok"), None, None, None)
+        .await
+        .expect("delete");
+    assert_eq!(status, 405);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_process_on_a_held_data_path_refuses_to_start() {
+    let sb = Sandbox::new();
+    let node = start(sb.env(V8, &[]), &with(&[])).await.expect("starts");
+    let (code, stderr) = exit_of(&sb.env(V8, &[]), &PLAIN).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("failed to obtain node locks, tried [/usr/share/elasticsearch/data]"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("LockObtainFailedException"), "{stderr}");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn legacy_role_settings_are_unknown_to_8x() {
+    let sb = Sandbox::new();
+    let e = start(sb.env(V8, &[]), &with(&["node.master=true"]))
+        .await
+        .expect_err("removed in 8.0");
+    assert!(
+        e.to_string().starts_with("unknown setting [node.master]"),
+        "{e}"
+    );
+    let node = start(sb.env(V7, &[]), &with(&["node.master=true"]))
+        .await
+        .expect("7.17 knows it");
+    node.stop().await;
 }

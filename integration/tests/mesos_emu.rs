@@ -305,6 +305,7 @@ async fn process_launcher_runs_commands_with_docker_volumes_as_directories() {
         hostname: None,
         docker: None,
         mesos: None,
+        rlimit_info: None,
     });
     let mut sleeper = sleep_task("sleeper", &offer.agent_id);
     sleeper.command = Some(CommandInfo {

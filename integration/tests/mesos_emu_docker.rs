@@ -57,6 +57,7 @@ fn shell_task(
             force_pull_image: Some(false),
         }),
         mesos: None,
+        rlimit_info: None,
     });
     t
 }
@@ -420,11 +421,29 @@ async fn docker_launcher_maps_ports_and_passes_the_environment() -> R {
     t.command = Some(CommandInfo {
         shell: Some(false),
         value: Some(program.clone()),
-        arguments: [&program, "--network-host", "0.0.0.0", "--http-port", "9200"]
-            .map(str::to_owned)
-            .to_vec(),
+        // The test image runs as root: its /tmp stands in for the image's own layer, whose user is
+        // 1000:0 (see es_standin::container); single-node and no security keep the test about the launcher.
+        arguments: [
+            &program,
+            "-E",
+            "network.host=0.0.0.0",
+            "-E",
+            "http.port=9200",
+            "-E",
+            "discovery.type=single-node",
+            "-E",
+            "xpack.security.enabled=false",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
         environment: Some(Environment {
-            variables: vec![Variable::value("node.name", "standin-in-a-container")],
+            variables: vec![
+                Variable::value("node.name", "standin-in-a-container"),
+                Variable::value(
+                    tether_integration::mesos_emu::launcher::EMU_ROOTFS_ENV,
+                    "/tmp",
+                ),
+            ],
         }),
         ..CommandInfo::default()
     });

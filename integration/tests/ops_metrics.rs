@@ -158,6 +158,8 @@ async fn every_metric_the_alerts_and_dashboard_use_is_exported() {
         &sched_metrics.to_string(),
         "--state-dir",
         &dir.path().join("state").display().to_string(),
+        "--es-security",
+        "off",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -11,9 +11,10 @@ use std::sync::Arc;
 use futures::Stream;
 use tether_proto::v1::admin_server::Admin;
 use tether_proto::v1::{
-    Cluster, ClusterEvent, GetClusterRequest, ListAgentsRequest, ListAgentsResponse,
-    ListNodesRequest, ListNodesResponse, ListVolumesRequest, ListVolumesResponse,
-    ReplaceNodeRequest, ReplaceNodeResponse, ScaleRequest, ScaleResponse, WatchEventsRequest,
+    BootstrapResetRequest, BootstrapResetResponse, Cluster, ClusterEvent, GetClusterRequest,
+    ListAgentsRequest, ListAgentsResponse, ListNodesRequest, ListNodesResponse, ListVolumesRequest,
+    ListVolumesResponse, ReplaceNodeRequest, ReplaceNodeResponse, ScaleRequest, ScaleResponse,
+    WatchEventsRequest,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::StreamExt;
@@ -40,6 +41,10 @@ pub enum AdminRequest {
         node_id: u64,
         force: bool,
         reply: oneshot::Sender<Result<ReplaceNodeResponse, Status>>,
+    },
+    BootstrapReset {
+        new_cluster: bool,
+        reply: oneshot::Sender<Result<BootstrapResetResponse, Status>>,
     },
 }
 
@@ -208,6 +213,18 @@ impl Admin for AdminService {
                 force,
                 reply,
             })
+            .await??;
+        Ok(Response::new(answer))
+    }
+
+    async fn bootstrap_reset(
+        &self,
+        req: Request<BootstrapResetRequest>,
+    ) -> Result<Response<BootstrapResetResponse>, Status> {
+        self.check_write(&req)?;
+        let new_cluster = req.get_ref().new_cluster;
+        let answer = self
+            .ask(|reply| AdminRequest::BootstrapReset { new_cluster, reply })
             .await??;
         Ok(Response::new(answer))
     }

@@ -15,6 +15,19 @@ pub enum Containerizer {
     Mesos,
 }
 
+/// `--es-security`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EsSecurity {
+    /// `transport` for 8.x images (their default is security on), `off` below 8.
+    Auto,
+    /// No security: `xpack.security.enabled=false`.
+    Off,
+    /// Transport TLS with certificates of the cluster CA, and the `elastic` password.
+    Transport,
+    /// Transport and HTTP TLS, and the `elastic` password (refused for now).
+    Full,
+}
+
 /// Flags of tether-scheduler.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -93,6 +106,59 @@ pub struct Args {
         default_value = "docker.elastic.co/elasticsearch/elasticsearch:8.13.4"
     )]
     pub image: String,
+    /// Suffix of the volume (see `--volume`) that holds Elasticsearch's `path.data`.
+    #[arg(long, env = "TETHER_DATA_VOLUME", default_value = "data")]
+    pub data_volume: String,
+    /// Elasticsearch setting for every node, `key=value`, repeatable (e.g.
+    /// `indices.memory.index_buffer_size=20%`). Settings Tether owns (`node.name`, ports, `path.data`,
+    /// discovery, bootstrap) are refused.
+    #[arg(long = "es-setting", env = "TETHER_ES_SETTINGS", value_delimiter = ';')]
+    pub es_settings: Vec<String>,
+    /// Environment variable for every node, `NAME=value`, repeatable.
+    #[arg(long = "es-env", env = "TETHER_ES_ENV", value_delimiter = ';')]
+    pub es_env: Vec<String>,
+    /// Elasticsearch security: `auto` (`transport` for 8.x images, `off` below 8), `off`, or `transport`
+    /// (transport TLS with certificates of the cluster CA, and the `elastic` password). `full` (HTTP TLS
+    /// too) is refused for now. Decided when the cluster first bootstraps and kept.
+    #[arg(long, env = "TETHER_ES_SECURITY", value_enum, default_value_t = EsSecurity::Auto)]
+    pub es_security: EsSecurity,
+    /// PEM certificate of the cluster CA that signs the nodes' certificates (with `--es-ca-key`); default
+    /// a CA generated on first start and kept in `--state-dir`.
+    #[arg(long, env = "TETHER_ES_CA_CERT", requires = "es_ca_key")]
+    pub es_ca_cert: Option<PathBuf>,
+    /// PEM private key of `--es-ca-cert`.
+    #[arg(long, env = "TETHER_ES_CA_KEY", requires = "es_ca_cert")]
+    pub es_ca_key: Option<PathBuf>,
+    /// File holding the `elastic` user's password; default one generated on first start and kept in
+    /// `--state-dir` (mode 0600). It reaches nodes only as a file on their identity volume.
+    #[arg(long, env = "TETHER_ES_PASSWORD_FILE")]
+    pub es_password_file: Option<PathBuf>,
+    /// `docker run` parameter, `key=value`, repeatable; added to the default `ulimit=nofile=65535:65535`
+    /// (the same key, or for `ulimit` the same limit, replaces a default). `ulimit`s are also given to the
+    /// Mesos containerizer as `rlimit_info`.
+    #[arg(
+        long = "docker-parameter",
+        env = "TETHER_DOCKER_PARAMETERS",
+        value_delimiter = ';'
+    )]
+    pub docker_parameters: Vec<String>,
+    /// Pull the image on every launch, even when the agent has it.
+    #[arg(long, env = "TETHER_FORCE_PULL_IMAGE")]
+    pub force_pull_image: bool,
+    /// URI the Mesos fetcher downloads into each task's sandbox, repeatable.
+    #[arg(long = "fetch-uri", env = "TETHER_FETCH_URIS", value_delimiter = ',')]
+    pub fetch_uris: Vec<String>,
+    /// Publish and seed nodes with the agent's IP address (from the offer) instead of its host name.
+    #[arg(long, env = "TETHER_USE_IP_ADDRESS")]
+    pub use_ip_address: bool,
+    /// Unix user the task's command runs as (`CommandInfo.user`); default the framework's `--user`.
+    #[arg(long, env = "TETHER_TASK_USER")]
+    pub task_user: Option<String>,
+    /// `uid:gid` the sidecar gives each volume's root (mode 0770) before a launch; the official image
+    /// runs Elasticsearch as 1000:0. Empty leaves ownership alone. Needs sidecars that declare
+    /// `volume_owner`.
+    #[arg(long, env = "TETHER_VOLUME_OWNER", default_value = "1000:0")]
+    pub volume_owner: String,
     /// Containerizer: `docker` or `mesos`.
     #[arg(long, env = "TETHER_CONTAINERIZER", value_enum, default_value_t = Containerizer::Docker)]
     pub containerizer: Containerizer,

@@ -10,11 +10,11 @@ use tether_core::domain::{
     AttributeValue, CommandResult, DriverScope, Hello, Offer, PortRange, Report, StatusSource,
     TaskReason, TaskState, TaskStatus, VolumeReport,
 };
-use tether_core::ids::{AgentId, Hostname, IdError, OfferId, TaskId, VolumeName};
+use tether_core::ids::{AgentId, Hostname, IdError, NodeId, OfferId, TaskId, VolumeName};
 use tether_mesos::model::{self, Call, Filters, Operation, ValueType};
 use tether_proto::v1 as pb;
 
-use crate::taskinfo::{TaskCommand, task_info};
+use crate::taskinfo::{TaskOptions, task_info};
 
 /// A peer's message the core cannot accept.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +107,11 @@ pub fn offer(o: &model::Offer) -> Result<Offer, ConvertError> {
             .as_ref()
             .and_then(|d| d.fault_domain.as_ref())
             .map(|f| f.zone.name.clone()),
+        ip: o
+            .url
+            .as_ref()
+            .and_then(|u| u.address.ip.clone())
+            .filter(|ip| !ip.is_empty()),
         cpus,
         mem_mb,
         disk_mb,
@@ -210,6 +215,7 @@ pub fn hello(h: &pb::Hello) -> Result<Hello, ConvertError> {
         zone: non_empty(&h.zone),
         max_attachments: (h.max_attachments != 0).then_some(h.max_attachments),
         instance_id: h.instance_id.clone(),
+        features: h.features.clone(),
     })
 }
 
@@ -249,13 +255,16 @@ pub fn command_result(c: &pb::CommandResult) -> Result<CommandResult, ConvertErr
         ok: c.ok,
         error: non_empty(&c.error),
         volumes: volume_reports(&c.volumes)?,
+        csr_pem: non_empty(&c.csr_pem),
     })
 }
 
 // ---------------------------------------------------------------------------------------------------------
 // core → sidecar, core → Mesos
 
-pub fn sidecar_command(c: &SidecarCommand) -> pb::SchedulerMessage {
+/// The message for a sidecar command; `None` for `InstallIdentity`, which needs the CSR signed first
+/// ([`install_identity`]).
+pub fn sidecar_command(c: &SidecarCommand) -> Option<pb::SchedulerMessage> {
     use pb::scheduler_message::Body;
     let names = |vs: &[VolumeName]| vs.iter().map(|v| v.as_str().to_owned()).collect::<Vec<_>>();
     let body = match c {
@@ -276,6 +285,8 @@ pub fn sidecar_command(c: &SidecarCommand) -> pb::SchedulerMessage {
             create_missing,
             create_options,
             deadline_ms,
+            owner,
+            identity,
         } => Body::Prepare(pb::Prepare {
             command_id: *command_id,
             node_id: node_id.0,
@@ -288,7 +299,11 @@ pub fn sidecar_command(c: &SidecarCommand) -> pb::SchedulerMessage {
                 .into_iter()
                 .collect(),
             deadline_ms: *deadline_ms,
+            owner: owner.map(volume_owner),
+            identity: identity.as_ref().map(identity_request),
         }),
+        // The shell signs the CSR first (`Shell::sidecar`): it alone holds the cluster CA.
+        SidecarCommand::InstallIdentity { .. } => return None,
         SidecarCommand::Release {
             command_id,
             volumes,
@@ -297,12 +312,56 @@ pub fn sidecar_command(c: &SidecarCommand) -> pb::SchedulerMessage {
             volumes: names(volumes),
         }),
     };
-    pb::SchedulerMessage { body: Some(body) }
+    Some(pb::SchedulerMessage { body: Some(body) })
+}
+
+fn volume_owner(o: tether_core::config::VolumeOwner) -> pb::VolumeOwner {
+    pb::VolumeOwner {
+        uid: o.uid,
+        gid: o.gid,
+        mode: o.mode,
+    }
+}
+
+fn identity_request(i: &tether_core::domain::IdentityRequest) -> pb::IdentityRequest {
+    pb::IdentityRequest {
+        volume: i.volume.as_str().to_owned(),
+        dir: i.dir.clone(),
+        common_name: i.common_name.clone(),
+        dns_names: i.dns_names.clone(),
+        ip_addresses: i.ip_addresses.clone(),
+    }
+}
+
+/// The `InstallIdentity` message: the signed certificate, the cluster CA and the password beside the key.
+pub fn install_identity(
+    command_id: u64,
+    node_id: NodeId,
+    identity: &tether_core::domain::IdentityRequest,
+    owner: Option<tether_core::config::VolumeOwner>,
+    certificate_pem: String,
+    ca_pem: String,
+    password: String,
+) -> pb::SchedulerMessage {
+    pb::SchedulerMessage {
+        body: Some(pb::scheduler_message::Body::InstallIdentity(
+            pb::InstallIdentity {
+                command_id,
+                node_id: node_id.0,
+                volume: identity.volume.as_str().to_owned(),
+                dir: identity.dir.clone(),
+                certificate_pem,
+                ca_pem,
+                password,
+                owner: owner.map(volume_owner),
+            },
+        )),
+    }
 }
 
 /// The Mesos call for a core command. `roles` scopes SUPPRESS and REVIVE to the framework's role (the
 /// real field is `roles`, a list; the docs' `role` would be ignored and revive every role).
-pub fn mesos_call(c: &MesosCommand, command: &TaskCommand, roles: &[String]) -> Call {
+pub fn mesos_call(c: &MesosCommand, options: &TaskOptions, roles: &[String]) -> Call {
     match c {
         MesosCommand::Accept {
             offer_id,
@@ -311,7 +370,7 @@ pub fn mesos_call(c: &MesosCommand, command: &TaskCommand, roles: &[String]) -> 
             ..
         } => Call::accept(
             vec![model::OfferID::new(offer_id.as_str())],
-            vec![Operation::launch(vec![task_info(launch, command)])],
+            vec![Operation::launch(vec![task_info(launch, options)])],
             Some(Filters {
                 refuse_seconds: Some(*refuse_seconds),
             }),
@@ -487,7 +546,7 @@ mod tests {
     #[test]
     fn suppress_and_revive_name_the_roles_field() {
         let roles = vec!["elasticsearch".to_owned()];
-        let call = mesos_call(&MesosCommand::Revive, &TaskCommand::default(), &roles);
+        let call = mesos_call(&MesosCommand::Revive, &TaskOptions::default(), &roles);
         let json = serde_json::to_value(&call).expect("json");
         assert_eq!(
             json["revive"]["roles"],

@@ -67,6 +67,8 @@ pub fn cluster(c: ClusterView, facts: ClusterFacts<'_>, clock: &Clock) -> pb::Cl
         driver: facts.driver.to_owned(),
         leader: true,
         leader_address: facts.leader_address.to_owned(),
+        cluster_uuid: c.cluster_uuid,
+        security: c.security,
     }
 }
 
@@ -205,6 +207,9 @@ pub fn cluster_event(e: &WatchEvent, at_unix_ms: u64) -> pb::ClusterEvent {
             (None, "", task_id.as_str()),
             format!("killing stray task in {}", state.as_mesos()),
         ),
+        WatchEvent::Bootstrap { node_id, message } => {
+            ("bootstrap", (*node_id, "", ""), message.clone())
+        }
         WatchEvent::Warning { message } => ("warning", none(), message.clone()),
     };
     pb::ClusterEvent {

@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 
 use tether_core::Core;
 use tether_core::command::{Command, MesosCommand, SidecarCommand, WatchEvent};
+use tether_core::domain::TaskState;
 use tether_core::ids::{AgentId, FrameworkId, Hostname, NodeId, OfferId};
 use tether_core::state::StateWrite;
+use tether_core::view::NodePhase;
 use tether_mesos::client::Notification;
 use tether_mesos::model::{self, Call, EventType};
 use tether_proto::v1 as pb;
@@ -28,11 +30,12 @@ use crate::admin::AdminRequest;
 use crate::agent_channel::{ConnId, SidecarEvent};
 use crate::args::Args;
 use crate::convert;
+use crate::elasticsearch::{self, EsClient, RootAnswer, RootTarget};
 use crate::metrics::Metrics;
 use crate::presentation::{self, Clock, ClusterFacts};
 use crate::store::StateStore;
 use crate::supervisor::Supervisor;
-use crate::taskinfo::TaskCommand;
+use crate::taskinfo::TaskOptions;
 
 pub use crate::error::SchedulerError;
 
@@ -58,12 +61,18 @@ pub struct Inputs {
 /// The settings the loop needs from the flags.
 #[derive(Debug, Clone)]
 pub struct LoopSettings {
-    pub task_command: TaskCommand,
+    /// How tasks are rendered beyond the core's launch spec.
+    pub task: TaskOptions,
     /// `--role`, scoping SUPPRESS and REVIVE.
     pub roles: Vec<String>,
     /// `--external-volume-driver`.
     pub driver: String,
     pub framework_name: String,
+    /// The cluster CA and `elastic` password when security is on: InstallIdentity commands are signed
+    /// with it, and the Elasticsearch client trusts it and logs in with the password.
+    pub secrets: Option<std::sync::Arc<crate::cluster_ca::ClusterSecrets>>,
+    /// Asks running nodes what cluster they belong to.
+    pub es: EsClient,
 }
 
 /// Where the loop's commands and events go.
@@ -100,6 +109,10 @@ pub struct Shell {
     /// This instance's advertised admin address when it won a ZooKeeper election (empty otherwise).
     leader_address: String,
 }
+
+/// How often running nodes are asked `GET /` (until every one reports the cluster's UUID, bootstrap is
+/// not confirmed, and a node joining another cluster is flagged at most this late).
+const ROOT_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
 impl Shell {
     /// A loop around `core`, writing through `store`, sending what the core asks for to `outputs`.
@@ -143,6 +156,9 @@ impl Shell {
         lost: &CancellationToken,
     ) -> Result<(), SchedulerError> {
         let mut gauges = tokio::time::interval(Duration::from_secs(1));
+        let mut probe = tokio::time::interval(ROOT_PROBE_INTERVAL);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (roots_tx, mut roots) = mpsc::channel::<RootAnswer>(256);
         self.drain().await?;
         loop {
             let wake = self.core.poll_timeout().map(|at| {
@@ -163,6 +179,12 @@ impl Shell {
                 Some(r) = inputs.admin.recv() => self.on_admin(r).await,
                 () = sleep_until(wake) => { let now = self.clock.now(); self.core.handle_timeout(now); Ok(()) }
                 _ = gauges.tick() => { self.refresh_gauges(); Ok(()) }
+                _ = probe.tick() => { self.probe_roots(&roots_tx); Ok(()) }
+                Some(a) = roots.recv() => {
+                    let now = self.clock.now();
+                    self.core.handle_es_root(a.node_id, &a.task_id, &a.cluster_uuid, now);
+                    Ok(())
+                }
             };
             step?;
             self.drain().await?;
@@ -220,21 +242,56 @@ impl Shell {
             tracing::info!(node_id = %launch.node_id, task_id = %launch.task_id.as_str(),
                 agent = %launch.host.as_str(), "launching");
         }
-        let call = convert::mesos_call(&m, &self.settings.task_command, &self.settings.roles);
+        let call = convert::mesos_call(&m, &self.settings.task, &self.settings.roles);
         let _ = self.calls.send(call);
     }
 
     fn sidecar(&mut self, host: &Hostname, command: &SidecarCommand) {
+        let message = match command {
+            SidecarCommand::InstallIdentity {
+                command_id,
+                node_id,
+                identity,
+                csr_pem,
+                owner,
+            } => match self.sign(identity, csr_pem) {
+                Ok((cert, ca, password)) => convert::install_identity(
+                    *command_id,
+                    *node_id,
+                    identity,
+                    *owner,
+                    cert,
+                    ca,
+                    password,
+                ),
+                Err(error) => {
+                    tracing::warn!(node_id = %node_id, %error, "cannot sign the node's certificate");
+                    let now = self.clock.now();
+                    self.core.handle_sidecar_result(
+                        host,
+                        tether_core::domain::CommandResult {
+                            command_id: *command_id,
+                            ok: false,
+                            error: Some(format!("signing the node's certificate: {error}")),
+                            volumes: Vec::new(),
+                            csr_pem: None,
+                        },
+                        now,
+                    );
+                    return;
+                }
+            },
+            other => match convert::sidecar_command(other) {
+                Some(m) => m,
+                None => return,
+            },
+        };
         let Some(conn) = self.sidecars.get(host) else {
             // The core times the command out; nothing else to do.
             tracing::warn!(host = %host.as_str(), "no sidecar connected for a command");
             return;
         };
-        if conn
-            .outbox
-            .try_send(convert::sidecar_command(command))
-            .is_err()
-        {
+        if conn.outbox.try_send(message).is_err() {
             tracing::warn!(host = %host.as_str(), "sidecar outbox full or closed; command dropped");
         }
     }
@@ -525,8 +582,78 @@ impl Shell {
                     }
                 }
             }
+            AdminRequest::BootstrapReset { new_cluster, reply } => {
+                match self.core.handle_bootstrap_reset(new_cluster, now) {
+                    Ok(()) => {
+                        self.drain().await?;
+                        let _ = reply.send(Ok(pb::BootstrapResetResponse {
+                            message: "bootstrap reset: the next launches carry cluster.initial_master_nodes"
+                                .to_owned(),
+                        }));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(Status::failed_precondition(e.to_string())));
+                    }
+                }
+            }
         }
         Ok(())
+    }
+
+    /// The signed certificate, the CA and the password for an InstallIdentity.
+    fn sign(
+        &self,
+        identity: &tether_core::domain::IdentityRequest,
+        csr_pem: &str,
+    ) -> Result<(String, String, String), String> {
+        let secrets =
+            self.settings.secrets.as_ref().ok_or_else(|| {
+                "security is on but this scheduler holds no cluster CA".to_owned()
+            })?;
+        let cert = secrets
+            .sign(
+                csr_pem,
+                &identity.common_name,
+                &identity.dns_names,
+                &identity.ip_addresses,
+            )
+            .map_err(|e| e.to_string())?;
+        Ok((
+            cert,
+            secrets.ca_pem().to_owned(),
+            secrets.password().to_owned(),
+        ))
+    }
+
+    /// Asks every node whose task runs `GET /`, off the loop (each probe is bounded by the client's
+    /// timeout); the answers come back through `answers`.
+    fn probe_roots(&self, answers: &mpsc::Sender<RootAnswer>) {
+        let scheme = if self.core.security() == tether_core::config::Security::Full {
+            "https"
+        } else {
+            "http"
+        };
+        let targets: Vec<RootTarget> = self
+            .core
+            .nodes()
+            .into_iter()
+            .filter(|n| n.phase == NodePhase::Task(Some(TaskState::Running)))
+            .filter_map(|n| {
+                Some(RootTarget {
+                    node_id: n.node_id,
+                    task_id: n.task_id?,
+                    base: format!("{scheme}://{}:{}", n.host?.as_str(), n.ports?.0),
+                })
+            })
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        tokio::spawn(elasticsearch::probe_roots(
+            self.settings.es.clone(),
+            targets,
+            answers.clone(),
+        ));
     }
 
     fn refresh_gauges(&self) {

@@ -33,6 +33,7 @@ use crate::admin::{AdminConfig, AdminService};
 use crate::agent_channel::{AgentChannelService, ChannelConfig};
 use crate::args::{Args, MasterSource};
 use crate::config;
+use crate::elasticsearch::{EsClient, EsClientConfig};
 use crate::election;
 use crate::error::SchedulerError;
 use crate::ha::{self, Activity};
@@ -110,6 +111,13 @@ pub async fn bind(args: Args) -> Result<Bound, SchedulerError> {
         None => Backend::File(StateStore::open_file(&args.state_dir).await?),
         Some(url) => Backend::Zk(args.zk.config(url)?),
     };
+    let secrets = config::cluster_secrets(&args, &core_config)?;
+    if secrets.is_some() && args.tls_cert.is_none() {
+        tracing::warn!(
+            "!!! Elasticsearch security is on but the sidecars' channel runs WITHOUT TLS: the `elastic` \
+             password and the node certificates cross the network in the clear. Give --tls-cert/--tls-key !!!"
+        );
+    }
     let listener = listen(args.listen).await?;
     let listen_addr = listener
         .local_addr()
@@ -185,10 +193,19 @@ pub async fn bind(args: Args) -> Result<Bound, SchedulerError> {
         events,
         metrics: Metrics::new(),
         settings: LoopSettings {
-            task_command: config::task_command(&args),
+            task: config::task_options(&args)?,
             roles: vec![args.role.clone()],
             driver: args.external_volume_driver.clone(),
             framework_name: args.framework_name.clone(),
+            es: EsClient::new(EsClientConfig {
+                timeout: Duration::from_secs(2),
+                ca_pem: secrets.as_ref().map(|s| s.ca_pem().to_owned()),
+                basic_auth: secrets
+                    .as_ref()
+                    .map(|s| ("elastic".to_owned(), s.password().to_owned())),
+            })
+            .map_err(|e| SchedulerError::Config(e.to_string()))?,
+            secrets,
         },
         hostname: config::hostname(&args),
         advertise: config::advertise_address(&args),
@@ -503,6 +520,8 @@ mod tests {
             &state.display().to_string(),
             "--listen",
             "127.0.0.1:0",
+            "--es-security",
+            "off",
         ])
         .expect("valid flags");
         bind(args).await.expect("bind")

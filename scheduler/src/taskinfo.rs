@@ -5,14 +5,19 @@
 //! `DOCKER_VOLUME` sources with the driver (it ignores driver options, so none are sent), and the Mesos
 //! containerizer gets a Docker image plus the same sources with driver options for the `docker/volume`
 //! isolator. With no driver (the `normal` strategy) a volume is a sandbox-relative host path.
+//!
+//! Resource limits are given to both containerizers: `--ulimit` parameters to `docker run`, the same
+//! limits as `rlimit_info` to the Mesos containerizer (its `posix/rlimits` isolator). The health check is
+//! a TCP check on the HTTP port: with security on an unauthenticated HTTP check only sees 401, and the
+//! official images have no shell for a command check.
 
 use tether_core::command::LaunchSpec;
 use tether_core::config::Containerizer;
 use tether_mesos::model::{
     AgentID, CommandInfo, ContainerInfo, ContainerType, DiscoveryInfo, DockerImage, DockerInfo,
-    DockerNetwork, Environment, HealthCheck, HealthCheckType, HttpCheckInfo, Image, ImageType,
-    KillPolicy, Label, Labels, MesosInfo, Nanos, Parameter, Port, Ports, Resource, TaskID,
-    TaskInfo, Variable, Visibility, Volume, VolumeMode,
+    DockerNetwork, Environment, HealthCheck, HealthCheckType, Image, ImageType, KillPolicy, Label,
+    Labels, MesosInfo, Nanos, Parameter, Port, Ports, RLimit, RLimitInfo, Resource, TaskID,
+    TaskInfo, TcpCheckInfo, Uri, Variable, Visibility, Volume, VolumeMode,
 };
 
 /// How long Elasticsearch gets between SIGTERM and SIGKILL: enough to flush and leave the cluster.
@@ -32,16 +37,87 @@ pub enum TaskCommand {
     Exec { program: String, args: Vec<String> },
 }
 
+/// The bootstrap checks of a production Elasticsearch node need at least this many open files.
+pub const DEFAULT_DOCKER_PARAMETERS: &[(&str, &str)] = &[("ulimit", "nofile=65535:65535")];
+
+/// How the shell renders every task, beyond the core's [`LaunchSpec`]: flags that do not change
+/// placement.
+#[derive(Debug, Clone)]
+pub struct TaskOptions {
+    /// What the container runs.
+    pub command: TaskCommand,
+    /// `docker run` parameters (`--docker-parameter`), defaults included; `ulimit` ones also become
+    /// `rlimit_info` under the Mesos containerizer.
+    pub docker_parameters: Vec<(String, String)>,
+    /// Pull the image even when the agent has it.
+    pub force_pull_image: bool,
+    /// URIs the Mesos fetcher puts in the sandbox.
+    pub fetch_uris: Vec<String>,
+    /// `CommandInfo.user` (`None`: the framework's user).
+    pub user: Option<String>,
+}
+
+impl Default for TaskOptions {
+    fn default() -> Self {
+        TaskOptions {
+            command: TaskCommand::Image,
+            docker_parameters: merge_docker_parameters(&[]),
+            force_pull_image: false,
+            fetch_uris: Vec::new(),
+            user: None,
+        }
+    }
+}
+
+/// The defaults with `extra` applied: a parameter replaces the default with the same key (for `ulimit`,
+/// the same limit name, so `ulimit=memlock=-1:-1` is added and `ulimit=nofile=...` replaces).
+#[must_use]
+pub fn merge_docker_parameters(extra: &[(String, String)]) -> Vec<(String, String)> {
+    fn identity((key, value): &(String, String)) -> (String, String) {
+        let limit = if key == "ulimit" {
+            value.split('=').next().unwrap_or_default().to_owned()
+        } else {
+            String::new()
+        };
+        (key.clone(), limit)
+    }
+    let mut out: Vec<(String, String)> = DEFAULT_DOCKER_PARAMETERS
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .filter(|d| !extra.iter().any(|e| identity(e) == identity(d)))
+        .collect();
+    out.extend(extra.iter().cloned());
+    out
+}
+
+/// `ulimit=<name>=<soft>[:<hard>]` parameters as Mesos rlimits (`-1` is unlimited, left unset).
+fn rlimits(parameters: &[(String, String)]) -> Vec<RLimit> {
+    parameters
+        .iter()
+        .filter(|(k, _)| k == "ulimit")
+        .filter_map(|(_, v)| {
+            let (name, limits) = v.split_once('=')?;
+            let (soft, hard) = limits.split_once(':').unwrap_or((limits, limits));
+            let value = |s: &str| s.trim().parse::<u64>().ok();
+            Some(RLimit {
+                limit_type: format!("RLMT_{}", name.trim().to_ascii_uppercase()),
+                hard: value(hard),
+                soft: value(soft),
+            })
+        })
+        .collect()
+}
+
 /// The TaskInfo for `spec`.
-pub fn task_info(spec: &LaunchSpec, command: &TaskCommand) -> TaskInfo {
+pub fn task_info(spec: &LaunchSpec, options: &TaskOptions) -> TaskInfo {
     TaskInfo {
         name: spec.name.clone(),
         task_id: TaskID::new(spec.task_id.as_str()),
         agent_id: AgentID::new(spec.agent_id.as_str()),
         resources: resources(spec),
         executor: None,
-        command: Some(command_info(spec, command)),
-        container: Some(container(spec)),
+        command: Some(command_info(spec, options)),
+        container: Some(container(spec, options)),
         health_check: Some(HealthCheck {
             // Elasticsearch takes a while to start and join; a failing check before that is noise.
             delay_seconds: Some(30.0),
@@ -49,14 +125,11 @@ pub fn task_info(spec: &LaunchSpec, command: &TaskCommand) -> TaskInfo {
             timeout_seconds: Some(5.0),
             consecutive_failures: Some(6),
             grace_period_seconds: Some(120.0),
-            check_type: Some(HealthCheckType::Http),
-            http: Some(HttpCheckInfo {
-                scheme: Some("http".to_owned()),
+            check_type: Some(HealthCheckType::Tcp),
+            http: None,
+            tcp: Some(TcpCheckInfo {
                 port: u32::from(spec.health_check_port),
-                path: Some(spec.health_check_path.clone()),
-                statuses: Vec::new(),
             }),
-            tcp: None,
         }),
         kill_policy: Some(KillPolicy {
             grace_period: Some(Nanos {
@@ -120,7 +193,7 @@ fn resources(spec: &LaunchSpec) -> Vec<Resource> {
     out
 }
 
-fn command_info(spec: &LaunchSpec, command: &TaskCommand) -> CommandInfo {
+fn command_info(spec: &LaunchSpec, options: &TaskOptions) -> CommandInfo {
     let environment = Some(Environment {
         variables: spec
             .env
@@ -128,7 +201,7 @@ fn command_info(spec: &LaunchSpec, command: &TaskCommand) -> CommandInfo {
             .map(|(k, v)| Variable::value(k, v))
             .collect(),
     });
-    match command {
+    let info = match &options.command {
         TaskCommand::Shell(value) => CommandInfo {
             environment,
             shell: Some(true),
@@ -150,10 +223,25 @@ fn command_info(spec: &LaunchSpec, command: &TaskCommand) -> CommandInfo {
             shell: Some(false),
             ..Default::default()
         },
+    };
+    CommandInfo {
+        uris: options
+            .fetch_uris
+            .iter()
+            .map(|u| Uri {
+                value: u.clone(),
+                executable: None,
+                extract: None,
+                cache: None,
+                output_file: None,
+            })
+            .collect(),
+        user: options.user.clone(),
+        ..info
     }
 }
 
-fn container(spec: &LaunchSpec) -> ContainerInfo {
+fn container(spec: &LaunchSpec, options: &TaskOptions) -> ContainerInfo {
     let volumes = spec
         .volumes
         .iter()
@@ -197,10 +285,18 @@ fn container(spec: &LaunchSpec) -> ContainerInfo {
                 network: Some(DockerNetwork::Host),
                 port_mappings: Vec::new(),
                 privileged: None,
-                parameters: Vec::new(),
-                force_pull_image: Some(false),
+                parameters: options
+                    .docker_parameters
+                    .iter()
+                    .map(|(key, value)| Parameter {
+                        key: key.clone(),
+                        value: value.clone(),
+                    })
+                    .collect(),
+                force_pull_image: Some(options.force_pull_image),
             }),
             mesos: None,
+            rlimit_info: None,
         },
         Containerizer::Mesos => ContainerInfo {
             container_type: ContainerType::Mesos,
@@ -213,9 +309,14 @@ fn container(spec: &LaunchSpec) -> ContainerInfo {
                     docker: Some(DockerImage {
                         name: spec.image.clone(),
                     }),
-                    cached: None,
+                    // Not cached: the provisioner checks the registry for a newer image.
+                    cached: options.force_pull_image.then_some(false),
                 }),
             }),
+            rlimit_info: {
+                let rlimits = rlimits(&options.docker_parameters);
+                (!rlimits.is_empty()).then_some(RLimitInfo { rlimits })
+            },
         },
     }
 }
@@ -259,7 +360,7 @@ pub(crate) mod tests {
     fn docker_tasks_use_host_networking_and_driver_volumes_without_options() {
         let t = task_info(
             &spec(Containerizer::Docker, Some("rexray")),
-            &TaskCommand::default(),
+            &TaskOptions::default(),
         );
         let json = serde_json::to_value(&t).expect("json");
         assert_eq!(json["container"]["type"], "DOCKER");
@@ -279,14 +380,29 @@ pub(crate) mod tests {
             json["resources"][2]["ranges"]["range"][0],
             serde_json::json!({"begin": 31000, "end": 31001})
         );
-        assert_eq!(json["health_check"]["http"]["port"], 31000);
+        assert_eq!(json["health_check"]["type"], "TCP");
+        assert_eq!(json["health_check"]["tcp"]["port"], 31000);
+        assert_eq!(
+            json["container"]["docker"]["parameters"][0],
+            serde_json::json!({"key": "ulimit", "value": "nofile=65535:65535"})
+        );
+        assert_eq!(json["container"]["docker"]["force_pull_image"], false);
     }
 
     #[test]
     fn mesos_tasks_carry_the_image_and_driver_options() {
         let t = task_info(
             &spec(Containerizer::Mesos, Some("rexray")),
-            &TaskCommand::Shell("es-standin".into()),
+            &TaskOptions {
+                command: TaskCommand::Shell("es-standin".into()),
+                docker_parameters: merge_docker_parameters(&[(
+                    "ulimit".into(),
+                    "memlock=-1:-1".into(),
+                )]),
+                force_pull_image: true,
+                fetch_uris: vec!["https://example.com/p.tgz".into()],
+                user: Some("elasticsearch".into()),
+            },
         );
         let json = serde_json::to_value(&t).expect("json");
         assert_eq!(json["container"]["type"], "MESOS");
@@ -301,6 +417,28 @@ pub(crate) mod tests {
         );
         assert_eq!(json["command"]["shell"], true);
         assert_eq!(json["command"]["value"], "es-standin");
+        assert_eq!(json["command"]["user"], "elasticsearch");
+        assert_eq!(
+            json["command"]["uris"][0]["value"],
+            "https://example.com/p.tgz"
+        );
+        assert_eq!(json["container"]["mesos"]["image"]["cached"], false);
+        assert_eq!(
+            json["container"]["rlimit_info"]["rlimits"],
+            serde_json::json!([
+                {"type": "RLMT_NOFILE", "soft": 65535, "hard": 65535},
+                {"type": "RLMT_MEMLOCK"}
+            ])
+        );
+    }
+
+    #[test]
+    fn a_docker_parameter_replaces_the_default_of_the_same_key() {
+        let merged = merge_docker_parameters(&[("ulimit".into(), "nofile=1048576:1048576".into())]);
+        assert_eq!(
+            merged,
+            vec![("ulimit".to_owned(), "nofile=1048576:1048576".to_owned())]
+        );
     }
 
     #[test]
@@ -309,8 +447,12 @@ pub(crate) mod tests {
             program: "/bin/es".into(),
             args: vec!["--x".into()],
         };
+        let options = TaskOptions {
+            command,
+            ..TaskOptions::default()
+        };
         let json =
-            serde_json::to_value(task_info(&spec(Containerizer::Docker, Some("d")), &command))
+            serde_json::to_value(task_info(&spec(Containerizer::Docker, Some("d")), &options))
                 .expect("json");
         assert_eq!(json["command"]["shell"], false);
         assert_eq!(json["command"]["value"], "/bin/es");
@@ -322,7 +464,7 @@ pub(crate) mod tests {
 
     #[test]
     fn without_a_driver_volumes_are_sandbox_host_paths() {
-        let t = task_info(&spec(Containerizer::Docker, None), &TaskCommand::default());
+        let t = task_info(&spec(Containerizer::Docker, None), &TaskOptions::default());
         let vol = &t.container.expect("container").volumes[0];
         assert_eq!(vol.host_path.as_deref(), Some("elasticsearch3data"));
         assert!(vol.source.is_none());

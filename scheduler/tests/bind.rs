@@ -20,6 +20,9 @@ fn args_on(state: &Path, listen: Option<&str>, extra: &[&str]) -> Args {
         state.display().to_string(),
         "--listen".into(),
         listen.unwrap_or("127.0.0.1:0").to_owned(),
+        // This scheduler cannot issue node certificates yet, so the default image's `auto` is refused.
+        "--es-security".into(),
+        "off".into(),
     ];
     argv.extend(extra.iter().map(|s| (*s).to_owned()));
     Args::try_parse_from(argv).expect("valid flags")
@@ -66,6 +69,22 @@ async fn bad_configuration_fails_bind_with_what_is_wrong() {
     let e = bind_err(dir.path(), &["--volume", "data-without-a-path"]).await;
     assert!(
         matches!(&e, SchedulerError::Config(m) if m.contains("--volume")),
+        "{e}"
+    );
+
+    let e = bind_err(dir.path(), &["--es-setting", "node.name=x"]).await;
+    assert!(
+        matches!(&e, SchedulerError::Config(m) if m.contains("node.name") && m.contains("cannot be overridden")),
+        "{e}"
+    );
+    let e = bind_err(dir.path(), &["--es-setting", "no-equals-sign"]).await;
+    assert!(
+        matches!(&e, SchedulerError::Config(m) if m.contains("key=value")),
+        "{e}"
+    );
+    let e = bind_err(dir.path(), &["--data-volume", "logs"]).await;
+    assert!(
+        matches!(&e, SchedulerError::Config(m) if m.contains("data volume")),
         "{e}"
     );
 

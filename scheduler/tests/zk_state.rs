@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 
+use tether_core::config::Security;
 use tether_core::ids::{AgentId, FrameworkId, Hostname, NodeId, TaskId, VolumeName};
-use tether_core::state::{PersistedState, SlotRecord, StateWrite, TaskRecord};
+use tether_core::state::{Bootstrap, PersistedState, SlotRecord, StateWrite, TaskRecord};
 use tether_scheduler::store::StoreError;
 use tether_scheduler::store::zk::ZkStateStore;
 use tether_zk::testing::ZkServer;
@@ -25,6 +26,7 @@ fn slot(id: u64) -> SlotRecord {
             http_port: 31000,
             transport_port: 31001,
             state: None,
+            publish_address: None,
         }),
         removed: false,
         forced: false,
@@ -54,7 +56,10 @@ async fn state_round_trips_including_ten_thousand_slots() {
     let mut writes = vec![
         StateWrite::FrameworkId(FrameworkId::new("fw-0001").expect("id")),
         StateWrite::Desired(10_000),
-        StateWrite::ClusterFormed,
+        StateWrite::Bootstrapped(Bootstrap {
+            cluster_uuid: "Zx3-uuid".into(),
+            security: Security::Off,
+        }),
     ];
     writes.extend((1..=10_000).map(|i| StateWrite::Slot(slot(i))));
     let t = std::time::Instant::now();
@@ -97,6 +102,11 @@ async fn state_round_trips_including_ten_thousand_slots() {
     assert_eq!(desired, Some(serde_json::json!({"value": 9_999})));
     let slots: BTreeMap<String, serde_json::Value> = raw.get_table("slots").await.expect("table");
     assert_eq!(slots["42"]["task"]["task_id"], "es-42.2");
+    let boot: Option<serde_json::Value> = raw.get("bootstrap").await.expect("get");
+    assert_eq!(
+        boot,
+        Some(serde_json::json!({"value": {"cluster_uuid": "Zx3-uuid", "security": "Off"}}))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

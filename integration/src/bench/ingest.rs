@@ -257,6 +257,7 @@ fn hello(i: usize) -> AgentMessage {
             zone: ["us-east-1a", "us-east-1b", "us-east-1c"][i % 3].into(),
             max_attachments: 40,
             instance_id: format!("bench-{i}"),
+            features: Vec::new(),
         })),
     }
 }

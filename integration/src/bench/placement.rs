@@ -71,6 +71,7 @@ pub fn offers(s: Scenario) -> anyhow::Result<Vec<Offer>> {
                 agent_id: AgentId::new(format!("agent-{i}-S0"))?,
                 hostname: hostname(i)?,
                 zone: Some(zone(i as u64, s.zones).to_owned()),
+                ip: None,
                 cpus: 8.0,
                 mem_mb: 32_768.0,
                 disk_mb: 100_000.0,
@@ -107,6 +108,7 @@ pub fn core(s: Scenario) -> anyhow::Result<Core> {
                 zone: Some(zone(i as u64, s.zones).to_owned()),
                 max_attachments: Some(40),
                 instance_id: format!("bench-{i}"),
+                features: Vec::new(),
             },
             Millis(500),
         );

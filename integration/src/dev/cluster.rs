@@ -70,6 +70,9 @@ pub struct Options {
     /// detach its volumes, so the next Mount must take them. Safe only because Tether mounts elsewhere
     /// after the old task is known terminal.
     pub preempt: bool,
+    /// The scheduler's `--es-security`. With security on, the config volume is mounted inside the
+    /// image's config directory, where the node's key, certificates and password file go.
+    pub es_security: String,
 }
 
 impl Options {
@@ -85,6 +88,7 @@ impl Options {
             port_stride: 100,
             mount_timeout: Duration::from_secs(120),
             missing_volumes: Vec::new(),
+            es_security: "off".into(),
             attached_elsewhere: Vec::new(),
             preempt: true,
         }
@@ -256,6 +260,8 @@ impl Cluster {
             "512",
             "--image",
             "tether/es-standin",
+            "--es-security",
+            &options.es_security,
             "--exec",
             &es_program.display().to_string(),
             "--state-dir",
@@ -278,6 +284,14 @@ impl Cluster {
         for a in es_args {
             args.push("--exec-arg".into());
             args.push(a);
+        }
+        if options.es_security != "off" {
+            args.extend(strings(&[
+                "--volume",
+                "config:/usr/share/elasticsearch/config/node",
+                "--volume",
+                "data:/data",
+            ]));
         }
         self.scheduler =
             Some(

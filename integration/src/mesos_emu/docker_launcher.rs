@@ -22,7 +22,9 @@ use serde_json::{Value, json};
 use tether_mesos::model::{DockerNetwork, Reason, TaskState, VolumeMode, VolumeSourceType};
 use tokio::sync::mpsc;
 
-use super::launcher::{LaunchSpec, Launcher, Reporter, TaskControl, VolumeAttacher};
+use super::launcher::{
+    LaunchSpec, Launcher, Reporter, TASK_IMAGE_ENV, TaskControl, VolumeAttacher, task_image,
+};
 use crate::docker_engine::DockerEngine;
 
 /// Present (value `true`) on every container the emulator creates.
@@ -186,15 +188,7 @@ impl DockerLauncher {
         let task = &spec.task;
         let container = task.container.as_ref();
         let docker = container.and_then(|c| c.docker.as_ref());
-        let mesos_image = container
-            .and_then(|c| c.mesos.as_ref())
-            .and_then(|m| m.image.as_ref())
-            .and_then(|i| i.docker.as_ref())
-            .map(|d| d.name.clone());
-        let image = docker
-            .map(|d| d.image.clone())
-            .filter(|i| !i.is_empty())
-            .or(mesos_image)
+        let image = task_image(task)
             .or_else(|| self.default_image.clone())
             .ok_or_else(|| {
                 "the task names no image and the docker launcher has no default image".to_owned()
@@ -204,6 +198,7 @@ impl DockerLauncher {
         env.insert("MESOS_TASK_ID".into(), task.task_id.value.clone());
         env.insert("MESOS_AGENT_ID".into(), spec.agent_id.value.clone());
         env.insert("MESOS_SANDBOX".into(), "/mnt/mesos/sandbox".into());
+        env.insert(TASK_IMAGE_ENV.into(), image.clone());
         let cmd = task.command.clone().unwrap_or_default();
         for var in cmd.environment.iter().flat_map(|e| e.variables.iter()) {
             if let Some(v) = &var.value {

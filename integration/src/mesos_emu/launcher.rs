@@ -266,6 +266,32 @@ impl VolumeAttacher for PluginVolumeAttacher {
     }
 }
 
+/// The task's container image (`ContainerInfo.docker.image` or `.mesos.image.docker.name`), handed to the
+/// process by both launchers: the Elasticsearch stand-in plays the version its tag names.
+pub const TASK_IMAGE_ENV: &str = "TETHER_TASK_IMAGE";
+
+/// Set by [`ProcessLauncher`] to the sandbox: the host directory standing in for the container's own
+/// filesystem, which this launcher cannot give the task (see `es_standin::container`).
+pub const EMU_ROOTFS_ENV: &str = "TETHER_EMU_ROOTFS";
+
+/// The image a TaskInfo names, Docker or Mesos containerizer.
+pub fn task_image(task: &TaskInfo) -> Option<String> {
+    let container = task.container.as_ref()?;
+    container
+        .docker
+        .as_ref()
+        .map(|d| d.image.clone())
+        .filter(|i| !i.is_empty())
+        .or_else(|| {
+            container
+                .mesos
+                .as_ref()
+                .and_then(|m| m.image.as_ref())
+                .and_then(|i| i.docker.as_ref())
+                .map(|d| d.name.clone())
+        })
+}
+
 /// `TETHER_VOLUME_<container path, non-alphanumerics as '_', upper-case>`, e.g. `/data` → `TETHER_VOLUME_DATA`.
 pub fn volume_env_name(container_path: &str) -> String {
     let s: String = container_path
@@ -367,6 +393,10 @@ impl ProcessLauncher {
         env.insert("MESOS_SANDBOX".into(), sandbox.display().to_string());
         env.insert("MESOS_TASK_ID".into(), task.task_id.value.clone());
         env.insert("MESOS_AGENT_ID".into(), spec.agent_id.value.clone());
+        env.insert(EMU_ROOTFS_ENV.into(), sandbox.display().to_string());
+        if let Some(image) = task_image(task) {
+            env.insert(TASK_IMAGE_ENV.into(), image);
+        }
         for var in cmd.environment.iter().flat_map(|e| e.variables.iter()) {
             if let Some(v) = &var.value {
                 env.insert(var.name.clone(), v.clone());

@@ -77,6 +77,27 @@ impl E2eCluster {
         })
     }
 
+    /// Waits until the scheduler reports the cluster UUID a node gave it (the bootstrap is confirmed).
+    pub async fn wait_cluster_uuid(&self) -> String {
+        let mut admin = self.admin().await;
+        let deadline = tokio::time::Instant::now() + super::DEADLINE;
+        loop {
+            if let Ok(c) = admin
+                .get_cluster(tether_proto::v1::GetClusterRequest {})
+                .await
+                && let Some(uuid) = c.into_inner().cluster_uuid
+            {
+                return uuid;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the scheduler never confirmed the bootstrap\nscheduler log tail:\n{}",
+                self.log_tail("tether-scheduler", 40)
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
     /// The last `n` lines of a component's log.
     pub fn log_tail(&self, label: &str, n: usize) -> String {
         let text = std::fs::read_to_string(self.cluster.plan.logs.join(format!("{label}.log")))

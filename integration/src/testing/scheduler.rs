@@ -90,6 +90,9 @@ fn test_argv(master: &str, listen: SocketAddr) -> Vec<String> {
         "200ms",
         "--prepare-timeout",
         "10s",
+        // These schedulers run with simulated tasks or without sidecars that make node keys.
+        "--es-security",
+        "off",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -13,8 +13,8 @@ use clap::Parser;
 use futures::Stream;
 use tether_proto::v1::agent_channel_server::{AgentChannel, AgentChannelServer};
 use tether_proto::v1::{
-    AgentMessage, CommandResult, Hello, Prepare, Release, Report, SchedulerMessage, VolumeSelector,
-    Welcome, agent_message, scheduler_message,
+    AgentMessage, CommandResult, Hello, InstallIdentity, Prepare, Release, Report,
+    SchedulerMessage, VolumeSelector, Welcome, agent_message, scheduler_message,
 };
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -187,6 +187,28 @@ impl FakeScheduler {
             .map_err(|_| "stream closed".to_string())
     }
 
+    fn next_command_id(&self) -> u64 {
+        self.inner.next_command.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Sends `p` under a fresh command id (for the fields [`FakeScheduler::prepare`] leaves out);
+    /// returns the id.
+    pub async fn prepare_with(&self, p: Prepare) -> Result<u64, String> {
+        let command_id = self.next_command_id();
+        let p = Prepare { command_id, ..p };
+        self.send(scheduler_message::Body::Prepare(p)).await?;
+        Ok(command_id)
+    }
+
+    /// Sends `i` under a fresh command id; returns the id.
+    pub async fn install_identity(&self, i: InstallIdentity) -> Result<u64, String> {
+        let command_id = self.next_command_id();
+        let i = InstallIdentity { command_id, ..i };
+        self.send(scheduler_message::Body::InstallIdentity(i))
+            .await?;
+        Ok(command_id)
+    }
+
     /// Sends a Prepare; returns its command id.
     pub async fn prepare(
         &self,
@@ -195,7 +217,7 @@ impl FakeScheduler {
         create_missing: bool,
         options: &[(&str, &str)],
     ) -> Result<u64, String> {
-        let command_id = self.inner.next_command.fetch_add(1, Ordering::SeqCst) + 1;
+        let command_id = self.next_command_id();
         let p = Prepare {
             command_id,
             node_id,
@@ -206,6 +228,7 @@ impl FakeScheduler {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             deadline_ms: 0,
+            ..Prepare::default()
         };
         self.send(scheduler_message::Body::Prepare(p)).await?;
         Ok(command_id)
@@ -213,7 +236,7 @@ impl FakeScheduler {
 
     /// Sends a Release; returns its command id.
     pub async fn release(&self, volumes: &[&str]) -> Result<u64, String> {
-        let command_id = self.inner.next_command.fetch_add(1, Ordering::SeqCst) + 1;
+        let command_id = self.next_command_id();
         let r = Release {
             command_id,
             volumes: volumes.iter().map(|v| v.to_string()).collect(),

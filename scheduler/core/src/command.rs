@@ -100,6 +100,26 @@ pub enum SidecarCommand {
         create_options: Vec<(String, String)>,
         /// Give up after this long.
         deadline_ms: u64,
+        /// Owner and mode for each volume's root (only sent to a sidecar declaring `volume_owner`).
+        owner: Option<crate::config::VolumeOwner>,
+        /// With security on: generate the node's key and answer with a CSR (sidecars declaring
+        /// `node_identity` only).
+        identity: Option<crate::domain::IdentityRequest>,
+    },
+    /// Install the node's signed certificate, the cluster CA and the password file beside the key the
+    /// prepare generated. The core passes the CSR; the shell, which holds the cluster CA, signs it for
+    /// exactly the names in `identity` and adds the CA and the password.
+    InstallIdentity {
+        /// Unique per scheduler process.
+        command_id: u64,
+        /// The node.
+        node_id: NodeId,
+        /// Where the key is, and the names its certificate may carry.
+        identity: crate::domain::IdentityRequest,
+        /// The CSR the sidecar returned.
+        csr_pem: String,
+        /// Owner of the files.
+        owner: Option<crate::config::VolumeOwner>,
     },
     /// Drop the sidecar's mounts of these volumes.
     Release {
@@ -184,6 +204,16 @@ pub mod env {
     pub const SEED_HOSTS: &str = "discovery.seed_hosts";
     /// Comma-separated node names, only while the cluster has never formed.
     pub const INITIAL_MASTER_NODES: &str = "cluster.initial_master_nodes";
+    /// Where Elasticsearch keeps its data: the data volume's container path.
+    pub const PATH_DATA: &str = "path.data";
+    /// Off only when the cluster runs without security (8.x turns it on by default).
+    pub const SECURITY_ENABLED: &str = "xpack.security.enabled";
+    /// The file holding the `elastic` user's password (never the password itself: TaskInfos are public).
+    pub const PASSWORD_FILE: &str = "ELASTIC_PASSWORD_FILE";
+    /// The agent's zone, for shard allocation awareness.
+    pub const ZONE_ATTR: &str = "node.attr.zone";
+    /// Spread copies of a shard across zones.
+    pub const AWARENESS: &str = "cluster.routing.allocation.awareness.attributes";
     /// JVM options with the heap.
     pub const JAVA_OPTS: &str = "ES_JAVA_OPTS";
 }
@@ -245,6 +275,10 @@ pub enum Reason {
         /// Age of the last report, when there was one.
         age_ms: Option<u64>,
     },
+    /// The node's task reported another cluster's UUID: it joined another cluster.
+    ForeignCluster(String),
+    /// The sidecar did not declare a feature this launch needs (an older sidecar would silently ignore it).
+    SidecarLacksFeature(String),
     /// The volume driver is unhealthy.
     DriverUnhealthy(String),
     /// Not enough free attach slots.
@@ -336,6 +370,10 @@ pub enum ReasonKind {
     SidecarDisconnected,
     /// sidecar stale
     SidecarStale,
+    /// sidecar lacks a feature
+    SidecarLacksFeature,
+    /// joined another cluster
+    ForeignCluster,
     /// driver unhealthy
     DriverUnhealthy,
     /// no attach slots
@@ -383,6 +421,8 @@ impl ReasonKind {
             ReasonKind::SidecarMissing => ("sidecar missing", "sidecar_missing"),
             ReasonKind::SidecarDisconnected => ("sidecar disconnected", "sidecar_disconnected"),
             ReasonKind::SidecarStale => ("sidecar stale", "sidecar_stale"),
+            ReasonKind::SidecarLacksFeature => ("sidecar lacks feature", "sidecar_lacks_feature"),
+            ReasonKind::ForeignCluster => ("joined another cluster", "foreign_cluster"),
             ReasonKind::DriverUnhealthy => ("driver unhealthy", "driver_unhealthy"),
             ReasonKind::NoAttachSlots => ("no attach slots", "no_attach_slots"),
             ReasonKind::VolumeMissing => ("volume missing", "volume_missing"),
@@ -440,6 +480,8 @@ impl Reason {
             Reason::SidecarMissing => ReasonKind::SidecarMissing,
             Reason::SidecarDisconnected => ReasonKind::SidecarDisconnected,
             Reason::SidecarStale { .. } => ReasonKind::SidecarStale,
+            Reason::SidecarLacksFeature(_) => ReasonKind::SidecarLacksFeature,
+            Reason::ForeignCluster(_) => ReasonKind::ForeignCluster,
             Reason::DriverUnhealthy(_) => ReasonKind::DriverUnhealthy,
             Reason::NoAttachSlots { .. } => ReasonKind::NoAttachSlots,
             Reason::VolumeMissing(_) => ReasonKind::VolumeMissing,
@@ -485,6 +527,11 @@ impl fmt::Display for Reason {
                 write!(f, "the sidecar's last report is {a} ms old")
             }
             Reason::SidecarStale { age_ms: None } => write!(f, "the sidecar has not reported yet"),
+            Reason::ForeignCluster(uuid) => write!(f, "joined another cluster (uuid {uuid})"),
+            Reason::SidecarLacksFeature(feature) => write!(
+                f,
+                "the agent's tether-sidecar does not declare feature {feature:?} (upgrade it)"
+            ),
             Reason::DriverUnhealthy(e) => write!(f, "volume driver unhealthy: {e}"),
             Reason::NoAttachSlots { used, max, needed } => {
                 write!(f, "attach slots {used}/{max} used, {needed} needed")
@@ -618,6 +665,14 @@ pub enum WatchEvent {
         task_id: TaskId,
         /// State reported.
         state: TaskState,
+    },
+    /// What Elasticsearch itself said about bootstrap: the cluster bootstrapped, a node joined another
+    /// cluster, or the operator reset the bootstrap.
+    Bootstrap {
+        /// The node concerned, when one is.
+        node_id: Option<NodeId>,
+        /// What happened.
+        message: String,
     },
     /// An update could not be handled.
     Warning {

@@ -43,6 +43,83 @@ pub enum Containerizer {
     Mesos,
 }
 
+/// What Elasticsearch security a cluster runs with. Decided when the cluster first bootstraps and kept:
+/// turning TLS on or off needs a full cluster restart, so a later image change never flips it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Security {
+    /// `xpack.security.enabled=false`: plain HTTP and transport, no password.
+    Off,
+    /// Transport TLS with certificates signed by the cluster CA, and the `elastic` password.
+    Transport,
+    /// Transport and HTTP TLS, and the `elastic` password.
+    Full,
+}
+
+impl Security {
+    /// The word `tetherctl status` shows.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Security::Off => "off",
+            Security::Transport => "transport",
+            Security::Full => "full",
+        }
+    }
+}
+
+impl Security {
+    /// Any security at all (node identities, the `elastic` password).
+    #[must_use]
+    pub fn is_on(self) -> bool {
+        self != Security::Off
+    }
+}
+
+/// Where the identity volume is mounted when security is on: inside the image's config directory, the
+/// only place Elasticsearch reads TLS files from.
+pub const IDENTITY_MOUNT: &str = "/usr/share/elasticsearch/config/node";
+/// The image's config directory, which TLS settings are relative to.
+pub const ES_CONFIG_DIR: &str = "/usr/share/elasticsearch/config";
+
+/// Owner and mode a sidecar sets on each volume's root after mounting it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeOwner {
+    /// Numeric user id.
+    pub uid: u32,
+    /// Numeric group id.
+    pub gid: u32,
+    /// Permission bits of the root directory.
+    pub mode: u32,
+}
+
+/// Elasticsearch settings Tether decides for every node; an operator's `--es-setting` may not override
+/// them (discovery and bootstrap break silently when two nodes disagree on them).
+pub const OWNED_SETTINGS: &[&str] = &[
+    "node.name",
+    "cluster.name",
+    "http.port",
+    "transport.port",
+    "path.data",
+    "network.publish_host",
+    "discovery.seed_hosts",
+    "discovery.seed_providers",
+    "discovery.type",
+    "cluster.initial_master_nodes",
+];
+
+/// The setting an `ES_SETTING_*` environment name stands for, as the official image's entrypoint decodes
+/// it (`_` is `.`, `__` is `_`).
+#[must_use]
+pub fn es_setting_of_env(name: &str) -> Option<String> {
+    let rest = name.strip_prefix("ES_SETTING_")?;
+    Some(
+        rest.split("__")
+            .map(|part| part.replace('_', ".").to_ascii_lowercase())
+            .collect::<Vec<_>>()
+            .join("_"),
+    )
+}
+
 /// A placement constraint on agent attributes, Marathon-style `field:OPERATOR[:value]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Constraint {
@@ -134,6 +211,20 @@ pub struct Config {
     pub decline_refuse_seconds: f64,
     /// Refuse filter of a decline when nothing is pending (REVIVE clears it).
     pub idle_refuse_seconds: f64,
+    /// Suffix of the volume that holds `path.data`.
+    pub data_volume: String,
+    /// Extra Elasticsearch settings for every node (never one of [`OWNED_SETTINGS`]).
+    pub es_settings: Vec<(String, String)>,
+    /// Extra environment for every node.
+    pub es_env: Vec<(String, String)>,
+    /// Security of a cluster not yet bootstrapped (once bootstrapped, the stored choice wins).
+    pub security: Security,
+    /// Owner and mode of each volume's root, set by the sidecar before a launch (`None`: left alone).
+    pub volume_owner: Option<VolumeOwner>,
+    /// Publish and seed with the agent's IP address instead of its host name.
+    pub use_ip_address: bool,
+    /// Suffix of the volume that holds the node's identity files (key, certificates, password file).
+    pub identity_volume: String,
 }
 
 impl Config {
@@ -178,6 +269,13 @@ impl Config {
             startup_grace_ms: 15_000,
             decline_refuse_seconds: 10.0,
             idle_refuse_seconds: 300.0,
+            data_volume: "data".into(),
+            es_settings: Vec::new(),
+            es_env: Vec::new(),
+            security: Security::Off,
+            volume_owner: None,
+            use_ip_address: false,
+            identity_volume: "config".into(),
         }
     }
 
@@ -213,6 +311,67 @@ impl Config {
         for v in &self.volumes {
             if !seen.insert(v.suffix.as_str()) {
                 return bad(format!("volume {:?} listed twice", v.suffix));
+            }
+        }
+        if !self.volumes.is_empty() && self.data_volume_spec().is_none() {
+            return bad(format!(
+                "the data volume {:?} is not one of the volumes ({})",
+                self.data_volume,
+                self.volumes
+                    .iter()
+                    .map(|v| v.suffix.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if self.security.is_on() {
+            if !matches!(self.strategy, Strategy::External { .. }) {
+                return bad(format!(
+                    "Elasticsearch security {} needs the external strategy: the sidecar makes each node's key",
+                    self.security.as_str()
+                ));
+            }
+            match self.identity_volume_spec() {
+                Some(v) if v.container_path == IDENTITY_MOUNT => {}
+                Some(v) => {
+                    return bad(format!(
+                        "with Elasticsearch security on, the identity volume {:?} must be mounted at {IDENTITY_MOUNT} \
+                         (Elasticsearch reads TLS files only from its config directory), not {}: \
+                         --volume {}:{IDENTITY_MOUNT}",
+                        v.suffix, v.container_path, v.suffix
+                    ));
+                }
+                None => {
+                    return bad(format!(
+                        "with Elasticsearch security on, a volume {:?} mounted at {IDENTITY_MOUNT} must hold the \
+                         node's identity files: add --volume {}:{IDENTITY_MOUNT}",
+                        self.identity_volume, self.identity_volume
+                    ));
+                }
+            }
+        }
+        for (key, _) in &self.es_settings {
+            if OWNED_SETTINGS.contains(&key.as_str()) {
+                return bad(format!(
+                    "--es-setting {key}: Tether sets {key} itself and it cannot be overridden"
+                ));
+            }
+        }
+        for (name, _) in &self.es_env {
+            let setting = es_setting_of_env(name).or_else(|| {
+                (name.contains('.') && name == &name.to_ascii_lowercase()).then(|| name.clone())
+            });
+            if let Some(key) = setting
+                && OWNED_SETTINGS.contains(&key.as_str())
+            {
+                return bad(format!(
+                    "--es-env {name}: it sets {key}, which Tether sets itself and cannot be overridden"
+                ));
+            }
+            if name == crate::command::env::JAVA_OPTS || name.starts_with("ELASTIC_PASSWORD") {
+                return bad(format!(
+                    "--es-env {name}: Tether sets it (the heap from --heap, the password from the cluster's secret)"
+                ));
             }
         }
         if !self.volume_name_template.contains("{id}") {
@@ -269,6 +428,20 @@ impl Config {
             "{}-{}.{}",
             self.framework_name, id.0, generation
         ))?)
+    }
+
+    /// The volume that holds the node's identity files.
+    #[must_use]
+    pub fn identity_volume_spec(&self) -> Option<&VolumeSpec> {
+        self.volumes
+            .iter()
+            .find(|v| v.suffix == self.identity_volume)
+    }
+
+    /// The volume that holds `path.data`.
+    #[must_use]
+    pub fn data_volume_spec(&self) -> Option<&VolumeSpec> {
+        self.volumes.iter().find(|v| v.suffix == self.data_volume)
     }
 
     /// The Elasticsearch node name of node `id`.

@@ -38,6 +38,19 @@ pub(crate) struct SlotRuntime {
     pub(crate) reason: Option<Reason>,
     /// When the slot entered its current state.
     pub(crate) since: Millis,
+    /// The `cluster_uuid` the current task last reported in `GET /` (`None`: not yet, or `_na_`).
+    pub(crate) cluster_uuid: Option<String>,
+    /// The current task reported a cluster UUID other than the stored one: it joined another cluster.
+    pub(crate) foreign_cluster: Option<String>,
+}
+
+/// The address a node on `offer` publishes: the agent's IP with `--use-ip-address` (when the offer
+/// carries one), else its host name.
+pub(crate) fn publish_address(cfg: &crate::config::Config, offer: &Offer) -> String {
+    match (&offer.ip, cfg.use_ip_address) {
+        (Some(ip), true) => ip.clone(),
+        _ => offer.hostname.as_str().to_owned(),
+    }
 }
 
 /// An offer held while the sidecar prepares the node's volumes.
@@ -52,6 +65,10 @@ pub(crate) struct Preparing {
     pub(crate) deadline: Millis,
     pub(crate) http_port: u16,
     pub(crate) transport_port: u16,
+    /// With security on: the identity the prepare asked for, and the InstallIdentity sent once its CSR
+    /// came back (the launch waits for that command's answer).
+    pub(crate) identity: Option<crate::domain::IdentityRequest>,
+    pub(crate) install_id: Option<u64>,
 }
 
 /// A prepare the core gave up on before its answer came.
@@ -71,6 +88,8 @@ pub(crate) struct Sidecar {
     pub(crate) instance_id: String,
     pub(crate) zone: Option<String>,
     pub(crate) max_attachments: Option<u32>,
+    /// Features the sidecar declared in its Hello.
+    pub(crate) features: Vec<String>,
     pub(crate) driver_name: String,
     pub(crate) driver_scope: crate::domain::DriverScope,
     pub(crate) last_report_at: Option<Millis>,
@@ -173,6 +192,8 @@ pub(crate) fn new_runtime(now: Millis) -> SlotRuntime {
         attributes: Vec::new(),
         reason: None,
         since: now,
+        cluster_uuid: None,
+        foreign_cluster: None,
     }
 }
 
@@ -655,6 +676,7 @@ impl Core {
             http_port,
             transport_port,
             state: None,
+            publish_address: Some(publish_address(&self.config, offer)),
         });
         rec.forced = false;
         rec.last_reason = None;
@@ -669,6 +691,8 @@ impl Core {
             rt.healthy = None;
             rt.reason = None;
             rt.since = now;
+            rt.cluster_uuid = None;
+            rt.foreign_cluster = None;
             rt.attributes = offer
                 .attributes
                 .iter()
@@ -725,6 +749,7 @@ impl Core {
             .record(id)
             .map(|r| r.volumes.clone())
             .unwrap_or_default();
+        let identity = self.identity_request(id, &offer, &volumes);
         self.holds.insert(offer.id.clone(), id);
         if let Some(rt) = self.slots.get_mut(&id) {
             rt.preparing = Some(Preparing {
@@ -733,6 +758,8 @@ impl Core {
                 deadline,
                 http_port,
                 transport_port,
+                identity: identity.clone(),
+                install_id: None,
             });
             rt.since = now;
         }
@@ -752,8 +779,47 @@ impl Core {
                 create_options: options,
                 // Give the sidecar a little less than the hold so its failure arrives before we give up.
                 deadline_ms: self.config.prepare_hold_ms.saturating_mul(9) / 10,
+                owner: self.config.volume_owner,
+                identity,
             },
         });
         self.watch(WatchEvent::Preparing { node_id: id, host });
+    }
+
+    /// With security on, what node `id`'s certificate names on `offer`'s agent, and where its key goes.
+    fn identity_request(
+        &self,
+        id: NodeId,
+        offer: &Offer,
+        volumes: &[VolumeName],
+    ) -> Option<crate::domain::IdentityRequest> {
+        if !self.security().is_on() {
+            return None;
+        }
+        let index = self
+            .config
+            .volumes
+            .iter()
+            .position(|v| v.suffix == self.config.identity_volume)?;
+        let name = self.config.node_name(id);
+        // An agent known by its address (no DNS name) is named by an IP SAN: a TLS client connecting to
+        // an IP checks only those.
+        let host = offer.hostname.as_str();
+        let host_is_ip = host.parse::<std::net::IpAddr>().is_ok();
+        let mut ip_addresses: Vec<String> = offer.ip.iter().cloned().collect();
+        if host_is_ip && !ip_addresses.iter().any(|ip| ip == host) {
+            ip_addresses.push(host.to_owned());
+        }
+        let mut dns_names = vec![name.clone()];
+        if !host_is_ip {
+            dns_names.insert(0, host.to_owned());
+        }
+        Some(crate::domain::IdentityRequest {
+            volume: volumes.get(index)?.clone(),
+            dir: String::new(),
+            common_name: name,
+            dns_names,
+            ip_addresses,
+        })
     }
 }

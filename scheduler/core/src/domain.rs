@@ -45,6 +45,9 @@ pub struct Offer {
     pub hostname: Hostname,
     /// `domain.fault_domain.zone.name`, when set.
     pub zone: Option<String>,
+    /// The agent's IP address (`Offer.url.address.ip`), when the master gave it.
+    #[serde(default)]
+    pub ip: Option<String>,
     /// Unreserved plus role-reserved cpus.
     pub cpus: f64,
     /// Memory, MB.
@@ -345,6 +348,11 @@ pub enum DriverScope {
     Global,
 }
 
+/// Hello feature: the sidecar applies `Prepare.owner` to each volume's root.
+pub const FEATURE_VOLUME_OWNER: &str = "volume_owner";
+/// Hello feature: the sidecar answers `Prepare.identity` with a CSR and understands `InstallIdentity`.
+pub const FEATURE_NODE_IDENTITY: &str = "node_identity";
+
 /// A sidecar's `Hello`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hello {
@@ -364,6 +372,9 @@ pub struct Hello {
     pub max_attachments: Option<u32>,
     /// Changes when the sidecar process restarts.
     pub instance_id: String,
+    /// What the sidecar can do beyond the first version of the contract (`volume_owner`, `node_identity`).
+    #[serde(default)]
+    pub features: Vec<String>,
 }
 
 /// What a sidecar knows of one volume.
@@ -402,6 +413,21 @@ pub struct Report {
     pub attachments_used: u32,
 }
 
+/// What a node's certificate will name; the sidecar generates the key on `volume` and answers with a CSR.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityRequest {
+    /// The volume holding the identity files.
+    pub volume: VolumeName,
+    /// Directory inside the volume's root (`""`: the root).
+    pub dir: String,
+    /// The node name.
+    pub common_name: String,
+    /// Host names the certificate names (the agent's, the node name).
+    pub dns_names: Vec<String>,
+    /// IP addresses the certificate names (the agent's, when known).
+    pub ip_addresses: Vec<String>,
+}
+
 /// Outcome of a `Prepare` or `Release`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandResult {
@@ -413,4 +439,7 @@ pub struct CommandResult {
     pub error: Option<String>,
     /// Volumes touched, after the command.
     pub volumes: Vec<VolumeReport>,
+    /// For a Prepare with an identity: the CSR of the key the sidecar generated.
+    #[serde(default)]
+    pub csr_pem: Option<String>,
 }

@@ -26,6 +26,9 @@ pub enum CoreError {
         /// The last known state, or `unknown`.
         state: String,
     },
+    /// The request would lose data or break the cluster as things stand.
+    #[error("refused: {0}")]
+    Refused(String),
     /// The persisted state contradicts itself or the configuration.
     #[error("persisted state is inconsistent: {0}")]
     BadState(String),

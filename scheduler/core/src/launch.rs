@@ -2,7 +2,7 @@
 //! Docker or the Mesos containerizer.
 
 use crate::command::{LaunchSpec, LaunchVolume, env};
-use crate::config::Strategy;
+use crate::config::{ES_CONFIG_DIR, IDENTITY_MOUNT, Security, Strategy};
 use crate::core::Core;
 use crate::domain::Offer;
 use crate::ids::{NodeId, TaskId};
@@ -39,17 +39,26 @@ pub(crate) fn build(
             driver_options: driver_options.clone(),
         })
         .collect();
-    // Seed hosts: other nodes whose task may be alive, lowest ids first, bounded.
-    let seeds: Vec<String> = core
+    // Seed hosts: the other nodes' transport addresses, those whose task may be alive first (lowest ids
+    // first), then the last address of the others, bounded. A node relaunched while the rest of the
+    // cluster is briefly down still gets somewhere to look; an empty list with no initial master nodes
+    // would let 8.x form a one-node cluster of its own.
+    let others: Vec<&crate::state::TaskRecord> = core
         .persisted
         .slots
         .values()
         .filter(|r| r.node_id != id && !r.removed)
-        .filter_map(|r| r.task.as_ref().filter(|t| !t.is_terminal()))
-        .map(|t| format!("{}:{}", t.host, t.transport_port))
+        .filter_map(|r| r.task.as_ref())
+        .collect();
+    let seeds: Vec<String> = others
+        .iter()
+        .filter(|t| !t.is_terminal())
+        .chain(others.iter().filter(|t| t.is_terminal()))
+        .map(|t| t.transport_address())
         .take(cfg.max_seed_hosts)
         .collect();
     let name = cfg.node_name(id);
+    let data_path = cfg.data_volume_spec().map(|v| v.container_path.clone());
     let mut vars = vec![
         (env::NODE_ID.to_owned(), id.0.to_string()),
         (env::NODE_NAME.to_owned(), name.clone()),
@@ -57,9 +66,15 @@ pub(crate) fn build(
         (env::HTTP_PORT.to_owned(), http_port.to_string()),
         (env::TRANSPORT_PORT.to_owned(), transport_port.to_string()),
         (env::BIND_HOST.to_owned(), "0.0.0.0".to_owned()),
-        (env::PUBLISH_HOST.to_owned(), offer.hostname.to_string()),
+        (
+            env::PUBLISH_HOST.to_owned(),
+            crate::core::publish_address(cfg, offer),
+        ),
         (env::SEED_HOSTS.to_owned(), seeds.join(",")),
     ];
+    if let Some(path) = data_path {
+        vars.push((env::PATH_DATA.to_owned(), path));
+    }
     if !core.persisted.cluster_formed {
         // Bootstrap: the same list on every node, the lowest (up to three) allocated ids.
         let masters: Vec<String> = core.ids.iter().take(3).map(|n| cfg.node_name(n)).collect();
@@ -69,6 +84,26 @@ pub(crate) fn build(
         env::JAVA_OPTS.to_owned(),
         format!("-Xms{0}m -Xmx{0}m", cfg.heap_mb),
     ));
+    let security = core.security();
+    if security.is_on() {
+        vars.extend(security_settings(security));
+    } else {
+        vars.push((env::SECURITY_ENABLED.to_owned(), "false".to_owned()));
+    }
+    // Zone awareness: what the agent's sidecar reports, else the offer's fault domain.
+    let zone = core
+        .sidecars
+        .get(&offer.hostname)
+        .and_then(|s| s.zone.clone())
+        .or_else(|| offer.zone.clone());
+    if let Some(zone) = zone {
+        vars.push((env::ZONE_ATTR.to_owned(), zone));
+        vars.push((env::AWARENESS.to_owned(), "zone".to_owned()));
+    }
+    // The operator's own settings and environment last; `Config::validate` refused any that would
+    // override what Tether sets above.
+    vars.extend(cfg.es_settings.iter().cloned());
+    vars.extend(cfg.es_env.iter().cloned());
     LaunchSpec {
         node_id: id,
         task_id: task_id.clone(),
@@ -89,4 +124,60 @@ pub(crate) fn build(
         health_check_path: cfg.health_check_path.clone(),
         role: offer.role.clone(),
     }
+}
+
+/// The settings of a node with security on. The identity files are on the identity volume, mounted at
+/// [`IDENTITY_MOUNT`] inside the config directory (TLS paths are relative to it); the password reaches the
+/// node only as a file there, never in the TaskInfo.
+fn security_settings(security: Security) -> Vec<(String, String)> {
+    let dir = IDENTITY_MOUNT
+        .strip_prefix(ES_CONFIG_DIR)
+        .unwrap_or(IDENTITY_MOUNT)
+        .trim_start_matches('/');
+    let file = |name: &str| format!("{dir}/{name}");
+    let mut out = vec![
+        (env::SECURITY_ENABLED.to_owned(), "true".to_owned()),
+        (
+            "xpack.security.transport.ssl.enabled".to_owned(),
+            "true".to_owned(),
+        ),
+        (
+            "xpack.security.transport.ssl.verification_mode".to_owned(),
+            "certificate".to_owned(),
+        ),
+        (
+            "xpack.security.transport.ssl.key".to_owned(),
+            file("node.key"),
+        ),
+        (
+            "xpack.security.transport.ssl.certificate".to_owned(),
+            file("node.crt"),
+        ),
+        (
+            "xpack.security.transport.ssl.certificate_authorities".to_owned(),
+            file("ca.crt"),
+        ),
+        (
+            env::PASSWORD_FILE.to_owned(),
+            format!("{IDENTITY_MOUNT}/elastic-password"),
+        ),
+    ];
+    if security == Security::Full {
+        out.extend([
+            (
+                "xpack.security.http.ssl.enabled".to_owned(),
+                "true".to_owned(),
+            ),
+            ("xpack.security.http.ssl.key".to_owned(), file("node.key")),
+            (
+                "xpack.security.http.ssl.certificate".to_owned(),
+                file("node.crt"),
+            ),
+            (
+                "xpack.security.http.ssl.certificate_authorities".to_owned(),
+                file("ca.crt"),
+            ),
+        ]);
+    }
+    out
 }

@@ -45,6 +45,7 @@ pub mod config;
 mod core;
 pub mod domain;
 pub mod error;
+pub mod es_events;
 pub mod ids;
 mod launch;
 mod mesos_events;

@@ -176,9 +176,8 @@ impl Core {
         }
         match status.state {
             TaskState::Running => {
-                if !self.persisted.cluster_formed {
-                    self.write(StateWrite::ClusterFormed);
-                }
+                // Not proof the cluster bootstrapped: only a node reporting a real cluster UUID is
+                // (see `handle_es_root`).
                 if let Some(rt) = self.slots.get_mut(&id) {
                     rt.failures = 0;
                     rt.reason = None;

@@ -8,7 +8,7 @@
 use crate::command::{MesosCommand, Reason, ReasonKind, WatchEvent};
 use crate::config::{Constraint, Strategy};
 use crate::core::Core;
-use crate::domain::Offer;
+use crate::domain::{FEATURE_NODE_IDENTITY, FEATURE_VOLUME_OWNER, Offer};
 use crate::ids::{Hostname, Millis, NodeId};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -467,6 +467,14 @@ impl Core {
                 return Err(Reason::SidecarStale {
                     age_ms: s.last_report_at.map(|t| now.since(t)),
                 });
+            }
+            if cfg.volume_owner.is_some() && !s.features.iter().any(|f| f == FEATURE_VOLUME_OWNER) {
+                return Err(Reason::SidecarLacksFeature(FEATURE_VOLUME_OWNER.to_owned()));
+            }
+            if self.security().is_on() && !s.features.iter().any(|f| f == FEATURE_NODE_IDENTITY) {
+                return Err(Reason::SidecarLacksFeature(
+                    FEATURE_NODE_IDENTITY.to_owned(),
+                ));
             }
             if !s.driver_healthy {
                 return Err(Reason::DriverUnhealthy(

@@ -33,6 +33,7 @@ impl Core {
                 instance_id: hello.instance_id.clone(),
                 zone: None,
                 max_attachments: None,
+                features: Vec::new(),
                 driver_name: String::new(),
                 driver_scope: crate::domain::DriverScope::Unknown,
                 last_report_at: None,
@@ -52,6 +53,7 @@ impl Core {
         entry.agent_id = hello.agent_id.clone().or(entry.agent_id.take());
         entry.zone = hello.zone.clone();
         entry.max_attachments = hello.max_attachments;
+        entry.features = hello.features.clone();
         entry.driver_name = hello.driver_name.clone();
         entry.driver_scope = hello.driver_scope;
         if let Some(agent) = hello.agent_id {
@@ -286,10 +288,52 @@ impl Core {
         let preparing = self.slots.iter().find_map(|(id, rt)| {
             rt.preparing
                 .as_ref()
-                .filter(|p| p.command_id == result.command_id && &p.offer.hostname == host)
-                .map(|_| *id)
+                .filter(|p| {
+                    (p.command_id == result.command_id || p.install_id == Some(result.command_id))
+                        && &p.offer.hostname == host
+                })
+                .map(|p| (*id, p.command_id))
         });
-        match preparing {
+        // A prepare that asked for an identity launches only once the signed identity is installed.
+        let mut result = result;
+        if let Some((id, prepare_id)) = preparing
+            && result.ok
+            && prepare_id == result.command_id
+            && let Some(identity) = self
+                .slots
+                .get(&id)
+                .and_then(|rt| rt.preparing.as_ref())
+                .and_then(|p| p.identity.clone())
+        {
+            match result.csr_pem.take().filter(|c| !c.is_empty()) {
+                Some(csr_pem) => {
+                    let install_id = self.command_id();
+                    if let Some(p) = self.slots.get_mut(&id).and_then(|rt| rt.preparing.as_mut()) {
+                        p.install_id = Some(install_id);
+                    }
+                    self.push(Command::Sidecar {
+                        host: host.clone(),
+                        command: crate::command::SidecarCommand::InstallIdentity {
+                            command_id: install_id,
+                            node_id: id,
+                            identity,
+                            csr_pem,
+                            owner: self.config.volume_owner,
+                        },
+                    });
+                    self.flush_interest();
+                    return;
+                }
+                None => {
+                    result.ok = false;
+                    result.error = Some(
+                        "the sidecar prepared the volumes but returned no CSR for the node's key"
+                            .into(),
+                    );
+                }
+            }
+        }
+        match preparing.map(|(id, _)| id) {
             Some(id) if result.ok => {
                 let Some(p) = self.slots.get_mut(&id).and_then(|rt| rt.preparing.take()) else {
                     return;
@@ -299,7 +343,11 @@ impl Core {
             }
             Some(id) => {
                 self.abandon_prepare(id, true);
-                // The answer came: nothing of this prepare is left mounted or outstanding.
+                // The answer came (to the prepare, or to the install that followed it, which means the
+                // prepare succeeded): nothing of this prepare is left mounted or outstanding.
+                if let Some((_, prepare_id)) = preparing {
+                    self.abandoned_prepares.remove(&prepare_id);
+                }
                 self.abandoned_prepares.remove(&result.command_id);
                 let fence = self.prepare_fence(id);
                 if let Some(rt) = self.slots.get_mut(&id) {

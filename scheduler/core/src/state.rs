@@ -3,6 +3,7 @@
 //! also emits as `Command::Persist`; applying the emitted deltas in order to the state the core was built
 //! from therefore reproduces exactly what the core believes.
 
+use crate::config::Security;
 use crate::domain::TaskState;
 use crate::ids::{AgentId, FrameworkId, Hostname, NodeId, TaskId, VolumeName};
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,21 @@ pub struct TaskRecord {
     /// The last state the core learnt; `None` before the first update. After a restart a non-terminal
     /// state is only a belief and is reconciled before anything relies on it.
     pub state: Option<TaskState>,
+    /// The address the node publishes and others seed with (host name, or IP with `--use-ip-address`).
+    #[serde(default)]
+    pub publish_address: Option<String>,
+}
+
+impl TaskRecord {
+    /// `address:transport_port`, as other nodes reach it.
+    #[must_use]
+    pub fn transport_address(&self) -> String {
+        let host = self
+            .publish_address
+            .as_deref()
+            .unwrap_or(self.host.as_str());
+        format!("{host}:{}", self.transport_port)
+    }
 }
 
 impl TaskRecord {
@@ -64,10 +80,23 @@ pub struct PersistedState {
     pub framework_id: Option<FrameworkId>,
     /// Desired node count.
     pub desired: u64,
-    /// Some node reached RUNNING once: the cluster no longer needs `cluster.initial_master_nodes`.
+    /// A node reported a real cluster UUID: the cluster bootstrapped and no node may be given
+    /// `cluster.initial_master_nodes` again.
     pub cluster_formed: bool,
+    /// What bootstrapped: the cluster UUID and the security it runs with (`None` before bootstrap).
+    #[serde(default)]
+    pub bootstrap: Option<Bootstrap>,
     /// Node table, including scaled-down slots whose volumes are kept.
     pub slots: BTreeMap<NodeId, SlotRecord>,
+}
+
+/// What a cluster's first bootstrap fixed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bootstrap {
+    /// The `cluster_uuid` a node reported in `GET /`.
+    pub cluster_uuid: String,
+    /// The security decided at bootstrap (a later image change never flips it).
+    pub security: Security,
 }
 
 /// One durable change.
@@ -77,8 +106,12 @@ pub enum StateWrite {
     FrameworkId(FrameworkId),
     /// The desired node count.
     Desired(u64),
-    /// The cluster formed once.
+    /// The cluster formed once (written by versions that guessed it from TASK_RUNNING; read for old logs).
     ClusterFormed,
+    /// A node reported the cluster's UUID for the first time.
+    Bootstrapped(Bootstrap),
+    /// The operator cleared the bootstrap (`tetherctl bootstrap reset`).
+    BootstrapReset,
     /// Insert or replace a slot.
     Slot(SlotRecord),
     /// Forget a slot entirely (its volumes deleted).
@@ -92,6 +125,14 @@ impl PersistedState {
             StateWrite::FrameworkId(id) => self.framework_id = Some(id.clone()),
             StateWrite::Desired(n) => self.desired = *n,
             StateWrite::ClusterFormed => self.cluster_formed = true,
+            StateWrite::Bootstrapped(b) => {
+                self.cluster_formed = true;
+                self.bootstrap = Some(b.clone());
+            }
+            StateWrite::BootstrapReset => {
+                self.cluster_formed = false;
+                self.bootstrap = None;
+            }
             StateWrite::Slot(rec) => {
                 self.slots.insert(rec.node_id, rec.clone());
             }

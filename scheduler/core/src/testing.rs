@@ -54,6 +54,7 @@ pub fn offer(id: &str, host_name: &str, cpus: f64, mem: f64, disk: f64) -> Offer
         agent_id: agent(host_name),
         hostname: host(host_name),
         zone: None,
+        ip: None,
         cpus,
         mem_mb: mem,
         disk_mb: disk,
@@ -107,6 +108,10 @@ pub fn hello(
         zone: zone.map(str::to_owned),
         max_attachments,
         instance_id: instance.into(),
+        features: vec![
+            crate::domain::FEATURE_VOLUME_OWNER.into(),
+            crate::domain::FEATURE_NODE_IDENTITY.into(),
+        ],
     }
 }
 
@@ -339,6 +344,7 @@ impl Harness {
             ok,
             error: (!ok).then(|| "Mount: volume busy".to_owned()),
             volumes: Vec::new(),
+            csr_pem: None,
         };
         self.core
             .handle_sidecar_result(&host(host_name), result, self.now);
@@ -348,6 +354,15 @@ impl Harness {
     /// Delivers an update.
     pub fn update(&mut self, s: TaskStatus) -> Vec<Command> {
         self.core.handle_update(s, self.now);
+        self.drain()
+    }
+
+    /// Node `node`'s current task answers `GET /` with `cluster_uuid`.
+    pub fn es_root(&mut self, node: u64, cluster_uuid: &str) -> Vec<Command> {
+        if let Some(task) = self.task_of(node) {
+            self.core
+                .handle_es_root(NodeId(node), &task, cluster_uuid, self.now);
+        }
         self.drain()
     }
 

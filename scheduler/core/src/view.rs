@@ -50,6 +50,10 @@ pub struct NodeView {
     pub not_before: Millis,
     /// Replacement was forced.
     pub forced: bool,
+    /// The cluster UUID its task reported in `GET /` (`None`: not yet, or none).
+    pub cluster_uuid: Option<String>,
+    /// It reported another cluster's UUID: it joined another cluster and does not count as running.
+    pub foreign_cluster: bool,
 }
 
 /// One agent (as seen through its sidecar and offers).
@@ -119,6 +123,10 @@ pub struct ClusterView {
     pub suppressed: bool,
     /// Explicit reconciliation running since.
     pub reconciling_since: Option<Millis>,
+    /// The UUID the cluster bootstrapped with (`None` before bootstrap).
+    pub cluster_uuid: Option<String>,
+    /// `off`, `transport` or `full`.
+    pub security: String,
 }
 
 impl Core {
@@ -173,6 +181,8 @@ impl Core {
                     since: rt.map_or(Millis(0), |r| r.since),
                     not_before: rt.map_or(Millis(0), |r| r.not_before),
                     forced: rec.forced,
+                    cluster_uuid: rt.and_then(|r| r.cluster_uuid.clone()),
+                    foreign_cluster: rt.is_some_and(|r| r.foreign_cluster.is_some()),
                 }
             })
             .collect()
@@ -260,7 +270,7 @@ impl Core {
             .persisted
             .slots
             .values()
-            .filter(|r| !r.removed)
+            .filter(|r| !r.removed && !self.in_foreign_cluster(r.node_id))
             .filter(|r| {
                 r.task
                     .as_ref()
@@ -282,6 +292,12 @@ impl Core {
             },
             suppressed: self.suppressed,
             reconciling_since: self.reconciling_since(),
+            cluster_uuid: self
+                .persisted
+                .bootstrap
+                .as_ref()
+                .map(|b| b.cluster_uuid.clone()),
+            security: self.security().as_str().to_owned(),
         }
     }
 }

@@ -15,8 +15,8 @@ use std::time::Duration;
 use tether_proto::client::{self, EndpointError, TlsFiles, TlsFlags};
 use tether_proto::v1::admin_client::AdminClient;
 use tether_proto::v1::{
-    GetClusterRequest, ListAgentsRequest, ListNodesRequest, ListVolumesRequest, ReplaceNodeRequest,
-    ScaleRequest, WatchEventsRequest,
+    BootstrapResetRequest, GetClusterRequest, ListAgentsRequest, ListNodesRequest,
+    ListVolumesRequest, ReplaceNodeRequest, ScaleRequest, WatchEventsRequest,
 };
 use tokio_stream::StreamExt;
 use tonic::metadata::MetadataValue;
@@ -111,6 +111,11 @@ pub enum Command {
     },
     /// Follow state changes and scheduling decisions as they happen.
     Watch,
+    /// The Elasticsearch cluster's bootstrap.
+    Bootstrap {
+        #[command(subcommand)]
+        action: BootstrapAction,
+    },
     /// HTTP addresses (`host:port`) of the RUNNING Elasticsearch nodes, for clients and load balancers.
     ///
     /// Every node whose task runs is listed, whether or not it has joined the Elasticsearch cluster yet
@@ -121,6 +126,18 @@ pub enum Command {
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
+    },
+}
+
+/// What to do with the bootstrap.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum BootstrapAction {
+    /// Forget that the cluster bootstrapped, so the next launches bootstrap a cluster again (after a first
+    /// bootstrap that failed). Refused while a node reports a cluster or its volumes may hold data.
+    Reset {
+        /// Reset anyway: the next launches form a new cluster and the old cluster's data is orphaned.
+        #[arg(long)]
+        yes_new_cluster: bool,
     },
 }
 
@@ -354,6 +371,17 @@ pub async fn run(args: Args, out: &mut (dyn Write + Send), terminal: bool) -> Re
                 })
                 .await?;
             }
+        }
+        Command::Bootstrap {
+            action: BootstrapAction::Reset { yes_new_cluster },
+        } => {
+            let resp = client
+                .bootstrap_reset(BootstrapResetRequest {
+                    new_cluster: yes_new_cluster,
+                })
+                .await?
+                .into_inner();
+            output::message(out, format, &resp.message)?;
         }
         Command::Replace {
             id,

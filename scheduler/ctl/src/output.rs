@@ -11,7 +11,9 @@
 //!   `driver_healthy`, `driver_latency_micros`, `driver_error`, `zone`, `attachments_used`,
 //!   `attachments_max`, `volumes_seen`, `last_decline_reason`.
 //! - `status`: an object with `framework_id` (string or null), `framework_name`, `master`, `subscribed_since_unix_ms`,
-//!   `desired`, `running`, `strategy`, `driver`, `leader`, `leader_address`.
+//!   `desired`, `running`, `strategy`, `driver`, `leader`, `leader_address`, `cluster_uuid` (string, null
+//!   before the cluster bootstrapped) and `security` (`off`, `transport` or `full`).
+//! - `bootstrap reset`: `{message}`.
 //! - `scale`: `{previous, desired, start: [ids], stop: [ids]}`; `replace`: `{node_id, old_task_id, message}`;
 //!   `watch`: one JSON object per line with `at_unix_ms`, `kind`, `node_id`, `host`, `task_id`, `message`;
 //!   `--wait` progress: one `{"progress": "..."}` object per line.
@@ -162,6 +164,8 @@ struct ClusterView {
     driver: Option<String>,
     leader: bool,
     leader_address: Option<String>,
+    cluster_uuid: Option<String>,
+    security: String,
 }
 
 impl From<&Cluster> for ClusterView {
@@ -178,6 +182,8 @@ impl From<&Cluster> for ClusterView {
             driver: opt(&c.driver),
             leader: c.leader,
             leader_address: opt(&c.leader_address),
+            cluster_uuid: c.cluster_uuid.clone().filter(|u| !u.is_empty()),
+            security: c.security.clone(),
         }
     }
 }
@@ -249,6 +255,14 @@ pub fn cluster(out: &mut (dyn Write + Send), format: Format, c: &Cluster) -> std
             "strategy",
             format!("{} {}", v.strategy, v.driver.as_deref().unwrap_or("")),
         ),
+        (
+            "bootstrap",
+            match &v.cluster_uuid {
+                Some(uuid) => format!("cluster uuid {uuid}"),
+                None => "not yet (no node has reported a cluster uuid)".to_owned(),
+            },
+        ),
+        ("security", v.security.clone()),
         (
             "leader",
             if v.leader {
@@ -475,6 +489,14 @@ pub fn replace(
         );
     }
     writeln!(out, "node {}: {}", r.node_id, r.message)
+}
+
+/// A call's one-line answer (`{message}` in JSON).
+pub fn message(out: &mut (dyn Write + Send), format: Format, message: &str) -> std::io::Result<()> {
+    if format == Format::Json {
+        return json_line(out, &serde_json::json!({ "message": message }));
+    }
+    writeln!(out, "{message}")
 }
 
 pub fn event(

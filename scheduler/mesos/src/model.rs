@@ -885,6 +885,28 @@ pub struct ContainerInfo {
     pub docker: Option<DockerInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mesos: Option<MesosInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rlimit_info: Option<RLimitInfo>,
+}
+
+/// `mesos.v1.RLimitInfo`: POSIX resource limits of the container (Mesos containerizer, `posix/rlimits`
+/// isolator).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RLimitInfo {
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub rlimits: Vec<RLimit>,
+}
+
+/// `mesos.v1.RLimitInfo.RLimit`; `type` is an enum such as `RLMT_NOFILE`. Unset `hard` and `soft`
+/// mean unlimited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RLimit {
+    #[serde(rename = "type")]
+    pub limit_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hard: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

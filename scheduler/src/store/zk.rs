@@ -3,7 +3,8 @@
 //! Layout under `<root>/state` (all values JSON, readable with `zkCli.sh get`):
 //! - `framework_id`: `{"value": "<framework id>"}`
 //! - `desired`: `{"value": <desired node count>}`
-//! - `cluster_formed`: `{"value": true}` once some node reached RUNNING
+//! - `cluster_formed`: `{"value": true}` once a node reported a real cluster UUID
+//! - `bootstrap`: `{"value": {"cluster_uuid": "...", "security": "Off"}}` (or `null` after a reset)
 //! - `slots/<bb>`: table buckets `{"entries": {"<node id>": <slot>}}`, where a slot is the core's
 //!   `SlotRecord` (volumes, generation, newest task id and agent, removed/forced flags, last reason,
 //!   mount host).
@@ -14,7 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 use tether_core::ids::{FrameworkId, NodeId};
-use tether_core::state::{PersistedState, SlotRecord, StateWrite};
+use tether_core::state::{Bootstrap, PersistedState, SlotRecord, StateWrite};
 use tether_zk::{Batch, ZkStore};
 
 use super::StoreError;
@@ -22,6 +23,7 @@ use super::StoreError;
 const FRAMEWORK_ID: &str = "framework_id";
 const DESIRED: &str = "desired";
 const CLUSTER_FORMED: &str = "cluster_formed";
+const BOOTSTRAP: &str = "bootstrap";
 const SLOTS: &str = "slots";
 
 /// A single documented value: `{"value": ...}` leaves room for fields added later.
@@ -52,6 +54,7 @@ impl ZkStateStore {
         };
         let desired = store.get::<Doc<u64>>(DESIRED).await?;
         let formed = store.get::<Doc<bool>>(CLUSTER_FORMED).await?;
+        let bootstrap = store.get::<Doc<Option<Bootstrap>>>(BOOTSTRAP).await?;
         let table = store.get_table::<SlotRecord>(SLOTS).await?;
         let mut slots = std::collections::BTreeMap::new();
         for (key, rec) in table {
@@ -68,6 +71,7 @@ impl ZkStateStore {
             framework_id,
             desired: desired.map_or(0, |d| d.value),
             cluster_formed: formed.is_some_and(|d| d.value),
+            bootstrap: bootstrap.and_then(|d| d.value),
             slots,
         };
         Ok(Self {
@@ -93,6 +97,19 @@ impl ZkStateStore {
                 StateWrite::FrameworkId(id) => b.put(FRAMEWORK_ID, &Doc { value: id.as_str() })?,
                 StateWrite::Desired(n) => b.put(DESIRED, &Doc { value: *n })?,
                 StateWrite::ClusterFormed => b.put(CLUSTER_FORMED, &Doc { value: true })?,
+                StateWrite::Bootstrapped(boot) => {
+                    b.put(CLUSTER_FORMED, &Doc { value: true })?;
+                    b.put(
+                        BOOTSTRAP,
+                        &Doc {
+                            value: Some(boot.clone()),
+                        },
+                    )?
+                }
+                StateWrite::BootstrapReset => {
+                    b.put(CLUSTER_FORMED, &Doc { value: false })?;
+                    b.put(BOOTSTRAP, &Doc::<Option<Bootstrap>> { value: None })?
+                }
                 StateWrite::Slot(rec) => b.upsert(SLOTS, &slot_key(rec.node_id), rec)?,
                 StateWrite::RemoveSlot(id) => b.remove(SLOTS, &slot_key(*id))?,
             };

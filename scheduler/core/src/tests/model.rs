@@ -304,7 +304,8 @@ impl World {
                             }
                         }
                     }
-                    SidecarCommand::Welcome { .. } => {}
+                    // The model runs without security: no identity is ever installed.
+                    SidecarCommand::Welcome { .. } | SidecarCommand::InstallIdentity { .. } => {}
                 }
             }
             _ => {}
@@ -335,6 +336,7 @@ impl World {
             ok,
             error: (!ok).then(|| "failed".into()),
             volumes: Vec::new(),
+            csr_pem: None,
         };
         self.h
             .core

@@ -1,7 +1,7 @@
 //! Deterministic tests with a virtual clock, one (or a few) per rule of the core.
 
-use crate::command::{Command, MesosCommand, SidecarCommand, env};
-use crate::config::{Constraint, Containerizer};
+use crate::command::{Command, MesosCommand, SidecarCommand, WatchEvent, env};
+use crate::config::{Constraint, Containerizer, Strategy};
 use crate::domain::{ALL_STATES, AttributeValue, TaskReason, TaskState};
 use crate::error::CoreError;
 use crate::ids::{Millis, NodeId};
@@ -1073,17 +1073,216 @@ fn launch_spec_carries_identity_ports_seeds_and_bootstrap_masters() {
         (l1.health_check_port, l1.health_check_path.as_str()),
         (31000, "/_cluster/health?local=true")
     );
+    assert_eq!(env_of(&l1, env::PATH_DATA).as_deref(), Some("/data"));
+    assert_eq!(env_of(&l1, env::SECURITY_ENABLED).as_deref(), Some("false"));
     h.update(status(&l1.task_id, "a", TaskState::Running, None));
+    // A running container, or a node that has not joined a cluster yet, is no proof of bootstrap.
+    h.es_root(1, crate::es_events::NO_CLUSTER_UUID);
+    assert!(!h.core.persisted().cluster_formed);
     let cmds = h.offers(vec![offer("o-2", "b", 4.0, 8192.0, 0.0)]);
     let (_, cid, _) = prepares(&cmds)[0].clone();
     let l2 = accepts(&h.prepare_result("b", cid, true))[0].clone();
     assert_eq!(env_of(&l2, env::SEED_HOSTS).as_deref(), Some("a:31001"));
     assert_eq!(
-        env_of(&l2, env::INITIAL_MASTER_NODES),
-        None,
-        "the cluster formed already"
+        env_of(&l2, env::INITIAL_MASTER_NODES).as_deref(),
+        Some("es-1,es-2"),
+        "identical on every node until bootstrap is confirmed"
     );
     check(&h);
+}
+
+#[test]
+fn only_a_reported_cluster_uuid_bootstraps_and_another_uuid_is_flagged() {
+    let mut h = Harness::new(config(Strategy::Normal));
+    h.subscribe();
+    must_scale(&mut h, 2);
+    let cmds = h.offers(vec![
+        offer("o-1", "a", 4.0, 8192.0, 4096.0),
+        offer("o-2", "b", 4.0, 8192.0, 4096.0),
+    ]);
+    let launches = accepts(&cmds);
+    assert_eq!(launches.len(), 2);
+    for (l, host) in launches.iter().zip(["a", "b"]) {
+        h.update(status(&l.task_id, host, TaskState::Running, None));
+    }
+    h.es_root(1, "uuid-A");
+    let b = h.core.persisted().bootstrap.clone();
+    assert_eq!(
+        b.map(|b| (b.cluster_uuid, b.security)),
+        Some(("uuid-A".to_owned(), crate::config::Security::Off))
+    );
+    assert_eq!(h.core.cluster().cluster_uuid.as_deref(), Some("uuid-A"));
+    assert_eq!(h.core.cluster().running, 2);
+    let cmds = h.es_root(2, "uuid-B");
+    assert!(cmds.iter().any(|c| matches!(c,
+        Command::Watch(WatchEvent::Bootstrap { message, .. }) if message.contains("node 2 joined another cluster"))));
+    assert_eq!(
+        h.core.cluster().running,
+        1,
+        "a node of another cluster is not counted"
+    );
+    assert!(h.core.nodes()[1].foreign_cluster);
+    // The reset refuses while nodes report a cluster, unless told a new cluster is wanted.
+    assert!(h.core.handle_bootstrap_reset(false, h.now).is_err());
+    h.core
+        .handle_bootstrap_reset(true, h.now)
+        .expect("forced reset");
+    h.drain();
+    assert!(!h.core.persisted().cluster_formed);
+    assert_eq!(h.store.bootstrap, None);
+    check(&h);
+}
+
+#[test]
+fn a_sidecar_that_does_not_declare_volume_owner_is_not_used_and_the_prepare_carries_the_owner() {
+    let mut cfg = config(external(false));
+    cfg.volume_owner = Some(crate::config::VolumeOwner {
+        uid: 1000,
+        gid: 0,
+        mode: 0o770,
+    });
+    let mut h = Harness::new(cfg);
+    h.subscribe();
+    must_scale(&mut h, 1);
+    let vols = node_volumes(&h, 1);
+    // An old sidecar: its Hello declares nothing.
+    let mut old = hello("old", None, None, "i-1");
+    old.features.clear();
+    h.core.handle_sidecar_hello(old, h.now);
+    let report_vols = vols.iter().map(|v| volume(v, true, None, false)).collect();
+    h.core
+        .handle_sidecar_report(&host("old"), report(1, report_vols, 0), h.now);
+    h.drain();
+    let cmds = h.offers(vec![offer("o-1", "old", 4.0, 8192.0, 0.0)]);
+    assert!(prepares(&cmds).is_empty(), "no prepare on an old sidecar");
+    let agent = h
+        .core
+        .agents(h.now)
+        .into_iter()
+        .find(|a| a.host.as_str() == "old")
+        .expect("the old agent");
+    assert!(
+        agent
+            .last_decline
+            .as_ref()
+            .is_some_and(|r| r.to_string().contains("volume_owner")),
+        "the reason is shown: {agent:?}"
+    );
+    h.sidecar("new", None, None, &vols);
+    let cmds = h.offers(vec![offer("o-2", "new", 4.0, 8192.0, 0.0)]);
+    let owner = cmds.iter().find_map(|c| match c {
+        Command::Sidecar {
+            command: SidecarCommand::Prepare { owner, .. },
+            ..
+        } => Some(*owner),
+        _ => None,
+    });
+    assert_eq!(
+        owner.flatten().map(|o| (o.uid, o.gid, o.mode)),
+        Some((1000, 0, 0o770))
+    );
+    check(&h);
+}
+
+#[test]
+fn with_security_the_launch_waits_for_the_installed_identity_and_carries_no_secret() {
+    let mut cfg = config(external(false));
+    cfg.security = crate::config::Security::Transport;
+    cfg.volumes[0].container_path = crate::config::IDENTITY_MOUNT.into();
+    cfg.validate().expect("a valid secure layout");
+    let mut h = Harness::new(cfg);
+    h.subscribe();
+    must_scale(&mut h, 1);
+    let vols = node_volumes(&h, 1);
+    h.sidecar("a", None, None, &vols);
+    let mut o = offer("o-1", "a", 4.0, 8192.0, 0.0);
+    o.ip = Some("10.0.0.7".into());
+    let cmds = h.offers(vec![o]);
+    let identity = cmds.iter().find_map(|c| match c {
+        Command::Sidecar {
+            command: SidecarCommand::Prepare { identity, .. },
+            ..
+        } => identity.clone(),
+        _ => None,
+    });
+    let identity = identity.expect("the prepare asks for an identity");
+    assert_eq!(identity.volume, vols[0]);
+    assert_eq!(identity.dns_names, ["a", "es-1"]);
+    assert_eq!(identity.ip_addresses, ["10.0.0.7"]);
+    let (_, cid, _) = prepares(&cmds)[0].clone();
+    let answer = |command_id, csr: Option<&str>| crate::domain::CommandResult {
+        command_id,
+        ok: true,
+        error: None,
+        volumes: Vec::new(),
+        csr_pem: csr.map(str::to_owned),
+    };
+    h.core
+        .handle_sidecar_result(&host("a"), answer(cid, Some("CSR")), h.now);
+    let cmds = h.drain();
+    assert!(
+        accepts(&cmds).is_empty(),
+        "no launch before the identity is installed"
+    );
+    let install = cmds.iter().find_map(|c| match c {
+        Command::Sidecar {
+            command:
+                SidecarCommand::InstallIdentity {
+                    command_id,
+                    csr_pem,
+                    ..
+                },
+            ..
+        } => Some((*command_id, csr_pem.clone())),
+        _ => None,
+    });
+    let (install_id, csr) = install.expect("an InstallIdentity");
+    assert_eq!(csr, "CSR");
+    h.core
+        .handle_sidecar_result(&host("a"), answer(install_id, None), h.now);
+    let launch = accepts(&h.drain())[0].clone();
+    assert_eq!(
+        env_of(&launch, "xpack.security.transport.ssl.key").as_deref(),
+        Some("node/node.key")
+    );
+    assert_eq!(
+        env_of(&launch, env::PASSWORD_FILE).as_deref(),
+        Some("/usr/share/elasticsearch/config/node/elastic-password")
+    );
+    assert_eq!(env_of(&launch, "xpack.security.http.ssl.enabled"), None);
+    check(&h);
+}
+
+#[test]
+fn security_needs_the_identity_volume_inside_the_config_directory() {
+    let mut c = config(external(false));
+    c.security = crate::config::Security::Full;
+    let e = c.validate().expect_err("the seed layout keeps /tmp/config");
+    assert!(e.to_string().contains(crate::config::IDENTITY_MOUNT), "{e}");
+    c.volumes.retain(|v| v.suffix == "data");
+    assert!(c.validate().is_err(), "no identity volume at all");
+}
+
+#[test]
+fn owned_settings_cannot_be_overridden() {
+    let mut c = Config::new("es");
+    c.es_settings = vec![("node.name".into(), "x".into())];
+    let e = c.validate().expect_err("node.name is Tether's");
+    assert!(e.to_string().contains("node.name"), "{e}");
+    c.es_settings = vec![("indices.memory.index_buffer_size".into(), "20%".into())];
+    c.validate().expect("a setting of the operator's own");
+    c.es_env = vec![("ES_SETTING_PATH_DATA".into(), "/x".into())];
+    assert!(c.validate().is_err());
+    c.es_env = vec![("discovery.seed_hosts".into(), "x:1".into())];
+    assert!(c.validate().is_err());
+    c.es_env = vec![("TZ".into(), "UTC".into())];
+    c.validate().expect("plain environment");
+    c.es_env = Vec::new();
+    c.data_volume = "logs".into();
+    assert!(
+        c.validate().is_err(),
+        "the data volume must be one of the volumes"
+    );
 }
 
 #[test]

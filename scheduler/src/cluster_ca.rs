@@ -1,0 +1,313 @@
+//! The Elasticsearch cluster's secrets: its certificate authority and the `elastic` user's password.
+//!
+//! The CA is the operator's (`--es-ca-cert`/`--es-ca-key`) or generated on first start (ten years) and
+//! kept in the state directory beside the rest of the state: `es-ca.crt`, and `es-ca.key` and
+//! `elastic-password` created with mode 0600. The password is `--es-password-file`'s or generated once.
+//! Neither the key nor the password is ever logged (`Debug` shows neither) or put in a TaskInfo: a node's
+//! password reaches it only as a file the sidecar writes on its identity volume.
+//!
+//! A node's private key never leaves its agent: the sidecar returns a CSR and [`ClusterSecrets::sign`]
+//! signs the CSR's key for exactly the names the scheduler chose (never the names the CSR asks for), for one
+//! year, as TLS server and client.
+
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::Rng as _;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+
+const CA_CERT: &str = "es-ca.crt";
+const CA_KEY: &str = "es-ca.key";
+const PASSWORD: &str = "elastic-password";
+const DAY: u64 = 86_400;
+
+/// Why the secrets could not be loaded, created or used.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{what}: {message}")]
+    Crypto { what: &'static str, message: String },
+    #[error("--es-ca-cert and --es-ca-key go together")]
+    HalfCa,
+    #[error("the password file {} is empty", .0.display())]
+    EmptyPassword(PathBuf),
+}
+
+fn crypto(what: &'static str) -> impl Fn(rcgen::Error) -> SecretsError {
+    move |e| SecretsError::Crypto {
+        what,
+        message: e.to_string(),
+    }
+}
+
+/// The cluster CA and the `elastic` password.
+pub struct ClusterSecrets {
+    ca_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+    password: String,
+}
+
+impl std::fmt::Debug for ClusterSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterSecrets")
+            .field("ca_pem", &self.ca_pem)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterSecrets {
+    /// The operator's CA and password when given, else those kept in `dir`, else new ones written there.
+    pub fn load_or_create(
+        dir: &Path,
+        ca: Option<(&Path, &Path)>,
+        password_file: Option<&Path>,
+    ) -> Result<ClusterSecrets, SecretsError> {
+        let (ca_pem, key_pem) = match ca {
+            Some((cert, key)) => (read("--es-ca-cert", cert)?, read("--es-ca-key", key)?),
+            None => {
+                let (cert, key) = (dir.join(CA_CERT), dir.join(CA_KEY));
+                if cert.exists() || key.exists() {
+                    (
+                        read("the cluster CA", &cert)?,
+                        read("the cluster CA key", &key)?,
+                    )
+                } else {
+                    let (cert_pem, key_pem) = new_ca()?;
+                    create(&key, &key_pem, 0o600)?;
+                    create(&cert, &cert_pem, 0o644)?;
+                    (cert_pem, key_pem)
+                }
+            }
+        };
+        let key = KeyPair::from_pem(&key_pem).map_err(crypto("the cluster CA key"))?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&ca_pem, key).map_err(crypto("the cluster CA certificate"))?;
+        let password = match password_file {
+            Some(path) => {
+                let p = read("--es-password-file", path)?.trim().to_owned();
+                if p.is_empty() {
+                    return Err(SecretsError::EmptyPassword(path.to_owned()));
+                }
+                p
+            }
+            None => {
+                let path = dir.join(PASSWORD);
+                if path.exists() {
+                    read("the elastic password", &path)?.trim().to_owned()
+                } else {
+                    let p: String = rand::rng()
+                        .sample_iter(rand::distr::Alphanumeric)
+                        .take(24)
+                        .map(char::from)
+                        .collect();
+                    create(&path, &p, 0o600)?;
+                    p
+                }
+            }
+        };
+        Ok(ClusterSecrets {
+            ca_pem,
+            issuer,
+            password,
+        })
+    }
+
+    /// The CA certificate (PEM), which nodes and the scheduler's client trust.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// The `elastic` user's password.
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// A one-year certificate for the key in `csr_pem`, naming `common_name`, `dns_names` and
+    /// `ip_addresses` (the CSR's own names are ignored).
+    pub fn sign(
+        &self,
+        csr_pem: &str,
+        common_name: &str,
+        dns_names: &[String],
+        ip_addresses: &[String],
+    ) -> Result<String, SecretsError> {
+        let mut csr =
+            CertificateSigningRequestParams::from_pem(csr_pem).map_err(crypto("the node's CSR"))?;
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        for name in dns_names {
+            params.subject_alt_names.push(SanType::DnsName(
+                name.clone().try_into().map_err(crypto("a DNS name"))?,
+            ));
+        }
+        for ip in ip_addresses {
+            let ip = ip
+                .parse()
+                .map_err(|e: std::net::AddrParseError| SecretsError::Crypto {
+                    what: "an IP address",
+                    message: format!("{ip:?}: {e}"),
+                })?;
+            params.subject_alt_names.push(SanType::IpAddress(ip));
+        }
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        set_validity(&mut params, 365);
+        csr.params = params;
+        Ok(csr
+            .signed_by(&self.issuer)
+            .map_err(crypto("signing the node's certificate"))?
+            .pem())
+    }
+}
+
+/// A new self-signed CA, valid ten years.
+fn new_ca() -> Result<(String, String), SecretsError> {
+    let mut params = CertificateParams::default();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "Tether Elasticsearch cluster CA");
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    set_validity(&mut params, 3650);
+    let key = KeyPair::generate().map_err(crypto("generating the cluster CA key"))?;
+    let cert = params
+        .self_signed(&key)
+        .map_err(crypto("making the cluster CA"))?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// Valid from yesterday (clock skew between agents) to `days` from now.
+fn set_validity(params: &mut CertificateParams, days: u64) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    let (y, m, d) = date(now.saturating_sub(DAY));
+    params.not_before = rcgen::date_time_ymd(y, m, d);
+    let (y, m, d) = date(now.saturating_add(days * DAY));
+    params.not_after = rcgen::date_time_ymd(y, m, d);
+}
+
+/// The UTC (year, month, day) holding `unix_secs` (the civil-from-days algorithm).
+fn date(unix_secs: u64) -> (i32, u8, u8) {
+    let z = (unix_secs / DAY) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    let year = (yoe + era * 400 + i64::from(month <= 2)) as i32;
+    (year, month, day)
+}
+
+fn read(what: &'static str, path: &Path) -> Result<String, SecretsError> {
+    fs::read_to_string(path).map_err(|source| SecretsError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Creates `path` (it must not exist) with `mode` from the start, so a secret is never readable by others.
+fn create(path: &Path, body: &str, mode: u32) -> Result<(), SecretsError> {
+    let io = |source| SecretsError::Io {
+        what: "writing",
+        path: path.to_owned(),
+        source,
+    };
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io)?;
+    f.write_all(body.as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn secrets_are_created_once_with_private_modes_and_sign_only_the_chosen_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = ClusterSecrets::load_or_create(dir.path(), None, None).expect("created");
+        for (file, mode) in [(CA_KEY, 0o600), (PASSWORD, 0o600), (CA_CERT, 0o644)] {
+            let m = fs::metadata(dir.path().join(file))
+                .expect("file")
+                .permissions();
+            assert_eq!(m.mode() & 0o777, mode, "{file}");
+        }
+        assert!(!format!("{s:?}").contains(s.password()), "never in Debug");
+        let again = ClusterSecrets::load_or_create(dir.path(), None, None).expect("loaded");
+        assert_eq!(
+            (again.ca_pem(), again.password()),
+            (s.ca_pem(), s.password())
+        );
+        let key = KeyPair::generate().expect("key");
+        let csr = CertificateParams::new(vec!["evil.example".to_owned()])
+            .expect("params")
+            .serialize_request(&key)
+            .expect("csr")
+            .pem()
+            .expect("pem");
+        let cert = s
+            .sign(
+                &csr,
+                "es-1",
+                &["agent-1".into(), "es-1".into()],
+                &["10.0.0.7".into()],
+            )
+            .expect("signed");
+        assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(s.sign("garbage", "es-1", &[], &[]).is_err());
+        assert!(s.sign(&csr, "es-1", &[], &["agent-1".into()]).is_err());
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(date(0), (1970, 1, 1));
+        assert_eq!(date(951_782_400), (2000, 2, 29));
+        assert_eq!(date(1_798_675_200), (2026, 12, 31));
+    }
+
+    #[test]
+    fn a_malformed_operator_ca_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert, key) = (dir.path().join("ca.crt"), dir.path().join("ca.key"));
+        fs::write(&cert, "not a certificate").expect("write");
+        fs::write(&key, new_ca().expect("ca").1).expect("write");
+        let e = ClusterSecrets::load_or_create(dir.path(), Some((&cert, &key)), None)
+            .expect_err("malformed");
+        assert!(e.to_string().contains("the cluster CA certificate"), "{e}");
+    }
+}

@@ -1,0 +1,247 @@
+//! The scheduler's Elasticsearch client. Elasticsearch, not Mesos, knows whether the cluster
+//! bootstrapped: a container can reach TASK_RUNNING and its node never join anything.
+//!
+//! [`EsClient::root`] asks a node `GET /` for its name and `cluster_uuid` (`_na_` until it has joined a
+//! bootstrapped cluster); [`probe_roots`] asks every running node at once and hands each answer to the
+//! loop, which gives it to the core (`Core::handle_es_root`). With security on the client trusts the
+//! cluster CA only (https with `full`) and logs in as `elastic`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+use tether_core::ids::{NodeId, TaskId};
+use tokio::sync::mpsc;
+
+/// Largest answer read.
+const MAX_BODY: usize = 8 << 20;
+
+/// How the client talks to the cluster.
+#[derive(Clone)]
+pub struct EsClientConfig {
+    /// Bound on one request, from connecting to the end of the answer.
+    pub timeout: Duration,
+    /// PEM CA certificate(s) trusted for `https://` nodes (`None`: plain HTTP only).
+    pub ca_pem: Option<String>,
+    /// `(user, password)` for HTTP basic authentication.
+    pub basic_auth: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for EsClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EsClientConfig")
+            .field("timeout", &self.timeout)
+            .field("tls", &self.ca_pem.is_some())
+            .field("user", &self.basic_auth.as_ref().map(|(u, _)| u))
+            .finish()
+    }
+}
+
+/// Why a node gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum EsError {
+    #[error("{node}: {message}")]
+    Transport { node: String, message: String },
+    #[error("{node}: timed out after {timeout:?}")]
+    Timeout { node: String, timeout: Duration },
+    #[error("{node}: HTTP {status}: {body}")]
+    Status {
+        node: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{node}: unreadable answer: {message}")]
+    Body { node: String, message: String },
+    #[error("the cluster CA: {0}")]
+    Ca(String),
+}
+
+/// What `GET /` says about a node.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RootInfo {
+    /// The node's name.
+    pub name: String,
+    /// The cluster it belongs to; `_na_` before it joined a bootstrapped cluster.
+    pub cluster_uuid: String,
+}
+
+/// A client; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct EsClient {
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    config: EsClientConfig,
+}
+
+impl EsClient {
+    /// A client; fails only on a CA that holds no usable certificate.
+    pub fn new(config: EsClientConfig) -> Result<EsClient, EsError> {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.timeout));
+        connector.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config(config.ca_pem.as_deref())?)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
+        Ok(EsClient {
+            http: Client::builder(TokioExecutor::new()).build(connector),
+            config,
+        })
+    }
+
+    /// `GET {base}/`, where `base` is `http://host:port`.
+    pub async fn root(&self, base: &str) -> Result<RootInfo, EsError> {
+        let body = self.get(base, "/").await?;
+        serde_json::from_slice(&body).map_err(|e| EsError::Body {
+            node: base.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// A GET bounded by the configured timeout; any status but 2xx is an error.
+    async fn get(&self, base: &str, path: &str) -> Result<Bytes, EsError> {
+        let node = base.to_owned();
+        let timeout = self.config.timeout;
+        let exchange = async {
+            let mut req = Request::builder()
+                .method(Method::GET)
+                .uri(format!("{base}{path}"))
+                .header(http::header::ACCEPT, "application/json");
+            if let Some((user, password)) = &self.config.basic_auth {
+                use base64::Engine as _;
+                let token =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+                req = req.header(http::header::AUTHORIZATION, format!("Basic {token}"));
+            }
+            let req = req
+                .body(Full::new(Bytes::new()))
+                .map_err(|e| EsError::Transport {
+                    node: node.clone(),
+                    message: e.to_string(),
+                })?;
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|e| EsError::Transport {
+                    node: node.clone(),
+                    message: e.to_string(),
+                })?;
+            let status = resp.status();
+            let body = Limited::new(resp.into_body(), MAX_BODY)
+                .collect()
+                .await
+                .map_err(|e| EsError::Body {
+                    node: node.clone(),
+                    message: e.to_string(),
+                })?
+                .to_bytes();
+            Ok::<_, EsError>((status, body))
+        };
+        // A node that accepts the connection but never answers (a frozen process) is bounded here.
+        let (status, body): (StatusCode, Bytes) =
+            tokio::time::timeout(timeout + Duration::from_millis(500), exchange)
+                .await
+                .map_err(|_| EsError::Timeout {
+                    node: node.clone(),
+                    timeout,
+                })??;
+        if !status.is_success() {
+            return Err(EsError::Status {
+                node,
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned(),
+            });
+        }
+        Ok(body)
+    }
+}
+
+/// Trusts only `ca_pem` (the cluster CA); without one, no root at all (plain HTTP only).
+fn tls_config(ca_pem: Option<&str>) -> Result<rustls::ClientConfig, EsError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| EsError::Ca(e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(pem) = ca_pem {
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            roots
+                .add(cert.map_err(|e| EsError::Ca(e.to_string()))?)
+                .map_err(|e| EsError::Ca(e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(EsError::Ca("no PEM certificate in it".into()));
+        }
+    }
+    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// A running task to ask, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootTarget {
+    pub node_id: NodeId,
+    pub task_id: TaskId,
+    /// `http://host:port`.
+    pub base: String,
+}
+
+/// What a running task answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootAnswer {
+    pub node_id: NodeId,
+    pub task_id: TaskId,
+    pub cluster_uuid: String,
+}
+
+/// Asks every target `GET /` at once and sends each answer to `answers`; a node that does not answer
+/// (still starting, or gone) is only logged at debug level: Mesos reports what happened to its task.
+pub async fn probe_roots(
+    client: EsClient,
+    targets: Vec<RootTarget>,
+    answers: mpsc::Sender<RootAnswer>,
+) {
+    let probes = targets.into_iter().map(|t| {
+        let client = client.clone();
+        let answers = answers.clone();
+        async move {
+            match client.root(&t.base).await {
+                Ok(info) => {
+                    let _ = answers
+                        .send(RootAnswer {
+                            node_id: t.node_id,
+                            task_id: t.task_id,
+                            cluster_uuid: info.cluster_uuid,
+                        })
+                        .await;
+                }
+                Err(e) => tracing::debug!(node_id = %t.node_id, error = %e, "GET / failed"),
+            }
+        }
+    });
+    futures::future::join_all(probes).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_root_answer_gives_the_name_and_the_cluster_uuid() {
+        let body = br#"{"name":"es-1","cluster_name":"es","cluster_uuid":"_na_",
+            "version":{"number":"8.15.0"},"tagline":"You Know, for Search"}"#;
+        let info: RootInfo = serde_json::from_slice(body).expect("root");
+        assert_eq!(
+            (info.name.as_str(), info.cluster_uuid.as_str()),
+            ("es-1", "_na_")
+        );
+    }
+}
