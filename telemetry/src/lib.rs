@@ -48,20 +48,31 @@ pub fn init(format: LogFormat) {
 
 /// A token cancelled on the first SIGTERM or SIGINT. Must be called inside a tokio runtime.
 pub fn shutdown_on_signals() -> CancellationToken {
+    use tokio::signal::unix::{SignalKind, signal};
     let token = CancellationToken::new();
     let cancel = token.clone();
+    // The handlers are installed here, before this returns, not inside the task: a signal that arrives
+    // before the task first runs would otherwise still have its default action and kill the process.
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    let received = |handler: std::io::Result<tokio::signal::unix::Signal>, name: &'static str| async move {
+        match handler {
+            Ok(mut s) => {
+                s.recv().await;
+                tracing::info!("{name}: shutting down");
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "cannot install the {name} handler ({e}); it keeps its default action"
+                );
+                std::future::pending::<()>().await;
+            }
+        }
+    };
     tokio::spawn(async move {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            tracing::warn!("cannot install the SIGTERM handler; only Ctrl-C stops this process");
-            let _ = tokio::signal::ctrl_c().await;
-            cancel.cancel();
-            return;
-        };
         tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+            () = received(term, "SIGTERM") => {}
+            () = received(int, "SIGINT") => {}
         }
         cancel.cancel();
     });
