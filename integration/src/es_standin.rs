@@ -10,6 +10,10 @@
 //!   fsynced before it answers, so an acknowledged write survives a kill -9;
 //! - holds an exclusive lock on `<data>/node.lock` for its whole life and refuses to start when another live
 //!   process holds it, as Elasticsearch does — the check that catches two writers on one data directory;
+//! - before it reads or writes a document, checks that `<data>/node.lock` is still the file it locked, as
+//!   Elasticsearch does (`NodeEnvironment.assertEnvIsLocked`, Lucene's `NativeFSLock.ensureValid`), and
+//!   fails the request when it is not — so a node whose volume was force-detached (preempted by another
+//!   host) cannot acknowledge anything afterwards;
 //! - records in `<data>/node.json` which node id first created the data, so tests can prove a relaunched
 //!   node came back on the same volume.
 
@@ -111,7 +115,7 @@ struct Node {
     /// Node id that first created this data path (from `node.json`).
     data_owner: Option<String>,
     /// Held for the node's whole life; the OS releases it when the process dies, however it dies.
-    _lock: File,
+    lock: File,
 }
 
 /// The addresses a started node listens on.
@@ -148,7 +152,7 @@ pub async fn run(
         args,
         data,
         data_owner,
-        _lock: lock,
+        lock,
     });
 
     let transport_task = tokio::spawn(accept_transport(transport, shutdown.clone()));
@@ -419,7 +423,34 @@ fn doc_path(node: &Node, index: &str, id: &str) -> Result<PathBuf, ApiError> {
         .join(format!("{hex}.json")))
 }
 
+/// The data path still holds the lock file this node locked (same device and inode); otherwise the
+/// volume was taken away underneath it and nothing may be read or written.
+fn ensure_locked(node: &Node) -> Result<(), ApiError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let path = node.data.join("node.lock");
+    let held = node.lock.metadata();
+    let seen = fs::metadata(&path);
+    match (held, seen) {
+        (Ok(h), Ok(p)) if h.dev() == p.dev() && h.ino() == p.ino() => Ok(()),
+        (_, seen) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "illegal_state_exception",
+            format!(
+                "environment is not locked: {} is no longer the lock this node holds ({})",
+                path.display(),
+                seen.err().map_or_else(
+                    || "changed by an external force".to_owned(),
+                    |e| e.to_string()
+                )
+            ),
+        )),
+    }
+}
+
 fn put_doc(node: &Node, index: &str, id: &str, body: &[u8]) -> Reply {
+    if let Err(e) = ensure_locked(node) {
+        return e.into_reply();
+    }
     let path = match doc_path(node, index, id) {
         Ok(p) => p,
         Err(e) => return e.into_reply(),
@@ -477,6 +508,9 @@ fn read_doc(path: &Path) -> Option<StoredDoc> {
 }
 
 fn get_doc(node: &Node, index: &str, id: &str) -> Reply {
+    if let Err(e) = ensure_locked(node) {
+        return e.into_reply();
+    }
     let path = match doc_path(node, index, id) {
         Ok(p) => p,
         Err(e) => return e.into_reply(),

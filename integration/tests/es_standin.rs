@@ -171,3 +171,61 @@ async fn a_second_process_on_a_held_data_path_refuses_to_start() {
     token.cancel();
     task.await.expect("stopped");
 }
+
+/// A node whose volume is force-detached underneath it (another host mounted it with preemption) fails
+/// every read and write afterwards, as Elasticsearch fails once its node lock is no longer valid; what
+/// it acknowledged before is on the volume, and a node started on the new host runs on it.
+#[tokio::test]
+async fn a_node_whose_volume_was_preempted_acknowledges_nothing() {
+    use tether_integration::fake_rexray::{self, Config, FakeRexray};
+    use tether_sidecar::plugin::{PluginAddr, PluginClient};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let backend = tmp.path().join("backend");
+    fake_rexray::create_volume(&backend, "es1data", 1, "z1").expect("volume");
+    let plugin = |host: &str| {
+        let mut cfg = Config::new(tmp.path().join(format!("{host}.sock")), &backend, host);
+        cfg.preempt = true;
+        cfg
+    };
+    let _a = FakeRexray::serve(plugin("a")).await.expect("plugin a");
+    let _b = FakeRexray::serve(plugin("b")).await.expect("plugin b");
+    let client =
+        |host: &str| PluginClient::new(PluginAddr::Unix(tmp.path().join(format!("{host}.sock"))));
+    let at_a = client("a").mount("es1data", "").await.expect("mount on a");
+    let (bound, token, task) = start(args(Path::new(&at_a), &[])).await;
+    let old = format!("http://{}", bound.http);
+    let (status, _) = http(
+        "PUT",
+        format!("{old}/logs/_doc/before"),
+        Some(json!({"v": 1})),
+    )
+    .await;
+    assert_eq!(status, 201);
+
+    let at_b = client("b")
+        .mount("es1data", "")
+        .await
+        .expect("preempting mount on b");
+    for (method, path, body) in [
+        ("PUT", "logs/_doc/after", Some(json!({"v": 2}))),
+        ("GET", "logs/_doc/before", None),
+    ] {
+        let (status, reply) = http(method, format!("{old}/{path}"), body).await;
+        assert_eq!(status, 500, "{method} {path}: {reply}");
+        assert_eq!(reply["error"]["type"], "illegal_state_exception");
+    }
+
+    let (bound, token_b, task_b) = start(args(Path::new(&at_b), &[])).await;
+    let new = format!("http://{}", bound.http);
+    let (status, doc) = http("GET", format!("{new}/logs/_doc/before"), None).await;
+    assert_eq!((status, &doc["_source"]), (200, &json!({"v": 1})));
+    let (status, _) = http("GET", format!("{new}/logs/_doc/after"), None).await;
+    assert_eq!(
+        status, 404,
+        "nothing the preempted node was sent reached the volume"
+    );
+    for (t, h) in [(token, task), (token_b, task_b)] {
+        t.cancel();
+        h.await.expect("stopped");
+    }
+}
