@@ -30,9 +30,10 @@ async fn node_two_and_spare(c: &E2eCluster) -> (Node, String) {
     (two, spare)
 }
 
-/// The agent of node 2 dies: the emulator removes it, and its sidecar and plugin die with the machine.
+/// The agent of node 2 dies: the emulator removes it at once (its task TASK_GONE), and its sidecar and
+/// plugin die with the machine.
 async fn kill_agent_of(c: &mut E2eCluster, n: &Node) {
-    c.emu_fault(&format!("agents/{}/kill", n.agent_id)).await;
+    c.emu_fault(&format!("agents/{}/remove", n.agent_id)).await;
     c.cluster.kill_sidecar(&n.host);
     c.cluster.kill_plugin(&n.host);
 }

@@ -677,7 +677,7 @@ async fn play(
     match fault {
         Fault::KillAgent { host } => {
             let (id, _) = agent_id(&cluster.plan, host).await?;
-            emu_post(&cluster.plan, &format!("agents/{id}/kill")).await?;
+            emu_post(&cluster.plan, &format!("agents/{id}/remove")).await?;
             cluster.kill_sidecar(host);
             cluster.kill_plugin(host);
             tokio::time::sleep(hold).await;
@@ -703,9 +703,11 @@ async fn play(
                     .await
                     .map(drop),
                 AfterPartition::Gone => {
+                    // The operator makes sure the machine is off, marks its agent gone and replaces
+                    // it: everything on it goes, a new one comes up after the hold (so the node may
+                    // first move to another agent).
+                    emu_post(&cluster.plan, &format!("agents/{id}/kill")).await?;
                     emu_post(&cluster.plan, &format!("agents/{id}/gone")).await?;
-                    // The operator replaces the machine: everything on it goes, a new one comes up
-                    // after the hold (so the node may first move to another agent).
                     cluster.kill_sidecar(host);
                     cluster.kill_plugin(host);
                     tokio::time::sleep(hold).await;

@@ -85,7 +85,7 @@ impl E2eCluster {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
-    /// POSTs a fault to the emulator's control API, e.g. `agents/<id>/kill`.
+    /// POSTs a fault to the emulator's control API, e.g. `agents/<id>/remove`.
     pub async fn emu_fault(&self, path: &str) {
         let url = format!("http://{}/emu/{path}", self.cluster.plan.emu);
         let reply = http_client::request(http::Method::POST, &url, None)

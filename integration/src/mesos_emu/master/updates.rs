@@ -36,10 +36,13 @@ impl State {
         }
         let mut s = TaskStatus::new(t.info.task_id.clone(), state);
         s.message = message;
-        s.source = Some(if reason == Some(Reason::ReasonContainerLaunchFailed) {
-            Source::SourceAgent
-        } else {
-            Source::SourceExecutor
+        // The agent itself speaks for a container it could not start or an executor that did not
+        // survive its restart; everything else comes from the executor.
+        s.source = Some(match reason {
+            Some(Reason::ReasonContainerLaunchFailed | Reason::ReasonAgentRestarted) => {
+                Source::SourceAgent
+            }
+            _ => Source::SourceExecutor,
         });
         s.reason = reason;
         s.agent_id = Some(t.agent.clone());
