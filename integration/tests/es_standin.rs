@@ -229,3 +229,103 @@ async fn a_node_whose_volume_was_preempted_acknowledges_nothing() {
         h.await.expect("stopped");
     }
 }
+
+/// `_cat/nodes` as Tether reads it: `[{"name", "master"}]` of the nodes the elected master lists.
+async fn cat_nodes(http_addr: &str) -> (u16, Value) {
+    http(
+        "GET",
+        format!("http://{http_addr}/_cat/nodes?format=json&h=name,master"),
+        None,
+    )
+    .await
+}
+
+/// The names `_cat/nodes` lists and the master among them.
+fn listed(v: &Value) -> (Vec<String>, Option<String>) {
+    let rows = v.as_array().cloned().unwrap_or_default();
+    let names = rows
+        .iter()
+        .filter_map(|r| r["name"].as_str().map(str::to_owned))
+        .collect();
+    let master = rows
+        .iter()
+        .find(|r| r["master"] == "*")
+        .and_then(|r| r["name"].as_str().map(str::to_owned));
+    (names, master)
+}
+
+/// Three stand-ins as processes (only a process can be frozen): the first without seeds, the others
+/// seeded with it. All three are listed once they have greeted each other; a frozen one (SIGSTOP: its
+/// port accepts, it never answers) and a dead one are not; with two of three gone there is no master.
+#[tokio::test]
+async fn cat_nodes_lists_the_nodes_that_answer_and_needs_a_majority() {
+    use tether_integration::process::free_port;
+    let dirs: Vec<tempfile::TempDir> = (0..3)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let first_transport = format!("127.0.0.1:{}", ports[0].1);
+    let mut children = Vec::new();
+    for (i, (dir, (http_port, transport_port))) in dirs.iter().zip(&ports).enumerate() {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_es-standin"));
+        cmd.args(["--http-port", &http_port.to_string()])
+            .args(["--transport-port", &transport_port.to_string()])
+            .args(["--node-name", &format!("es-{}", i + 1)])
+            .arg("--data-path")
+            .arg(dir.path())
+            .kill_on_drop(true)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if i > 0 {
+            cmd.args(["--seed-hosts", &first_transport]);
+        }
+        children.push(cmd.spawn().expect("es-standin starts"));
+    }
+    let first = format!("127.0.0.1:{}", ports[0].0);
+    let wait_listed = |want: Vec<&'static str>| {
+        let first = first.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Ok(Ok(r)) = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    http_client::get_json(&format!(
+                        "http://{first}/_cat/nodes?format=json&h=name,master"
+                    )),
+                )
+                .await
+                    && r.0 == 200
+                    && listed(&r.1).0 == want
+                {
+                    return listed(&r.1);
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "never listed {want:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let (_, master) = wait_listed(vec!["es-1", "es-2", "es-3"]).await;
+    assert_eq!(master.as_deref(), Some("es-1"));
+
+    let pid = children[2].id().expect("pid").to_string();
+    let signal = |sig: &'static str, pid: String| async move {
+        tokio::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .await
+            .expect("kill runs");
+    };
+    signal("-STOP", pid.clone()).await;
+    wait_listed(vec!["es-1", "es-2"]).await;
+    signal("-CONT", pid).await;
+    wait_listed(vec!["es-1", "es-2", "es-3"]).await;
+
+    children[1].kill().await.expect("killed");
+    children[2].kill().await.expect("killed");
+    let (status, reply) = cat_nodes(&first).await;
+    assert_eq!(status, 503, "{reply}");
+    assert_eq!(reply["error"]["type"], "master_not_discovered_exception");
+}

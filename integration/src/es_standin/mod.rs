@@ -6,6 +6,9 @@
 //! `discovery.seed_hosts`, `path.data`, `network.host`) — and:
 //! - answers `GET /` with the node's identity and `GET /_cluster/health` counting the seed peers whose
 //!   transport port accepts a connection;
+//! - answers `GET /_cat/nodes` (`?format=json`, `&h=name,master,ip`) with the nodes the elected master
+//!   lists, or 503 `master_not_discovered_exception` without a majority ([`discovery`]: nodes greet
+//!   each other on the transport port; a dead or frozen node does not answer and is not listed);
 //! - stores documents (`PUT /<index>/_doc/<id>`, `GET /<index>/_doc/<id>`) as files under its data path,
 //!   fsynced before it answers, so an acknowledged write survives a kill -9;
 //! - holds an exclusive lock on `<data>/node.lock` for its whole life and refuses to start when another live
@@ -37,6 +40,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::mesos_emu::volume_env_name;
 
+mod discovery;
+
 /// Largest document body accepted; Elasticsearch's default `http.max_content_length` is 100 MB, a
 /// stand-in needs far less.
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -59,6 +64,10 @@ pub struct Args {
     /// Address to bind the HTTP and transport listeners to (Elasticsearch `network.host`).
     #[arg(long, env = "network.host", default_value = "127.0.0.1")]
     pub network_host: String,
+    /// Address the other nodes reach this one at (Elasticsearch `network.publish_host`); default the
+    /// bound address, or 127.0.0.1 when bound to every interface.
+    #[arg(long, env = "network.publish_host")]
+    pub publish_host: Option<String>,
     /// HTTP port (Elasticsearch `http.port`); 0 picks a free one.
     #[arg(long, env = "http.port", default_value_t = 9200)]
     pub http_port: u16,
@@ -114,6 +123,7 @@ struct Node {
     data: PathBuf,
     /// Node id that first created this data path (from `node.json`).
     data_owner: Option<String>,
+    discovery: Arc<discovery::Discovery>,
     /// Held for the node's whole life; the OS releases it when the process dies, however it dies.
     lock: File,
 }
@@ -148,14 +158,27 @@ pub async fn run(
     tracing::info!(node = %args.node_name, http = %bound.http, transport = %bound.transport,
         data = %data.display(), owner = ?data_owner, "es-standin started");
     on_bound(bound);
+    let publish = args.publish_host.clone().unwrap_or_else(|| {
+        if args.network_host == "0.0.0.0" {
+            "127.0.0.1".to_owned()
+        } else {
+            args.network_host.clone()
+        }
+    });
+    let discovery = Arc::new(discovery::Discovery::new(
+        &args.node_name,
+        format!("{publish}:{}", bound.transport.port()),
+        args.seed_hosts.clone(),
+    ));
     let node = Arc::new(Node {
         args,
         data,
         data_owner,
+        discovery: discovery.clone(),
         lock,
     });
 
-    let transport_task = tokio::spawn(accept_transport(transport, shutdown.clone()));
+    let transport_task = tokio::spawn(discovery::run(transport, discovery, shutdown.clone()));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -189,16 +212,6 @@ async fn bind(host: &str, port: u16, what: &'static str) -> Result<TcpListener, 
     TcpListener::bind(&addr)
         .await
         .map_err(|source| StandinError::Bind { what, addr, source })
-}
-
-/// The transport port only has to accept connections: peers probe it to count reachable nodes.
-async fn accept_transport(listener: TcpListener, shutdown: CancellationToken) {
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            accepted = listener.accept() => drop(accepted),
-        }
-    }
 }
 
 /// The emulator's process launcher cannot bind-mount a volume at its container path, so it tells the
@@ -317,6 +330,9 @@ async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Result<Reply, Infall
     let resp = match (&method, segments.as_slice()) {
         (&Method::GET, []) => root(&node),
         (&Method::GET, ["_cluster", "health"]) => health(&node).await,
+        (&Method::GET, ["_cat", "nodes"]) => {
+            cat_nodes(&node, req.uri().query().unwrap_or_default()).await
+        }
         (&Method::GET, [index, "_doc", id]) => get_doc(&node, index, id),
         (&Method::PUT | &Method::POST, [index, "_doc", id]) => {
             match Limited::new(req.into_body(), MAX_BODY).collect().await {
@@ -385,6 +401,71 @@ async fn health(node: &Node) -> Reply {
             "unreachable_seed_hosts": peers.len() - reachable,
         }),
     )
+}
+
+/// `GET /_cat/nodes`: one row per node the elected master lists (`name`, `master` `*` or `-`, `ip`),
+/// as JSON with `format=json`, else as text; `h=` picks and orders the columns.
+async fn cat_nodes(node: &Node, query: &str) -> Reply {
+    let param = |k: &str| {
+        query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(key, _)| *key == k)
+            .map(|(_, v)| v.to_owned())
+    };
+    let (master, nodes) = match node.discovery.view().await {
+        discovery::View::Master { master, nodes } => (master, nodes),
+        discovery::View::NoMaster { present, known } => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "master_not_discovered_exception",
+                format!("no master: {present} of {known} master-eligible nodes answer"),
+            );
+        }
+    };
+    let columns: Vec<String> = param("h")
+        .map(|h| h.split(',').map(str::to_owned).collect())
+        .unwrap_or_else(|| vec!["ip".into(), "master".into(), "name".into()]);
+    let rows: Vec<Vec<(String, String)>> = nodes
+        .iter()
+        .map(|(name, address)| {
+            let ip = address
+                .rsplit_once(':')
+                .map_or(address.as_str(), |(h, _)| h);
+            columns
+                .iter()
+                .map(|c| {
+                    let v = match c.as_str() {
+                        "name" => name.clone(),
+                        "master" => if *name == master { "*" } else { "-" }.to_owned(),
+                        "ip" => ip.to_owned(),
+                        _ => String::new(),
+                    };
+                    (c.clone(), v)
+                })
+                .collect()
+        })
+        .collect();
+    if param("format").as_deref() == Some("json") {
+        let json: Vec<Value> = rows
+            .into_iter()
+            .map(|r| Value::Object(r.into_iter().map(|(k, v)| (k, Value::String(v))).collect()))
+            .collect();
+        return reply(StatusCode::OK, Value::Array(json));
+    }
+    let text: String = rows
+        .iter()
+        .map(|r| {
+            let cells: Vec<&str> = r.iter().map(|(_, v)| v.as_str()).collect();
+            format!("{}\n", cells.join(" "))
+        })
+        .collect();
+    let mut resp = Response::new(Full::new(Bytes::from(text)));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=UTF-8"),
+    );
+    resp
 }
 
 /// Index names follow Elasticsearch's rules, which also keep them safe as directory names.
