@@ -10,7 +10,7 @@ use tether_integration::mesos_emu::{EmuConfig, MesosEmu, Restart};
 use tether_integration::testing::emu::{
     Driver, ack_until_seen, ack_until_task, eventually, fast_client_config, sleep_task,
 };
-use tether_mesos::client::{MesosClient, MesosMaster as _, Notification};
+use tether_mesos::client::{MesosClient, Notification};
 use tether_mesos::model::*;
 
 /// Reasons that exist upstream but not in Debian's older copy of the protos (fact sheet §7).

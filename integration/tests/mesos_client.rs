@@ -3,7 +3,7 @@
 
 use tether_integration::mesos_emu::{EmuConfig, MesosEmu};
 use tether_integration::testing::emu::{Driver, eventually, fast_client_config, sleep_task};
-use tether_mesos::client::{MesosMaster as _, Notification};
+use tether_mesos::client::Notification;
 use tether_mesos::model::*;
 
 async fn subscribed(d: &mut Driver) -> FrameworkID {

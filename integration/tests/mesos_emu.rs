@@ -10,7 +10,7 @@ use tether_integration::mesos_emu::{
 use tether_integration::testing::emu::{
     Driver, eventually, fast_client_config, raw_call, sleep_task,
 };
-use tether_mesos::client::{MesosMaster as _, Notification};
+use tether_mesos::client::Notification;
 use tether_mesos::model::*;
 
 const JSON: Option<&str> = Some("application/json");

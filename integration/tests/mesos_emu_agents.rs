@@ -19,7 +19,7 @@ use tether_integration::testing::emu::{
     DEADLINE, Driver, ack_until_task, eventually, fast_client_config, mark_agent_gone_call,
     operator_call, sleep_task,
 };
-use tether_mesos::client::{MesosMaster as _, Notification};
+use tether_mesos::client::Notification;
 use tether_mesos::model::*;
 
 const VOLUME: &str = "es1data";

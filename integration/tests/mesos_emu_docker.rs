@@ -22,7 +22,7 @@ use tether_integration::testing::emu::{
     DEADLINE, Driver, ack_until_task, fast_client_config, sleep_task,
 };
 use tether_integration::testing::eventually;
-use tether_mesos::client::{MesosMaster as _, Notification};
+use tether_mesos::client::Notification;
 use tether_mesos::model::*;
 
 /// A task in a Docker container running `script` under `/bin/sh -c`.

@@ -10,11 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::Stream;
+use tether_core::ids::Hostname;
 use tether_proto::v1::agent_channel_server::AgentChannel;
 use tether_proto::v1::{AgentMessage, Hello, SchedulerMessage, agent_message};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{self, Token};
@@ -71,6 +73,8 @@ pub struct AgentChannelService {
     events: mpsc::Sender<SidecarEvent>,
     next_conn: Arc<AtomicU64>,
     activity: ActivityRx,
+    /// Where each stream's reader task runs, so shutdown can wait for them.
+    readers: TaskTracker,
 }
 
 impl AgentChannelService {
@@ -80,7 +84,14 @@ impl AgentChannelService {
             events,
             next_conn: Arc::new(AtomicU64::new(1)),
             activity: always_leading(),
+            readers: TaskTracker::new(),
         }
+    }
+
+    /// Runs each stream's reader task on `readers` (the scheduler's supervisor waits for them at shutdown).
+    pub fn with_tracker(mut self, readers: TaskTracker) -> Self {
+        self.readers = readers;
+        self
     }
 
     /// Refuses sidecar streams while `activity` says this instance is a standby.
@@ -90,22 +101,11 @@ impl AgentChannelService {
     }
 }
 
-/// Host names are the join key with Mesos offers; refuse anything that could not be one.
+/// Host names are the join key with Mesos offers: a Hello must name a host the way the core's
+/// [`Hostname`] does (the one rule for host names, shared with offers).
 fn validate_hello(hello: &Hello) -> Result<(), Status> {
-    let host = hello.hostname.as_str();
-    if host.is_empty() || host.len() > 253 {
-        return Err(Status::invalid_argument(
-            "hello.hostname must be 1 to 253 characters",
-        ));
-    }
-    if !host
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
-    {
-        return Err(Status::invalid_argument(format!(
-            "hello.hostname {host:?} has characters a host name cannot have"
-        )));
-    }
+    Hostname::new(hello.hostname.as_str())
+        .map_err(|e| Status::invalid_argument(format!("hello.hostname: {e}")))?;
     if hello.agent_id.len() > 1024 || hello.zone.len() > 256 || hello.driver_name.len() > 256 {
         return Err(Status::invalid_argument("hello fields are too long"));
     }
@@ -150,7 +150,7 @@ impl AgentChannel for AgentChannelService {
             .map_err(|_| Status::unavailable("scheduler is shutting down"))?;
 
         let events = self.events.clone();
-        tokio::spawn(async move {
+        self.readers.spawn(async move {
             let reason = loop {
                 match inbound.next().await {
                     Some(Ok(AgentMessage {
@@ -195,14 +195,14 @@ mod tests {
     }
 
     #[test]
-    fn hello_needs_a_plausible_host_name() {
+    fn hello_needs_a_host_name_as_offers_carry_it() {
         assert!(validate_hello(&hello("agent-1.example")).is_ok());
-        for bad in ["", "a b", "a/b", "ä"] {
-            assert_eq!(
-                validate_hello(&hello(bad)).expect_err(bad).code(),
-                tonic::Code::InvalidArgument
-            );
+        for bad in ["", "a b", "a\tb", "a\u{7}b"] {
+            let e = validate_hello(&hello(bad)).expect_err(bad);
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            assert!(e.message().starts_with("hello.hostname"), "{}", e.message());
         }
-        assert!(validate_hello(&hello(&"a".repeat(254))).is_err());
+        assert!(validate_hello(&hello(&"a".repeat(255))).is_ok());
+        assert!(validate_hello(&hello(&"a".repeat(256))).is_err());
     }
 }

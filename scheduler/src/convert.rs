@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use tether_core::command::{MesosCommand, SidecarCommand};
 use tether_core::domain::{
     AttributeValue, CommandResult, DriverScope, Hello, Offer, PortRange, Report, StatusSource,
-    TaskState, TaskStatus, VolumeReport,
+    TaskReason, TaskState, TaskStatus, VolumeReport,
 };
 use tether_core::ids::{AgentId, Hostname, IdError, OfferId, TaskId, VolumeName};
 use tether_mesos::model::{self, Call, Filters, Operation, ValueType};
@@ -135,11 +135,37 @@ fn state(s: model::TaskState) -> TaskState {
     }
 }
 
-/// The enum's wire name (`REASON_AGENT_REMOVED`), through its serde form.
-fn wire_name<T: serde::Serialize>(v: &T) -> Option<String> {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|j| j.as_str().map(str::to_owned))
+fn reason(r: model::Reason) -> TaskReason {
+    use model::Reason as M;
+    match r {
+        M::ReasonCommandExecutorFailed => TaskReason::CommandExecutorFailed,
+        M::ReasonContainerLaunchFailed => TaskReason::ContainerLaunchFailed,
+        M::ReasonContainerLimitation => TaskReason::ContainerLimitation,
+        M::ReasonContainerLimitationDisk => TaskReason::ContainerLimitationDisk,
+        M::ReasonContainerLimitationMemory => TaskReason::ContainerLimitationMemory,
+        M::ReasonContainerPreempted => TaskReason::ContainerPreempted,
+        M::ReasonExecutorTerminated => TaskReason::ExecutorTerminated,
+        M::ReasonExecutorUnregistered => TaskReason::ExecutorUnregistered,
+        M::ReasonFrameworkRemoved => TaskReason::FrameworkRemoved,
+        M::ReasonInvalidOffers => TaskReason::InvalidOffers,
+        M::ReasonMasterDisconnected => TaskReason::MasterDisconnected,
+        M::ReasonReconciliation => TaskReason::Reconciliation,
+        M::ReasonAgentDisconnected => TaskReason::AgentDisconnected,
+        M::ReasonAgentRemoved => TaskReason::AgentRemoved,
+        M::ReasonAgentRemovedByOperator => TaskReason::AgentRemovedByOperator,
+        M::ReasonAgentReregistered => TaskReason::AgentReregistered,
+        M::ReasonAgentRestarted => TaskReason::AgentRestarted,
+        M::ReasonAgentUnknown => TaskReason::AgentUnknown,
+        M::ReasonTaskKilledDuringLaunch => TaskReason::TaskKilledDuringLaunch,
+        M::ReasonTaskCheckStatusUpdated => TaskReason::TaskCheckStatusUpdated,
+        M::ReasonTaskHealthCheckStatusUpdated => TaskReason::TaskHealthCheckStatusUpdated,
+        M::ReasonTaskGroupInvalid => TaskReason::TaskGroupInvalid,
+        M::ReasonTaskGroupUnauthorized => TaskReason::TaskGroupUnauthorized,
+        M::ReasonTaskInvalid => TaskReason::TaskInvalid,
+        M::ReasonTaskUnauthorized => TaskReason::TaskUnauthorized,
+        M::ReasonTaskUnknown => TaskReason::TaskUnknown,
+        M::Unrecognized => TaskReason::Unrecognized,
+    }
 }
 
 /// A status update or reconciliation answer.
@@ -152,7 +178,7 @@ pub fn status(s: &model::TaskStatus) -> Result<TaskStatus, ConvertError> {
             .map(|a| id("status.agent_id", AgentId::new(&a.value)))
             .transpose()?,
         state: state(s.state),
-        reason: s.reason.as_ref().and_then(wire_name),
+        reason: s.reason.map(reason),
         message: s.message.clone(),
         source: s.source.and_then(|src| match src {
             model::Source::SourceMaster => Some(StatusSource::Master),
@@ -390,9 +416,54 @@ mod tests {
         .expect("status json");
         let d = status(&s).expect("valid");
         assert_eq!(d.state, TaskState::Lost);
-        assert_eq!(d.reason.as_deref(), Some("REASON_AGENT_REMOVED"));
+        assert_eq!(d.reason, Some(TaskReason::AgentRemoved));
+        assert_eq!(
+            d.reason.map(TaskReason::as_mesos),
+            Some("REASON_AGENT_REMOVED")
+        );
         assert_eq!(d.uuid.as_deref(), Some("2vjUX1JpSmWJ0AnQ4zW3UA=="));
         assert_eq!(d.source, Some(StatusSource::Master));
+    }
+
+    #[test]
+    fn every_mesos_reason_keeps_its_wire_name() {
+        let names = [
+            "REASON_COMMAND_EXECUTOR_FAILED",
+            "REASON_CONTAINER_LAUNCH_FAILED",
+            "REASON_CONTAINER_LIMITATION",
+            "REASON_CONTAINER_LIMITATION_DISK",
+            "REASON_CONTAINER_LIMITATION_MEMORY",
+            "REASON_CONTAINER_PREEMPTED",
+            "REASON_EXECUTOR_TERMINATED",
+            "REASON_EXECUTOR_UNREGISTERED",
+            "REASON_FRAMEWORK_REMOVED",
+            "REASON_INVALID_OFFERS",
+            "REASON_MASTER_DISCONNECTED",
+            "REASON_RECONCILIATION",
+            "REASON_AGENT_DISCONNECTED",
+            "REASON_AGENT_REMOVED",
+            "REASON_AGENT_REMOVED_BY_OPERATOR",
+            "REASON_AGENT_REREGISTERED",
+            "REASON_AGENT_RESTARTED",
+            "REASON_AGENT_UNKNOWN",
+            "REASON_TASK_KILLED_DURING_LAUNCH",
+            "REASON_TASK_CHECK_STATUS_UPDATED",
+            "REASON_TASK_HEALTH_CHECK_STATUS_UPDATED",
+            "REASON_TASK_GROUP_INVALID",
+            "REASON_TASK_GROUP_UNAUTHORIZED",
+            "REASON_TASK_INVALID",
+            "REASON_TASK_UNAUTHORIZED",
+            "REASON_TASK_UNKNOWN",
+        ];
+        for name in names {
+            let wire: model::Reason =
+                serde_json::from_value(serde_json::json!(name)).expect("a known reason");
+            assert_ne!(wire, model::Reason::Unrecognized, "{name}");
+            assert_eq!(reason(wire).as_mesos(), name);
+        }
+        let newer: model::Reason =
+            serde_json::from_value(serde_json::json!("REASON_FROM_THE_FUTURE")).expect("parses");
+        assert_eq!(reason(newer), TaskReason::Unrecognized);
     }
 
     #[test]

@@ -3,10 +3,17 @@
 //! With the embedded store an instance always leads. With `--state zk://...` several instances campaign
 //! in ZooKeeper; only the leader subscribes to Mesos, serves sidecars and accepts admin writes. The gRPC
 //! services read the current [`Activity`] from a watch channel so a standby can say who leads instead of
-//! acting, and a leader that loses its session flips to standby before anything else happens.
+//! acting, and a leader that loses its session flips to standby before anything else happens. gRPC
+//! health follows the same value (see [`report_health`]). The election itself is in `election`.
 
+use tether_proto::v1::admin_server::AdminServer;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
+use tonic_health::server::HealthReporter;
+
+use crate::admin::AdminService;
+use crate::error::SchedulerError;
 
 /// What this instance is doing now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +57,39 @@ pub fn always_leading() -> ActivityRx {
     // The value never changes; dropping the sender keeps `borrow()` working.
     drop(tx);
     rx
+}
+
+/// Reports `tether.v1.Admin` SERVING while this instance leads and NOT_SERVING otherwise, so a load
+/// balancer or proxy health-checking the schedulers sends clients (and sidecars) to the leader. Reports
+/// changes only: set the first status with [`set_health`] before serving. Runs until `stop`.
+pub async fn report_health(
+    health: HealthReporter,
+    mut activity: ActivityRx,
+    stop: CancellationToken,
+) -> Result<(), SchedulerError> {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            changed = activity.changed() => {
+                if changed.is_err() {
+                    stop.cancelled().await;
+                    return Ok(());
+                }
+                let leading = *activity.borrow_and_update() == Activity::Leading;
+                set_health(&health, leading).await;
+            }
+        }
+    }
+}
+
+/// Sets the admin service's health status once (before the listener serves, so the first check already
+/// has an answer).
+pub async fn set_health(health: &HealthReporter, leading: bool) {
+    if leading {
+        health.set_serving::<AdminServer<AdminService>>().await;
+    } else {
+        health.set_not_serving::<AdminServer<AdminService>>().await;
+    }
 }
 
 #[cfg(test)]

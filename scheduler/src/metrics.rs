@@ -1,9 +1,13 @@
 //! Prometheus metrics of the scheduler, served as text on `GET /metrics`.
 //!
-//! Label values are small fixed sets (decline reason kinds, not free text) so the series count stays
-//! bounded however many offers arrive.
+//! Label values are small fixed sets (the core's decline [`ReasonKind`]s, not free text) so the series
+//! count stays bounded however many offers arrive.
 
 use std::sync::Arc;
+
+use tether_core::ReasonKind;
+use tether_core::domain::TaskState;
+use tether_core::view::{NodePhase, NodeView};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -12,9 +16,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// The label of `tether_offers_declined_total`: [`ReasonKind::label`].
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
-    pub reason: String,
+    pub reason: &'static str,
 }
 
 /// Every metric the scheduler exports.
@@ -113,6 +118,35 @@ impl Metrics {
         }
     }
 
+    /// Counts `n` offers declined for `kind` of reason.
+    pub fn declined(&self, kind: ReasonKind, n: usize) {
+        self.offers_declined
+            .get_or_create(&ReasonLabel {
+                reason: kind.label(),
+            })
+            .inc_by(n as u64);
+    }
+
+    /// Sets the node gauges from the core's view of the nodes.
+    pub fn set_nodes(&self, nodes: &[NodeView], desired: u64) {
+        let state = |n: &&NodeView| match n.phase {
+            NodePhase::Task(s) => s,
+            _ => None,
+        };
+        let running = nodes
+            .iter()
+            .filter(|n| state(n) == Some(TaskState::Running))
+            .count();
+        // Waiting for their task to be known terminal before a relaunch.
+        let fenced = nodes
+            .iter()
+            .filter(|n| matches!(state(n), Some(TaskState::Unreachable | TaskState::Unknown)))
+            .count();
+        self.nodes_running.set(running as i64);
+        self.fenced_slots.set(fenced as i64);
+        self.nodes_desired.set(desired as i64);
+    }
+
     /// The text exposition of every metric.
     pub fn encode(&self) -> String {
         tether_telemetry::encode(&self.registry)
@@ -126,15 +160,16 @@ mod tests {
     #[test]
     fn exposition_names_every_metric_with_its_labels() {
         let m = Metrics::new();
-        m.offers_declined
-            .get_or_create(&ReasonLabel {
-                reason: "volume_missing".into(),
-            })
-            .inc();
+        m.declined(ReasonKind::VolumeMissing, 1);
+        m.declined(ReasonKind::VolumesSplitAcrossZones, 2);
         m.state_write_seconds.observe(0.002);
         let text = m.encode();
         assert!(
             text.contains("tether_offers_declined_total{reason=\"volume_missing\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tether_offers_declined_total{reason=\"volumes_split_across_zones\"} 2"),
             "{text}"
         );
         assert!(

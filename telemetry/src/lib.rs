@@ -1,5 +1,5 @@
 //! Process set-up shared by every Tether binary: tracing initialised once, the one owner of shutdown
-//! (SIGTERM/SIGINT → a cancellation token), and the Prometheus text endpoint.
+//! (SIGTERM/SIGINT → a cancellation token), and the Prometheus text endpoint with its liveness route.
 //!
 //! Binaries call [`init`] and [`shutdown_on_signals`] first thing in `main`; libraries only emit
 //! `tracing` events and take a `CancellationToken`.
@@ -73,7 +73,23 @@ pub fn encode(registry: &Registry) -> String {
     text
 }
 
-/// Serves `GET /metrics` from `registry` on `listener` until `shutdown`.
+/// What the metrics listener answers for `path`: the exposition on `/metrics`, and `200 live` on `/live`
+/// for supervisors' health checks (Marathon, load balancers). `/live` only says the process serves HTTP:
+/// a standby scheduler passes it too, because leadership is not liveness and a supervisor that killed
+/// standbys would leave no one to take over.
+fn route(path: &str, registry: &Registry) -> (http::StatusCode, String) {
+    match path {
+        "/metrics" => (http::StatusCode::OK, encode(registry)),
+        "/live" => (http::StatusCode::OK, "live\n".to_owned()),
+        _ => (
+            http::StatusCode::NOT_FOUND,
+            "try /metrics or /live\n".to_owned(),
+        ),
+    }
+}
+
+/// Serves `GET /metrics` from `registry`, and the liveness answer `GET /live`, on `listener` until
+/// `shutdown`.
 pub async fn serve_metrics(
     listener: TcpListener,
     registry: Arc<Registry>,
@@ -95,11 +111,7 @@ pub async fn serve_metrics(
             let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let registry = registry.clone();
                 async move {
-                    let (status, body) = if req.uri().path() == "/metrics" {
-                        (http::StatusCode::OK, encode(&registry))
-                    } else {
-                        (http::StatusCode::NOT_FOUND, "try /metrics\n".to_owned())
-                    };
+                    let (status, body) = route(req.uri().path(), &registry);
                     let mut resp = hyper::Response::new(Full::new(Bytes::from(body)));
                     *resp.status_mut() = status;
                     resp.headers_mut().insert(
@@ -147,5 +159,15 @@ mod tests {
         assert!(text.starts_with("HTTP/1.1 200"), "{text}");
         assert!(text.contains("t_things_total 3"), "{text}");
         shutdown.cancel();
+    }
+
+    #[test]
+    fn live_answers_200_and_unknown_paths_404() {
+        let registry = Registry::default();
+        let (status, body) = route("/live", &registry);
+        assert_eq!(status, http::StatusCode::OK);
+        assert_eq!(body, "live\n");
+        assert_eq!(route("/metrics", &registry).0, http::StatusCode::OK);
+        assert_eq!(route("/", &registry).0, http::StatusCode::NOT_FOUND);
     }
 }

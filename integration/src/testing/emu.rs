@@ -49,7 +49,7 @@ impl Driver {
         framework_id: Option<tether_mesos::model::FrameworkID>,
     ) -> Driver {
         let client = MesosClient::new(config).expect("valid client config");
-        tether_mesos::client::MesosMaster::set_framework_id(&client, framework_id);
+        client.set_framework_id(framework_id);
         let (tx, rx) = mpsc::channel(1024);
         let cancel = CancellationToken::new();
         tokio::spawn(client.clone().run(tx, cancel.clone()));
@@ -185,7 +185,6 @@ pub async fn ack_until_task(
             .expect("UPDATE carries an update")
             .status;
         if let Some(a) = tether_mesos::model::Call::acknowledge_status(&s) {
-            use tether_mesos::client::MesosMaster as _;
             d.client.send(a).await.expect("acknowledge");
         }
         if s.task_id.value == task && (s.state == want || s.state.is_terminal()) {
@@ -206,7 +205,6 @@ pub async fn ack_until_seen(d: &mut Driver, want: &[(&str, tether_mesos::model::
             .expect("UPDATE carries an update")
             .status;
         if let Some(a) = tether_mesos::model::Call::acknowledge_status(&s) {
-            use tether_mesos::client::MesosMaster as _;
             d.client.send(a).await.expect("acknowledge");
         }
         missing.retain(|(t, st)| !(s.task_id.value == *t && s.state == *st));

@@ -3,7 +3,8 @@
 //! containerizer without asking the core anything else.
 
 use crate::config::Containerizer;
-use crate::ids::{AgentId, Hostname, NodeId, OfferId, TaskId, VolumeName};
+use crate::domain::{TaskReason, TaskState};
+use crate::ids::{AgentId, FrameworkId, Hostname, NodeId, OfferId, TaskId, VolumeName};
 use crate::state::StateWrite;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -299,12 +300,162 @@ pub enum Reason {
     /// The task ended.
     TaskEnded {
         /// Its final state.
-        state: String,
+        state: TaskState,
         /// Mesos reason.
-        reason: Option<String>,
+        reason: Option<TaskReason>,
         /// Mesos message.
         message: Option<String>,
     },
+}
+
+/// What kind of reason a [`Reason`] is, without its values: a small fixed set to count declines by (a
+/// metric label) and to summarise a round of declines for watchers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ReasonKind {
+    /// nothing pending
+    NothingPending,
+    /// not subscribed
+    NotSubscribed,
+    /// cpus
+    Cpus,
+    /// mem
+    Mem,
+    /// disk
+    Disk,
+    /// ports
+    Ports,
+    /// agent busy
+    AgentBusy,
+    /// unique constraint
+    ConstraintUnique,
+    /// cluster constraint
+    ConstraintEquals,
+    /// sidecar missing
+    SidecarMissing,
+    /// sidecar disconnected
+    SidecarDisconnected,
+    /// sidecar stale
+    SidecarStale,
+    /// driver unhealthy
+    DriverUnhealthy,
+    /// no attach slots
+    NoAttachSlots,
+    /// volume missing
+    VolumeMissing,
+    /// volume not reported
+    VolumeNotReported,
+    /// volume zone
+    VolumeZone,
+    /// volume attached elsewhere
+    VolumeAttachedElsewhere,
+    /// volumes split across zones
+    VolumesSplitAcrossZones,
+    /// no suitable offer
+    NoSuitableOffer,
+    /// surplus
+    Surplus,
+    /// backoff
+    Backoff,
+    /// startup grace
+    StartupGrace,
+    /// prepare failed
+    PrepareFailed,
+    /// offer lost
+    OfferLost,
+    /// task ended
+    TaskEnded,
+}
+
+impl ReasonKind {
+    /// The words watchers read (`volume missing`), and the stable label metrics use (`volume_missing`).
+    #[must_use]
+    pub fn names(self) -> (&'static str, &'static str) {
+        match self {
+            ReasonKind::NothingPending => ("nothing pending", "nothing_pending"),
+            ReasonKind::NotSubscribed => ("not subscribed", "not_subscribed"),
+            ReasonKind::Cpus => ("cpus", "cpus"),
+            ReasonKind::Mem => ("mem", "mem"),
+            ReasonKind::Disk => ("disk", "disk"),
+            ReasonKind::Ports => ("ports", "ports"),
+            ReasonKind::AgentBusy => ("agent busy", "agent_busy"),
+            ReasonKind::ConstraintUnique => ("unique constraint", "unique_constraint"),
+            ReasonKind::ConstraintEquals => ("cluster constraint", "cluster_constraint"),
+            ReasonKind::SidecarMissing => ("sidecar missing", "sidecar_missing"),
+            ReasonKind::SidecarDisconnected => ("sidecar disconnected", "sidecar_disconnected"),
+            ReasonKind::SidecarStale => ("sidecar stale", "sidecar_stale"),
+            ReasonKind::DriverUnhealthy => ("driver unhealthy", "driver_unhealthy"),
+            ReasonKind::NoAttachSlots => ("no attach slots", "no_attach_slots"),
+            ReasonKind::VolumeMissing => ("volume missing", "volume_missing"),
+            ReasonKind::VolumeNotReported => ("volume not reported", "volume_not_reported"),
+            ReasonKind::VolumeZone => ("volume zone", "volume_zone"),
+            ReasonKind::VolumeAttachedElsewhere => {
+                ("volume attached elsewhere", "volume_attached_elsewhere")
+            }
+            ReasonKind::VolumesSplitAcrossZones => {
+                ("volumes split across zones", "volumes_split_across_zones")
+            }
+            ReasonKind::NoSuitableOffer => ("no suitable offer", "no_suitable_offer"),
+            ReasonKind::Surplus => ("surplus", "surplus"),
+            ReasonKind::Backoff => ("backoff", "backoff"),
+            ReasonKind::StartupGrace => ("startup grace", "startup_grace"),
+            ReasonKind::PrepareFailed => ("prepare failed", "prepare_failed"),
+            ReasonKind::OfferLost => ("offer lost", "offer_lost"),
+            ReasonKind::TaskEnded => ("task ended", "task_ended"),
+        }
+    }
+
+    /// The words watchers read (`volume missing`).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        self.names().0
+    }
+
+    /// The stable `snake_case` label for metrics (`volume_missing`).
+    #[must_use]
+    pub fn label(self) -> &'static str {
+        self.names().1
+    }
+}
+
+impl fmt::Display for ReasonKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Reason {
+    /// The kind of this reason.
+    #[must_use]
+    pub fn kind(&self) -> ReasonKind {
+        match self {
+            Reason::NothingPending => ReasonKind::NothingPending,
+            Reason::NotSubscribed => ReasonKind::NotSubscribed,
+            Reason::Cpus { .. } => ReasonKind::Cpus,
+            Reason::Mem { .. } => ReasonKind::Mem,
+            Reason::Disk { .. } => ReasonKind::Disk,
+            Reason::Ports => ReasonKind::Ports,
+            Reason::AgentBusy => ReasonKind::AgentBusy,
+            Reason::ConstraintUnique { .. } => ReasonKind::ConstraintUnique,
+            Reason::ConstraintEquals { .. } => ReasonKind::ConstraintEquals,
+            Reason::SidecarMissing => ReasonKind::SidecarMissing,
+            Reason::SidecarDisconnected => ReasonKind::SidecarDisconnected,
+            Reason::SidecarStale { .. } => ReasonKind::SidecarStale,
+            Reason::DriverUnhealthy(_) => ReasonKind::DriverUnhealthy,
+            Reason::NoAttachSlots { .. } => ReasonKind::NoAttachSlots,
+            Reason::VolumeMissing(_) => ReasonKind::VolumeMissing,
+            Reason::VolumeNotReported(_) => ReasonKind::VolumeNotReported,
+            Reason::VolumeZone { .. } => ReasonKind::VolumeZone,
+            Reason::VolumeAttachedElsewhere { .. } => ReasonKind::VolumeAttachedElsewhere,
+            Reason::VolumesSplitAcrossZones => ReasonKind::VolumesSplitAcrossZones,
+            Reason::NoSuitableOffer => ReasonKind::NoSuitableOffer,
+            Reason::Surplus => ReasonKind::Surplus,
+            Reason::Backoff { .. } => ReasonKind::Backoff,
+            Reason::StartupGrace { .. } => ReasonKind::StartupGrace,
+            Reason::PrepareFailed(_) => ReasonKind::PrepareFailed,
+            Reason::OfferLost(_) => ReasonKind::OfferLost,
+            Reason::TaskEnded { .. } => ReasonKind::TaskEnded,
+        }
+    }
 }
 
 impl fmt::Display for Reason {
@@ -387,9 +538,9 @@ impl fmt::Display for Reason {
                 reason,
                 message,
             } => {
-                write!(f, "task ended {state}")?;
+                write!(f, "task ended {}", state.as_mesos())?;
                 if let Some(r) = reason {
-                    write!(f, " ({r})")?;
+                    write!(f, " ({})", r.as_mesos())?;
                 }
                 if let Some(m) = message {
                     write!(f, ": {m}")?;
@@ -406,7 +557,7 @@ pub enum WatchEvent {
     /// Subscribed to the master.
     Subscribed {
         /// Framework id.
-        framework_id: String,
+        framework_id: FrameworkId,
     },
     /// The subscription ended.
     Disconnected,
@@ -433,19 +584,19 @@ pub enum WatchEvent {
         /// Task.
         task_id: TaskId,
         /// New state.
-        state: String,
+        state: TaskState,
     },
     /// A node could not be placed this round, or its placement was abandoned.
     NodeWaiting {
         /// Node.
         node_id: NodeId,
         /// Why.
-        reason: String,
+        reason: Reason,
     },
-    /// Offers declined in one round, counted per reason.
+    /// Offers declined in one round, counted per kind of reason (sorted by the kind's words).
     OffersDeclined {
-        /// (reason, count).
-        by_reason: Vec<(String, usize)>,
+        /// (kind, count).
+        by_reason: Vec<(ReasonKind, usize)>,
     },
     /// Desired count changed.
     Scaled {
@@ -466,7 +617,7 @@ pub enum WatchEvent {
         /// Task.
         task_id: TaskId,
         /// State reported.
-        state: String,
+        state: TaskState,
     },
     /// An update could not be handled.
     Warning {

@@ -144,9 +144,11 @@ pub struct Core {
     pub(crate) revive_wanted: bool,
     pub(crate) recon: Option<Recon>,
     pub(crate) next_implicit: Option<Millis>,
-    pub(crate) holds: HashMap<OfferId, NodeId>,
+    /// Ordered: dropping every hold emits commands per hold, in this map's order.
+    pub(crate) holds: BTreeMap<OfferId, NodeId>,
     /// Prepares given up on whose answer has not arrived: they may still mount until their deadline.
-    pub(crate) abandoned_prepares: HashMap<u64, Abandoned>,
+    /// Ordered by command id: a disconnect emits writes per abandoned prepare, in this map's order.
+    pub(crate) abandoned_prepares: BTreeMap<u64, Abandoned>,
     /// Stray sidecar mounts already asked to be released (until a report shows them gone).
     pub(crate) stray_released: std::collections::HashSet<(Hostname, VolumeName)>,
 
@@ -231,8 +233,8 @@ impl Core {
             revive_wanted: false,
             recon: None,
             next_implicit: None,
-            holds: HashMap::new(),
-            abandoned_prepares: HashMap::new(),
+            holds: BTreeMap::new(),
+            abandoned_prepares: BTreeMap::new(),
             stray_released: std::collections::HashSet::new(),
 
             timers: BTreeSet::new(),
@@ -446,21 +448,21 @@ impl Core {
             return;
         };
         let changed = rt.reason.as_ref() != Some(&reason);
-        rt.reason = Some(reason);
         if changed {
+            rt.reason = Some(reason.clone());
             rt.since = now;
         }
         let durable_changed = self
             .record(id)
             .is_some_and(|r| r.last_reason.as_deref() != Some(&text));
         if durable_changed && let Some(mut rec) = self.record(id).cloned() {
-            rec.last_reason = Some(text.clone());
+            rec.last_reason = Some(text);
             self.write_slot(rec);
         }
         if changed {
             self.watch(WatchEvent::NodeWaiting {
                 node_id: id,
-                reason: text,
+                reason,
             });
         }
     }

@@ -194,6 +194,114 @@ pub const ALL_STATES: [TaskState; 14] = [
     TaskState::Unknown,
 ];
 
+/// Mesos `TaskStatus.Reason`: the values the shell's Mesos model knows, parsed once at the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TaskReason {
+    /// REASON_COMMAND_EXECUTOR_FAILED
+    CommandExecutorFailed,
+    /// REASON_CONTAINER_LAUNCH_FAILED
+    ContainerLaunchFailed,
+    /// REASON_CONTAINER_LIMITATION
+    ContainerLimitation,
+    /// REASON_CONTAINER_LIMITATION_DISK
+    ContainerLimitationDisk,
+    /// REASON_CONTAINER_LIMITATION_MEMORY
+    ContainerLimitationMemory,
+    /// REASON_CONTAINER_PREEMPTED
+    ContainerPreempted,
+    /// REASON_EXECUTOR_TERMINATED
+    ExecutorTerminated,
+    /// REASON_EXECUTOR_UNREGISTERED
+    ExecutorUnregistered,
+    /// REASON_FRAMEWORK_REMOVED
+    FrameworkRemoved,
+    /// REASON_INVALID_OFFERS
+    InvalidOffers,
+    /// REASON_MASTER_DISCONNECTED
+    MasterDisconnected,
+    /// REASON_RECONCILIATION
+    Reconciliation,
+    /// REASON_AGENT_DISCONNECTED
+    AgentDisconnected,
+    /// REASON_AGENT_REMOVED
+    AgentRemoved,
+    /// REASON_AGENT_REMOVED_BY_OPERATOR
+    AgentRemovedByOperator,
+    /// REASON_AGENT_REREGISTERED
+    AgentReregistered,
+    /// REASON_AGENT_RESTARTED
+    AgentRestarted,
+    /// REASON_AGENT_UNKNOWN
+    AgentUnknown,
+    /// REASON_TASK_KILLED_DURING_LAUNCH
+    TaskKilledDuringLaunch,
+    /// REASON_TASK_CHECK_STATUS_UPDATED
+    TaskCheckStatusUpdated,
+    /// REASON_TASK_HEALTH_CHECK_STATUS_UPDATED
+    TaskHealthCheckStatusUpdated,
+    /// REASON_TASK_GROUP_INVALID
+    TaskGroupInvalid,
+    /// REASON_TASK_GROUP_UNAUTHORIZED
+    TaskGroupUnauthorized,
+    /// REASON_TASK_INVALID
+    TaskInvalid,
+    /// REASON_TASK_UNAUTHORIZED
+    TaskUnauthorized,
+    /// REASON_TASK_UNKNOWN
+    TaskUnknown,
+    /// A reason this build does not know (a newer master).
+    Unrecognized,
+}
+
+impl TaskReason {
+    /// The Mesos enum name (`REASON_AGENT_REMOVED`); `UNRECOGNIZED` for one this build does not know.
+    #[must_use]
+    pub fn as_mesos(self) -> &'static str {
+        match self {
+            TaskReason::CommandExecutorFailed => "REASON_COMMAND_EXECUTOR_FAILED",
+            TaskReason::ContainerLaunchFailed => "REASON_CONTAINER_LAUNCH_FAILED",
+            TaskReason::ContainerLimitation => "REASON_CONTAINER_LIMITATION",
+            TaskReason::ContainerLimitationDisk => "REASON_CONTAINER_LIMITATION_DISK",
+            TaskReason::ContainerLimitationMemory => "REASON_CONTAINER_LIMITATION_MEMORY",
+            TaskReason::ContainerPreempted => "REASON_CONTAINER_PREEMPTED",
+            TaskReason::ExecutorTerminated => "REASON_EXECUTOR_TERMINATED",
+            TaskReason::ExecutorUnregistered => "REASON_EXECUTOR_UNREGISTERED",
+            TaskReason::FrameworkRemoved => "REASON_FRAMEWORK_REMOVED",
+            TaskReason::InvalidOffers => "REASON_INVALID_OFFERS",
+            TaskReason::MasterDisconnected => "REASON_MASTER_DISCONNECTED",
+            TaskReason::Reconciliation => "REASON_RECONCILIATION",
+            TaskReason::AgentDisconnected => "REASON_AGENT_DISCONNECTED",
+            TaskReason::AgentRemoved => "REASON_AGENT_REMOVED",
+            TaskReason::AgentRemovedByOperator => "REASON_AGENT_REMOVED_BY_OPERATOR",
+            TaskReason::AgentReregistered => "REASON_AGENT_REREGISTERED",
+            TaskReason::AgentRestarted => "REASON_AGENT_RESTARTED",
+            TaskReason::AgentUnknown => "REASON_AGENT_UNKNOWN",
+            TaskReason::TaskKilledDuringLaunch => "REASON_TASK_KILLED_DURING_LAUNCH",
+            TaskReason::TaskCheckStatusUpdated => "REASON_TASK_CHECK_STATUS_UPDATED",
+            TaskReason::TaskHealthCheckStatusUpdated => "REASON_TASK_HEALTH_CHECK_STATUS_UPDATED",
+            TaskReason::TaskGroupInvalid => "REASON_TASK_GROUP_INVALID",
+            TaskReason::TaskGroupUnauthorized => "REASON_TASK_GROUP_UNAUTHORIZED",
+            TaskReason::TaskInvalid => "REASON_TASK_INVALID",
+            TaskReason::TaskUnauthorized => "REASON_TASK_UNAUTHORIZED",
+            TaskReason::TaskUnknown => "REASON_TASK_UNKNOWN",
+            TaskReason::Unrecognized => "UNRECOGNIZED",
+        }
+    }
+
+    /// Whether the reason says the task's agent went away (removed, disconnected or unknown to the
+    /// master), rather than the task failing on it.
+    #[must_use]
+    pub fn agent_gone(self) -> bool {
+        matches!(
+            self,
+            TaskReason::AgentRemoved
+                | TaskReason::AgentDisconnected
+                | TaskReason::AgentRemovedByOperator
+                | TaskReason::AgentUnknown
+        )
+    }
+}
+
 /// `TaskStatus.source`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StatusSource {
@@ -214,8 +322,8 @@ pub struct TaskStatus {
     pub agent_id: Option<AgentId>,
     /// The state.
     pub state: TaskState,
-    /// `REASON_*` name, when set.
-    pub reason: Option<String>,
+    /// Why the update was sent, when the master or agent said.
+    pub reason: Option<TaskReason>,
     /// Human message.
     pub message: Option<String>,
     /// Who generated the update.

@@ -57,7 +57,9 @@ pub mod testing;
 mod tests;
 pub mod view;
 
-pub use crate::command::{Command, LaunchSpec, MesosCommand, Reason, SidecarCommand, WatchEvent};
+pub use crate::command::{
+    Command, LaunchSpec, MesosCommand, Reason, ReasonKind, SidecarCommand, WatchEvent,
+};
 pub use crate::config::{Config, Constraint, Containerizer, Strategy, VolumeSpec};
 pub use crate::core::{Core, MAX_NODES, ScalePlan};
 pub use crate::error::CoreError;

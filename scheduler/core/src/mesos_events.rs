@@ -4,7 +4,7 @@
 use crate::command::{MesosCommand, Reason, WatchEvent};
 use crate::config::Strategy;
 use crate::core::{Core, Recon, Timer};
-use crate::domain::{TaskState, TaskStatus};
+use crate::domain::{TaskReason, TaskState, TaskStatus};
 use crate::ids::{AgentId, FrameworkId, Millis, NodeId, OfferId, TaskId};
 use crate::state::StateWrite;
 use std::collections::BTreeSet;
@@ -36,7 +36,7 @@ impl Core {
             }
         }
         self.watch(WatchEvent::Subscribed {
-            framework_id: framework_id.to_string(),
+            framework_id: framework_id.clone(),
         });
         self.recon = None;
         self.next_implicit = None;
@@ -135,7 +135,7 @@ impl Core {
         }
         self.watch(WatchEvent::StrayTask {
             task_id: status.task_id.clone(),
-            state: status.state.as_mesos().into(),
+            state: status.state,
         });
         self.mesos(MesosCommand::Kill {
             task_id: status.task_id.clone(),
@@ -171,7 +171,7 @@ impl Core {
             self.watch(WatchEvent::TaskState {
                 node_id: id,
                 task_id,
-                state: status.state.as_mesos().into(),
+                state: status.state,
             });
         }
         match status.state {
@@ -194,13 +194,13 @@ impl Core {
                     rt.healthy = None;
                 }
                 let reason = Reason::TaskEnded {
-                    state: s.as_mesos().into(),
-                    reason: status.reason.clone(),
+                    state: s,
+                    reason: status.reason,
                     message: status.message.clone(),
                 };
                 if rec.removed {
                     self.set_reason(id, reason, now);
-                } else if lost_with_its_agent(s, status.reason.as_deref()) {
+                } else if lost_with_its_agent(s, status.reason) {
                     // The machine went away, not the node: a backoff would only delay recovery
                     // (there is no crash loop to damp), so the node may be placed in this round.
                     self.set_reason(id, reason, now);
@@ -380,16 +380,8 @@ impl Core {
 
 /// Whether a terminal update says the task ended because its agent was lost or removed, rather than
 /// because the task itself failed.
-fn lost_with_its_agent(state: TaskState, reason: Option<&str>) -> bool {
+fn lost_with_its_agent(state: TaskState, reason: Option<TaskReason>) -> bool {
     matches!(state, TaskState::Gone | TaskState::GoneByOperator)
         || (matches!(state, TaskState::Lost | TaskState::Dropped)
-            && matches!(
-                reason,
-                Some(
-                    "REASON_AGENT_REMOVED"
-                        | "REASON_AGENT_DISCONNECTED"
-                        | "REASON_AGENT_REMOVED_BY_OPERATOR"
-                        | "REASON_AGENT_UNKNOWN"
-                )
-            ))
+            && reason.is_some_and(TaskReason::agent_gone))
 }

@@ -5,7 +5,7 @@
 //! round is O(offers log offers + nodes), never O(offers × nodes). Every unused offer is declined with a
 //! refuse filter and its reason is kept per agent.
 
-use crate::command::{MesosCommand, Reason, WatchEvent};
+use crate::command::{MesosCommand, Reason, ReasonKind, WatchEvent};
 use crate::config::{Constraint, Strategy};
 use crate::core::Core;
 use crate::domain::Offer;
@@ -347,13 +347,13 @@ impl Core {
         let taken: BTreeSet<usize> = taken.into_iter().collect();
         let mut idle = Vec::new();
         let mut busy = Vec::new();
-        let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+        let mut counts: BTreeMap<ReasonKind, usize> = BTreeMap::new();
         for (i, (o, r)) in offers.iter().zip(reasons).enumerate() {
             if taken.contains(&i) {
                 continue;
             }
             let r = r.unwrap_or(Reason::Surplus);
-            *counts.entry(reason_kind(&r)).or_default() += 1;
+            *counts.entry(r.kind()).or_default() += 1;
             if matches!(r, Reason::NothingPending) {
                 idle.push(o.id.clone());
             } else {
@@ -380,7 +380,9 @@ impl Core {
             });
         }
         if !counts.is_empty() {
-            let by_reason = counts.into_iter().map(|(k, n)| (k.to_owned(), n)).collect();
+            let mut by_reason: Vec<(ReasonKind, usize)> = counts.into_iter().collect();
+            // Watchers have always read the kinds in the order of their words.
+            by_reason.sort_by_key(|(k, _)| k.as_str());
             self.watch(WatchEvent::OffersDeclined { by_reason });
         }
     }
@@ -608,38 +610,6 @@ impl ZoneNames {
 
     fn name(&self, id: usize) -> &str {
         self.names.get(id).map_or("", String::as_str)
-    }
-}
-
-/// A short, stable label of a reason for counting.
-fn reason_kind(r: &Reason) -> &'static str {
-    match r {
-        Reason::NothingPending => "nothing pending",
-        Reason::NotSubscribed => "not subscribed",
-        Reason::Cpus { .. } => "cpus",
-        Reason::Mem { .. } => "mem",
-        Reason::Disk { .. } => "disk",
-        Reason::Ports => "ports",
-        Reason::AgentBusy => "agent busy",
-        Reason::ConstraintUnique { .. } => "unique constraint",
-        Reason::ConstraintEquals { .. } => "cluster constraint",
-        Reason::SidecarMissing => "sidecar missing",
-        Reason::SidecarDisconnected => "sidecar disconnected",
-        Reason::SidecarStale { .. } => "sidecar stale",
-        Reason::DriverUnhealthy(_) => "driver unhealthy",
-        Reason::NoAttachSlots { .. } => "no attach slots",
-        Reason::VolumeMissing(_) => "volume missing",
-        Reason::VolumeNotReported(_) => "volume not reported",
-        Reason::VolumeZone { .. } => "volume zone",
-        Reason::VolumeAttachedElsewhere { .. } => "volume attached elsewhere",
-        Reason::VolumesSplitAcrossZones => "volumes split across zones",
-        Reason::NoSuitableOffer => "no suitable offer",
-        Reason::Surplus => "surplus",
-        Reason::Backoff { .. } => "backoff",
-        Reason::StartupGrace { .. } => "startup grace",
-        Reason::PrepareFailed(_) => "prepare failed",
-        Reason::OfferLost(_) => "offer lost",
-        Reason::TaskEnded { .. } => "task ended",
     }
 }
 

@@ -1,8 +1,10 @@
 //! Read-only views for the admin API: nodes, agents, volumes and a cluster summary. Built on demand from
 //! the core's state; nothing here changes it.
 
+use crate::command::Reason;
 use crate::config::Strategy;
 use crate::core::Core;
+use crate::domain::TaskState;
 use crate::ids::{AgentId, Hostname, Millis, NodeId, TaskId, VolumeName};
 use serde::{Deserialize, Serialize};
 
@@ -14,7 +16,7 @@ pub enum NodePhase {
     /// An offer is held while the sidecar prepares the volumes.
     Preparing,
     /// Launched; the last known Mesos state (`None`: no update yet, or restored and not reconciled).
-    Task(Option<String>),
+    Task(Option<TaskState>),
     /// Scaled down; the task (if any) is being killed; volumes kept.
     Stopping,
     /// Scaled down, no live task; volumes kept.
@@ -51,7 +53,7 @@ pub struct NodeView {
 }
 
 /// One agent (as seen through its sidecar and offers).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentView {
     /// Host name.
     pub host: Hostname,
@@ -76,7 +78,7 @@ pub struct AgentView {
     /// Volumes the sidecar reports.
     pub volumes_seen: Vec<VolumeName>,
     /// Why its last offer was declined.
-    pub last_decline: Option<String>,
+    pub last_decline: Option<Reason>,
 }
 
 /// One volume of a node.
@@ -139,12 +141,7 @@ impl Core {
                 } else if prep.is_some() {
                     NodePhase::Preparing
                 } else if live {
-                    NodePhase::Task(
-                        rec.task
-                            .as_ref()
-                            .and_then(|t| t.state)
-                            .map(|s| s.as_mesos().to_owned()),
-                    )
+                    NodePhase::Task(rec.task.as_ref().and_then(|t| t.state))
                 } else {
                     NodePhase::Pending
                 };
@@ -193,11 +190,15 @@ impl Core {
             .into_iter()
             .map(|host| {
                 let s = self.sidecars.get(&host);
+                // An agent re-registered under a new id keeps its host: name the lowest id rather than
+                // whichever the map's hash order finds first, so the view is the same every time.
                 let agent_id = s.and_then(|s| s.agent_id.clone()).or_else(|| {
                     self.agent_hosts
                         .iter()
-                        .find(|(_, h)| **h == host)
-                        .map(|(a, _)| a.clone())
+                        .filter(|(_, h)| **h == host)
+                        .map(|(a, _)| a)
+                        .min()
+                        .cloned()
                 });
                 AgentView {
                     agent_id,
@@ -212,7 +213,7 @@ impl Core {
                     volumes_seen: s
                         .map(|s| s.volumes.keys().cloned().collect())
                         .unwrap_or_default(),
-                    last_decline: self.agent_reasons.get(&host).map(|(r, _)| r.to_string()),
+                    last_decline: self.agent_reasons.get(&host).map(|(r, _)| r.clone()),
                     host,
                 }
             })
@@ -263,7 +264,7 @@ impl Core {
             .filter(|r| {
                 r.task
                     .as_ref()
-                    .is_some_and(|t| t.state == Some(crate::domain::TaskState::Running))
+                    .is_some_and(|t| t.state == Some(TaskState::Running))
             })
             .count() as u64;
         ClusterView {

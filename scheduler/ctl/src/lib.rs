@@ -3,9 +3,11 @@
 //! This crate owns the command-line surface and its two renderings: human tables, and JSON for scripts
 //! whose field names are a documented, stable contract (see [`output`]). It holds no cluster logic: every
 //! answer comes from the scheduler, and every failure becomes one line on stderr and a non-zero exit.
+//! `--wait` shows a progress bar when stdout is a terminal and one line per change otherwise.
 
 pub mod output;
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,8 +40,9 @@ pub struct Args {
         default_value = "http://127.0.0.1:7070"
     )]
     pub scheduler: String,
-    /// File holding the admin bearer token (the scheduler's `--admin-token-file`).
-    #[arg(long, global = true, env = "TETHER_TOKEN_FILE")]
+    /// File holding the admin bearer token (the scheduler's `--admin-token-file`). The deprecated
+    /// `TETHER_TOKEN_FILE` is still read when this is unset.
+    #[arg(long, global = true, env = "TETHER_ADMIN_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
     /// The admin bearer token itself; prefer `--token-file` (the environment only, never a flag value).
     #[arg(
@@ -107,6 +110,58 @@ pub enum Command {
     },
     /// Follow state changes and scheduling decisions as they happen.
     Watch,
+    /// HTTP addresses (`host:port`) of the RUNNING Elasticsearch nodes, for clients and load balancers.
+    ///
+    /// Every node whose task runs is listed, whether or not it has joined the Elasticsearch cluster yet
+    /// (listing only joined nodes needs the scheduler to track cluster membership: a later release).
+    Endpoints,
+    /// Print the completion script of a shell, e.g. `tetherctl completions bash >
+    /// /etc/bash_completion.d/tetherctl` (the Debian package installs them).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// The deprecated name of `TETHER_ADMIN_TOKEN_FILE`, still read when the new one is unset.
+pub const DEPRECATED_TOKEN_FILE_ENV: &str = "TETHER_TOKEN_FILE";
+
+impl Args {
+    /// Parses the command line and the environment, then applies the deprecated variables clap cannot
+    /// express (its `env` takes one name), printing a note on stderr for each one used.
+    pub fn from_env() -> Args {
+        let mut args = <Args as clap::Parser>::parse();
+        if let Some(note) = args.apply_deprecated_env(|name| std::env::var_os(name)) {
+            eprintln!("tetherctl: {note}");
+        }
+        args
+    }
+
+    /// Fills `token_file` from `TETHER_TOKEN_FILE` (read through `var`) when neither `--token-file` nor
+    /// `TETHER_ADMIN_TOKEN_FILE` gave one. Returns the deprecation note to print when the alias was used.
+    pub fn apply_deprecated_env(
+        &mut self,
+        var: impl Fn(&str) -> Option<OsString>,
+    ) -> Option<String> {
+        if self.token_file.is_some() {
+            return None;
+        }
+        // As clap does for `env`: an empty value counts as unset.
+        let path = var(DEPRECATED_TOKEN_FILE_ENV).filter(|v| !v.is_empty())?;
+        self.token_file = Some(PathBuf::from(path));
+        Some(format!(
+            "{DEPRECATED_TOKEN_FILE_ENV} is deprecated and will be removed; set TETHER_ADMIN_TOKEN_FILE instead"
+        ))
+    }
+}
+
+/// Writes `tetherctl`'s completion script for `shell` to `out`.
+pub fn completions(shell: clap_complete::Shell, out: &mut dyn Write) -> std::io::Result<()> {
+    let mut command = <Args as clap::CommandFactory>::command();
+    // Rendered first: clap_complete panics on a write error (e.g. a closed pipe), we report it.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "tetherctl", &mut script);
+    out.write_all(&script)
 }
 
 /// Why a command failed. Each renders as one line.
@@ -269,11 +324,17 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
-/// Runs one command, writing its output to `out`.
-pub async fn run(args: Args, out: &mut (dyn Write + Send)) -> Result<(), CtlError> {
+/// Runs one command, writing its output to `out`. `terminal`: `out` is a terminal, so `--wait` may draw
+/// a progress bar on it instead of printing lines.
+pub async fn run(args: Args, out: &mut (dyn Write + Send), terminal: bool) -> Result<(), CtlError> {
+    if let Command::Completions { shell } = args.command {
+        return Ok(completions(shell, out)?);
+    }
     let mut client = connect(&args).await?;
     let format = args.output;
+    let bar = terminal && format == Format::Table;
     match args.command {
+        Command::Completions { .. } => {}
         Command::Status => {
             let cluster = client.get_cluster(GetClusterRequest {}).await?.into_inner();
             output::cluster(out, format, &cluster)?;
@@ -311,11 +372,14 @@ pub async fn run(args: Args, out: &mut (dyn Write + Send)) -> Result<(), CtlErro
             output::scale(out, format, &plan)?;
             if wait {
                 let desired = plan.desired;
-                wait_until(&mut client, out, format, wait_timeout, |nodes| {
+                wait_until(&mut client, out, format, bar, wait_timeout, |nodes| {
                     let running = nodes.iter().filter(|n| n.state == "RUNNING").count() as u64;
                     let live = nodes.iter().filter(|n| n.is_live()).count() as u64;
-                    let progress = format!("{running}/{desired} running, {live} live");
-                    (running == desired && live == desired, progress)
+                    Step {
+                        done: running == desired && live == desired,
+                        message: format!("{running}/{desired} running, {live} live"),
+                        count: Some((running, desired)),
+                    }
                 })
                 .await?;
             }
@@ -333,18 +397,30 @@ pub async fn run(args: Args, out: &mut (dyn Write + Send)) -> Result<(), CtlErro
             output::replace(out, format, &resp)?;
             if wait {
                 let old = resp.old_task_id;
-                wait_until(&mut client, out, format, wait_timeout, |nodes| match nodes
-                    .iter()
-                    .find(|n| n.id == id)
-                {
-                    Some(n) => (
-                        n.state == "RUNNING" && n.task_id.as_deref() != Some(old.as_str()),
-                        format!("node {id} {}", n.state),
-                    ),
-                    None => (false, format!("node {id} not listed")),
+                wait_until(&mut client, out, format, bar, wait_timeout, |nodes| {
+                    let (done, message) = match nodes.iter().find(|n| n.id == id) {
+                        Some(n) => (
+                            n.state == "RUNNING" && n.task_id.as_deref() != Some(old.as_str()),
+                            format!("node {id} {}", n.state),
+                        ),
+                        None => (false, format!("node {id} not listed")),
+                    };
+                    Step {
+                        done,
+                        message,
+                        count: None,
+                    }
                 })
                 .await?;
             }
+        }
+        Command::Endpoints => {
+            let nodes = client
+                .list_nodes(ListNodesRequest {})
+                .await?
+                .into_inner()
+                .nodes;
+            output::endpoints(out, format, &nodes)?;
         }
         Command::Watch => {
             let mut stream = client
@@ -360,16 +436,50 @@ pub async fn run(args: Args, out: &mut (dyn Write + Send)) -> Result<(), CtlErro
     Ok(())
 }
 
-/// Polls the node list until `settled` says so, printing each new progress line once.
+/// One look at the node list while waiting.
+struct Step {
+    done: bool,
+    message: String,
+    /// `(settled, wanted)` when the progress is countable (a bar), `None` for a spinner.
+    count: Option<(u64, u64)>,
+}
+
+/// A bar when the step is countable, else a spinner; both show the step's message.
+fn progress_bar(step: &Step) -> indicatif::ProgressBar {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    let (bar, template) = match step.count {
+        Some((_, wanted)) => (
+            ProgressBar::with_draw_target(Some(wanted), ProgressDrawTarget::stdout()),
+            "{spinner} {elapsed:>4} [{bar:30}] {msg}",
+        ),
+        None => (
+            ProgressBar::with_draw_target(None, ProgressDrawTarget::stdout()),
+            "{spinner} {elapsed:>4} {msg}",
+        ),
+    };
+    // The templates are constants; the default style is only a fallback that never shows.
+    let style = ProgressStyle::with_template(template)
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    bar.set_style(style);
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// Polls the node list until `settled` says so, showing each new progress message once (as a line) or
+/// as it changes (on a bar).
+/// `draw_bar`: draw a progress bar on stdout (a terminal) rather than print lines.
 async fn wait_until(
     client: &mut Client,
     out: &mut (dyn Write + Send),
     format: Format,
+    draw_bar: bool,
     timeout: Duration,
-    settled: impl Fn(&[NodeView]) -> (bool, String),
+    settled: impl Fn(&[NodeView]) -> Step,
 ) -> Result<(), CtlError> {
     let started = tokio::time::Instant::now();
     let mut last = String::new();
+    let mut bar: Option<indicatif::ProgressBar> = None;
     loop {
         let nodes = client
             .list_nodes(ListNodesRequest {})
@@ -377,16 +487,31 @@ async fn wait_until(
             .into_inner()
             .nodes;
         let views: Vec<NodeView> = nodes.iter().map(NodeView::from).collect();
-        let (done, progress) = settled(&views);
-        if progress != last {
-            output::progress(out, format, &progress)?;
+        let step = settled(&views);
+        if draw_bar {
+            // Whatever was printed before (the plan) must be on screen above the bar.
             out.flush()?;
-            last = progress;
+            let b = bar.get_or_insert_with(|| progress_bar(&step));
+            if let Some((done, wanted)) = step.count {
+                b.set_length(wanted);
+                b.set_position(done);
+            }
+            b.set_message(step.message.clone());
+        } else if step.message != last {
+            output::progress(out, format, &step.message)?;
+            out.flush()?;
         }
-        if done {
+        last = step.message;
+        if step.done {
+            if let Some(b) = bar {
+                b.finish_with_message(last);
+            }
             return Ok(());
         }
         if started.elapsed() >= timeout {
+            if let Some(b) = bar {
+                b.abandon();
+            }
             return Err(CtlError::WaitTimeout {
                 waited: timeout,
                 progress: last,
@@ -421,6 +546,47 @@ mod tests {
     fn parse(argv: &[&str]) -> Args {
         Args::try_parse_from(std::iter::once("tetherctl").chain(argv.iter().copied()))
             .expect("valid flags")
+    }
+
+    #[test]
+    fn the_old_token_variable_is_read_only_when_the_new_one_is_unset() {
+        let old = |name: &str| {
+            (name == DEPRECATED_TOKEN_FILE_ENV).then(|| OsString::from("/etc/tether/old.token"))
+        };
+        let mut args = parse(&["status"]);
+        let note = args.apply_deprecated_env(old).expect("a deprecation note");
+        assert!(note.contains("TETHER_ADMIN_TOKEN_FILE"), "{note}");
+        assert_eq!(
+            args.token_file.as_deref(),
+            Some(std::path::Path::new("/etc/tether/old.token"))
+        );
+
+        let mut args = parse(&["--token-file", "/new.token", "status"]);
+        assert_eq!(args.apply_deprecated_env(old), None);
+        assert_eq!(
+            args.token_file.as_deref(),
+            Some(std::path::Path::new("/new.token"))
+        );
+
+        let mut args = parse(&["status"]);
+        assert_eq!(args.apply_deprecated_env(|_| Some(OsString::new())), None);
+        assert_eq!(args.token_file, None);
+    }
+
+    #[test]
+    fn completions_name_every_subcommand() {
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut script = Vec::new();
+            completions(shell, &mut script).expect("writes to a Vec");
+            let script = String::from_utf8(script).expect("utf-8");
+            for sub in ["status", "nodes", "endpoints", "scale", "completions"] {
+                assert!(script.contains(sub), "{shell}: no {sub}");
+            }
+        }
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //! - `scale`: `{previous, desired, start: [ids], stop: [ids]}`; `replace`: `{node_id, old_task_id, message}`;
 //!   `watch`: one JSON object per line with `at_unix_ms`, `kind`, `node_id`, `host`, `task_id`, `message`;
 //!   `--wait` progress: one `{"progress": "..."}` object per line.
+//! - `endpoints`: an array of objects with `id` (integer), `host`, `http_port` (integer) and `address`
+//!   (`host:http_port`), one per RUNNING node, lowest id first.
 
 use std::io::Write;
 
@@ -376,6 +378,41 @@ pub fn volumes(
     )
 }
 
+/// One running node's HTTP address as scripts see it.
+#[derive(Debug, Serialize)]
+struct EndpointView<'a> {
+    id: u64,
+    host: &'a str,
+    http_port: u32,
+    address: String,
+}
+
+/// The HTTP addresses of the running nodes: what clients and load balancers need.
+pub fn endpoints(
+    out: &mut (dyn Write + Send),
+    format: Format,
+    nodes: &[Node],
+) -> std::io::Result<()> {
+    let views: Vec<EndpointView> = nodes
+        .iter()
+        .filter(|n| n.state == "RUNNING" && !n.host.is_empty() && n.http_port != 0)
+        .map(|n| EndpointView {
+            id: n.id,
+            host: &n.host,
+            http_port: n.http_port,
+            address: format!("{}:{}", n.host, n.http_port),
+        })
+        .collect();
+    if format == Format::Json {
+        return json_line(out, &views);
+    }
+    let rows: Vec<Vec<String>> = views
+        .iter()
+        .map(|e| vec![e.id.to_string(), e.address.clone()])
+        .collect();
+    table(out, &["ID", "ADDRESS"], &rows)
+}
+
 pub fn scale(
     out: &mut (dyn Write + Send),
     format: Format,
@@ -564,6 +601,23 @@ mod tests {
         assert_eq!(col(lines[0]), col(lines[1]));
         assert_eq!(col(lines[1]), col(lines[2]));
         assert!(lines[2].contains("volume missing"));
+    }
+
+    #[test]
+    fn endpoints_list_running_nodes_only() {
+        let all = [
+            node(1, "RUNNING", "a1"),
+            node(2, "PENDING", ""),
+            node(3, "STAGING", "a3"),
+        ];
+        let text = render(|o| endpoints(o, Format::Json, &all));
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(
+            v,
+            serde_json::json!([{"id": 1, "host": "a1", "http_port": 31000, "address": "a1:31000"}])
+        );
+        let text = render(|o| endpoints(o, Format::Table, &all));
+        assert_eq!(text, "ID  ADDRESS\n1   a1:31000\n");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The HTTP connection to the Mesos master. [`MesosClient::run`] is the subscription driver: it owns
 //! SUBSCRIBE, heartbeat liveness, resubscription with the framework id and jittered backoff, and leader
 //! following (307 with a protocol-relative `Location`, next master on 503 or connection failure); it
-//! delivers [`Notification`]s through an mpsc channel. [`MesosMaster::send`] posts every other call on the
+//! delivers [`Notification`]s through an mpsc channel. [`MesosClient::send`] posts every other call on the
 //! current stream, adding `Mesos-Stream-Id` and the framework id, and maps status codes to [`CallError`].
 
 use std::path::PathBuf;
@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use http::{HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
@@ -206,15 +205,6 @@ pub enum Notification {
     Disconnected { reason: String },
     /// The driver stopped for good.
     Fatal(FatalError),
-}
-
-/// The master, as the scheduler shell sees it. `MesosClient` is the real one.
-pub trait MesosMaster: Send + Sync {
-    /// Sends a non-SUBSCRIBE call on the current subscription.
-    fn send(&self, call: Call) -> BoxFuture<'static, Result<(), CallError>>;
-    /// The framework id used on the next (re)subscription; `None` subscribes as a new framework.
-    fn set_framework_id(&self, id: Option<FrameworkID>);
-    fn framework_id(&self) -> Option<FrameworkID>;
 }
 
 #[derive(Debug, Default)]
@@ -637,7 +627,19 @@ impl MesosClient {
         }
     }
 
-    async fn post(&self, call: Call) -> Result<(), CallError> {
+    /// The framework id used on the next (re)subscription; `None` subscribes as a new framework.
+    pub fn set_framework_id(&self, id: Option<FrameworkID>) {
+        self.session().framework_id = id;
+    }
+
+    /// The framework id of the live (or the next) subscription.
+    pub fn framework_id(&self) -> Option<FrameworkID> {
+        self.session().framework_id.clone()
+    }
+
+    /// Sends a non-SUBSCRIBE call on the current subscription, adding `Mesos-Stream-Id` and the framework
+    /// id.
+    pub async fn send(&self, call: Call) -> Result<(), CallError> {
         let (base, stream_id, fw) = {
             let s = self.session();
             let Some((base, sid)) = s.stream.clone() else {
@@ -686,19 +688,6 @@ impl MesosClient {
                 body: text,
             },
         })
-    }
-}
-
-impl MesosMaster for MesosClient {
-    fn send(&self, call: Call) -> BoxFuture<'static, Result<(), CallError>> {
-        let this = self.clone();
-        Box::pin(async move { this.post(call).await })
-    }
-    fn set_framework_id(&self, id: Option<FrameworkID>) {
-        self.session().framework_id = id;
-    }
-    fn framework_id(&self) -> Option<FrameworkID> {
-        self.session().framework_id.clone()
     }
 }
 

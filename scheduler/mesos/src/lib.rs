@@ -4,7 +4,7 @@
 //!   rules (proto field names, declaration order, enums as names, bytes as the base64 string received).
 //! * [`recordio`] — the RecordIO framing of the subscription stream (decoder and encoder).
 //! * [`client`] — the HTTP connection to the master: a subscription driver (subscribe, heartbeat liveness,
-//!   resubscribe with backoff, leader following) and a cloneable call sender, behind [`client::MesosMaster`].
+//!   resubscribe with backoff, leader following) and a cloneable call sender, [`client::MesosClient`].
 
 pub mod client;
 pub mod model;

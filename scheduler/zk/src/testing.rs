@@ -53,8 +53,9 @@ impl ZkServer {
                 if std::env::var(REQUIRE_ENV).as_deref() != Ok("1") =>
             {
                 eprintln!(
-                    "\n!!! SKIPPING {test}: {why}. Install the Debian package `zookeeper` to run it \
-                     (set {REQUIRE_ENV}=1 to make this a failure).\n"
+                    "\n!!! SKIPPING {test}: {why}. To run it, install ZooKeeper: on Debian or Ubuntu \
+                     `sudo apt-get install -y zookeeper` (it brings Java; the tests start {ZK_JAR} \
+                     themselves, no service needed). Set {REQUIRE_ENV}=1 to make this a failure.\n"
                 );
                 None
             }

@@ -2,7 +2,7 @@
 
 use crate::command::{Command, MesosCommand, SidecarCommand, env};
 use crate::config::{Constraint, Containerizer};
-use crate::domain::{ALL_STATES, AttributeValue, TaskState};
+use crate::domain::{ALL_STATES, AttributeValue, TaskReason, TaskState};
 use crate::error::CoreError;
 use crate::ids::{Millis, NodeId};
 use crate::state::{PersistedState, StateWrite};
@@ -69,6 +69,7 @@ fn decline_of(h: &Harness, host_name: &str) -> String {
         .into_iter()
         .find(|a| a.host.as_str() == host_name)
         .and_then(|a| a.last_decline)
+        .map(|r| r.to_string())
         .unwrap_or_default()
 }
 
@@ -713,12 +714,12 @@ fn unreachable_fences_the_node_until_a_terminal_state() {
 
 #[test]
 fn a_node_lost_with_its_agent_is_placed_at_once_a_failed_one_backs_off() {
-    let lost = |state, reason: Option<&str>| {
+    let lost = |state, reason: Option<TaskReason>| {
         let mut h = normal_harness(1);
         launch_running(&mut h, &["a"]);
         let t = h.task_of(1).unwrap_or_else(|| panic!("launched"));
         let mut s = status(&t, "a", state, None);
-        s.reason = reason.map(str::to_owned);
+        s.reason = reason;
         h.update(s);
         // The very next offer, with no time passing.
         let o = big_offer(&mut h, "b");
@@ -728,14 +729,14 @@ fn a_node_lost_with_its_agent_is_placed_at_once_a_failed_one_backs_off() {
     };
     assert!(lost(TaskState::Gone, None));
     assert!(lost(TaskState::GoneByOperator, None));
-    assert!(lost(TaskState::Lost, Some("REASON_AGENT_REMOVED")));
-    assert!(lost(TaskState::Lost, Some("REASON_AGENT_DISCONNECTED")));
-    assert!(!lost(TaskState::Lost, Some("REASON_EXECUTOR_TERMINATED")));
+    assert!(lost(TaskState::Lost, Some(TaskReason::AgentRemoved)));
+    assert!(lost(TaskState::Lost, Some(TaskReason::AgentDisconnected)));
+    assert!(!lost(TaskState::Lost, Some(TaskReason::ExecutorTerminated)));
     assert!(!lost(
         TaskState::Failed,
-        Some("REASON_COMMAND_EXECUTOR_FAILED")
+        Some(TaskReason::CommandExecutorFailed)
     ));
-    assert!(!lost(TaskState::Failed, Some("REASON_AGENT_REMOVED")));
+    assert!(!lost(TaskState::Failed, Some(TaskReason::AgentRemoved)));
     assert!(!lost(TaskState::Killed, None));
 }
 
@@ -1118,7 +1119,7 @@ fn views_describe_nodes_agents_volumes_and_cluster() {
     let t = h.task_of(1).unwrap_or_else(|| panic!("t"));
     h.update(status(&t, "a", TaskState::Running, None));
     let nodes = h.core.nodes();
-    assert_eq!(nodes[0].phase, NodePhase::Task(Some("TASK_RUNNING".into())));
+    assert_eq!(nodes[0].phase, NodePhase::Task(Some(TaskState::Running)));
     assert_eq!(nodes[0].ports, Some((31000, 31001)));
     let agents = h.core.agents(h.now);
     assert_eq!(agents[0].zone.as_deref(), Some("z1"));

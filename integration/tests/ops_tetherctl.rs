@@ -1,0 +1,138 @@
+//! The operator-facing parts of tetherctl against a whole local cluster of real processes: `endpoints`
+//! names addresses where the nodes' HTTP answers, `scale --wait` keeps printing one progress line (or
+//! JSON object) per change when stdout is not a terminal, and the admin token file is read from
+//! `TETHER_ADMIN_TOKEN_FILE` or, with a deprecation note, from the old `TETHER_TOKEN_FILE`.
+//!
+//! Build the binaries first (`cargo build --workspace --bins`).
+
+use tether_integration::http_client;
+use tether_integration::process::bin_path;
+use tether_integration::testing::cluster::E2eCluster;
+use tether_integration::testing::scheduler::all_running;
+
+/// tetherctl's exit status, stdout and stderr.
+#[derive(Debug)]
+struct Ctl {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the real tetherctl with a clean environment plus `env`.
+async fn tetherctl(args: &[&str], env: &[(&str, &str)]) -> Ctl {
+    let bin = bin_path("tetherctl").unwrap_or_else(|e| panic!("{e}"));
+    let out = tokio::process::Command::new(bin)
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .expect("tetherctl runs");
+    Ctl {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_wait_and_the_token_variables() {
+    let c = E2eCluster::start(3, 2, |_| {}).await;
+    let nodes = c.wait_nodes("two running nodes", all_running(2)).await;
+    let plan = &c.cluster.plan;
+    let scheduler = format!("http://{}", plan.admin);
+    let token = plan.admin_token.display().to_string();
+    let env = [
+        ("TETHER_SCHEDULER", scheduler.as_str()),
+        ("TETHER_ADMIN_TOKEN_FILE", token.as_str()),
+    ];
+
+    // endpoints: one address per running node, each answered by that node's Elasticsearch.
+    let out = tetherctl(&["--output", "json", "endpoints"], &env).await;
+    assert!(out.ok && out.stderr.is_empty(), "{out:?}");
+    let endpoints: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+    let endpoints = endpoints.as_array().expect("an array");
+    assert_eq!(endpoints.len(), 2, "{endpoints:?}");
+    for (e, n) in endpoints.iter().zip(&nodes) {
+        let address = format!("{}:{}", n.host, n.http_port);
+        assert_eq!(e["id"], n.id);
+        assert_eq!(e["address"], address.as_str());
+        let (status, body) = http_client::get_json(&format!("http://{address}/"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(status, 200, "{address}: {body}");
+    }
+    let table = tetherctl(&["endpoints"], &env).await;
+    assert!(table.ok, "{table:?}");
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["ID", "ADDRESS"]
+    );
+    assert_eq!(lines.len(), 3, "{lines:?}");
+
+    // scale --wait, not on a terminal: the plan, then one progress object per change, the last settled.
+    // (The cluster's volumes exist for two nodes: down to one and back.)
+    let out = tetherctl(
+        &[
+            "--output",
+            "json",
+            "scale",
+            "1",
+            "--wait",
+            "--wait-timeout",
+            "2m",
+        ],
+        &env,
+    )
+    .await;
+    assert!(out.ok, "{out:?}");
+    let lines: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines[0]["desired"], 1, "{lines:?}");
+    assert!(lines.len() >= 2, "{lines:?}");
+    for progress in &lines[1..] {
+        let keys: Vec<&String> = progress.as_object().expect("object").keys().collect();
+        assert_eq!(keys, ["progress"], "{progress}");
+    }
+    assert_eq!(
+        lines.last().expect("a last line")["progress"],
+        "1/1 running, 1 live"
+    );
+    let out = tetherctl(&["scale", "2", "--wait", "--wait-timeout", "2m"], &env).await;
+    assert!(out.ok, "{out:?}");
+    assert!(out.stdout.starts_with("scaling 1 -> 2"), "{out:?}");
+    assert!(
+        out.stdout.lines().skip(1).all(|l| l.starts_with("... ")),
+        "{out:?}"
+    );
+    assert_eq!(
+        out.stdout.lines().last(),
+        Some("... 2/2 running, 2 live"),
+        "{out:?}"
+    );
+
+    // The deprecated variable still works, with a note; the new one wins when both are set.
+    let old = [
+        ("TETHER_SCHEDULER", scheduler.as_str()),
+        ("TETHER_TOKEN_FILE", token.as_str()),
+    ];
+    let out = tetherctl(&["status"], &old).await;
+    assert!(out.ok, "{out:?}");
+    assert!(
+        out.stderr.contains("TETHER_TOKEN_FILE is deprecated")
+            && out.stderr.contains("TETHER_ADMIN_TOKEN_FILE"),
+        "{out:?}"
+    );
+    let both = [
+        ("TETHER_SCHEDULER", scheduler.as_str()),
+        ("TETHER_ADMIN_TOKEN_FILE", token.as_str()),
+        ("TETHER_TOKEN_FILE", "/nonexistent/old.token"),
+    ];
+    let out = tetherctl(&["status"], &both).await;
+    assert!(out.ok && out.stderr.is_empty(), "{out:?}");
+    c.stop().await;
+}
