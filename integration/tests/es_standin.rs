@@ -230,27 +230,28 @@ async fn a_node_whose_volume_was_preempted_acknowledges_nothing() {
     }
 }
 
-/// `_cat/nodes` as Tether reads it: `[{"name", "master"}]` of the nodes the elected master lists.
-async fn cat_nodes(http_addr: &str) -> (u16, Value) {
+/// The cluster state's `master_node` and `nodes`, as Tether reads them.
+async fn cluster_state(http_addr: &str) -> (u16, Value) {
     http(
         "GET",
-        format!("http://{http_addr}/_cat/nodes?format=json&h=name,master"),
+        format!("http://{http_addr}/_cluster/state/master_node,nodes"),
         None,
     )
     .await
 }
 
-/// The names `_cat/nodes` lists and the master among them.
+/// The names the cluster state lists and the master's name.
 fn listed(v: &Value) -> (Vec<String>, Option<String>) {
-    let rows = v.as_array().cloned().unwrap_or_default();
-    let names = rows
-        .iter()
-        .filter_map(|r| r["name"].as_str().map(str::to_owned))
+    let nodes = v["nodes"].as_object().cloned().unwrap_or_default();
+    let mut names: Vec<String> = nodes
+        .values()
+        .filter_map(|n| n["name"].as_str().map(str::to_owned))
         .collect();
-    let master = rows
-        .iter()
-        .find(|r| r["master"] == "*")
-        .and_then(|r| r["name"].as_str().map(str::to_owned));
+    names.sort();
+    let master = v["master_node"]
+        .as_str()
+        .and_then(|id| nodes.get(id))
+        .and_then(|n| n["name"].as_str().map(str::to_owned));
     (names, master)
 }
 
@@ -258,7 +259,7 @@ fn listed(v: &Value) -> (Vec<String>, Option<String>) {
 /// seeded with it. All three are listed once they have greeted each other; a frozen one (SIGSTOP: its
 /// port accepts, it never answers) and a dead one are not; with two of three gone there is no master.
 #[tokio::test]
-async fn cat_nodes_lists_the_nodes_that_answer_and_needs_a_majority() {
+async fn the_cluster_state_lists_the_nodes_that_answer_and_needs_a_majority() {
     use tether_integration::process::free_port;
     let dirs: Vec<tempfile::TempDir> = (0..3)
         .map(|_| tempfile::tempdir().expect("tempdir"))
@@ -290,7 +291,7 @@ async fn cat_nodes_lists_the_nodes_that_answer_and_needs_a_majority() {
                 if let Ok(Ok(r)) = tokio::time::timeout(
                     Duration::from_secs(5),
                     http_client::get_json(&format!(
-                        "http://{first}/_cat/nodes?format=json&h=name,master"
+                        "http://{first}/_cluster/state/master_node,nodes"
                     )),
                 )
                 .await
@@ -325,7 +326,7 @@ async fn cat_nodes_lists_the_nodes_that_answer_and_needs_a_majority() {
 
     children[1].kill().await.expect("killed");
     children[2].kill().await.expect("killed");
-    let (status, reply) = cat_nodes(&first).await;
+    let (status, reply) = cluster_state(&first).await;
     assert_eq!(status, 503, "{reply}");
     assert_eq!(reply["error"]["type"], "master_not_discovered_exception");
 }

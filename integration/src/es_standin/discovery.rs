@@ -1,5 +1,5 @@
-//! How stand-ins find each other and agree on an elected master — enough for `GET /_cat/nodes` to answer
-//! what Tether asks Elasticsearch: which nodes the elected master lists.
+//! How stand-ins find each other and agree on an elected master — enough for `GET /_cluster/state` to
+//! answer what Tether asks Elasticsearch: which nodes the elected master lists.
 //!
 //! The transport port speaks one line each way: a caller sends `HELLO <name> <host:port>`, the node
 //! answers `<name> <name=host:port,...>` (itself, then every peer it knows) and closes. A node learns a
@@ -11,8 +11,8 @@
 //!
 //! The elected master: the known nodes (every name ever learned, this node included) are the voting
 //! configuration; when more than half of them answer, the lowest name among those present is the
-//! master, and `_cat/nodes` lists those present; otherwise there is no master (503, as Elasticsearch
-//! answers `master_not_discovered_exception`).
+//! master, and the cluster state lists those present; otherwise there is no master (503, as
+//! Elasticsearch answers `master_not_discovered_exception`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -40,7 +40,7 @@ pub(crate) struct Discovery {
     peers: Mutex<BTreeMap<String, String>>,
 }
 
-/// The elected master's view, as `_cat/nodes` shows it.
+/// The elected master's view, as the cluster state shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum View {
     /// The master and every node present (name → transport address), the master included.

@@ -6,9 +6,9 @@
 //! `discovery.seed_hosts`, `path.data`, `network.host`) — and:
 //! - answers `GET /` with the node's identity and `GET /_cluster/health` counting the seed peers whose
 //!   transport port accepts a connection;
-//! - answers `GET /_cat/nodes` (`?format=json`, `&h=name,master,ip`) with the nodes the elected master
-//!   lists, or 503 `master_not_discovered_exception` without a majority ([`discovery`]: nodes greet
-//!   each other on the transport port; a dead or frozen node does not answer and is not listed);
+//! - answers `GET /_cluster/state[/master_node,nodes]` with the elected master and the nodes it lists,
+//!   or 503 `master_not_discovered_exception` without a majority ([`discovery`]: nodes greet each other
+//!   on the transport port; a dead or frozen node does not answer and is not listed);
 //! - stores documents (`PUT /<index>/_doc/<id>`, `GET /<index>/_doc/<id>`) as files under its data path,
 //!   fsynced before it answers, so an acknowledged write survives a kill -9;
 //! - holds an exclusive lock on `<data>/node.lock` for its whole life and refuses to start when another live
@@ -330,9 +330,8 @@ async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Result<Reply, Infall
     let resp = match (&method, segments.as_slice()) {
         (&Method::GET, []) => root(&node),
         (&Method::GET, ["_cluster", "health"]) => health(&node).await,
-        (&Method::GET, ["_cat", "nodes"]) => {
-            cat_nodes(&node, req.uri().query().unwrap_or_default()).await
-        }
+        (&Method::GET, ["_cluster", "state"]) => cluster_state(&node, "").await,
+        (&Method::GET, ["_cluster", "state", metrics]) => cluster_state(&node, metrics).await,
         (&Method::GET, [index, "_doc", id]) => get_doc(&node, index, id),
         (&Method::PUT | &Method::POST, [index, "_doc", id]) => {
             match Limited::new(req.into_body(), MAX_BODY).collect().await {
@@ -403,16 +402,10 @@ async fn health(node: &Node) -> Reply {
     )
 }
 
-/// `GET /_cat/nodes`: one row per node the elected master lists (`name`, `master` `*` or `-`, `ip`),
-/// as JSON with `format=json`, else as text; `h=` picks and orders the columns.
-async fn cat_nodes(node: &Node, query: &str) -> Reply {
-    let param = |k: &str| {
-        query
-            .split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(key, _)| *key == k)
-            .map(|(_, v)| v.to_owned())
-    };
+/// `GET /_cluster/state[/<metrics>]` with the `master_node` and `nodes` metrics, as the elected master
+/// publishes them (node ids are the node names here); 503 `master_not_discovered_exception` when no
+/// master is elected.
+async fn cluster_state(node: &Node, metrics: &str) -> Reply {
     let (master, nodes) = match node.discovery.view().await {
         discovery::View::Master { master, nodes } => (master, nodes),
         discovery::View::NoMaster { present, known } => {
@@ -423,49 +416,25 @@ async fn cat_nodes(node: &Node, query: &str) -> Reply {
             );
         }
     };
-    let columns: Vec<String> = param("h")
-        .map(|h| h.split(',').map(str::to_owned).collect())
-        .unwrap_or_else(|| vec!["ip".into(), "master".into(), "name".into()]);
-    let rows: Vec<Vec<(String, String)>> = nodes
-        .iter()
-        .map(|(name, address)| {
-            let ip = address
-                .rsplit_once(':')
-                .map_or(address.as_str(), |(h, _)| h);
-            columns
-                .iter()
-                .map(|c| {
-                    let v = match c.as_str() {
-                        "name" => name.clone(),
-                        "master" => if *name == master { "*" } else { "-" }.to_owned(),
-                        "ip" => ip.to_owned(),
-                        _ => String::new(),
-                    };
-                    (c.clone(), v)
-                })
-                .collect()
-        })
-        .collect();
-    if param("format").as_deref() == Some("json") {
-        let json: Vec<Value> = rows
-            .into_iter()
-            .map(|r| Value::Object(r.into_iter().map(|(k, v)| (k, Value::String(v))).collect()))
-            .collect();
-        return reply(StatusCode::OK, Value::Array(json));
+    let all = metrics.is_empty() || metrics == "_all";
+    let wants = |m: &str| all || metrics.split(',').any(|x| x == m);
+    let mut body = json!({ "cluster_name": node.args.cluster_name });
+    if wants("master_node") {
+        body["master_node"] = json!(master);
     }
-    let text: String = rows
-        .iter()
-        .map(|r| {
-            let cells: Vec<&str> = r.iter().map(|(_, v)| v.as_str()).collect();
-            format!("{}\n", cells.join(" "))
-        })
-        .collect();
-    let mut resp = Response::new(Full::new(Bytes::from(text)));
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=UTF-8"),
-    );
-    resp
+    if wants("nodes") {
+        let nodes: serde_json::Map<String, Value> = nodes
+            .into_iter()
+            .map(|(name, address)| {
+                (
+                    name.clone(),
+                    json!({ "name": name, "transport_address": address }),
+                )
+            })
+            .collect();
+        body["nodes"] = Value::Object(nodes);
+    }
+    reply(StatusCode::OK, body)
 }
 
 /// Index names follow Elasticsearch's rules, which also keep them safe as directory names.
