@@ -444,6 +444,17 @@ async fn a_frozen_partition_stops_the_task_until_it_heals() {
     eventually(|| process_state(pid) == Some('T')).await;
     assert_eq!(w.agent_state(&agent)["machine"], "frozen");
     assert_eq!(w.next_update("t1").await.state, TaskState::Unreachable);
+    // The master cannot reach it: a KILL is answered as by reconciliation, and nothing is killed.
+    w.d.client
+        .send(Call::kill(TaskID::new("t1"), Some(agent.clone()), None))
+        .await
+        .expect("kill");
+    let s = w.next_update("t1").await;
+    assert_eq!(
+        (s.state, s.reason),
+        (TaskState::Unreachable, Some(Reason::ReasonReconciliation))
+    );
+    assert_eq!(process_state(pid), Some('T'));
 
     assert_eq!(
         w.fault(&format!("agents/{}/heal", agent.value)).await.0,
@@ -458,6 +469,13 @@ async fn a_frozen_partition_stops_the_task_until_it_heals() {
     let beat = w.dir.path().join("sandboxes/t1/beat");
     let first = std::fs::read_to_string(&beat).unwrap_or_default();
     eventually(|| std::fs::read_to_string(&beat).unwrap_or_default() != first).await;
+    w.d.client
+        .send(Call::kill(TaskID::new("t1"), Some(agent.clone()), None))
+        .await
+        .expect("kill");
+    let s = ack_until_task(&mut w.d, "t1", TaskState::Killed).await;
+    assert_eq!(s.state, TaskState::Killed, "{s:?}");
+    eventually(|| process_state(pid).is_none()).await;
     w.stop().await;
 }
 

@@ -242,6 +242,7 @@ impl State {
         a.status = AgentStatus::Unreachable;
         a.unreachable_ns = Some(ns);
         a.left_at = Some(now);
+        a.killed.clear();
         let id = a.id.clone();
         self.rescind_agent_offers(agent);
         for (fw, tid) in self.agent_tasks(agent) {
@@ -302,6 +303,7 @@ impl State {
         let Some(a) = self.agents.get_mut(agent) else {
             return Ok(());
         };
+        let killed = std::mem::take(&mut a.killed);
         if a.status == AgentStatus::Unreachable {
             a.status = AgentStatus::Active;
             a.unreachable_ns = None;
@@ -334,6 +336,9 @@ impl State {
             }
         }
         self.flush_all(now);
+        for (fw, k) in killed {
+            self.kill(&fw, k);
+        }
         self.allocate_now = true;
         Ok(())
     }
@@ -420,6 +425,7 @@ impl State {
         a.status = AgentStatus::Active;
         a.down = false;
         a.frozen = false;
+        a.killed.clear();
         a.partitioned_at = None;
         a.unreachable_ns = None;
         a.left_at = None;

@@ -45,6 +45,9 @@ pub(crate) struct Agent {
     /// Tasks the master ended (marked gone) while their processes still ran behind a partition: the
     /// agent is shut down, and they with it, when it reconnects (or they die with its machine).
     pub orphans: Vec<mpsc::UnboundedSender<TaskControl>>,
+    /// KILLs of its tasks sent while it was cut off (framework, call): the master re-sends them when it
+    /// reconnects, unless it became UNREACHABLE meanwhile (the master then forgot them).
+    pub killed: Vec<(String, Kill)>,
 }
 
 impl Agent {
@@ -67,6 +70,7 @@ impl Agent {
             frozen: false,
             left_at: None,
             orphans: Vec::new(),
+            killed: Vec::new(),
         }
     }
     pub(super) fn reachable(&self, now: Instant) -> bool {
