@@ -13,7 +13,8 @@ use tether_proto::v1::admin_server::Admin;
 use tether_proto::v1::{
     Cluster, ClusterEvent, GetClusterRequest, ListAgentsRequest, ListAgentsResponse,
     ListNodesRequest, ListNodesResponse, ListVolumesRequest, ListVolumesResponse,
-    ReplaceNodeRequest, ReplaceNodeResponse, ScaleRequest, ScaleResponse, WatchEventsRequest,
+    MarkAgentGoneRequest, MarkAgentGoneResponse, ReplaceNodeRequest, ReplaceNodeResponse,
+    ScaleRequest, ScaleResponse, WatchEventsRequest,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::StreamExt;
@@ -40,6 +41,11 @@ pub enum AdminRequest {
         node_id: u64,
         force: bool,
         reply: oneshot::Sender<Result<ReplaceNodeResponse, Status>>,
+    },
+    /// `agent` is a non-empty agent id or host name.
+    MarkAgentGone {
+        agent: String,
+        reply: oneshot::Sender<Result<MarkAgentGoneResponse, Status>>,
     },
 }
 
@@ -208,6 +214,23 @@ impl Admin for AdminService {
                 force,
                 reply,
             })
+            .await??;
+        Ok(Response::new(answer))
+    }
+
+    async fn mark_agent_gone(
+        &self,
+        req: Request<MarkAgentGoneRequest>,
+    ) -> Result<Response<MarkAgentGoneResponse>, Status> {
+        self.check_write(&req)?;
+        let agent = req.get_ref().agent.trim().to_owned();
+        if agent.is_empty() {
+            return Err(Status::invalid_argument(
+                "agent must be a Mesos agent id or a host name",
+            ));
+        }
+        let answer = self
+            .ask(|reply| AdminRequest::MarkAgentGone { agent, reply })
             .await??;
         Ok(Response::new(answer))
     }

@@ -5,11 +5,12 @@
 use std::path::Path;
 
 use tether_core::config::{
-    Config, Constraint, Containerizer as CoreContainerizer, Strategy, VolumeSpec,
+    Config, Constraint, Containerizer as CoreContainerizer, Fencing as CoreFencing, Strategy,
+    VolumeSpec,
 };
 use tether_mesos::client::{Credential, FrameworkSettings, MesosConfig};
 
-use crate::args::{Args, Containerizer, MasterSource};
+use crate::args::{Args, Containerizer, Fencing, MasterSource};
 use crate::auth::{Token, TokenError};
 use crate::error::SchedulerError;
 use crate::taskinfo::TaskCommand;
@@ -73,6 +74,15 @@ pub fn core_config(args: &Args) -> Result<Config, SchedulerError> {
     c.prepare_hold_ms = args.prepare_timeout.as_millis() as u64;
     c.implicit_reconcile_ms = args.reconcile_interval.as_millis() as u64;
     c.startup_grace_ms = args.startup_grace.as_millis() as u64;
+    c.fencing = match args.fencing {
+        Fencing::None => CoreFencing::None,
+        Fencing::Storage => CoreFencing::Storage,
+    };
+    c.unreachable_replace_after_ms = args.unreachable_replace_after.as_millis() as u64;
+    // A few polls fit in a view's life, so one slow answer does not void it.
+    c.es_view_max_age_ms = (args.es_poll_interval.as_millis() as u64)
+        .saturating_mul(3)
+        .max(1);
     c.validate()
         .map_err(|e| SchedulerError::Config(e.to_string()))?;
     Ok(c)

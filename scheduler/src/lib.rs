@@ -15,6 +15,7 @@ pub mod args;
 pub mod auth;
 pub mod config;
 pub mod convert;
+pub mod elasticsearch;
 pub mod election;
 pub mod error;
 pub mod ha;

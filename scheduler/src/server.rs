@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tether_core::Core;
+use tether_core::domain::EsView;
 use tether_core::ids::Millis;
 use tether_mesos::client::{MesosClient, Notification};
 use tether_mesos::model::FrameworkID;
@@ -31,15 +32,16 @@ use tonic_health::server::HealthReporter;
 
 use crate::admin::{AdminConfig, AdminService};
 use crate::agent_channel::{AgentChannelService, ChannelConfig};
-use crate::args::{Args, MasterSource};
+use crate::args::{Args, Fencing, MasterSource};
 use crate::config;
+use crate::elasticsearch::{self, EsClient, EsClientConfig};
 use crate::election;
 use crate::error::SchedulerError;
 use crate::ha::{self, Activity};
 use crate::mesos::{self, Masters};
 use crate::metrics::Metrics;
 use crate::presentation::Clock;
-use crate::run::{Inputs, LoopSettings, Outputs, Shell};
+use crate::run::{EsPoll, Inputs, LoopSettings, Outputs, Shell};
 use crate::store::StateStore;
 use crate::supervisor::{Stage, Supervisor};
 
@@ -72,6 +74,8 @@ pub struct Bound {
     activity: Arc<watch::Sender<Activity>>,
     inputs: Inputs,
     mesos_tx: mpsc::Sender<Notification>,
+    /// Where the Elasticsearch poller (storage fencing only) sends its views.
+    es_tx: mpsc::Sender<EsView>,
     events: broadcast::Sender<pb::ClusterEvent>,
     metrics: Metrics,
     settings: LoopSettings,
@@ -133,6 +137,7 @@ pub async fn bind(args: Args) -> Result<Bound, SchedulerError> {
     let (sidecar_tx, sidecars) = mpsc::channel(1024);
     let (admin_tx, admin) = mpsc::channel(64);
     let (mesos_tx, mesos) = mpsc::channel(256);
+    let (es_tx, es) = mpsc::channel(16);
     let (events, _) = broadcast::channel(1024);
     let (health, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
@@ -180,8 +185,10 @@ pub async fn bind(args: Args) -> Result<Bound, SchedulerError> {
             mesos,
             sidecars,
             admin,
+            es,
         },
         mesos_tx,
+        es_tx,
         events,
         metrics: Metrics::new(),
         settings: LoopSettings {
@@ -189,6 +196,15 @@ pub async fn bind(args: Args) -> Result<Bound, SchedulerError> {
             roles: vec![args.role.clone()],
             driver: args.external_volume_driver.clone(),
             framework_name: args.framework_name.clone(),
+            es_poll: (args.fencing == Fencing::Storage).then(|| EsPoll {
+                client: EsClientConfig {
+                    // An answer slower than a poll is no answer.
+                    timeout: args
+                        .es_poll_interval
+                        .clamp(Duration::from_millis(200), Duration::from_secs(10)),
+                },
+                interval: args.es_poll_interval,
+            }),
         },
         hostname: config::hostname(&args),
         advertise: config::advertise_address(&args),
@@ -234,6 +250,7 @@ impl Bound {
             activity,
             mut inputs,
             mesos_tx,
+            es_tx,
             events,
             metrics,
             settings,
@@ -309,6 +326,7 @@ impl Bound {
             masters,
             store,
             mesos_tx,
+            es_tx,
             events,
             metrics,
             settings,
@@ -383,6 +401,7 @@ struct Leading {
     masters: Masters,
     store: StateStore,
     mesos_tx: mpsc::Sender<Notification>,
+    es_tx: mpsc::Sender<EsView>,
     events: broadcast::Sender<pb::ClusterEvent>,
     metrics: Metrics,
     settings: LoopSettings,
@@ -405,6 +424,7 @@ async fn lead(
         masters,
         store,
         mesos_tx,
+        es_tx,
         events,
         metrics,
         settings,
@@ -428,11 +448,27 @@ async fn lead(
 
         let (calls, calls_rx) = mpsc::unbounded_channel();
         let (clients_tx, clients_rx) = watch::channel::<Option<MesosClient>>(None);
+        let operator = clients_rx.clone();
         tasks.spawn(
             Stage::Calls,
             "Mesos call sender",
             mesos::send_calls(calls_rx, clients_rx, lost.clone()),
         );
+        let (es_targets, targets_rx) = watch::channel(Vec::new());
+        if let Some(poll) = &settings.es_poll {
+            // Stops with the driver: a scheduler that no longer acts needs no second opinion.
+            tasks.spawn(
+                Stage::Mesos,
+                "Elasticsearch poller",
+                elasticsearch::run_poller(
+                    EsClient::new(poll.client.clone()),
+                    targets_rx,
+                    es_tx,
+                    poll.interval,
+                    tasks.token(Stage::Mesos),
+                ),
+            );
+        }
         let stop = tasks.token(Stage::Mesos);
         match masters {
             Masters::Fixed(client) => {
@@ -463,6 +499,8 @@ async fn lead(
             calls,
             events,
             metrics,
+            operator,
+            es_targets,
         };
         let mut shell = Shell::new(core, store, clock, outputs, settings, leader_address);
         let result = shell.run(inputs, tasks, shutdown, lost).await;

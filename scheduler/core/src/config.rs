@@ -34,6 +34,21 @@ pub enum Strategy {
     },
 }
 
+/// What ends the wait for a node whose task is UNREACHABLE (its agent silent: dead, or cut off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Fencing {
+    /// Nothing automatic: the node waits for a terminal state, which an operator gives by marking the
+    /// agent gone (`tetherctl agents gone`).
+    None,
+    /// The volume driver attaches a volume in one place only and takes it over on Mount (REX-Ray with
+    /// EBS and `preempt`): once the old task has been UNREACHABLE for
+    /// [`Config::unreachable_replace_after_ms`] and Elasticsearch's elected master has not listed it for
+    /// as long, the node is prepared elsewhere, which force-detaches the volumes from the old agent, and
+    /// launched once the new attachment is confirmed. A multi-attach or network-filesystem driver must
+    /// never be run with it: nothing would fence the old writer.
+    Storage,
+}
+
 /// Which Mesos containerizer runs the task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Containerizer {
@@ -134,6 +149,13 @@ pub struct Config {
     pub decline_refuse_seconds: f64,
     /// Refuse filter of a decline when nothing is pending (REVIVE clears it).
     pub idle_refuse_seconds: f64,
+    /// What ends the wait for a node whose task is UNREACHABLE.
+    pub fencing: Fencing,
+    /// With storage fencing: how long a task must have been UNREACHABLE, and absent from Elasticsearch's
+    /// elected master, before its node is replaced.
+    pub unreachable_replace_after_ms: u64,
+    /// An Elasticsearch view older than this is no view (the shell polls several times within it).
+    pub es_view_max_age_ms: u64,
 }
 
 impl Config {
@@ -178,6 +200,9 @@ impl Config {
             startup_grace_ms: 15_000,
             decline_refuse_seconds: 10.0,
             idle_refuse_seconds: 300.0,
+            fencing: Fencing::None,
+            unreachable_replace_after_ms: 60_000,
+            es_view_max_age_ms: 30_000,
         }
     }
 
@@ -237,6 +262,20 @@ impl Config {
             || self.implicit_reconcile_ms == 0
         {
             return bad("backoff and reconciliation intervals must be positive".into());
+        }
+        if self.fencing == Fencing::Storage {
+            if !matches!(self.strategy, Strategy::External { .. }) {
+                return bad(
+                    "storage fencing needs the external strategy: only a volume driver can fence"
+                        .into(),
+                );
+            }
+            if self.unreachable_replace_after_ms == 0 || self.es_view_max_age_ms == 0 {
+                return bad(
+                    "the unreachable replace delay and the Elasticsearch view age must be positive"
+                        .into(),
+                );
+            }
         }
         if self.report_interval_ms == 0 || self.freshness_multiple == 0 || self.prepare_hold_ms == 0
         {

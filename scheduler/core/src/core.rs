@@ -38,6 +38,12 @@ pub(crate) struct SlotRuntime {
     pub(crate) reason: Option<Reason>,
     /// When the slot entered its current state.
     pub(crate) since: Millis,
+    /// Since when its task is UNREACHABLE as this process saw it (a restart starts the wait anew).
+    pub(crate) unreachable_since: Option<Millis>,
+    /// Since when Elasticsearch's elected master does not list the node (reset while no master answers).
+    pub(crate) es_absent_since: Option<Millis>,
+    /// Its pending placement replaces a storage-fenced task: launch only on a confirmed attachment.
+    pub(crate) replacing_fenced: bool,
 }
 
 /// An offer held while the sidecar prepares the node's volumes.
@@ -114,6 +120,8 @@ pub(crate) enum Timer {
     GraceEnd,
     Backoff(NodeId),
     LaunchStatus(NodeId, TaskId),
+    /// A storage-fenced replacement may be due.
+    Fence(NodeId),
 }
 
 /// The result of a scale request.
@@ -158,6 +166,10 @@ pub struct Core {
     pub(crate) watch: std::sync::Arc<Vec<VolumeName>>,
     /// No placement before this time (set at the first SUBSCRIBED of this process).
     pub(crate) placement_from: Option<Millis>,
+    /// The last Elasticsearch view and when it came.
+    pub(crate) es: Option<(Millis, crate::domain::EsView)>,
+    /// UNREACHABLE tasks whose nodes were replaced under storage fencing: killed wherever they show up.
+    pub(crate) fenced_tasks: BTreeMap<TaskId, crate::fencing::FencedTask>,
 }
 
 pub(crate) fn new_runtime(now: Millis) -> SlotRuntime {
@@ -173,6 +185,9 @@ pub(crate) fn new_runtime(now: Millis) -> SlotRuntime {
         attributes: Vec::new(),
         reason: None,
         since: now,
+        unreachable_since: None,
+        es_absent_since: None,
+        replacing_fenced: false,
     }
 }
 
@@ -242,6 +257,8 @@ impl Core {
             next_command_id: 1,
             watch: std::sync::Arc::new(Vec::new()),
             placement_from: None,
+            es: None,
+            fenced_tasks: BTreeMap::new(),
         };
         core.refresh_watch();
         if core.ids.len() as u64 != desired {
@@ -657,6 +674,7 @@ impl Core {
             state: None,
         });
         rec.forced = false;
+        rec.fenced = false;
         rec.last_reason = None;
         self.write_slot(rec);
         self.tasks.insert(task_id.clone(), id);
@@ -669,6 +687,9 @@ impl Core {
             rt.healthy = None;
             rt.reason = None;
             rt.since = now;
+            rt.replacing_fenced = false;
+            rt.unreachable_since = None;
+            rt.es_absent_since = None;
             rt.attributes = offer
                 .attributes
                 .iter()

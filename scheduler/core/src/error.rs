@@ -26,6 +26,14 @@ pub enum CoreError {
         /// The last known state, or `unknown`.
         state: String,
     },
+    /// An agent cannot be marked gone through Tether: it is not known UNREACHABLE.
+    #[error("{target}: {why}")]
+    NotUnreachable {
+        /// The agent id or host asked for.
+        target: String,
+        /// What Tether knows of it.
+        why: String,
+    },
     /// The persisted state contradicts itself or the configuration.
     #[error("persisted state is inconsistent: {0}")]
     BadState(String),

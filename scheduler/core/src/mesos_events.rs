@@ -130,6 +130,7 @@ impl Core {
     }
 
     pub(crate) fn update_stray(&mut self, status: &TaskStatus) {
+        self.fenced_task_seen(&status.task_id, status.state);
         if status.state.is_terminal() {
             return;
         }
@@ -174,6 +175,7 @@ impl Core {
                 state: status.state,
             });
         }
+        self.track_unreachable(id, status.state, now);
         match status.state {
             TaskState::Running => {
                 if !self.persisted.cluster_formed {
@@ -350,6 +352,7 @@ impl Core {
                         self.revive_wanted = true;
                     }
                 }
+                Timer::Fence(id) => self.fence_check(id, now),
                 Timer::LaunchStatus(id, task_id) => {
                     let silent = self.tasks.get(&task_id) == Some(&id)
                         && self
