@@ -32,8 +32,8 @@ async fn a_killed_agents_node_comes_back_elsewhere_with_its_data() {
     }
 
     let victim = nodes.iter().find(|n| n.id == 2).expect("node 2").clone();
-    // Removed at once (TASK_GONE): the realistic machine death waits for Tether's unreachable handling.
-    c.emu_fault(&format!("agents/{}/remove", victim.agent_id))
+    // The machine dies: UNREACHABLE after the ping timeout, replaced by storage fencing after the delay.
+    c.emu_fault(&format!("agents/{}/kill", victim.agent_id))
         .await;
     let mut c = c;
     c.cluster.kill_sidecar(&victim.host);

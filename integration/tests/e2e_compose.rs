@@ -306,7 +306,7 @@ async fn compose_cluster_relaunches_a_dead_agents_node_with_its_documents() -> R
         - 11;
 
     let url = format!(
-        "http://{}.2:5050/emu/agents/{}/remove",
+        "http://{}.2:5050/emu/agents/{}/kill",
         subnet.prefix, victim.agent_id
     );
     let (status, body) = http_client::post_json(&url, None).await?;

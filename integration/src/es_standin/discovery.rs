@@ -5,9 +5,11 @@
 //! answers `<name> <name=host:port,...>` (itself, then every peer it knows) and closes. A node learns a
 //! peer's address from the peer itself (its HELLO, or its answer) and, for names it does not know yet,
 //! from what peers answer; every node greets its seeds and known peers every [`GOSSIP_EVERY`], so a node
-//! started without seeds still learns of those that name it. A peer counts as present only if it
-//! answers within [`PROBE_TIMEOUT`]: a dead process refuses the connection, and a frozen one (a
-//! SIGSTOPped process behind a partition) lets the kernel accept it but never answers.
+//! started without seeds still learns of those that name it. A peer counts as present while it answered
+//! a greeting (within [`PROBE_TIMEOUT`]) in the last [`PRESENCE_WINDOW`] — as Elasticsearch's follower
+//! checks tolerate a few misses, a slow answer under load does not remove a node: a dead process
+//! refuses the connection, and a frozen one (a SIGSTOPped process behind a partition) lets the kernel
+//! accept it but never answers, so either drops out once the window has passed.
 //!
 //! The elected master: the known nodes (every name ever learned, this node included) are the voting
 //! configuration; when more than half of them answer, the lowest name among those present is the
@@ -23,9 +25,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 /// How long a peer has to answer a greeting.
-pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often a node greets its seeds and peers.
 pub const GOSSIP_EVERY: Duration = Duration::from_secs(1);
+/// A peer that answered within this long counts as present.
+pub const PRESENCE_WINDOW: Duration = Duration::from_secs(5);
 /// Longest line accepted either way.
 const MAX_LINE: usize = 64 * 1024;
 
@@ -38,6 +42,8 @@ pub(crate) struct Discovery {
     seeds: Vec<String>,
     /// Peer name → its latest transport address.
     peers: Mutex<BTreeMap<String, String>>,
+    /// Peer name → when it last answered a greeting (at its latest address).
+    answered: Mutex<BTreeMap<String, tokio::time::Instant>>,
 }
 
 /// The elected master's view, as the cluster state shows it.
@@ -72,6 +78,7 @@ impl Discovery {
                 .filter(|s| !s.is_empty())
                 .collect(),
             peers: Mutex::new(BTreeMap::new()),
+            answered: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -134,6 +141,7 @@ impl Discovery {
         let mut words = line.split_whitespace();
         let name = words.next().filter(|n| token(n))?.to_owned();
         self.learn(&name, address, true);
+        lock(&self.answered).insert(name.clone(), tokio::time::Instant::now());
         for entry in words.next().unwrap_or_default().split(',') {
             if let Some((n, a)) = entry.split_once('=') {
                 self.learn(n, a, false);
@@ -161,23 +169,24 @@ impl Discovery {
             .collect()
     }
 
-    /// Asks everyone now and works out the elected master's view.
+    /// Asks everyone now and works out the elected master's view: the nodes that answered within
+    /// [`PRESENCE_WINDOW`].
     pub async fn view(&self) -> View {
-        let mut present = self.round().await;
-        // A name learned second-hand in this round gets asked too.
-        let unasked: Vec<String> = lock(&self.peers)
-            .iter()
-            .filter(|(n, _)| !present.contains_key(*n))
-            .map(|(_, a)| a.clone())
-            .collect();
-        for a in unasked {
-            if let Some(n) = self.probe(&a).await {
-                present.insert(n, a);
-            }
-        }
-        // The latest address of a name wins over an older one that also answered.
+        self.round().await;
         let peers = lock(&self.peers).clone();
-        present.retain(|n, a| peers.get(n) == Some(a));
+        let since = tokio::time::Instant::now().checked_sub(PRESENCE_WINDOW);
+        let mut present: BTreeMap<String, String> = {
+            let answered = lock(&self.answered);
+            peers
+                .iter()
+                .filter(|(n, _)| {
+                    answered
+                        .get(*n)
+                        .is_some_and(|t| since.is_none_or(|s| *t >= s))
+                })
+                .map(|(n, a)| (n.clone(), a.clone()))
+                .collect()
+        };
         present.insert(self.name.clone(), self.address.clone());
         let known = peers.len() + 1;
         if present.len() * 2 > known {
