@@ -131,7 +131,9 @@ impl Core {
 
     pub(crate) fn update_stray(&mut self, status: &TaskStatus) {
         self.fenced_task_seen(&status.task_id, status.state);
-        if status.state.is_terminal() {
+        // An UNREACHABLE task cannot be told anything: the master answers a KILL of it with UNREACHABLE
+        // again (as by reconciliation), so killing it now would only loop. It is killed when it shows up.
+        if status.state.is_terminal() || status.state == TaskState::Unreachable {
             return;
         }
         self.watch(WatchEvent::StrayTask {

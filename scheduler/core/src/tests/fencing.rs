@@ -280,6 +280,20 @@ fn a_task_back_before_the_delay_is_not_replaced() {
 }
 
 #[test]
+fn a_fenced_task_reported_unreachable_again_is_not_killed_in_a_loop() {
+    let (mut h, task, vols) = running_on_a(Fencing::Storage);
+    unreachable(&mut h, &task);
+    let cmds = pass(&mut h, DELAY + 5_000, &vols, Some(&[]));
+    assert_eq!(kills(&cmds), vec![task.clone()], "asked once");
+    // The master answers that KILL as by reconciliation: UNREACHABLE. No second KILL follows.
+    let mut again = status(&task, "a", TaskState::Unreachable, None);
+    again.reason = Some(TaskReason::Reconciliation);
+    let cmds = h.update(again);
+    assert!(kills(&cmds).is_empty(), "{cmds:?}");
+    check(&h);
+}
+
+#[test]
 fn the_fenced_task_is_killed_as_soon_as_it_shows_up() {
     let (mut h, task, vols) = running_on_a(Fencing::Storage);
     unreachable(&mut h, &task);
