@@ -110,6 +110,40 @@ impl Locked {
     }
 }
 
+/// A force-detach, as of an EBS volume attached elsewhere: the volume's data at `old` (on the holder's
+/// host) becomes the new holder's at `new`, and the old holder loses it. The data is copied, not moved,
+/// so that files the old holder still has open stay the old host's — writes through them vanish, like
+/// writes to a detached block device — and `old` becomes a plain file saying what happened, so that
+/// anything the old holder opens or creates under its mountpoint afterwards fails (`ENOTDIR`).
+pub fn force_detach(old: &Path, new: &Path, name: &str, holder: &str, by: &str) -> io::Result<()> {
+    copy_tree(old, new)?;
+    fs::remove_dir_all(old)?;
+    fs::write(
+        old,
+        format!(
+            "volume {name} was force-detached from {holder}: {by} mounted it with preemption\n"
+        ),
+    )
+}
+
+/// Copies directories, regular files and symbolic links under `from` into `to` (created).
+fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    fs::create_dir_all(to)?;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(&src)?, &dst)?;
+        } else if kind.is_file() {
+            fs::copy(&src, &dst)?;
+        }
+    }
+    Ok(())
+}
+
 /// Creates a volume in the backend as an operator would (`aws ec2 create-volume`). Existing: unchanged.
 pub fn create_volume(backend: &Path, name: &str, size_gb: u64, zone: &str) -> io::Result<()> {
     let locked = lock(backend)?;
