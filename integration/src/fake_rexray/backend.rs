@@ -126,7 +126,8 @@ pub fn force_detach(old: &Path, new: &Path, name: &str, holder: &str, by: &str) 
     )
 }
 
-/// Copies directories, regular files and symbolic links under `from` into `to` (created).
+/// Copies directories, regular files and symbolic links under `from` into `to` (created), with their
+/// owners and modes: they live on the volume's filesystem, which the new host mounts as it is.
 fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
     fs::create_dir_all(to)?;
     for entry in fs::read_dir(from)? {
@@ -137,11 +138,21 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
             copy_tree(&src, &dst)?;
         } else if kind.is_symlink() {
             std::os::unix::fs::symlink(fs::read_link(&src)?, &dst)?;
+            copy_owner(&src, &dst)?;
         } else if kind.is_file() {
             fs::copy(&src, &dst)?;
+            copy_owner(&src, &dst)?;
         }
     }
-    Ok(())
+    copy_owner(from, to)?;
+    fs::set_permissions(to, fs::metadata(from)?.permissions())
+}
+
+/// Gives `to` the owner and group of `from` (symbolic links themselves, not their targets).
+fn copy_owner(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = fs::symlink_metadata(from)?;
+    std::os::unix::fs::lchown(to, Some(meta.uid()), Some(meta.gid()))
 }
 
 /// Creates a volume in the backend as an operator would (`aws ec2 create-volume`). Existing: unchanged.

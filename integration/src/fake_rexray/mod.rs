@@ -583,19 +583,17 @@ fn dispatch(
     }
 }
 
-/// Makes way for the volume's data at `mp`: removes the marker an earlier force-detach left there (or an
-/// empty directory), and creates the parent.
+/// Makes way for the volume's data at `mp`: removes the marker an earlier force-detach left there, and
+/// creates the parent. A directory stays: it is the volume's own when mounted here again (its owner and
+/// mode, set by whoever prepared the volume, are the filesystem's and must survive a second Mount), and
+/// an empty leftover is replaced by the rename or filled by the copy.
 fn clear_mountpoint(mp: &Path) -> std::io::Result<()> {
     if let Some(parent) = mp.parent() {
         std::fs::create_dir_all(parent)?;
     }
     match std::fs::symlink_metadata(mp) {
         Ok(m) if !m.is_dir() => std::fs::remove_file(mp),
-        Ok(_) => {
-            // Only an empty directory goes; one holding data is the volume's own (mounted here).
-            let _ = std::fs::remove_dir(mp);
-            Ok(())
-        }
+        Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
