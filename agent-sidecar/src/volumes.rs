@@ -383,10 +383,21 @@ impl Volumes {
             )),
         };
         match checked {
-            Ok(usage) => Ok((
-                volume_report(name, Some(&found), Some(&entry), Some(usage), ""),
-                true,
-            )),
+            Ok(usage) => {
+                // The driver's own word after the Mount (a takeover's attachment, as the driver sees
+                // it); a failed look leaves the word from before, the Mount itself succeeded.
+                let after = match self
+                    .call(spec.deadline, |c| async move { c.get(name).await })
+                    .await
+                {
+                    Ok(Some(v)) => v,
+                    _ => found,
+                };
+                Ok((
+                    volume_report(name, Some(&after), Some(&entry), Some(usage), ""),
+                    true,
+                ))
+            }
             Err(e) => {
                 let _ = self.release_one(name).await;
                 Err(e)

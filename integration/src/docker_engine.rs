@@ -227,6 +227,21 @@ impl DockerEngine {
         Ok(v.get("StatusCode").and_then(Value::as_i64).unwrap_or(-1))
     }
 
+    /// `POST /containers/{id}/pause`: every process of the container stops where it is (the cgroup
+    /// freezer), as on a machine cut off by a partition.
+    pub async fn pause_container(&self, id: &str) -> Result<(), EngineError> {
+        self.call_json(Method::POST, &format!("/containers/{id}/pause"), None)
+            .await
+            .map(drop)
+    }
+
+    /// `POST /containers/{id}/unpause`.
+    pub async fn unpause_container(&self, id: &str) -> Result<(), EngineError> {
+        self.call_json(Method::POST, &format!("/containers/{id}/unpause"), None)
+            .await
+            .map(drop)
+    }
+
     /// SIGTERM, then SIGKILL after `grace` (whole seconds, rounded up). Stopping a stopped container is
     /// not an error.
     pub async fn stop_container(&self, id: &str, grace: Duration) -> Result<(), EngineError> {

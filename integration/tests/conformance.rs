@@ -6,8 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tether_integration::mesos_emu::{EmuConfig, MesosEmu};
-use tether_integration::testing::emu::{Driver, eventually, fast_client_config, sleep_task};
+use tether_integration::mesos_emu::{EmuConfig, MesosEmu, Restart};
+use tether_integration::testing::emu::{
+    Driver, ack_until_seen, ack_until_task, eventually, fast_client_config, sleep_task,
+};
 use tether_mesos::client::{MesosClient, Notification};
 use tether_mesos::model::*;
 
@@ -322,7 +324,10 @@ fn every_call_the_client_produces_parses_against_the_protos() {
 
 #[tokio::test]
 async fn every_event_the_emulator_writes_parses_against_the_protos() {
-    let emu = MesosEmu::start(EmuConfig::fast(2)).await.unwrap();
+    let mut cfg = EmuConfig::fast(2);
+    // Long enough that a partition healed at once is not forgotten, short enough to wait for.
+    cfg.registry_max_agent_age = std::time::Duration::from_secs(2);
+    let emu = MesosEmu::start(cfg).await.unwrap();
     let mut tap = emu.tap_events();
     let mut d = Driver::start(fast_client_config(vec![emu.url()]));
     let fw = d
@@ -336,12 +341,13 @@ async fn every_event_the_emulator_writes_parses_against_the_protos() {
         .await;
     let offers = d.event(EventType::Offers).await.offers.unwrap().offers;
     let (o0, o1) = (&offers[0], &offers[1]);
-    // A good task with every field, and a bad one (TASK_ERROR).
+    // A good task with every field, and a bad one (TASK_ERROR); a plain one on the other agent.
     let mut bad = sleep_task("bad", &o0.agent_id);
     bad.resources.clear();
     let mut good = full_task(&o0.agent_id);
     good.resources.pop(); // no SET resource on the agent
     good.container = None;
+    let good_id = good.task_id.clone();
     d.client
         .send(Call::accept(
             vec![o0.id.clone()],
@@ -350,18 +356,29 @@ async fn every_event_the_emulator_writes_parses_against_the_protos() {
         ))
         .await
         .unwrap();
-    // RESCIND through the fault API.
-    emu.rescind_offer(&o1.id.value);
-    // Acknowledge until RUNNING, then reconcile, partition (UNREACHABLE + FAILURE), heal (REREGISTERED), kill agent.
-    loop {
-        let s = d.event(EventType::Update).await.update.unwrap().status;
-        if let Some(a) = Call::acknowledge_status(&s) {
-            d.client.send(a).await.unwrap();
-        }
-        if s.state == TaskState::Running {
-            break;
-        }
-    }
+    d.client
+        .send(Call::accept(
+            vec![o1.id.clone()],
+            vec![Operation::launch(vec![sleep_task("other", &o1.agent_id)])],
+            None,
+        ))
+        .await
+        .unwrap();
+    // RESCIND through the fault API, of the next offer.
+    let next = d.event(EventType::Offers).await.offers.unwrap().offers;
+    emu.rescind_offer(&next[0].id.value);
+    // Acknowledge until both run, then reconcile, partition (UNREACHABLE + FAILURE), heal
+    // (REREGISTERED); a machine that dies (UNREACHABLE) and restarts under its id (GONE, from the agent);
+    // one marked gone by the operator (GONE_BY_OPERATOR) and forgotten by the registry (UNKNOWN); an
+    // agent removed (FAILURE).
+    ack_until_seen(
+        &mut d,
+        &[
+            (&good_id.value, TaskState::Running),
+            ("other", TaskState::Running),
+        ],
+    )
+    .await;
     d.client
         .send(Call::reconcile(vec![(
             TaskID::new("unknown"),
@@ -374,7 +391,30 @@ async fn every_event_the_emulator_writes_parses_against_the_protos() {
     d.event(EventType::Failure).await;
     emu.heal_agent(&o0.agent_id.value);
     eventually(|| emu.state()["slaves"][0]["state"] == "ACTIVE").await;
+    emu.kill_agent(&o0.agent_id.value);
+    ack_until_task(&mut d, &good_id.value, TaskState::Unreachable).await;
+    emu.restart_agent(&o0.agent_id.value, Restart::KeepWorkDir);
+    ack_until_task(&mut d, &good_id.value, TaskState::Gone).await;
     emu.kill_agent(&o1.agent_id.value);
+    ack_until_task(&mut d, "other", TaskState::Unreachable).await;
+    emu.mark_agent_gone(&o1.agent_id.value);
+    ack_until_task(&mut d, "other", TaskState::GoneByOperator).await;
+    let reconcile_other = Call::reconcile(vec![(TaskID::new("other"), Some(o1.agent_id.clone()))]);
+    d.client.send(reconcile_other.clone()).await.unwrap();
+    ack_until_task(&mut d, "other", TaskState::GoneByOperator).await;
+    // Once the registry forgets the gone agent, the task is unknown.
+    let mut forgotten = false;
+    for _ in 0..200 {
+        d.client.send(reconcile_other.clone()).await.unwrap();
+        let s = ack_until_task(&mut d, "other", TaskState::Unknown).await;
+        if s.state == TaskState::Unknown {
+            forgotten = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(forgotten, "the registry never forgot the gone agent");
+    emu.remove_agent(&o0.agent_id.value);
     d.event(EventType::Failure).await;
     // ERROR: a second subscription with the same id fails the first over.
     let d2 = Driver::start_as(fast_client_config(vec![emu.url()]), Some(fw.clone()));
@@ -416,6 +456,8 @@ async fn every_event_the_emulator_writes_parses_against_the_protos() {
         "UPDATE:REASON_RECONCILIATION",
         "UPDATE:REASON_AGENT_REMOVED",
         "UPDATE:REASON_AGENT_REREGISTERED",
+        "UPDATE:REASON_AGENT_RESTARTED",
+        "UPDATE:REASON_AGENT_REMOVED_BY_OPERATOR",
         "FAILURE:",
         "ERROR:",
     ] {

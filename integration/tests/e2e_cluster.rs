@@ -35,6 +35,7 @@ async fn a_killed_agents_node_comes_back_elsewhere_with_its_data() {
     assert_ne!(uuid, "_na_");
 
     let victim = nodes.iter().find(|n| n.id == 2).expect("node 2").clone();
+    // The machine dies: UNREACHABLE after the ping timeout, replaced by storage fencing after the delay.
     c.emu_fault(&format!("agents/{}/kill", victim.agent_id))
         .await;
     let mut c = c;

@@ -811,3 +811,80 @@ async fn legacy_role_settings_are_unknown_to_8x() {
         .expect("7.17 knows it");
     node.stop().await;
 }
+
+/// A node whose volume is force-detached underneath it (another host mounted it with preemption) fails
+/// every read and write afterwards, as Elasticsearch fails once its node lock is no longer valid (the
+/// lost volume's IO errors); what it acknowledged before is on the volume, and a node started on the new
+/// host runs on it.
+#[tokio::test]
+async fn a_node_whose_volume_was_preempted_acknowledges_nothing() {
+    use tether_integration::fake_rexray::{self, Config, FakeRexray};
+    use tether_sidecar::plugin::{PluginAddr, PluginClient};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let backend = tmp.path().join("backend");
+    fake_rexray::create_volume(&backend, "es1data", 1, "z1").expect("volume");
+    let plugin = |host: &str| {
+        let mut cfg = Config::new(tmp.path().join(format!("{host}.sock")), &backend, host);
+        cfg.preempt = true;
+        cfg
+    };
+    let _a = FakeRexray::serve(plugin("a")).await.expect("plugin a");
+    let _b = FakeRexray::serve(plugin("b")).await.expect("plugin b");
+    let client =
+        |host: &str| PluginClient::new(PluginAddr::Unix(tmp.path().join(format!("{host}.sock"))));
+    let data = "/usr/share/elasticsearch/data";
+    // As the sidecar leaves a volume for the image's user (uid 1000, gid 0).
+    let owned = |mountpoint: &str| {
+        std::os::unix::fs::chown(mountpoint, Some(1000), Some(0)).expect("chown");
+        std::fs::set_permissions(mountpoint, std::fs::Permissions::from_mode(0o775))
+            .expect("chmod");
+    };
+    let single = with(&["discovery.type=single-node", "node.name=es-1"]);
+    let at_a = client("a").mount("es1data", "").await.expect("mount on a");
+    owned(&at_a);
+    let sb_a = Sandbox::new();
+    let old_node = start(sb_a.env(V8, &[(&volume_env_name(data), &at_a)]), &single)
+        .await
+        .expect("starts on a");
+    let old = old_node.http_url("http");
+    let put = |base: String, id: &'static str, v: Value| async move {
+        request(
+            "PUT",
+            &format!("{base}/logs/_doc/{id}"),
+            Some(&v),
+            None,
+            None,
+        )
+        .await
+        .expect("put")
+    };
+    let (status, body) = put(old.clone(), "before", json!({"v": 1})).await;
+    assert_eq!(status, 201, "{body}");
+
+    let at_b = client("b")
+        .mount("es1data", "")
+        .await
+        .expect("preempting mount on b");
+    owned(&at_b);
+    let (status, reply) = put(old.clone(), "after", json!({"v": 2})).await;
+    assert_eq!(status, 500, "PUT after preemption: {reply}");
+    assert_eq!(reply["error"]["type"], "illegal_state_exception");
+    let (status, reply) = get(format!("{old}/logs/_doc/before")).await;
+    assert_eq!(status, 500, "GET after preemption: {reply}");
+    assert_eq!(reply["error"]["type"], "illegal_state_exception");
+
+    let sb_b = Sandbox::new();
+    let new_node = start(sb_b.env(V8, &[(&volume_env_name(data), &at_b)]), &single)
+        .await
+        .expect("starts on b");
+    let new = new_node.http_url("http");
+    let (status, doc) = get(format!("{new}/logs/_doc/before")).await;
+    assert_eq!((status, &doc["_source"]), (200, &json!({"v": 1})));
+    let (status, _) = get(format!("{new}/logs/_doc/after")).await;
+    assert_eq!(
+        status, 404,
+        "nothing the preempted node was sent reached the volume"
+    );
+    old_node.stop().await;
+    new_node.stop().await;
+}

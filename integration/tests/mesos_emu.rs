@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use http::Method;
-use tether_integration::mesos_emu::{DirVolumeAttacher, EmuConfig, MesosEmu, ProcessLauncher};
+use tether_integration::mesos_emu::{
+    DirVolumeAttacher, EmuConfig, MesosEmu, ProcessLauncher, Restart,
+};
 use tether_integration::testing::emu::{
     Driver, eventually, fast_client_config, raw_call, sleep_task,
 };
@@ -202,20 +204,25 @@ async fn decline_filters_hold_until_revive() {
     emu.shutdown();
 }
 
-/// A killed agent's machine comes back under a new agent id with the same hostname and is offered again;
-/// an agent that is up cannot be "restarted".
+/// A removed agent's machine comes back under a new agent id with the same hostname and is offered
+/// again, even when asked to keep its work directory (the master refuses a removed agent's id); an agent
+/// that is up cannot be "restarted".
 #[tokio::test]
-async fn a_killed_agent_restarts_under_a_new_id() {
+async fn a_removed_agent_restarts_under_a_new_id() {
     let emu = MesosEmu::start(EmuConfig::fast(2)).await.unwrap();
     let mut d = Driver::start(fast_client_config(vec![emu.url()]));
     d.until(|n| matches!(n, Notification::Subscribed { .. }).then_some(()))
         .await;
     let first = d.event(EventType::Offers).await.offers.unwrap().offers;
     let victim = first[0].clone();
-    assert_eq!(emu.restart_agent(&victim.agent_id.value), None, "still up");
-    assert!(emu.kill_agent(&victim.agent_id.value));
+    assert_eq!(
+        emu.restart_agent(&victim.agent_id.value, Restart::KeepWorkDir),
+        None,
+        "still up"
+    );
+    assert!(emu.remove_agent(&victim.agent_id.value));
     let new_id = emu
-        .restart_agent(&victim.agent_id.value)
+        .restart_agent(&victim.agent_id.value, Restart::KeepWorkDir)
         .expect("a removed agent restarts");
     assert_ne!(new_id, victim.agent_id.value);
     let offer = d

@@ -255,7 +255,7 @@ async fn docker_launcher_runs_tasks_with_fake_rexray_volumes() -> R {
         s.message
     );
 
-    // Killing the agent removes its containers.
+    // A machine that dies takes its containers with it.
     launch(
         &mut d,
         shell_task("orphan", &agent, &image.tag, "exec sleep 1000", None),

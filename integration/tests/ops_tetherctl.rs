@@ -6,34 +6,9 @@
 //! Build the binaries first (`cargo build --workspace --bins`).
 
 use tether_integration::http_client;
-use tether_integration::process::bin_path;
 use tether_integration::testing::cluster::E2eCluster;
+use tether_integration::testing::ctl::tetherctl;
 use tether_integration::testing::scheduler::all_running;
-
-/// tetherctl's exit status, stdout and stderr.
-#[derive(Debug)]
-struct Ctl {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs the real tetherctl with a clean environment plus `env`.
-async fn tetherctl(args: &[&str], env: &[(&str, &str)]) -> Ctl {
-    let bin = bin_path("tetherctl").unwrap_or_else(|e| panic!("{e}"));
-    let out = tokio::process::Command::new(bin)
-        .args(args)
-        .env_clear()
-        .envs(env.iter().copied())
-        .output()
-        .await
-        .expect("tetherctl runs");
-    Ctl {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoints_wait_and_the_token_variables() {

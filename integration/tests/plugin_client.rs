@@ -134,6 +134,73 @@ async fn preempt_and_implicit_create() -> R {
     Ok(())
 }
 
+/// Preemption is a force-detach: the new holder gets the data as it was, the old holder's mountpoint no
+/// longer reaches it (its writes through open files vanish, new files cannot be created there), both
+/// hosts' `Get` report where the volume is attached, and the old holder's late unmount leaves the new
+/// attachment alone. Once released, the volume comes back to the old host with everything written.
+#[tokio::test]
+async fn a_preempted_holder_loses_the_volume() -> R {
+    use std::io::Write as _;
+    let tmp = tempfile::tempdir()?;
+    let backend = tmp.path().join("backend");
+    fake_rexray::create_volume(&backend, "v", 1, "z1")?;
+    let (_a_fake, a) = host(tmp.path(), "a").await?;
+    let mut cfg = Config::new(tmp.path().join("b.sock"), &backend, "b");
+    cfg.preempt = true;
+    let _b_fake = FakeRexray::serve(cfg).await?;
+    let b = PluginClient::new(PluginAddr::Unix(tmp.path().join("b.sock")));
+    let attachment = |v: Option<tether_sidecar::plugin::Volume>| {
+        v.and_then(|v| v.status.get("attachmentState").cloned())
+    };
+    assert_eq!(attachment(a.get("v").await?), Some(3.into()), "available");
+
+    let at_a = std::path::PathBuf::from(a.mount("v", "").await?);
+    std::fs::write(at_a.join("before"), "written before")?;
+    let mut open = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(at_a.join("log"))?;
+    open.write_all(b"1\n")?;
+    assert_eq!(
+        attachment(a.get("v").await?),
+        Some(2.into()),
+        "attached to a"
+    );
+    assert_eq!(
+        attachment(b.get("v").await?),
+        Some(4.into()),
+        "attached elsewhere"
+    );
+
+    let at_b = std::path::PathBuf::from(b.mount("v", "").await?);
+    assert_eq!(
+        std::fs::read_to_string(at_b.join("before"))?,
+        "written before"
+    );
+    assert_eq!(attachment(b.get("v").await?), Some(2.into()));
+    assert_eq!(attachment(a.get("v").await?), Some(4.into()));
+    let status = b.get("v").await?.ok_or("volume gone")?.status;
+    assert_eq!(status["attachments"][0]["instanceID"]["id"], "b");
+
+    // The old holder keeps writing: through its open file the write vanishes, a new file fails.
+    open.write_all(b"2\n")?;
+    assert_eq!(std::fs::read_to_string(at_b.join("log"))?, "1\n");
+    assert!(std::fs::write(at_a.join("after"), "late").is_err());
+    assert!(!at_b.join("after").exists());
+
+    a.unmount("v", "").await?;
+    let holder =
+        || fake_rexray::volume_info(&backend, "v").map(|m| m.and_then(|m| m.attached_host));
+    assert_eq!(holder()?.as_deref(), Some("b"), "a's unmount left b alone");
+    std::fs::write(at_b.join("by-b"), "b wrote this")?;
+    b.unmount("v", "").await?;
+    assert_eq!(holder()?, None);
+    let back = std::path::PathBuf::from(a.mount("v", "").await?);
+    assert_eq!(std::fs::read_to_string(back.join("by-b"))?, "b wrote this");
+    assert_eq!(std::fs::read_to_string(back.join("log"))?, "1\n");
+    Ok(())
+}
+
 #[tokio::test]
 async fn quirky_error_shapes_all_name_the_driver_message() -> R {
     let tmp = tempfile::tempdir()?;

@@ -13,8 +13,8 @@ use tether_proto::v1::admin_server::Admin;
 use tether_proto::v1::{
     BootstrapResetRequest, BootstrapResetResponse, Cluster, ClusterEvent, GetClusterRequest,
     ListAgentsRequest, ListAgentsResponse, ListNodesRequest, ListNodesResponse, ListVolumesRequest,
-    ListVolumesResponse, ReplaceNodeRequest, ReplaceNodeResponse, ScaleRequest, ScaleResponse,
-    WatchEventsRequest,
+    ListVolumesResponse, MarkAgentGoneRequest, MarkAgentGoneResponse, ReplaceNodeRequest,
+    ReplaceNodeResponse, ScaleRequest, ScaleResponse, WatchEventsRequest,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::StreamExt;
@@ -45,6 +45,11 @@ pub enum AdminRequest {
     BootstrapReset {
         new_cluster: bool,
         reply: oneshot::Sender<Result<BootstrapResetResponse, Status>>,
+    },
+    /// `agent` is a non-empty agent id or host name.
+    MarkAgentGone {
+        agent: String,
+        reply: oneshot::Sender<Result<MarkAgentGoneResponse, Status>>,
     },
 }
 
@@ -225,6 +230,23 @@ impl Admin for AdminService {
         let new_cluster = req.get_ref().new_cluster;
         let answer = self
             .ask(|reply| AdminRequest::BootstrapReset { new_cluster, reply })
+            .await??;
+        Ok(Response::new(answer))
+    }
+
+    async fn mark_agent_gone(
+        &self,
+        req: Request<MarkAgentGoneRequest>,
+    ) -> Result<Response<MarkAgentGoneResponse>, Status> {
+        self.check_write(&req)?;
+        let agent = req.get_ref().agent.trim().to_owned();
+        if agent.is_empty() {
+            return Err(Status::invalid_argument(
+                "agent must be a Mesos agent id or a host name",
+            ));
+        }
+        let answer = self
+            .ask(|reply| AdminRequest::MarkAgentGone { agent, reply })
             .await??;
         Ok(Response::new(answer))
     }

@@ -28,6 +28,18 @@ pub enum EsSecurity {
     Full,
 }
 
+/// What ends the wait of a node whose task is UNREACHABLE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fencing {
+    /// Nothing automatic: an operator who knows the machine is off marks its agent gone
+    /// (`tetherctl agents gone HOST`).
+    None,
+    /// The volume driver attaches a volume in one place only and takes it over on Mount (REX-Ray with
+    /// EBS and `preempt`): Tether replaces the node itself. Never with a multi-attach or
+    /// network-filesystem driver.
+    Storage,
+}
+
 /// Flags of tether-scheduler.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -264,6 +276,23 @@ pub struct Args {
     /// Period of implicit task reconciliation.
     #[arg(long, env = "TETHER_RECONCILE_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
     pub reconcile_interval: Duration,
+    /// What ends the wait of a node whose task is UNREACHABLE (its agent silent: dead, or cut off).
+    /// `none`: an operator who knows the machine is off runs `tetherctl agents gone HOST`. `storage`:
+    /// the operator states that the volume driver attaches a volume in one place only and takes it over
+    /// on Mount (REX-Ray with EBS and `preempt`); Tether then replaces the node once its task has been
+    /// UNREACHABLE, and absent from Elasticsearch's elected master, for `--unreachable-replace-after`.
+    /// Never `storage` with a multi-attach or network-filesystem driver: nothing would stop the old
+    /// writer.
+    #[arg(long, env = "TETHER_FENCING", value_enum, default_value_t = Fencing::None)]
+    pub fencing: Fencing,
+    /// With `--fencing storage`: how long a task must have been UNREACHABLE, and absent from
+    /// Elasticsearch's elected master, before its node is replaced.
+    #[arg(long, env = "TETHER_UNREACHABLE_REPLACE_AFTER", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub unreachable_replace_after: Duration,
+    /// With `--fencing storage`: how often the nodes are asked which nodes Elasticsearch's elected
+    /// master lists (`GET /_cluster/state/master_node,nodes`).
+    #[arg(long, env = "TETHER_ES_POLL_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub es_poll_interval: Duration,
     /// Log format.
     #[arg(long, env = "TETHER_LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: LogFormat,
@@ -363,6 +392,19 @@ mod tests {
         assert_eq!(a.volumes, ["config:/tmp/config", "data:/data"]);
         assert_eq!(a.max_event_mib, 64);
         assert!(a.state.is_none(), "the embedded store is the default");
+        assert_eq!(a.fencing, Fencing::None, "nothing automatic by default");
+        let f = Args::try_parse_from([
+            "tether-scheduler",
+            "--master",
+            "http://m:5050",
+            "--fencing",
+            "storage",
+            "--unreachable-replace-after",
+            "90s",
+        ])
+        .expect("parses");
+        assert_eq!(f.fencing, Fencing::Storage);
+        assert_eq!(f.unreachable_replace_after, Duration::from_secs(90));
     }
 
     #[test]

@@ -5,12 +5,12 @@
 use std::path::Path;
 
 use tether_core::config::{
-    Config, Constraint, Containerizer as CoreContainerizer, Security, Strategy, VolumeOwner,
-    VolumeSpec,
+    Config, Constraint, Containerizer as CoreContainerizer, Fencing as CoreFencing, Security,
+    Strategy, VolumeOwner, VolumeSpec,
 };
 use tether_mesos::client::{Credential, FrameworkSettings, MesosConfig};
 
-use crate::args::{Args, Containerizer, EsSecurity, MasterSource};
+use crate::args::{Args, Containerizer, EsSecurity, Fencing, MasterSource};
 use crate::auth::{Token, TokenError};
 use crate::cluster_ca::{ClusterSecrets, SecretsError};
 use crate::error::SchedulerError;
@@ -81,6 +81,15 @@ pub fn core_config(args: &Args) -> Result<Config, SchedulerError> {
     c.security = security(args)?;
     c.volume_owner = volume_owner(&args.volume_owner)?;
     c.use_ip_address = args.use_ip_address;
+    c.fencing = match args.fencing {
+        Fencing::None => CoreFencing::None,
+        Fencing::Storage => CoreFencing::Storage,
+    };
+    c.unreachable_replace_after_ms = args.unreachable_replace_after.as_millis() as u64;
+    // A few polls fit in a view's life, so one slow answer does not void it.
+    c.es_view_max_age_ms = (args.es_poll_interval.as_millis() as u64)
+        .saturating_mul(3)
+        .max(1);
     c.validate()
         .map_err(|e| SchedulerError::Config(e.to_string()))?;
     Ok(c)

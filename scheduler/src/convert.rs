@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use tether_core::command::{MesosCommand, SidecarCommand};
 use tether_core::domain::{
-    AttributeValue, CommandResult, DriverScope, Hello, Offer, PortRange, Report, StatusSource,
-    TaskReason, TaskState, TaskStatus, VolumeReport,
+    AttributeValue, CommandResult, DriverAttachment, DriverScope, Hello, Offer, PortRange, Report,
+    StatusSource, TaskReason, TaskState, TaskStatus, VolumeReport,
 };
 use tether_core::ids::{AgentId, Hostname, IdError, NodeId, OfferId, TaskId, VolumeName};
 use tether_mesos::model::{self, Call, Filters, Operation, ValueType};
@@ -227,8 +227,25 @@ fn volume_report(v: &pb::VolumeReport) -> Result<VolumeReport, ConvertError> {
         free_bytes: v.free_bytes,
         zone: non_empty(&v.zone),
         attached_here: v.attached_here,
+        driver_attachment: driver_attachment(&v.status),
         last_error: non_empty(&v.last_error),
     })
+}
+
+/// The driver's own word on where the volume is attached: libStorage's `attachmentState` (2 here, 3
+/// available, 4 elsewhere), which REX-Ray's Docker plugin does not report (`None`).
+fn driver_attachment(
+    status: &std::collections::HashMap<String, String>,
+) -> Option<DriverAttachment> {
+    let (_, v) = status
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("attachmentState"))?;
+    match v.trim() {
+        "2" => Some(DriverAttachment::Here),
+        "3" => Some(DriverAttachment::Available),
+        "4" => Some(DriverAttachment::Elsewhere),
+        _ => None,
+    }
 }
 
 /// Converts every volume, or fails on the first bad one: a sidecar that reports a name the scheduler

@@ -5,7 +5,16 @@
 //! bootstrapped cluster); [`probe_roots`] asks every running node at once and hands each answer to the
 //! loop, which gives it to the core (`Core::handle_es_root`). With security on the client trusts the
 //! cluster CA only (https with `full`) and logs in as `elastic`.
+//!
+//! It also gives storage fencing its second opinion: which nodes does the elected master list? A Mesos
+//! partition is not an Elasticsearch partition (an agent process can die while its containers keep
+//! serving), so a node is replaced only if Elasticsearch no longer lists it either.
+//! [`EsClient::nodes_seen_by_master`] asks one node `GET /_cluster/state/master_node,nodes` (the node
+//! forwards it to the elected master, waiting at most `master_timeout`); [`poll`] asks the nodes in turn
+//! until one answers for a master; [`run_poller`] does that every interval and hands each [`EsView`] to
+//! the loop.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,16 +25,18 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
+use tether_core::domain::EsView;
 use tether_core::ids::{NodeId, TaskId};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
-/// Largest answer read.
+/// Largest answer read: the cluster state's `nodes` of a big cluster, with room to spare.
 const MAX_BODY: usize = 8 << 20;
 
 /// How the client talks to the cluster.
 #[derive(Clone)]
 pub struct EsClientConfig {
-    /// Bound on one request, from connecting to the end of the answer.
+    /// Bound on one request, from connecting to the end of the answer; also the `master_timeout` asked.
     pub timeout: Duration,
     /// PEM CA certificate(s) trusted for `https://` nodes (`None`: plain HTTP only).
     pub ca_pem: Option<String>,
@@ -60,6 +71,27 @@ pub enum EsError {
     Body { node: String, message: String },
     #[error("the cluster CA: {0}")]
     Ca(String),
+    #[error("{node}: no elected master")]
+    NoMaster { node: String },
+}
+
+/// The elected master's node name and every node name it lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterView {
+    pub master: String,
+    pub nodes: BTreeSet<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ClusterState {
+    master_node: Option<String>,
+    #[serde(default)]
+    nodes: BTreeMap<String, StateNode>,
+}
+
+#[derive(Debug, Deserialize)]
+struct StateNode {
+    name: String,
 }
 
 /// What `GET /` says about a node.
@@ -102,6 +134,24 @@ impl EsClient {
             node: base.to_owned(),
             message: e.to_string(),
         })
+    }
+
+    /// What the elected master lists, asked of the node at `base` (`http://host:port`).
+    pub async fn nodes_seen_by_master(&self, base: &str) -> Result<MasterView, EsError> {
+        let path = format!(
+            "/_cluster/state/master_node,nodes?master_timeout={}ms",
+            self.config.timeout.as_millis()
+        );
+        match self.get(base, &path).await {
+            Ok(body) => parse_state(base, &body),
+            // `master_not_discovered_exception`: the node knows no elected master.
+            Err(EsError::Status { node, status, .. })
+                if status == StatusCode::SERVICE_UNAVAILABLE.as_u16() =>
+            {
+                Err(EsError::NoMaster { node })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// A GET bounded by the configured timeout; any status but 2xx is an error.
@@ -160,6 +210,77 @@ impl EsClient {
             });
         }
         Ok(body)
+    }
+}
+
+/// The master's name and the names it lists, from a cluster state answer.
+fn parse_state(node: &str, body: &[u8]) -> Result<MasterView, EsError> {
+    let state: ClusterState = serde_json::from_slice(body).map_err(|e| EsError::Body {
+        node: node.to_owned(),
+        message: e.to_string(),
+    })?;
+    let master = state
+        .master_node
+        .as_ref()
+        .and_then(|id| state.nodes.get(id))
+        .map(|n| n.name.clone())
+        .ok_or_else(|| EsError::NoMaster {
+            node: node.to_owned(),
+        })?;
+    Ok(MasterView {
+        master,
+        nodes: state.nodes.into_values().map(|n| n.name).collect(),
+    })
+}
+
+/// Asks the nodes at `targets` in turn until one answers for an elected master; every failure goes into
+/// the `NoMaster` view's words.
+pub async fn poll(client: &EsClient, targets: &[String]) -> EsView {
+    let mut failures = Vec::new();
+    for t in targets {
+        match client.nodes_seen_by_master(t).await {
+            Ok(v) => {
+                return EsView::Master {
+                    master: v.master,
+                    nodes: v.nodes,
+                };
+            }
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    EsView::NoMaster {
+        why: if failures.is_empty() {
+            "no node to ask".to_owned()
+        } else {
+            failures.join("; ")
+        },
+    }
+}
+
+/// Every `interval`, asks the current `targets` (HTTP base URLs of the nodes the loop believes serve)
+/// and sends the view to the loop, until `stop` (or the loop is gone).
+pub async fn run_poller(
+    client: EsClient,
+    targets: watch::Receiver<Vec<String>>,
+    views: mpsc::Sender<EsView>,
+    interval: Duration,
+    stop: CancellationToken,
+) -> Result<(), crate::error::SchedulerError> {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let list = targets.borrow().clone();
+        let view = tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            v = poll(&client, &list) => v,
+        };
+        if views.send(view).await.is_err() {
+            return Ok(());
+        }
     }
 }
 
@@ -243,5 +364,27 @@ mod tests {
             (info.name.as_str(), info.cluster_uuid.as_str()),
             ("es-1", "_na_")
         );
+    }
+
+    #[test]
+    fn the_cluster_state_gives_the_master_and_the_listed_names() {
+        let body = br#"{"cluster_name":"es","cluster_uuid":"u","master_node":"id-2",
+            "nodes":{"id-1":{"name":"es-1","transport_address":"10.0.0.1:9300"},
+                     "id-2":{"name":"es-2","transport_address":"10.0.0.2:9300"}}}"#;
+        let v = parse_state("n", body).expect("a view");
+        assert_eq!(v.master, "es-2");
+        assert_eq!(
+            v.nodes,
+            BTreeSet::from(["es-1".to_owned(), "es-2".to_owned()])
+        );
+        let none = br#"{"cluster_name":"es","master_node":null,"nodes":{}}"#;
+        assert!(matches!(
+            parse_state("n", none),
+            Err(EsError::NoMaster { .. })
+        ));
+        assert!(matches!(
+            parse_state("n", b"<html>"),
+            Err(EsError::Body { .. })
+        ));
     }
 }

@@ -6,7 +6,9 @@ use tether_core::ReasonKind;
 use tether_core::command::WatchEvent;
 use tether_core::domain::TaskState;
 use tether_core::ids::{Millis, NodeId};
-use tether_core::view::{AgentView, ClusterView, NodePhase, NodeView, VolumeView};
+use tether_core::view::{
+    AgentView, ClusterView, NextAction, NodePhase, NodeView, OperatorWait, VolumeView,
+};
 use tether_proto::v1 as pb;
 
 /// The shell's clock: the core's [`Millis`] count from the process start, shown as Unix milliseconds.
@@ -92,11 +94,63 @@ pub fn node_state(phase: &NodePhase) -> &'static str {
     }
 }
 
+/// What Tether will do about an UNREACHABLE node, as `ListNodes` (and its JSON, `next_action`) shows
+/// it: `kind` `none`, `wait_operator`, `replace_at` or `es_still_sees_it`.
+#[must_use]
+pub fn next_action(a: &NextAction, clock: &Clock, now: Millis) -> pb::NextAction {
+    let (kind, at_unix_ms, text) = match a {
+        NextAction::None => ("none", 0, String::new()),
+        NextAction::WaitOperator { host, why } => {
+            let why = match why {
+                OperatorWait::FencingOff => String::new(),
+                OperatorWait::NoEsView => {
+                    " (storage fencing waits for an answer from Elasticsearch)".to_owned()
+                }
+                OperatorWait::NoEsMaster(w) => {
+                    format!(
+                        " (storage fencing replaces nothing without an Elasticsearch master: {w})"
+                    )
+                }
+            };
+            (
+                "wait_operator",
+                0,
+                format!("waiting for an operator: tetherctl agents gone {host}{why}"),
+            )
+        }
+        NextAction::ReplaceAt { at } => {
+            let secs = at.since(now).div_ceil(1000);
+            (
+                "replace_at",
+                clock.unix_ms(*at),
+                format!("replacing in {secs} s, storage-fenced"),
+            )
+        }
+        NextAction::EsStillSeesIt { master } => (
+            "es_still_sees_it",
+            0,
+            format!("Elasticsearch's master {master} still lists it: left alone"),
+        ),
+    };
+    pb::NextAction {
+        kind: kind.to_owned(),
+        at_unix_ms,
+        text,
+    }
+}
+
 #[must_use]
 pub fn node(n: NodeView, clock: &Clock) -> pb::Node {
     let (http_port, transport_port) = n
         .ports
         .map_or((0, 0), |(h, t)| (u32::from(h), u32::from(t)));
+    let action = next_action(&n.next_action, clock, clock.now());
+    // An UNREACHABLE node's reason is what will end its wait.
+    let reason = if action.text.is_empty() {
+        n.last_reason.unwrap_or_default()
+    } else {
+        action.text.clone()
+    };
     pb::Node {
         id: n.node_id.0,
         state: node_state(&n.phase).to_owned(),
@@ -106,8 +160,10 @@ pub fn node(n: NodeView, clock: &Clock) -> pb::Node {
         http_port,
         transport_port,
         volumes: n.volumes.into_iter().map(String::from).collect(),
-        reason: n.last_reason.unwrap_or_default(),
+        reason,
         since_unix_ms: clock.unix_ms(n.since),
+        unreachable_since_unix_ms: n.unreachable_since.map(|t| clock.unix_ms(t)),
+        next_action: Some(action),
     }
 }
 
@@ -201,6 +257,17 @@ pub fn cluster_event(e: &WatchEvent, at_unix_ms: u64) -> pb::ClusterEvent {
             "replace",
             (Some(*node_id), "", ""),
             format!("replacement requested (force: {force})"),
+        ),
+        WatchEvent::FencedReplacement {
+            node_id,
+            task_id,
+            host,
+        } => (
+            "fenced_replacement",
+            (Some(*node_id), host.as_str(), task_id.as_str()),
+            "UNREACHABLE and absent from Elasticsearch past the delay: replacing it, storage-fenced; \
+             the old task is killed wherever it shows up"
+                .to_owned(),
         ),
         WatchEvent::StrayTask { task_id, state } => (
             "stray_task",

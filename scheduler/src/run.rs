@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tether_core::Core;
 use tether_core::command::{Command, MesosCommand, SidecarCommand, WatchEvent};
-use tether_core::domain::TaskState;
+use tether_core::domain::{EsView, TaskState};
 use tether_core::ids::{AgentId, FrameworkId, Hostname, NodeId, OfferId};
 use tether_core::state::StateWrite;
 use tether_core::view::NodePhase;
@@ -22,7 +22,7 @@ use tether_mesos::client::Notification;
 use tether_mesos::model::{self, Call, EventType};
 use tether_proto::v1 as pb;
 use tether_proto::v1::agent_message::Body as AgentBody;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
@@ -31,6 +31,7 @@ use crate::agent_channel::{ConnId, SidecarEvent};
 use crate::args::Args;
 use crate::convert;
 use crate::elasticsearch::{self, EsClient, RootAnswer, RootTarget};
+use crate::mesos::CurrentClient;
 use crate::metrics::Metrics;
 use crate::presentation::{self, Clock, ClusterFacts};
 use crate::store::StateStore;
@@ -56,6 +57,16 @@ pub struct Inputs {
     pub mesos: mpsc::Receiver<Notification>,
     pub sidecars: mpsc::Receiver<SidecarEvent>,
     pub admin: mpsc::Receiver<AdminRequest>,
+    /// Elasticsearch's views, with storage fencing (never yields without).
+    pub es: mpsc::Receiver<EsView>,
+}
+
+/// With `--fencing storage`: how the Elasticsearch poller asks.
+#[derive(Debug, Clone)]
+pub struct EsPoll {
+    /// Its timeout is below the interval.
+    pub client: EsClient,
+    pub interval: Duration,
 }
 
 /// The settings the loop needs from the flags.
@@ -73,6 +84,8 @@ pub struct LoopSettings {
     pub secrets: Option<std::sync::Arc<crate::cluster_ca::ClusterSecrets>>,
     /// Asks running nodes what cluster they belong to.
     pub es: EsClient,
+    /// `Some` with `--fencing storage`.
+    pub es_poll: Option<EsPoll>,
 }
 
 /// Where the loop's commands and events go.
@@ -83,6 +96,10 @@ pub struct Outputs {
     /// `WatchEvents` subscribers.
     pub events: broadcast::Sender<pb::ClusterEvent>,
     pub metrics: Metrics,
+    /// The subscribed driver, for operator-API calls (`MarkAgentGone`).
+    pub operator: CurrentClient,
+    /// The HTTP addresses of the nodes the Elasticsearch poller asks.
+    pub es_targets: watch::Sender<Vec<String>>,
 }
 
 /// A connected sidecar, by host.
@@ -103,6 +120,8 @@ pub struct Shell {
     hosts_by_conn: HashMap<ConnId, Hostname>,
     events: broadcast::Sender<pb::ClusterEvent>,
     metrics: Metrics,
+    operator: CurrentClient,
+    es_targets: watch::Sender<Vec<String>>,
     settings: LoopSettings,
     /// The subscribed master's URL (empty while not subscribed).
     master: String,
@@ -129,6 +148,8 @@ impl Shell {
             calls,
             events,
             metrics,
+            operator,
+            es_targets,
         } = outputs;
         Shell {
             core,
@@ -139,6 +160,8 @@ impl Shell {
             hosts_by_conn: HashMap::new(),
             events,
             metrics,
+            operator,
+            es_targets,
             settings,
             master: String::new(),
             leader_address,
@@ -177,6 +200,11 @@ impl Shell {
                 e = tasks.failed() => Err(e),
                 Some(e) = inputs.sidecars.recv() => { self.on_sidecar(e); Ok(()) }
                 Some(r) = inputs.admin.recv() => self.on_admin(r).await,
+                Some(v) = inputs.es.recv() => {
+                    let now = self.clock.now();
+                    self.core.handle_es_view(v, now);
+                    Ok(())
+                }
                 () = sleep_until(wake) => { let now = self.clock.now(); self.core.handle_timeout(now); Ok(()) }
                 _ = gauges.tick() => { self.refresh_gauges(); Ok(()) }
                 _ = probe.tick() => { self.probe_roots(&roots_tx); Ok(()) }
@@ -506,7 +534,7 @@ impl Shell {
             AdminRequest::ListNodes(reply) => {
                 let nodes = self
                     .core
-                    .nodes()
+                    .nodes(now)
                     .into_iter()
                     .map(|n| presentation::node(n, &self.clock))
                     .collect();
@@ -547,6 +575,18 @@ impl Shell {
                     }
                 }
             }
+            AdminRequest::MarkAgentGone { agent, reply } => match self.core.gone_agents(&agent) {
+                Err(e) => {
+                    let _ = reply.send(Err(Status::failed_precondition(e.to_string())));
+                }
+                Ok(agents) => {
+                    let client = self.operator.borrow().clone();
+                    // The master's answer may take a while: the loop does not wait for it.
+                    tokio::spawn(async move {
+                        let _ = reply.send(mark_agents_gone(client, agents).await);
+                    });
+                }
+            },
             AdminRequest::Replace {
                 node_id,
                 force,
@@ -628,14 +668,10 @@ impl Shell {
     /// Asks every node whose task runs `GET /`, off the loop (each probe is bounded by the client's
     /// timeout); the answers come back through `answers`.
     fn probe_roots(&self, answers: &mpsc::Sender<RootAnswer>) {
-        let scheme = if self.core.security() == tether_core::config::Security::Full {
-            "https"
-        } else {
-            "http"
-        };
+        let scheme = self.es_scheme();
         let targets: Vec<RootTarget> = self
             .core
-            .nodes()
+            .nodes(self.clock.now())
             .into_iter()
             .filter(|n| n.phase == NodePhase::Task(Some(TaskState::Running)))
             .filter_map(|n| {
@@ -656,10 +692,89 @@ impl Shell {
         ));
     }
 
-    fn refresh_gauges(&self) {
-        self.metrics
-            .set_nodes(&self.core.nodes(), self.core.persisted().desired);
+    /// `https` once the nodes serve HTTP over TLS (`--es-security full`).
+    fn es_scheme(&self) -> &'static str {
+        if self.core.security() == tether_core::config::Security::Full {
+            "https"
+        } else {
+            "http"
+        }
     }
+
+    fn refresh_gauges(&self) {
+        let nodes = self.core.nodes(self.clock.now());
+        self.metrics
+            .set_nodes(&nodes, self.core.persisted().desired);
+        if self.settings.es_poll.is_some() {
+            // Ask the nodes that run, not the UNREACHABLE ones whose fate the answer decides.
+            let targets: Vec<String> = nodes
+                .iter()
+                .filter(|n| n.phase == NodePhase::Task(Some(TaskState::Running)))
+                .filter_map(|n| match (&n.host, n.ports) {
+                    (Some(h), Some((http, _))) => {
+                        Some(format!("{}://{}:{http}", self.es_scheme(), h.as_str()))
+                    }
+                    _ => None,
+                })
+                .collect();
+            self.es_targets.send_if_modified(|t| {
+                let changed = *t != targets;
+                if changed {
+                    *t = targets;
+                }
+                changed
+            });
+        }
+    }
+}
+
+/// Asks the master to mark each agent gone, in order; the first refusal ends the call with the master's
+/// words.
+async fn mark_agents_gone(
+    client: Option<tether_mesos::client::MesosClient>,
+    agents: Vec<(AgentId, Hostname)>,
+) -> Result<pb::MarkAgentGoneResponse, Status> {
+    use tether_mesos::client::CallError;
+    let Some(client) = client else {
+        return Err(Status::unavailable(
+            "not subscribed to a Mesos master; try again",
+        ));
+    };
+    let mut done = Vec::new();
+    for (agent, host) in &agents {
+        let id = model::AgentID::new(agent.as_str());
+        match client.mark_agent_gone(&id).await {
+            Ok(()) => {
+                tracing::warn!(agent = %agent.as_str(), host = %host.as_str(), "agent marked gone at an operator's request");
+                done.push(agent.as_str().to_owned());
+            }
+            Err(e) => {
+                let message = format!(
+                    "marking agent {} ({}) gone: {e}",
+                    agent.as_str(),
+                    host.as_str()
+                );
+                return Err(match e {
+                    CallError::Forbidden(_) | CallError::Unauthorized => {
+                        Status::permission_denied(format!(
+                            "{message}; the master's ACLs must allow mark_agents_gone for the scheduler's principal"
+                        ))
+                    }
+                    CallError::NotFound(_) | CallError::BadRequest(_) => {
+                        Status::failed_precondition(message)
+                    }
+                    _ => Status::unavailable(message),
+                });
+            }
+        }
+    }
+    Ok(pb::MarkAgentGoneResponse {
+        message: format!(
+            "marked gone: {}; their tasks become TASK_GONE_BY_OPERATOR and their nodes are placed again",
+            done.join(", ")
+        ),
+        agent_ids: done,
+    })
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {

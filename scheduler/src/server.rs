@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tether_core::Core;
+use tether_core::domain::EsView;
 use tether_core::ids::Millis;
 use tether_mesos::client::{MesosClient, Notification};
 use tether_mesos::model::FrameworkID;
@@ -31,16 +32,16 @@ use tonic_health::server::HealthReporter;
 
 use crate::admin::{AdminConfig, AdminService};
 use crate::agent_channel::{AgentChannelService, ChannelConfig};
-use crate::args::{Args, MasterSource};
+use crate::args::{Args, Fencing, MasterSource};
 use crate::config;
-use crate::elasticsearch::{EsClient, EsClientConfig};
+use crate::elasticsearch::{self, EsClient, EsClientConfig};
 use crate::election;
 use crate::error::SchedulerError;
 use crate::ha::{self, Activity};
 use crate::mesos::{self, Masters};
 use crate::metrics::Metrics;
 use crate::presentation::Clock;
-use crate::run::{Inputs, LoopSettings, Outputs, Shell};
+use crate::run::{EsPoll, Inputs, LoopSettings, Outputs, Shell};
 use crate::store::StateStore;
 use crate::supervisor::{Stage, Supervisor};
 
@@ -73,6 +74,8 @@ pub struct Bound {
     activity: Arc<watch::Sender<Activity>>,
     inputs: Inputs,
     mesos_tx: mpsc::Sender<Notification>,
+    /// Where the Elasticsearch poller (storage fencing only) sends its views.
+    es_tx: mpsc::Sender<EsView>,
     events: broadcast::Sender<pb::ClusterEvent>,
     metrics: Metrics,
     settings: LoopSettings,
@@ -141,6 +144,7 @@ pub async fn bind(args: Args) -> Result<Bound, SchedulerError> {
     let (sidecar_tx, sidecars) = mpsc::channel(1024);
     let (admin_tx, admin) = mpsc::channel(64);
     let (mesos_tx, mesos) = mpsc::channel(256);
+    let (es_tx, es) = mpsc::channel(16);
     let (events, _) = broadcast::channel(1024);
     let (health, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
@@ -188,8 +192,10 @@ pub async fn bind(args: Args) -> Result<Bound, SchedulerError> {
             mesos,
             sidecars,
             admin,
+            es,
         },
         mesos_tx,
+        es_tx,
         events,
         metrics: Metrics::new(),
         settings: LoopSettings {
@@ -197,20 +203,38 @@ pub async fn bind(args: Args) -> Result<Bound, SchedulerError> {
             roles: vec![args.role.clone()],
             driver: args.external_volume_driver.clone(),
             framework_name: args.framework_name.clone(),
-            es: EsClient::new(EsClientConfig {
-                timeout: Duration::from_secs(2),
-                ca_pem: secrets.as_ref().map(|s| s.ca_pem().to_owned()),
-                basic_auth: secrets
-                    .as_ref()
-                    .map(|s| ("elastic".to_owned(), s.password().to_owned())),
-            })
-            .map_err(|e| SchedulerError::Config(e.to_string()))?,
+            es: es_client(secrets.as_ref(), Duration::from_secs(2))?,
+            es_poll: match args.fencing {
+                Fencing::Storage => Some(EsPoll {
+                    // An answer slower than a poll is no answer.
+                    client: es_client(
+                        secrets.as_ref(),
+                        args.es_poll_interval
+                            .clamp(Duration::from_millis(200), Duration::from_secs(10)),
+                    )?,
+                    interval: args.es_poll_interval,
+                }),
+                Fencing::None => None,
+            },
             secrets,
         },
         hostname: config::hostname(&args),
         advertise: config::advertise_address(&args),
         tasks,
     })
+}
+
+/// The Elasticsearch client: trusts the cluster CA and logs in as `elastic` when security is on.
+fn es_client(
+    secrets: Option<&Arc<crate::cluster_ca::ClusterSecrets>>,
+    timeout: Duration,
+) -> Result<EsClient, SchedulerError> {
+    EsClient::new(EsClientConfig {
+        timeout,
+        ca_pem: secrets.map(|s| s.ca_pem().to_owned()),
+        basic_auth: secrets.map(|s| ("elastic".to_owned(), s.password().to_owned())),
+    })
+    .map_err(|e| SchedulerError::Config(e.to_string()))
 }
 
 async fn listen(addr: SocketAddr) -> Result<TcpListener, SchedulerError> {
@@ -251,6 +275,7 @@ impl Bound {
             activity,
             mut inputs,
             mesos_tx,
+            es_tx,
             events,
             metrics,
             settings,
@@ -326,6 +351,7 @@ impl Bound {
             masters,
             store,
             mesos_tx,
+            es_tx,
             events,
             metrics,
             settings,
@@ -400,6 +426,7 @@ struct Leading {
     masters: Masters,
     store: StateStore,
     mesos_tx: mpsc::Sender<Notification>,
+    es_tx: mpsc::Sender<EsView>,
     events: broadcast::Sender<pb::ClusterEvent>,
     metrics: Metrics,
     settings: LoopSettings,
@@ -422,6 +449,7 @@ async fn lead(
         masters,
         store,
         mesos_tx,
+        es_tx,
         events,
         metrics,
         settings,
@@ -445,11 +473,27 @@ async fn lead(
 
         let (calls, calls_rx) = mpsc::unbounded_channel();
         let (clients_tx, clients_rx) = watch::channel::<Option<MesosClient>>(None);
+        let operator = clients_rx.clone();
         tasks.spawn(
             Stage::Calls,
             "Mesos call sender",
             mesos::send_calls(calls_rx, clients_rx, lost.clone()),
         );
+        let (es_targets, targets_rx) = watch::channel(Vec::new());
+        if let Some(poll) = &settings.es_poll {
+            // Stops with the driver: a scheduler that no longer acts needs no second opinion.
+            tasks.spawn(
+                Stage::Mesos,
+                "Elasticsearch poller",
+                elasticsearch::run_poller(
+                    poll.client.clone(),
+                    targets_rx,
+                    es_tx,
+                    poll.interval,
+                    tasks.token(Stage::Mesos),
+                ),
+            );
+        }
         let stop = tasks.token(Stage::Mesos);
         match masters {
             Masters::Fixed(client) => {
@@ -480,6 +524,8 @@ async fn lead(
             calls,
             events,
             metrics,
+            operator,
+            es_targets,
         };
         let mut shell = Shell::new(core, store, clock, outputs, settings, leader_address);
         let result = shell.run(inputs, tasks, shutdown, lost).await;

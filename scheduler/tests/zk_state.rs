@@ -30,6 +30,7 @@ fn slot(id: u64) -> SlotRecord {
         }),
         removed: false,
         forced: false,
+        fenced: false,
         last_reason: Some(format!("placed on agent{}", id % 7)),
         mount_host: None,
     }

@@ -126,6 +126,7 @@ pub fn core(s: Scenario) -> anyhow::Result<Core> {
                         free_bytes: None,
                         zone: Some(z.to_owned()),
                         attached_here: false,
+                        driver_attachment: None,
                         last_error: None,
                     })
             })

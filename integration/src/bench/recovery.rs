@@ -7,9 +7,10 @@
 //! one zone. Each run starts once node 1 is RUNNING and the cluster has been quiet for a random
 //! 0.3 to 1.3 s (so the kill falls anywhere in the allocation cycle), then:
 //!
-//! 1. the clock starts and the node's agent is removed from the emulator (`kill_agent`: its task becomes
-//!    TASK_GONE, its offers are rescinded); its sidecar is aborted and its plugin stopped, as the machine
-//!    died with it;
+//! 1. the clock starts and the node's agent is removed from the emulator (`remove_agent`: its task
+//!    becomes TASK_GONE at once, its offers are rescinded); its sidecar is aborted and its plugin
+//!    stopped, as the machine died with it (this measures the relaunch, not the ping timeout a real
+//!    machine death adds before TASK_UNREACHABLE);
 //! 2. *to LAUNCH*: until the emulator's launcher is handed the relaunched task, i.e. the emulator accepted
 //!    the scheduler's ACCEPT with a LAUNCH operation (exact: recorded in the launcher);
 //! 3. *to RUNNING*: until the scheduler's admin API lists node 1 RUNNING on the new task (polled every
@@ -198,7 +199,7 @@ async fn measure(runs: usize) -> anyhow::Result<Vec<Sample>> {
             bail!("node 1 runs on unknown agent {agent}");
         }
         let start = Instant::now();
-        if !emu.kill_agent(&agent) {
+        if !emu.remove_agent(&agent) {
             bail!("the emulator does not know agent {agent}");
         }
         let machine = machines

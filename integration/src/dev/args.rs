@@ -6,6 +6,16 @@ use std::time::Duration;
 
 use super::chaos;
 
+/// The scheduler's `--fencing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fencing {
+    /// An UNREACHABLE node waits for `tetherctl agents gone HOST`.
+    None,
+    /// The REX-Ray doubles fence: an UNREACHABLE node absent from Elasticsearch is replaced after
+    /// `--unreachable-replace-after`.
+    Storage,
+}
+
 /// Flags of tether-dev.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -73,6 +83,13 @@ pub struct Args {
     /// The scheduler's wait after subscribing before it places nodes.
     #[arg(long, env = "TETHER_DEV_STARTUP_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
     pub startup_grace: Duration,
+    /// The scheduler's `--fencing`: `storage` (the REX-Ray doubles preempt, so a dead agent's node comes
+    /// back on its own) or `none` (it waits for `tetherctl agents gone HOST`).
+    #[arg(long, env = "TETHER_DEV_FENCING", value_enum, default_value_t = Fencing::Storage)]
+    pub fencing: Fencing,
+    /// The scheduler's `--unreachable-replace-after` with `--fencing storage`.
+    #[arg(long, env = "TETHER_DEV_UNREACHABLE_REPLACE_AFTER", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub unreachable_replace_after: Duration,
     /// How often the live status is printed.
     #[arg(long, env = "TETHER_DEV_STATUS_INTERVAL", default_value = "3s", value_parser = humantime::parse_duration)]
     pub status_interval: Duration,

@@ -3,14 +3,18 @@
 //! the invariants hold.
 //!
 //! Each round picks one fault from a seeded RNG (so a seed replays the same choices): kill an agent (its
-//! machine dies with its sidecar and plugin, then comes back under a new agent id), partition an agent
-//! until it is UNREACHABLE and then heal it or mark it GONE (a GONE machine is replaced like a killed
-//! one), kill a sidecar then restart it, or SIGKILL the scheduler then restart it. The cluster must then
-//! settle within a bound (every node RUNNING and serving its own data, every sidecar connected); the
-//! writer pauses while a reader re-reads every acknowledged document, and a snapshot of the scheduler,
-//! the emulator and the volume backend is checked: at most one live task per node id, the scheduler's
-//! task is the emulator's, and a running node's volumes are attached to its host and nowhere else.
-//! Duplicate live tasks are also sampled continuously, since they must never exist even for a moment.
+//! machine dies with its sidecar and plugin: its tasks are UNREACHABLE after the ping timeout, and storage
+//! fencing or the machine's return under its old agent id, which reports them GONE, ends the wait),
+//! partition an agent — its tasks running on, or frozen — until it is UNREACHABLE and then heal it (a
+//! frozen one only after storage fencing had time to replace its node, whose old task must then be
+//! killed) or kill its machine and mark it GONE (then replaced under a new agent id), kill a sidecar
+//! then restart it, or SIGKILL the scheduler then restart it. The cluster must then settle within a bound
+//! (every node RUNNING and serving its own data, every sidecar connected); the writer pauses while a
+//! reader re-reads every acknowledged document, and a snapshot of the scheduler, the emulator and the
+//! volume backend is checked: at most one writer per node's volumes (a second live task only where the
+//! volumes were taken from it, UNREACHABLE or being killed), the scheduler's task is the emulator's, and
+//! a running node's volumes are attached to its host and nowhere else. Writers are also sampled
+//! continuously, since two must never exist even for a moment.
 //!
 //! The pure parts (fault choice, snapshot checks, the ledger tally, the summary line) are plain
 //! functions; the rest drives the cluster through [`Cluster`] and the emulator's `/emu/` fault API.
@@ -63,9 +67,18 @@ pub enum AfterPartition {
 /// One round's fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
-    KillAgent { host: String },
-    Partition { host: String, then: AfterPartition },
-    KillSidecar { host: String },
+    KillAgent {
+        host: String,
+    },
+    /// `frozen`: the agent's task processes stop where they are until it heals.
+    Partition {
+        host: String,
+        then: AfterPartition,
+        frozen: bool,
+    },
+    KillSidecar {
+        host: String,
+    },
     KillScheduler,
 }
 
@@ -76,8 +89,14 @@ impl Fault {
             Fault::KillAgent { .. } => "kill-agent",
             Fault::Partition {
                 then: AfterPartition::Heal,
+                frozen: false,
                 ..
             } => "partition-heal",
+            Fault::Partition {
+                then: AfterPartition::Heal,
+                frozen: true,
+                ..
+            } => "partition-freeze-heal",
             Fault::Partition {
                 then: AfterPartition::Gone,
                 ..
@@ -127,7 +146,9 @@ pub fn choose_fault<R: Rng + ?Sized>(
             } else {
                 AfterPartition::Gone
             };
-            Fault::Partition { host, then }
+            // A machine about to be marked gone is killed first: freezing it changes nothing.
+            let frozen = then == AfterPartition::Heal && rng.random_bool(0.5);
+            Fault::Partition { host, then, frozen }
         }
         FaultKind::KillSidecar => Fault::KillSidecar { host: host() },
         FaultKind::KillScheduler => Fault::KillScheduler,
@@ -139,6 +160,8 @@ pub fn choose_fault<R: Rng + ?Sized>(
 pub struct LiveTask {
     pub task_id: String,
     pub host: String,
+    /// Its Mesos state (`TASK_RUNNING`, `TASK_UNREACHABLE`, ...).
+    pub state: String,
 }
 
 /// The node id of a Tether task id (`<framework>-<node>.<generation>`).
@@ -177,6 +200,7 @@ pub fn live_tasks(state: &Value) -> BTreeMap<u64, Vec<LiveTask>> {
                 by_node.entry(node).or_default().push(LiveTask {
                     task_id: id.to_owned(),
                     host: hosts.get(agent).copied().unwrap_or(agent).to_owned(),
+                    state: t["state"].as_str().unwrap_or("").to_owned(),
                 });
             }
         }
@@ -199,7 +223,8 @@ pub fn current_agent(state: &Value, host: &str) -> Option<(String, String)> {
 /// A broken invariant (or a cluster that did not recover).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Violation {
-    /// More than one live task for one node id.
+    /// More than one writer for one node's volumes: several live tasks of the node that storage does
+    /// not fence.
     DuplicateTasks { node: u64, tasks: Vec<LiveTask> },
     /// The scheduler says the node runs a task the emulator does not run (or runs elsewhere).
     TaskMismatch {
@@ -223,9 +248,11 @@ pub enum Violation {
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Violation::DuplicateTasks { node, tasks } => {
-                write!(f, "node {node} has {} live tasks: {tasks:?}", tasks.len())
-            }
+            Violation::DuplicateTasks { node, tasks } => write!(
+                f,
+                "node {node} has {} live tasks not fenced by storage: {tasks:?}",
+                tasks.len()
+            ),
             Violation::TaskMismatch {
                 node,
                 scheduler,
@@ -253,16 +280,46 @@ impl fmt::Display for Violation {
     }
 }
 
-/// Node ids with more than one live task.
-pub fn duplicate_tasks(live: &BTreeMap<u64, Vec<LiveTask>>) -> Vec<Violation> {
+/// Invariant 1 in the form storage fencing gives it: at most one writer per node's volumes. A node may
+/// have several live tasks only while storage fences all but one: each other one runs on a host its
+/// volumes were taken from (the backend attaches them all to another host) and is UNREACHABLE or being
+/// killed. `volumes`: each node's volume names; `attachments`: volume → the host the backend attaches it
+/// to.
+pub fn duplicate_tasks(
+    live: &BTreeMap<u64, Vec<LiveTask>>,
+    volumes: &BTreeMap<u64, Vec<String>>,
+    attachments: &BTreeMap<String, Option<String>>,
+) -> Vec<Violation> {
     live.iter()
         .filter(|(_, tasks)| tasks.len() > 1)
-        .map(|(node, tasks)| {
-            let mut tasks = tasks.clone();
-            tasks.sort();
-            Violation::DuplicateTasks { node: *node, tasks }
+        .filter_map(|(node, tasks)| {
+            let holders: BTreeSet<Option<&str>> = volumes
+                .get(node)
+                .into_iter()
+                .flatten()
+                .map(|v| attachments.get(v).and_then(|h| h.as_deref()))
+                .collect();
+            let holder = match holders.into_iter().collect::<Vec<_>>().as_slice() {
+                [Some(h)] => Some(*h),
+                _ => None,
+            };
+            let fenced = |t: &LiveTask| {
+                holder.is_some_and(|h| h != t.host)
+                    && matches!(t.state.as_str(), "TASK_UNREACHABLE" | "TASK_KILLING")
+            };
+            let writers = tasks.iter().filter(|t| !fenced(t)).count();
+            (writers > 1).then(|| {
+                let mut tasks = tasks.clone();
+                tasks.sort();
+                Violation::DuplicateTasks { node: *node, tasks }
+            })
         })
         .collect()
+}
+
+/// Each node's volume names, from the scheduler's node list.
+fn volumes_of(nodes: &[Node]) -> BTreeMap<u64, Vec<String>> {
+    nodes.iter().map(|n| (n.id, n.volumes.clone())).collect()
 }
 
 /// What the scheduler, the emulator and the volume backend say at one moment.
@@ -277,14 +334,25 @@ pub struct Snapshot {
 
 /// Checks a snapshot taken while no fault is in progress.
 pub fn check(s: &Snapshot) -> Vec<Violation> {
-    let mut out = duplicate_tasks(&s.live_tasks);
+    let mut out = duplicate_tasks(&s.live_tasks, &volumes_of(&s.nodes), &s.attachments);
     for n in s.nodes.iter().filter(|n| n.state == "RUNNING") {
         let scheduler = LiveTask {
             task_id: n.task_id.clone(),
             host: n.host.clone(),
+            state: "TASK_RUNNING".to_owned(),
         };
-        let emulator = s.live_tasks.get(&n.id).cloned().unwrap_or_default();
-        if emulator.len() <= 1 && emulator != [scheduler.clone()] {
+        let emulator: Vec<LiveTask> = s
+            .live_tasks
+            .get(&n.id)
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            // A fenced old task may linger UNREACHABLE (its machine never came back).
+            .filter(|t| t.state != "TASK_UNREACHABLE")
+            .collect();
+        let same = |t: &LiveTask| t.task_id == scheduler.task_id && t.host == scheduler.host;
+        // Two writers are reported above; here one task, and the scheduler's.
+        if emulator.len() <= 1 && !(emulator.len() == 1 && same(&emulator[0])) {
             out.push(Violation::TaskMismatch {
                 node: n.id,
                 scheduler,
@@ -531,6 +599,10 @@ async fn observe(
 ) {
     let mut admin = None;
     let state_url = format!("http://{}/state", plan.emu);
+    let mut volumes: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    // Two writers seen in the previous sample: one sample can fall between a healed old task's
+    // reappearance and its kill; two in a row cannot.
+    let mut suspects: BTreeSet<Violation> = BTreeSet::new();
     while !stop.is_cancelled() {
         if admin.is_none() {
             admin = admin_client(&plan).await;
@@ -538,6 +610,7 @@ async fn observe(
         if let Some(c) = admin.as_mut() {
             match c.list_nodes(ListNodesRequest {}).await {
                 Ok(r) => {
+                    volumes = volumes_of(&r.get_ref().nodes);
                     let t = targets(&r.get_ref().nodes);
                     targets_tx.send_if_modified(|old| {
                         let changed = *old != t;
@@ -548,12 +621,20 @@ async fn observe(
                 Err(_) => admin = None,
             }
         }
-        if let Ok((200, state)) = http_client::get_json(&state_url).await {
-            for v in duplicate_tasks(&live_tasks(&state)) {
+        if let (Ok((200, state)), Ok(attachments)) = (
+            http_client::get_json(&state_url).await,
+            attachments(&plan).await,
+        ) {
+            let now: BTreeSet<Violation> =
+                duplicate_tasks(&live_tasks(&state), &volumes, &attachments)
+                    .into_iter()
+                    .collect();
+            for v in now.intersection(&suspects) {
                 if lock(&shared.observed).insert(v.clone()) {
                     println!("chaos VIOLATION: {v}");
                 }
             }
+            suspects = now;
         }
         tokio::select! {
             () = stop.cancelled() => {}
@@ -676,16 +757,20 @@ async fn play(
 ) -> Result<(), String> {
     match fault {
         Fault::KillAgent { host } => {
+            // The machine dies: its tasks' processes, its sidecar and its plugin with it. Its volumes
+            // stay attached to it; its tasks become UNREACHABLE after the ping timeout.
             let (id, _) = agent_id(&cluster.plan, host).await?;
             emu_post(&cluster.plan, &format!("agents/{id}/kill")).await?;
             cluster.kill_sidecar(host);
             cluster.kill_plugin(host);
             tokio::time::sleep(hold).await;
+            // It reboots with its work directory: the same agent id, its old tasks GONE.
             restart_machine(cluster, options, host, &id).await
         }
-        Fault::Partition { host, then } => {
+        Fault::Partition { host, then, frozen } => {
             let (id, _) = agent_id(&cluster.plan, host).await?;
-            emu_post(&cluster.plan, &format!("agents/{id}/partition")).await?;
+            let freeze = if *frozen { "?freeze=true" } else { "" };
+            emu_post(&cluster.plan, &format!("agents/{id}/partition{freeze}")).await?;
             let deadline =
                 Instant::now() + options.agent_ping_timeout * 3 + Duration::from_secs(10);
             loop {
@@ -699,13 +784,22 @@ async fn play(
                 tokio::time::sleep(SAMPLE).await;
             }
             match then {
-                AfterPartition::Heal => emu_post(&cluster.plan, &format!("agents/{id}/heal"))
-                    .await
-                    .map(drop),
+                AfterPartition::Heal => {
+                    if let (true, Some(after)) = (*frozen, options.storage_fencing) {
+                        // Long enough for storage fencing to replace the frozen node, whose old task
+                        // then shows up again when the partition heals and must be killed.
+                        tokio::time::sleep(after + Duration::from_secs(5)).await;
+                    }
+                    emu_post(&cluster.plan, &format!("agents/{id}/heal"))
+                        .await
+                        .map(drop)
+                }
                 AfterPartition::Gone => {
+                    // The operator makes sure the machine is off, marks its agent gone and replaces
+                    // it: everything on it goes, a new one comes up after the hold (so the node may
+                    // first move to another agent).
+                    emu_post(&cluster.plan, &format!("agents/{id}/kill")).await?;
                     emu_post(&cluster.plan, &format!("agents/{id}/gone")).await?;
-                    // The operator replaces the machine: everything on it goes, a new one comes up
-                    // after the hold (so the node may first move to another agent).
                     cluster.kill_sidecar(host);
                     cluster.kill_plugin(host);
                     tokio::time::sleep(hold).await;
@@ -776,22 +870,27 @@ async fn list_nodes(plan: &Plan) -> Result<Vec<Node>, String> {
         .nodes)
 }
 
-async fn snapshot(plan: &Plan) -> Result<Snapshot, String> {
-    let nodes = list_nodes(plan).await?;
-    let live_tasks = live_tasks(&emu_state(plan).await?);
+/// Volume name → the host the REX-Ray backend attaches it to.
+async fn attachments(plan: &Plan) -> Result<BTreeMap<String, Option<String>>, String> {
     let backend = plan.backend.clone();
     let volumes =
         tokio::task::spawn_blocking(move || crate::fake_rexray::backend::lock(&backend)?.list())
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("volume backend: {e}"))?;
+    Ok(volumes
+        .into_iter()
+        .map(|v| (v.name, v.attached_host))
+        .collect())
+}
+
+async fn snapshot(plan: &Plan) -> Result<Snapshot, String> {
+    let nodes = list_nodes(plan).await?;
+    let live_tasks = live_tasks(&emu_state(plan).await?);
     Ok(Snapshot {
         nodes,
         live_tasks,
-        attachments: volumes
-            .into_iter()
-            .map(|v| (v.name, v.attached_host))
-            .collect(),
+        attachments: attachments(plan).await?,
     })
 }
 
@@ -1071,6 +1170,7 @@ mod tests {
                 "kill-agent",
                 "kill-scheduler",
                 "kill-sidecar",
+                "partition-freeze-heal",
                 "partition-gone",
                 "partition-heal"
             ])
@@ -1126,23 +1226,31 @@ mod tests {
         })
     }
 
-    fn task(id: &str, host: &str) -> LiveTask {
+    fn task_in(id: &str, host: &str, state: &str) -> LiveTask {
         LiveTask {
             task_id: id.into(),
             host: host.into(),
+            state: state.into(),
         }
+    }
+
+    fn task(id: &str, host: &str) -> LiveTask {
+        task_in(id, host, "TASK_RUNNING")
     }
 
     #[test]
     fn live_tasks_skip_terminal_ones_and_name_their_host() {
         let live = live_tasks(&state());
-        assert_eq!(live[&1], vec![task("fw-1.2", "h1")]);
+        assert_eq!(live[&1], vec![task_in("fw-1.2", "h1", "TASK_UNREACHABLE")]);
         assert_eq!(live[&2].len(), 2);
         assert_eq!(
-            duplicate_tasks(&live),
+            duplicate_tasks(&live, &BTreeMap::new(), &BTreeMap::new()),
             vec![Violation::DuplicateTasks {
                 node: 2,
-                tasks: vec![task("fw-2.1", "h2"), task("fw-2.2", "h2")]
+                tasks: vec![
+                    task("fw-2.1", "h2"),
+                    task_in("fw-2.2", "h2", "TASK_STAGING")
+                ]
             }]
         );
         assert_eq!(
@@ -1196,6 +1304,39 @@ mod tests {
                 node: 2,
                 tasks: vec![task("fw-2.1", "h2"), task("fw-2.2", "h3")]
             }]
+        );
+    }
+
+    #[test]
+    fn a_second_task_is_allowed_only_while_storage_fences_it() {
+        // Node 2's old task on h3 is UNREACHABLE and its volumes are attached to h2: fenced.
+        let mut s = healthy();
+        s.live_tasks
+            .get_mut(&2)
+            .unwrap()
+            .push(task_in("fw-2.0", "h3", "TASK_UNREACHABLE"));
+        assert_eq!(check(&s), vec![]);
+        // Being killed once it showed up again: still fenced.
+        s.live_tasks.get_mut(&2).unwrap()[1].state = "TASK_KILLING".into();
+        assert_eq!(check(&s), vec![]);
+        // Seen RUNNING again: a second writer as far as the master knows.
+        s.live_tasks.get_mut(&2).unwrap()[1].state = "TASK_RUNNING".into();
+        assert!(matches!(
+            check(&s).as_slice(),
+            [Violation::DuplicateTasks { node: 2, .. }]
+        ));
+        // UNREACHABLE, but the volumes were never taken from it: not fenced.
+        let mut s = healthy();
+        s.live_tasks
+            .get_mut(&2)
+            .unwrap()
+            .push(task_in("fw-2.0", "h3", "TASK_UNREACHABLE"));
+        s.attachments
+            .insert("elasticsearch2data".into(), Some("h3".into()));
+        assert!(
+            check(&s)
+                .iter()
+                .any(|v| matches!(v, Violation::DuplicateTasks { node: 2, .. }))
         );
     }
 

@@ -67,12 +67,15 @@ pub struct Options {
     /// Volumes already attached to a host outside the cluster (another instance's EBS attachment).
     pub attached_elsewhere: Vec<(String, String)>,
     /// Run the REX-Ray doubles with `mount.preempt`, as operators do for failover: a dead agent cannot
-    /// detach its volumes, so the next Mount must take them. Safe only because Tether mounts elsewhere
-    /// after the old task is known terminal.
+    /// detach its volumes, so the next Mount must take them (a force-detach: the old holder loses them).
     pub preempt: bool,
     /// The scheduler's `--es-security`. With security on, the config volume is mounted inside the
     /// image's config directory, where the node's key, certificates and password file go.
     pub es_security: String,
+    /// The scheduler's `--fencing storage` with this `--unreachable-replace-after`; `None`: `--fencing
+    /// none` (an UNREACHABLE node waits for `tetherctl agents gone`). Storage fencing is safe here
+    /// because the REX-Ray doubles attach a volume in one place only and preempt.
+    pub storage_fencing: Option<Duration>,
 }
 
 impl Options {
@@ -91,6 +94,7 @@ impl Options {
             es_security: "off".into(),
             attached_elsewhere: Vec::new(),
             preempt: true,
+            storage_fencing: Some(Duration::from_secs(10)),
         }
     }
 
@@ -102,6 +106,8 @@ impl Options {
             startup_grace: args.startup_grace,
             ports_base: args.ports_base,
             port_stride: args.port_stride,
+            storage_fencing: (args.fencing == super::args::Fencing::Storage)
+                .then_some(args.unreachable_replace_after),
             ..Options::new(components, args.nodes)
         }
     }
@@ -291,6 +297,16 @@ impl Cluster {
                 "config:/usr/share/elasticsearch/config/node",
                 "--volume",
                 "data:/data",
+            ]));
+        }
+        if let Some(after) = options.storage_fencing {
+            args.extend(strings(&[
+                "--fencing",
+                "storage",
+                "--unreachable-replace-after",
+                &humantime::format_duration(after).to_string(),
+                "--es-poll-interval",
+                "1s",
             ]));
         }
         self.scheduler =

@@ -60,12 +60,15 @@ pub(super) fn banner(plan: &Plan, nodes: u64) -> String {
         "Tether local cluster: {} agents, {} nodes; state and logs in {}\n\
          Try, in another terminal:\n  \
          cargo run -q --bin tetherctl -- --scheduler http://{} --token-file {} nodes\n\
+         and to kill an agent's machine (its agent id from `nodes --output json`):\n  \
+         curl -XPOST http://{}/emu/agents/AGENT_ID/kill\n\
          Ctrl-C stops everything.\n",
         plan.agents.len(),
         nodes,
         plan.state.display(),
         plan.admin,
         plan.admin_token.display(),
+        plan.emu,
     )
 }
 

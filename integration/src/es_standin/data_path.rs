@@ -6,7 +6,10 @@
 //! - Before using it the node checks, as its user, that it may create entries there; then it holds an
 //!   exclusive `flock` on `<data>/node.lock` for its whole life. Either failure is Elasticsearch's
 //!   "failed to obtain node locks" — the check that catches an unwritable volume and two writers on one
-//!   data directory.
+//!   data directory. Before every document read and write the node checks that `<data>/node.lock` is
+//!   still the file it locked ([`LockCheck`], Lucene's `NativeFSLock.ensureValid`): a volume
+//!   force-detached underneath the node (another host mounted it with preemption) fails that check, so
+//!   the node acknowledges nothing more, as Elasticsearch fails on the IO errors of a lost volume.
 //! - `<data>/_state/` holds the coordination state (node id, term, last accepted cluster state; see
 //!   `cluster::state`), `<data>/indices/` the documents, `<data>/node.json` the Tether node id that first
 //!   created the data (the stand-in's own record, so tests can prove a relaunched node found its volume).
@@ -40,6 +43,46 @@ pub enum DataPathError {
 pub struct DataPath {
     pub container: PathBuf,
     pub host: PathBuf,
+}
+
+/// Identifies the node lock this node holds, to tell later whether the data path still holds it.
+#[derive(Debug, Clone)]
+pub struct LockCheck {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl LockCheck {
+    /// The identity of `lock`, the open and locked `<data>/node.lock` of `data`.
+    pub fn new(lock: &File, data: &DataPath) -> Result<LockCheck, DataPathError> {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = lock.metadata().map_err(|source| DataPathError::Io {
+            path: data.host.clone(),
+            source,
+        })?;
+        Ok(LockCheck {
+            path: data.host.join("node.lock"),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+
+    /// `Err` with Elasticsearch's words when the data path no longer holds the lock this node took.
+    pub fn ensure_valid(&self) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt as _;
+        match fs::metadata(&self.path) {
+            Ok(m) if m.dev() == self.dev && m.ino() == self.ino => Ok(()),
+            Ok(_) => Err(format!(
+                "environment is not locked: Underlying file changed by an external force ({})",
+                self.path.display()
+            )),
+            Err(e) => Err(format!(
+                "environment is not locked: {}: {e}",
+                self.path.display()
+            )),
+        }
+    }
 }
 
 /// `path.data` from the settings (see the module header).

@@ -48,6 +48,8 @@ pub struct HttpNode {
     pub security: Option<Option<String>>,
     pub coordinator: Arc<Coordinator>,
     pub indices: PathBuf,
+    /// Re-checked before every document read and write.
+    pub lock: super::data_path::LockCheck,
     pub tether_node_id: Option<String>,
     pub data_owner: Option<String>,
 }
@@ -452,7 +454,16 @@ async fn health(node: &HttpNode, params: &Params) -> Reply {
     reply(200, &body)
 }
 
+/// The node lock is no longer valid: its volume was taken away (see `data_path`).
+fn lost_lock(node: &HttpNode) -> Option<Reply> {
+    let reason = node.lock.ensure_valid().err()?;
+    Some(error(500, "illegal_state_exception", Some(&reason)))
+}
+
 fn get_doc(node: &HttpNode, index: &str, id: &str) -> Reply {
+    if let Some(refused) = lost_lock(node) {
+        return refused;
+    }
     if documents::check_index(index).is_ok()
         && !node
             .coordinator
@@ -476,6 +487,9 @@ fn get_doc(node: &HttpNode, index: &str, id: &str) -> Reply {
 }
 
 async fn put_doc(node: &HttpNode, index: &str, id: &str, body: &[u8], params: &Params) -> Reply {
+    if let Some(refused) = lost_lock(node) {
+        return refused;
+    }
     if let Err(e) = documents::check_index(index) {
         return doc_error(e);
     }

@@ -176,6 +176,7 @@ pub async fn run_with_env(
 
     let data_container = data_path::configured(&settings, version)?;
     let (data, lock) = data_path::open(&fs, &data_container, who)?;
+    let lock_check = data_path::LockCheck::new(&lock, &data)?;
     let data_was_empty = std::fs::read_dir(&data.host)
         .map(|mut d| d.all(|e| e.is_ok_and(|e| e.file_name() == "node.lock")))
         .unwrap_or(true);
@@ -357,6 +358,7 @@ pub async fn run_with_env(
         security: security.then(|| keystore.entries.get(Keystore::BOOTSTRAP_PASSWORD).cloned()),
         coordinator,
         indices: data.indices(),
+        lock: lock_check,
         tether_node_id: node_id_env,
         data_owner: data_owner.clone(),
     });

@@ -110,6 +110,51 @@ impl Locked {
     }
 }
 
+/// A force-detach, as of an EBS volume attached elsewhere: the volume's data at `old` (on the holder's
+/// host) becomes the new holder's at `new`, and the old holder loses it. The data is copied, not moved,
+/// so that files the old holder still has open stay the old host's — writes through them vanish, like
+/// writes to a detached block device — and `old` becomes a plain file saying what happened, so that
+/// anything the old holder opens or creates under its mountpoint afterwards fails (`ENOTDIR`).
+pub fn force_detach(old: &Path, new: &Path, name: &str, holder: &str, by: &str) -> io::Result<()> {
+    copy_tree(old, new)?;
+    fs::remove_dir_all(old)?;
+    fs::write(
+        old,
+        format!(
+            "volume {name} was force-detached from {holder}: {by} mounted it with preemption\n"
+        ),
+    )
+}
+
+/// Copies directories, regular files and symbolic links under `from` into `to` (created), with their
+/// owners and modes: they live on the volume's filesystem, which the new host mounts as it is.
+fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    fs::create_dir_all(to)?;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(&src)?, &dst)?;
+            copy_owner(&src, &dst)?;
+        } else if kind.is_file() {
+            fs::copy(&src, &dst)?;
+            copy_owner(&src, &dst)?;
+        }
+    }
+    copy_owner(from, to)?;
+    fs::set_permissions(to, fs::metadata(from)?.permissions())
+}
+
+/// Gives `to` the owner and group of `from` (symbolic links themselves, not their targets).
+fn copy_owner(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = fs::symlink_metadata(from)?;
+    std::os::unix::fs::lchown(to, Some(meta.uid()), Some(meta.gid()))
+}
+
 /// Creates a volume in the backend as an operator would (`aws ec2 create-volume`). Existing: unchanged.
 pub fn create_volume(backend: &Path, name: &str, size_gb: u64, zone: &str) -> io::Result<()> {
     let locked = lock(backend)?;

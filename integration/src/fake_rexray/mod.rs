@@ -2,12 +2,19 @@
 //! socket (see `shared/protocols/docker-volume-plugin.md`).
 //!
 //! Behaviour: scope `global`; `Get`/`List` `Status` carries `name`, `size` (GB), `iops`, `type`,
-//! `availabilityZone`, `fields`, `service`, `server`; `Mount` ignores the id and counts mounts per name in
-//! memory; `Unmount` detaches only when the count drops below 2; a volume attached to another host fails
+//! `availabilityZone`, `fields`, `service`, `server` as REX-Ray's does, and — beyond what REX-Ray's
+//! Docker plugin reports, as its libStorage API (`GET /volumes/{service}?attachments=1`) does — the
+//! attachment: `attachmentState` (2 attached to this host, 3 available, 4 attached to another host) and
+//! `attachments` (`[{"instanceID": {"id": <host>, "driver": "ebs"}, "volumeID": <name>}]`); `Mount`
+//! ignores the id and counts mounts per name in memory; `Unmount` detaches only when the count drops
+//! below 2, and never a volume attached to another host since; a volume attached to another host fails
 //! `Mount` with `docker-legacy: Mount: <name>: failed: resource not found` unless preemption is on; a
 //! missing volume is created on `Mount` only with implicit create; the mountpoint
 //! `<root>/volumes/<name>/data` is a real directory (the volume's data moves there when it is mounted on
-//! this host). Instances sharing one backend directory see one "cloud" ([`backend`]).
+//! this host). Preemption is a force-detach: the new host gets the volume's data as it was, and the old
+//! holder's mountpoint no longer reaches it (what the old holder writes afterwards fails or vanishes,
+//! see [`backend::force_detach`]). Instances sharing one backend directory see one "cloud"
+//! ([`backend`]).
 //!
 //! Fault injection, in-process through [`FaultHandle`] or from another process through extra endpoints
 //! on the same socket:
@@ -526,19 +533,20 @@ fn dispatch(
                 None if cfg.implicit_create => backend::new_meta(name, 16, &cfg.zone),
                 None => return Err(not_found("Mount")),
             };
-            match &meta.attached_host {
-                Some(h) if *h != cfg.host && !cfg.preempt => return Err(not_found("Mount")),
-                _ => {}
+            let holder = meta.attached_host.clone().filter(|h| *h != cfg.host);
+            if holder.is_some() && !cfg.preempt {
+                return Err(not_found("Mount"));
             }
             let mp = cfg.root().join("volumes").join(name).join("data");
+            clear_mountpoint(&mp).map_err(io)?;
             match &meta.data_path {
-                Some(old) if *old != mp && old.is_dir() => {
-                    if let Some(parent) = mp.parent() {
-                        std::fs::create_dir_all(parent).map_err(io)?;
+                Some(old) if *old != mp && old.is_dir() => match &holder {
+                    Some(h) => backend::force_detach(old, &mp, name, h, &cfg.host)
+                        .map_err(|e| format!("force-detaching volume data: {e}"))?,
+                    None => {
+                        std::fs::rename(old, &mp).map_err(|e| format!("moving volume data: {e}"))?
                     }
-                    let _ = std::fs::remove_dir(&mp);
-                    std::fs::rename(old, &mp).map_err(|e| format!("moving volume data: {e}"))?;
-                }
+                },
                 _ => std::fs::create_dir_all(&mp).map_err(io)?,
             }
             if meta.attached_host.as_deref() != Some(cfg.host.as_str()) {
@@ -575,6 +583,22 @@ fn dispatch(
     }
 }
 
+/// Makes way for the volume's data at `mp`: removes the marker an earlier force-detach left there, and
+/// creates the parent. A directory stays: it is the volume's own when mounted here again (its owner and
+/// mode, set by whoever prepared the volume, are the filesystem's and must survive a second Mount), and
+/// an empty leftover is replaced by the rename or filled by the copy.
+fn clear_mountpoint(mp: &Path) -> std::io::Result<()> {
+    if let Some(parent) = mp.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::symlink_metadata(mp) {
+        Ok(m) if !m.is_dir() => std::fs::remove_file(mp),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 fn mounted_here(s: &Shared, meta: &VolumeMeta) -> Option<String> {
     let here = meta.attached_host.as_deref() == Some(s.config.host.as_str());
     let count = lock(&s.counts).get(&meta.name).copied().unwrap_or(0);
@@ -585,7 +609,24 @@ fn mounted_here(s: &Shared, meta: &VolumeMeta) -> Option<String> {
     }
 }
 
+/// libStorage's `attachmentState` as seen from the asking instance: attached to it, available, or attached
+/// to another instance.
+const ATTACHED_HERE: u8 = 2;
+const AVAILABLE: u8 = 3;
+const ATTACHED_ELSEWHERE: u8 = 4;
+
 fn volume_json(s: &Shared, meta: &VolumeMeta) -> Value {
+    let (state, attachments) = match &meta.attached_host {
+        None => (AVAILABLE, json!([])),
+        Some(h) => (
+            if *h == s.config.host {
+                ATTACHED_HERE
+            } else {
+                ATTACHED_ELSEWHERE
+            },
+            json!([{ "instanceID": { "id": h, "driver": "ebs" }, "volumeID": meta.name }]),
+        ),
+    };
     json!({
         "Name": meta.name,
         "Mountpoint": mounted_here(s, meta).unwrap_or_default(),
@@ -598,6 +639,8 @@ fn volume_json(s: &Shared, meta: &VolumeMeta) -> Value {
             "fields": null,
             "service": "ebs",
             "server": "fake-rexray",
+            "attachmentState": state,
+            "attachments": attachments,
         },
     })
 }

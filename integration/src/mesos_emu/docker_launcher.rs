@@ -119,37 +119,60 @@ impl DockerLauncher {
             return fail(format!("Failed to run container: {}", e.message()));
         }
         r.report(TaskState::Running, None, None, None);
-        let (state, reason, message) = tokio::select! {
-            exit = self.engine.wait_container(&running.id) => match exit {
-                Ok(0) => (TaskState::Finished, None, "Container exited with status 0".to_owned()),
-                Ok(code) => {
-                    let tail = self.engine.logs_tail(&running.id, LOG_LINES).await;
-                    (
+        let exit = self.engine.wait_container(&running.id);
+        tokio::pin!(exit);
+        let (state, reason, message) = loop {
+            tokio::select! {
+                exit = &mut exit => break match exit {
+                    Ok(0) => (TaskState::Finished, None, "Container exited with status 0".to_owned()),
+                    Ok(code) => {
+                        let tail = self.engine.logs_tail(&running.id, LOG_LINES).await;
+                        (
+                            TaskState::Failed,
+                            Some(Reason::ReasonCommandExecutorFailed),
+                            format!("Container exited with status {code}{}", quoted(&tail)),
+                        )
+                    }
+                    Err(e) => (
                         TaskState::Failed,
-                        Some(Reason::ReasonCommandExecutorFailed),
-                        format!("Container exited with status {code}{}", quoted(&tail)),
-                    )
-                }
-                Err(e) => (
-                    TaskState::Failed,
-                    Some(Reason::ReasonExecutorTerminated),
-                    format!("Lost the container: {}", e.message()),
-                ),
-            },
-            c = control.recv() => match c {
-                Some(TaskControl::Kill { grace }) => {
-                    self.stop(&running, grace).await;
-                    (TaskState::Killed, None, "Container stopped".to_owned())
-                }
-                Some(TaskControl::Fail { message }) => {
-                    self.stop(&running, Duration::ZERO).await;
-                    (TaskState::Failed, Some(Reason::ReasonExecutorTerminated), message)
-                }
-                None => {
-                    self.stop(&running, Duration::ZERO).await;
-                    (TaskState::Killed, None, "agent removed".to_owned())
-                }
-            },
+                        Some(Reason::ReasonExecutorTerminated),
+                        format!("Lost the container: {}", e.message()),
+                    ),
+                },
+                c = control.recv() => match c {
+                    Some(TaskControl::Kill { grace }) => {
+                        self.stop(&running, grace).await;
+                        break (TaskState::Killed, None, "Container stopped".to_owned());
+                    }
+                    Some(TaskControl::Fail { message }) => {
+                        self.stop(&running, Duration::ZERO).await;
+                        break (TaskState::Failed, Some(Reason::ReasonExecutorTerminated), message);
+                    }
+                    Some(TaskControl::Freeze) => {
+                        if let Err(e) = self.engine.pause_container(&running.id).await {
+                            tracing::warn!(container = %running.id, error = %e, "pause failed");
+                        }
+                    }
+                    Some(TaskControl::Thaw) => {
+                        if let Err(e) = self.engine.unpause_container(&running.id).await {
+                            tracing::warn!(container = %running.id, error = %e, "unpause failed");
+                        }
+                    }
+                    Some(TaskControl::Lose) => {
+                        // The machine died: the container goes, nothing is reported, and volumes the
+                        // agent's plugin attached stay attached. (Volumes the engine itself mounted with
+                        // the task's driver are unmounted by the engine: one engine plays every agent.)
+                        if let Err(e) = self.engine.remove_container(&running.id).await {
+                            tracing::warn!(container = %running.id, error = %e, "remove failed");
+                        }
+                        return;
+                    }
+                    None => {
+                        self.stop(&running, Duration::ZERO).await;
+                        break (TaskState::Killed, None, "agent removed".to_owned());
+                    }
+                },
+            }
         };
         self.remove(&running).await;
         r.report(state, reason, Some(message), None);

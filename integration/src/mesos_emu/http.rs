@@ -1,5 +1,6 @@
-//! The emulator's HTTP front: `/api/v1/scheduler` with the master's status-code ladder, `GET /version`,
-//! `GET /state`, and the fault-control API under `/emu/`.
+//! The emulator's HTTP front: `/api/v1/scheduler` with the master's status-code ladder, the operator
+//! API `/api/v1` (with the same ladder), `GET /version`, `GET /state`, and the fault-control API under
+//! `/emu/`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use hyper::body::{Frame, Incoming};
 use tether_mesos::model::{Call, CallType};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use super::master::{AgentStatus, Reply, Shared};
+use super::master::{AgentStatus, FaultError, OperatorCall, Reply, Restart, Shared};
 
 pub(crate) type Body = BoxBody<Bytes, Infallible>;
 
@@ -42,6 +43,8 @@ pub(crate) async fn handle(
     let path = req.uri().path().to_string();
     let resp = if path == "/api/v1/scheduler" {
         scheduler(&shared, req).await
+    } else if path == "/api/v1" {
+        operator(&shared, req).await
     } else if path == "/version" && req.method() == Method::GET {
         let v = serde_json::json!({"version": super::MESOS_VERSION, "build_user": "tether-mesos-emu", "build_date": "", "build_time": 0.0});
         full(StatusCode::OK, "application/json", v.to_string())
@@ -52,20 +55,30 @@ pub(crate) async fn handle(
             state_json(&shared).to_string(),
         )
     } else if let Some(rest) = path.strip_prefix("/emu/") {
+        let query = req.uri().query().unwrap_or_default().to_owned();
         let body = req
             .into_body()
             .collect()
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default();
-        fault(&shared, rest, &String::from_utf8_lossy(&body))
+        fault(&shared, rest, &query, &String::from_utf8_lossy(&body))
     } else {
         text(404, format!("no route {path}"))
     };
     Ok(resp)
 }
 
-async fn scheduler(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+/// What every master endpoint checks first, in the master's order: HTTP authentication (when the
+/// emulator has credentials; `realm` as the real master names it), leadership (307 to the leader's
+/// `path`), recovery (503), the method (POST) and the content type (JSON; protobuf is refused as the
+/// emulator speaks JSON only).
+fn gate(
+    shared: &Shared,
+    req: &Request<Incoming>,
+    realm: &str,
+    path: &str,
+) -> Option<Response<Body>> {
     {
         let st = shared.lock();
         if let Some(creds) = &st.cfg.credentials {
@@ -82,22 +95,21 @@ async fn scheduler(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
                 .is_some_and(|d| d == format!("{}:{}", creds.0, creds.1).into_bytes());
             if !ok {
                 let mut r = text(401, "Unauthorized".into());
-                r.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    header::HeaderValue::from_static("Basic realm=\"mesos-master-scheduler\""),
-                );
-                return r;
+                if let Ok(v) = header::HeaderValue::from_str(&format!("Basic realm=\"{realm}\"")) {
+                    r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                }
+                return Some(r);
             }
         }
         if let Some(leader) = &st.leader {
             let mut r = text(307, String::new());
-            if let Ok(v) = header::HeaderValue::from_str(&format!("//{leader}/api/v1/scheduler")) {
+            if let Ok(v) = header::HeaderValue::from_str(&format!("//{leader}{path}")) {
                 r.headers_mut().insert(header::LOCATION, v);
             }
-            return r;
+            return Some(r);
         }
         if st.unavailable {
-            return text(503, "No leader elected".into());
+            return Some(text(503, "No leader elected".into()));
         }
     }
     if req.method() != Method::POST {
@@ -107,28 +119,28 @@ async fn scheduler(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
         );
         r.headers_mut()
             .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
-        return r;
+        return Some(r);
     }
     let ctype = req
         .headers()
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    match ctype.as_deref() {
-        None => return text(400, "Expecting 'Content-Type' to be present".into()),
-        Some("application/json") => {}
-        Some("application/x-protobuf") => return text(415, "The emulator speaks JSON only".into()),
-        Some(other) => {
-            return text(
-                415,
-                format!(
-                    "Expecting 'Content-Type' of application/json or application/x-protobuf; received {other}"
-                ),
-            );
-        }
+        .and_then(|v| v.to_str().ok());
+    match ctype {
+        None => Some(text(400, "Expecting 'Content-Type' to be present".into())),
+        Some("application/json") => None,
+        Some("application/x-protobuf") => Some(text(415, "The emulator speaks JSON only".into())),
+        Some(other) => Some(text(
+            415,
+            format!(
+                "Expecting 'Content-Type' of application/json or application/x-protobuf; received {other}"
+            ),
+        )),
     }
-    let accept_ok = req
-        .headers()
+}
+
+/// Whether the request's `Accept` allows a JSON answer (absent: anything goes).
+fn accepts_json(req: &Request<Incoming>) -> bool {
+    req.headers()
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_none_or(|a| {
@@ -138,19 +150,66 @@ async fn scheduler(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
                     "application/json" | "*/*" | "application/*"
                 )
             })
-        });
+        })
+}
+
+/// The whole body as JSON, or the master's 400.
+async fn json_body(req: Request<Incoming>) -> Result<serde_json::Value, Response<Body>> {
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return Err(text(400, format!("Failed to read body: {e}"))),
+    };
+    serde_json::from_slice(&body)
+        .map_err(|e| text(400, format!("Failed to parse body into JSON: {e}")))
+}
+
+/// `POST /api/v1`: the operator API (`Master::Http::api`).
+async fn operator(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+    if let Some(r) = gate(shared, &req, "mesos-master-readwrite", "/api/v1") {
+        return r;
+    }
+    let accept_ok = accepts_json(&req);
+    let value = match json_body(req).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let call = match OperatorCall::parse(value) {
+        Ok(c) => c,
+        Err(e) => {
+            return text(
+                400,
+                format!("Failed to convert JSON into Call protobuf: {e}"),
+            );
+        }
+    };
+    if let Err(e) = call.validate() {
+        return text(400, format!("Failed to validate master::Call: {e}"));
+    }
+    if !accept_ok {
+        return text(
+            406,
+            "Expecting 'Accept' to allow 'application/x-protobuf' or 'application/json'".into(),
+        );
+    }
+    match shared.lock().operator_call(call) {
+        Reply::Status(s, m) => text(s, m),
+        Reply::Stream { .. } => text(500, "unexpected stream".into()),
+    }
+}
+
+async fn scheduler(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+    if let Some(r) = gate(shared, &req, "mesos-master-scheduler", "/api/v1/scheduler") {
+        return r;
+    }
+    let accept_ok = accepts_json(&req);
     let stream_header = req
         .headers()
         .get("Mesos-Stream-Id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let body = match req.into_body().collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => return text(400, format!("Failed to read body: {e}")),
-    };
-    let value: serde_json::Value = match serde_json::from_slice(&body) {
+    let value = match json_body(req).await {
         Ok(v) => v,
-        Err(e) => return text(400, format!("Failed to parse body into JSON: {e}")),
+        Err(r) => return r,
     };
     let call: Call = match serde_json::from_value(value) {
         Ok(c) => c,
@@ -189,20 +248,46 @@ async fn scheduler(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
-fn fault(shared: &Shared, rest: &str, body: &str) -> Response<Body> {
+/// `POST /emu/...`: the fault-control API. Agent faults answer 404 for an unknown agent and 409 when
+/// the fault does not apply (healing a dead machine, restarting an agent that is up). A fault's option
+/// (`wiped` for restart, `freeze` for partition) is the body or a query flag (`?wiped=true`).
+fn fault(shared: &Shared, rest: &str, query: &str, body: &str) -> Response<Body> {
     let parts: Vec<&str> = rest.split('/').collect();
+    let body = body.trim();
+    let option = |name: &str| {
+        body == name
+            || query
+                .split('&')
+                .any(|kv| kv == name || kv == format!("{name}=true"))
+    };
     let mut st = shared.lock();
-    if let ["agents", id, "restart"] = parts.as_slice() {
-        return match st.restart_agent(id) {
-            Some(new_id) => text(200, new_id),
-            None => text(409, format!("agent {id} is unknown or not down")),
+    let agent_fault = match parts.as_slice() {
+        ["agents", id, "restart"] => {
+            let how = if option("wiped") {
+                Restart::WipeWorkDir
+            } else {
+                Restart::KeepWorkDir
+            };
+            Some(st.restart_agent(id, how))
+        }
+        ["agents", id, "kill"] => Some(st.kill_agent(id).map(|()| "ok".into())),
+        ["agents", id, "remove"] => Some(st.remove_agent(id).map(|()| "ok".into())),
+        ["agents", id, "partition"] => Some(
+            st.partition_agent(id, option("freeze"))
+                .map(|()| "ok".into()),
+        ),
+        ["agents", id, "heal"] => Some(st.heal_agent(id).map(|()| "ok".into())),
+        ["agents", id, "gone"] => Some(st.mark_gone(id).map(|()| "ok".into())),
+        _ => None,
+    };
+    if let Some(r) = agent_fault {
+        return match r {
+            Ok(answer) => text(200, answer),
+            Err(e @ FaultError::UnknownAgent(_)) => text(404, e.to_string()),
+            Err(e @ FaultError::Conflict(_)) => text(409, e.to_string()),
         };
     }
     let ok = match parts.as_slice() {
-        ["agents", id, "kill"] => st.kill_agent(id),
-        ["agents", id, "partition"] => st.partition_agent(id),
-        ["agents", id, "heal"] => st.heal_agent(id),
-        ["agents", id, "gone"] => st.mark_gone(id),
         ["tasks", id, "fail"] => st.fail_task(
             id,
             if body.is_empty() {
@@ -217,11 +302,11 @@ fn fault(shared: &Shared, rest: &str, body: &str) -> Response<Body> {
             true
         }
         ["master", "redirect"] => {
-            st.leader = (!body.trim().is_empty()).then(|| body.trim().to_string());
+            st.leader = (!body.is_empty()).then(|| body.to_string());
             true
         }
         ["master", "unavailable"] => {
-            st.unavailable = body.trim() != "false";
+            st.unavailable = body != "false";
             true
         }
         _ => return text(404, format!("no fault route /emu/{rest}")),
@@ -248,9 +333,16 @@ pub(crate) fn state_json(shared: &Shared) -> serde_json::Value {
                 AgentStatus::Removed => "REMOVED",
                 AgentStatus::Gone => "GONE",
             };
+            let machine = if a.down {
+                "down"
+            } else if a.frozen {
+                "frozen"
+            } else {
+                "up"
+            };
             serde_json::json!({
                 "id": a.id.value, "hostname": a.cfg.hostname, "active": a.status == AgentStatus::Active,
-                "state": state, "zone": a.cfg.zone, "region": a.cfg.region,
+                "state": state, "machine": machine, "zone": a.cfg.zone, "region": a.cfg.region,
                 "attributes": a.cfg.attributes.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
                 "resources": {"cpus": a.cfg.cpus, "mem": a.cfg.mem, "disk": a.cfg.disk, "ports": format!("[{}-{}]", a.cfg.ports.0, a.cfg.ports.1)},
             })

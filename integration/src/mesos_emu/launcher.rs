@@ -1,7 +1,8 @@
 //! How emulated agents run tasks. A [`Launcher`] gets the TaskInfo, a [`Reporter`] for status updates and
-//! a control channel (kill, fail). `SimLauncher` scripts the transitions; `ProcessLauncher` spawns the
-//! task's command locally, resolving DOCKER_VOLUME volumes through a [`VolumeAttacher`] the way dvdcli does
-//! for the Mesos containerizer, and hands the container-path → host-path mapping to the process.
+//! a control channel (kill, fail, and the machine faults: lost with its machine, frozen, thawed).
+//! `SimLauncher` scripts the transitions; `ProcessLauncher` spawns the task's command locally, resolving
+//! DOCKER_VOLUME volumes through a [`VolumeAttacher`] the way dvdcli does for the Mesos containerizer, and
+//! hands the container-path → host-path mapping to the process.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,6 +22,15 @@ pub enum TaskControl {
     Kill { grace: Duration },
     /// Fault injection: the task fails now.
     Fail { message: String },
+    /// The agent's machine died: the task's processes are gone at once, and nothing else happens — no
+    /// status update (its executor died too) and no unmount (a dead machine detaches nothing, so its
+    /// volumes stay attached to it).
+    Lose,
+    /// The machine is cut off and its processes stop where they are (SIGSTOP), as behind a partition
+    /// where nothing the task does reaches anyone.
+    Freeze,
+    /// The partition heals: frozen processes continue (SIGCONT) from where they stopped.
+    Thaw,
 }
 
 /// What a launcher is given.
@@ -143,18 +153,28 @@ impl Launcher for SimLauncher {
                     None => futures::future::pending::<()>().await,
                 }
             };
-            tokio::select! {
-                _ = finish => r.report(TaskState::Finished, None, Some("Command exited with status 0".into()), None),
-                c = control.recv() => match c {
-                    Some(TaskControl::Kill { grace }) => {
-                        tokio::time::sleep(grace.min(this.step)).await;
-                        r.report(TaskState::Killed, None, Some("Command terminated with signal Terminated".into()), None);
+            tokio::pin!(finish);
+            loop {
+                tokio::select! {
+                    _ = &mut finish => {
+                        r.report(TaskState::Finished, None, Some("Command exited with status 0".into()), None);
+                        return;
                     }
-                    Some(TaskControl::Fail { message }) => {
-                        r.report(TaskState::Failed, Some(Reason::ReasonExecutorTerminated), Some(message), None)
-                    }
-                    None => {}
-                },
+                    c = control.recv() => match c {
+                        Some(TaskControl::Kill { grace }) => {
+                            tokio::time::sleep(grace.min(this.step)).await;
+                            r.report(TaskState::Killed, None, Some("Command terminated with signal Terminated".into()), None);
+                            return;
+                        }
+                        Some(TaskControl::Fail { message }) => {
+                            r.report(TaskState::Failed, Some(Reason::ReasonExecutorTerminated), Some(message), None);
+                            return;
+                        }
+                        // A scripted task has no process to freeze; a lost one just ends, unreported.
+                        Some(TaskControl::Freeze | TaskControl::Thaw) => {}
+                        Some(TaskControl::Lose) | None => return,
+                    },
+                }
             }
         });
     }
@@ -441,22 +461,34 @@ impl ProcessLauncher {
             }
         };
         r.report(TaskState::Running, None, None, None);
-        let (state, reason, message) = tokio::select! {
-            status = child.wait() => exit_state(status),
-            c = control.recv() => match c {
-                Some(TaskControl::Kill { grace }) => {
-                    terminate(&mut child, grace).await;
-                    (TaskState::Killed, None, "Command terminated".to_string())
-                }
-                Some(TaskControl::Fail { message }) => {
-                    terminate(&mut child, Duration::ZERO).await;
-                    (TaskState::Failed, Some(Reason::ReasonExecutorTerminated), message)
-                }
-                None => {
-                    terminate(&mut child, Duration::ZERO).await;
-                    (TaskState::Killed, None, "agent removed".to_string())
-                }
-            },
+        let ended = loop {
+            tokio::select! {
+                status = child.wait() => break Some(exit_state(status)),
+                c = control.recv() => match c {
+                    Some(TaskControl::Kill { grace }) => {
+                        terminate(&mut child, grace).await;
+                        break Some((TaskState::Killed, None, "Command terminated".to_string()));
+                    }
+                    Some(TaskControl::Fail { message }) => {
+                        terminate(&mut child, Duration::ZERO).await;
+                        break Some((TaskState::Failed, Some(Reason::ReasonExecutorTerminated), message));
+                    }
+                    Some(TaskControl::Freeze) => signal(&child, "STOP").await,
+                    Some(TaskControl::Thaw) => signal(&child, "CONT").await,
+                    Some(TaskControl::Lose) => {
+                        let _ = child.kill().await;
+                        break None;
+                    }
+                    None => {
+                        terminate(&mut child, Duration::ZERO).await;
+                        break Some((TaskState::Killed, None, "agent removed".to_string()));
+                    }
+                },
+            }
+        };
+        // A task lost with its machine leaves its volumes attached there and reports nothing.
+        let Some((state, reason, message)) = ended else {
+            return;
         };
         self.detach_all(&attached).await;
         r.report(state, reason, Some(message), None);
@@ -490,6 +522,19 @@ fn exit_state(
             Some(Reason::ReasonExecutorTerminated),
             format!("wait failed: {e}"),
         ),
+    }
+}
+
+/// Sends `SIG<name>` to the task's process (through `kill`, keeping this crate free of unsafe). Only that
+/// process: tasks stay in the emulator's process group so that they die with it, and a task command that
+/// forks (an `sh -c` that does not exec) has its children left running.
+async fn signal(child: &tokio::process::Child, name: &str) {
+    if let Some(pid) = child.id() {
+        let _ = tokio::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .await;
     }
 }
 

@@ -2,9 +2,19 @@
 //! checklist of `shared/protocols/mesos-v1-scheduler.md` §10: real id formats, the status-code ladder,
 //! SUBSCRIBED + immediate HEARTBEAT, per-agent offers per allocation interval with decline filters and
 //! SUPPRESS/REVIVE, ACCEPT validation with the real TASK_ERROR/TASK_DROPPED reasons, acknowledged and
-//! resent status updates, reconciliation per the case table, failover timeout, TEARDOWN, and faults
-//! (kill/partition/heal/mark-gone/restart an agent, fail a task, restart the master, rescind an offer),
-//! both as [`EmuHandle`] methods and as `POST /emu/...` on the same port.
+//! resent status updates, reconciliation per the case table, failover timeout, TEARDOWN; the operator
+//! API's MARK_AGENT_GONE (`POST /api/v1`); and faults, both as [`EmuHandle`] methods and as
+//! `POST /emu/...` on the same port:
+//!
+//! | route | what happens (as on a real master, §5.4–5.6) |
+//! |---|---|
+//! | `agents/<id>/kill` | the machine dies: its tasks' processes die, nothing is reported until the ping timeout, then TASK_UNREACHABLE (REASON_AGENT_REMOVED, `unreachable_time`), and nothing more |
+//! | `agents/<id>/restart` | a dead machine comes back: under its old id, its old tasks TASK_GONE; with `?wiped=true` (or body `wiped`), under a new id, the old tasks staying UNREACHABLE until the registry forgets the old agent (`registry_max_agent_age`; reconciliation then answers TASK_UNKNOWN). A removed or GONE agent always comes back under a new id. Answers the id. |
+//! | `agents/<id>/partition` | the agent is cut off: UNREACHABLE after the ping timeout while its tasks keep running; with `?freeze=true` (or body `freeze`) their processes stop where they are (SIGSTOP, `docker pause`) |
+//! | `agents/<id>/heal` | the partition ends: the tasks are reported again (REASON_AGENT_REREGISTERED), frozen ones continue; a GONE agent is shut down with what still ran there |
+//! | `agents/<id>/gone` | the operator's MARK_AGENT_GONE (also `POST /api/v1`): TASK_GONE_BY_OPERATOR |
+//! | `agents/<id>/remove` | maintenance: the agent is removed at once, its tasks killed and reported TASK_GONE (REASON_AGENT_REMOVED) |
+//! | `tasks/<id>/fail`, `offers/<id>/rescind`, `master/restart`, `master/redirect`, `master/unavailable` | a task fails (body: message), an offer is rescinded, the master fails over, redirects (body: leader) or has no leader |
 
 pub mod docker_launcher;
 mod http;
@@ -26,9 +36,13 @@ pub use launcher::{
     DirVolumeAttacher, LaunchSpec, Launcher, PluginVolumeAttacher, ProcessLauncher, Reporter,
     SimLauncher, TaskControl, VolumeAttacher, volume_env_name,
 };
+pub use master::Restart;
 
 /// The version string `GET /version` and MasterInfo report.
 pub const MESOS_VERSION: &str = "1.11.0";
+
+/// Mesos' `--registry_max_agent_age` default: two weeks.
+pub const REGISTRY_MAX_AGENT_AGE: Duration = Duration::from_secs(14 * 24 * 3600);
 
 /// One emulated agent.
 #[derive(Debug, Clone)]
@@ -79,7 +93,10 @@ pub struct EmuConfig {
     pub agent_ping_timeout: Duration,
     /// After a master restart, agents stay "recovered but not re-registered" this long.
     pub agent_reregister_delay: Duration,
-    /// When set, calls need HTTP basic auth with this (principal, secret).
+    /// How long the registry remembers an UNREACHABLE or GONE agent (`--registry_max_agent_age`, 2 weeks
+    /// in Mesos); a forgotten agent's tasks are TASK_UNKNOWN to reconciliation.
+    pub registry_max_agent_age: Duration,
+    /// When set, calls (scheduler and operator API) need HTTP basic auth with this (principal, secret).
     pub credentials: Option<(String, String)>,
     pub launcher: Arc<dyn Launcher>,
     /// Serve https with this PEM certificate chain and key, as a master started with `--ssl_*` would.
@@ -114,7 +131,8 @@ impl EmuTls {
 }
 
 impl EmuConfig {
-    /// Mesos' defaults (1 s allocation, 15 s heartbeat, 10 s resend, 75 s ping timeout) and `n` agents.
+    /// Mesos' defaults (1 s allocation, 15 s heartbeat, 10 s resend, 75 s ping timeout, 2 weeks registry
+    /// age) and `n` agents.
     pub fn with_agents(n: usize) -> Self {
         EmuConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -125,6 +143,7 @@ impl EmuConfig {
             status_resend_interval: Duration::from_secs(10),
             agent_ping_timeout: Duration::from_secs(75),
             agent_reregister_delay: Duration::from_secs(2),
+            registry_max_agent_age: REGISTRY_MAX_AGENT_AGE,
             credentials: None,
             launcher: Arc::new(SimLauncher::default()),
             tls: None,
@@ -332,22 +351,34 @@ impl EmuHandle {
     pub fn state(&self) -> serde_json::Value {
         http::state_json(&self.shared)
     }
+    /// The agent's machine dies (see the module's table); false for an unknown agent.
     pub fn kill_agent(&self, id: &str) -> bool {
-        self.shared.lock().kill_agent(id)
+        self.shared.lock().kill_agent(id).is_ok()
     }
+    /// Maintenance: the agent is removed at once, its tasks TASK_GONE.
+    pub fn remove_agent(&self, id: &str) -> bool {
+        self.shared.lock().remove_agent(id).is_ok()
+    }
+    /// The agent is cut off while its tasks keep running.
     pub fn partition_agent(&self, id: &str) -> bool {
-        self.shared.lock().partition_agent(id)
+        self.shared.lock().partition_agent(id, false).is_ok()
     }
+    /// The agent is cut off and its tasks' processes stop where they are until it heals.
+    pub fn freeze_agent(&self, id: &str) -> bool {
+        self.shared.lock().partition_agent(id, true).is_ok()
+    }
+    /// The partition ends; false for an unknown agent or a dead machine.
     pub fn heal_agent(&self, id: &str) -> bool {
-        self.shared.lock().heal_agent(id)
+        self.shared.lock().heal_agent(id).is_ok()
     }
-    /// UNREACHABLE → GONE (`markAgentGone`).
+    /// The operator's MARK_AGENT_GONE; false when the master does not know the agent.
     pub fn mark_agent_gone(&self, id: &str) -> bool {
-        self.shared.lock().mark_gone(id)
+        self.shared.lock().mark_gone(id).is_ok()
     }
-    /// A removed or GONE agent's machine comes back under a new agent id (returned).
-    pub fn restart_agent(&self, id: &str) -> Option<String> {
-        self.shared.lock().restart_agent(id)
+    /// A dead, removed or GONE agent's machine comes back; returns the id it registers under (`None`:
+    /// unknown, or up).
+    pub fn restart_agent(&self, id: &str, how: Restart) -> Option<String> {
+        self.shared.lock().restart_agent(id, how).ok()
     }
     pub fn fail_task(&self, task_id: &str) -> bool {
         self.shared
@@ -447,6 +478,9 @@ pub struct Args {
     /// Silence after which a partitioned agent is UNREACHABLE.
     #[arg(long, env = "TETHER_MESOS_EMU_AGENT_PING_TIMEOUT", default_value = "75s", value_parser = humantime::parse_duration)]
     pub agent_ping_timeout: Duration,
+    /// How long the registry remembers an UNREACHABLE or GONE agent (Mesos' `--registry_max_agent_age`).
+    #[arg(long, env = "TETHER_MESOS_EMU_REGISTRY_MAX_AGENT_AGE", default_value = "2weeks", value_parser = humantime::parse_duration)]
+    pub registry_max_agent_age: Duration,
     /// How tasks run: scripted (sim), as local processes, or as containers of a Docker engine.
     #[arg(
         long,
@@ -485,7 +519,7 @@ pub struct Args {
         default_value = "mesos-emu"
     )]
     pub docker_instance: String,
-    /// Require HTTP basic auth as `principal:secret`.
+    /// Require HTTP basic auth as `principal:secret` on the scheduler and operator APIs.
     #[arg(long, env = "TETHER_MESOS_EMU_CREDENTIAL")]
     pub credential: Option<String>,
     /// Serve https with this PEM certificate chain (needs `--tls-key`).
@@ -548,6 +582,7 @@ impl Args {
             status_resend_interval: self.resend_interval,
             agent_ping_timeout: self.agent_ping_timeout,
             agent_reregister_delay: Duration::from_secs(2),
+            registry_max_agent_age: self.registry_max_agent_age,
             credentials: self
                 .credential
                 .as_ref()

@@ -48,6 +48,8 @@ impl E2eCluster {
         options.ports_base = 40_000 + (subnet.index - 20) * 40;
         options.port_stride = 10;
         options.prepare_timeout = std::time::Duration::from_secs(5);
+        // Storage fencing (the REX-Ray doubles preempt): a dead agent's node comes back on its own.
+        options.storage_fencing = Some(std::time::Duration::from_secs(3));
         tune(&mut options);
         let cluster = Cluster::start(plan, &options)
             .await
@@ -120,14 +122,54 @@ impl E2eCluster {
         );
     }
 
-    /// Live (non-terminal) tasks per node id, as the Mesos emulator sees them.
+    /// Live (non-terminal) tasks per node id, as the Mesos emulator sees them, but for UNREACHABLE ones:
+    /// the tasks that run or are being started as far as the master knows.
     pub async fn live_tasks_by_node(&self) -> BTreeMap<u64, Vec<String>> {
         let url = format!("http://{}/state", self.cluster.plan.emu);
         let (_, state) = http_client::get_json(&url).await.expect("emulator state");
         crate::dev::chaos::live_tasks(&state)
             .into_iter()
-            .map(|(node, tasks)| (node, tasks.into_iter().map(|t| t.task_id).collect()))
+            .map(|(node, tasks)| {
+                let ids = tasks
+                    .into_iter()
+                    .filter(|t| t.state != "TASK_UNREACHABLE")
+                    .map(|t| t.task_id)
+                    .collect();
+                (node, ids)
+            })
             .collect()
+    }
+
+    /// Nodes with more than one writer (invariant 1 as storage fencing gives it; see
+    /// [`crate::dev::chaos::duplicate_tasks`]), from the emulator, the node list and the volume backend.
+    pub async fn duplicate_writers(&self) -> Vec<crate::dev::chaos::Violation> {
+        let url = format!("http://{}/state", self.cluster.plan.emu);
+        let (_, state) = http_client::get_json(&url).await.expect("emulator state");
+        let nodes = {
+            let mut admin = self.admin().await;
+            admin
+                .list_nodes(tether_proto::v1::ListNodesRequest {})
+                .await
+                .expect("node list")
+                .into_inner()
+                .nodes
+        };
+        let volumes = nodes.iter().map(|n| (n.id, n.volumes.clone())).collect();
+        let backend = self.cluster.plan.backend.clone();
+        let attachments = tokio::task::spawn_blocking(move || {
+            crate::fake_rexray::backend::lock(&backend)?.list()
+        })
+        .await
+        .expect("backend read")
+        .expect("backend readable")
+        .into_iter()
+        .map(|v| (v.name, v.attached_host))
+        .collect();
+        crate::dev::chaos::duplicate_tasks(
+            &crate::dev::chaos::live_tasks(&state),
+            &volumes,
+            &attachments,
+        )
     }
 
     /// Injects faults into the volume plugin of `host` (`/Fake.SetFaults` body).

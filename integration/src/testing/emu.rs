@@ -1,7 +1,7 @@
 //! Driving the Mesos emulator from tests: the real `tether-mesos` client with a fast configuration,
 //! waiting for a notification that matches a predicate (with a generous deadline, never a timing
-//! assertion), a minimal task, and raw scheduler-API calls that read only the answer's head (so a
-//! SUBSCRIBE stream is not consumed).
+//! assertion), a minimal task, raw scheduler-API calls that read only the answer's head (so a
+//! SUBSCRIBE stream is not consumed), and raw operator-API calls that read the whole answer.
 
 use std::time::Duration;
 
@@ -195,4 +195,83 @@ pub async fn ack_until_task(
             return s;
         }
     }
+}
+
+/// Acknowledges every update until each `(task, state)` of `want` was seen once, in any order.
+pub async fn ack_until_seen(d: &mut Driver, want: &[(&str, tether_mesos::model::TaskState)]) {
+    let mut missing: Vec<(String, tether_mesos::model::TaskState)> =
+        want.iter().map(|(t, s)| ((*t).to_owned(), *s)).collect();
+    while !missing.is_empty() {
+        let s = d
+            .event(EventType::Update)
+            .await
+            .update
+            .expect("UPDATE carries an update")
+            .status;
+        if let Some(a) = tether_mesos::model::Call::acknowledge_status(&s) {
+            d.client.send(a).await.expect("acknowledge");
+        }
+        missing.retain(|(t, st)| !(s.task_id.value == *t && s.state == *st));
+    }
+}
+
+/// A whole raw HTTP answer.
+#[derive(Debug, Clone)]
+pub struct RawAnswer {
+    pub status: u16,
+    pub location: Option<String>,
+    pub www_authenticate: Option<String>,
+    pub body: String,
+}
+
+/// Sends `method` to the operator API (`/api/v1`) with `headers` and `body`; returns the whole answer.
+pub async fn operator_call(
+    base: &str,
+    method: http::Method,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> RawAnswer {
+    use http_body_util::{BodyExt as _, Full};
+    use hyper_util::client::legacy::Client;
+    let client: Client<_, Full<bytes::Bytes>> =
+        Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let mut b = http::Request::builder()
+        .method(method)
+        .uri(format!("{base}/api/v1"));
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let req = b
+        .body(Full::new(bytes::Bytes::from(body.to_string())))
+        .expect("request");
+    let resp = tokio::time::timeout(DEADLINE, client.request(req))
+        .await
+        .expect("answer in time")
+        .expect("HTTP ok");
+    let h = |n: &str| {
+        resp.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let (location, www_authenticate) = (h("location"), h("www-authenticate"));
+    let status = resp.status().as_u16();
+    let bytes = tokio::time::timeout(DEADLINE, resp.into_body().collect())
+        .await
+        .expect("body in time")
+        .expect("body")
+        .to_bytes();
+    RawAnswer {
+        status,
+        location,
+        www_authenticate,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+/// `{"type": "MARK_AGENT_GONE", ...}` for `agent`, as the operator API takes it.
+pub fn mark_agent_gone_call(agent: &str) -> String {
+    serde_json::json!({"type": "MARK_AGENT_GONE", "mark_agent_gone": {"agent_id": {"value": agent}}})
+        .to_string()
 }

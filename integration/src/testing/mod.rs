@@ -5,6 +5,7 @@
 //! - [`cluster`]: a whole local cluster of real processes in a temp dir ([`cluster::E2eCluster`]) and the
 //!   loopback subnet each one leases so that end-to-end tests run in parallel;
 //! - [`es`]: documents in, and answers from, one Elasticsearch node (es-standin);
+//! - [`ctl`]: the real `tetherctl` binary, run as an operator runs it;
 //! - [`emu`]: driving the Mesos emulator with the real `tether-mesos` client, and raw scheduler-API calls;
 //! - [`sidecar`]: an in-process scheduler double for the sidecar, a sidecar in this process, a
 //!   fake-rexray in a temp dir;
@@ -14,6 +15,7 @@
 //! Waiting is always polling against a generous deadline, never a timing assertion.
 
 pub mod cluster;
+pub mod ctl;
 pub mod docker;
 pub mod emu;
 pub mod es;

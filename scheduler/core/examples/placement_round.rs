@@ -36,7 +36,7 @@ fn round(strategy: Strategy, offers: usize, nodes: u64) -> Result<(), Box<dyn st
     while core.poll_command().is_some() {
         commands += 1;
     }
-    let placed = core.nodes().iter().filter(|n| n.host.is_some()).count();
+    let placed = core.nodes(now).iter().filter(|n| n.host.is_some()).count();
     println!(
         "{:<8} offers={offers:<6} nodes={nodes:<5} placed={placed:<5} commands={commands:<6} round={:.2} ms",
         if external_strategy {

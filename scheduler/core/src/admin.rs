@@ -67,6 +67,7 @@ impl Core {
                         task: None,
                         removed: false,
                         forced: false,
+                        fenced: false,
                         last_reason: None,
                         mount_host: None,
                     }

@@ -3,7 +3,7 @@
 //! containerizer without asking the core anything else.
 
 use crate::config::Containerizer;
-use crate::domain::{TaskReason, TaskState};
+use crate::domain::{DriverAttachment, TaskReason, TaskState};
 use crate::ids::{AgentId, FrameworkId, Hostname, NodeId, OfferId, TaskId, VolumeName};
 use crate::state::StateWrite;
 use serde::{Deserialize, Serialize};
@@ -340,6 +340,14 @@ pub enum Reason {
         /// Mesos message.
         message: Option<String>,
     },
+    /// A storage-fenced replacement's prepare succeeded, but the driver does not say the volume is
+    /// attached to the new agent: nothing is launched.
+    AttachmentNotConfirmed {
+        /// The volume.
+        volume: VolumeName,
+        /// What the driver said instead (`None`: the prepare reported nothing of the volume).
+        seen: Option<DriverAttachment>,
+    },
 }
 
 /// What kind of reason a [`Reason`] is, without its values: a small fixed set to count declines by (a
@@ -402,6 +410,8 @@ pub enum ReasonKind {
     OfferLost,
     /// task ended
     TaskEnded,
+    /// attachment not confirmed
+    AttachmentNotConfirmed,
 }
 
 impl ReasonKind {
@@ -441,6 +451,9 @@ impl ReasonKind {
             ReasonKind::PrepareFailed => ("prepare failed", "prepare_failed"),
             ReasonKind::OfferLost => ("offer lost", "offer_lost"),
             ReasonKind::TaskEnded => ("task ended", "task_ended"),
+            ReasonKind::AttachmentNotConfirmed => {
+                ("attachment not confirmed", "attachment_not_confirmed")
+            }
         }
     }
 
@@ -496,6 +509,7 @@ impl Reason {
             Reason::PrepareFailed(_) => ReasonKind::PrepareFailed,
             Reason::OfferLost(_) => ReasonKind::OfferLost,
             Reason::TaskEnded { .. } => ReasonKind::TaskEnded,
+            Reason::AttachmentNotConfirmed { .. } => ReasonKind::AttachmentNotConfirmed,
         }
     }
 }
@@ -594,6 +608,18 @@ impl fmt::Display for Reason {
                 }
                 Ok(())
             }
+            Reason::AttachmentNotConfirmed { volume, seen } => {
+                let seen = match seen {
+                    None => "reported nothing of it",
+                    Some(DriverAttachment::Here) => "says it is attached here",
+                    Some(DriverAttachment::Available) => "says it is attached nowhere",
+                    Some(DriverAttachment::Elsewhere) => "says it is attached to another agent",
+                };
+                write!(
+                    f,
+                    "volume {volume} mounted for a storage-fenced replacement, but the driver {seen}: not launched"
+                )
+            }
         }
     }
 }
@@ -658,6 +684,16 @@ pub enum WatchEvent {
         node_id: NodeId,
         /// With force.
         force: bool,
+    },
+    /// A node whose task stayed UNREACHABLE (and absent from Elasticsearch) is replaced; storage fences
+    /// the old task, which is killed wherever it shows up.
+    FencedReplacement {
+        /// Node.
+        node_id: NodeId,
+        /// The UNREACHABLE task left behind.
+        task_id: TaskId,
+        /// Its agent's host.
+        host: Hostname,
     },
     /// A task that no slot owns (or an old generation) reported a live state and is being killed.
     StrayTask {

@@ -34,6 +34,21 @@ pub enum Strategy {
     },
 }
 
+/// What ends the wait for a node whose task is UNREACHABLE (its agent silent: dead, or cut off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Fencing {
+    /// Nothing automatic: the node waits for a terminal state, which an operator gives by marking the
+    /// agent gone (`tetherctl agents gone`).
+    None,
+    /// The volume driver attaches a volume in one place only and takes it over on Mount (REX-Ray with
+    /// EBS and `preempt`): once the old task has been UNREACHABLE for
+    /// [`Config::unreachable_replace_after_ms`] and Elasticsearch's elected master has not listed it for
+    /// as long, the node is prepared elsewhere, which force-detaches the volumes from the old agent, and
+    /// launched once the new attachment is confirmed. A multi-attach or network-filesystem driver must
+    /// never be run with it: nothing would fence the old writer.
+    Storage,
+}
+
 /// Which Mesos containerizer runs the task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Containerizer {
@@ -225,6 +240,13 @@ pub struct Config {
     pub use_ip_address: bool,
     /// Suffix of the volume that holds the node's identity files (key, certificates, password file).
     pub identity_volume: String,
+    /// What ends the wait for a node whose task is UNREACHABLE.
+    pub fencing: Fencing,
+    /// With storage fencing: how long a task must have been UNREACHABLE, and absent from Elasticsearch's
+    /// elected master, before its node is replaced.
+    pub unreachable_replace_after_ms: u64,
+    /// An Elasticsearch view older than this is no view (the shell polls several times within it).
+    pub es_view_max_age_ms: u64,
 }
 
 impl Config {
@@ -276,6 +298,9 @@ impl Config {
             volume_owner: None,
             use_ip_address: false,
             identity_volume: "config".into(),
+            fencing: Fencing::None,
+            unreachable_replace_after_ms: 60_000,
+            es_view_max_age_ms: 30_000,
         }
     }
 
@@ -396,6 +421,20 @@ impl Config {
             || self.implicit_reconcile_ms == 0
         {
             return bad("backoff and reconciliation intervals must be positive".into());
+        }
+        if self.fencing == Fencing::Storage {
+            if !matches!(self.strategy, Strategy::External { .. }) {
+                return bad(
+                    "storage fencing needs the external strategy: only a volume driver can fence"
+                        .into(),
+                );
+            }
+            if self.unreachable_replace_after_ms == 0 || self.es_view_max_age_ms == 0 {
+                return bad(
+                    "the unreachable replace delay and the Elasticsearch view age must be positive"
+                        .into(),
+                );
+            }
         }
         if self.report_interval_ms == 0 || self.freshness_multiple == 0 || self.prepare_hold_ms == 0
         {

@@ -42,6 +42,12 @@ pub(crate) struct SlotRuntime {
     pub(crate) cluster_uuid: Option<String>,
     /// The current task reported a cluster UUID other than the stored one: it joined another cluster.
     pub(crate) foreign_cluster: Option<String>,
+    /// Since when its task is UNREACHABLE as this process saw it (a restart starts the wait anew).
+    pub(crate) unreachable_since: Option<Millis>,
+    /// Since when Elasticsearch's elected master does not list the node (reset while no master answers).
+    pub(crate) es_absent_since: Option<Millis>,
+    /// Its pending placement replaces a storage-fenced task: launch only on a confirmed attachment.
+    pub(crate) replacing_fenced: bool,
 }
 
 /// The address a node on `offer` publishes: the agent's IP with `--use-ip-address` (when the offer
@@ -133,6 +139,8 @@ pub(crate) enum Timer {
     GraceEnd,
     Backoff(NodeId),
     LaunchStatus(NodeId, TaskId),
+    /// A storage-fenced replacement may be due.
+    Fence(NodeId),
 }
 
 /// The result of a scale request.
@@ -177,6 +185,10 @@ pub struct Core {
     pub(crate) watch: std::sync::Arc<Vec<VolumeName>>,
     /// No placement before this time (set at the first SUBSCRIBED of this process).
     pub(crate) placement_from: Option<Millis>,
+    /// The last Elasticsearch view and when it came.
+    pub(crate) es: Option<(Millis, crate::domain::EsView)>,
+    /// UNREACHABLE tasks whose nodes were replaced under storage fencing: killed wherever they show up.
+    pub(crate) fenced_tasks: BTreeMap<TaskId, crate::fencing::FencedTask>,
 }
 
 pub(crate) fn new_runtime(now: Millis) -> SlotRuntime {
@@ -194,6 +206,9 @@ pub(crate) fn new_runtime(now: Millis) -> SlotRuntime {
         since: now,
         cluster_uuid: None,
         foreign_cluster: None,
+        unreachable_since: None,
+        es_absent_since: None,
+        replacing_fenced: false,
     }
 }
 
@@ -263,6 +278,8 @@ impl Core {
             next_command_id: 1,
             watch: std::sync::Arc::new(Vec::new()),
             placement_from: None,
+            es: None,
+            fenced_tasks: BTreeMap::new(),
         };
         core.refresh_watch();
         if core.ids.len() as u64 != desired {
@@ -679,6 +696,7 @@ impl Core {
             publish_address: Some(publish_address(&self.config, offer)),
         });
         rec.forced = false;
+        rec.fenced = false;
         rec.last_reason = None;
         self.write_slot(rec);
         self.tasks.insert(task_id.clone(), id);
@@ -693,6 +711,9 @@ impl Core {
             rt.since = now;
             rt.cluster_uuid = None;
             rt.foreign_cluster = None;
+            rt.replacing_fenced = false;
+            rt.unreachable_since = None;
+            rt.es_absent_since = None;
             rt.attributes = offer
                 .attributes
                 .iter()

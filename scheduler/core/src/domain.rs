@@ -377,6 +377,18 @@ pub struct Hello {
     pub features: Vec<String>,
 }
 
+/// Where the volume driver itself says a volume is attached, relative to the reporting agent (libStorage's
+/// `attachmentState`: 2, 3, 4). Drivers that do not say (REX-Ray's Docker plugin) report nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DriverAttachment {
+    /// Attached to this agent.
+    Here,
+    /// Attached nowhere.
+    Available,
+    /// Attached to another agent.
+    Elsewhere,
+}
+
 /// What a sidecar knows of one volume.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeReport {
@@ -392,8 +404,27 @@ pub struct VolumeReport {
     pub zone: Option<String>,
     /// The sidecar holds a mount of it on this agent.
     pub attached_here: bool,
+    /// Where the driver says it is attached, when the driver says.
+    pub driver_attachment: Option<DriverAttachment>,
     /// The driver's last error for it.
     pub last_error: Option<String>,
+}
+
+/// What Elasticsearch's elected master lists, as the shell last asked it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EsView {
+    /// A node answered for the elected master: the master's node name and every node name it lists.
+    Master {
+        /// The elected master's node name.
+        master: String,
+        /// Every node the master lists.
+        nodes: std::collections::BTreeSet<String>,
+    },
+    /// No node could say (none answered, or no master is elected).
+    NoMaster {
+        /// What the nodes answered.
+        why: String,
+    },
 }
 
 /// A sidecar's periodic `Report`.

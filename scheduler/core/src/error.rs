@@ -29,6 +29,14 @@ pub enum CoreError {
     /// The request would lose data or break the cluster as things stand.
     #[error("refused: {0}")]
     Refused(String),
+    /// An agent cannot be marked gone through Tether: it is not known UNREACHABLE.
+    #[error("{target}: {why}")]
+    NotUnreachable {
+        /// The agent id or host asked for.
+        target: String,
+        /// What Tether knows of it.
+        why: String,
+    },
     /// The persisted state contradicts itself or the configuration.
     #[error("persisted state is inconsistent: {0}")]
     BadState(String),

@@ -46,6 +46,7 @@ mod core;
 pub mod domain;
 pub mod error;
 pub mod es_events;
+mod fencing;
 pub mod ids;
 mod launch;
 mod mesos_events;
@@ -61,7 +62,7 @@ pub mod view;
 pub use crate::command::{
     Command, LaunchSpec, MesosCommand, Reason, ReasonKind, SidecarCommand, WatchEvent,
 };
-pub use crate::config::{Config, Constraint, Containerizer, Strategy, VolumeSpec};
+pub use crate::config::{Config, Constraint, Containerizer, Fencing, Strategy, VolumeSpec};
 pub use crate::core::{Core, MAX_NODES, ScalePlan};
 pub use crate::error::CoreError;
 pub use crate::ids::{

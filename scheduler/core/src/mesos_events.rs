@@ -130,7 +130,10 @@ impl Core {
     }
 
     pub(crate) fn update_stray(&mut self, status: &TaskStatus) {
-        if status.state.is_terminal() {
+        self.fenced_task_seen(&status.task_id, status.state);
+        // An UNREACHABLE task cannot be told anything: the master answers a KILL of it with UNREACHABLE
+        // again (as by reconciliation), so killing it now would only loop. It is killed when it shows up.
+        if status.state.is_terminal() || status.state == TaskState::Unreachable {
             return;
         }
         self.watch(WatchEvent::StrayTask {
@@ -174,6 +177,7 @@ impl Core {
                 state: status.state,
             });
         }
+        self.track_unreachable(id, status.state, now);
         match status.state {
             TaskState::Running => {
                 // Not proof the cluster bootstrapped: only a node reporting a real cluster UUID is
@@ -349,6 +353,7 @@ impl Core {
                         self.revive_wanted = true;
                     }
                 }
+                Timer::Fence(id) => self.fence_check(id, now),
                 Timer::LaunchStatus(id, task_id) => {
                     let silent = self.tasks.get(&task_id) == Some(&id)
                         && self

@@ -335,6 +335,21 @@ impl Core {
         }
         match preparing.map(|(id, _)| id) {
             Some(id) if result.ok => {
+                let fenced = self.slots.get(&id).is_some_and(|rt| rt.replacing_fenced);
+                if fenced && let Err(reason) = self.confirm_fenced_attachment(id, &result) {
+                    // The takeover did not happen as the driver sees it: launching could make a
+                    // second writer. Release, and try again (elsewhere first) after the backoff.
+                    self.abandon_prepare(id, true);
+                    self.abandoned_prepares.remove(&result.command_id);
+                    let fence = self.prepare_fence(id);
+                    if let Some(rt) = self.slots.get_mut(&id) {
+                        rt.not_before = fence.max(now);
+                        rt.avoid_host = Some(host.clone());
+                    }
+                    self.fail_slot(id, reason, now);
+                    self.flush_interest();
+                    return;
+                }
                 let Some(p) = self.slots.get_mut(&id).and_then(|rt| rt.preparing.take()) else {
                     return;
                 };

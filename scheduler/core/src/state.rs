@@ -65,6 +65,10 @@ pub struct SlotRecord {
     pub removed: bool,
     /// An operator forced a replacement while the previous task was not known terminal.
     pub forced: bool,
+    /// The previous task was UNREACHABLE and is fenced by storage: the replacement's prepare takes the
+    /// volumes over, and the old task is killed wherever it shows up.
+    #[serde(default)]
+    pub fenced: bool,
     /// The last placement or task problem, for the admin API.
     pub last_reason: Option<String>,
     /// The sidecar of this agent may hold a mount of the node's volumes (written before the Prepare,

@@ -1,8 +1,8 @@
 //! Test support shared by the core's tests and (with the `testing` feature) by other crates' tests and
 //! benchmarks: builders for domain values and a [`Harness`] that drives a [`Core`] with a virtual clock,
 //! drains its commands, replays its `Persist` writes onto a copy of the durable state and audits the
-//! command stream (a slot's new task is persisted before its ACCEPT; a launch only follows a terminal or
-//! force-replaced task).
+//! command stream (a slot's new task is persisted before its ACCEPT; a launch only follows a terminal,
+//! force-replaced or storage-fenced task, and only an UNREACHABLE task is fenced).
 
 use crate::command::{Command, MesosCommand, SidecarCommand};
 use crate::config::{Config, Strategy};
@@ -130,6 +130,7 @@ pub fn volume(
         free_bytes: None,
         zone: zone.map(str::to_owned),
         attached_here,
+        driver_attachment: None,
         last_error: None,
     }
 }
@@ -238,11 +239,24 @@ impl Harness {
                     return;
                 };
                 let (Some(old_task), Some(new_task)) = (&old.task, &new.task) else {
-                    if old.task.is_none() && new.task.is_some() && old.generation > 0 && !old.forced
+                    if old.task.is_none()
+                        && new.task.is_some()
+                        && old.generation > 0
+                        && !old.forced
+                        && !old.fenced
                     {
                         self.violations.push(format!(
-                            "node {}: relaunch after a dropped task without force",
+                            "node {}: relaunch after a dropped task without force or fencing",
                             new.node_id
+                        ));
+                    }
+                    if let (Some(t), None) = (&old.task, &new.task)
+                        && new.fenced
+                        && t.state != Some(TaskState::Unreachable)
+                    {
+                        self.violations.push(format!(
+                            "node {}: task {} fenced while {:?}, not UNREACHABLE",
+                            new.node_id, t.task_id, t.state
                         ));
                     }
                     return;
@@ -334,6 +348,25 @@ impl Harness {
         let seq = self.now.0 + 1;
         self.core
             .handle_sidecar_report(&host(host_name), report(seq, vols, 0), self.now);
+        self.drain()
+    }
+
+    /// Answers a prepare with the volumes' reports.
+    pub fn prepare_result_with(
+        &mut self,
+        host_name: &str,
+        command_id: u64,
+        volumes: Vec<VolumeReport>,
+    ) -> Vec<Command> {
+        let result = CommandResult {
+            command_id,
+            ok: true,
+            error: None,
+            volumes,
+            csr_pem: None,
+        };
+        self.core
+            .handle_sidecar_result(&host(host_name), result, self.now);
         self.drain()
     }
 

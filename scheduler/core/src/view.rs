@@ -23,6 +23,41 @@ pub enum NodePhase {
     Stopped,
 }
 
+/// What Tether will do about a node whose task is UNREACHABLE.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NextAction {
+    /// Nothing to do (the task is not UNREACHABLE).
+    None,
+    /// Only an operator ends the wait, by marking the agent of `host` gone.
+    WaitOperator {
+        /// The UNREACHABLE task's host.
+        host: Hostname,
+        /// Why nothing is automatic.
+        why: OperatorWait,
+    },
+    /// Replaced at this time, storage-fenced (unless the task or Elasticsearch say otherwise first).
+    ReplaceAt {
+        /// When.
+        at: Millis,
+    },
+    /// Elasticsearch's elected master still lists the node: it is left alone.
+    EsStillSeesIt {
+        /// The elected master's node name.
+        master: String,
+    },
+}
+
+/// Why an UNREACHABLE node waits for an operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OperatorWait {
+    /// Fencing is `none`.
+    FencingOff,
+    /// No recent answer from Elasticsearch.
+    NoEsView,
+    /// No Elasticsearch master answers (what the nodes said).
+    NoEsMaster(String),
+}
+
 /// One node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeView {
@@ -54,6 +89,10 @@ pub struct NodeView {
     pub cluster_uuid: Option<String>,
     /// It reported another cluster's UUID: it joined another cluster and does not count as running.
     pub foreign_cluster: bool,
+    /// Since when its task is UNREACHABLE (this process's clock).
+    pub unreachable_since: Option<Millis>,
+    /// What Tether will do about it.
+    pub next_action: NextAction,
 }
 
 /// One agent (as seen through its sidecar and offers).
@@ -132,7 +171,7 @@ pub struct ClusterView {
 impl Core {
     /// Every node, including scaled-down slots whose volumes are kept.
     #[must_use]
-    pub fn nodes(&self) -> Vec<NodeView> {
+    pub fn nodes(&self, now: Millis) -> Vec<NodeView> {
         self.persisted
             .slots
             .values()
@@ -183,6 +222,12 @@ impl Core {
                     forced: rec.forced,
                     cluster_uuid: rt.and_then(|r| r.cluster_uuid.clone()),
                     foreign_cluster: rt.is_some_and(|r| r.foreign_cluster.is_some()),
+                    unreachable_since: rt.and_then(|r| r.unreachable_since).filter(|_| {
+                        rec.task
+                            .as_ref()
+                            .is_some_and(|t| t.state == Some(TaskState::Unreachable))
+                    }),
+                    next_action: self.next_action(rec.node_id, now),
                 }
             })
             .collect()

@@ -16,7 +16,7 @@ use tether_proto::client::{self, EndpointError, TlsFiles, TlsFlags};
 use tether_proto::v1::admin_client::AdminClient;
 use tether_proto::v1::{
     BootstrapResetRequest, GetClusterRequest, ListAgentsRequest, ListNodesRequest,
-    ListVolumesRequest, ReplaceNodeRequest, ScaleRequest, WatchEventsRequest,
+    ListVolumesRequest, MarkAgentGoneRequest, ReplaceNodeRequest, ScaleRequest, WatchEventsRequest,
 };
 use tokio_stream::StreamExt;
 use tonic::metadata::MetadataValue;
@@ -79,8 +79,11 @@ pub enum Command {
     Status,
     /// Every node slot: id, state, task, agent, ports, volumes, reason.
     Nodes,
-    /// Every agent: sidecar, driver health, zone, attachment slots.
-    Agents,
+    /// Every agent: sidecar, driver health, zone, attachment slots; or an action on agents.
+    Agents {
+        #[command(subcommand)]
+        action: Option<AgentsAction>,
+    },
     /// Every volume: node, existence, size, free space, zone, attachment.
     Volumes,
     /// Change the desired node count (scale-down stops the highest ids and keeps their volumes).
@@ -138,6 +141,25 @@ pub enum BootstrapAction {
         /// Reset anyway: the next launches form a new cluster and the old cluster's data is orphaned.
         #[arg(long)]
         yes_new_cluster: bool,
+    },
+}
+
+/// What to do with agents.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum AgentsAction {
+    /// Asks the Mesos master to mark agents gone, for good: their tasks become TASK_GONE_BY_OPERATOR
+    /// and their nodes are placed again elsewhere. Do it only when the machine is really off (powered
+    /// down, terminated): a machine that is only cut off may still run its Elasticsearch node, and
+    /// marking it gone lets a second node start on the same volumes unless the storage fences the old
+    /// one. A host name means that host's agents whose tasks the scheduler knows UNREACHABLE; an agent
+    /// that is up is refused.
+    Gone {
+        /// A Mesos agent id, or a host name.
+        #[arg(value_name = "AGENT_ID|HOST")]
+        agent: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -208,6 +230,8 @@ pub enum CtlError {
     Refused { code: tonic::Code, message: String },
     #[error("gave up waiting after {waited:?}: {progress}")]
     WaitTimeout { waited: Duration, progress: String },
+    #[error("not confirmed: nothing was marked gone (answer `yes`, or pass --yes)")]
+    NotConfirmed,
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -312,6 +336,21 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
+/// Asks on stderr, reads the answer from stdin: only `yes` confirms (end of input does not).
+async fn confirm_gone(agent: &str) -> bool {
+    eprint!(
+        "Mark the Mesos agent(s) of {agent} gone? This is irreversible: their tasks end for good and \
+         their nodes start elsewhere on the same volumes. Do it only if the machine is really off. \
+         Type 'yes' to continue: "
+    );
+    let answer = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map(|_| line)
+    })
+    .await;
+    matches!(answer, Ok(Ok(line)) if line.trim() == "yes")
+}
+
 /// Runs one command, writing its output to `out`. `terminal`: `out` is a terminal, so `--wait` may draw
 /// a progress bar on it instead of printing lines.
 pub async fn run(args: Args, out: &mut (dyn Write + Send), terminal: bool) -> Result<(), CtlError> {
@@ -335,13 +374,25 @@ pub async fn run(args: Args, out: &mut (dyn Write + Send), terminal: bool) -> Re
                 .nodes;
             output::nodes(out, format, &nodes)?;
         }
-        Command::Agents => {
+        Command::Agents { action: None } => {
             let agents = client
                 .list_agents(ListAgentsRequest {})
                 .await?
                 .into_inner()
                 .agents;
             output::agents(out, format, &agents)?;
+        }
+        Command::Agents {
+            action: Some(AgentsAction::Gone { agent, yes }),
+        } => {
+            if !yes && !confirm_gone(&agent).await {
+                return Err(CtlError::NotConfirmed);
+            }
+            let resp = client
+                .mark_agent_gone(MarkAgentGoneRequest { agent })
+                .await?
+                .into_inner();
+            output::agents_gone(out, format, &resp)?;
         }
         Command::Volumes => {
             let volumes = client

@@ -3,8 +3,11 @@
 //! The JSON field names are a contract scripts rely on; change them only by adding fields.
 //! - `nodes`: an array of objects with `id` (integer), `state` (upper-case string, `RUNNING` when its task
 //!   runs), `agent` (host or null), `agent_id` (string or null), `task_id` (string or null), `http_port`
-//!   and `transport_port` (integer or null), `volumes` (array of names), `reason` (string or null) and
-//!   `since_unix_ms` (integer).
+//!   and `transport_port` (integer or null), `volumes` (array of names), `reason` (string or null),
+//!   `since_unix_ms` (integer), `unreachable_since_unix_ms` (integer, or null unless its task is
+//!   UNREACHABLE) and `next_action` (`{"kind": "none"|"wait_operator"|"replace_at"|"es_still_sees_it",
+//!   "at_unix_ms": integer or null (set with `replace_at`), "text": string}`: what the scheduler will do
+//!   about an UNREACHABLE node).
 //! - `volumes`: an array of objects with `name`, `node_id`, `exists` (bool), `size_bytes` and `free_bytes`
 //!   (integer or null), `zone` (string or null), `attached_to` (host or null), `last_error` (string or null).
 //! - `agents`: an array of objects with `host`, `agent_id`, `sidecar_connected`, `last_report_age_ms`,
@@ -15,6 +18,7 @@
 //!   before the cluster bootstrapped) and `security` (`off`, `transport` or `full`).
 //! - `bootstrap reset`: `{message}`.
 //! - `scale`: `{previous, desired, start: [ids], stop: [ids]}`; `replace`: `{node_id, old_task_id, message}`;
+//!   `agents gone`: `{agent_ids: [ids], message}`;
 //!   `watch`: one JSON object per line with `at_unix_ms`, `kind`, `node_id`, `host`, `task_id`, `message`;
 //!   `--wait` progress: one `{"progress": "..."}` object per line.
 //! - `endpoints`: an array of objects with `id` (integer), `host`, `http_port` (integer) and `address`
@@ -24,7 +28,8 @@ use std::io::Write;
 
 use serde::Serialize;
 use tether_proto::v1::{
-    Agent, Cluster, ClusterEvent, Node, ReplaceNodeResponse, ScaleResponse, Volume,
+    Agent, Cluster, ClusterEvent, MarkAgentGoneResponse, Node, ReplaceNodeResponse, ScaleResponse,
+    Volume,
 };
 
 /// How answers are printed.
@@ -55,6 +60,18 @@ pub struct NodeView {
     pub volumes: Vec<String>,
     pub reason: Option<String>,
     pub since_unix_ms: u64,
+    pub unreachable_since_unix_ms: Option<u64>,
+    pub next_action: NextActionView,
+}
+
+/// What the scheduler will do about an UNREACHABLE node.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct NextActionView {
+    /// `none`, `wait_operator`, `replace_at` or `es_still_sees_it`.
+    pub kind: String,
+    /// With `replace_at`: when.
+    pub at_unix_ms: Option<u64>,
+    pub text: String,
 }
 
 impl NodeView {
@@ -86,8 +103,39 @@ impl From<&Node> for NodeView {
             volumes: n.volumes.clone(),
             reason: opt(&n.reason),
             since_unix_ms: n.since_unix_ms,
+            unreachable_since_unix_ms: n.unreachable_since_unix_ms,
+            next_action: match &n.next_action {
+                Some(a) => NextActionView {
+                    kind: if a.kind.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        a.kind.clone()
+                    },
+                    at_unix_ms: (a.at_unix_ms != 0).then_some(a.at_unix_ms),
+                    text: a.text.clone(),
+                },
+                // An older scheduler says nothing: nothing is planned as far as we know.
+                None => NextActionView {
+                    kind: "none".to_owned(),
+                    at_unix_ms: None,
+                    text: String::new(),
+                },
+            },
         }
     }
+}
+
+/// How long ago `unix_ms` was, seen at `now_unix_ms`, in whole seconds (`1m 12s`).
+#[must_use]
+pub fn ago(unix_ms: u64, now_unix_ms: u64) -> String {
+    let secs = now_unix_ms.saturating_sub(unix_ms) / 1000;
+    humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+}
+
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[derive(Debug, Serialize)]
@@ -283,6 +331,7 @@ pub fn nodes(out: &mut (dyn Write + Send), format: Format, nodes: &[Node]) -> st
     if format == Format::Json {
         return json_line(out, &views);
     }
+    let now = now_unix_ms();
     let rows: Vec<Vec<String>> = views
         .iter()
         .map(|n| {
@@ -296,7 +345,15 @@ pub fn nodes(out: &mut (dyn Write + Send), format: Format, nodes: &[Node]) -> st
                 },
                 dash(n.task_id.as_deref()),
                 n.volumes.join(","),
-                dash(n.reason.as_deref()),
+                match n.unreachable_since_unix_ms {
+                    // How long, and what will end it.
+                    Some(t) => format!(
+                        "unreachable for {}; {}",
+                        ago(t, now),
+                        dash(n.reason.as_deref())
+                    ),
+                    None => dash(n.reason.as_deref()),
+                },
             ]
         })
         .collect();
@@ -305,6 +362,29 @@ pub fn nodes(out: &mut (dyn Write + Send), format: Format, nodes: &[Node]) -> st
         &["ID", "STATE", "AGENT", "PORTS", "TASK", "VOLUMES", "REASON"],
         &rows,
     )
+}
+
+/// The answer of `agents gone`.
+pub fn agents_gone(
+    out: &mut (dyn Write + Send),
+    format: Format,
+    r: &MarkAgentGoneResponse,
+) -> std::io::Result<()> {
+    #[derive(Serialize)]
+    struct View<'a> {
+        agent_ids: &'a [String],
+        message: &'a str,
+    }
+    if format == Format::Json {
+        return json_line(
+            out,
+            &View {
+                agent_ids: &r.agent_ids,
+                message: &r.message,
+            },
+        );
+    }
+    writeln!(out, "{}", r.message)
 }
 
 pub fn agents(
@@ -571,6 +651,8 @@ mod tests {
                 String::new()
             },
             since_unix_ms: 1,
+            unreachable_since_unix_ms: None,
+            next_action: None,
         }
     }
 
@@ -599,6 +681,37 @@ mod tests {
         assert_eq!(v[1]["task_id"], serde_json::Value::Null);
         assert_eq!(v[1]["reason"], "volume missing");
         assert_eq!(v[1]["volumes"], serde_json::json!(["elasticsearch2data"]));
+        assert_eq!(v[0]["unreachable_since_unix_ms"], serde_json::Value::Null);
+        assert_eq!(
+            v[0]["next_action"],
+            serde_json::json!({"kind": "none", "at_unix_ms": null, "text": ""})
+        );
+    }
+
+    #[test]
+    fn an_unreachable_node_shows_how_long_and_what_comes_next() {
+        let mut n = node(2, "UNREACHABLE", "a2");
+        n.unreachable_since_unix_ms = Some(1_000);
+        n.reason = "replacing in 42 s, storage-fenced".to_owned();
+        n.next_action = Some(tether_proto::v1::NextAction {
+            kind: "replace_at".to_owned(),
+            at_unix_ms: 43_000,
+            text: n.reason.clone(),
+        });
+        let text = render(|o| nodes(o, Format::Json, std::slice::from_ref(&n)));
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(v[0]["unreachable_since_unix_ms"], 1_000);
+        assert_eq!(
+            v[0]["next_action"],
+            serde_json::json!({"kind": "replace_at", "at_unix_ms": 43_000, "text": "replacing in 42 s, storage-fenced"})
+        );
+        let table = render(|o| nodes(o, Format::Table, &[n]));
+        assert!(
+            table.contains("unreachable for ")
+                && table.contains("replacing in 42 s, storage-fenced"),
+            "{table}"
+        );
+        assert_eq!(ago(1_000, 73_500), "1m 12s");
     }
 
     #[test]

@@ -21,12 +21,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{
-    Call, CallType, Capability, CapabilityType, Event, EventType, FrameworkID, FrameworkInfo,
-    Labels, MasterInfo,
+    AgentID, Call, CallType, Capability, CapabilityType, Event, EventType, FrameworkID,
+    FrameworkInfo, Labels, MasterInfo, OperatorCall,
 };
 use crate::recordio::{DEFAULT_MAX_FRAME, Decoder, RecordIoError};
 
 const API_PATH: &str = "/api/v1/scheduler";
+/// The operator API.
+const OPERATOR_PATH: &str = "/api/v1";
 const STREAM_ID: &str = "Mesos-Stream-Id";
 const MAX_REDIRECTS: usize = 5;
 
@@ -158,6 +160,8 @@ pub enum CallError {
     Unauthorized,
     #[error("master refused the call (403): {0}")]
     Forbidden(String),
+    #[error("master does not know it (404): {0}")]
+    NotFound(String),
     #[error("master is not the leader any more (307 to {0})")]
     NotLeader(String),
     #[error("master unavailable (503): {0}")]
@@ -664,31 +668,64 @@ impl MesosClient {
                 master: base.clone(),
                 message: with_causes(&e),
             })?;
-        let status = resp.status();
-        if status == StatusCode::ACCEPTED || status == StatusCode::OK {
-            return Ok(());
-        }
-        if status == StatusCode::TEMPORARY_REDIRECT {
-            let to = resp
-                .headers()
-                .get(header::LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("?")
-                .to_string();
-            return Err(CallError::NotLeader(to));
-        }
-        let text = read_text(resp.into_body()).await;
-        Err(match status {
-            StatusCode::BAD_REQUEST => CallError::BadRequest(text),
-            StatusCode::UNAUTHORIZED => CallError::Unauthorized,
-            StatusCode::FORBIDDEN => CallError::Forbidden(text),
-            StatusCode::SERVICE_UNAVAILABLE => CallError::Unavailable(text),
-            s => CallError::Unexpected {
-                status: s.as_u16(),
-                body: text,
-            },
-        })
+        answer(resp).await
     }
+
+    /// The operator API's MARK_AGENT_GONE of `agent_id`, sent to the subscribed master with the
+    /// framework's credentials: the master marks the agent gone for good (its tasks become
+    /// TASK_GONE_BY_OPERATOR; the agent is shut down if it ever reconnects). The master must be
+    /// Mesos 1.5 or later, and its ACLs must allow `mark_agents_gone` for the framework's principal
+    /// (`{"mark_agents_gone": [{"principals": {"values": ["<principal>"]}, "agents": {"type": "ANY"}}]}`),
+    /// else it answers 403. An agent it does not know is [`CallError::NotFound`]; one already gone is
+    /// not an error.
+    pub async fn mark_agent_gone(&self, agent_id: &AgentID) -> Result<(), CallError> {
+        let base = self
+            .session()
+            .stream
+            .as_ref()
+            .map(|(base, _)| base.clone())
+            .ok_or(CallError::NotSubscribed)?;
+        let call = OperatorCall::mark_agent_gone(agent_id.clone());
+        let body = serde_json::to_vec(&call).map_err(|e| CallError::Encode(e.to_string()))?;
+        let req = self.request(&format!("{base}{OPERATOR_PATH}"), Bytes::from(body), None)?;
+        let resp = tokio::time::timeout(self.config.request_timeout, self.http.request(req))
+            .await
+            .map_err(|_| CallError::Timeout(base.clone()))?
+            .map_err(|e| CallError::Transport {
+                master: base.clone(),
+                message: with_causes(&e),
+            })?;
+        answer(resp).await
+    }
+}
+
+/// A call's answer: 200 or 202 is success, anything else the master's refusal with its words.
+async fn answer(resp: hyper::Response<hyper::body::Incoming>) -> Result<(), CallError> {
+    let status = resp.status();
+    if status == StatusCode::ACCEPTED || status == StatusCode::OK {
+        return Ok(());
+    }
+    if status == StatusCode::TEMPORARY_REDIRECT {
+        let to = resp
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("?")
+            .to_string();
+        return Err(CallError::NotLeader(to));
+    }
+    let text = read_text(resp.into_body()).await;
+    Err(match status {
+        StatusCode::BAD_REQUEST => CallError::BadRequest(text),
+        StatusCode::UNAUTHORIZED => CallError::Unauthorized,
+        StatusCode::FORBIDDEN => CallError::Forbidden(text),
+        StatusCode::NOT_FOUND => CallError::NotFound(text),
+        StatusCode::SERVICE_UNAVAILABLE => CallError::Unavailable(text),
+        s => CallError::Unexpected {
+            status: s.as_u16(),
+            body: text,
+        },
+    })
 }
 
 /// The error and its sources: hyper's own message ("client error (Connect)") hides what went wrong, such

@@ -1492,9 +1492,51 @@ impl Event {
     }
 }
 
+/// `mesos.v1.master.Call.Type`: the operator-API calls Tether makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OperatorCallType {
+    /// An operator asserts an agent's machine is gone for good.
+    MarkAgentGone,
+}
+
+/// `mesos.v1.master.Call.MarkAgentGone`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkAgentGone {
+    pub agent_id: AgentID,
+}
+
+/// `mesos.v1.master.Call`, the operator API's call (`POST /api/v1`), with the fields Tether sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorCall {
+    #[serde(rename = "type")]
+    pub call_type: OperatorCallType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mark_agent_gone: Option<MarkAgentGone>,
+}
+
+impl OperatorCall {
+    /// `MARK_AGENT_GONE` of `agent_id`.
+    pub fn mark_agent_gone(agent_id: AgentID) -> Self {
+        OperatorCall {
+            call_type: OperatorCallType::MarkAgentGone,
+            mark_agent_gone: Some(MarkAgentGone { agent_id }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mark_agent_gone_has_the_operator_api_shape() {
+        let call = OperatorCall::mark_agent_gone(AgentID::new("M-S3"));
+        assert_eq!(
+            serde_json::to_value(&call).unwrap(),
+            serde_json::json!({"type": "MARK_AGENT_GONE", "mark_agent_gone": {"agent_id": {"value": "M-S3"}}})
+        );
+    }
 
     #[test]
     fn offers_event_is_nested_and_unknown_fields_are_ignored() {

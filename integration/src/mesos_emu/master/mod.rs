@@ -7,8 +7,10 @@
 //! - [`allocation`]: offers per allocation interval, decline filters, SUPPRESS/REVIVE;
 //! - [`accept`] and [`validation`]: ACCEPT in the master's stages and the master's validation rules;
 //! - [`updates`]: status updates with acknowledgement and resend, KILL, RECONCILE;
-//! - [`faults`]: agents killed, partitioned, healed, gone and restarted, failed tasks, rescinded offers,
-//!   master failover.
+//! - [`operator`]: the operator API's calls (MARK_AGENT_GONE);
+//! - [`faults`]: machines that die, partitions (frozen or not) and their healing, restarts under the old
+//!   or a new agent id, the operator's MARK_AGENT_GONE, maintenance removal, the registry forgetting old
+//!   agents, failed tasks, rescinded offers, master failover.
 //!
 //! Here: the dispatch of a call to its section, and the tick that drives everything time-based.
 //!
@@ -19,6 +21,7 @@
 mod accept;
 mod allocation;
 mod faults;
+mod operator;
 mod state;
 mod subscription;
 mod updates;
@@ -27,6 +30,9 @@ mod validation;
 use tether_mesos::model::{Call, CallType};
 use tokio::time::Instant;
 
+pub(crate) use faults::FaultError;
+pub use faults::Restart;
+pub(crate) use operator::OperatorCall;
 pub(crate) use state::{AgentStatus, Reply, Shared, State};
 
 impl State {
@@ -83,12 +89,14 @@ impl State {
         Reply::Status(202, String::new())
     }
 
-    /// Everything time-driven, in this order: heartbeats, failover timeouts, agent ping timeouts, agents
-    /// re-registering after a master failover, resends, filter expiry and allocation.
+    /// Everything time-driven, in this order: heartbeats, failover timeouts, agent ping timeouts, the
+    /// registry forgetting old agents, agents re-registering after a master failover, resends, filter
+    /// expiry and allocation.
     pub fn tick(&mut self, now: Instant) {
         self.send_heartbeats(now);
         self.expire_failovers(now);
         self.time_out_partitions(now);
+        self.forget_old_agents(now);
         self.finish_reregistrations(now);
         self.resend_updates(now);
         self.allocation_tick(now);

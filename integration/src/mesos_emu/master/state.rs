@@ -31,10 +31,23 @@ pub(crate) struct Agent {
     pub cfg: AgentConfig,
     pub free: Res,
     pub status: AgentStatus,
+    /// Since when the master has heard nothing from the agent (a partition, or its machine is down).
     pub partitioned_at: Option<Instant>,
     pub unreachable_ns: Option<i64>,
     /// After a master restart, until this instant the agent is "recovered but not re-registered".
     pub recovering_until: Option<Instant>,
+    /// The machine is off (`kill`): silent, its tasks' processes gone; only a restart brings it back.
+    pub down: bool,
+    /// Its tasks' processes are stopped where they were (a partition with `freeze`) until it heals.
+    pub frozen: bool,
+    /// When it became UNREACHABLE or GONE: the registry forgets it `registry_max_agent_age` later.
+    pub left_at: Option<Instant>,
+    /// Tasks the master ended (marked gone) while their processes still ran behind a partition: the
+    /// agent is shut down, and they with it, when it reconnects (or they die with its machine).
+    pub orphans: Vec<mpsc::UnboundedSender<TaskControl>>,
+    /// KILLs of its tasks sent while it was cut off (framework, call): the master re-sends them when it
+    /// reconnects, unless it became UNREACHABLE meanwhile (the master then forgot them).
+    pub killed: Vec<(String, Kill)>,
 }
 
 impl Agent {
@@ -53,6 +66,11 @@ impl Agent {
             partitioned_at: None,
             unreachable_ns: None,
             recovering_until: None,
+            down: false,
+            frozen: false,
+            left_at: None,
+            orphans: Vec::new(),
+            killed: Vec::new(),
         }
     }
     pub(super) fn reachable(&self, now: Instant) -> bool {
@@ -82,10 +100,15 @@ pub(crate) struct Task {
 impl Task {
     /// Tells the launcher to stop the task at once (its agent or framework is gone).
     pub(super) fn kill_now(&self) {
-        if let Some(c) = &self.control {
-            let _ = c.send(TaskControl::Kill {
-                grace: Duration::ZERO,
-            });
+        self.control_task(TaskControl::Kill {
+            grace: Duration::ZERO,
+        });
+    }
+
+    /// Hands `c` to the task's launcher, if it still runs the task.
+    pub(super) fn control_task(&self, c: TaskControl) {
+        if let Some(tx) = &self.control {
+            let _ = tx.send(c);
         }
     }
 }

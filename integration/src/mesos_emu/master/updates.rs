@@ -36,10 +36,13 @@ impl State {
         }
         let mut s = TaskStatus::new(t.info.task_id.clone(), state);
         s.message = message;
-        s.source = Some(if reason == Some(Reason::ReasonContainerLaunchFailed) {
-            Source::SourceAgent
-        } else {
-            Source::SourceExecutor
+        // The agent itself speaks for a container it could not start or an executor that did not
+        // survive its restart; everything else comes from the executor.
+        s.source = Some(match reason {
+            Some(Reason::ReasonContainerLaunchFailed | Reason::ReasonAgentRestarted) => {
+                Source::SourceAgent
+            }
+            _ => Source::SourceExecutor,
         });
         s.reason = reason;
         s.agent_id = Some(t.agent.clone());
@@ -160,12 +163,18 @@ impl State {
     }
 
     /// KILL: TASK_KILLING (when the framework takes it), then the launcher stops the task within the
-    /// grace period. An unknown task is answered as by reconciliation.
+    /// grace period. An unknown task, or one of an UNREACHABLE agent (the master keeps those apart from
+    /// its tasks), is answered as by reconciliation. A task of an agent the master still counts as
+    /// registered but cannot reach (partitioned, not yet timed out) is killed when the agent reconnects.
     pub(super) fn kill(&mut self, fw: &str, k: Kill) {
         let Some(f) = self.frameworks.get_mut(fw) else {
             return;
         };
-        let Some(t) = f.tasks.get_mut(&k.task_id.value) else {
+        let Some(t) = f
+            .tasks
+            .get_mut(&k.task_id.value)
+            .filter(|t| t.state != TaskState::Unreachable)
+        else {
             self.reconcile(
                 fw,
                 vec![ReconcileTask {
@@ -179,6 +188,22 @@ impl State {
         if k.agent_id.as_ref().is_some_and(|a| a != &t.agent) {
             return;
         }
+        let agent = t.agent.value.clone();
+        if let Some(a) = self
+            .agents
+            .get_mut(&agent)
+            .filter(|a| a.partitioned_at.is_some())
+        {
+            a.killed.push((fw.to_owned(), k));
+            return;
+        }
+        let Some(t) = self
+            .frameworks
+            .get_mut(fw)
+            .and_then(|f| f.tasks.get_mut(&k.task_id.value))
+        else {
+            return;
+        };
         let grace = k
             .kill_policy
             .or(t.info.kill_policy)
@@ -187,7 +212,7 @@ impl State {
             .unwrap_or(Duration::from_secs(3));
         let Some(ctl) = t.control.clone() else { return };
         let task_id = t.info.task_id.value.clone();
-        let fid = f.id.clone();
+        let fid = FrameworkID::new(fw.to_owned());
         self.report(&fid, &task_id, TaskState::Killing, None, None, None);
         let _ = ctl.send(TaskControl::Kill { grace });
     }

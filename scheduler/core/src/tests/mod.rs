@@ -1,6 +1,8 @@
-//! Core tests: one deterministic test per rule (`rules`), and a property-based model test (`model`).
+//! Core tests: one deterministic test per rule (`rules`, and `fencing` for UNREACHABLE nodes), and a
+//! property-based model test (`model`).
 
 mod determinism;
+mod fencing;
 mod model;
 mod placement;
 mod rules;

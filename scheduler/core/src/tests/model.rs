@@ -655,7 +655,7 @@ fn the_model_launches_and_runs_nodes() {
         w.settle();
     }
     let launched = w.tasks.len();
-    assert_eq!(launched, 3, "{:?}", w.h.core.nodes());
+    assert_eq!(launched, 3, "{:?}", w.h.core.nodes(w.h.now));
     for _ in 0..3 {
         w.step(Action::Update {
             pick: 0,

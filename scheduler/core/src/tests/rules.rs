@@ -56,7 +56,7 @@ fn launch_running(h: &mut Harness, hosts: &[&str]) {
 
 fn reason_of(h: &Harness, node: u64) -> String {
     h.core
-        .nodes()
+        .nodes(h.now)
         .into_iter()
         .find(|n| n.node_id == NodeId(node))
         .and_then(|n| n.last_reason)
@@ -580,7 +580,7 @@ fn prepare_failure_declines_releases_and_backs_off_exponentially() {
         assert!(reason_of(&h, 1).contains("volume busy"));
         let node = h
             .core
-            .nodes()
+            .nodes(h.now)
             .into_iter()
             .find(|n| n.node_id == NodeId(1))
             .unwrap_or_else(|| panic!("node"));
@@ -1121,7 +1121,7 @@ fn only_a_reported_cluster_uuid_bootstraps_and_another_uuid_is_flagged() {
         1,
         "a node of another cluster is not counted"
     );
-    assert!(h.core.nodes()[1].foreign_cluster);
+    assert!(h.core.nodes(h.now)[1].foreign_cluster);
     // The reset refuses while nodes report a cluster, unless told a new cluster is wanted.
     assert!(h.core.handle_bootstrap_reset(false, h.now).is_err());
     h.core
@@ -1310,14 +1310,14 @@ fn views_describe_nodes_agents_volumes_and_cluster() {
     all.extend(node_volumes(&h, 2));
     h.sidecar("a", Some("z1"), Some(40), &all);
     let cmds = h.offers(vec![offer("o-1", "a", 4.0, 8192.0, 0.0)]);
-    let nodes = h.core.nodes();
+    let nodes = h.core.nodes(h.now);
     assert_eq!(nodes[0].phase, NodePhase::Preparing);
     assert_eq!(nodes[1].phase, NodePhase::Pending);
     let (_, cid, _) = prepares(&cmds)[0].clone();
     h.prepare_result("a", cid, true);
     let t = h.task_of(1).unwrap_or_else(|| panic!("t"));
     h.update(status(&t, "a", TaskState::Running, None));
-    let nodes = h.core.nodes();
+    let nodes = h.core.nodes(h.now);
     assert_eq!(nodes[0].phase, NodePhase::Task(Some(TaskState::Running)));
     assert_eq!(nodes[0].ports, Some((31000, 31001)));
     let agents = h.core.agents(h.now);

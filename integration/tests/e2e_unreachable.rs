@@ -1,0 +1,287 @@
+//! End-to-end: an agent's machine dies as a real one does (TASK_UNREACHABLE after the ping timeout, and
+//! nothing more), with real processes (see `e2e_cluster.rs` for the set-up). 4 agents in zones a, b, a,
+//! b run 3 nodes; node 2's volumes are in zone-b, which has one spare agent.
+//!
+//! - Without fencing the node waits, its reason naming the operator command, and `tetherctl agents gone`
+//!   brings it back with its data.
+//! - With storage fencing it comes back on its own after the delay, with every acknowledged document.
+//! - A frozen (partitioned) old task is replaced the same way; once healed it can write nothing (its
+//!   volume was taken over) and it is killed.
+//! - A driver without preemption never yields two writers: the node stays pending with the driver's
+//!   reason.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tether_integration::http_client;
+use tether_integration::testing::cluster::E2eCluster;
+use tether_integration::testing::ctl::{tetherctl, tetherctl_answering};
+use tether_integration::testing::es::{get_doc, put_doc, wait_es};
+use tether_integration::testing::scheduler::all_running;
+use tether_proto::v1::{ListNodesRequest, Node};
+
+fn node(nodes: &[Node], id: u64) -> Node {
+    nodes
+        .iter()
+        .find(|n| n.id == id)
+        .cloned()
+        .expect("node listed")
+}
+
+/// Node 2, with documents `doc-2-0..count` acknowledged.
+async fn node_two_with_documents(c: &E2eCluster, count: usize) -> Node {
+    let nodes = c.wait_nodes("three running nodes", all_running(3)).await;
+    let two = node(&nodes, 2);
+    wait_es(&two).await;
+    for i in 0..count {
+        put_doc(&two, &format!("doc-2-{i}"), json!({ "i": i })).await;
+    }
+    two
+}
+
+/// Node 2's machine dies, with its sidecar and plugin.
+async fn kill_machine_of(c: &mut E2eCluster, n: &Node) {
+    c.emu_fault(&format!("agents/{}/kill", n.agent_id)).await;
+    c.cluster.kill_sidecar(&n.host);
+    c.cluster.kill_plugin(&n.host);
+}
+
+/// `--scheduler` and `--token-file` of the cluster, as tetherctl's environment.
+fn ctl_env(c: &E2eCluster) -> Vec<(&'static str, String)> {
+    let plan = &c.cluster.plan;
+    vec![
+        ("TETHER_SCHEDULER", format!("http://{}", plan.admin)),
+        (
+            "TETHER_ADMIN_TOKEN_FILE",
+            plan.admin_token.display().to_string(),
+        ),
+    ]
+}
+
+fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// Node `id` as `tetherctl --output json nodes` shows it.
+async fn node_json(c: &E2eCluster, id: u64) -> serde_json::Value {
+    let env = ctl_env(c);
+    let out = tetherctl(&["--output", "json", "nodes"], &env_refs(&env)).await;
+    assert!(out.ok, "{out:?}");
+    let all: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+    all.as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["id"] == id)
+        .cloned()
+        .expect("node listed")
+}
+
+/// Checks for `window` that node 2 runs no task but `allowed` (UNREACHABLE ones aside), and that no
+/// node ever has two writers.
+async fn assert_no_relaunch(c: &E2eCluster, window: Duration, allowed: Option<&str>) {
+    let end = tokio::time::Instant::now() + window;
+    while tokio::time::Instant::now() < end {
+        let live = c.live_tasks_by_node().await;
+        let tasks = live.get(&2).cloned().unwrap_or_default();
+        assert!(
+            tasks.iter().all(|t| Some(t.as_str()) == allowed),
+            "node 2 was relaunched: {tasks:?}"
+        );
+        assert_eq!(c.duplicate_writers().await, vec![]);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn all_documents_back(moved: &Node, count: usize) {
+    wait_es(moved).await;
+    for i in 0..count {
+        assert_eq!(
+            get_doc(moved, &format!("doc-2-{i}")).await,
+            Some(json!({ "i": i })),
+            "acknowledged document doc-2-{i} on {}",
+            moved.host
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_fencing_a_dead_agents_node_waits_for_the_operator() {
+    let mut c = E2eCluster::start(4, 3, |o| o.storage_fencing = None).await;
+    let two = node_two_with_documents(&c, 3).await;
+    kill_machine_of(&mut c, &two).await;
+    let command = format!("tetherctl agents gone {}", two.host);
+    c.wait_nodes("node 2 UNREACHABLE, naming the operator command", |ns| {
+        ns.iter()
+            .any(|n| n.id == 2 && n.state == "UNREACHABLE" && n.reason.contains(&command))
+    })
+    .await;
+    let shown = node_json(&c, 2).await;
+    assert_eq!(shown["next_action"]["kind"], "wait_operator", "{shown}");
+    assert!(
+        shown["unreachable_since_unix_ms"].as_u64().is_some(),
+        "{shown}"
+    );
+    assert_no_relaunch(&c, Duration::from_secs(5), None).await;
+
+    let env = ctl_env(&c);
+    let env = env_refs(&env);
+    // An agent that is up is refused; so is an answer other than `yes`.
+    let spare = c
+        .zone_hosts("zone-b")
+        .into_iter()
+        .find(|h| *h != two.host)
+        .expect("a spare zone-b agent");
+    let refused = tetherctl(&["agents", "gone", &spare, "--yes"], &env).await;
+    assert!(!refused.ok, "{refused:?}");
+    let one = node(&c.wait_nodes("nodes", |_| true).await, 1);
+    let refused = tetherctl(&["agents", "gone", &one.host, "--yes"], &env).await;
+    assert!(
+        !refused.ok && refused.stderr.contains("up"),
+        "a running agent is refused: {refused:?}"
+    );
+    let declined = tetherctl_answering(&["agents", "gone", &two.host], &env, "no\n").await;
+    assert!(
+        !declined.ok && declined.stderr.contains("not confirmed"),
+        "{declined:?}"
+    );
+    assert_no_relaunch(&c, Duration::from_secs(1), None).await;
+
+    let done = tetherctl_answering(&["agents", "gone", &two.host], &env, "yes\n").await;
+    assert!(done.ok && done.stdout.contains(&two.agent_id), "{done:?}");
+    let after = c
+        .wait_nodes("node 2 running elsewhere", |ns| {
+            ns.iter()
+                .any(|n| n.id == 2 && n.state == "RUNNING" && n.host != two.host)
+        })
+        .await;
+    all_documents_back(&node(&after, 2), 3).await;
+    assert_eq!(c.duplicate_writers().await, vec![]);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_storage_fencing_a_dead_agents_node_comes_back_on_its_own() {
+    let mut c = E2eCluster::start(4, 3, |_| {}).await;
+    let two = node_two_with_documents(&c, 5).await;
+    kill_machine_of(&mut c, &two).await;
+    // On the way: UNREACHABLE, with the time of its replacement announced.
+    let shown = {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let n = node_json(&c, 2).await;
+            if n["next_action"]["kind"] == "replace_at" {
+                break n;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never announced a replacement: {n}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    assert!(
+        shown["next_action"]["at_unix_ms"].as_u64().is_some(),
+        "{shown}"
+    );
+    assert!(
+        shown["next_action"]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("storage-fenced")),
+        "{shown}"
+    );
+    let after = c
+        .wait_nodes("node 2 running elsewhere", |ns| {
+            ns.iter()
+                .any(|n| n.id == 2 && n.state == "RUNNING" && n.host != two.host)
+        })
+        .await;
+    let moved = node(&after, 2);
+    assert_ne!(moved.task_id, two.task_id);
+    all_documents_back(&moved, 5).await;
+    assert_eq!(c.duplicate_writers().await, vec![]);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healed_old_task_wrote_nothing_after_the_takeover_and_is_killed() {
+    let mut c = E2eCluster::start(4, 3, |_| {}).await;
+    let two = node_two_with_documents(&c, 3).await;
+    // Cut off with its processes frozen; its sidecar is cut off too.
+    c.emu_fault(&format!("agents/{}/partition?freeze=true", two.agent_id))
+        .await;
+    c.cluster.kill_sidecar(&two.host);
+    let after = c
+        .wait_nodes("node 2 replaced elsewhere", |ns| {
+            ns.iter()
+                .any(|n| n.id == 2 && n.state == "RUNNING" && n.host != two.host)
+        })
+        .await;
+    let moved = node(&after, 2);
+    all_documents_back(&moved, 3).await;
+    put_doc(&moved, "doc-2-new", json!({ "on": "new" })).await;
+
+    // The partition heals: the old process runs again. Whatever it is asked to write fails (its volume
+    // was taken over), and the scheduler kills it.
+    c.emu_fault(&format!("agents/{}/heal", two.agent_id)).await;
+    let old = format!("http://{}:{}", two.host, two.http_port);
+    let late = http_client::put_json(
+        &format!("{old}/docs/_doc/doc-2-late"),
+        &json!({ "on": "old" }),
+    )
+    .await;
+    assert!(
+        !matches!(late, Ok((200 | 201, _))),
+        "the old task acknowledged a write after the takeover: {late:?}"
+    );
+    let killed = {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let url = format!("http://{}/state", c.cluster.plan.emu);
+            let (_, state) = http_client::get_json(&url).await.expect("emulator state");
+            let live = tether_integration::dev::chaos::live_tasks(&state);
+            let old_live = live
+                .get(&2)
+                .into_iter()
+                .flatten()
+                .any(|t| t.task_id == two.task_id);
+            if !old_live {
+                break true;
+            }
+            assert_eq!(c.duplicate_writers().await, vec![]);
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the old task was never killed: {live:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    assert!(killed);
+    assert_eq!(get_doc(&moved, "doc-2-late").await, None);
+    assert_eq!(
+        get_doc(&moved, "doc-2-new").await,
+        Some(json!({ "on": "new" }))
+    );
+    let mut admin = c.admin().await;
+    let nodes = admin
+        .list_nodes(ListNodesRequest {})
+        .await
+        .expect("nodes")
+        .into_inner()
+        .nodes;
+    assert_eq!(node(&nodes, 2).task_id, moved.task_id);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_preemption_the_node_stays_pending_and_never_has_two_writers() {
+    let mut c = E2eCluster::start(4, 3, |o| o.preempt = false).await;
+    let two = node_two_with_documents(&c, 1).await;
+    kill_machine_of(&mut c, &two).await;
+    c.wait_nodes("node 2 pending with the driver's refusal", |ns| {
+        ns.iter()
+            .any(|n| n.id == 2 && n.state == "PENDING" && n.reason.contains("resource not found"))
+    })
+    .await;
+    assert_no_relaunch(&c, Duration::from_secs(5), None).await;
+    c.stop().await;
+}
