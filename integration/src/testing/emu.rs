@@ -129,6 +129,40 @@ pub struct RawReply {
     pub body: hyper::body::Incoming,
 }
 
+/// Sends one request to `url` with `headers` and `body` on a fresh connection; the answer's body is left
+/// unread, so a streamed answer (SUBSCRIBE) is not consumed.
+async fn send_raw(
+    url: String,
+    method: http::Method,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> http::Response<hyper::body::Incoming> {
+    use http_body_util::Full;
+    use hyper_util::client::legacy::Client;
+    let client: Client<_, Full<bytes::Bytes>> =
+        Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let mut b = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let req = b
+        .body(Full::new(bytes::Bytes::from(body.to_string())))
+        .expect("request");
+    tokio::time::timeout(DEADLINE, client.request(req))
+        .await
+        .expect("answer in time")
+        .expect("HTTP ok")
+}
+
+/// A response header as text.
+fn header(resp: &http::Response<hyper::body::Incoming>, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
 /// POSTs (or GETs when `method` says so) to `/api/v1/scheduler` and returns only the response head, so
 /// that a SUBSCRIBE stream is not consumed.
 pub async fn raw_call(
@@ -138,38 +172,19 @@ pub async fn raw_call(
     stream_id: Option<&str>,
     body: &str,
 ) -> RawReply {
-    use http_body_util::Full;
-    use hyper_util::client::legacy::Client;
-    let client: Client<_, Full<bytes::Bytes>> =
-        Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(hyper_util::client::legacy::connect::HttpConnector::new());
-    let mut b = http::Request::builder()
-        .method(method)
-        .uri(format!("{base}/api/v1/scheduler"));
+    let mut headers = Vec::new();
     if let Some(c) = content_type {
-        b = b.header(http::header::CONTENT_TYPE, c);
+        headers.push((http::header::CONTENT_TYPE.as_str(), c));
     }
     if let Some(s) = stream_id {
-        b = b.header("Mesos-Stream-Id", s);
+        headers.push(("Mesos-Stream-Id", s));
     }
-    let req = b
-        .body(Full::new(bytes::Bytes::from(body.to_string())))
-        .expect("request");
-    let resp = tokio::time::timeout(DEADLINE, client.request(req))
-        .await
-        .expect("answer in time")
-        .expect("HTTP ok");
-    let h = |n: &str| {
-        resp.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
+    let resp = send_raw(format!("{base}/api/v1/scheduler"), method, &headers, body).await;
     RawReply {
         status: resp.status().as_u16(),
-        location: h("location"),
-        stream_id: h("mesos-stream-id"),
-        www_authenticate: h("www-authenticate"),
+        location: header(&resp, "location"),
+        stream_id: header(&resp, "mesos-stream-id"),
+        www_authenticate: header(&resp, "www-authenticate"),
         body: resp.into_body(),
     }
 }
@@ -231,31 +246,10 @@ pub async fn operator_call(
     headers: &[(&str, &str)],
     body: &str,
 ) -> RawAnswer {
-    use http_body_util::{BodyExt as _, Full};
-    use hyper_util::client::legacy::Client;
-    let client: Client<_, Full<bytes::Bytes>> =
-        Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(hyper_util::client::legacy::connect::HttpConnector::new());
-    let mut b = http::Request::builder()
-        .method(method)
-        .uri(format!("{base}/api/v1"));
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    let req = b
-        .body(Full::new(bytes::Bytes::from(body.to_string())))
-        .expect("request");
-    let resp = tokio::time::timeout(DEADLINE, client.request(req))
-        .await
-        .expect("answer in time")
-        .expect("HTTP ok");
-    let h = |n: &str| {
-        resp.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    let (location, www_authenticate) = (h("location"), h("www-authenticate"));
+    use http_body_util::BodyExt as _;
+    let resp = send_raw(format!("{base}/api/v1"), method, headers, body).await;
+    let (location, www_authenticate) =
+        (header(&resp, "location"), header(&resp, "www-authenticate"));
     let status = resp.status().as_u16();
     let bytes = tokio::time::timeout(DEADLINE, resp.into_body().collect())
         .await
