@@ -21,7 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyperlocal::UnixConnector;
 use serde_json::{Map, Value, json};
 
-use super::reply::{self, Parsed, Scope, Volume, field, kind};
+use super::reply::{self, Scope, Volume};
 use super::{Method, PluginAddr, PluginError, PluginErrorKind};
 
 /// Per-call timeouts and the reply size bound.
@@ -137,32 +137,7 @@ impl PluginClient {
     pub async fn activate(&self) -> Result<Vec<String>, PluginError> {
         let m = Method::Activate;
         let obj = self.call(m, None, None).await?;
-        let implements = match field(&obj, "Implements") {
-            Some(Value::Array(items)) => items
-                .iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect(),
-            None | Some(Value::Null) => Vec::new(),
-            Some(other) => {
-                return Err(bad(
-                    m,
-                    None,
-                    format!("Implements should be an array, got {}", kind(other)),
-                ));
-            }
-        };
-        if !implements
-            .iter()
-            .any(|i| i.eq_ignore_ascii_case("VolumeDriver"))
-        {
-            return Err(PluginError {
-                method: m,
-                volume: None,
-                kind: PluginErrorKind::NotAVolumeDriver(implements),
-            });
-        }
-        Ok(implements)
+        reply::implements(&obj).map_err(|kind| error(m, None, kind))
     }
 
     /// `/VolumeDriver.Create` with the given options.
@@ -193,15 +168,7 @@ impl PluginClient {
         let obj = self
             .call(m, Some(name), Some(json!({"Name": name, "ID": id})))
             .await?;
-        let mp = reply::opt_string(&obj, "Mountpoint").map_err(|e| bad(m, Some(name), e))?;
-        match mp {
-            Some(p) if !p.is_empty() => Ok(p),
-            _ => Err(bad(
-                m,
-                Some(name),
-                "no Mountpoint in a successful reply".into(),
-            )),
-        }
+        reply::mountpoint(&obj).map_err(|kind| error(m, Some(name), kind))
     }
 
     /// `/VolumeDriver.Unmount` with mount id `id`.
@@ -221,8 +188,7 @@ impl PluginClient {
         let obj = self
             .call(m, Some(name), Some(json!({"Name": name})))
             .await?;
-        let mp = reply::opt_string(&obj, "Mountpoint").map_err(|e| bad(m, Some(name), e))?;
-        Ok(mp.filter(|p| !p.is_empty()))
+        reply::path(&obj).map_err(|kind| error(m, Some(name), kind))
     }
 
     /// `/VolumeDriver.Get`: `None` for `{"Volume":null}` (no such volume). Drivers that answer a missing
@@ -232,52 +198,24 @@ impl PluginClient {
         let obj = self
             .call(m, Some(name), Some(json!({"Name": name})))
             .await?;
-        match field(&obj, "Volume") {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => reply::volume(v)
-                .map(Some)
-                .map_err(|e| bad(m, Some(name), e)),
-        }
+        reply::get(&obj).map_err(|kind| error(m, Some(name), kind))
     }
 
     /// `/VolumeDriver.List`.
     pub async fn list(&self) -> Result<Vec<Volume>, PluginError> {
         let m = Method::List;
         let obj = self.call(m, None, Some(json!({}))).await?;
-        match field(&obj, "Volumes") {
-            None | Some(Value::Null) => Ok(Vec::new()),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(reply::volume)
-                .collect::<Result<_, _>>()
-                .map_err(|e| bad(m, None, e)),
-            Some(other) => Err(bad(
-                m,
-                None,
-                format!("Volumes should be an array, got {}", kind(other)),
-            )),
-        }
+        reply::list(&obj).map_err(|kind| error(m, None, kind))
     }
 
     /// `/VolumeDriver.Capabilities`: the scope. An error reply, an empty or unknown scope all mean `Local`
     /// (as in the engine); only transport failures and timeouts are errors.
     pub async fn capabilities(&self) -> Result<Scope, PluginError> {
-        let obj = match self.call(Method::Capabilities, None, Some(json!({}))).await {
-            Ok(obj) => obj,
-            Err(e) if e.is_driver_answer() => return Ok(Scope::Local),
-            Err(e) => return Err(e),
-        };
-        let scope = match field(&obj, "Capabilities") {
-            Some(Value::Object(caps)) => field(caps, "Scope")
-                .and_then(Value::as_str)
-                .unwrap_or_default(),
-            _ => "",
-        };
-        Ok(if scope.trim().eq_ignore_ascii_case("global") {
-            Scope::Global
-        } else {
-            Scope::Local
-        })
+        match self.call(Method::Capabilities, None, Some(json!({}))).await {
+            Ok(obj) => Ok(reply::scope(&obj)),
+            Err(e) if e.is_driver_answer() => Ok(Scope::Local),
+            Err(e) => Err(e),
+        }
     }
 
     /// One call: the reply object of a successful reply, or a typed error; observed when asked.
@@ -321,11 +259,7 @@ impl PluginClient {
             Ok(Err(kind)) => return Err(err(kind)),
             Err(_) => return Err(err(PluginErrorKind::Timeout(timeout))),
         };
-        match reply::parse(status, &bytes) {
-            Parsed::Ok(obj) => Ok(obj),
-            Parsed::Err(message) => Err(err(PluginErrorKind::Driver { status, message })),
-            Parsed::Bad(why) => Err(err(PluginErrorKind::BadReply(why))),
-        }
+        reply::object(status, &bytes).map_err(err)
     }
 
     /// One request and its whole reply body. The request has the engine's shape: `POST /<Method>`,
@@ -431,11 +365,11 @@ fn broken_pipe(e: &hyper_util::client::legacy::Error) -> bool {
     })
 }
 
-fn bad(method: Method, volume: Option<&str>, why: String) -> PluginError {
+fn error(method: Method, volume: Option<&str>, kind: PluginErrorKind) -> PluginError {
     PluginError {
         method,
         volume: volume.map(str::to_string),
-        kind: PluginErrorKind::BadReply(why),
+        kind,
     }
 }
 

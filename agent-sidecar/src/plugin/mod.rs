@@ -12,7 +12,7 @@ mod reply;
 
 pub use client::{CallObserver, PluginClient, Timeouts};
 pub use discovery::{DEFAULT_PLUGIN_DIRS, DEFAULT_SPEC_DIRS, DiscoveryError, PluginAddr, discover};
-pub use reply::{Scope, Volume};
+pub use reply::{Answer, Scope, Volume, read as read_reply};
 
 use std::time::Duration;
 

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
+use super::{Method, PluginErrorKind};
+
 /// A volume as the driver describes it in `Get` / `List`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Volume {
@@ -230,6 +232,129 @@ pub(crate) fn volume(v: &Value) -> Result<Volume, String> {
         created_at,
         status,
     })
+}
+
+/// A successful reply's object, or the driver's error, or why the reply is unreadable.
+pub(crate) fn object(status: u16, body: &[u8]) -> Result<Map<String, Value>, PluginErrorKind> {
+    match parse(status, body) {
+        Parsed::Ok(obj) => Ok(obj),
+        Parsed::Err(message) => Err(PluginErrorKind::Driver { status, message }),
+        Parsed::Bad(why) => Err(PluginErrorKind::BadReply(why)),
+    }
+}
+
+/// `Plugin.Activate`: `Implements`, which must name `VolumeDriver`.
+pub(crate) fn implements(obj: &Map<String, Value>) -> Result<Vec<String>, PluginErrorKind> {
+    let implements: Vec<String> = match field(obj, "Implements") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        None | Some(Value::Null) => Vec::new(),
+        Some(other) => {
+            return Err(PluginErrorKind::BadReply(format!(
+                "Implements should be an array, got {}",
+                kind(other)
+            )));
+        }
+    };
+    if !implements
+        .iter()
+        .any(|i| i.eq_ignore_ascii_case("VolumeDriver"))
+    {
+        return Err(PluginErrorKind::NotAVolumeDriver(implements));
+    }
+    Ok(implements)
+}
+
+/// `VolumeDriver.Mount`: a successful reply must name the mountpoint.
+pub(crate) fn mountpoint(obj: &Map<String, Value>) -> Result<String, PluginErrorKind> {
+    match opt_string(obj, "Mountpoint").map_err(PluginErrorKind::BadReply)? {
+        Some(p) if !p.is_empty() => Ok(p),
+        _ => Err(PluginErrorKind::BadReply(
+            "no Mountpoint in a successful reply".into(),
+        )),
+    }
+}
+
+/// `VolumeDriver.Path`: the mountpoint, `None` when missing or empty.
+pub(crate) fn path(obj: &Map<String, Value>) -> Result<Option<String>, PluginErrorKind> {
+    let mp = opt_string(obj, "Mountpoint").map_err(PluginErrorKind::BadReply)?;
+    Ok(mp.filter(|p| !p.is_empty()))
+}
+
+/// `VolumeDriver.Get`: `None` for a missing or null `Volume`.
+pub(crate) fn get(obj: &Map<String, Value>) -> Result<Option<Volume>, PluginErrorKind> {
+    match field(obj, "Volume") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => volume(v).map(Some).map_err(PluginErrorKind::BadReply),
+    }
+}
+
+/// `VolumeDriver.List`: every volume, or the first unreadable one's error.
+pub(crate) fn list(obj: &Map<String, Value>) -> Result<Vec<Volume>, PluginErrorKind> {
+    match field(obj, "Volumes") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(volume)
+            .collect::<Result<_, _>>()
+            .map_err(PluginErrorKind::BadReply),
+        Some(other) => Err(PluginErrorKind::BadReply(format!(
+            "Volumes should be an array, got {}",
+            kind(other)
+        ))),
+    }
+}
+
+/// `VolumeDriver.Capabilities`: `Global` only when `Capabilities.Scope` says so.
+pub(crate) fn scope(obj: &Map<String, Value>) -> Scope {
+    let scope = match field(obj, "Capabilities") {
+        Some(Value::Object(caps)) => field(caps, "Scope")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+        _ => "",
+    };
+    if scope.trim().eq_ignore_ascii_case("global") {
+        Scope::Global
+    } else {
+        Scope::Local
+    }
+}
+
+/// What one reply means to the client, per method.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Implements(Vec<String>),
+    /// Create, Remove, Unmount: success carries nothing.
+    Done,
+    Mountpoint(String),
+    Path(Option<String>),
+    Volume(Option<Volume>),
+    Volumes(Vec<Volume>),
+    Scope(Scope),
+}
+
+/// Reads one reply (`status` and raw `body`) to `method` exactly as [`super::PluginClient`] does, without
+/// the transport: the fuzz target's entry point. Never panics, whatever the bytes.
+pub fn read(method: Method, status: u16, body: &[u8]) -> Result<Answer, PluginErrorKind> {
+    if method == Method::Capabilities {
+        // An error reply means `Local`, as in the engine.
+        return Ok(Answer::Scope(
+            object(status, body).map_or(Scope::Local, |obj| scope(&obj)),
+        ));
+    }
+    let obj = object(status, body)?;
+    match method {
+        Method::Activate => implements(&obj).map(Answer::Implements),
+        Method::Create | Method::Remove | Method::Unmount => Ok(Answer::Done),
+        Method::Mount => mountpoint(&obj).map(Answer::Mountpoint),
+        Method::Path => path(&obj).map(Answer::Path),
+        Method::Get => get(&obj).map(Answer::Volume),
+        Method::List => list(&obj).map(Answer::Volumes),
+        Method::Capabilities => Ok(Answer::Scope(scope(&obj))),
+    }
 }
 
 #[cfg(test)]
