@@ -55,7 +55,7 @@ pub struct Args {
         env = "TETHER_DEV_CHAOS_FAULTS",
         value_enum,
         value_delimiter = ',',
-        default_value = "kill-agent,partition,kill-sidecar,kill-scheduler"
+        default_value = "kill-agent,partition,kill-sidecar,kill-scheduler,master-failover,hung-plugin,slow-plugin,zk-leader-loss"
     )]
     pub chaos_faults: Vec<chaos::FaultKind>,
     /// How long a fault lasts before recovery starts (a partition lasts until the agent is UNREACHABLE).
@@ -90,6 +90,12 @@ pub struct Args {
     /// The scheduler's `--unreachable-replace-after` with `--fencing storage`.
     #[arg(long, env = "TETHER_DEV_UNREACHABLE_REPLACE_AFTER", default_value = "10s", value_parser = humantime::parse_duration)]
     pub unreachable_replace_after: Duration,
+    /// Keep the scheduler's state in a standalone ZooKeeper that tether-dev starts (Debian's `zookeeper`
+    /// package: `/usr/share/java/zookeeper.jar` and Java), as `--state zk://127.0.0.1:<port>/tether/dev`
+    /// with a 4 s session timeout, instead of the embedded store. `--chaos` then also restarts it
+    /// (`zk-leader-loss`).
+    #[arg(long, env = "TETHER_DEV_ZOOKEEPER")]
+    pub zookeeper: bool,
     /// How often the live status is printed.
     #[arg(long, env = "TETHER_DEV_STATUS_INTERVAL", default_value = "3s", value_parser = humantime::parse_duration)]
     pub status_interval: Duration,

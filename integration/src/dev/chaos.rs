@@ -33,6 +33,7 @@ use tokio::sync::{RwLock, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::cluster::ZK_SESSION_TIMEOUT;
 use super::status::admin_client;
 use super::{AgentPlan, Args, Cluster, DevError, Options, Plan};
 use crate::http_client::{self, Conn, Limits};
@@ -55,6 +56,25 @@ pub enum FaultKind {
     Partition,
     KillSidecar,
     KillScheduler,
+    MasterFailover,
+    HungPlugin,
+    SlowPlugin,
+    /// Only with `--zookeeper` (skipped otherwise).
+    ZkLeaderLoss,
+}
+
+impl FaultKind {
+    /// Whether the fault acts on one agent's machine (and so needs one).
+    fn needs_host(self) -> bool {
+        matches!(
+            self,
+            FaultKind::KillAgent
+                | FaultKind::Partition
+                | FaultKind::KillSidecar
+                | FaultKind::HungPlugin
+                | FaultKind::SlowPlugin
+        )
+    }
 }
 
 /// What ends a partition.
@@ -80,6 +100,18 @@ pub enum Fault {
         host: String,
     },
     KillScheduler,
+    /// The Mesos master fails over: a new leader, every stream cut, offers gone, agents re-registering.
+    MasterFailover,
+    /// The volume plugin of `host` stops answering (every call hangs) until it is restarted.
+    HungPlugin {
+        host: String,
+    },
+    /// Every call to the volume plugin of `host` takes [`SLOW_PLUGIN_LATENCY`].
+    SlowPlugin {
+        host: String,
+    },
+    /// The ZooKeeper holding the scheduler's state goes away for longer than the session timeout.
+    ZkLeaderLoss,
 }
 
 impl Fault {
@@ -103,6 +135,10 @@ impl Fault {
             } => "partition-gone",
             Fault::KillSidecar { .. } => "kill-sidecar",
             Fault::KillScheduler => "kill-scheduler",
+            Fault::MasterFailover => "master-failover",
+            Fault::HungPlugin { .. } => "hung-plugin",
+            Fault::SlowPlugin { .. } => "slow-plugin",
+            Fault::ZkLeaderLoss => "zk-leader-loss",
         }
     }
 }
@@ -112,25 +148,31 @@ impl fmt::Display for Fault {
         match self {
             Fault::KillAgent { host }
             | Fault::Partition { host, .. }
-            | Fault::KillSidecar { host } => write!(f, "{} {host}", self.label()),
-            Fault::KillScheduler => f.write_str(self.label()),
+            | Fault::KillSidecar { host }
+            | Fault::HungPlugin { host }
+            | Fault::SlowPlugin { host } => write!(f, "{} {host}", self.label()),
+            Fault::KillScheduler | Fault::MasterFailover | Fault::ZkLeaderLoss => {
+                f.write_str(self.label())
+            }
         }
     }
 }
 
 /// Picks a fault among `kinds` (duplicates ignored) against one of `hosts`. `None` when no kind is
-/// usable (none given, or only agent faults and no host).
+/// usable (none given, only agent faults and no host, or only `zk-leader-loss` without `zookeeper`).
 pub fn choose_fault<R: Rng + ?Sized>(
     rng: &mut R,
     kinds: &[FaultKind],
     hosts: &[String],
+    zookeeper: bool,
 ) -> Option<Fault> {
     let usable: Vec<FaultKind> = kinds
         .iter()
         .copied()
         .collect::<BTreeSet<_>>()
         .into_iter()
-        .filter(|k| *k == FaultKind::KillScheduler || !hosts.is_empty())
+        .filter(|k| !k.needs_host() || !hosts.is_empty())
+        .filter(|k| *k != FaultKind::ZkLeaderLoss || zookeeper)
         .collect();
     if usable.is_empty() {
         return None;
@@ -152,6 +194,10 @@ pub fn choose_fault<R: Rng + ?Sized>(
         }
         FaultKind::KillSidecar => Fault::KillSidecar { host: host() },
         FaultKind::KillScheduler => Fault::KillScheduler,
+        FaultKind::MasterFailover => Fault::MasterFailover,
+        FaultKind::HungPlugin => Fault::HungPlugin { host: host() },
+        FaultKind::SlowPlugin => Fault::SlowPlugin { host: host() },
+        FaultKind::ZkLeaderLoss => Fault::ZkLeaderLoss,
     })
 }
 
@@ -756,74 +802,273 @@ async fn play(
     hold: Duration,
 ) -> Result<(), String> {
     match fault {
-        Fault::KillAgent { host } => {
-            // The machine dies: its tasks' processes, its sidecar and its plugin with it. Its volumes
-            // stay attached to it; its tasks become UNREACHABLE after the ping timeout.
-            let (id, _) = agent_id(&cluster.plan, host).await?;
+        Fault::KillAgent { host } => kill_agent(cluster, options, host, hold).await,
+        Fault::Partition { host, then, frozen } => {
+            partition(cluster, options, host, *then, *frozen, hold).await
+        }
+        Fault::KillSidecar { host } => kill_sidecar(cluster, host, hold).await,
+        Fault::KillScheduler => kill_scheduler(cluster, options, hold).await,
+        Fault::MasterFailover => master_failover(cluster, hold).await,
+        Fault::HungPlugin { host } => hung_plugin(cluster, options, host, hold).await,
+        Fault::SlowPlugin { host } => slow_plugin(cluster, host, hold).await,
+        Fault::ZkLeaderLoss => zk_leader_loss(cluster, options, hold).await,
+    }
+}
+
+/// The machine dies — its tasks' processes, its sidecar and its plugin with it — and reboots after the
+/// hold with its work directory: the same agent id, its old tasks GONE. Its volumes stay attached to it
+/// meanwhile; its tasks become UNREACHABLE after the ping timeout.
+async fn kill_agent(
+    cluster: &mut Cluster,
+    options: &Options,
+    host: &str,
+    hold: Duration,
+) -> Result<(), String> {
+    let (id, _) = agent_id(&cluster.plan, host).await?;
+    emu_post(&cluster.plan, &format!("agents/{id}/kill")).await?;
+    cluster.kill_sidecar(host);
+    cluster.kill_plugin(host);
+    tokio::time::sleep(hold).await;
+    restart_machine(cluster, options, host, &id).await
+}
+
+/// The agent is cut off (its tasks running on, or frozen) until UNREACHABLE, then healed or killed and
+/// marked gone.
+async fn partition(
+    cluster: &mut Cluster,
+    options: &Options,
+    host: &str,
+    then: AfterPartition,
+    frozen: bool,
+    hold: Duration,
+) -> Result<(), String> {
+    let (id, _) = agent_id(&cluster.plan, host).await?;
+    let freeze = if frozen { "?freeze=true" } else { "" };
+    emu_post(&cluster.plan, &format!("agents/{id}/partition{freeze}")).await?;
+    let deadline = Instant::now() + options.agent_ping_timeout * 3 + Duration::from_secs(10);
+    loop {
+        let state = emu_state(&cluster.plan).await?;
+        if current_agent(&state, host).is_some_and(|(_, s)| s == "UNREACHABLE") {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("agent {id} on {host} never became UNREACHABLE"));
+        }
+        tokio::time::sleep(SAMPLE).await;
+    }
+    match then {
+        AfterPartition::Heal => {
+            if let (true, Some(after)) = (frozen, options.storage_fencing) {
+                // Long enough for storage fencing to replace the frozen node, whose old task then
+                // shows up again when the partition heals and must be killed.
+                tokio::time::sleep(after + Duration::from_secs(5)).await;
+            }
+            emu_post(&cluster.plan, &format!("agents/{id}/heal"))
+                .await
+                .map(drop)
+        }
+        AfterPartition::Gone => {
+            // The operator makes sure the machine is off, marks its agent gone and replaces it:
+            // everything on it goes, a new one comes up after the hold (so the node may first move to
+            // another agent).
             emu_post(&cluster.plan, &format!("agents/{id}/kill")).await?;
+            emu_post(&cluster.plan, &format!("agents/{id}/gone")).await?;
             cluster.kill_sidecar(host);
             cluster.kill_plugin(host);
             tokio::time::sleep(hold).await;
-            // It reboots with its work directory: the same agent id, its old tasks GONE.
             restart_machine(cluster, options, host, &id).await
         }
-        Fault::Partition { host, then, frozen } => {
-            let (id, _) = agent_id(&cluster.plan, host).await?;
-            let freeze = if *frozen { "?freeze=true" } else { "" };
-            emu_post(&cluster.plan, &format!("agents/{id}/partition{freeze}")).await?;
-            let deadline =
-                Instant::now() + options.agent_ping_timeout * 3 + Duration::from_secs(10);
-            loop {
-                let state = emu_state(&cluster.plan).await?;
-                if current_agent(&state, host).is_some_and(|(_, s)| s == "UNREACHABLE") {
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    return Err(format!("agent {id} on {host} never became UNREACHABLE"));
-                }
-                tokio::time::sleep(SAMPLE).await;
-            }
-            match then {
-                AfterPartition::Heal => {
-                    if let (true, Some(after)) = (*frozen, options.storage_fencing) {
-                        // Long enough for storage fencing to replace the frozen node, whose old task
-                        // then shows up again when the partition heals and must be killed.
-                        tokio::time::sleep(after + Duration::from_secs(5)).await;
-                    }
-                    emu_post(&cluster.plan, &format!("agents/{id}/heal"))
-                        .await
-                        .map(drop)
-                }
-                AfterPartition::Gone => {
-                    // The operator makes sure the machine is off, marks its agent gone and replaces
-                    // it: everything on it goes, a new one comes up after the hold (so the node may
-                    // first move to another agent).
-                    emu_post(&cluster.plan, &format!("agents/{id}/kill")).await?;
-                    emu_post(&cluster.plan, &format!("agents/{id}/gone")).await?;
-                    cluster.kill_sidecar(host);
-                    cluster.kill_plugin(host);
-                    tokio::time::sleep(hold).await;
-                    restart_machine(cluster, options, host, &id).await
-                }
-            }
-        }
-        Fault::KillSidecar { host } => {
-            if !cluster.kill_sidecar(host) {
-                return Err(format!("no sidecar running on {host}"));
-            }
-            tokio::time::sleep(hold).await;
-            let a = agent_plan(&cluster.plan, host)?;
-            cluster.start_sidecar(&a).map_err(|e| e.to_string())
-        }
-        Fault::KillScheduler => {
-            cluster.kill_scheduler();
-            tokio::time::sleep(hold).await;
-            cluster
-                .start_scheduler(options)
-                .await
-                .map_err(|e| e.to_string())
-        }
     }
+}
+
+async fn kill_sidecar(cluster: &mut Cluster, host: &str, hold: Duration) -> Result<(), String> {
+    if !cluster.kill_sidecar(host) {
+        return Err(format!("no sidecar running on {host}"));
+    }
+    tokio::time::sleep(hold).await;
+    let a = agent_plan(&cluster.plan, host)?;
+    cluster.start_sidecar(&a).map_err(|e| e.to_string())
+}
+
+async fn kill_scheduler(
+    cluster: &mut Cluster,
+    options: &Options,
+    hold: Duration,
+) -> Result<(), String> {
+    cluster.kill_scheduler();
+    tokio::time::sleep(hold).await;
+    cluster
+        .start_scheduler(options)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// A Mesos master failover as a framework sees it (`shared/protocols/mesos-v1-scheduler.md` §5.4-5.5):
+/// the leading master is replaced by a new one (a new master id) that recovered the registry, so every
+/// subscription stream is cut, outstanding offers vanish, and the agents are "recovered but not
+/// re-registered" for a while (reconciliation answers nothing for their tasks) before they re-register
+/// with their tasks. The scheduler must re-subscribe with its framework id (a new id would orphan every
+/// task) and reconcile. The emulator's agents and their tasks live in its process, so the failover is
+/// the emulator's own `master/restart`, not a restart of the process, which would take the tasks too.
+async fn master_failover(cluster: &mut Cluster, hold: Duration) -> Result<(), String> {
+    let before = framework_ids(&emu_state(&cluster.plan).await?);
+    emu_post(&cluster.plan, "master/restart").await?;
+    tokio::time::sleep(hold).await;
+    // The same framework, re-subscribed: no second framework registered.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = emu_state(&cluster.plan).await?;
+        let after = framework_ids(&state);
+        if after != before {
+            return Err(format!(
+                "after the failover the master knows frameworks {after:?}, before {before:?}"
+            ));
+        }
+        if active_frameworks(&state) == before.len() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err("the scheduler did not re-subscribe after the master failover".into());
+        }
+        tokio::time::sleep(SAMPLE).await;
+    }
+}
+
+/// The ids of the frameworks the master knows (active or not).
+fn framework_ids(state: &Value) -> BTreeSet<String> {
+    state["frameworks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// How many frameworks are subscribed.
+fn active_frameworks(state: &Value) -> usize {
+    state["frameworks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["active"].as_bool().unwrap_or(false))
+        .count()
+}
+
+/// How long every call to a slow plugin takes: well inside the sidecar's timeouts, far beyond a healthy
+/// driver.
+pub const SLOW_PLUGIN_LATENCY: Duration = Duration::from_millis(2500);
+
+/// Sets the faults of `host`'s volume plugin (`/Fake.SetFaults`; `{}` clears them).
+async fn plugin_faults(cluster: &Cluster, host: &str, faults: Value) -> Result<(), String> {
+    let socket = Cluster::plugin_socket(&agent_plan(&cluster.plan, host)?);
+    match http_client::post_unix(&socket, "/Fake.SetFaults", &faults).await {
+        Ok(200) => Ok(()),
+        Ok(status) => Err(format!(
+            "{}: /Fake.SetFaults: HTTP {status}",
+            socket.display()
+        )),
+        Err(e) => Err(format!("{}: /Fake.SetFaults: {e}", socket.display())),
+    }
+}
+
+/// Every protocol method with the same fault.
+fn every_method(fault: Value) -> Value {
+    let methods: serde_json::Map<String, Value> = [
+        "Activate",
+        "Capabilities",
+        "Create",
+        "Get",
+        "List",
+        "Mount",
+        "Path",
+        "Remove",
+        "Unmount",
+    ]
+    .iter()
+    .map(|m| ((*m).to_owned(), fault.clone()))
+    .collect();
+    json!({ "methods": methods })
+}
+
+/// Fails the task running on `host`, if any, so its node is placed again while the fault lasts: its
+/// Prepare (and the launcher's unmount of the failed task) go through the faulty plugin if it lands
+/// there.
+async fn fail_task_on(plan: &Plan, host: &str) -> Result<(), String> {
+    let live = live_tasks(&emu_state(plan).await?);
+    let task = live
+        .values()
+        .flatten()
+        .find(|t| t.host == host && t.state == "TASK_RUNNING");
+    if let Some(t) = task {
+        emu_post(plan, &format!("tasks/{}/fail", t.task_id)).await?;
+    }
+    Ok(())
+}
+
+/// The plugin of `host` hangs: every call, the sidecar's reports and any Prepare sent there, waits for
+/// the sidecar's timeout; the node that ran there is failed so it must be placed again meanwhile. After
+/// the hold the plugin is restarted, as a watchdog or an operator would, which ends the hung calls.
+async fn hung_plugin(
+    cluster: &mut Cluster,
+    options: &Options,
+    host: &str,
+    hold: Duration,
+) -> Result<(), String> {
+    plugin_faults(cluster, host, every_method(json!({ "hang": true }))).await?;
+    fail_task_on(&cluster.plan, host).await?;
+    tokio::time::sleep(hold).await;
+    cluster.kill_plugin(host);
+    let a = agent_plan(&cluster.plan, host)?;
+    cluster
+        .start_plugin(&a, options.preempt)
+        .map_err(|e| e.to_string())?;
+    cluster.wait_plugin(&a).await.map_err(|e| e.to_string())
+}
+
+/// The plugin of `host` answers every call after [`SLOW_PLUGIN_LATENCY`] for the hold, while the node
+/// that ran there is placed again; then it is fast again.
+async fn slow_plugin(cluster: &mut Cluster, host: &str, hold: Duration) -> Result<(), String> {
+    let latency = u64::try_from(SLOW_PLUGIN_LATENCY.as_millis()).unwrap_or(u64::MAX);
+    plugin_faults(
+        cluster,
+        host,
+        every_method(json!({ "latency_ms": latency })),
+    )
+    .await?;
+    fail_task_on(&cluster.plan, host).await?;
+    // At least one report and one Prepare through the slow plugin.
+    tokio::time::sleep(hold.max(SLOW_PLUGIN_LATENCY * 4)).await;
+    plugin_faults(cluster, host, json!({})).await
+}
+
+/// The ZooKeeper holding the scheduler's state is lost (SIGKILL; a standalone server stands for the
+/// ensemble losing its leader and quorum) for longer than the scheduler's session timeout, then comes
+/// back with its data. The leader notices the disconnection, gives up leadership and exits non-zero;
+/// it is started again, as systemd would, and must load the state from ZooKeeper and take over.
+async fn zk_leader_loss(
+    cluster: &mut Cluster,
+    options: &Options,
+    hold: Duration,
+) -> Result<(), String> {
+    let zk = cluster
+        .zookeeper
+        .as_mut()
+        .ok_or("zk-leader-loss needs --zookeeper")?;
+    zk.stop();
+    tokio::time::sleep(hold.max(ZK_SESSION_TIMEOUT + Duration::from_secs(2))).await;
+    zk.restart().await.map_err(|e| e.to_string())?;
+    let exited = match cluster.scheduler.as_mut() {
+        Some(s) => s.wait_exit(ZK_SESSION_TIMEOUT * 4).await.is_ok(),
+        None => true,
+    };
+    if !exited {
+        return Err("the scheduler kept running without its ZooKeeper session".into());
+    }
+    cluster.scheduler = None;
+    cluster
+        .start_scheduler(options)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Waits until the cluster is healthy again (see [`settled`]) and every node serves its own data.
@@ -1026,7 +1271,8 @@ pub async fn run(
     while healthy && !shutdown.is_cancelled() && (rounds == 0 || round < rounds) {
         round += 1;
         shared.round.store(round, Ordering::Relaxed);
-        let Some(fault) = choose_fault(&mut rng, &args.chaos_faults, &hosts) else {
+        let zookeeper = cluster.zookeeper.is_some();
+        let Some(fault) = choose_fault(&mut rng, &args.chaos_faults, &hosts, zookeeper) else {
             return Err(DevError::Component {
                 component: "chaos".into(),
                 message: "no usable fault kind".into(),
@@ -1140,17 +1386,21 @@ mod tests {
             .collect()
     }
 
-    const ALL: [FaultKind; 4] = [
+    const ALL: [FaultKind; 8] = [
         FaultKind::KillAgent,
         FaultKind::Partition,
         FaultKind::KillSidecar,
         FaultKind::KillScheduler,
+        FaultKind::MasterFailover,
+        FaultKind::HungPlugin,
+        FaultKind::SlowPlugin,
+        FaultKind::ZkLeaderLoss,
     ];
 
     fn sequence(seed: u64, kinds: &[FaultKind], n: usize) -> Vec<Fault> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         (0..n)
-            .map(|_| choose_fault(&mut rng, kinds, &hosts()).expect("a fault"))
+            .map(|_| choose_fault(&mut rng, kinds, &hosts(), true).expect("a fault"))
             .collect()
     }
 
@@ -1170,6 +1420,10 @@ mod tests {
                 "kill-agent",
                 "kill-scheduler",
                 "kill-sidecar",
+                "master-failover",
+                "hung-plugin",
+                "slow-plugin",
+                "zk-leader-loss",
                 "partition-freeze-heal",
                 "partition-gone",
                 "partition-heal"
@@ -1180,8 +1434,10 @@ mod tests {
             .filter_map(|f| match f {
                 Fault::KillAgent { host }
                 | Fault::Partition { host, .. }
-                | Fault::KillSidecar { host } => Some(host.clone()),
-                Fault::KillScheduler => None,
+                | Fault::KillSidecar { host }
+                | Fault::HungPlugin { host }
+                | Fault::SlowPlugin { host } => Some(host.clone()),
+                Fault::KillScheduler | Fault::MasterFailover | Fault::ZkLeaderLoss => None,
             })
             .collect();
         assert_eq!(picked, hosts().into_iter().collect());
@@ -1193,13 +1449,47 @@ mod tests {
     #[test]
     fn no_fault_without_a_usable_kind() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        assert_eq!(choose_fault(&mut rng, &[], &hosts()), None);
-        assert_eq!(choose_fault(&mut rng, &[FaultKind::KillAgent], &[]), None);
+        assert_eq!(choose_fault(&mut rng, &[], &hosts(), true), None);
         assert_eq!(
-            choose_fault(&mut rng, &ALL, &[]),
-            Some(Fault::KillScheduler),
-            "only the scheduler can be hit without agents"
+            choose_fault(&mut rng, &[FaultKind::KillAgent], &[], true),
+            None
         );
+        let without_agents: BTreeSet<&str> = (0..100)
+            .filter_map(|_| choose_fault(&mut rng, &ALL, &[], false))
+            .map(|f| f.label())
+            .collect();
+        assert_eq!(
+            without_agents,
+            BTreeSet::from(["kill-scheduler", "master-failover"]),
+            "only the scheduler and the master can be hit without agents or ZooKeeper"
+        );
+        assert_eq!(
+            choose_fault(&mut rng, &[FaultKind::ZkLeaderLoss], &hosts(), false),
+            None,
+            "zk-leader-loss needs the cluster's ZooKeeper"
+        );
+    }
+
+    #[test]
+    fn a_failover_is_checked_on_the_frameworks_the_master_knows() {
+        let state = json!({ "frameworks": [
+            { "id": "fw-1", "active": true },
+            { "id": "fw-2", "active": false },
+        ]});
+        assert_eq!(
+            framework_ids(&state),
+            BTreeSet::from(["fw-1".to_owned(), "fw-2".to_owned()])
+        );
+        assert_eq!(active_frameworks(&state), 1);
+        assert_eq!(active_frameworks(&json!({})), 0);
+    }
+
+    #[test]
+    fn a_plugin_fault_covers_every_method() {
+        let faults = every_method(json!({ "hang": true }));
+        let methods = faults["methods"].as_object().expect("methods");
+        assert_eq!(methods.len(), 9);
+        assert!(methods.values().all(|f| f["hang"] == true));
     }
 
     #[test]

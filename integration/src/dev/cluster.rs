@@ -8,6 +8,12 @@ use std::time::Duration;
 use super::plan::{AgentPlan, DRIVER, Plan, attach_elsewhere, prepare};
 use super::{Args, DevError};
 use crate::process::Proc;
+use tether_zk::testing::ZkServer;
+
+/// The scheduler's state root in the cluster's ZooKeeper (`Options::zookeeper`).
+const ZK_ROOT: &str = "/tether/dev";
+/// Its ZooKeeper session timeout: short, so a lost ZooKeeper costs the leader its leadership in seconds.
+pub const ZK_SESSION_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// How the components are started.
 #[derive(Debug, Clone)]
@@ -76,6 +82,8 @@ pub struct Options {
     /// none` (an UNREACHABLE node waits for `tetherctl agents gone`). Storage fencing is safe here
     /// because the REX-Ray doubles attach a volume in one place only and preempt.
     pub storage_fencing: Option<Duration>,
+    /// Keep the scheduler's state in a standalone ZooKeeper the cluster starts (`--state zk://...`).
+    pub zookeeper: bool,
 }
 
 impl Options {
@@ -95,6 +103,7 @@ impl Options {
             attached_elsewhere: Vec::new(),
             preempt: true,
             storage_fencing: Some(Duration::from_secs(10)),
+            zookeeper: false,
         }
     }
 
@@ -108,6 +117,7 @@ impl Options {
             port_stride: args.port_stride,
             storage_fencing: (args.fencing == super::args::Fencing::Storage)
                 .then_some(args.unreachable_replace_after),
+            zookeeper: args.zookeeper,
             ..Options::new(components, args.nodes)
         }
     }
@@ -127,6 +137,8 @@ pub struct Cluster {
     pub sidecars: Vec<Proc>,
     pub emu: Option<Proc>,
     pub plugins: Vec<Proc>,
+    /// The standalone ZooKeeper holding the scheduler's state, with `Options::zookeeper`.
+    pub zookeeper: Option<ZkServer>,
     mount_timeout: Duration,
 }
 
@@ -144,8 +156,16 @@ impl Cluster {
             sidecars: Vec::new(),
             emu: None,
             plugins: Vec::new(),
+            zookeeper: None,
             mount_timeout: options.mount_timeout,
         };
+        if options.zookeeper {
+            let zk = ZkServer::start().await.map_err(|e| DevError::Component {
+                component: "zookeeper".into(),
+                message: e.to_string(),
+            })?;
+            cluster.zookeeper = Some(zk);
+        }
         let agents = cluster.plan.agents.clone();
         for a in &agents {
             cluster.start_plugin(a, options.preempt)?;
@@ -163,7 +183,7 @@ impl Cluster {
 
     /// Starts (or restarts) the volume plugin of agent `a`.
     pub fn start_plugin(&mut self, a: &AgentPlan, preempt: bool) -> Result<(), DevError> {
-        let socket = a.dir.join(format!("{DRIVER}.sock"));
+        let socket = Self::plugin_socket(a);
         let _ = std::fs::remove_file(&socket);
         let mut args: Vec<String> = vec![
             "--socket".into(),
@@ -188,7 +208,7 @@ impl Cluster {
 
     /// Waits until the volume plugin of `a` listens.
     pub async fn wait_plugin(&self, a: &AgentPlan) -> Result<(), DevError> {
-        let socket = a.dir.join(format!("{DRIVER}.sock"));
+        let socket = Self::plugin_socket(a);
         let log = self.plan.logs.join(format!("fake-rexray-{}.log", a.host));
         wait_for(&format!("fake-rexray on {}", a.host), &log, || {
             let s = socket.clone();
@@ -299,6 +319,14 @@ impl Cluster {
                 "data:/data",
             ]));
         }
+        if let Some(zk) = &self.zookeeper {
+            args.extend(strings(&[
+                "--state",
+                &zk.url(ZK_ROOT).to_string(),
+                "--zk-session-timeout",
+                &humantime::format_duration(ZK_SESSION_TIMEOUT).to_string(),
+            ]));
+        }
         if let Some(after) = options.storage_fencing {
             args.extend(strings(&[
                 "--fencing",
@@ -372,6 +400,11 @@ impl Cluster {
         };
         self.sidecars.remove(i).kill9();
         true
+    }
+
+    /// The socket of the volume plugin of `a` (also its `/Fake.*` fault API).
+    pub fn plugin_socket(a: &AgentPlan) -> PathBuf {
+        a.dir.join(format!("{DRIVER}.sock"))
     }
 
     /// SIGKILLs the volume plugin of `host`.
