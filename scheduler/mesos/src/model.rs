@@ -1538,6 +1538,21 @@ mod tests {
         );
     }
 
+    /// Found by fuzzing (`fuzz/corpus/mesos_events/regression-float-round-trip`): serde_json's default
+    /// float parser is off by an ulp for some large exponents, so an event written and read back changed.
+    #[test]
+    fn an_event_with_a_huge_timestamp_reads_back_as_written() {
+        let text = r#"{"type":"UPDATE","update":{"status":{"task_id":{"value":"es-1.1"},"state":"TASK_KILLED","timestamp":1718000011111111111111111111111111111111111111111111111111111111111111111111111111111111100.5}}}"#;
+        let event: Event = serde_json::from_str(text).unwrap();
+        let again: Event = serde_json::from_slice(&serde_json::to_vec(&event).unwrap()).unwrap();
+        assert_eq!(again, event);
+        let written = serde_json::json!(1.7180000111111108e90).to_string();
+        assert_eq!(
+            written.parse::<serde_json::Value>().unwrap(),
+            serde_json::json!(1.7180000111111108e90)
+        );
+    }
+
     #[test]
     fn offers_event_is_nested_and_unknown_fields_are_ignored() {
         let text = r#"{"type":"OFFERS","offers":{"offers":[{"id":{"value":"M-O1"},"framework_id":{"value":"F"},
