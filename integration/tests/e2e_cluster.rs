@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 
 use serde_json::json;
+use tether_integration::es_standin::testing::request;
 use tether_integration::testing::cluster::E2eCluster;
 use tether_integration::testing::es::{get_doc, put_doc, wait_es};
 use tether_integration::testing::scheduler::all_running;
@@ -94,20 +95,45 @@ async fn a_killed_agents_node_comes_back_elsewhere_with_its_data() {
     c.stop().await;
 }
 
-/// Security on (issue 12): every node's key is made on its agent, its CSR signed by the scheduler's
-/// cluster CA and installed before the launch; the nodes bootstrap one cluster over mutual TLS, and the
-/// scheduler, logging in as `elastic`, confirms it. Without credentials a node answers 401.
+/// Security on (issue 12), `full`: every node's key is made on its agent, its CSR signed by the
+/// scheduler's cluster CA and installed before the launch; the nodes bootstrap one cluster over mutual
+/// TLS, and the scheduler, logging in as `elastic` over HTTPS, confirms it. The HTTP layer speaks TLS only
+/// and answers 401 without credentials.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secure_cluster_forms_over_mutual_tls_with_certificates_the_scheduler_signed() {
-    let c = E2eCluster::start(3, 3, |o| o.es_security = "transport".into()).await;
+    let c = E2eCluster::start(3, 3, |o| o.es_security = "full".into()).await;
     let nodes = c.wait_nodes("three running nodes", all_running(3)).await;
     let uuid = c.wait_cluster_uuid().await;
     assert_ne!(uuid, "_na_");
-    let url = format!("http://{}:{}/", nodes[0].host, nodes[0].http_port);
-    let (status, _) = tether_integration::http_client::get_json(&url)
+    let state = c.cluster.plan.state.join("scheduler");
+    let ca = std::fs::read_to_string(state.join("es-ca.crt")).expect("the cluster CA");
+    let password = std::fs::read_to_string(state.join("elastic-password")).expect("the password");
+    let password = password.trim();
+    let https = format!("https://{}:{}/", nodes[0].host, nodes[0].http_port);
+    let http = format!("http://{}:{}/", nodes[0].host, nodes[0].http_port);
+    assert!(
+        request("GET", &http, None, Some(("elastic", password)), None)
+            .await
+            .is_err(),
+        "security full: plain HTTP gets no answer"
+    );
+    let (status, _) = request("GET", &https, None, None, Some(&ca))
         .await
-        .expect("the node answers");
+        .expect("the node answers over https");
     assert_eq!(status, 401, "security is on: no anonymous access");
+    let (status, root) = request("GET", &https, None, Some(("elastic", password)), Some(&ca))
+        .await
+        .expect("the node answers over https");
+    assert_eq!(status, 200, "{root}");
+    assert_eq!(root["cluster_uuid"], uuid.as_str(), "{root}");
+    let cluster = c
+        .admin()
+        .await
+        .get_cluster(tether_proto::v1::GetClusterRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(cluster.security, "full", "what tetherctl status shows");
     c.stop().await;
 }
 

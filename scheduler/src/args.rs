@@ -18,13 +18,13 @@ pub enum Containerizer {
 /// `--es-security`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum EsSecurity {
-    /// `transport` for 8.x images (their default is security on), `off` below 8.
+    /// `full` for 8.x images (their default is security on), `off` below 8.
     Auto,
     /// No security: `xpack.security.enabled=false`.
     Off,
     /// Transport TLS with certificates of the cluster CA, and the `elastic` password.
     Transport,
-    /// Transport and HTTP TLS, and the `elastic` password (refused for now).
+    /// Transport and HTTP TLS, and the `elastic` password.
     Full,
 }
 
@@ -129,9 +129,9 @@ pub struct Args {
     /// Environment variable for every node, `NAME=value`, repeatable.
     #[arg(long = "es-env", env = "TETHER_ES_ENV", value_delimiter = ';')]
     pub es_env: Vec<String>,
-    /// Elasticsearch security: `auto` (`transport` for 8.x images, `off` below 8), `off`, or `transport`
-    /// (transport TLS with certificates of the cluster CA, and the `elastic` password). `full` (HTTP TLS
-    /// too) is refused for now. Decided when the cluster first bootstraps and kept.
+    /// Elasticsearch security: `auto` (`full` for 8.x images, `off` below 8), `off`, `transport`
+    /// (transport TLS with certificates of the cluster CA, and the `elastic` password) or `full` (HTTP TLS
+    /// too). Decided when the cluster first bootstraps and kept: a later change is ignored.
     #[arg(long, env = "TETHER_ES_SECURITY", value_enum, default_value_t = EsSecurity::Auto)]
     pub es_security: EsSecurity,
     /// PEM certificate of the cluster CA that signs the nodes' certificates (with `--es-ca-key`); default

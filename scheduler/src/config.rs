@@ -78,7 +78,7 @@ pub fn core_config(args: &Args) -> Result<Config, SchedulerError> {
     c.data_volume = args.data_volume.clone();
     c.es_settings = pairs("--es-setting", &args.es_settings)?;
     c.es_env = pairs("--es-env", &args.es_env)?;
-    c.security = security(args)?;
+    c.security = security(args);
     c.volume_owner = volume_owner(&args.volume_owner)?;
     c.use_ip_address = args.use_ip_address;
     c.fencing = match args.fencing {
@@ -156,25 +156,18 @@ pub fn image_major_version(image: &str) -> Option<u32> {
 }
 
 /// `--es-security`, `auto` resolved from the image's tag (an unknown tag is taken as the current 8.x):
-/// `transport` from 8 on, `off` below. HTTP TLS (`full`) is refused for now: the scheduler issues and
-/// trusts the certificates, but a cluster with HTTP TLS has not been seen to bootstrap end to end here.
-fn security(args: &Args) -> Result<Security, SchedulerError> {
-    let wanted = match args.es_security {
+/// `full` from 8 on (8.x starts with security on: TLS on both layers), `off` below. This is only what a
+/// new cluster asks for; the core keeps what the cluster bootstrapped with (`Core::security`).
+fn security(args: &Args) -> Security {
+    match args.es_security {
         EsSecurity::Off => Security::Off,
         EsSecurity::Transport => Security::Transport,
-        EsSecurity::Full => {
-            return Err(SchedulerError::Config(
-                "--es-security full (HTTP TLS) is not supported yet; use transport (transport TLS and \
-                 the elastic password; HTTP stays plain)"
-                    .into(),
-            ));
-        }
+        EsSecurity::Full => Security::Full,
         EsSecurity::Auto => match image_major_version(&args.image) {
             Some(v) if v < 8 => Security::Off,
-            _ => Security::Transport,
+            _ => Security::Full,
         },
-    };
-    Ok(wanted)
+    }
 }
 
 /// With security on, the cluster CA and the `elastic` password: the operator's, or kept in (and on first
@@ -302,16 +295,28 @@ mod tests {
     #[test]
     fn auto_security_follows_the_image() {
         let old = args(&["--image", "elasticsearch:7.17.22"]);
-        assert_eq!(security(&old).expect("off below 8"), Security::Off);
-        assert_eq!(security(&args(&[])).expect("8.x"), Security::Transport);
-        let e = security(&args(&["--es-security", "full"])).expect_err("not yet");
-        assert!(e.to_string().contains("use transport"), "{e}");
+        assert_eq!(security(&old), Security::Off, "off below 8");
         assert_eq!(
-            security(&args(&["--es-security", "transport"])).expect("transport"),
+            security(&args(&[])),
+            Security::Full,
+            "8.x: TLS on both layers"
+        );
+        assert_eq!(
+            security(&args(&[
+                "--image",
+                "elasticsearch:7.17.22",
+                "--es-security",
+                "full"
+            ])),
+            Security::Full,
+            "an explicit choice is kept"
+        );
+        assert_eq!(
+            security(&args(&["--es-security", "transport"])),
             Security::Transport
         );
         let off = args(&["--es-security", "off"]);
-        assert_eq!(security(&off).expect("explicitly off"), Security::Off);
+        assert_eq!(security(&off), Security::Off, "explicitly off");
     }
 
     #[test]

@@ -1,0 +1,124 @@
+//! The scheduler's Elasticsearch client (`tether_scheduler::elasticsearch`) against a stand-in node with
+//! `--es-security full`'s HTTP layer: TLS with files named relative to the config directory, as the
+//! official image reads them, and basic auth as `elastic`. The client trusts the cluster CA only.
+
+use std::time::Duration;
+
+use tether_integration::es_standin::testing::{Pki, Running, Sandbox, start};
+use tether_scheduler::elasticsearch::{EsClient, EsClientConfig, EsError};
+
+const V8: &str = "docker.elastic.co/elasticsearch/elasticsearch:8.15.0";
+const PASSWORD: &str = "s3cret-elastic";
+
+/// A single 8.x node with security on and HTTP TLS, its certificate (SAN 127.0.0.1) signed by `pki` and
+/// installed under `config/node/`, the way the sidecar installs a node's identity.
+async fn https_node(sb: &Sandbox, pki: &Pki) -> Running {
+    // The image's config directory belongs to the node's user (1000:0).
+    let config = sb.layer("/usr/share/elasticsearch/config");
+    std::fs::create_dir_all(&config).expect("config dir");
+    std::os::unix::fs::chown(&config, Some(1000), Some(0)).expect("chown (tests run as root)");
+    pki.write_node(
+        &sb.layer("/usr/share/elasticsearch/config/node"),
+        "es-1",
+        &["127.0.0.1"],
+    );
+    let settings = [
+        "network.host=127.0.0.1",
+        "http.port=0",
+        "transport.port=0",
+        "xpack.security.enabled=true",
+        "xpack.security.http.ssl.enabled=true",
+        "xpack.security.http.ssl.key=node/node.key",
+        "xpack.security.http.ssl.certificate=node/node.crt",
+        "xpack.security.http.ssl.certificate_authorities=node/ca.crt",
+    ];
+    start(sb.env(V8, &[("ELASTIC_PASSWORD", PASSWORD)]), &settings)
+        .await
+        .expect("the node starts with HTTP TLS")
+}
+
+fn client(ca: Option<&Pki>, auth: bool) -> EsClient {
+    EsClient::new(EsClientConfig {
+        timeout: Duration::from_secs(5),
+        ca_pem: ca.map(|p| p.ca.cert_pem.clone()),
+        basic_auth: auth.then(|| ("elastic".to_owned(), PASSWORD.to_owned())),
+    })
+    .expect("client")
+}
+
+#[tokio::test]
+async fn the_client_reads_the_cluster_uuid_over_https_with_the_elastic_password() {
+    let sb = Sandbox::new();
+    let pki = Pki::new("cluster CA");
+    let node = https_node(&sb, &pki).await;
+    let root = client(Some(&pki), true)
+        .root(&node.http_url("https"))
+        .await
+        .expect("GET / over https as elastic");
+    assert!(
+        !root.cluster_uuid.is_empty(),
+        "GET / names a cluster uuid (or _na_): {root:?}"
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn without_credentials_the_https_node_answers_401() {
+    let sb = Sandbox::new();
+    let pki = Pki::new("cluster CA");
+    let node = https_node(&sb, &pki).await;
+    match client(Some(&pki), false)
+        .root(&node.http_url("https"))
+        .await
+    {
+        Err(EsError::Status { status, body, .. }) => {
+            assert_eq!(status, 401, "{body}");
+            assert!(body.contains("security_exception"), "{body}");
+        }
+        other => panic!("expected 401, got {other:?}"),
+    }
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn plain_http_to_an_https_node_gets_no_answer() {
+    let sb = Sandbox::new();
+    let pki = Pki::new("cluster CA");
+    let node = https_node(&sb, &pki).await;
+    let e = client(Some(&pki), true)
+        .root(&node.http_url("http"))
+        .await
+        .expect_err("the node speaks TLS only");
+    assert!(
+        matches!(e, EsError::Transport { .. } | EsError::Timeout { .. }),
+        "{e}"
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_node_certificate_signed_by_another_ca_is_refused() {
+    let sb = Sandbox::new();
+    let other = Pki::new("somebody else's CA");
+    let node = https_node(&sb, &other).await;
+    let cluster_ca = Pki::new("cluster CA");
+    let e = client(Some(&cluster_ca), true)
+        .root(&node.http_url("https"))
+        .await
+        .expect_err("the client trusts the cluster CA only");
+    match &e {
+        EsError::Transport { message, .. } => assert!(
+            message.contains("certificate") || message.contains("UnknownIssuer"),
+            "a certificate error: {message}"
+        ),
+        other => panic!("expected a TLS failure, got {other}"),
+    }
+    // The same client without any CA (security off) trusts no https node at all.
+    assert!(
+        client(None, true)
+            .root(&node.http_url("https"))
+            .await
+            .is_err()
+    );
+    node.stop().await;
+}
