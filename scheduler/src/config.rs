@@ -320,6 +320,37 @@ mod tests {
     }
 
     #[test]
+    fn the_default_volume_layout_is_valid_with_8x_security_and_the_seed_layout_without() {
+        let rexray = ["--external-volume-driver", "rexray"];
+        let c = core_config(&args(&rexray)).expect("the default command line with an 8.x image");
+        assert_eq!(c.security, Security::Full);
+        c.validate()
+            .expect("valid: the identity volume is inside the config dir");
+        let seed = [
+            "--external-volume-driver",
+            "rexray",
+            "--volume",
+            "config:/tmp/config,data:/data",
+        ];
+        let e = core_config(&args(&seed))
+            .and_then(|c| {
+                c.validate()
+                    .map_err(|e| SchedulerError::Config(e.to_string()))
+            })
+            .expect_err("the seed layout cannot hold 8.x TLS files");
+        assert!(e.to_string().contains("--volume config:"), "{e}");
+        let off: Vec<&str> = seed
+            .iter()
+            .copied()
+            .chain(["--es-security", "off"])
+            .collect();
+        core_config(&args(&off))
+            .expect("flags")
+            .validate()
+            .expect("the seed layout stays valid with security off");
+    }
+
+    #[test]
     fn task_options_merge_docker_parameters_and_read_the_task_user() {
         let a = args(&[
             "--docker-parameter",
