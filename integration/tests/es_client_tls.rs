@@ -122,3 +122,57 @@ async fn a_node_certificate_signed_by_another_ca_is_refused() {
     );
     node.stop().await;
 }
+
+/// The tests' own client (`http_client::EsAccess`, used by the e2e helpers and `tether-dev --chaos`)
+/// reaches the same node the same way, and is refused the same way.
+#[tokio::test]
+async fn the_test_client_reaches_an_https_node_with_the_cluster_ca_and_the_password() {
+    use tether_integration::http_client::{EsAccess, es_request};
+    let sb = Sandbox::new();
+    let pki = Pki::new("cluster CA");
+    let node = https_node(&sb, &pki).await;
+    let (host, port) = (
+        node.bound.http.ip().to_string(),
+        u32::from(node.bound.http.port()),
+    );
+    let full = EsAccess {
+        ca_pem: Some(pki.ca.cert_pem.clone()),
+        basic_auth: Some(("elastic".into(), PASSWORD.into())),
+    };
+    let r = es_request(&full, http::Method::GET, &host, port, "/", None)
+        .await
+        .expect("https as elastic");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let anonymous = EsAccess {
+        basic_auth: None,
+        ..full.clone()
+    };
+    let r = es_request(&anonymous, http::Method::GET, &host, port, "/", None)
+        .await
+        .expect("an answer");
+    assert_eq!(r.status, 401);
+    let other = EsAccess {
+        ca_pem: Some(Pki::new("another CA").ca.cert_pem.clone()),
+        ..full.clone()
+    };
+    assert!(
+        es_request(&other, http::Method::GET, &host, port, "/", None)
+            .await
+            .is_err(),
+        "a node certificate of another CA is refused"
+    );
+    assert!(
+        es_request(
+            &EsAccess::default(),
+            http::Method::GET,
+            &host,
+            port,
+            "/",
+            None
+        )
+        .await
+        .is_err(),
+        "plain HTTP gets no answer"
+    );
+    node.stop().await;
+}
