@@ -146,13 +146,20 @@ fn pairs(flag: &str, values: &[String]) -> Result<Vec<(String, String)>, Schedul
         .collect()
 }
 
-/// The major version an image's tag names (`...elasticsearch:7.17.22` → 7); `None` without a numeric tag.
+/// The major version an image's tag names (`...elasticsearch:7.17.22` → 7, `8.15.0-amd64` → 8); `None`
+/// unless the tag is a version: every dotted part of it (before a `-` or `+` suffix, or a digest) a
+/// number. A tag such as `3f2a9c81b7e0` (a build id) is no version 3.
 #[must_use]
 pub fn image_major_version(image: &str) -> Option<u32> {
-    let name = image.rsplit('/').next().unwrap_or(image);
+    let no_digest = image.split('@').next().unwrap_or(image);
+    let name = no_digest.rsplit('/').next().unwrap_or(no_digest);
     let tag = name.split_once(':')?.1;
-    let digits: String = tag.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
+    let version = tag.split(['-', '+']).next().unwrap_or("");
+    let parts: Vec<u32> = version
+        .split('.')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    (parts.len() <= 3).then(|| parts.first().copied()).flatten()
 }
 
 /// `--es-security`, `auto` resolved from the image's tag (an unknown tag is taken as the current 8.x):
@@ -290,6 +297,12 @@ mod tests {
         assert_eq!(image_major_version("registry:5000/es:8.15.0"), Some(8));
         assert_eq!(image_major_version("registry:5000/es"), None);
         assert_eq!(image_major_version("es:latest"), None);
+        assert_eq!(image_major_version("es:8.15.1-amd64@sha256:abc"), Some(8));
+        assert_eq!(
+            image_major_version("tether/es-standin:3f2a9c81b7e0"),
+            None,
+            "a build id that starts with a digit is no version"
+        );
     }
 
     #[test]
