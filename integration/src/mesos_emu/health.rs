@@ -440,6 +440,72 @@ mod tests {
         assert!(verdicts[2].kill_task);
     }
 
+    /// `curl -k`: an HTTPS check passes against a certificate nobody trusts, and its code still counts.
+    #[tokio::test]
+    async fn an_https_check_does_not_verify_the_certificate_but_reads_the_code() {
+        use http_body_util::Full;
+        use hyper::service::service_fn;
+        use rustls::pki_types::pem::PemObject as _;
+        let ca = crate::es_standin::certs::Ca::new("nobody's CA").expect("CA");
+        let leaf = ca.leaf("node", &["127.0.0.1".into()]).expect("leaf");
+        let certs: Vec<rustls::pki_types::CertificateDer<'static>> =
+            rustls::pki_types::CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .expect("cert");
+        let key =
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("key");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(s).await else {
+                        return;
+                    };
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(
+                            hyper_util::rt::TokioIo::new(tls),
+                            service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                                // Elasticsearch with security on: 401 without credentials.
+                                let code = if req.uri().path() == "/" { 200 } else { 401 };
+                                let mut r = http::Response::new(Full::new(bytes::Bytes::new()));
+                                *r.status_mut() = http::StatusCode::from_u16(code).expect("code");
+                                Ok::<_, std::convert::Infallible>(r)
+                            }),
+                        )
+                        .await;
+                });
+            }
+        });
+        let https = |path: &str| Probe::Http {
+            https: true,
+            host: "127.0.0.1".into(),
+            port,
+            path: path.into(),
+        };
+        https("/")
+            .check()
+            .await
+            .expect("an untrusted certificate is fine");
+        let e = https("/_cluster/health")
+            .check()
+            .await
+            .expect_err("401 fails");
+        assert!(e.contains("401"), "{e}");
+    }
+
     #[tokio::test]
     async fn probes_check_tcp_and_http_codes_as_curl_does() {
         use http_body_util::Full;
