@@ -313,6 +313,49 @@ impl rustls::client::danger::ServerCertVerifier for Insecure {
 mod tests {
     use super::*;
 
+    /// A server (HTTPS with `tls`) answering like an Elasticsearch with security on: 401 on `/secure`
+    /// (no credentials), 200 elsewhere. Its port.
+    async fn es_like_server(tls: Option<tokio_rustls::TlsAcceptor>) -> u16 {
+        use http_body_util::Full;
+        use hyper::service::service_fn;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let service = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+            let code = if req.uri().path() == "/secure" {
+                401
+            } else {
+                200
+            };
+            let mut r = http::Response::new(Full::new(bytes::Bytes::new()));
+            *r.status_mut() = http::StatusCode::from_u16(code).expect("code");
+            Ok::<_, std::convert::Infallible>(r)
+        });
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let _ = match tls {
+                        None => {
+                            http.serve_connection(hyper_util::rt::TokioIo::new(s), service)
+                                .await
+                        }
+                        Some(acceptor) => match acceptor.accept(s).await {
+                            Ok(t) => {
+                                http.serve_connection(hyper_util::rt::TokioIo::new(t), service)
+                                    .await
+                            }
+                            Err(_) => return,
+                        },
+                    };
+                });
+            }
+        });
+        port
+    }
+
     fn policy() -> Policy {
         Policy {
             delay: Duration::from_secs(15),
@@ -443,8 +486,6 @@ mod tests {
     /// `curl -k`: an HTTPS check passes against a certificate nobody trusts, and its code still counts.
     #[tokio::test]
     async fn an_https_check_does_not_verify_the_certificate_but_reads_the_code() {
-        use http_body_util::Full;
-        use hyper::service::service_fn;
         use rustls::pki_types::pem::PemObject as _;
         let ca = crate::es_standin::certs::Ca::new("nobody's CA").expect("CA");
         let leaf = ca.leaf("node", &["127.0.0.1".into()]).expect("leaf");
@@ -463,32 +504,7 @@ mod tests {
         .with_single_cert(certs, key)
         .expect("server config");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        tokio::spawn(async move {
-            while let Ok((s, _)) = listener.accept().await {
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(s).await else {
-                        return;
-                    };
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(
-                            hyper_util::rt::TokioIo::new(tls),
-                            service_fn(|req: http::Request<hyper::body::Incoming>| async move {
-                                // Elasticsearch with security on: 401 without credentials.
-                                let code = if req.uri().path() == "/" { 200 } else { 401 };
-                                let mut r = http::Response::new(Full::new(bytes::Bytes::new()));
-                                *r.status_mut() = http::StatusCode::from_u16(code).expect("code");
-                                Ok::<_, std::convert::Infallible>(r)
-                            }),
-                        )
-                        .await;
-                });
-            }
-        });
+        let port = es_like_server(Some(acceptor)).await;
         let https = |path: &str| Probe::Http {
             https: true,
             host: "127.0.0.1".into(),
@@ -499,17 +515,12 @@ mod tests {
             .check()
             .await
             .expect("an untrusted certificate is fine");
-        let e = https("/_cluster/health")
-            .check()
-            .await
-            .expect_err("401 fails");
+        let e = https("/secure").check().await.expect_err("401 fails");
         assert!(e.contains("401"), "{e}");
     }
 
     #[tokio::test]
     async fn probes_check_tcp_and_http_codes_as_curl_does() {
-        use http_body_util::Full;
-        use hyper::service::service_fn;
         let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -521,28 +532,7 @@ mod tests {
         };
         assert!(tcp.check().await.is_err(), "nothing listens");
 
-        // An HTTP server answering 401 on `/secure` (an Elasticsearch with security on) and 200 elsewhere.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        tokio::spawn(async move {
-            while let Ok((s, _)) = listener.accept().await {
-                tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(
-                    hyper_util::rt::TokioIo::new(s),
-                    service_fn(|req: http::Request<hyper::body::Incoming>| async move {
-                        let code = if req.uri().path() == "/secure" {
-                            401
-                        } else {
-                            200
-                        };
-                        let mut r = http::Response::new(Full::new(bytes::Bytes::new()));
-                        *r.status_mut() = http::StatusCode::from_u16(code).expect("code");
-                        Ok::<_, std::convert::Infallible>(r)
-                    }),
-                ));
-            }
-        });
+        let port = es_like_server(None).await;
         Probe::Tcp {
             host: "127.0.0.1".into(),
             port,
