@@ -8,7 +8,8 @@
 #
 # Images: tether/{mesos-emu,fake-rexray,tether-sidecar,tether-scheduler,es-standin}:TAG, each holding one
 # binary as its entrypoint. The state directory ($TETHER_COMPOSE_DIR, default /tmp/tether-compose) gets
-# the admin and agent tokens; compose.yaml mounts it at the same path in every container, because the
+# the admin and agent tokens and the scheduler listener's TLS files (`tls/`, made with openssl);
+# compose.yaml mounts it at the same path in every container, because the
 # plugins' mountpoints must mean the same path to the host's Docker engine that bind-mounts them.
 set -euo pipefail
 
@@ -72,4 +73,23 @@ for t in admin agent; do
     (umask 077; od -An -N32 -tx1 /dev/urandom | tr -d ' \n' > "$STATE/$t.token")
   fi
 done
+# The scheduler's gRPC listener runs TLS (the `elastic` password crosses it): a CA and a certificate for
+# the scheduler's address, made anew each time (the subnet may differ from the last run's).
+SUBNET=${TETHER_COMPOSE_SUBNET:-127.0.0}
+tls=$STATE/tls
+mkdir -p "$tls"
+(
+  umask 077
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+    -subj "/CN=tether-compose listener CA" -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -keyout "$tls/ca.key" -out "$tls/ca.crt" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=tether-scheduler" \
+    -keyout "$tls/scheduler.key" -out "$tls/scheduler.csr" 2>/dev/null
+  printf 'subjectAltName=IP:%s.2,DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' \
+    "$SUBNET" > "$tls/scheduler.ext"
+  openssl x509 -req -in "$tls/scheduler.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" -CAcreateserial \
+    -days 365 -extfile "$tls/scheduler.ext" -out "$tls/scheduler.crt" 2>/dev/null
+)
+chmod 644 "$tls/ca.crt" "$tls/scheduler.crt"
 echo "state directory $STATE ready"

@@ -6,8 +6,10 @@
 //! *which process* answered hold one: the chaos writer checks once that a connection is served by the
 //! right node's data and then credits every acknowledgement on it to that node, and the ingest benchmark
 //! scrapes `/metrics` every millisecond without reconnecting. Everyone else uses the one-shot functions,
-//! which open a connection per request. Every exchange is bounded by a timeout and every answer's body by
-//! a size cap ([`Limits`]), so a stuck or runaway peer fails the caller instead of hanging it.
+//! which open a connection per request. An Elasticsearch node with security on is reached through
+//! [`EsAccess`] (HTTPS trusting the cluster CA, basic auth as `elastic`). Every exchange is bounded by a
+//! timeout and every answer's body by a size cap ([`Limits`]), so a stuck or runaway peer fails the
+//! caller instead of hanging it.
 
 use std::path::Path;
 use std::time::Duration;
@@ -67,6 +69,80 @@ pub enum HttpError {
     TooLarge { peer: String, cap: usize },
     #[error("{peer}: no answer within {timeout:?}")]
     Timeout { peer: String, timeout: Duration },
+    #[error("{peer}: TLS: {message}")]
+    Tls { peer: String, message: String },
+}
+
+/// How a client reaches an Elasticsearch node's HTTP layer. With security on a node wants the `elastic`
+/// user's basic auth; with `--es-security full` it speaks HTTPS only, with a certificate of the cluster
+/// CA. The default is plain HTTP without credentials (`--es-security off`).
+#[derive(Clone, Default)]
+pub struct EsAccess {
+    /// PEM of the cluster CA: HTTPS, trusting only it.
+    pub ca_pem: Option<String>,
+    /// `(user, password)` for basic auth.
+    pub basic_auth: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for EsAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EsAccess")
+            .field("https", &self.ca_pem.is_some())
+            .field("user", &self.basic_auth.as_ref().map(|(u, _)| u))
+            .finish()
+    }
+}
+
+impl EsAccess {
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        if self.ca_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// `<scheme>://host:port<path>`.
+    pub fn url(&self, host: &str, port: u32, path: &str) -> String {
+        format!("{}://{host}:{port}{path}", self.scheme())
+    }
+
+    fn authorization(&self) -> Option<http::HeaderValue> {
+        use base64::Engine as _;
+        let (user, password) = self.basic_auth.as_ref()?;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        http::HeaderValue::from_str(&format!("Basic {token}")).ok()
+    }
+
+    /// A TLS client trusting only the cluster CA.
+    fn tls(&self, peer: &str) -> Result<Option<tokio_rustls::TlsConnector>, HttpError> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject as _;
+        let Some(pem) = &self.ca_pem else {
+            return Ok(None);
+        };
+        let tls = |message: String| HttpError::Tls {
+            peer: peer.to_owned(),
+            message,
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            roots
+                .add(cert.map_err(|e| tls(e.to_string()))?)
+                .map_err(|e| tls(e.to_string()))?;
+        }
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok(Some(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+            config,
+        ))))
+    }
 }
 
 /// An answer: its status and whole body.
@@ -103,6 +179,8 @@ pub struct Conn {
     /// The peer in error messages.
     peer: String,
     limits: Limits,
+    /// Sent with every request (an Elasticsearch node with security on).
+    authorization: Option<http::HeaderValue>,
 }
 
 impl Conn {
@@ -120,6 +198,46 @@ impl Conn {
         // Requests are small and answered at once; Nagle would add 40 ms to each.
         let _ = stream.set_nodelay(true);
         Conn::handshake(TokioIo::new(stream), authority.to_owned(), peer, limits).await
+    }
+
+    /// Connects to the Elasticsearch node at `host:port` as `access` says: HTTPS trusting the cluster CA,
+    /// and its credentials on every request.
+    pub async fn es(
+        host: &str,
+        port: u32,
+        access: &EsAccess,
+        limits: Limits,
+    ) -> Result<Conn, HttpError> {
+        let authority = format!("{host}:{port}");
+        let Some(tls) = access.tls(&authority)? else {
+            let mut conn = Conn::tcp(&authority, limits).await?;
+            conn.authorization = access.authorization();
+            return Ok(conn);
+        };
+        let peer = authority.clone();
+        let stream = bounded(&peer, limits.timeout, async {
+            let tcp = tokio::net::TcpStream::connect(&authority)
+                .await
+                .map_err(|source| HttpError::Connect {
+                    peer: peer.clone(),
+                    source,
+                })?;
+            let _ = tcp.set_nodelay(true);
+            let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| {
+                HttpError::Tls {
+                    peer: peer.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+            tls.connect(name, tcp).await.map_err(|e| HttpError::Tls {
+                peer: peer.clone(),
+                message: e.to_string(),
+            })
+        })
+        .await?;
+        let mut conn = Conn::handshake(TokioIo::new(stream), authority, peer, limits).await?;
+        conn.authorization = access.authorization();
+        Ok(conn)
     }
 
     /// Connects to the HTTP server on the unix socket at `path`.
@@ -161,6 +279,7 @@ impl Conn {
             host,
             peer,
             limits,
+            authorization: None,
         })
     }
 
@@ -178,6 +297,9 @@ impl Conn {
             .header(header::HOST, &self.host);
         if body.is_some() {
             req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(auth) = &self.authorization {
+            req = req.header(header::AUTHORIZATION, auth.clone());
         }
         let req = req
             .body(Full::new(Bytes::from(
@@ -275,6 +397,20 @@ pub async fn put_json(url: &str, body: &Value) -> Result<(u16, Value), HttpError
 pub async fn post_json(url: &str, body: Option<&Value>) -> Result<(u16, Value), HttpError> {
     let r = request(Method::POST, url, body).await?;
     Ok((r.status, r.json()))
+}
+
+/// One request to the Elasticsearch node at `host:port` on a fresh connection, as `access` says, within
+/// the default [`Limits`].
+pub async fn es_request(
+    access: &EsAccess,
+    method: Method,
+    host: &str,
+    port: u32,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Reply, HttpError> {
+    let mut conn = Conn::es(host, port, access, Limits::default()).await?;
+    conn.send(method, path, body).await
 }
 
 /// `POST path` with a JSON body to the HTTP server on a unix socket (e.g. a fake-rexray's

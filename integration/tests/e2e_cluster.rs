@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 
 use serde_json::json;
+use tether_integration::es_standin::testing::request;
 use tether_integration::testing::cluster::E2eCluster;
 use tether_integration::testing::es::{get_doc, put_doc, wait_es};
 use tether_integration::testing::scheduler::all_running;
@@ -16,6 +17,7 @@ use tether_integration::testing::scheduler::all_running;
 async fn a_killed_agents_node_comes_back_elsewhere_with_its_data() {
     // Zones alternate a, b, a, b: node 2's volumes are in zone-b, which has a spare agent.
     let c = E2eCluster::start(4, 3, |_| {}).await;
+    let es = c.es().await;
     let nodes = c.wait_nodes("three running nodes", all_running(3)).await;
     assert_eq!(nodes.iter().map(|n| n.id).collect::<Vec<_>>(), [1, 2, 3]);
     assert_eq!(
@@ -27,12 +29,29 @@ async fn a_killed_agents_node_comes_back_elsewhere_with_its_data() {
         3
     );
     for n in &nodes {
-        wait_es(n).await;
-        put_doc(n, &format!("doc-{}", n.id), json!({ "written_to": n.id })).await;
+        wait_es(&es, n).await;
+        put_doc(
+            &es,
+            n,
+            &format!("doc-{}", n.id),
+            json!({ "written_to": n.id }),
+        )
+        .await;
     }
     // Bootstrap is what a node reports, not a task reaching RUNNING.
     let uuid = c.wait_cluster_uuid().await;
     assert_ne!(uuid, "_na_");
+    let cluster = c
+        .admin()
+        .await
+        .get_cluster(tether_proto::v1::GetClusterRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(
+        cluster.security, "full",
+        "the local cluster is secure by default (auto, 8.x)"
+    );
 
     let victim = nodes.iter().find(|n| n.id == 2).expect("node 2").clone();
     // The machine dies: UNREACHABLE after the ping timeout, replaced by storage fencing after the delay.
@@ -63,51 +82,74 @@ async fn a_killed_agents_node_comes_back_elsewhere_with_its_data() {
     );
     assert_ne!(moved.task_id, victim.task_id, "a new task, same node id");
     assert_eq!(moved.volumes, victim.volumes, "same volumes");
-    let root = wait_es(moved).await;
+    let root = wait_es(&es, moved).await;
     assert_eq!(
         root["data_created_by_node_id"], "2",
         "the data directory is node 2's: {root}"
     );
-    // It answers before it has rejoined (`_na_` until then).
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    let mut rejoined = root.clone();
-    while rejoined["cluster_uuid"] == "_na_" && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        rejoined = wait_es(moved).await;
-    }
+    // `wait_es` returned once the node had joined a cluster: its own.
     assert_eq!(
-        rejoined["cluster_uuid"], uuid,
-        "the moved node rejoined its cluster: {rejoined}"
+        root["cluster_uuid"], uuid,
+        "the moved node rejoined its cluster: {root}"
     );
     assert_eq!(c.wait_cluster_uuid().await, uuid, "the stored UUID stays");
     assert_eq!(
-        get_doc(moved, "doc-2").await,
+        get_doc(&es, moved, "doc-2").await,
         Some(json!({ "written_to": 2 })),
         "data followed the node"
     );
     for n in after.iter().filter(|n| n.id != 2) {
         assert_eq!(
-            get_doc(n, &format!("doc-{}", n.id)).await,
+            get_doc(&es, n, &format!("doc-{}", n.id)).await,
             Some(json!({ "written_to": n.id }))
         );
     }
     c.stop().await;
 }
 
-/// Security on (issue 12): every node's key is made on its agent, its CSR signed by the scheduler's
-/// cluster CA and installed before the launch; the nodes bootstrap one cluster over mutual TLS, and the
-/// scheduler, logging in as `elastic`, confirms it. Without credentials a node answers 401.
+/// Security on (issue 12), `full`: every node's key is made on its agent, its CSR signed by the
+/// scheduler's cluster CA and installed before the launch; the nodes bootstrap one cluster over mutual
+/// TLS, and the scheduler, logging in as `elastic` over HTTPS, confirms it. The HTTP layer speaks TLS only
+/// and answers 401 without credentials.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secure_cluster_forms_over_mutual_tls_with_certificates_the_scheduler_signed() {
-    let c = E2eCluster::start(3, 3, |o| o.es_security = "transport".into()).await;
+    let c = E2eCluster::start(3, 3, |o| o.es_security = "full".into()).await;
     let nodes = c.wait_nodes("three running nodes", all_running(3)).await;
     let uuid = c.wait_cluster_uuid().await;
     assert_ne!(uuid, "_na_");
-    let url = format!("http://{}:{}/", nodes[0].host, nodes[0].http_port);
-    let (status, _) = tether_integration::http_client::get_json(&url)
+    // Node 1 serves once it has joined (RUNNING comes before its listener; another node may have
+    // reported the UUID first).
+    let root = wait_es(&c.es().await, &nodes[0]).await;
+    assert_eq!(root["cluster_uuid"], uuid.as_str(), "{root}");
+    let state = c.cluster.plan.state.join("scheduler");
+    let ca = std::fs::read_to_string(state.join("es-ca.crt")).expect("the cluster CA");
+    let password = std::fs::read_to_string(state.join("elastic-password")).expect("the password");
+    let password = password.trim();
+    let https = format!("https://{}:{}/", nodes[0].host, nodes[0].http_port);
+    let http = format!("http://{}:{}/", nodes[0].host, nodes[0].http_port);
+    assert!(
+        request("GET", &http, None, Some(("elastic", password)), None)
+            .await
+            .is_err(),
+        "security full: plain HTTP gets no answer"
+    );
+    let (status, _) = request("GET", &https, None, None, Some(&ca))
         .await
-        .expect("the node answers");
+        .expect("the node answers over https");
     assert_eq!(status, 401, "security is on: no anonymous access");
+    let (status, root) = request("GET", &https, None, Some(("elastic", password)), Some(&ca))
+        .await
+        .expect("the node answers over https");
+    assert_eq!(status, 200, "{root}");
+    assert_eq!(root["cluster_uuid"], uuid.as_str(), "{root}");
+    let cluster = c
+        .admin()
+        .await
+        .get_cluster(tether_proto::v1::GetClusterRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(cluster.security, "full", "what tetherctl status shows");
     c.stop().await;
 }
 
@@ -139,11 +181,9 @@ async fn a_missing_volume_keeps_its_node_pending_with_the_reason() {
     let out = tokio::process::Command::new(
         tether_integration::process::bin_path("tetherctl").expect("tetherctl"),
     )
-    .args([
-        "--scheduler",
-        &format!("http://{}", plan.admin),
-        "--token-file",
-    ])
+    .args(["--scheduler", &plan.scheduler_url(), "--ca-cert"])
+    .arg(&plan.tls_ca)
+    .arg("--token-file")
     .arg(&plan.admin_token)
     .args(["nodes", "--output", "json"])
     .output()

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::json;
+use tether_integration::dev::es_access_for;
 use tether_integration::docker_engine::{DEFAULT_SOCKET, DockerEngine};
 use tether_integration::http_client;
 use tether_integration::mesos_emu::docker_launcher::LABEL_INSTANCE;
@@ -25,7 +26,7 @@ use tether_integration::process::bin_dir;
 use tether_integration::testing::cluster::SubnetLease;
 use tether_integration::testing::docker::{TestResult as R, docker_required, engine_available};
 use tether_integration::testing::es::{get_doc, put_doc, wait_es};
-use tether_integration::testing::scheduler::{AuthedAdmin, admin_client};
+use tether_integration::testing::scheduler::{AuthedAdmin, admin_client_at};
 use tether_proto::v1::{ListNodesRequest, Node};
 
 const BINS: [&str; 5] = [
@@ -197,7 +198,8 @@ async fn connect_admin(addr: SocketAddr, token: &Path, compose: &Compose) -> Aut
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    admin_client(addr, token).await
+    let ca = token.with_file_name("tls").join("ca.crt");
+    admin_client_at(&format!("https://{addr}"), Some(&ca), token).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,6 +265,14 @@ async fn compose_cluster_relaunches_a_dead_agents_node_with_its_documents() -> R
         ns.len() == 3 && ns.iter().all(|n| n.state == "RUNNING")
     })
     .await;
+    // compose.yaml runs security `auto`: `full` with the stand-in's 8.x default.
+    let security = admin
+        .get_cluster(tether_proto::v1::GetClusterRequest {})
+        .await?
+        .into_inner()
+        .security;
+    assert_eq!(security, "full", "compose runs secure by default");
+    let es = es_access_for(&security, &state.join("scheduler"))?;
     let engine = DockerEngine::new(DEFAULT_SOCKET);
     let tasks = engine
         .containers_labelled(LABEL_INSTANCE, &instance)
@@ -273,9 +283,15 @@ async fn compose_cluster_relaunches_a_dead_agents_node_with_its_documents() -> R
         "one es-standin container per node: {tasks:?}"
     );
     for n in &nodes {
-        let root = wait_es(n).await;
+        let root = wait_es(&es, n).await;
         assert_eq!(root["data_created_by_node_id"], n.id.to_string(), "{root}");
-        put_doc(n, &format!("doc-{}", n.id), json!({ "written_to": n.id })).await;
+        put_doc(
+            &es,
+            n,
+            &format!("doc-{}", n.id),
+            json!({ "written_to": n.id }),
+        )
+        .await;
     }
 
     // Agents .11-.14 alternate zone-a, zone-b; the victim is the node whose zone has the spare agent.
@@ -335,20 +351,20 @@ async fn compose_cluster_relaunches_a_dead_agents_node_with_its_documents() -> R
         .ok_or("victim vanished")?;
     assert_ne!(moved.task_id, victim.task_id, "a new task, same node id");
     assert_eq!(moved.volumes, victim.volumes, "same volumes");
-    let root = wait_es(moved).await;
+    let root = wait_es(&es, moved).await;
     assert_eq!(
         root["data_created_by_node_id"],
         victim.id.to_string(),
         "{root}"
     );
     assert_eq!(
-        get_doc(moved, &format!("doc-{}", victim.id)).await,
+        get_doc(&es, moved, &format!("doc-{}", victim.id)).await,
         Some(json!({ "written_to": victim.id })),
         "the documents followed the node"
     );
     for n in after.iter().filter(|n| n.id != victim.id) {
         assert_eq!(
-            get_doc(n, &format!("doc-{}", n.id)).await,
+            get_doc(&es, n, &format!("doc-{}", n.id)).await,
             Some(json!({ "written_to": n.id }))
         );
     }

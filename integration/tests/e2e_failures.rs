@@ -57,9 +57,10 @@ async fn assert_not_relaunched(c: &E2eCluster, window: Duration, allowed_task: O
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_node_is_replaced_only_once_its_agent_is_gone() {
     let c = E2eCluster::start(4, 3, |_| {}).await;
+    let es = c.es().await;
     let (two, _) = node_two_and_spare(&c).await;
-    wait_es(&two).await;
-    put_doc(&two, "doc-2", json!({ "v": 2 })).await;
+    wait_es(&es, &two).await;
+    put_doc(&es, &two, "doc-2", json!({ "v": 2 })).await;
 
     c.emu_fault(&format!("agents/{}/partition", two.agent_id))
         .await;
@@ -89,8 +90,8 @@ async fn a_partitioned_node_is_replaced_only_once_its_agent_is_gone() {
         })
         .await;
     let moved = node(&after, 2);
-    wait_es(&moved).await;
-    assert_eq!(get_doc(&moved, "doc-2").await, Some(json!({ "v": 2 })));
+    wait_es(&es, &moved).await;
+    assert_eq!(get_doc(&es, &moved, "doc-2").await, Some(json!({ "v": 2 })));
     c.stop().await;
 }
 
@@ -99,10 +100,11 @@ async fn a_partitioned_node_is_replaced_only_once_its_agent_is_gone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduler_killed_mid_relaunch_leaves_no_duplicate() {
     let mut c = E2eCluster::start(4, 3, |_| {}).await;
+    let es = c.es().await;
     let nodes = c.wait_nodes("three running nodes", all_running(3)).await;
     for n in &nodes {
-        wait_es(n).await;
-        put_doc(n, &format!("doc-{}", n.id), json!({ "v": n.id })).await;
+        wait_es(&es, n).await;
+        put_doc(&es, n, &format!("doc-{}", n.id), json!({ "v": n.id })).await;
     }
     let two = node(&nodes, 2);
     kill_agent_of(&mut c, &two).await;
@@ -142,9 +144,9 @@ async fn a_scheduler_killed_mid_relaunch_leaves_no_duplicate() {
     }
     assert_eq!(writers, vec![]);
     for n in &after {
-        wait_es(n).await;
+        wait_es(&es, n).await;
         assert_eq!(
-            get_doc(n, &format!("doc-{}", n.id)).await,
+            get_doc(&es, n, &format!("doc-{}", n.id)).await,
             Some(json!({ "v": n.id })),
             "node {}",
             n.id

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use tether_integration::http_client;
+use tether_integration::http_client::EsAccess;
 use tether_integration::testing::cluster::E2eCluster;
 use tether_integration::testing::ctl::{tetherctl, tetherctl_answering};
 use tether_integration::testing::es::{get_doc, put_doc, wait_es};
@@ -32,9 +33,10 @@ fn node(nodes: &[Node], id: u64) -> Node {
 async fn node_two_with_documents(c: &E2eCluster, count: usize) -> Node {
     let nodes = c.wait_nodes("three running nodes", all_running(3)).await;
     let two = node(&nodes, 2);
-    wait_es(&two).await;
+    let es = c.es().await;
+    wait_es(&es, &two).await;
     for i in 0..count {
-        put_doc(&two, &format!("doc-2-{i}"), json!({ "i": i })).await;
+        put_doc(&es, &two, &format!("doc-2-{i}"), json!({ "i": i })).await;
     }
     two
 }
@@ -46,25 +48,13 @@ async fn kill_machine_of(c: &mut E2eCluster, n: &Node) {
     c.cluster.kill_plugin(&n.host);
 }
 
-/// `--scheduler` and `--token-file` of the cluster, as tetherctl's environment.
-fn ctl_env(c: &E2eCluster) -> Vec<(&'static str, String)> {
-    let plan = &c.cluster.plan;
-    vec![
-        ("TETHER_SCHEDULER", format!("http://{}", plan.admin)),
-        (
-            "TETHER_ADMIN_TOKEN_FILE",
-            plan.admin_token.display().to_string(),
-        ),
-    ]
-}
-
 fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
 /// Node `id` as `tetherctl --output json nodes` shows it.
 async fn node_json(c: &E2eCluster, id: u64) -> serde_json::Value {
-    let env = ctl_env(c);
+    let env = c.tetherctl_env();
     let out = tetherctl(&["--output", "json", "nodes"], &env_refs(&env)).await;
     assert!(out.ok, "{out:?}");
     let all: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
@@ -92,11 +82,11 @@ async fn assert_no_relaunch(c: &E2eCluster, window: Duration, allowed: Option<&s
     }
 }
 
-async fn all_documents_back(moved: &Node, count: usize) {
-    wait_es(moved).await;
+async fn all_documents_back(es: &EsAccess, moved: &Node, count: usize) {
+    wait_es(es, moved).await;
     for i in 0..count {
         assert_eq!(
-            get_doc(moved, &format!("doc-2-{i}")).await,
+            get_doc(es, moved, &format!("doc-2-{i}")).await,
             Some(json!({ "i": i })),
             "acknowledged document doc-2-{i} on {}",
             moved.host
@@ -123,7 +113,7 @@ async fn without_fencing_a_dead_agents_node_waits_for_the_operator() {
     );
     assert_no_relaunch(&c, Duration::from_secs(5), None).await;
 
-    let env = ctl_env(&c);
+    let env = c.tetherctl_env();
     let env = env_refs(&env);
     // An agent that is up is refused; so is an answer other than `yes`.
     let spare = c
@@ -154,7 +144,7 @@ async fn without_fencing_a_dead_agents_node_waits_for_the_operator() {
                 .any(|n| n.id == 2 && n.state == "RUNNING" && n.host != two.host)
         })
         .await;
-    all_documents_back(&node(&after, 2), 3).await;
+    all_documents_back(&c.es().await, &node(&after, 2), 3).await;
     assert_eq!(c.duplicate_writers().await, vec![]);
     c.stop().await;
 }
@@ -197,7 +187,7 @@ async fn with_storage_fencing_a_dead_agents_node_comes_back_on_its_own() {
         .await;
     let moved = node(&after, 2);
     assert_ne!(moved.task_id, two.task_id);
-    all_documents_back(&moved, 5).await;
+    all_documents_back(&c.es().await, &moved, 5).await;
     assert_eq!(c.duplicate_writers().await, vec![]);
     c.stop().await;
 }
@@ -205,6 +195,7 @@ async fn with_storage_fencing_a_dead_agents_node_comes_back_on_its_own() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healed_old_task_wrote_nothing_after_the_takeover_and_is_killed() {
     let mut c = E2eCluster::start(4, 3, |_| {}).await;
+    let es = c.es().await;
     let two = node_two_with_documents(&c, 3).await;
     // Cut off with its processes frozen; its sidecar is cut off too.
     c.emu_fault(&format!("agents/{}/partition?freeze=true", two.agent_id))
@@ -217,20 +208,25 @@ async fn a_healed_old_task_wrote_nothing_after_the_takeover_and_is_killed() {
         })
         .await;
     let moved = node(&after, 2);
-    all_documents_back(&moved, 3).await;
-    put_doc(&moved, "doc-2-new", json!({ "on": "new" })).await;
+    all_documents_back(&c.es().await, &moved, 3).await;
+    put_doc(&es, &moved, "doc-2-new", json!({ "on": "new" })).await;
 
     // The partition heals: the old process runs again. Whatever it is asked to write fails (its volume
     // was taken over), and the scheduler kills it.
     c.emu_fault(&format!("agents/{}/heal", two.agent_id)).await;
-    let old = format!("http://{}:{}", two.host, two.http_port);
-    let late = http_client::put_json(
-        &format!("{old}/docs/_doc/doc-2-late"),
-        &json!({ "on": "old" }),
+    // Asked as a client of the secure cluster would (HTTPS, as `elastic`): a refusal must come from the
+    // old node itself, not from a wrong scheme or missing credentials.
+    let late = http_client::es_request(
+        &es,
+        http::Method::PUT,
+        &two.host,
+        two.http_port,
+        "/docs/_doc/doc-2-late",
+        Some(&json!({ "on": "old" })),
     )
     .await;
     assert!(
-        !matches!(late, Ok((200 | 201, _))),
+        !matches!(&late, Ok(r) if r.status == 200 || r.status == 201),
         "the old task acknowledged a write after the takeover: {late:?}"
     );
     let killed = {
@@ -256,9 +252,9 @@ async fn a_healed_old_task_wrote_nothing_after_the_takeover_and_is_killed() {
         }
     };
     assert!(killed);
-    assert_eq!(get_doc(&moved, "doc-2-late").await, None);
+    assert_eq!(get_doc(&es, &moved, "doc-2-late").await, None);
     assert_eq!(
-        get_doc(&moved, "doc-2-new").await,
+        get_doc(&es, &moved, "doc-2-new").await,
         Some(json!({ "on": "new" }))
     );
     let mut admin = c.admin().await;

@@ -348,3 +348,105 @@ async fn process_launcher_runs_commands_with_docker_volumes_as_directories() {
     d.cancel.cancel();
     emu.shutdown();
 }
+
+/// The agent runs each task's health check as Mesos does: a task that passes its TCP check is reported
+/// healthy; a task whose check keeps failing past the grace period is reported unhealthy, then killed by
+/// its executor, and its TASK_KILLED says `healthy: false`. (The checker's timing rules are unit-tested on
+/// a paused clock in `mesos_emu::health`.)
+#[tokio::test]
+async fn a_task_failing_its_health_check_past_the_grace_period_is_killed_unhealthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = EmuConfig::fast(1);
+    // The checks dial the agent's address, as the executor dials 127.0.0.1 inside the task's namespace.
+    cfg.agents[0].hostname = "127.0.0.1".into();
+    cfg.launcher = Arc::new(ProcessLauncher {
+        sandbox_root: dir.path().join("sandboxes"),
+        volumes: Arc::new(DirVolumeAttacher {
+            root: dir.path().join("volumes"),
+        }),
+    });
+    let listening = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let open_port = listening.local_addr().unwrap().port();
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let emu = MesosEmu::start(cfg).await.unwrap();
+    let mut d = Driver::start(fast_client_config(vec![emu.url()]));
+    d.until(|n| matches!(n, Notification::Subscribed { .. }).then_some(()))
+        .await;
+    let offer = d
+        .event(EventType::Offers)
+        .await
+        .offers
+        .unwrap()
+        .offers
+        .remove(0);
+    let tcp_check = |port: u16| HealthCheck {
+        delay_seconds: Some(0.0),
+        interval_seconds: Some(0.1),
+        timeout_seconds: Some(1.0),
+        consecutive_failures: Some(2),
+        grace_period_seconds: Some(0.3),
+        check_type: Some(HealthCheckType::Tcp),
+        http: None,
+        tcp: Some(TcpCheckInfo {
+            port: u32::from(port),
+        }),
+    };
+    let mut healthy = sleep_task("healthy", &offer.agent_id);
+    healthy.health_check = Some(tcp_check(open_port));
+    let mut failing = sleep_task("failing", &offer.agent_id);
+    failing.health_check = Some(tcp_check(closed_port));
+    failing.kill_policy = Some(KillPolicy {
+        grace_period: Some(Nanos {
+            nanoseconds: 100_000_000,
+        }),
+    });
+    d.client
+        .send(Call::accept(
+            vec![offer.id.clone()],
+            vec![Operation::launch(vec![healthy, failing])],
+            None,
+        ))
+        .await
+        .unwrap();
+    let mut seen: Vec<(String, TaskState, Option<bool>, Option<Reason>)> = Vec::new();
+    let done = |seen: &[(String, TaskState, Option<bool>, Option<Reason>)]| {
+        seen.iter()
+            .any(|(id, s, h, _)| id == "healthy" && *s == TaskState::Running && *h == Some(true))
+            && seen
+                .iter()
+                .any(|(id, s, _, _)| id == "failing" && *s == TaskState::Killed)
+    };
+    while !done(&seen) {
+        let s = d.event(EventType::Update).await.update.unwrap().status;
+        if let Some(a) = Call::acknowledge_status(&s) {
+            d.client.send(a).await.unwrap();
+        }
+        seen.push((s.task_id.value.clone(), s.state, s.healthy, s.reason));
+    }
+    let failing: Vec<_> = seen.iter().filter(|(id, ..)| id == "failing").collect();
+    let unhealthy_running = failing.iter().any(|(_, s, h, r)| {
+        *s == TaskState::Running
+            && *h == Some(false)
+            && *r == Some(Reason::ReasonTaskHealthCheckStatusUpdated)
+    });
+    assert!(
+        unhealthy_running,
+        "told unhealthy before the kill: {failing:?}"
+    );
+    let killed = failing
+        .iter()
+        .find(|(_, s, ..)| *s == TaskState::Killed)
+        .expect("killed");
+    assert_eq!(killed.2, Some(false), "TASK_KILLED carries healthy=false");
+    assert!(
+        !seen
+            .iter()
+            .any(|(id, s, ..)| id == "healthy" && s.is_terminal()),
+        "the healthy task runs on: {seen:?}"
+    );
+    drop(listening);
+    d.cancel.cancel();
+    emu.shutdown();
+}

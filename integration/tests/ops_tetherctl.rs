@@ -14,13 +14,21 @@ use tether_integration::testing::scheduler::all_running;
 async fn endpoints_wait_and_the_token_variables() {
     let c = E2eCluster::start(3, 2, |_| {}).await;
     let nodes = c.wait_nodes("two running nodes", all_running(2)).await;
-    let plan = &c.cluster.plan;
-    let scheduler = format!("http://{}", plan.admin);
-    let token = plan.admin_token.display().to_string();
-    let env = [
-        ("TETHER_SCHEDULER", scheduler.as_str()),
-        ("TETHER_ADMIN_TOKEN_FILE", token.as_str()),
-    ];
+    let es = c.es().await;
+    let ctl_env = c.tetherctl_env();
+    let env: Vec<(&str, &str)> = ctl_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let var = |name: &str| {
+        ctl_env
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+            .expect("set")
+    };
+    let (scheduler, ca, token) = (
+        var("TETHER_SCHEDULER"),
+        var("TETHER_CA_CERT"),
+        var("TETHER_ADMIN_TOKEN_FILE"),
+    );
 
     // endpoints: one address per running node, each answered by that node's Elasticsearch.
     let out = tetherctl(&["--output", "json", "endpoints"], &env).await;
@@ -32,10 +40,10 @@ async fn endpoints_wait_and_the_token_variables() {
         let address = format!("{}:{}", n.host, n.http_port);
         assert_eq!(e["id"], n.id);
         assert_eq!(e["address"], address.as_str());
-        let (status, body) = http_client::get_json(&format!("http://{address}/"))
+        let r = http_client::es_request(&es, http::Method::GET, &n.host, n.http_port, "/", None)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(status, 200, "{address}: {body}");
+        assert_eq!(r.status, 200, "{address}: {}", r.text());
     }
     let table = tetherctl(&["endpoints"], &env).await;
     assert!(table.ok, "{table:?}");
@@ -92,8 +100,9 @@ async fn endpoints_wait_and_the_token_variables() {
 
     // The deprecated variable still works, with a note; the new one wins when both are set.
     let old = [
-        ("TETHER_SCHEDULER", scheduler.as_str()),
-        ("TETHER_TOKEN_FILE", token.as_str()),
+        ("TETHER_SCHEDULER", scheduler),
+        ("TETHER_CA_CERT", ca),
+        ("TETHER_TOKEN_FILE", token),
     ];
     let out = tetherctl(&["status"], &old).await;
     assert!(out.ok, "{out:?}");
@@ -103,8 +112,9 @@ async fn endpoints_wait_and_the_token_variables() {
         "{out:?}"
     );
     let both = [
-        ("TETHER_SCHEDULER", scheduler.as_str()),
-        ("TETHER_ADMIN_TOKEN_FILE", token.as_str()),
+        ("TETHER_SCHEDULER", scheduler),
+        ("TETHER_CA_CERT", ca),
+        ("TETHER_ADMIN_TOKEN_FILE", token),
         ("TETHER_TOKEN_FILE", "/nonexistent/old.token"),
     ];
     let out = tetherctl(&["status"], &both).await;

@@ -18,13 +18,13 @@ pub enum Containerizer {
 /// `--es-security`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum EsSecurity {
-    /// `transport` for 8.x images (their default is security on), `off` below 8.
+    /// `full` for 8.x images (their default is security on), `off` below 8.
     Auto,
     /// No security: `xpack.security.enabled=false`.
     Off,
     /// Transport TLS with certificates of the cluster CA, and the `elastic` password.
     Transport,
-    /// Transport and HTTP TLS, and the `elastic` password (refused for now).
+    /// Transport and HTTP TLS, and the `elastic` password.
     Full,
 }
 
@@ -129,9 +129,9 @@ pub struct Args {
     /// Environment variable for every node, `NAME=value`, repeatable.
     #[arg(long = "es-env", env = "TETHER_ES_ENV", value_delimiter = ';')]
     pub es_env: Vec<String>,
-    /// Elasticsearch security: `auto` (`transport` for 8.x images, `off` below 8), `off`, or `transport`
-    /// (transport TLS with certificates of the cluster CA, and the `elastic` password). `full` (HTTP TLS
-    /// too) is refused for now. Decided when the cluster first bootstraps and kept.
+    /// Elasticsearch security: `auto` (`full` for 8.x images, `off` below 8), `off`, `transport`
+    /// (transport TLS with certificates of the cluster CA, and the `elastic` password) or `full` (HTTP TLS
+    /// too). Decided when the cluster first bootstraps and kept: a later change is ignored.
     #[arg(long, env = "TETHER_ES_SECURITY", value_enum, default_value_t = EsSecurity::Auto)]
     pub es_security: EsSecurity,
     /// PEM certificate of the cluster CA that signs the nodes' certificates (with `--es-ca-key`); default
@@ -196,8 +196,10 @@ pub struct Args {
     pub exec_args: Vec<String>,
     /// The nodes' volumes as `suffix:container-path`, repeatable. Volume names are
     /// `<framework-name><id><suffix>` (or the `--volume-name-template`), e.g. `data:/usr/share/elasticsearch/data`
-    /// alone for a data-only layout.
-    #[arg(long = "volume", env = "TETHER_VOLUMES", value_delimiter = ',', default_values = ["config:/tmp/config", "data:/data"])]
+    /// alone for a data-only layout. The default `config` volume is the identity volume, inside the image's
+    /// config directory (where Elasticsearch reads TLS files), so it is valid with security on and off;
+    /// `config:/tmp/config` (the layout of older versions) is valid with `--es-security off` only.
+    #[arg(long = "volume", env = "TETHER_VOLUMES", value_delimiter = ',', default_values = ["config:/usr/share/elasticsearch/config/node", "data:/data"])]
     pub volumes: Vec<String>,
     /// Volume naming template with `{framework}`, `{cluster}`, `{id}` and `{volume}` (the suffix); the default is
     /// `{framework}{id}{volume}`. Include `{cluster}` to keep two frameworks' volumes apart.
@@ -389,7 +391,11 @@ mod tests {
         .expect("parses");
         assert_eq!(a.masters, ["http://m1:5050", "http://m2:5050"]);
         assert_eq!(a.containerizer, Containerizer::Mesos);
-        assert_eq!(a.volumes, ["config:/tmp/config", "data:/data"]);
+        assert_eq!(
+            a.volumes,
+            ["config:/usr/share/elasticsearch/config/node", "data:/data"],
+            "the identity volume inside the config directory: valid for 8.x security"
+        );
         assert_eq!(a.max_event_mib, 64);
         assert!(a.state.is_none(), "the embedded store is the default");
         assert_eq!(a.fencing, Fencing::None, "nothing automatic by default");

@@ -78,7 +78,7 @@ pub fn core_config(args: &Args) -> Result<Config, SchedulerError> {
     c.data_volume = args.data_volume.clone();
     c.es_settings = pairs("--es-setting", &args.es_settings)?;
     c.es_env = pairs("--es-env", &args.es_env)?;
-    c.security = security(args)?;
+    c.security = security(args);
     c.volume_owner = volume_owner(&args.volume_owner)?;
     c.use_ip_address = args.use_ip_address;
     c.fencing = match args.fencing {
@@ -146,35 +146,35 @@ fn pairs(flag: &str, values: &[String]) -> Result<Vec<(String, String)>, Schedul
         .collect()
 }
 
-/// The major version an image's tag names (`...elasticsearch:7.17.22` → 7); `None` without a numeric tag.
+/// The major version an image's tag names (`...elasticsearch:7.17.22` → 7, `8.15.0-amd64` → 8); `None`
+/// unless the tag is a version: every dotted part of it (before a `-` or `+` suffix, or a digest) a
+/// number. A tag such as `3f2a9c81b7e0` (a build id) is no version 3.
 #[must_use]
 pub fn image_major_version(image: &str) -> Option<u32> {
-    let name = image.rsplit('/').next().unwrap_or(image);
+    let no_digest = image.split('@').next().unwrap_or(image);
+    let name = no_digest.rsplit('/').next().unwrap_or(no_digest);
     let tag = name.split_once(':')?.1;
-    let digits: String = tag.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
+    let version = tag.split(['-', '+']).next().unwrap_or("");
+    let parts: Vec<u32> = version
+        .split('.')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    (parts.len() <= 3).then(|| parts.first().copied()).flatten()
 }
 
 /// `--es-security`, `auto` resolved from the image's tag (an unknown tag is taken as the current 8.x):
-/// `transport` from 8 on, `off` below. HTTP TLS (`full`) is refused for now: the scheduler issues and
-/// trusts the certificates, but a cluster with HTTP TLS has not been seen to bootstrap end to end here.
-fn security(args: &Args) -> Result<Security, SchedulerError> {
-    let wanted = match args.es_security {
+/// `full` from 8 on (8.x starts with security on: TLS on both layers), `off` below. This is only what a
+/// new cluster asks for; the core keeps what the cluster bootstrapped with (`Core::security`).
+fn security(args: &Args) -> Security {
+    match args.es_security {
         EsSecurity::Off => Security::Off,
         EsSecurity::Transport => Security::Transport,
-        EsSecurity::Full => {
-            return Err(SchedulerError::Config(
-                "--es-security full (HTTP TLS) is not supported yet; use transport (transport TLS and \
-                 the elastic password; HTTP stays plain)"
-                    .into(),
-            ));
-        }
+        EsSecurity::Full => Security::Full,
         EsSecurity::Auto => match image_major_version(&args.image) {
             Some(v) if v < 8 => Security::Off,
-            _ => Security::Transport,
+            _ => Security::Full,
         },
-    };
-    Ok(wanted)
+    }
 }
 
 /// With security on, the cluster CA and the `elastic` password: the operator's, or kept in (and on first
@@ -297,21 +297,70 @@ mod tests {
         assert_eq!(image_major_version("registry:5000/es:8.15.0"), Some(8));
         assert_eq!(image_major_version("registry:5000/es"), None);
         assert_eq!(image_major_version("es:latest"), None);
+        assert_eq!(image_major_version("es:8.15.1-amd64@sha256:abc"), Some(8));
+        assert_eq!(
+            image_major_version("tether/es-standin:3f2a9c81b7e0"),
+            None,
+            "a build id that starts with a digit is no version"
+        );
     }
 
     #[test]
     fn auto_security_follows_the_image() {
         let old = args(&["--image", "elasticsearch:7.17.22"]);
-        assert_eq!(security(&old).expect("off below 8"), Security::Off);
-        assert_eq!(security(&args(&[])).expect("8.x"), Security::Transport);
-        let e = security(&args(&["--es-security", "full"])).expect_err("not yet");
-        assert!(e.to_string().contains("use transport"), "{e}");
+        assert_eq!(security(&old), Security::Off, "off below 8");
         assert_eq!(
-            security(&args(&["--es-security", "transport"])).expect("transport"),
+            security(&args(&[])),
+            Security::Full,
+            "8.x: TLS on both layers"
+        );
+        assert_eq!(
+            security(&args(&[
+                "--image",
+                "elasticsearch:7.17.22",
+                "--es-security",
+                "full"
+            ])),
+            Security::Full,
+            "an explicit choice is kept"
+        );
+        assert_eq!(
+            security(&args(&["--es-security", "transport"])),
             Security::Transport
         );
         let off = args(&["--es-security", "off"]);
-        assert_eq!(security(&off).expect("explicitly off"), Security::Off);
+        assert_eq!(security(&off), Security::Off, "explicitly off");
+    }
+
+    #[test]
+    fn the_default_volume_layout_is_valid_with_8x_security_and_the_seed_layout_without() {
+        let rexray = ["--external-volume-driver", "rexray"];
+        let c = core_config(&args(&rexray)).expect("the default command line with an 8.x image");
+        assert_eq!(c.security, Security::Full);
+        c.validate()
+            .expect("valid: the identity volume is inside the config dir");
+        let seed = [
+            "--external-volume-driver",
+            "rexray",
+            "--volume",
+            "config:/tmp/config,data:/data",
+        ];
+        let e = core_config(&args(&seed))
+            .and_then(|c| {
+                c.validate()
+                    .map_err(|e| SchedulerError::Config(e.to_string()))
+            })
+            .expect_err("the seed layout cannot hold 8.x TLS files");
+        assert!(e.to_string().contains("--volume config:"), "{e}");
+        let off: Vec<&str> = seed
+            .iter()
+            .copied()
+            .chain(["--es-security", "off"])
+            .collect();
+        core_config(&args(&off))
+            .expect("flags")
+            .validate()
+            .expect("the seed layout stays valid with security off");
     }
 
     #[test]

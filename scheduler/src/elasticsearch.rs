@@ -181,7 +181,7 @@ impl EsClient {
                 .await
                 .map_err(|e| EsError::Transport {
                     node: node.clone(),
-                    message: e.to_string(),
+                    message: with_sources(&e),
                 })?;
             let status = resp.status();
             let body = Limited::new(resp.into_body(), MAX_BODY)
@@ -211,6 +211,19 @@ impl EsClient {
         }
         Ok(body)
     }
+}
+
+/// `e` and its causes: hyper's own words ("client error (Connect)") hide why, e.g. a node certificate the
+/// cluster CA did not sign.
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// The master's name and the names it lists, from a cluster state answer.

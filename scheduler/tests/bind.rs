@@ -20,7 +20,7 @@ fn args_on(state: &Path, listen: Option<&str>, extra: &[&str]) -> Args {
         state.display().to_string(),
         "--listen".into(),
         listen.unwrap_or("127.0.0.1:0").to_owned(),
-        // This scheduler cannot issue node certificates yet, so the default image's `auto` is refused.
+        // Security (`auto` is `full` for the default image) needs sidecars that make node keys: none here.
         "--es-security".into(),
         "off".into(),
     ];

@@ -54,7 +54,7 @@ fn the_packaged_settings_are_set_and_everything_else_commented_out() {
         "{file}"
     );
     assert!(
-        file.contains("\n#TETHER_VOLUMES=config:/tmp/config,data:/data\n"),
+        file.contains("\n#TETHER_VOLUMES=config:/usr/share/elasticsearch/config/node,data:/data\n"),
         "{file}"
     );
     assert!(file.contains("# Required.\n#TETHER_MASTER=\n"), "{file}");

@@ -96,6 +96,10 @@ pub struct Args {
     /// (`zk-leader-loss`).
     #[arg(long, env = "TETHER_DEV_ZOOKEEPER")]
     pub zookeeper: bool,
+    /// The scheduler's `--es-security`: `auto` is `full` with the stand-in's default 8.x image (TLS on the
+    /// transport and HTTP layers, the `elastic` password; `--chaos` writes and reads that way too).
+    #[arg(long, env = "TETHER_DEV_ES_SECURITY", default_value = "auto", value_parser = ["auto", "off", "transport", "full"])]
+    pub es_security: String,
     /// How often the live status is printed.
     #[arg(long, env = "TETHER_DEV_STATUS_INTERVAL", default_value = "3s", value_parser = humantime::parse_duration)]
     pub status_interval: Duration,

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use super::cluster::ZK_SESSION_TIMEOUT;
 use super::status::admin_client;
 use super::{AgentPlan, Args, Cluster, DevError, Options, Plan};
-use crate::http_client::{self, Conn, Limits};
+use crate::http_client::{self, Conn, EsAccess, Limits};
 
 /// Index the writer stores its documents in.
 const INDEX: &str = "chaos";
@@ -603,11 +603,16 @@ struct NodeConn {
 }
 
 /// Connects to `host:port` and checks that the node answering is the one owning node `node`'s data.
-async fn connect(host: &str, port: u16, node: u64) -> Result<Conn, String> {
+async fn connect(es: &EsAccess, host: &str, port: u16, node: u64) -> Result<Conn, String> {
     let authority = format!("{host}:{port}");
-    let mut conn = Conn::tcp(&authority, Limits::with_timeout(HTTP_TIMEOUT))
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut conn = Conn::es(
+        host,
+        u32::from(port),
+        es,
+        Limits::with_timeout(HTTP_TIMEOUT),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let root = conn.get("/").await.map_err(|e| e.to_string())?;
     let owner = root.json()["data_created_by_node_id"]
         .as_str()
@@ -622,8 +627,28 @@ async fn connect(host: &str, port: u16, node: u64) -> Result<Conn, String> {
     Ok(conn)
 }
 
+/// How the nodes' HTTP layer is reached, once the scheduler answers (it made its CA and password before
+/// listening).
+async fn wait_es_access(plan: &Plan, shutdown: &CancellationToken) -> Result<EsAccess, DevError> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match super::es_access(plan).await {
+            Ok(es) => return Ok(es),
+            Err(e) if Instant::now() >= deadline || shutdown.is_cancelled() => {
+                return Err(DevError::Component {
+                    component: "tether-scheduler".into(),
+                    message: e,
+                });
+            }
+            Err(_) => tokio::time::sleep(SAMPLE).await,
+        }
+    }
+}
+
 /// What the background tasks share with the rounds.
 struct Shared {
+    /// How the nodes' HTTP layer is reached (HTTPS and the `elastic` password with security on).
+    es: EsAccess,
     ledger: Mutex<Vec<Doc>>,
     /// Violations seen by the observer (a set: the same duplicate sampled twice is one violation).
     observed: Mutex<BTreeSet<Violation>>,
@@ -705,7 +730,7 @@ async fn write(
             for t in current {
                 if conns.get(&t.node).is_none_or(|c| c.task_id != t.task_id) {
                     conns.remove(&t.node);
-                    if let Ok(conn) = connect(&t.host, t.port, t.node).await {
+                    if let Ok(conn) = connect(&shared.es, &t.host, t.port, t.node).await {
                         conns.insert(
                             t.node,
                             NodeConn {
@@ -1072,7 +1097,12 @@ async fn zk_leader_loss(
 }
 
 /// Waits until the cluster is healthy again (see [`settled`]) and every node serves its own data.
-async fn settle(plan: &Plan, expected: u64, bound: Duration) -> Result<Duration, String> {
+async fn settle(
+    plan: &Plan,
+    es: &EsAccess,
+    expected: u64,
+    bound: Duration,
+) -> Result<Duration, String> {
     let start = Instant::now();
     let hosts: Vec<String> = plan.agents.iter().map(|a| a.host.clone()).collect();
     let mut why = "the scheduler never answered".to_owned();
@@ -1089,7 +1119,7 @@ async fn settle(plan: &Plan, expected: u64, bound: Duration) -> Result<Duration,
                 Ok(()) => {
                     let mut serving = Vec::new();
                     for t in targets(&nodes) {
-                        serving.push(connect(&t.host, t.port, t.node).await.map(drop));
+                        serving.push(connect(es, &t.host, t.port, t.node).await.map(drop));
                     }
                     match serving.into_iter().collect::<Result<Vec<()>, String>>() {
                         Ok(_) => return Ok(start.elapsed()),
@@ -1142,11 +1172,15 @@ async fn snapshot(plan: &Plan) -> Result<Snapshot, String> {
 /// Reads back every acknowledged document from the node it was written to (wherever it runs now):
 /// `None` for a document the node answers 404 for. A node that does not answer is retried until
 /// [`READ_BACK_BOUND`], so only a definite "not found" counts as a loss.
-async fn read_back(plan: &Plan, docs: &[Doc]) -> Result<BTreeMap<String, Option<Value>>, String> {
+async fn read_back(
+    plan: &Plan,
+    es: &EsAccess,
+    docs: &[Doc],
+) -> Result<BTreeMap<String, Option<Value>>, String> {
     let deadline = Instant::now() + READ_BACK_BOUND;
     let mut read = BTreeMap::new();
     loop {
-        match read_back_once(plan, docs, &mut read).await {
+        match read_back_once(plan, es, docs, &mut read).await {
             Ok(()) => return Ok(read),
             Err(e) if Instant::now() >= deadline => return Err(e),
             Err(_) => tokio::time::sleep(SAMPLE).await,
@@ -1157,6 +1191,7 @@ async fn read_back(plan: &Plan, docs: &[Doc]) -> Result<BTreeMap<String, Option<
 /// One pass over the documents not read yet.
 async fn read_back_once(
     plan: &Plan,
+    es: &EsAccess,
     docs: &[Doc],
     read: &mut BTreeMap<String, Option<Value>>,
 ) -> Result<(), String> {
@@ -1173,7 +1208,7 @@ async fn read_back_once(
             .find(|t| t.node == node)
             .ok_or_else(|| format!("node {node} is not running"))?;
         let authority = format!("{}:{}", t.host, t.port);
-        let mut conn = connect(&t.host, t.port, t.node).await?;
+        let mut conn = connect(es, &t.host, t.port, t.node).await?;
         for d in docs.iter().filter(|d| d.node == node) {
             if read.contains_key(&d.id) {
                 continue;
@@ -1224,7 +1259,9 @@ pub async fn run(
     );
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let hosts: Vec<String> = cluster.plan.agents.iter().map(|a| a.host.clone()).collect();
+    let es = wait_es_access(&cluster.plan, &shutdown).await?;
     let shared = Arc::new(Shared {
+        es,
         ledger: Mutex::new(Vec::new()),
         observed: Mutex::new(BTreeSet::new()),
         gate: RwLock::new(()),
@@ -1249,7 +1286,7 @@ pub async fn run(
 
     let bound = args.chaos_settle_timeout;
     let first = tokio::select! {
-        r = settle(&cluster.plan, options.nodes, bound) => Some(r),
+        r = settle(&cluster.plan, &shared.es, options.nodes, bound) => Some(r),
         () = shutdown.cancelled() => None,
     };
     let mut healthy = match first {
@@ -1292,7 +1329,7 @@ pub async fn run(
         let settled_in = match played {
             Err(what) => Err(Violation::Harness { round, what }),
             Ok(()) => tokio::select! {
-                r = settle(&cluster.plan, options.nodes, bound) => {
+                r = settle(&cluster.plan, &shared.es, options.nodes, bound) => {
                     r.map_err(|why| Violation::NotSettled { round, why })
                 }
                 () = shutdown.cancelled() => { interrupted(); break }
@@ -1311,7 +1348,7 @@ pub async fn run(
         // Pause the writer, then read everything back and check a quiet snapshot.
         let reading = shared.gate.write().await;
         let docs = lock(&shared.ledger).clone();
-        let verified = match read_back(&cluster.plan, &docs).await {
+        let verified = match read_back(&cluster.plan, &shared.es, &docs).await {
             Ok(read) => {
                 let t = tally(&docs, &read, &lost);
                 for id in &t.newly_lost {

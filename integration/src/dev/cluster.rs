@@ -75,8 +75,9 @@ pub struct Options {
     /// Run the REX-Ray doubles with `mount.preempt`, as operators do for failover: a dead agent cannot
     /// detach its volumes, so the next Mount must take them (a force-detach: the old holder loses them).
     pub preempt: bool,
-    /// The scheduler's `--es-security`. With security on, the config volume is mounted inside the
-    /// image's config directory, where the node's key, certificates and password file go.
+    /// The scheduler's `--es-security`. The scheduler's default volume layout serves every setting: the
+    /// config volume is mounted inside the image's config directory, where the node's key, certificates
+    /// and password file go.
     pub es_security: String,
     /// The scheduler's `--fencing storage` with this `--unreachable-replace-after`; `None`: `--fencing
     /// none` (an UNREACHABLE node waits for `tetherctl agents gone`). Storage fencing is safe here
@@ -99,7 +100,7 @@ impl Options {
             port_stride: 100,
             mount_timeout: Duration::from_secs(120),
             missing_volumes: Vec::new(),
-            es_security: "off".into(),
+            es_security: "auto".into(),
             attached_elsewhere: Vec::new(),
             preempt: true,
             storage_fencing: Some(Duration::from_secs(10)),
@@ -118,6 +119,7 @@ impl Options {
             storage_fencing: (args.fencing == super::args::Fencing::Storage)
                 .then_some(args.unreachable_replace_after),
             zookeeper: args.zookeeper,
+            es_security: args.es_security.clone(),
             ..Options::new(components, args.nodes)
         }
     }
@@ -306,18 +308,14 @@ impl Cluster {
             &humantime::format_duration(options.startup_grace).to_string(),
             "--hostname",
             "127.0.0.1",
+            "--tls-cert",
+            &p.tls_cert.display().to_string(),
+            "--tls-key",
+            &p.tls_key.display().to_string(),
         ]);
         for a in es_args {
             args.push("--exec-arg".into());
             args.push(a);
-        }
-        if options.es_security != "off" {
-            args.extend(strings(&[
-                "--volume",
-                "config:/usr/share/elasticsearch/config/node",
-                "--volume",
-                "data:/data",
-            ]));
         }
         if let Some(zk) = &self.zookeeper {
             args.extend(strings(&[
@@ -363,7 +361,9 @@ impl Cluster {
         let p = &self.plan;
         let args = strings(&[
             "--scheduler",
-            &format!("http://{}", p.admin),
+            &p.scheduler_url(),
+            "--scheduler-ca",
+            &p.tls_ca.display().to_string(),
             "--driver",
             DRIVER,
             "--plugin-dir",

@@ -32,6 +32,7 @@ pub use args::Args;
 pub use cluster::{Cluster, Components, Options};
 pub use multicall::{COMPONENTS, run_component};
 pub use plan::{AgentPlan, DRIVER, Plan, ZONES, prepare};
+pub use status::{es_access, es_access_for};
 
 use crate::process::ProcError;
 

@@ -35,6 +35,11 @@ pub struct Plan {
     pub admin: SocketAddr,
     pub admin_token: PathBuf,
     pub agent_token: PathBuf,
+    /// The scheduler's gRPC listener runs TLS (the `elastic` password crosses it): the CA that signed its
+    /// certificate, which sidecars and tetherctl trust, and the certificate and key.
+    pub tls_ca: PathBuf,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
 }
 
 impl Plan {
@@ -64,8 +69,16 @@ impl Plan {
             admin: args.admin_listen,
             admin_token: state.join("admin.token"),
             agent_token: state.join("agent.token"),
+            tls_ca: state.join("tls").join("ca.crt"),
+            tls_cert: state.join("tls").join("scheduler.crt"),
+            tls_key: state.join("tls").join("scheduler.key"),
             state,
         }
+    }
+
+    /// The scheduler's URL for sidecars and tetherctl.
+    pub fn scheduler_url(&self) -> String {
+        format!("https://{}", self.admin)
     }
 
     /// The zone of node `id`'s volumes: round robin over the zones that have agents.
@@ -89,6 +102,31 @@ fn ensure_token(path: &Path) -> Result<(), DevError> {
         .map_err(io("cannot protect token", path))
 }
 
+/// A fresh CA and a certificate for the scheduler's listener (its address as the SAN), written on every
+/// start: the admin address may differ from the last run's, and every reader takes the files anew.
+fn write_listener_tls(plan: &Plan) -> Result<(), DevError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = plan.tls_ca.parent().unwrap_or(&plan.state);
+    std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
+    let pki = |e: rcgen::Error| DevError::Io {
+        what: "cannot make the listener's certificate in",
+        path: dir.to_path_buf(),
+        source: std::io::Error::other(e),
+    };
+    let ca = crate::es_standin::certs::Ca::new("tether-dev listener CA").map_err(pki)?;
+    let leaf = ca
+        .leaf(
+            "tether-scheduler",
+            &[plan.admin.ip().to_string(), "localhost".to_owned()],
+        )
+        .map_err(pki)?;
+    std::fs::write(&plan.tls_ca, &ca.cert_pem).map_err(io("cannot write", &plan.tls_ca))?;
+    std::fs::write(&plan.tls_cert, &leaf.cert_pem).map_err(io("cannot write", &plan.tls_cert))?;
+    std::fs::write(&plan.tls_key, &leaf.key_pem).map_err(io("cannot write", &plan.tls_key))?;
+    std::fs::set_permissions(&plan.tls_key, std::fs::Permissions::from_mode(0o600))
+        .map_err(io("cannot protect", &plan.tls_key))
+}
+
 /// Creates the directories, tokens and the volumes an operator would pre-create (except `missing`).
 pub fn prepare(plan: &Plan, nodes: u64, missing: &[String]) -> Result<(), DevError> {
     for dir in [&plan.state, &plan.logs, &plan.backend] {
@@ -99,6 +137,7 @@ pub fn prepare(plan: &Plan, nodes: u64, missing: &[String]) -> Result<(), DevErr
     }
     ensure_token(&plan.admin_token)?;
     ensure_token(&plan.agent_token)?;
+    write_listener_tls(plan)?;
     for id in 1..=nodes {
         for suffix in ["config", "data"] {
             let name = format!("elasticsearch{id}{suffix}");

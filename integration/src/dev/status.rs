@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use super::Plan;
+use crate::http_client::EsAccess;
 
 /// The scheduler's admin client with the cluster's admin token; `None` while it does not answer.
 pub(super) async fn admin_client(
@@ -19,7 +20,15 @@ pub(super) async fn admin_client(
 {
     let token = std::fs::read_to_string(&plan.admin_token).ok()?;
     let value = tether_proto::client::bearer(&token).ok()?;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", plan.admin))
+    let files = tether_proto::client::TlsFiles {
+        ca: Some(&plan.tls_ca),
+        identity: None,
+    };
+    let flags = tether_proto::client::TlsFlags {
+        ca: "--ca-cert",
+        cert: "--cert",
+    };
+    let channel = tether_proto::client::endpoint(&plan.scheduler_url(), files, flags)
         .ok()?
         .connect()
         .await
@@ -28,6 +37,48 @@ pub(super) async fn admin_client(
         channel,
         tetherctl::Auth::new(Some(value)),
     ))
+}
+
+/// How to reach the nodes' HTTP layer: from the security the scheduler reports (what the cluster
+/// bootstrapped with, else what it was started with), and the cluster CA and `elastic` password it keeps
+/// in its state directory. `Err` while the scheduler does not answer.
+pub async fn es_access(plan: &Plan) -> Result<EsAccess, String> {
+    let mut c = admin_client(plan)
+        .await
+        .ok_or_else(|| format!("the scheduler at {} does not answer", plan.admin))?;
+    let security = c
+        .get_cluster(GetClusterRequest {})
+        .await
+        .map_err(|e| format!("GetCluster: {e}"))?
+        .into_inner()
+        .security;
+    es_access_for(&security, &plan.state.join("scheduler"))
+}
+
+/// How to reach nodes that run with `security` (`off`, `transport` or `full`), from the cluster CA and
+/// `elastic` password a scheduler keeps in its state directory `dir`.
+pub fn es_access_for(security: &str, dir: &std::path::Path) -> Result<EsAccess, String> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let password = || -> Result<Option<(String, String)>, String> {
+        Ok(Some((
+            "elastic".to_owned(),
+            read("elastic-password")?.trim().to_owned(),
+        )))
+    };
+    Ok(match security {
+        "full" => EsAccess {
+            ca_pem: Some(read("es-ca.crt")?),
+            basic_auth: password()?,
+        },
+        "transport" => EsAccess {
+            ca_pem: None,
+            basic_auth: password()?,
+        },
+        _ => EsAccess::default(),
+    })
 }
 
 /// Prints the cluster's state with tetherctl's own tables.
@@ -59,14 +110,15 @@ pub(super) fn banner(plan: &Plan, nodes: u64) -> String {
     format!(
         "Tether local cluster: {} agents, {} nodes; state and logs in {}\n\
          Try, in another terminal:\n  \
-         cargo run -q --bin tetherctl -- --scheduler http://{} --token-file {} nodes\n\
+         cargo run -q --bin tetherctl -- --scheduler {} --ca-cert {} --token-file {} nodes\n\
          and to kill an agent's machine (its agent id from `nodes --output json`):\n  \
          curl -XPOST http://{}/emu/agents/AGENT_ID/kill\n\
          Ctrl-C stops everything.\n",
         plan.agents.len(),
         nodes,
         plan.state.display(),
-        plan.admin,
+        plan.scheduler_url(),
+        plan.tls_ca.display(),
         plan.admin_token.display(),
         plan.emu,
     )

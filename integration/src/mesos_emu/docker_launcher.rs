@@ -23,7 +23,8 @@ use tether_mesos::model::{DockerNetwork, Reason, TaskState, VolumeMode, VolumeSo
 use tokio::sync::mpsc;
 
 use super::launcher::{
-    LaunchSpec, Launcher, Reporter, TASK_IMAGE_ENV, TaskControl, VolumeAttacher, task_image,
+    LaunchSpec, Launcher, Reporter, TASK_IMAGE_ENV, TaskControl, VolumeAttacher, health_checks,
+    kill_grace, task_image,
 };
 use crate::docker_engine::DockerEngine;
 
@@ -119,10 +120,26 @@ impl DockerLauncher {
             return fail(format!("Failed to run container: {}", e.message()));
         }
         r.report(TaskState::Running, None, None, None);
+        // The docker executor checks from inside the container's network namespace: the host's, here.
+        let (_checks, mut verdicts) = health_checks(&spec.task, &spec.agent_hostname);
+        let mut killed_unhealthy = false;
         let exit = self.engine.wait_container(&running.id);
         tokio::pin!(exit);
         let (state, reason, message) = loop {
             tokio::select! {
+                Some(v) = verdicts.recv() => {
+                    r.report(
+                        TaskState::Running,
+                        Some(Reason::ReasonTaskHealthCheckStatusUpdated),
+                        None,
+                        Some(v.healthy),
+                    );
+                    if v.kill_task {
+                        self.stop(&running, kill_grace(&spec.task)).await;
+                        killed_unhealthy = true;
+                        break (TaskState::Killed, None, "Container stopped".to_owned());
+                    }
+                }
                 exit = &mut exit => break match exit {
                     Ok(0) => (TaskState::Finished, None, "Container exited with status 0".to_owned()),
                     Ok(code) => {
@@ -175,7 +192,12 @@ impl DockerLauncher {
             }
         };
         self.remove(&running).await;
-        r.report(state, reason, Some(message), None);
+        r.report(
+            state,
+            reason,
+            Some(message),
+            killed_unhealthy.then_some(false),
+        );
     }
 
     async fn stop(&self, running: &Running, grace: Duration) {

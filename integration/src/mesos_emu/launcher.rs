@@ -13,6 +13,7 @@ use futures::future::BoxFuture;
 use tether_mesos::model::{AgentID, FrameworkID, Reason, TaskInfo, TaskState, VolumeSourceType};
 use tokio::sync::mpsc;
 
+use super::health::{self, Policy, Probe, Verdict};
 use super::master::Shared;
 
 /// Commands from the master (or a fault) to a running task.
@@ -461,9 +462,26 @@ impl ProcessLauncher {
             }
         };
         r.report(TaskState::Running, None, None, None);
+        let (_checks, mut verdicts) = health_checks(task, &spec.agent_hostname);
+        let mut killed_unhealthy = false;
         let ended = loop {
             tokio::select! {
                 status = child.wait() => break Some(exit_state(status)),
+                Some(v) = verdicts.recv() => {
+                    r.report(
+                        TaskState::Running,
+                        Some(Reason::ReasonTaskHealthCheckStatusUpdated),
+                        None,
+                        Some(v.healthy),
+                    );
+                    if v.kill_task {
+                        // The command executor kills a task whose checks failed too often, with the
+                        // task's kill policy, and says so in the terminal update's `healthy`.
+                        terminate(&mut child, kill_grace(task)).await;
+                        killed_unhealthy = true;
+                        break Some((TaskState::Killed, None, "Command terminated".to_string()));
+                    }
+                }
                 c = control.recv() => match c {
                     Some(TaskControl::Kill { grace }) => {
                         terminate(&mut child, grace).await;
@@ -491,7 +509,12 @@ impl ProcessLauncher {
             return;
         };
         self.detach_all(&attached).await;
-        r.report(state, reason, Some(message), None);
+        r.report(
+            state,
+            reason,
+            Some(message),
+            killed_unhealthy.then_some(false),
+        );
     }
 
     async fn detach_all(&self, attached: &[(String, String, String)]) {
@@ -500,6 +523,47 @@ impl ProcessLauncher {
                 tracing::warn!(volume = %n, error = %e, "detach failed");
             }
         }
+    }
+}
+
+/// The agent's health checking of `task` (see [`super::health`]), whose "localhost" is its agent's
+/// address: the verdicts, and the checker, which stops when dropped. No check (or a COMMAND one, which the
+/// emulator cannot run): no verdict ever.
+pub(crate) fn health_checks(
+    task: &TaskInfo,
+    host: &str,
+) -> (Option<AbortOnDrop>, mpsc::UnboundedReceiver<Verdict>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let checker = task.health_check.as_ref().and_then(|h| {
+        let probe = Probe::of(h, host)?;
+        let run = health::run(
+            Policy::of(h),
+            move || {
+                let p = probe.clone();
+                async move { p.check().await }
+            },
+            tx,
+        );
+        Some(AbortOnDrop(tokio::spawn(run)))
+    });
+    (checker, rx)
+}
+
+/// The kill policy's grace period, else the command executor's 3 s.
+pub(crate) fn kill_grace(task: &TaskInfo) -> Duration {
+    task.kill_policy
+        .and_then(|p| p.grace_period)
+        .map(|g| Duration::from_nanos(g.nanoseconds.max(0) as u64))
+        .unwrap_or(Duration::from_secs(3))
+}
+
+/// A spawned task aborted when this is dropped.
+#[derive(Debug)]
+pub(crate) struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

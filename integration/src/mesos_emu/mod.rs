@@ -17,6 +17,7 @@
 //! | `tasks/<id>/fail`, `offers/<id>/rescind`, `master/restart`, `master/redirect`, `master/unavailable` | a task fails (body: message), an offer is rescinded, the master fails over, redirects (body: leader) or has no leader |
 
 pub mod docker_launcher;
+pub mod health;
 mod http;
 pub mod launcher;
 mod master;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use clap::Parser as _;
 use tether_proto::v1::Node;
 
-use super::scheduler::{AuthedAdmin, admin_client, poll_nodes};
+use super::scheduler::{AuthedAdmin, admin_client_at, poll_nodes};
 use crate::dev::{AgentPlan, Args, Cluster, Components, DRIVER, Options, Plan};
 use crate::http_client;
 use crate::process::{bin_dir, free_port};
@@ -65,7 +65,7 @@ impl E2eCluster {
     /// The admin client, authenticated with the cluster's admin token.
     pub async fn admin(&self) -> AuthedAdmin {
         let plan = &self.cluster.plan;
-        admin_client(plan.admin, &plan.admin_token).await
+        admin_client_at(&plan.scheduler_url(), Some(&plan.tls_ca), &plan.admin_token).await
     }
 
     /// Waits until the node list satisfies `pred`; panics with the list and the scheduler's log tail.
@@ -77,6 +77,28 @@ impl E2eCluster {
                 self.log_tail("tether-scheduler", 40)
             )
         })
+    }
+
+    /// How tetherctl reaches this cluster's scheduler: `TETHER_SCHEDULER`, `TETHER_CA_CERT` (its listener
+    /// runs TLS) and `TETHER_ADMIN_TOKEN_FILE`.
+    pub fn tetherctl_env(&self) -> Vec<(&'static str, String)> {
+        let plan = &self.cluster.plan;
+        vec![
+            ("TETHER_SCHEDULER", plan.scheduler_url()),
+            ("TETHER_CA_CERT", plan.tls_ca.display().to_string()),
+            (
+                "TETHER_ADMIN_TOKEN_FILE",
+                plan.admin_token.display().to_string(),
+            ),
+        ]
+    }
+
+    /// How a test reaches the nodes' HTTP layer with the cluster's security (HTTPS trusting the cluster
+    /// CA and the `elastic` password with `full`, the password alone with `transport`).
+    pub async fn es(&self) -> crate::http_client::EsAccess {
+        crate::dev::es_access(&self.cluster.plan)
+            .await
+            .unwrap_or_else(|e| panic!("how to reach the nodes: {e}"))
     }
 
     /// Waits until the scheduler reports the cluster UUID a node gave it (the bootstrap is confirmed).

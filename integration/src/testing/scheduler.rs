@@ -90,7 +90,8 @@ fn test_argv(master: &str, listen: SocketAddr) -> Vec<String> {
         "200ms",
         "--prepare-timeout",
         "10s",
-        // These schedulers run with simulated tasks or without sidecars that make node keys.
+        // These schedulers run with simulated tasks or without sidecars that make node keys: security
+        // needs the external strategy and the sidecars' `node_identity`. (The E2eCluster tests run `auto`.)
         "--es-security",
         "off",
     ]
@@ -156,12 +157,24 @@ impl SchedulerProcess {
 pub type AuthedAdmin =
     AdminClient<tonic::service::interceptor::InterceptedService<Channel, tetherctl::Auth>>;
 
-/// The admin client of the scheduler at `addr`, authenticated with the token in `token_file`.
+/// The admin client of the scheduler at `addr` (plain gRPC), authenticated with the token in
+/// `token_file`.
 pub async fn admin_client(addr: SocketAddr, token_file: &Path) -> AuthedAdmin {
+    admin_client_at(&format!("http://{addr}"), None, token_file).await
+}
+
+/// The admin client of the scheduler at `url` (`https://` trusting `ca`), authenticated with the token in
+/// `token_file`.
+pub async fn admin_client_at(url: &str, ca: Option<&Path>, token_file: &Path) -> AuthedAdmin {
     let token = std::fs::read_to_string(token_file).expect("admin token");
     let value = tether_proto::client::bearer(&token).expect("ascii token");
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .expect("url")
+    let files = tether_proto::client::TlsFiles { ca, identity: None };
+    let flags = tether_proto::client::TlsFlags {
+        ca: "--ca-cert",
+        cert: "--cert",
+    };
+    let channel = tether_proto::client::endpoint(url, files, flags)
+        .expect("the scheduler's endpoint")
         .connect()
         .await
         .expect("admin API reachable");

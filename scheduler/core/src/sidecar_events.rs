@@ -294,6 +294,27 @@ impl Core {
                 })
                 .map(|p| (*id, p.command_id))
         });
+        // A storage-fenced replacement launches only once the driver confirmed the takeover. That is in
+        // the Prepare's own answer: an InstallIdentity's answer, which may follow it, reports no volumes.
+        if let Some((id, prepare_id)) = preparing
+            && result.ok
+            && prepare_id == result.command_id
+            && self.slots.get(&id).is_some_and(|rt| rt.replacing_fenced)
+            && let Err(reason) = self.confirm_fenced_attachment(id, &result)
+        {
+            // The takeover did not happen as the driver sees it: launching could make a second
+            // writer. Release, and try again (elsewhere first) after the backoff.
+            self.abandon_prepare(id, true);
+            self.abandoned_prepares.remove(&result.command_id);
+            let fence = self.prepare_fence(id);
+            if let Some(rt) = self.slots.get_mut(&id) {
+                rt.not_before = fence.max(now);
+                rt.avoid_host = Some(host.clone());
+            }
+            self.fail_slot(id, reason, now);
+            self.flush_interest();
+            return;
+        }
         // A prepare that asked for an identity launches only once the signed identity is installed.
         let mut result = result;
         if let Some((id, prepare_id)) = preparing
@@ -335,21 +356,6 @@ impl Core {
         }
         match preparing.map(|(id, _)| id) {
             Some(id) if result.ok => {
-                let fenced = self.slots.get(&id).is_some_and(|rt| rt.replacing_fenced);
-                if fenced && let Err(reason) = self.confirm_fenced_attachment(id, &result) {
-                    // The takeover did not happen as the driver sees it: launching could make a
-                    // second writer. Release, and try again (elsewhere first) after the backoff.
-                    self.abandon_prepare(id, true);
-                    self.abandoned_prepares.remove(&result.command_id);
-                    let fence = self.prepare_fence(id);
-                    if let Some(rt) = self.slots.get_mut(&id) {
-                        rt.not_before = fence.max(now);
-                        rt.avoid_host = Some(host.clone());
-                    }
-                    self.fail_slot(id, reason, now);
-                    self.flush_interest();
-                    return;
-                }
                 let Some(p) = self.slots.get_mut(&id).and_then(|rt| rt.preparing.take()) else {
                     return;
                 };

@@ -201,6 +201,87 @@ fn storage_fencing_replaces_once_unreachable_and_absent_from_elasticsearch_for_t
     check(&h);
 }
 
+/// With security on the Prepare's answer (volumes and the CSR) is followed by the InstallIdentity's,
+/// which reports no volumes: the takeover is confirmed from the Prepare's, and the node launches once its
+/// identity is installed. (Checked against the second answer, every secure fenced replacement failed with
+/// "the driver reported nothing of it".)
+#[test]
+fn with_security_the_takeover_is_confirmed_by_the_prepare_and_launched_after_the_identity() {
+    let mut c = config(external(false));
+    c.fencing = Fencing::Storage;
+    c.unreachable_replace_after_ms = DELAY;
+    c.es_view_max_age_ms = 15_000;
+    c.security = crate::config::Security::Full;
+    c.volumes[0].container_path = crate::config::IDENTITY_MOUNT.into();
+    c.validate().expect("a valid secure layout");
+    let mut h = Harness::new(c);
+    h.subscribe();
+    h.core
+        .handle_scale(1, h.now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    h.drain();
+    let vols = h.core.persisted().slots[&NodeId(1)].volumes.clone();
+    h.sidecar("a", None, None, &vols);
+    h.sidecar("b", None, None, &vols);
+    let answer = |command_id, volumes, csr: Option<&str>| crate::domain::CommandResult {
+        command_id,
+        ok: true,
+        error: None,
+        volumes,
+        csr_pem: csr.map(str::to_owned),
+    };
+    let install_id = |cmds: &[Command]| {
+        cmds.iter().find_map(|c| match c {
+            Command::Sidecar {
+                command: crate::command::SidecarCommand::InstallIdentity { command_id, .. },
+                ..
+            } => Some(*command_id),
+            _ => None,
+        })
+    };
+    // First launch on a, through Prepare and InstallIdentity.
+    let cmds = h.offers(vec![offer("o-a", "a", 4.0, 8192.0, 0.0)]);
+    let (_, prepare_id, _) = prepares(&cmds)[0].clone();
+    h.core.handle_sidecar_result(
+        &host("a"),
+        answer(prepare_id, Vec::new(), Some("CSR")),
+        h.now,
+    );
+    let cmds = h.drain();
+    let install = install_id(&cmds).expect("an identity to install");
+    h.core
+        .handle_sidecar_result(&host("a"), answer(install, Vec::new(), None), h.now);
+    let cmds = h.drain();
+    let task = accepts(&cmds)[0].task_id.clone();
+    h.update(status(&task, "a", TaskState::Running, Some("u1")));
+
+    unreachable(&mut h, &task);
+    pass(&mut h, DELAY + 5_000, &vols, Some(&[]));
+    assert_eq!(h.task_of(1), None, "replaced");
+    let id = h.next_offer_id();
+    let cmds = h.offers(vec![offer(&id, "b", 4.0, 8192.0, 0.0)]);
+    let (_, prepare_id, _) = prepares(&cmds)[0].clone();
+    h.core.handle_sidecar_result(
+        &host("b"),
+        answer(
+            prepare_id,
+            taken_over(&vols, Some(DriverAttachment::Here)),
+            Some("CSR"),
+        ),
+        h.now,
+    );
+    let cmds = h.drain();
+    assert!(accepts(&cmds).is_empty(), "not before the identity");
+    let install = install_id(&cmds).expect("the confirmed takeover goes on to the identity");
+    h.core
+        .handle_sidecar_result(&host("b"), answer(install, Vec::new(), None), h.now);
+    let cmds = h.drain();
+    let l = accepts(&cmds);
+    assert_eq!(l.len(), 1, "launched: {cmds:?}");
+    assert_eq!(l[0].host, host("b"));
+    check(&h);
+}
+
 #[test]
 fn a_driver_that_reports_no_attachment_is_taken_at_its_mount() {
     let (mut h, task, vols) = running_on_a(Fencing::Storage);
