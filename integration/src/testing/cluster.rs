@@ -206,6 +206,90 @@ impl E2eCluster {
     pub async fn stop(mut self) {
         self.cluster.stop().await;
     }
+
+    /// What a failing test prints: the tail of every component's log and of every task's output (an
+    /// es-standin that refuses to start says why on its stderr), oldest sandbox first.
+    fn failure_report(&self) -> String {
+        let plan = &self.cluster.plan;
+        let mut files: Vec<std::path::PathBuf> = read_dir_sorted(&plan.logs);
+        for sandbox in read_dir_sorted(&plan.state.join("emu").join("sandboxes")) {
+            files.extend(["stdout", "stderr"].map(|f| sandbox.join(f)));
+        }
+        let mut out = format!(
+            "=== the cluster in {} failed; its logs:\n",
+            plan.state.display()
+        );
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(FAILURE_TAIL_LINES)..];
+            if !tail.is_empty() {
+                out += &format!("--- {}\n{}\n", file.display(), tail.join("\n"));
+            }
+        }
+        out
+    }
+}
+
+/// Set to a directory, a failing end-to-end test copies its cluster's state directory (logs, task
+/// sandboxes, volumes) there, to `<dir>/<test>-<pid>`, before the temp dir is deleted.
+pub const KEEP_LOGS_ENV: &str = "TETHER_KEEP_TEST_LOGS";
+
+/// Lines of each log printed when a test fails.
+const FAILURE_TAIL_LINES: usize = 25;
+
+impl Drop for E2eCluster {
+    /// A test that panics leaves its cluster diagnosable: the logs' tails go to stderr (nextest shows
+    /// them with the failure) and, with [`KEEP_LOGS_ENV`], the whole state directory is kept.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        eprintln!("{}", self.failure_report());
+        if let Some(keep) = std::env::var_os(KEEP_LOGS_ENV) {
+            let test = std::thread::current()
+                .name()
+                .unwrap_or("e2e")
+                .replace("::", "-");
+            let to = std::path::Path::new(&keep).join(format!("{test}-{}", std::process::id()));
+            match copy_files(&self.cluster.plan.state, &to) {
+                Ok(()) => eprintln!(
+                    "=== {KEEP_LOGS_ENV}: the cluster's state is in {}",
+                    to.display()
+                ),
+                Err(e) => eprintln!("=== {KEEP_LOGS_ENV}: cannot copy to {}: {e}", to.display()),
+            }
+        }
+    }
+}
+
+fn read_dir_sorted(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut entries: Vec<(std::time::SystemTime, std::path::PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| {
+            let modified = e.metadata().and_then(|m| m.modified());
+            (modified.unwrap_or(std::time::UNIX_EPOCH), e.path())
+        })
+        .collect();
+    entries.sort();
+    entries.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Copies the directories and regular files under `from` into `to` (sockets and the like are skipped).
+fn copy_files(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            copy_files(&entry.path(), &to.join(entry.file_name()))?;
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+        }
+    }
+    Ok(())
 }
 
 /// A loopback subnet (`127.<n>.0`) reserved for one test cluster by an exclusive lock on
