@@ -43,7 +43,7 @@ async fn chaos_rounds_lose_nothing_and_break_no_invariant() {
     let dir = tempfile::tempdir().expect("tempdir");
     let subnet = SubnetLease::acquire();
     // The same port block as `E2eCluster` would use for this lease: disjoint from other test clusters.
-    let ports_base = 40_000 + (subnet.index - 20) * 40;
+    let ports_base = subnet.ports_base();
     let tether_dev = bin_path("tether-dev").expect("tether-dev is built");
     let child = tokio::process::Command::new(tether_dev)
         .args(["--chaos", "--chaos-rounds", &ROUNDS.to_string()])
@@ -57,7 +57,7 @@ async fn chaos_rounds_lose_nothing_and_break_no_invariant() {
             "--ports-base",
             &ports_base.to_string(),
             "--port-stride",
-            "10",
+            &SubnetLease::PORT_STRIDE.to_string(),
         ])
         .args([
             "--allocation-interval",

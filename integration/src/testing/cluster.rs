@@ -44,9 +44,8 @@ impl E2eCluster {
         options.allocation_interval = std::time::Duration::from_millis(200);
         options.agent_ping_timeout = std::time::Duration::from_secs(3);
         options.startup_grace = std::time::Duration::from_secs(2);
-        // 40 ports per cluster (4 agents × 10; a node needs 2), disjoint between leases.
-        options.ports_base = 40_000 + (subnet.index - 20) * 40;
-        options.port_stride = 10;
+        options.ports_base = subnet.ports_base();
+        options.port_stride = SubnetLease::PORT_STRIDE;
         options.prepare_timeout = std::time::Duration::from_secs(5);
         // Storage fencing (the REX-Ray doubles preempt): a dead agent's node comes back on its own.
         options.storage_fencing = Some(std::time::Duration::from_secs(3));
@@ -303,11 +302,37 @@ pub struct SubnetLease {
     _lock: std::fs::File,
 }
 
+/// Leases: `n` of `127.<n>.0` runs from `FIRST_SUBNET` over `SUBNETS` values.
+const FIRST_SUBNET: usize = 20;
+const SUBNETS: usize = 200;
+
 impl SubnetLease {
+    /// Ports per agent: a node needs 2.
+    pub const PORT_STRIDE: u16 = 10;
+    /// Ports per lease: 4 agents.
+    const PORTS_PER_LEASE: u16 = 4 * Self::PORT_STRIDE;
+    /// First port of the first lease's block. Every block lies below Linux's ephemeral port range
+    /// (`net.ipv4.ip_local_port_range`, 32768-60999 by default), as a Mesos agent's default `ports`
+    /// resource (31000-32000) does: Elasticsearch binds `0.0.0.0`, and that bind fails (exit 1,
+    /// `BindTransportException`) while any socket on the machine holds the port — the outgoing
+    /// connections of every process here, their TIME_WAIT for 60 s after closing, and the listeners of
+    /// [`crate::process::free_port`] all take ports from the ephemeral range.
+    pub const PORTS_START: u16 = 20_000;
+
+    /// The first port of this lease's block, disjoint from every other lease's block.
+    pub fn ports_base(&self) -> u16 {
+        Self::PORTS_START + (self.index - FIRST_SUBNET as u16) * Self::PORTS_PER_LEASE
+    }
+
+    /// One past the last port any lease's block may use.
+    pub fn ports_end() -> u32 {
+        u32::from(Self::PORTS_START) + SUBNETS as u32 * u32::from(Self::PORTS_PER_LEASE)
+    }
+
     pub fn acquire() -> SubnetLease {
         let start = std::process::id() as usize;
-        for i in 0..200 {
-            let n = 20 + (start + i) % 200;
+        for i in 0..SUBNETS {
+            let n = FIRST_SUBNET + (start + i) % SUBNETS;
             let path = std::env::temp_dir().join(format!("tether-e2e-subnet-{n}.lock"));
             let Ok(file) = std::fs::OpenOptions::new()
                 .create(true)
@@ -328,5 +353,33 @@ impl SubnetLease {
             }
         }
         panic!("no free loopback subnet for a test cluster");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SubnetLease;
+
+    /// Every lease's port block lies outside this machine's ephemeral port range (see
+    /// [`SubnetLease::PORTS_START`]); with the blocks inside it, a node's bind failed whenever some
+    /// connection of another process happened to hold the port.
+    #[test]
+    fn port_blocks_lie_outside_the_ephemeral_port_range() {
+        let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .expect("Linux publishes its ephemeral port range");
+        let range: Vec<u32> = text
+            .split_whitespace()
+            .map(|p| p.parse().expect("a port"))
+            .collect();
+        let (low, high) = (range[0], range[1]);
+        let (start, end) = (
+            u32::from(SubnetLease::PORTS_START),
+            SubnetLease::ports_end(),
+        );
+        assert!(
+            end <= low || start > high,
+            "test port blocks {start}..{end} overlap the ephemeral ports {low}-{high}"
+        );
+        assert!(end <= 31_000, "and stay clear of the dev cluster's 31000-");
     }
 }
