@@ -17,7 +17,6 @@ use tether_integration::http_client;
 use tether_integration::testing::cluster::E2eCluster;
 use tether_integration::testing::ctl::{tetherctl, tetherctl_answering};
 use tether_integration::testing::es::{get_doc, put_doc, wait_es};
-use tether_integration::testing::scheduler::all_running;
 use tether_proto::v1::{ListNodesRequest, Node};
 
 fn node(nodes: &[Node], id: u64) -> Node {
@@ -28,9 +27,9 @@ fn node(nodes: &[Node], id: u64) -> Node {
         .expect("node listed")
 }
 
-/// Node 2, with documents `doc-2-0..count` acknowledged.
+/// Node 2, with documents `doc-2-0..count` acknowledged, once the three nodes formed one cluster.
 async fn node_two_with_documents(c: &E2eCluster, count: usize) -> Node {
-    let nodes = c.wait_nodes("three running nodes", all_running(3)).await;
+    let nodes = c.wait_formed(3).await;
     let two = node(&nodes, 2);
     wait_es(&two).await;
     for i in 0..count {

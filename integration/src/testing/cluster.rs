@@ -78,6 +78,25 @@ impl E2eCluster {
         })
     }
 
+    /// Waits until `count` nodes are RUNNING and every one of them has joined one Elasticsearch cluster
+    /// of `count` nodes; returns the node list. A test must wait for this before it takes a node away:
+    /// the voting configuration is bootstrapped from the nodes discovered first, with a placeholder for a
+    /// node not found yet, and gains that node only when it joins. Until then the cluster is 2 of
+    /// {2 nodes + placeholder}, and losing either node leaves it without a master for good — as real
+    /// Elasticsearch does (never stop half or more of the voters at once).
+    pub async fn wait_formed(&self, count: usize) -> Vec<Node> {
+        let nodes = self
+            .wait_nodes(
+                &format!("{count} running nodes"),
+                super::scheduler::all_running(count),
+            )
+            .await;
+        for n in &nodes {
+            super::es::wait_es_nodes(n, count).await;
+        }
+        nodes
+    }
+
     /// Waits until the scheduler reports the cluster UUID a node gave it (the bootstrap is confirmed).
     pub async fn wait_cluster_uuid(&self) -> String {
         let mut admin = self.admin().await;

@@ -39,6 +39,26 @@ pub async fn wait_es(node: &Node) -> serde_json::Value {
     }
 }
 
+/// Waits until `node` has applied a cluster state of `count` nodes (`_cluster/health?wait_for_nodes`).
+pub async fn wait_es_nodes(node: &Node, count: usize) {
+    let url = url(
+        node,
+        &format!("/_cluster/health?wait_for_nodes={count}&timeout=1s"),
+    );
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let last = http_client::get_json(&url).await;
+        if matches!(last, Ok((200, _))) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{url} never saw {count} nodes: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Reads document `id` of index `docs` from `node`: `Some(source)` when found.
 pub async fn get_doc(node: &Node, id: &str) -> Option<serde_json::Value> {
     let (status, body) = http_client::get_json(&url(node, &format!("/docs/_doc/{id}")))
