@@ -246,7 +246,16 @@ async fn a_healed_old_task_wrote_nothing_after_the_takeover_and_is_killed() {
             if !old_live {
                 break true;
             }
-            assert_eq!(c.duplicate_writers().await, vec![]);
+            // Until the scheduler hears of the healed task and kills it, the master lists it RUNNING
+            // beside the new one; what keeps it from writing is that its volumes stay with the new host.
+            let held = c.attachments().await;
+            for v in &moved.volumes {
+                assert_eq!(
+                    held.get(v).cloned().flatten().as_deref(),
+                    Some(moved.host.as_str()),
+                    "volume {v} left node 2's new host while the old task lived: {live:?}"
+                );
+            }
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "the old task was never killed: {live:?}"
@@ -255,6 +264,7 @@ async fn a_healed_old_task_wrote_nothing_after_the_takeover_and_is_killed() {
         }
     };
     assert!(killed);
+    assert_eq!(c.duplicate_writers().await, vec![]);
     assert_eq!(get_doc(&moved, "doc-2-late").await, None);
     assert_eq!(
         get_doc(&moved, "doc-2-new").await,

@@ -173,21 +173,23 @@ impl E2eCluster {
                 .nodes
         };
         let volumes = nodes.iter().map(|n| (n.id, n.volumes.clone())).collect();
-        let backend = self.cluster.plan.backend.clone();
-        let attachments = tokio::task::spawn_blocking(move || {
-            crate::fake_rexray::backend::lock(&backend)?.list()
-        })
-        .await
-        .expect("backend read")
-        .expect("backend readable")
-        .into_iter()
-        .map(|v| (v.name, v.attached_host))
-        .collect();
         crate::dev::chaos::duplicate_tasks(
             &crate::dev::chaos::live_tasks(&state),
             &volumes,
-            &attachments,
+            &self.attachments().await,
         )
+    }
+
+    /// Volume name → the host the volume backend attaches it to.
+    pub async fn attachments(&self) -> BTreeMap<String, Option<String>> {
+        let backend = self.cluster.plan.backend.clone();
+        tokio::task::spawn_blocking(move || crate::fake_rexray::backend::lock(&backend)?.list())
+            .await
+            .expect("backend read")
+            .expect("backend readable")
+            .into_iter()
+            .map(|v| (v.name, v.attached_host))
+            .collect()
     }
 
     /// Injects faults into the volume plugin of `host` (`/Fake.SetFaults` body).
