@@ -55,7 +55,7 @@ async fn chaos(kinds: &[FaultKind], seed: u64, rounds: u64, zookeeper: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let subnet = SubnetLease::acquire();
     // The same port block as `E2eCluster` would use for this lease: disjoint from other test clusters.
-    let ports_base = 40_000 + (subnet.index - 20) * 40;
+    let ports_base = subnet.ports_base();
     let tether_dev = bin_path("tether-dev").expect("tether-dev is built");
     let mut command = tokio::process::Command::new(tether_dev);
     command
@@ -71,7 +71,7 @@ async fn chaos(kinds: &[FaultKind], seed: u64, rounds: u64, zookeeper: bool) {
             "--ports-base",
             &ports_base.to_string(),
             "--port-stride",
-            "10",
+            &SubnetLease::PORT_STRIDE.to_string(),
         ])
         .args([
             "--allocation-interval",

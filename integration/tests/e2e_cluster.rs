@@ -18,7 +18,7 @@ async fn a_killed_agents_node_comes_back_elsewhere_with_its_data() {
     // Zones alternate a, b, a, b: node 2's volumes are in zone-b, which has a spare agent.
     let c = E2eCluster::start(4, 3, |_| {}).await;
     let es = c.es().await;
-    let nodes = c.wait_nodes("three running nodes", all_running(3)).await;
+    let nodes = c.wait_formed(3).await;
     assert_eq!(nodes.iter().map(|n| n.id).collect::<Vec<_>>(), [1, 2, 3]);
     assert_eq!(
         nodes

@@ -237,7 +237,7 @@ async fn compose_cluster_relaunches_a_dead_agents_node_with_its_documents() -> R
             // The lease's own block, as E2eCluster uses it: nodes bind 0.0.0.0.
             (
                 "TETHER_COMPOSE_PORTS_BASE".into(),
-                (40_000 + (subnet.index - 20) * 40).to_string(),
+                subnet.ports_base().to_string(),
             ),
         ],
         tag: tag.clone(),

@@ -18,9 +18,9 @@ fn node(nodes: &[Node], id: u64) -> Node {
         .expect("node listed")
 }
 
-/// Node 2 and the zone-b agent that does not run it.
+/// Node 2 and the zone-b agent that does not run it, once the three nodes formed one cluster.
 async fn node_two_and_spare(c: &E2eCluster) -> (Node, String) {
-    let nodes = c.wait_nodes("three running nodes", all_running(3)).await;
+    let nodes = c.wait_formed(3).await;
     let two = node(&nodes, 2);
     let spare = c
         .zone_hosts("zone-b")
@@ -101,7 +101,7 @@ async fn a_partitioned_node_is_replaced_only_once_its_agent_is_gone() {
 async fn a_scheduler_killed_mid_relaunch_leaves_no_duplicate() {
     let mut c = E2eCluster::start(4, 3, |_| {}).await;
     let es = c.es().await;
-    let nodes = c.wait_nodes("three running nodes", all_running(3)).await;
+    let nodes = c.wait_formed(3).await;
     for n in &nodes {
         wait_es(&es, n).await;
         put_doc(&es, n, &format!("doc-{}", n.id), json!({ "v": n.id })).await;

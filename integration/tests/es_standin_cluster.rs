@@ -346,6 +346,71 @@ async fn a_node_of_another_cluster_is_refused_until_its_data_path_is_wiped() {
     a_run.stop().await;
 }
 
+/// The index in `p` of the elected master, as `p[0]` sees it.
+async fn elected(p: &[Planned]) -> usize {
+    let (master_id, _, _) = view(&p[0], None).await.expect("view");
+    let (_, state) = get(&p[0], "/_cluster/state/nodes", None)
+        .await
+        .expect("state");
+    let master_name = state["nodes"][master_id.as_deref().expect("master")]["name"]
+        .as_str()
+        .expect("master name")
+        .to_owned();
+    p.iter()
+        .position(|n| n.name == master_name)
+        .expect("master planned")
+}
+
+/// Auto-creating an index is a master-node action: when the master fails to commit it (here its
+/// followers are frozen, so the publication times out and the master steps down) the request waits for
+/// the next master and is retried, as `TransportMasterNodeAction` retries on
+/// `FailedToCommitClusterStateException` until `master_timeout`; the client sees a slow 201, not an
+/// error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_outlives_a_failed_publication_of_its_new_index() {
+    let logs = tempfile::tempdir().expect("logs");
+    let p = plan(&["w1", "w2", "w3"]);
+    let all: Vec<&Planned> = p.iter().collect();
+    let initial = ["w1", "w2", "w3"];
+    let procs: Vec<Proc> = p
+        .iter()
+        .map(|n| spawn(n, &settings(n, &all, &initial, &no_security()), logs.path()))
+        .collect();
+    formed(&all, &initial, None).await;
+    let master = elected(&p).await;
+    let followers: Vec<usize> = (0..p.len()).filter(|i| *i != master).collect();
+    for f in &followers {
+        procs[*f].signal(Signal::STOP).expect("SIGSTOP");
+    }
+    let url = format!("http://127.0.0.1:{}/docs/_doc/1", p[master].http);
+    let put = tokio::spawn(async move {
+        request(
+            "PUT",
+            &url,
+            Some(&serde_json::json!({ "v": 1 })),
+            None,
+            None,
+        )
+        .await
+    });
+    eventually("the master to step down", WAIT, || async {
+        (!has_master(&p[master], None).await).then_some(())
+    })
+    .await
+    .expect("stepped down");
+    for f in &followers {
+        procs[*f].signal(Signal::CONT).expect("SIGCONT");
+    }
+    let (status, body) = put.await.expect("the request task").expect("an answer");
+    assert_eq!(status, 201, "{body}\n{}", procs[master].log_text());
+    formed(&all, &initial, None).await;
+    let (status, doc) = get(&p[master], "/docs/_doc/1", None).await.expect("get");
+    assert_eq!((status, &doc["_source"]["v"]), (200, &serde_json::json!(1)));
+    for mut pr in procs {
+        let _ = pr.stop(Duration::from_secs(20)).await;
+    }
+}
+
 /// The binary, so that it can be frozen with SIGSTOP.
 fn spawn(node: &Planned, settings: &[String], logs: &std::path::Path) -> Proc {
     let env: Vec<(String, String)> = node.sandbox.env(V8, &[]).into_iter().collect();
@@ -367,18 +432,7 @@ async fn the_master_removes_a_node_that_stops_answering() {
         .map(|n| spawn(n, &settings(n, &all, &initial, &no_security()), logs.path()))
         .collect();
     formed(&all, &initial, None).await;
-    let (master_id, _, _) = view(&p[0], None).await.expect("view");
-    let (_, state) = get(&p[0], "/_cluster/state/nodes", None)
-        .await
-        .expect("state");
-    let master_name = state["nodes"][master_id.as_deref().expect("master")]["name"]
-        .as_str()
-        .expect("master name")
-        .to_owned();
-    let master = p
-        .iter()
-        .position(|n| n.name == master_name)
-        .expect("master planned");
+    let master = elected(&p).await;
     let victim = (master + 1) % 3;
     let others: Vec<&str> = initial
         .iter()

@@ -12,8 +12,9 @@
 //!   `wait_for_status` / `wait_for_nodes` wait up to `timeout` (30 s), then 408 with `timed_out: true`.
 //! - `GET /_cluster/state[/master_node,nodes]`: the elected master's id and the nodes, from this node's
 //!   applied state.
-//! - Documents: `PUT|POST /<index>/_doc/<id>` (the index is created through the master first; no master
-//!   within `timeout` → 503), `GET /<index>/_doc/<id>`.
+//! - Documents: `PUT|POST /<index>/_doc/<id>` (the index is created through the master first, retried
+//!   with the next master when a publication fails; no master within `timeout` → 503),
+//!   `GET /<index>/_doc/<id>`.
 
 use std::convert::Infallible;
 use std::path::PathBuf;

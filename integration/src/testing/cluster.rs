@@ -44,9 +44,8 @@ impl E2eCluster {
         options.allocation_interval = std::time::Duration::from_millis(200);
         options.agent_ping_timeout = std::time::Duration::from_secs(3);
         options.startup_grace = std::time::Duration::from_secs(2);
-        // 40 ports per cluster (4 agents × 10; a node needs 2), disjoint between leases.
-        options.ports_base = 40_000 + (subnet.index - 20) * 40;
-        options.port_stride = 10;
+        options.ports_base = subnet.ports_base();
+        options.port_stride = SubnetLease::PORT_STRIDE;
         options.prepare_timeout = std::time::Duration::from_secs(5);
         // Storage fencing (the REX-Ray doubles preempt): a dead agent's node comes back on its own.
         options.storage_fencing = Some(std::time::Duration::from_secs(3));
@@ -99,6 +98,26 @@ impl E2eCluster {
         crate::dev::es_access(&self.cluster.plan)
             .await
             .unwrap_or_else(|e| panic!("how to reach the nodes: {e}"))
+    }
+
+    /// Waits until `count` nodes are RUNNING and every one of them has joined one Elasticsearch cluster
+    /// of `count` nodes; returns the node list. A test must wait for this before it takes a node away:
+    /// the voting configuration is bootstrapped from the nodes discovered first, with a placeholder for a
+    /// node not found yet, and gains that node only when it joins. Until then the cluster is 2 of
+    /// {2 nodes + placeholder}, and losing either node leaves it without a master for good — as real
+    /// Elasticsearch does (never stop half or more of the voters at once).
+    pub async fn wait_formed(&self, count: usize) -> Vec<Node> {
+        let nodes = self
+            .wait_nodes(
+                &format!("{count} running nodes"),
+                super::scheduler::all_running(count),
+            )
+            .await;
+        let es = self.es().await;
+        for n in &nodes {
+            super::es::wait_es_nodes(&es, n, count).await;
+        }
+        nodes
     }
 
     /// Waits until the scheduler reports the cluster UUID a node gave it (the bootstrap is confirmed).
@@ -177,21 +196,23 @@ impl E2eCluster {
                 .nodes
         };
         let volumes = nodes.iter().map(|n| (n.id, n.volumes.clone())).collect();
-        let backend = self.cluster.plan.backend.clone();
-        let attachments = tokio::task::spawn_blocking(move || {
-            crate::fake_rexray::backend::lock(&backend)?.list()
-        })
-        .await
-        .expect("backend read")
-        .expect("backend readable")
-        .into_iter()
-        .map(|v| (v.name, v.attached_host))
-        .collect();
         crate::dev::chaos::duplicate_tasks(
             &crate::dev::chaos::live_tasks(&state),
             &volumes,
-            &attachments,
+            &self.attachments().await,
         )
+    }
+
+    /// Volume name → the host the volume backend attaches it to.
+    pub async fn attachments(&self) -> BTreeMap<String, Option<String>> {
+        let backend = self.cluster.plan.backend.clone();
+        tokio::task::spawn_blocking(move || crate::fake_rexray::backend::lock(&backend)?.list())
+            .await
+            .expect("backend read")
+            .expect("backend readable")
+            .into_iter()
+            .map(|v| (v.name, v.attached_host))
+            .collect()
     }
 
     /// Injects faults into the volume plugin of `host` (`/Fake.SetFaults` body).
@@ -228,6 +249,90 @@ impl E2eCluster {
     pub async fn stop(mut self) {
         self.cluster.stop().await;
     }
+
+    /// What a failing test prints: the tail of every component's log and of every task's output (an
+    /// es-standin that refuses to start says why on its stderr), oldest sandbox first.
+    fn failure_report(&self) -> String {
+        let plan = &self.cluster.plan;
+        let mut files: Vec<std::path::PathBuf> = read_dir_sorted(&plan.logs);
+        for sandbox in read_dir_sorted(&plan.state.join("emu").join("sandboxes")) {
+            files.extend(["stdout", "stderr"].map(|f| sandbox.join(f)));
+        }
+        let mut out = format!(
+            "=== the cluster in {} failed; its logs:\n",
+            plan.state.display()
+        );
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(FAILURE_TAIL_LINES)..];
+            if !tail.is_empty() {
+                out += &format!("--- {}\n{}\n", file.display(), tail.join("\n"));
+            }
+        }
+        out
+    }
+}
+
+/// Set to a directory, a failing end-to-end test copies its cluster's state directory (logs, task
+/// sandboxes, volumes) there, to `<dir>/<test>-<pid>`, before the temp dir is deleted.
+pub const KEEP_LOGS_ENV: &str = "TETHER_KEEP_TEST_LOGS";
+
+/// Lines of each log printed when a test fails.
+const FAILURE_TAIL_LINES: usize = 25;
+
+impl Drop for E2eCluster {
+    /// A test that panics leaves its cluster diagnosable: the logs' tails go to stderr (nextest shows
+    /// them with the failure) and, with [`KEEP_LOGS_ENV`], the whole state directory is kept.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        eprintln!("{}", self.failure_report());
+        if let Some(keep) = std::env::var_os(KEEP_LOGS_ENV) {
+            let test = std::thread::current()
+                .name()
+                .unwrap_or("e2e")
+                .replace("::", "-");
+            let to = std::path::Path::new(&keep).join(format!("{test}-{}", std::process::id()));
+            match copy_files(&self.cluster.plan.state, &to) {
+                Ok(()) => eprintln!(
+                    "=== {KEEP_LOGS_ENV}: the cluster's state is in {}",
+                    to.display()
+                ),
+                Err(e) => eprintln!("=== {KEEP_LOGS_ENV}: cannot copy to {}: {e}", to.display()),
+            }
+        }
+    }
+}
+
+fn read_dir_sorted(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut entries: Vec<(std::time::SystemTime, std::path::PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| {
+            let modified = e.metadata().and_then(|m| m.modified());
+            (modified.unwrap_or(std::time::UNIX_EPOCH), e.path())
+        })
+        .collect();
+    entries.sort();
+    entries.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Copies the directories and regular files under `from` into `to` (sockets and the like are skipped).
+fn copy_files(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            copy_files(&entry.path(), &to.join(entry.file_name()))?;
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+        }
+    }
+    Ok(())
 }
 
 /// A loopback subnet (`127.<n>.0`) reserved for one test cluster by an exclusive lock on
@@ -241,11 +346,37 @@ pub struct SubnetLease {
     _lock: std::fs::File,
 }
 
+/// Leases: `n` of `127.<n>.0` runs from `FIRST_SUBNET` over `SUBNETS` values.
+const FIRST_SUBNET: usize = 20;
+const SUBNETS: usize = 200;
+
 impl SubnetLease {
+    /// Ports per agent: a node needs 2.
+    pub const PORT_STRIDE: u16 = 10;
+    /// Ports per lease: 4 agents.
+    const PORTS_PER_LEASE: u16 = 4 * Self::PORT_STRIDE;
+    /// First port of the first lease's block. Every block lies below Linux's ephemeral port range
+    /// (`net.ipv4.ip_local_port_range`, 32768-60999 by default), as a Mesos agent's default `ports`
+    /// resource (31000-32000) does: Elasticsearch binds `0.0.0.0`, and that bind fails (exit 1,
+    /// `BindTransportException`) while any socket on the machine holds the port — the outgoing
+    /// connections of every process here, their TIME_WAIT for 60 s after closing, and the listeners of
+    /// [`crate::process::free_port`] all take ports from the ephemeral range.
+    pub const PORTS_START: u16 = 20_000;
+
+    /// The first port of this lease's block, disjoint from every other lease's block.
+    pub fn ports_base(&self) -> u16 {
+        Self::PORTS_START + (self.index - FIRST_SUBNET as u16) * Self::PORTS_PER_LEASE
+    }
+
+    /// One past the last port any lease's block may use.
+    pub fn ports_end() -> u32 {
+        u32::from(Self::PORTS_START) + SUBNETS as u32 * u32::from(Self::PORTS_PER_LEASE)
+    }
+
     pub fn acquire() -> SubnetLease {
         let start = std::process::id() as usize;
-        for i in 0..200 {
-            let n = 20 + (start + i) % 200;
+        for i in 0..SUBNETS {
+            let n = FIRST_SUBNET + (start + i) % SUBNETS;
             let path = std::env::temp_dir().join(format!("tether-e2e-subnet-{n}.lock"));
             let Ok(file) = std::fs::OpenOptions::new()
                 .create(true)
@@ -266,5 +397,33 @@ impl SubnetLease {
             }
         }
         panic!("no free loopback subnet for a test cluster");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SubnetLease;
+
+    /// Every lease's port block lies outside this machine's ephemeral port range (see
+    /// [`SubnetLease::PORTS_START`]); with the blocks inside it, a node's bind failed whenever some
+    /// connection of another process happened to hold the port.
+    #[test]
+    fn port_blocks_lie_outside_the_ephemeral_port_range() {
+        let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .expect("Linux publishes its ephemeral port range");
+        let range: Vec<u32> = text
+            .split_whitespace()
+            .map(|p| p.parse().expect("a port"))
+            .collect();
+        let (low, high) = (range[0], range[1]);
+        let (start, end) = (
+            u32::from(SubnetLease::PORTS_START),
+            SubnetLease::ports_end(),
+        );
+        assert!(
+            end <= low || start > high,
+            "test port blocks {start}..{end} overlap the ephemeral ports {low}-{high}"
+        );
+        assert!(end <= 31_000, "and stay clear of the dev cluster's 31000-");
     }
 }

@@ -59,6 +59,26 @@ pub async fn wait_es(es: &EsAccess, node: &Node) -> serde_json::Value {
     }
 }
 
+/// Waits until `node` has applied a cluster state of `count` nodes (`_cluster/health?wait_for_nodes`).
+pub async fn wait_es_nodes(es: &EsAccess, node: &Node, count: usize) {
+    let path = format!("/_cluster/health?wait_for_nodes={count}&timeout=1s");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let last = request(es, node, Method::GET, &path, None)
+            .await
+            .map(|r| (r.status, r.text()));
+        if matches!(last, Ok((200, _))) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} never saw {count} nodes: {last:?}",
+            es.url(&node.host, node.http_port, &path)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Reads document `id` of index `docs` from `node`: `Some(source)` when found.
 pub async fn get_doc(es: &EsAccess, node: &Node, id: &str) -> Option<serde_json::Value> {
     let r = request(es, node, Method::GET, &format!("/docs/_doc/{id}"), None)

@@ -299,38 +299,71 @@ impl Coordinator {
 
     /// Adds index `name` to the cluster state through the master (what auto-creating an index does),
     /// waiting up to `timeout` for a master.
+    ///
+    /// As Elasticsearch's `TransportMasterNodeAction` does, a master that fails to commit the change,
+    /// is no longer the master, or cannot be reached is no error yet: the request waits for the next
+    /// master (another node, or a newer state) and is sent again, until `timeout` — then it fails as
+    /// `master_not_discovered_exception`. Right after an election, competing candidates make the first
+    /// publications fail now and then; a client sees that only as a slower answer.
     pub async fn create_index(
         self: &Arc<Self>,
         name: &str,
         timeout: Duration,
     ) -> Result<(), ClusterError> {
-        if self.view.borrow().state.indices.contains(name) {
-            return Ok(());
-        }
-        let master = self
-            .wait_for_master(timeout)
-            .await
-            .ok_or(ClusterError::NoMaster)?;
-        if master.id == self.local().id {
-            self.create_index_as_master(name)
-                .await
-                .map_err(ClusterError::Failed)?;
-        } else {
-            self.transport
-                .send(
-                    master.address,
-                    &master.host,
-                    Request::CreateIndex {
-                        name: name.to_owned(),
-                    },
-                    timeout,
-                )
-                .await
-                .map_err(|e| ClusterError::Failed(e.to_string()))?;
-        }
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut rx = self.view.subscribe();
+        loop {
+            let tried = {
+                let v = rx.borrow_and_update();
+                if v.state.indices.contains(name) {
+                    return Ok(());
+                }
+                v.master.clone().map(|m| (m, v.state.version))
+            };
+            let Some((master, version)) = tried else {
+                tokio::time::timeout_at(deadline, rx.wait_for(|v| v.master.is_some()))
+                    .await
+                    .map_err(|_| ClusterError::NoMaster)?
+                    .map_err(|_| ClusterError::NoMaster)?;
+                continue;
+            };
+            let attempt = if master.id == self.local().id {
+                self.create_index_as_master(name).await
+            } else {
+                self.transport
+                    .send(
+                        master.address,
+                        &master.host,
+                        Request::CreateIndex {
+                            name: name.to_owned(),
+                        },
+                        deadline.saturating_duration_since(tokio::time::Instant::now()),
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            };
+            match attempt {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::debug!(index = name, master = %master, error = %e,
+                        "master could not create the index; retrying with the next master");
+                    // `MasterNodeChangePredicate`: another master, or the same one with a newer state.
+                    let changed = rx.wait_for(|v| {
+                        v.master
+                            .as_ref()
+                            .is_some_and(|m| m.id != master.id || v.state.version > version)
+                            || v.state.indices.contains(name)
+                    });
+                    tokio::time::timeout_at(deadline, changed)
+                        .await
+                        .map_err(|_| ClusterError::NoMaster)?
+                        .map_err(|_| ClusterError::NoMaster)?;
+                }
+            }
+        }
         let applied = rx.wait_for(|v| v.state.indices.contains(name));
-        match tokio::time::timeout(timeout, applied).await {
+        match tokio::time::timeout_at(deadline, applied).await {
             Ok(Ok(_)) => Ok(()),
             _ => Err(ClusterError::Failed(format!(
                 "index [{name}] was created but this node has not applied it yet"
