@@ -229,6 +229,11 @@ pub struct Args {
     // Parsed at once: `ZkUrl`'s `Debug` redacts credentials embedded in the URL.
     #[arg(long = "state", env = "TETHER_STATE", value_name = "ZK_URL", value_parser = parse_zk_url)]
     pub state: Option<tether_zk::ZkUrl>,
+    /// Load a backup (`tetherctl state export > FILE`) into the empty store that `--state-dir` or
+    /// `--state` names, then exit without serving; refused when the store holds anything, and nothing is
+    /// written unless the whole file checks out. Secrets in the backup go to `--state-dir`.
+    #[arg(long, env = "TETHER_RESTORE", value_name = "FILE")]
+    pub restore: Option<PathBuf>,
     /// The admin address a standby names when it refuses a call (`host:port`); default `--listen`, with
     /// the host name in place of an unspecified address.
     #[arg(long, env = "TETHER_ADVERTISE_ADDRESS")]

@@ -575,6 +575,27 @@ impl Shell {
                     }
                 }
             }
+            AdminRequest::ExportState {
+                include_secrets,
+                reply,
+            } => {
+                // Every `Persist` was written before this input was read: this is the durable state.
+                let doc = crate::backup::Backup::export(
+                    &self.settings.framework_name,
+                    self.core.persisted(),
+                    self.settings.secrets.as_deref(),
+                    include_secrets,
+                    self.clock.unix_ms(now),
+                );
+                let _ = reply.send(
+                    doc.to_json()
+                        .map(|document| pb::ExportStateResponse {
+                            document,
+                            format_version: crate::backup::FORMAT_VERSION,
+                        })
+                        .map_err(|e| Status::internal(e.to_string())),
+                );
+            }
             AdminRequest::MarkAgentGone { agent, reply } => match self.core.gone_agents(&agent) {
                 Err(e) => {
                     let _ = reply.send(Err(Status::failed_precondition(e.to_string())));

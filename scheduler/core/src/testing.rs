@@ -22,6 +22,50 @@ fn must<T, E: std::fmt::Debug>(r: Result<T, E>) -> T {
     }
 }
 
+/// A durable state as a running cluster leaves it: a framework id, a bootstrap, three nodes (one
+/// RUNNING, one never launched, one scaled down with its volumes kept).
+#[must_use]
+pub fn sample_state() -> PersistedState {
+    use crate::state::{Bootstrap, SlotRecord, TaskRecord};
+    let slot = |n: u64, task: Option<TaskRecord>, removed: bool| SlotRecord {
+        node_id: NodeId(n),
+        volumes: vec![vol(&format!("es-{n}-data")), vol(&format!("es-{n}-config"))],
+        generation: u64::from(task.is_some()),
+        task,
+        removed,
+        forced: false,
+        fenced: false,
+        last_reason: None,
+        mount_host: None,
+    };
+    let running = TaskRecord {
+        task_id: task("fw-1-1.1"),
+        agent_id: agent("agent-1"),
+        host: host("a1.example"),
+        http_port: 31000,
+        transport_port: 31001,
+        state: Some(TaskState::Running),
+        publish_address: Some("a1.example".into()),
+    };
+    PersistedState {
+        framework_id: Some(must(FrameworkId::new("fw-1"))),
+        desired: 2,
+        cluster_formed: true,
+        bootstrap: Some(Bootstrap {
+            cluster_uuid: "kq3XcI5mT2a8ZxkYx0ZbZw".into(),
+            security: crate::config::Security::Off,
+        }),
+        slots: [
+            slot(1, Some(running), false),
+            slot(2, None, false),
+            slot(3, None, true),
+        ]
+        .into_iter()
+        .map(|s| (s.node_id, s))
+        .collect(),
+    }
+}
+
 /// A host name.
 #[must_use]
 pub fn host(name: &str) -> Hostname {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tether_proto::client::{self, EndpointError, TlsFiles, TlsFlags};
 use tether_proto::v1::admin_client::AdminClient;
 use tether_proto::v1::{
-    BootstrapResetRequest, GetClusterRequest, ListAgentsRequest, ListNodesRequest,
+    BootstrapResetRequest, ExportStateRequest, GetClusterRequest, ListAgentsRequest, ListNodesRequest,
     ListVolumesRequest, MarkAgentGoneRequest, ReplaceNodeRequest, ScaleRequest, WatchEventsRequest,
 };
 use tokio_stream::StreamExt;
@@ -124,6 +124,11 @@ pub enum Command {
     /// Every node whose task runs is listed, whether or not it has joined the Elasticsearch cluster yet
     /// (listing only joined nodes needs the scheduler to track cluster membership: a later release).
     Endpoints,
+    /// The scheduler's persisted state, for backups.
+    State {
+        #[command(subcommand)]
+        action: StateAction,
+    },
     /// Print the completion script of a shell, e.g. `tetherctl completions bash >
     /// /etc/bash_completion.d/tetherctl` (the Debian package installs them).
     Completions {
@@ -141,6 +146,20 @@ pub enum BootstrapAction {
         /// Reset anyway: the next launches form a new cluster and the old cluster's data is orphaned.
         #[arg(long)]
         yes_new_cluster: bool,
+    },
+}
+
+/// What to do with the persisted state.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum StateAction {
+    /// Print the persisted state (framework id, desired count, every node slot, the bootstrap) as a
+    /// versioned JSON backup document, e.g. `tetherctl state export > tether-state.json`; load it with
+    /// `tether-scheduler --restore FILE`. Always JSON, whatever `--output` says.
+    Export {
+        /// Also put the cluster CA's certificate and private key and the `elastic` password in it (keep
+        /// that file as secret as the CA key). Without it they are left out and the document says so.
+        #[arg(long)]
+        include_secrets: bool,
     },
 }
 
@@ -393,6 +412,16 @@ pub async fn run(args: Args, out: &mut (dyn Write + Send), terminal: bool) -> Re
                 .await?
                 .into_inner();
             output::agents_gone(out, format, &resp)?;
+        }
+        Command::State {
+            action: StateAction::Export { include_secrets },
+        } => {
+            let doc = client
+                .export_state(ExportStateRequest { include_secrets })
+                .await?
+                .into_inner();
+            out.write_all(doc.document.as_bytes())?;
+            out.write_all(b"\n")?;
         }
         Command::Volumes => {
             let volumes = client
