@@ -12,10 +12,10 @@ use futures::Stream;
 use tether_proto::v1::admin_server::Admin;
 use tether_proto::v1::{
     BootstrapResetRequest, BootstrapResetResponse, Cluster, ClusterEvent, ExportStateRequest,
-    ExportStateResponse, GetClusterRequest,
-    ListAgentsRequest, ListAgentsResponse, ListNodesRequest, ListNodesResponse, ListVolumesRequest,
-    ListVolumesResponse, MarkAgentGoneRequest, MarkAgentGoneResponse, ReplaceNodeRequest,
-    ReplaceNodeResponse, ScaleRequest, ScaleResponse, WatchEventsRequest,
+    ExportStateResponse, GetClusterRequest, ListAgentsRequest, ListAgentsResponse,
+    ListNodesRequest, ListNodesResponse, ListVolumesRequest, ListVolumesResponse,
+    MarkAgentGoneRequest, MarkAgentGoneResponse, ReplaceNodeRequest, ReplaceNodeResponse,
+    ScaleRequest, ScaleResponse, WatchEventsRequest,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::StreamExt;

@@ -143,7 +143,9 @@ impl Backup {
         if format != Some(FORMAT) {
             return Err(BackupError::Format(format!(
                 "`format` is {}, expected {FORMAT:?}",
-                value.get("format").map_or("missing".into(), ToString::to_string)
+                value
+                    .get("format")
+                    .map_or("missing".into(), ToString::to_string)
             )));
         }
         let version = value
@@ -250,8 +252,12 @@ pub async fn restore(args: &Args, file: &Path) -> Result<Restored, SchedulerErro
             let zk = args.zk.config(url)?;
             // Looked at before campaigning: a running leader would keep this waiting for nothing.
             let session = ZkSession::connect(&zk).await?;
-            let peek = ZkStateStore::load(ZkStore::open(session, None).await.map_err(StoreError::from)?)
-                .await?;
+            let peek = ZkStateStore::load(
+                ZkStore::open(session, None)
+                    .await
+                    .map_err(StoreError::from)?,
+            )
+            .await?;
             refuse_unless_fresh(&target, peek.state(), peek.is_fresh())?;
             let mut candidate =
                 election::campaign(&zk, &config::hostname(args), "restoring".into()).await?;
@@ -295,13 +301,19 @@ impl std::fmt::Display for Restored {
         write!(
             f,
             "restored framework {} into {}: {} nodes, desired {}",
-            self.framework_id.as_deref().unwrap_or("(not yet registered)"),
+            self.framework_id
+                .as_deref()
+                .unwrap_or("(not yet registered)"),
             self.target,
             self.nodes,
             self.desired
         )?;
         match &self.secrets_dir {
-            Some(dir) => write!(f, "; the cluster CA and elastic password in {}", dir.display()),
+            Some(dir) => write!(
+                f,
+                "; the cluster CA and elastic password in {}",
+                dir.display()
+            ),
             None => Ok(()),
         }
     }
@@ -386,7 +398,10 @@ mod tests {
             .expect("valid")
             .expect("secrets");
         assert_eq!(restored.ca_pem(), s.ca_pem());
-        assert!(!format!("{back:?}").contains(s.password()), "never in Debug");
+        assert!(
+            !format!("{back:?}").contains(s.password()),
+            "never in Debug"
+        );
         let none = Backup::export("elasticsearch", &state, None, true, 7);
         assert_eq!(none.secrets, Secrets::None);
     }
@@ -445,8 +460,14 @@ mod tests {
         }
         let doc = Backup::export("elasticsearch", &state, Some(&secrets()), false, 7);
         let cfg = config(external(false));
-        let e = doc.validate("elasticsearch", &cfg, false).expect_err("no CA");
+        let e = doc
+            .validate("elasticsearch", &cfg, false)
+            .expect_err("no CA");
         assert!(e.to_string().contains("--include-secrets"), "{e}");
-        assert!(doc.validate("elasticsearch", &cfg, true).expect("operator CA").is_none());
+        assert!(
+            doc.validate("elasticsearch", &cfg, true)
+                .expect("operator CA")
+                .is_none()
+        );
     }
 }

@@ -50,11 +50,15 @@ fn bad_documents() -> Vec<(&'static str, String)> {
     let mut broken = good.clone();
     // The last slot is valid, the first one names a volume of another node: a partial write would
     // have stored the framework id and the first slots already.
-    broken["state"]["slots"]["3"]["volumes"][0] = broken["state"]["slots"]["1"]["volumes"][0].clone();
+    broken["state"]["slots"]["3"]["volumes"][0] =
+        broken["state"]["slots"]["1"]["volumes"][0].clone();
     let mut other = good;
     other["framework_name"] = "another".into();
     vec![
-        ("not valid JSON", "{\"format\": \"tether-state\", ".to_owned()),
+        (
+            "not valid JSON",
+            "{\"format\": \"tether-state\", ".to_owned(),
+        ),
         ("format_version 2", newer.to_string()),
         ("belongs to nodes", broken.to_string()),
         ("framework", other.to_string()),
@@ -72,12 +76,14 @@ async fn a_backup_loads_into_an_empty_state_dir_only_and_a_bad_one_writes_nothin
             .expect_err(says);
         assert!(e.to_string().contains(says), "{says}: {e}");
         let opened = StateStore::open_file(&store).await.expect("opens");
-        assert!(opened.is_fresh().expect("readable"), "{says}: wrote something");
+        assert!(
+            opened.is_fresh().expect("readable"),
+            "{says}: wrote something"
+        );
     }
 
     // With the secrets: they land in the state directory as the scheduler keeps its own.
-    let secrets =
-        ClusterSecrets::load_or_create(tmp.path(), None, None).expect("secrets");
+    let secrets = ClusterSecrets::load_or_create(tmp.path(), None, None).expect("secrets");
     let doc = Backup::export("elasticsearch", &sample_state(), Some(&secrets), true, 1);
     let file = write(tmp.path(), "good.json", &doc.to_json().expect("json"));
     let restored = backup::restore(&args(&store, &[]), &file)
@@ -105,8 +111,8 @@ async fn a_backup_loads_into_an_empty_state_dir_only_and_a_bad_one_writes_nothin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_loads_into_an_empty_zookeeper_root_only() {
-    let Some(server) = ZkServer::start_or_skip("a_backup_loads_into_an_empty_zookeeper_root_only")
-        .await
+    let Some(server) =
+        ZkServer::start_or_skip("a_backup_loads_into_an_empty_zookeeper_root_only").await
     else {
         return;
     };

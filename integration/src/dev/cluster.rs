@@ -76,6 +76,8 @@ pub struct Options {
     /// none` (an UNREACHABLE node waits for `tetherctl agents gone`). Storage fencing is safe here
     /// because the REX-Ray doubles attach a volume in one place only and preempt.
     pub storage_fencing: Option<Duration>,
+    /// The scheduler's `--metrics-listen`, when a test scrapes it.
+    pub scheduler_metrics: Option<std::net::SocketAddr>,
 }
 
 impl Options {
@@ -95,6 +97,7 @@ impl Options {
             attached_elsewhere: Vec::new(),
             preempt: true,
             storage_fencing: Some(Duration::from_secs(10)),
+            scheduler_metrics: None,
         }
     }
 
@@ -308,6 +311,9 @@ impl Cluster {
                 "--es-poll-interval",
                 "1s",
             ]));
+        }
+        if let Some(addr) = options.scheduler_metrics {
+            args.extend(strings(&["--metrics-listen", &addr.to_string()]));
         }
         self.scheduler =
             Some(

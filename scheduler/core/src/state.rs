@@ -184,7 +184,10 @@ impl PersistedState {
             }
             if let Some(t) = &rec.task {
                 if let Some(other) = tasks.insert(t.task_id.clone(), *id) {
-                    return Err(format!("task {} belongs to nodes {other} and {id}", t.task_id));
+                    return Err(format!(
+                        "task {} belongs to nodes {other} and {id}",
+                        t.task_id
+                    ));
                 }
             }
         }

@@ -15,8 +15,9 @@ use std::time::Duration;
 use tether_proto::client::{self, EndpointError, TlsFiles, TlsFlags};
 use tether_proto::v1::admin_client::AdminClient;
 use tether_proto::v1::{
-    BootstrapResetRequest, ExportStateRequest, GetClusterRequest, ListAgentsRequest, ListNodesRequest,
-    ListVolumesRequest, MarkAgentGoneRequest, ReplaceNodeRequest, ScaleRequest, WatchEventsRequest,
+    BootstrapResetRequest, ExportStateRequest, GetClusterRequest, ListAgentsRequest,
+    ListNodesRequest, ListVolumesRequest, MarkAgentGoneRequest, ReplaceNodeRequest, ScaleRequest,
+    WatchEventsRequest,
 };
 use tokio_stream::StreamExt;
 use tonic::metadata::MetadataValue;
@@ -119,10 +120,12 @@ pub enum Command {
         #[command(subcommand)]
         action: BootstrapAction,
     },
-    /// HTTP addresses (`host:port`) of the RUNNING Elasticsearch nodes, for clients and load balancers.
+    /// HTTP addresses (`host:port`) of the Elasticsearch nodes that run and have joined the cluster, for
+    /// clients and load balancers.
     ///
-    /// Every node whose task runs is listed, whether or not it has joined the Elasticsearch cluster yet
-    /// (listing only joined nodes needs the scheduler to track cluster membership: a later release).
+    /// Joined: the node's task is RUNNING and its last answer to the scheduler's `GET /` (asked every
+    /// 2 s) named the cluster's UUID. A node still starting, or one that formed another cluster, is left
+    /// out (`tetherctl nodes` shows it).
     Endpoints,
     /// The scheduler's persisted state, for backups.
     State {

@@ -1105,7 +1105,13 @@ fn only_a_reported_cluster_uuid_bootstraps_and_another_uuid_is_flagged() {
     for (l, host) in launches.iter().zip(["a", "b"]) {
         h.update(status(&l.task_id, host, TaskState::Running, None));
     }
+    let joined =
+        |h: &Harness| -> Vec<bool> { h.core.nodes(h.now).iter().map(|n| n.joined()).collect() };
+    assert_eq!(joined(&h), [false, false], "running is not joined");
+    h.es_root(1, crate::es_events::NO_CLUSTER_UUID);
+    assert_eq!(joined(&h), [false, false], "`_na_` is not joined");
     h.es_root(1, "uuid-A");
+    assert_eq!(joined(&h), [true, false]);
     let b = h.core.persisted().bootstrap.clone();
     assert_eq!(
         b.map(|b| (b.cluster_uuid, b.security)),
@@ -1122,6 +1128,11 @@ fn only_a_reported_cluster_uuid_bootstraps_and_another_uuid_is_flagged() {
         "a node of another cluster is not counted"
     );
     assert!(h.core.nodes(h.now)[1].foreign_cluster);
+    assert_eq!(
+        joined(&h),
+        [true, false],
+        "another cluster's node is not joined"
+    );
     // The reset refuses while nodes report a cluster, unless told a new cluster is wanted.
     assert!(h.core.handle_bootstrap_reset(false, h.now).is_err());
     h.core
