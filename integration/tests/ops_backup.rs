@@ -1,8 +1,9 @@
 //! Backup and restore against a whole local cluster of real processes: `tetherctl state export` writes
 //! the running scheduler's state, the scheduler is killed and its state directory lost, `tether-scheduler
 //! --restore` refuses a malformed and a wrong-version file (writing nothing) and loads the good one into a
-//! fresh directory, and a scheduler started on it takes the same framework back: the same nodes run the
-//! same tasks, reconciled, nothing relaunched.
+//! fresh directory, and a scheduler started on it takes the same framework back: the node whose task
+//! kept running keeps it, and the one whose task failed while no scheduler ran (which the backup cannot
+//! know) is relaunched on its own volumes once Mesos tells the restored framework.
 //!
 //! Build the binaries first (`cargo build --workspace --bins`).
 
@@ -46,8 +47,11 @@ async fn an_exported_state_restored_into_a_fresh_store_takes_the_same_nodes_back
         "{anonymous:?}"
     );
 
-    // The scheduler's machine is lost with its state directory.
+    // The scheduler's machine is lost with its state directory; meanwhile node 2's task fails, which
+    // the backup cannot know: only Mesos can tell the restored scheduler.
     c.cluster.kill_scheduler();
+    let failed = before[1].task_id.clone();
+    c.emu_fault(&format!("tasks/{failed}/fail")).await;
     let state_dir = plan.state.join("scheduler");
     std::fs::rename(&state_dir, plan.state.join("scheduler.lost")).expect("state dir moved away");
     let files = tempfile::tempdir().expect("tempdir");
@@ -109,24 +113,29 @@ async fn an_exported_state_restored_into_a_fresh_store_takes_the_same_nodes_back
         "{again:?}"
     );
 
-    // A scheduler on the restored store re-subscribes as the same framework and reconciles its tasks.
+    // A scheduler on the restored store re-subscribes as the same framework, learns from Mesos that node
+    // 2's task failed and relaunches node 2 on its own volumes; node 1 keeps its task.
     c.cluster
         .start_scheduler(&c.options)
         .await
         .expect("the scheduler starts on the restored state");
     let after = c
-        .wait_nodes("the same two nodes running", all_running(2))
+        .wait_nodes("node 1 as it was and node 2 relaunched", |n| {
+            all_running(2)(n) && n[1].task_id != failed
+        })
         .await;
-    let ids = |nodes: &[tether_proto::v1::Node]| {
-        nodes
-            .iter()
-            .map(|n| (n.id, n.task_id.clone(), n.host.clone()))
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(ids(&after), ids(&before));
+    let same = |n: &tether_proto::v1::Node| (n.id, n.task_id.clone(), n.volumes.clone());
+    assert_eq!(same(&after[0]), same(&before[0]));
+    assert_eq!(after[1].volumes, before[1].volumes);
     let status = tetherctl(&["--output", "json", "status"], &env).await;
     let cluster: serde_json::Value = serde_json::from_str(&status.stdout).expect("JSON");
     assert_eq!(cluster["framework_id"], framework, "{status:?}");
-    assert_eq!(c.live_tasks_by_node().await, tasks_before);
+    let live = c.live_tasks_by_node().await;
+    assert_eq!(live.get(&1), tasks_before.get(&1));
+    assert_eq!(
+        live.get(&2),
+        Some(&vec![after[1].task_id.clone()]),
+        "{live:?}"
+    );
     c.stop().await;
 }
