@@ -160,6 +160,13 @@ pub struct Args {
     /// URI the Mesos fetcher downloads into each task's sandbox, repeatable.
     #[arg(long = "fetch-uri", env = "TETHER_FETCH_URIS", value_delimiter = ',')]
     pub fetch_uris: Vec<String>,
+    /// Pin every node's Elasticsearch HTTP port (as the 2016 framework's `--elasticsearchPorts` did): an
+    /// offer without it in its port ranges does not fit, with that reason. Default: the first offered port.
+    #[arg(long, env = "TETHER_HTTP_PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub http_port: Option<u16>,
+    /// Pin every node's Elasticsearch transport port, likewise. Default: the first other offered port.
+    #[arg(long, env = "TETHER_TRANSPORT_PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub transport_port: Option<u16>,
     /// Publish and seed nodes with the agent's IP address (from the offer) instead of its host name.
     #[arg(long, env = "TETHER_USE_IP_ADDRESS")]
     pub use_ip_address: bool,

@@ -66,6 +66,40 @@ pub fn sample_state() -> PersistedState {
     }
 }
 
+/// What the core asks the shell to launch for node 3 on `agent-1` (ports 31000/31001, one data volume
+/// of `driver`, or a sandbox path without one).
+#[must_use]
+pub fn launch_spec(
+    containerizer: crate::config::Containerizer,
+    driver: Option<&str>,
+) -> crate::command::LaunchSpec {
+    crate::command::LaunchSpec {
+        node_id: NodeId(3),
+        task_id: task("elasticsearch-3.1"),
+        name: "elasticsearch-3".to_owned(),
+        agent_id: agent("M-S1"),
+        host: host("agent-1"),
+        cpus: 1.0,
+        mem_mb: 2048.0,
+        disk_mb: 0.0,
+        heap_mb: 1024,
+        image: "elasticsearch:8".to_owned(),
+        containerizer,
+        http_port: 31000,
+        transport_port: 31001,
+        volumes: vec![crate::command::LaunchVolume {
+            name: vol("elasticsearch3data"),
+            container_path: "/data".to_owned(),
+            driver: driver.map(str::to_owned),
+            driver_options: vec![("size".to_owned(), "16".to_owned())],
+        }],
+        env: vec![("ELASTICSEARCH_NODE_ID".to_owned(), "3".to_owned())],
+        health_check_port: 31000,
+        health_check_path: "/_cluster/health?local=true".to_owned(),
+        role: "elasticsearch".to_owned(),
+    }
+}
+
 /// A host name.
 #[must_use]
 pub fn host(name: &str) -> Hostname {
