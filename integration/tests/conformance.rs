@@ -29,7 +29,13 @@ fn skip(why: &str) -> Option<(PathBuf, PathBuf)> {
         !required(),
         "conformance required (TETHER_REQUIRE_CONFORMANCE=1) but unavailable: {why}"
     );
-    eprintln!("!!!!! SKIPPING Mesos conformance check: {why} !!!!!");
+    eprintln!(
+        "!!!!! SKIPPING Mesos conformance check: {why}. To run it: put the shared conformance kit at \
+         ../shared/conformance beside this repository, then `bash ../shared/conformance/mesos-protos.sh` \
+         (as root on Debian or Ubuntu: it installs protobuf-compiler and fetches the Mesos protos from \
+         golang-github-mesos-mesos-go-dev; Python needs the protobuf package) and export MESOS_PB=<the \
+         directory it prints>. Set TETHER_REQUIRE_CONFORMANCE=1 to make this a failure. !!!!!"
+    );
     None
 }
 

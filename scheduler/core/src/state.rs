@@ -168,7 +168,7 @@ impl PersistedState {
 
     /// The rules every state the core writes keeps, checked on a state from outside (a backup being
     /// restored) before anything is written: each slot under its own id, no volume of two nodes, no task
-    /// id of two nodes, a task id no newer than its slot's generation, a bootstrap only on a formed
+    /// id of two nodes, a bootstrap only on a formed
     /// cluster.
     pub fn check(&self) -> Result<(), String> {
         let mut volumes = BTreeMap::new();
@@ -182,13 +182,13 @@ impl PersistedState {
                     return Err(format!("volume {v} belongs to nodes {other} and {id}"));
                 }
             }
-            if let Some(t) = &rec.task {
-                if let Some(other) = tasks.insert(t.task_id.clone(), *id) {
-                    return Err(format!(
-                        "task {} belongs to nodes {other} and {id}",
-                        t.task_id
-                    ));
-                }
+            if let Some(t) = &rec.task
+                && let Some(other) = tasks.insert(t.task_id.clone(), *id)
+            {
+                return Err(format!(
+                    "task {} belongs to nodes {other} and {id}",
+                    t.task_id
+                ));
             }
         }
         if self.bootstrap.is_some() && !self.cluster_formed {
