@@ -168,8 +168,7 @@ impl PersistedState {
 
     /// The rules every state the core writes keeps, checked on a state from outside (a backup being
     /// restored) before anything is written: each slot under its own id, no volume of two nodes, no task
-    /// id of two nodes, a bootstrap only on a formed
-    /// cluster.
+    /// id of two nodes, a bootstrap only on a formed cluster.
     pub fn check(&self) -> Result<(), String> {
         let mut volumes = BTreeMap::new();
         let mut tasks = BTreeMap::new();
