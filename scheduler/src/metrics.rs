@@ -49,6 +49,8 @@ pub struct Metrics {
     /// Size and free bytes of each node's volumes, as the sidecars last reported them.
     pub volume_size_bytes: Family<VolumeLabels, Gauge>,
     pub volume_free_bytes: Family<VolumeLabels, Gauge>,
+    /// The labels of the volume series exported now.
+    volume_labels: Arc<std::sync::Mutex<std::collections::HashSet<VolumeLabels>>>,
     /// `GET /_cluster/health`: see [`crate::elasticsearch::EsHealth::gauge`].
     pub es_health: Gauge,
     pub registry: Arc<Registry>,
@@ -156,6 +158,7 @@ impl Metrics {
             mesos_subscribed,
             volume_size_bytes,
             volume_free_bytes,
+            volume_labels: Arc::default(),
             es_health,
             offers_received,
             offers_declined,
@@ -201,10 +204,11 @@ impl Metrics {
     }
 
     /// Sets the per-volume gauges from the core's volume view: a volume no sidecar reported (or one
-    /// whose node is gone) has no series.
+    /// whose node is gone) has no series. Only series that went away are removed (never all then
+    /// re-added), so a scrape never sees a volume missing for a moment, which would restart an alert's
+    /// `for` clock.
     pub fn set_volumes(&self, volumes: &[VolumeView]) {
-        self.volume_size_bytes.clear();
-        self.volume_free_bytes.clear();
+        let mut now = std::collections::HashSet::with_capacity(volumes.len());
         for v in volumes {
             let (Some(size), Some(free)) = (v.size_bytes, v.free_bytes) else {
                 continue;
@@ -220,7 +224,17 @@ impl Metrics {
             self.volume_free_bytes
                 .get_or_create(&labels)
                 .set(gauge(free));
+            now.insert(labels);
         }
+        let mut exported = self
+            .volume_labels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for gone in exported.difference(&now) {
+            self.volume_size_bytes.remove(gone);
+            self.volume_free_bytes.remove(gone);
+        }
+        *exported = now;
     }
 
     /// The text exposition of every metric.
