@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use tether_core::config::Containerizer;
 use tether_integration::mesos_emu::{EmuConfig, MesosEmu, Restart};
 use tether_integration::testing::emu::{
     Driver, ack_until_seen, ack_until_task, eventually, fast_client_config, sleep_task,
@@ -28,7 +29,13 @@ fn skip(why: &str) -> Option<(PathBuf, PathBuf)> {
         !required(),
         "conformance required (TETHER_REQUIRE_CONFORMANCE=1) but unavailable: {why}"
     );
-    eprintln!("!!!!! SKIPPING Mesos conformance check: {why} !!!!!");
+    eprintln!(
+        "!!!!! SKIPPING Mesos conformance check: {why}. To run it: put the shared conformance kit at \
+         ../shared/conformance beside this repository, then `bash ../shared/conformance/mesos-protos.sh` \
+         (as root on Debian or Ubuntu: it installs protobuf-compiler and fetches the Mesos protos from \
+         golang-github-mesos-mesos-go-dev; Python needs the protobuf package) and export MESOS_PB=<the \
+         directory it prints>. Set TETHER_REQUIRE_CONFORMANCE=1 to make this a failure. !!!!!"
+    );
     None
 }
 
@@ -182,6 +189,17 @@ fn full_task(agent: &AgentID) -> TaskInfo {
     t
 }
 
+/// The TaskInfo tether-scheduler itself builds (`taskinfo::task_info`), with its `DiscoveryInfo` naming the
+/// `http` and `transport` ports, here pinned.
+fn scheduler_task(containerizer: Containerizer) -> TaskInfo {
+    let mut spec = tether_core::testing::launch_spec(containerizer, Some("rexray"));
+    (spec.http_port, spec.transport_port) = (9200, 9300);
+    tether_scheduler::taskinfo::task_info(
+        &spec,
+        &tether_scheduler::taskinfo::TaskOptions::default(),
+    )
+}
+
 fn mesos_image_task(agent: &AgentID) -> TaskInfo {
     let mut t = sleep_task("es-2", agent);
     t.container = Some(ContainerInfo {
@@ -256,6 +274,8 @@ fn every_call_the_client_produces_parses_against_the_protos() {
                 vec![Operation::launch(vec![
                     full_task(&agent),
                     mesos_image_task(&agent),
+                    scheduler_task(Containerizer::Docker),
+                    scheduler_task(Containerizer::Mesos),
                 ])],
                 Some(Filters {
                     refuse_seconds: Some(5.0),

@@ -1,7 +1,8 @@
 //! The monitoring files in `deploy/` against the real binaries: every metric the Prometheus alerts
 //! (`deploy/prometheus/alerts.yml`) and the Grafana dashboard (`deploy/grafana/tether.json`) use is one
 //! that a running tether-scheduler or tether-sidecar exports, and both answer the liveness check on
-//! their metrics listener — a standby scheduler too, since leadership is not liveness.
+//! their metrics listener — a standby scheduler too, since leadership is not liveness — and each
+//! scheduler's `tether_leader` says whether it leads.
 //!
 //! Build the binaries first (`cargo build --workspace --bins`). The standby test skips loudly without
 //! ZooKeeper unless `TETHER_REQUIRE_ZK=1`.
@@ -139,6 +140,16 @@ fn families_with_a_child() -> String {
     use tether_sidecar::plugin::{CallObserver, Method};
     let scheduler = tether_scheduler::metrics::Metrics::new();
     scheduler.declined(tether_core::ReasonKind::VolumeMissing, 1);
+    scheduler.set_volumes(&[tether_core::view::VolumeView {
+        name: tether_core::ids::VolumeName::new("es1data").expect("volume name"),
+        node_id: tether_core::ids::NodeId(1),
+        exists: Some(true),
+        size_bytes: Some(100),
+        free_bytes: Some(50),
+        zone: None,
+        attached_to: Vec::new(),
+        last_error: None,
+    }]);
     let sidecar = tether_sidecar::metrics::SidecarMetrics::new();
     sidecar.observe(Method::Get, std::time::Duration::from_millis(1), false);
     scheduler.encode() + &tether_telemetry::encode(&sidecar.registry)
@@ -213,6 +224,8 @@ async fn every_metric_the_alerts_and_dashboard_use_is_exported() {
     // The extraction itself works: names of both binaries are found on both sides.
     for name in [
         "tether_nodes_desired",
+        "tether_leader",
+        "tether_volume_free_bytes",
         "tether_offers_declined_total",
         "tether_sidecar_plugin_call_seconds_bucket",
     ] {
@@ -283,6 +296,7 @@ async fn a_standby_scheduler_passes_the_liveness_check() {
     }
     leaders.sort();
     assert_eq!(leaders, [false, true], "one leader and one standby");
+    let mut leader_gauges = Vec::new();
     for (s, metrics) in &schedulers {
         let (status, body) = wait_get(*metrics, "/live", &s.proc).await;
         assert_eq!(
@@ -291,5 +305,15 @@ async fn a_standby_scheduler_passes_the_liveness_check() {
             "{}",
             s.proc.label()
         );
+        let (_, body) = wait_get(*metrics, "/metrics", &s.proc).await;
+        leader_gauges.push(
+            body.lines()
+                .find_map(|l| l.strip_prefix("tether_leader "))
+                .map(str::to_owned)
+                .unwrap_or_else(|| panic!("no tether_leader in\n{body}")),
+        );
     }
+    // Each instance says whether it leads: the leader 1, the standby 0 (alert TetherNoLeader).
+    leader_gauges.sort();
+    assert_eq!(leader_gauges, ["0", "1"]);
 }

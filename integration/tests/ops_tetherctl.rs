@@ -1,19 +1,29 @@
 //! The operator-facing parts of tetherctl against a whole local cluster of real processes: `endpoints`
-//! names addresses where the nodes' HTTP answers, `scale --wait` keeps printing one progress line (or
+//! names addresses where the nodes' HTTP answers, once they joined the cluster; the scheduler's
+//! operations gauges (leader, subscription, volumes, Elasticsearch health) say what the cluster is; `scale --wait` keeps printing one progress line (or
 //! JSON object) per change when stdout is not a terminal, and the admin token file is read from
 //! `TETHER_ADMIN_TOKEN_FILE` or, with a deprecation note, from the old `TETHER_TOKEN_FILE`.
 //!
 //! Build the binaries first (`cargo build --workspace --bins`).
 
 use tether_integration::http_client;
+use tether_integration::process::free_port;
 use tether_integration::testing::cluster::E2eCluster;
 use tether_integration::testing::ctl::tetherctl;
 use tether_integration::testing::scheduler::all_running;
+use tether_integration::testing::{DEADLINE, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoints_wait_and_the_token_variables() {
-    let c = E2eCluster::start(3, 2, |_| {}).await;
-    let nodes = c.wait_nodes("two running nodes", all_running(2)).await;
+    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let c = E2eCluster::start(3, 2, |o| o.scheduler_metrics = Some(metrics)).await;
+    c.wait_nodes("two running nodes", all_running(2)).await;
+    // Joined: the scheduler's `GET /` of each node named the cluster's UUID.
+    let nodes = c
+        .wait_nodes("two nodes joined", |n| {
+            all_running(2)(n) && n.iter().filter(|n| n.joined).count() == 2
+        })
+        .await;
     let es = c.es().await;
     let ctl_env = c.tetherctl_env();
     let env: Vec<(&str, &str)> = ctl_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -45,6 +55,50 @@ async fn endpoints_wait_and_the_token_variables() {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(r.status, 200, "{address}: {}", r.text());
     }
+    // The operations metrics of a working cluster: this instance leads, it is subscribed, the sidecars'
+    // volume reports are exported per node and volume, and the cluster (no index yet) is green.
+    let scrape = || async {
+        let reply = http_client::request(
+            http::Method::GET,
+            &format!("http://{metrics}/metrics"),
+            None,
+        )
+        .await
+        .ok()?;
+        (reply.status == 200).then(|| reply.text())
+    };
+    let body = eventually(
+        "the cluster's health and volumes in the metrics",
+        DEADLINE,
+        || async {
+            let body = scrape().await?;
+            let wanted = [
+                "tether_leader 1".to_owned(),
+                "tether_mesos_subscribed 1".to_owned(),
+                "tether_es_health 0".to_owned(),
+            ];
+            let volumes = nodes.iter().flat_map(|n| {
+                n.volumes.iter().map(move |v| {
+                    format!(
+                        "tether_volume_free_bytes{{node=\"{}\",volume=\"{v}\"}}",
+                        n.id
+                    )
+                })
+            });
+            wanted
+                .into_iter()
+                .chain(volumes)
+                .all(|w| body.lines().any(|l| l.starts_with(&w)))
+                .then_some(body)
+        },
+    )
+    .await;
+    let body = match body {
+        Ok(body) => body,
+        Err(e) => panic!("{e}\nlast scrape:\n{}", scrape().await.unwrap_or_default()),
+    };
+    assert!(body.contains("tether_volume_size_bytes{"), "{body}");
+
     let table = tetherctl(&["endpoints"], &env).await;
     assert!(table.ok, "{table:?}");
     let lines: Vec<&str> = table.stdout.lines().collect();

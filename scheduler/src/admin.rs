@@ -11,10 +11,11 @@ use std::sync::Arc;
 use futures::Stream;
 use tether_proto::v1::admin_server::Admin;
 use tether_proto::v1::{
-    BootstrapResetRequest, BootstrapResetResponse, Cluster, ClusterEvent, GetClusterRequest,
-    ListAgentsRequest, ListAgentsResponse, ListNodesRequest, ListNodesResponse, ListVolumesRequest,
-    ListVolumesResponse, MarkAgentGoneRequest, MarkAgentGoneResponse, ReplaceNodeRequest,
-    ReplaceNodeResponse, ScaleRequest, ScaleResponse, WatchEventsRequest,
+    BootstrapResetRequest, BootstrapResetResponse, Cluster, ClusterEvent, ExportStateRequest,
+    ExportStateResponse, GetClusterRequest, ListAgentsRequest, ListAgentsResponse,
+    ListNodesRequest, ListNodesResponse, ListVolumesRequest, ListVolumesResponse,
+    MarkAgentGoneRequest, MarkAgentGoneResponse, ReplaceNodeRequest, ReplaceNodeResponse,
+    ScaleRequest, ScaleResponse, WatchEventsRequest,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::StreamExt;
@@ -45,6 +46,11 @@ pub enum AdminRequest {
     BootstrapReset {
         new_cluster: bool,
         reply: oneshot::Sender<Result<BootstrapResetResponse, Status>>,
+    },
+    /// The persisted state as a backup document.
+    ExportState {
+        include_secrets: bool,
+        reply: oneshot::Sender<Result<ExportStateResponse, Status>>,
     },
     /// `agent` is a non-empty agent id or host name.
     MarkAgentGone {
@@ -247,6 +253,23 @@ impl Admin for AdminService {
         }
         let answer = self
             .ask(|reply| AdminRequest::MarkAgentGone { agent, reply })
+            .await??;
+        Ok(Response::new(answer))
+    }
+
+    async fn export_state(
+        &self,
+        req: Request<ExportStateRequest>,
+    ) -> Result<Response<ExportStateResponse>, Status> {
+        // Never an open read: the document names every volume and may carry the CA key.
+        auth::check(self.config.token.as_ref(), &req)?;
+        self.standby("a state export", false)?;
+        let include_secrets = req.get_ref().include_secrets;
+        let answer = self
+            .ask(|reply| AdminRequest::ExportState {
+                include_secrets,
+                reply,
+            })
             .await??;
         Ok(Response::new(answer))
     }

@@ -160,6 +160,13 @@ pub struct Args {
     /// URI the Mesos fetcher downloads into each task's sandbox, repeatable.
     #[arg(long = "fetch-uri", env = "TETHER_FETCH_URIS", value_delimiter = ',')]
     pub fetch_uris: Vec<String>,
+    /// Pin every node's Elasticsearch HTTP port (as the 2016 framework's `--elasticsearchPorts` did): an
+    /// offer without it in its port ranges does not fit, with that reason. Default: the first offered port.
+    #[arg(long, env = "TETHER_HTTP_PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub http_port: Option<u16>,
+    /// Pin every node's Elasticsearch transport port, likewise. Default: the first other offered port.
+    #[arg(long, env = "TETHER_TRANSPORT_PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub transport_port: Option<u16>,
     /// Publish and seed nodes with the agent's IP address (from the offer) instead of its host name.
     #[arg(long, env = "TETHER_USE_IP_ADDRESS")]
     pub use_ip_address: bool,
@@ -231,6 +238,11 @@ pub struct Args {
     // Parsed at once: `ZkUrl`'s `Debug` redacts credentials embedded in the URL.
     #[arg(long = "state", env = "TETHER_STATE", value_name = "ZK_URL", value_parser = parse_zk_url)]
     pub state: Option<tether_zk::ZkUrl>,
+    /// Load a backup (`tetherctl state export > FILE`) into the empty store that `--state-dir` or
+    /// `--state` names, then exit without serving; refused when the store holds anything, and nothing is
+    /// written unless the whole file checks out. Secrets in the backup go to `--state-dir`.
+    #[arg(long, env = "TETHER_RESTORE", value_name = "FILE")]
+    pub restore: Option<PathBuf>,
     /// The admin address a standby names when it refuses a call (`host:port`); default `--listen`, with
     /// the host name in place of an unspecified address.
     #[arg(long, env = "TETHER_ADVERTISE_ADDRESS")]

@@ -54,6 +54,8 @@ fn crypto(what: &'static str) -> impl Fn(rcgen::Error) -> SecretsError {
 /// The cluster CA and the `elastic` password.
 pub struct ClusterSecrets {
     ca_pem: String,
+    /// Kept only for a backup that asks for the secrets (`tetherctl state export --include-secrets`).
+    key_pem: String,
     issuer: Issuer<'static, KeyPair>,
     password: String,
 }
@@ -90,9 +92,6 @@ impl ClusterSecrets {
                 }
             }
         };
-        let key = KeyPair::from_pem(&key_pem).map_err(crypto("the cluster CA key"))?;
-        let issuer =
-            Issuer::from_ca_cert_pem(&ca_pem, key).map_err(crypto("the cluster CA certificate"))?;
         let password = match password_file {
             Some(path) => {
                 let p = read("--es-password-file", path)?.trim().to_owned();
@@ -116,11 +115,65 @@ impl ClusterSecrets {
                 }
             }
         };
+        ClusterSecrets::from_pems(ca_pem, key_pem, password)
+    }
+
+    /// The secrets from their PEM texts and the password, checked: the key parses and the certificate
+    /// is a CA certificate it can sign with.
+    pub fn from_pems(
+        ca_pem: String,
+        key_pem: String,
+        password: String,
+    ) -> Result<ClusterSecrets, SecretsError> {
+        let key = KeyPair::from_pem(&key_pem).map_err(crypto("the cluster CA key"))?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&ca_pem, key).map_err(crypto("the cluster CA certificate"))?;
+        if password.trim().is_empty() {
+            return Err(SecretsError::Crypto {
+                what: "the elastic password",
+                message: "it is empty".into(),
+            });
+        }
         Ok(ClusterSecrets {
             ca_pem,
+            key_pem,
             issuer,
             password,
         })
+    }
+
+    /// The CA's private key (PEM): only for a backup that asked for the secrets.
+    pub fn ca_key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
+    /// The files `load_or_create` reads in `dir`, each of which must not exist yet.
+    pub fn paths(dir: &Path) -> [PathBuf; 3] {
+        [dir.join(CA_CERT), dir.join(CA_KEY), dir.join(PASSWORD)]
+    }
+
+    /// Writes these secrets into `dir` as `load_or_create` keeps them (a restore), refusing to replace
+    /// any file already there; on a failure the files this call created are removed.
+    pub fn create_in(&self, dir: &Path) -> Result<(), SecretsError> {
+        let [cert, key, password] = Self::paths(dir);
+        let mut made = Vec::new();
+        let result = [
+            (&key, self.key_pem.as_str(), 0o600),
+            (&cert, self.ca_pem.as_str(), 0o644),
+            (&password, self.password.as_str(), 0o600),
+        ]
+        .into_iter()
+        .try_for_each(|(path, body, mode)| {
+            create(path, body, mode)?;
+            made.push(path.clone());
+            Ok(())
+        });
+        if result.is_err() {
+            for path in made {
+                let _ = fs::remove_file(path);
+            }
+        }
+        result
     }
 
     /// The CA certificate (PEM), which nodes and the scheduler's client trust.

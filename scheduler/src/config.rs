@@ -81,6 +81,8 @@ pub fn core_config(args: &Args) -> Result<Config, SchedulerError> {
     c.security = security(args);
     c.volume_owner = volume_owner(&args.volume_owner)?;
     c.use_ip_address = args.use_ip_address;
+    c.http_port = args.http_port;
+    c.transport_port = args.transport_port;
     c.fencing = match args.fencing {
         Fencing::None => CoreFencing::None,
         Fencing::Storage => CoreFencing::Storage,

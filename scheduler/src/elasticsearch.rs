@@ -13,6 +13,9 @@
 //! forwards it to the elected master, waiting at most `master_timeout`); [`poll`] asks the nodes in turn
 //! until one answers for a master; [`run_poller`] does that every interval and hands each [`EsView`] to
 //! the loop.
+//!
+//! And the cluster's health for the metrics: [`cluster_health`] asks the running nodes in turn
+//! `GET /_cluster/health` until one answers ([`EsHealth`], the `tether_es_health` gauge).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -103,6 +106,41 @@ pub struct RootInfo {
     pub cluster_uuid: String,
 }
 
+/// The cluster's health as `GET /_cluster/health` gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EsHealth {
+    /// Every shard assigned.
+    Green,
+    /// Every primary assigned, some replica not.
+    Yellow,
+    /// Some primary unassigned: some data cannot be read or written.
+    Red,
+    /// The node asked knows no elected master (503 `master_not_discovered_exception`).
+    NoMaster,
+    /// No running node answered (or none runs).
+    Unknown,
+}
+
+impl EsHealth {
+    /// The value of `tether_es_health`: 0 green, 1 yellow, 2 red, 3 no elected master, -1 unknown; so
+    /// `>= 2` means the cluster cannot serve all of its data.
+    #[must_use]
+    pub fn gauge(self) -> i64 {
+        match self {
+            EsHealth::Green => 0,
+            EsHealth::Yellow => 1,
+            EsHealth::Red => 2,
+            EsHealth::NoMaster => 3,
+            EsHealth::Unknown => -1,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct HealthAnswer {
+    status: String,
+}
+
 /// A client; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct EsClient {
@@ -151,6 +189,36 @@ impl EsClient {
                 Err(EsError::NoMaster { node })
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /_cluster/health` of the node at `base`, waiting at most the client's timeout for a master.
+    pub async fn health(&self, base: &str) -> Result<EsHealth, EsError> {
+        let path = format!(
+            "/_cluster/health?master_timeout={}ms",
+            self.config.timeout.as_millis()
+        );
+        let body = match self.get(base, &path).await {
+            Ok(body) => body,
+            Err(EsError::Status { status, .. })
+                if status == StatusCode::SERVICE_UNAVAILABLE.as_u16() =>
+            {
+                return Ok(EsHealth::NoMaster);
+            }
+            Err(e) => return Err(e),
+        };
+        let answer: HealthAnswer = serde_json::from_slice(&body).map_err(|e| EsError::Body {
+            node: base.to_owned(),
+            message: e.to_string(),
+        })?;
+        match answer.status.as_str() {
+            "green" => Ok(EsHealth::Green),
+            "yellow" => Ok(EsHealth::Yellow),
+            "red" => Ok(EsHealth::Red),
+            other => Err(EsError::Body {
+                node: base.to_owned(),
+                message: format!("unknown health status {other:?}"),
+            }),
         }
     }
 
@@ -268,6 +336,17 @@ pub async fn poll(client: &EsClient, targets: &[String]) -> EsView {
             failures.join("; ")
         },
     }
+}
+
+/// Asks the nodes at `targets` in turn until one answers `GET /_cluster/health`.
+pub async fn cluster_health(client: &EsClient, targets: &[String]) -> EsHealth {
+    for t in targets {
+        match client.health(t).await {
+            Ok(h) => return h,
+            Err(e) => tracing::debug!(error = %e, "no cluster health from this node"),
+        }
+    }
+    EsHealth::Unknown
 }
 
 /// Every `interval`, asks the current `targets` (HTTP base URLs of the nodes the loop believes serve)

@@ -18,6 +18,8 @@ pub enum SchedulerError {
     Token(#[from] TokenError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Backup(#[from] crate::backup::BackupError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,

@@ -64,6 +64,7 @@ pub fn always_leading() -> ActivityRx {
 /// changes only: set the first status with [`set_health`] before serving. Runs until `stop`.
 pub async fn report_health(
     health: HealthReporter,
+    leader: prometheus_client::metrics::gauge::Gauge,
     mut activity: ActivityRx,
     stop: CancellationToken,
 ) -> Result<(), SchedulerError> {
@@ -76,6 +77,7 @@ pub async fn report_health(
                     return Ok(());
                 }
                 let leading = *activity.borrow_and_update() == Activity::Leading;
+                leader.set(i64::from(leading));
                 set_health(&health, leading).await;
             }
         }

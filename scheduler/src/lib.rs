@@ -13,6 +13,7 @@ pub mod admin;
 pub mod agent_channel;
 pub mod args;
 pub mod auth;
+pub mod backup;
 pub mod cluster_ca;
 pub mod config;
 pub mod convert;

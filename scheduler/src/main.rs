@@ -14,7 +14,13 @@ async fn main() -> ExitCode {
     let args = tether_scheduler::args::Args::parse();
     tether_telemetry::init(args.log_format);
     let shutdown = tether_telemetry::shutdown_on_signals();
-    match tether_scheduler::run::run(args, shutdown).await {
+    let result = match args.restore.clone() {
+        Some(file) => tether_scheduler::backup::restore(&args, &file)
+            .await
+            .map(|r| println!("{r}")),
+        None => tether_scheduler::run::run(args, shutdown).await,
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "tether-scheduler stopped");

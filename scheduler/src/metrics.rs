@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tether_core::ReasonKind;
 use tether_core::domain::TaskState;
-use tether_core::view::{NodePhase, NodeView};
+use tether_core::view::{NodePhase, NodeView, VolumeView};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -20,6 +20,13 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: &'static str,
+}
+
+/// The labels of the per-volume gauges: the node id and the volume's name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VolumeLabels {
+    pub node: String,
+    pub volume: String,
 }
 
 /// Every metric the scheduler exports.
@@ -35,6 +42,17 @@ pub struct Metrics {
     pub sidecar_reports: Counter,
     pub sidecars_connected: Gauge,
     pub state_write_seconds: Histogram,
+    /// 1 while this instance leads (always 1 without ZooKeeper), 0 on a standby.
+    pub leader: Gauge,
+    /// 1 while the Mesos subscription is up.
+    pub mesos_subscribed: Gauge,
+    /// Size and free bytes of each node's volumes, as the sidecars last reported them.
+    pub volume_size_bytes: Family<VolumeLabels, Gauge>,
+    pub volume_free_bytes: Family<VolumeLabels, Gauge>,
+    /// The labels of the volume series exported now.
+    volume_labels: Arc<std::sync::Mutex<std::collections::HashSet<VolumeLabels>>>,
+    /// `GET /_cluster/health`: see [`crate::elasticsearch::EsHealth::gauge`].
+    pub es_health: Gauge,
     pub registry: Arc<Registry>,
 }
 
@@ -103,7 +121,45 @@ impl Metrics {
             "Latency of durable state-store writes",
             state_write_seconds.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this scheduler instance leads, 0 while it stands by",
+            leader.clone(),
+        );
+        let mesos_subscribed = Gauge::default();
+        registry.register(
+            "mesos_subscribed",
+            "1 while the leading scheduler is subscribed to a Mesos master, else 0",
+            mesos_subscribed.clone(),
+        );
+        let volume_size_bytes = Family::<VolumeLabels, Gauge>::default();
+        registry.register(
+            "volume_size_bytes",
+            "Size of a node's volume, as its sidecar last reported it",
+            volume_size_bytes.clone(),
+        );
+        let volume_free_bytes = Family::<VolumeLabels, Gauge>::default();
+        registry.register(
+            "volume_free_bytes",
+            "Free bytes of a node's volume, as its sidecar last reported it",
+            volume_free_bytes.clone(),
+        );
+        let es_health = Gauge::default();
+        es_health.set(crate::elasticsearch::EsHealth::Unknown.gauge());
+        registry.register(
+            "es_health",
+            "Elasticsearch cluster health (GET /_cluster/health): 0 green, 1 yellow, 2 red, \
+             3 no elected master, -1 no running node answered",
+            es_health.clone(),
+        );
         Metrics {
+            leader,
+            mesos_subscribed,
+            volume_size_bytes,
+            volume_free_bytes,
+            volume_labels: Arc::default(),
+            es_health,
             offers_received,
             offers_declined,
             launches,
@@ -147,6 +203,40 @@ impl Metrics {
         self.nodes_desired.set(desired as i64);
     }
 
+    /// Sets the per-volume gauges from the core's volume view: a volume no sidecar reported (or one
+    /// whose node is gone) has no series. Only series that went away are removed (never all then
+    /// re-added), so a scrape never sees a volume missing for a moment, which would restart an alert's
+    /// `for` clock.
+    pub fn set_volumes(&self, volumes: &[VolumeView]) {
+        let mut now = std::collections::HashSet::with_capacity(volumes.len());
+        for v in volumes {
+            let (Some(size), Some(free)) = (v.size_bytes, v.free_bytes) else {
+                continue;
+            };
+            let labels = VolumeLabels {
+                node: v.node_id.0.to_string(),
+                volume: v.name.as_str().to_owned(),
+            };
+            let gauge = |b: u64| i64::try_from(b).unwrap_or(i64::MAX);
+            self.volume_size_bytes
+                .get_or_create(&labels)
+                .set(gauge(size));
+            self.volume_free_bytes
+                .get_or_create(&labels)
+                .set(gauge(free));
+            now.insert(labels);
+        }
+        let mut exported = self
+            .volume_labels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for gone in exported.difference(&now) {
+            self.volume_size_bytes.remove(gone);
+            self.volume_free_bytes.remove(gone);
+        }
+        *exported = now;
+    }
+
     /// The text exposition of every metric.
     pub fn encode(&self) -> String {
         tether_telemetry::encode(&self.registry)
@@ -177,5 +267,38 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("tether_launches_total 0"), "{text}");
+        assert!(text.contains("tether_es_health -1"), "{text}");
+    }
+
+    #[test]
+    fn volume_gauges_follow_the_reports_and_drop_what_is_gone() {
+        use tether_core::ids::{NodeId, VolumeName};
+        let view = |name: &str, size, free| VolumeView {
+            name: VolumeName::new(name).expect("name"),
+            node_id: NodeId(1),
+            exists: Some(true),
+            size_bytes: size,
+            free_bytes: free,
+            zone: None,
+            attached_to: Vec::new(),
+            last_error: None,
+        };
+        let m = Metrics::new();
+        m.set_volumes(&[
+            view("es1data", Some(100), Some(10)),
+            view("es1config", None, None),
+        ]);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"tether_volume_size_bytes{node="1",volume="es1data"} 100"#)
+                && text.contains(r#"tether_volume_free_bytes{node="1",volume="es1data"} 10"#),
+            "{text}"
+        );
+        assert!(!text.contains("es1config"), "unreported: no series\n{text}");
+        m.set_volumes(&[]);
+        assert!(
+            !m.encode().contains("es1data"),
+            "a removed volume keeps no series"
+        );
     }
 }

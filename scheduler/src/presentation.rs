@@ -144,6 +144,7 @@ pub fn node(n: NodeView, clock: &Clock) -> pb::Node {
     let (http_port, transport_port) = n
         .ports
         .map_or((0, 0), |(h, t)| (u32::from(h), u32::from(t)));
+    let joined = n.joined();
     let action = next_action(&n.next_action, clock, clock.now());
     // An UNREACHABLE node's reason is what will end its wait.
     let reason = if action.text.is_empty() {
@@ -152,6 +153,7 @@ pub fn node(n: NodeView, clock: &Clock) -> pb::Node {
         action.text.clone()
     };
     pb::Node {
+        joined,
         id: n.node_id.0,
         state: node_state(&n.phase).to_owned(),
         task_id: n.task_id.map(String::from).unwrap_or_default(),

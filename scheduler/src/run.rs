@@ -365,6 +365,7 @@ impl Shell {
                         })
                     })
                     .unwrap_or_default();
+                self.metrics.mesos_subscribed.set(1);
                 match FrameworkId::new(&framework_id.value) {
                     Ok(id) => self.core.handle_subscribed(id, now),
                     Err(e) => tracing::error!(error = %e, "master sent an invalid framework id"),
@@ -373,6 +374,7 @@ impl Shell {
             Notification::Disconnected { reason } => {
                 tracing::warn!(%reason, "Mesos subscription lost; resubscribing");
                 self.master.clear();
+                self.metrics.mesos_subscribed.set(0);
                 self.core.handle_disconnected(now);
             }
             Notification::Fatal(e) => return Err(SchedulerError::Mesos(e)),
@@ -575,6 +577,27 @@ impl Shell {
                     }
                 }
             }
+            AdminRequest::ExportState {
+                include_secrets,
+                reply,
+            } => {
+                // Every `Persist` was written before this input was read: this is the durable state.
+                let doc = crate::backup::Backup::export(
+                    &self.settings.framework_name,
+                    self.core.persisted(),
+                    self.settings.secrets.as_deref(),
+                    include_secrets,
+                    self.clock.unix_ms(now),
+                );
+                let _ = reply.send(
+                    doc.to_json()
+                        .map(|document| pb::ExportStateResponse {
+                            document,
+                            format_version: crate::backup::FORMAT_VERSION,
+                        })
+                        .map_err(|e| Status::internal(e.to_string())),
+                );
+            }
             AdminRequest::MarkAgentGone { agent, reply } => match self.core.gone_agents(&agent) {
                 Err(e) => {
                     let _ = reply.send(Err(Status::failed_precondition(e.to_string())));
@@ -666,7 +689,8 @@ impl Shell {
     }
 
     /// Asks every node whose task runs `GET /`, off the loop (each probe is bounded by the client's
-    /// timeout); the answers come back through `answers`.
+    /// timeout); the answers come back through `answers`. Also asks them, in turn, for the cluster's
+    /// health, which goes straight to its gauge.
     fn probe_roots(&self, answers: &mpsc::Sender<RootAnswer>) {
         let scheme = self.es_scheme();
         let targets: Vec<RootTarget> = self
@@ -683,8 +707,16 @@ impl Shell {
             })
             .collect();
         if targets.is_empty() {
+            self.metrics
+                .es_health
+                .set(elasticsearch::EsHealth::Unknown.gauge());
             return;
         }
+        let (client, gauge) = (self.settings.es.clone(), self.metrics.es_health.clone());
+        let bases: Vec<String> = targets.iter().map(|t| t.base.clone()).collect();
+        tokio::spawn(async move {
+            gauge.set(elasticsearch::cluster_health(&client, &bases).await.gauge());
+        });
         tokio::spawn(elasticsearch::probe_roots(
             self.settings.es.clone(),
             targets,
@@ -705,6 +737,7 @@ impl Shell {
         let nodes = self.core.nodes(self.clock.now());
         self.metrics
             .set_nodes(&nodes, self.core.persisted().desired);
+        self.metrics.set_volumes(&self.core.volumes());
         if self.settings.es_poll.is_some() {
             // Ask the nodes that run, not the UNREACHABLE ones whose fate the answer decides.
             let targets: Vec<String> = nodes

@@ -287,10 +287,16 @@ impl Bound {
         let watched = activity.subscribe();
         let leading = *watched.borrow() == Activity::Leading;
         ha::set_health(&health, leading).await;
+        metrics.leader.set(i64::from(leading));
         tasks.spawn(
             Stage::Serving,
             "health reporter",
-            ha::report_health(health, watched, tasks.token(Stage::Serving)),
+            ha::report_health(
+                health,
+                metrics.leader.clone(),
+                watched,
+                tasks.token(Stage::Serving),
+            ),
         );
         tracing::info!(%listen, tls = tls.0, mutual_tls = tls.1, "serving sidecars and the admin API");
         let stop = tasks.token(Stage::Serving);

@@ -323,37 +323,10 @@ fn container(spec: &LaunchSpec, options: &TaskOptions) -> ContainerInfo {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use tether_core::command::LaunchVolume;
-    use tether_core::ids::{AgentId, Hostname, NodeId, TaskId, VolumeName};
-
     use super::*;
 
     pub(crate) fn spec(containerizer: Containerizer, driver: Option<&str>) -> LaunchSpec {
-        LaunchSpec {
-            node_id: NodeId(3),
-            task_id: TaskId::new("elasticsearch-3.1").expect("task id"),
-            name: "elasticsearch-3".to_owned(),
-            agent_id: AgentId::new("M-S1").expect("agent id"),
-            host: Hostname::new("agent-1").expect("host"),
-            cpus: 1.0,
-            mem_mb: 2048.0,
-            disk_mb: 0.0,
-            heap_mb: 1024,
-            image: "elasticsearch:8".to_owned(),
-            containerizer,
-            http_port: 31000,
-            transport_port: 31001,
-            volumes: vec![LaunchVolume {
-                name: VolumeName::new("elasticsearch3data").expect("volume"),
-                container_path: "/data".to_owned(),
-                driver: driver.map(str::to_owned),
-                driver_options: vec![("size".to_owned(), "16".to_owned())],
-            }],
-            env: vec![("ELASTICSEARCH_NODE_ID".to_owned(), "3".to_owned())],
-            health_check_port: 31000,
-            health_check_path: "/_cluster/health?local=true".to_owned(),
-            role: "elasticsearch".to_owned(),
-        }
+        tether_core::testing::launch_spec(containerizer, driver)
     }
 
     #[test]
@@ -429,6 +402,30 @@ pub(crate) mod tests {
                 {"type": "RLMT_NOFILE", "soft": 65535, "hard": 65535},
                 {"type": "RLMT_MEMLOCK"}
             ])
+        );
+    }
+
+    /// Mesos-DNS publishes `_http._<task>._tcp.<framework>.mesos` and the same for `transport` from these
+    /// (its record generator reads `discovery.ports.ports[].{name, number, protocol}`).
+    #[test]
+    fn discovery_names_the_http_and_transport_ports() {
+        let mut s = spec(Containerizer::Docker, Some("rexray"));
+        (s.http_port, s.transport_port) = (9200, 9300);
+        let json = serde_json::to_value(task_info(&s, &TaskOptions::default())).expect("json");
+        assert_eq!(
+            json["discovery"],
+            serde_json::json!({
+                "visibility": "FRAMEWORK",
+                "name": "elasticsearch-3",
+                "ports": {"ports": [
+                    {"number": 9200, "name": "http", "protocol": "tcp"},
+                    {"number": 9300, "name": "transport", "protocol": "tcp"},
+                ]},
+            })
+        );
+        assert_eq!(
+            json["resources"][2]["ranges"]["range"],
+            serde_json::json!([{"begin": 9200, "end": 9200}, {"begin": 9300, "end": 9300}])
         );
     }
 

@@ -85,6 +85,8 @@ pub struct Options {
     pub storage_fencing: Option<Duration>,
     /// Keep the scheduler's state in a standalone ZooKeeper the cluster starts (`--state zk://...`).
     pub zookeeper: bool,
+    /// The scheduler's `--metrics-listen`, when a test scrapes it.
+    pub scheduler_metrics: Option<std::net::SocketAddr>,
 }
 
 impl Options {
@@ -105,6 +107,7 @@ impl Options {
             preempt: true,
             storage_fencing: Some(Duration::from_secs(10)),
             zookeeper: false,
+            scheduler_metrics: None,
         }
     }
 
@@ -334,6 +337,9 @@ impl Cluster {
                 "--es-poll-interval",
                 "1s",
             ]));
+        }
+        if let Some(addr) = options.scheduler_metrics {
+            args.extend(strings(&["--metrics-listen", &addr.to_string()]));
         }
         self.scheduler =
             Some(

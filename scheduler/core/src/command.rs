@@ -248,6 +248,13 @@ pub enum Reason {
     },
     /// Fewer than two ports.
     Ports,
+    /// A port pinned by `--http-port`/`--transport-port` is not in the offer.
+    PinnedPortNotOffered {
+        /// `http` or `transport`.
+        name: String,
+        /// The pinned port.
+        port: u16,
+    },
     /// A Tether node already runs (or is being placed) on the agent.
     AgentBusy,
     /// `attr:UNIQUE` value already used by another node.
@@ -366,6 +373,8 @@ pub enum ReasonKind {
     Disk,
     /// ports
     Ports,
+    /// pinned port not offered
+    PinnedPortNotOffered,
     /// agent busy
     AgentBusy,
     /// unique constraint
@@ -425,6 +434,9 @@ impl ReasonKind {
             ReasonKind::Mem => ("mem", "mem"),
             ReasonKind::Disk => ("disk", "disk"),
             ReasonKind::Ports => ("ports", "ports"),
+            ReasonKind::PinnedPortNotOffered => {
+                ("pinned port not offered", "pinned_port_not_offered")
+            }
             ReasonKind::AgentBusy => ("agent busy", "agent_busy"),
             ReasonKind::ConstraintUnique => ("unique constraint", "unique_constraint"),
             ReasonKind::ConstraintEquals => ("cluster constraint", "cluster_constraint"),
@@ -487,6 +499,7 @@ impl Reason {
             Reason::Mem { .. } => ReasonKind::Mem,
             Reason::Disk { .. } => ReasonKind::Disk,
             Reason::Ports => ReasonKind::Ports,
+            Reason::PinnedPortNotOffered { .. } => ReasonKind::PinnedPortNotOffered,
             Reason::AgentBusy => ReasonKind::AgentBusy,
             Reason::ConstraintUnique { .. } => ReasonKind::ConstraintUnique,
             Reason::ConstraintEquals { .. } => ReasonKind::ConstraintEquals,
@@ -523,6 +536,10 @@ impl fmt::Display for Reason {
             Reason::Mem { offered, needed } => write!(f, "mem {offered} MB < {needed} MB"),
             Reason::Disk { offered, needed } => write!(f, "disk {offered} MB < {needed} MB"),
             Reason::Ports => write!(f, "fewer than two ports offered"),
+            Reason::PinnedPortNotOffered { name, port } => write!(
+                f,
+                "{name} port {port} (--{name}-port) is not among the offered ports"
+            ),
             Reason::AgentBusy => write!(f, "a Tether node already runs on this agent"),
             Reason::ConstraintUnique { attribute, value } => match value {
                 Some(v) => write!(f, "{attribute}:UNIQUE: {v} already used"),

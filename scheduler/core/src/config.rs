@@ -247,6 +247,11 @@ pub struct Config {
     pub unreachable_replace_after_ms: u64,
     /// An Elasticsearch view older than this is no view (the shell polls several times within it).
     pub es_view_max_age_ms: u64,
+    /// `--http-port`: every node's HTTP port, taken from the offer (`None`: the first offered port).
+    pub http_port: Option<u16>,
+    /// `--transport-port`: every node's transport port, taken from the offer (`None`: the first other
+    /// offered port).
+    pub transport_port: Option<u16>,
 }
 
 impl Config {
@@ -301,6 +306,8 @@ impl Config {
             fencing: Fencing::None,
             unreachable_replace_after_ms: 60_000,
             es_view_max_age_ms: 30_000,
+            http_port: None,
+            transport_port: None,
         }
     }
 
@@ -337,6 +344,16 @@ impl Config {
             if !seen.insert(v.suffix.as_str()) {
                 return bad(format!("volume {:?} listed twice", v.suffix));
             }
+        }
+        if let (Some(h), Some(t)) = (self.http_port, self.transport_port)
+            && h == t
+        {
+            return bad(format!(
+                "--http-port and --transport-port are both {h}: a node needs two ports"
+            ));
+        }
+        if self.http_port == Some(0) || self.transport_port == Some(0) {
+            return bad("a pinned port must not be 0".into());
         }
         if !self.volumes.is_empty() && self.data_volume_spec().is_none() {
             return bad(format!(

@@ -90,6 +90,51 @@ impl Offer {
         }
     }
 
+    /// Whether `port` is in one of the offered ranges.
+    #[must_use]
+    pub fn offers_port(&self, port: u16) -> bool {
+        let p = u64::from(port);
+        self.ports.iter().any(|r| r.begin <= p && p <= r.end)
+    }
+
+    /// The (HTTP, transport) ports a node takes from this offer: each pinned one must be offered (else
+    /// the offer does not fit, naming the port), an unpinned one is the first offered port the other
+    /// does not use.
+    pub fn node_ports(
+        &self,
+        http: Option<u16>,
+        transport: Option<u16>,
+    ) -> Result<(u16, u16), crate::command::Reason> {
+        use crate::command::Reason;
+        for (name, pinned) in [("http", http), ("transport", transport)] {
+            if let Some(port) = pinned
+                && !self.offers_port(port)
+            {
+                return Err(Reason::PinnedPortNotOffered {
+                    name: name.to_owned(),
+                    port,
+                });
+            }
+        }
+        match (http, transport) {
+            (Some(h), Some(t)) => Ok((h, t)),
+            (None, None) => self.two_ports().ok_or(Reason::Ports),
+            (Some(h), None) => self.first_port_but(h).map(|t| (h, t)).ok_or(Reason::Ports),
+            (None, Some(t)) => self.first_port_but(t).map(|h| (h, t)).ok_or(Reason::Ports),
+        }
+    }
+
+    /// The first offered port other than `taken`.
+    fn first_port_but(&self, taken: u16) -> Option<u16> {
+        self.ports.iter().find_map(|r| {
+            let begin = r.begin.max(1);
+            let end = r.end.min(u64::from(u16::MAX));
+            (begin..=end)
+                .filter_map(|p| u16::try_from(p).ok())
+                .find(|p| *p != taken)
+        })
+    }
+
     /// The value of attribute `name`, rendered.
     #[must_use]
     pub fn attribute(&self, name: &str) -> Option<String> {

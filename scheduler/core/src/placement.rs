@@ -206,6 +206,14 @@ impl Core {
         let mut cursors: HashMap<usize, usize> = HashMap::new();
         let mut global_cursor = 0usize;
 
+        // A pinned port missing from offers is a configuration the operator must see on the pending
+        // nodes themselves, not only in the decline log: it stands for "no suitable offer".
+        let no_fit = reasons
+            .iter()
+            .flatten()
+            .find(|r| matches!(r, Reason::PinnedPortNotOffered { .. }))
+            .cloned()
+            .unwrap_or(Reason::NoSuitableOffer);
         let mut unplaced: Vec<(NodeId, Reason)> = Vec::new();
         let mut assignments: Vec<(NodeId, usize)> = Vec::new();
         for id in pending {
@@ -276,7 +284,7 @@ impl Core {
                         volume_zone: z.clone(),
                         agent_zone: None,
                     },
-                    _ => Reason::NoSuitableOffer,
+                    _ => no_fit.clone(),
                 };
                 unplaced.push((id, reason));
                 continue;
@@ -421,9 +429,7 @@ impl Core {
                 needed: cfg.disk_mb,
             });
         }
-        let Some((http, transport)) = o.two_ports() else {
-            return Err(Reason::Ports);
-        };
+        let (http, transport) = o.node_ports(cfg.http_port, cfg.transport_port)?;
         if busy.contains(&o.hostname) {
             return Err(Reason::AgentBusy);
         }

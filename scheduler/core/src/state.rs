@@ -146,3 +146,88 @@ impl PersistedState {
         }
     }
 }
+
+impl PersistedState {
+    /// The writes that rebuild this state in an empty store (a restore): applied in order to
+    /// `PersistedState::default()` they give back `self`.
+    #[must_use]
+    pub fn writes(&self) -> Vec<StateWrite> {
+        let mut writes = Vec::with_capacity(self.slots.len() + 3);
+        if let Some(id) = &self.framework_id {
+            writes.push(StateWrite::FrameworkId(id.clone()));
+        }
+        writes.push(StateWrite::Desired(self.desired));
+        match &self.bootstrap {
+            Some(b) => writes.push(StateWrite::Bootstrapped(b.clone())),
+            None if self.cluster_formed => writes.push(StateWrite::ClusterFormed),
+            None => {}
+        }
+        writes.extend(self.slots.values().cloned().map(StateWrite::Slot));
+        writes
+    }
+
+    /// The rules every state the core writes keeps, checked on a state from outside (a backup being
+    /// restored) before anything is written: each slot under its own id, no volume of two nodes, no task
+    /// id of two nodes, a bootstrap only on a formed cluster.
+    pub fn check(&self) -> Result<(), String> {
+        let mut volumes = BTreeMap::new();
+        let mut tasks = BTreeMap::new();
+        for (id, rec) in &self.slots {
+            if *id != rec.node_id {
+                return Err(format!("slot {id} holds node {}", rec.node_id));
+            }
+            for v in &rec.volumes {
+                if let Some(other) = volumes.insert(v.clone(), *id) {
+                    return Err(format!("volume {v} belongs to nodes {other} and {id}"));
+                }
+            }
+            if let Some(t) = &rec.task
+                && let Some(other) = tasks.insert(t.task_id.clone(), *id)
+            {
+                return Err(format!(
+                    "task {} belongs to nodes {other} and {id}",
+                    t.task_id
+                ));
+            }
+        }
+        if self.bootstrap.is_some() && !self.cluster_formed {
+            return Err("a bootstrap is recorded but the cluster is not marked formed".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::sample_state;
+
+    #[test]
+    fn writes_rebuild_the_state_in_an_empty_store() {
+        let state = sample_state();
+        let mut rebuilt = PersistedState::default();
+        for w in state.writes() {
+            rebuilt.apply(&w);
+        }
+        assert_eq!(rebuilt, state);
+        assert_eq!(state.check(), Ok(()));
+    }
+
+    #[test]
+    fn check_refuses_a_state_the_core_never_writes() {
+        let good = sample_state();
+        let mut moved = good.clone();
+        let rec = moved.slots.values().next().cloned().expect("a slot");
+        moved.slots.insert(NodeId(rec.node_id.0 + 100), rec);
+        assert!(moved.check().unwrap_err().contains("holds node"));
+
+        let mut shared = good.clone();
+        let vol = shared.slots.values().next().expect("a slot").volumes[0].clone();
+        shared.slots.values_mut().nth(1).expect("two slots").volumes[0] = vol;
+        assert!(shared.check().unwrap_err().contains("belongs to nodes"));
+
+        let mut unformed = good;
+        unformed.cluster_formed = false;
+        assert!(unformed.check().unwrap_err().contains("not marked formed"));
+    }
+}

@@ -22,6 +22,84 @@ fn must<T, E: std::fmt::Debug>(r: Result<T, E>) -> T {
     }
 }
 
+/// A durable state as a running cluster leaves it: a framework id, a bootstrap, three nodes (one
+/// RUNNING, one never launched, one scaled down with its volumes kept).
+#[must_use]
+pub fn sample_state() -> PersistedState {
+    use crate::state::{Bootstrap, SlotRecord, TaskRecord};
+    let slot = |n: u64, task: Option<TaskRecord>, removed: bool| SlotRecord {
+        node_id: NodeId(n),
+        volumes: vec![vol(&format!("es-{n}-data")), vol(&format!("es-{n}-config"))],
+        generation: u64::from(task.is_some()),
+        task,
+        removed,
+        forced: false,
+        fenced: false,
+        last_reason: None,
+        mount_host: None,
+    };
+    let running = TaskRecord {
+        task_id: task("fw-1-1.1"),
+        agent_id: agent("agent-1"),
+        host: host("a1.example"),
+        http_port: 31000,
+        transport_port: 31001,
+        state: Some(TaskState::Running),
+        publish_address: Some("a1.example".into()),
+    };
+    PersistedState {
+        framework_id: Some(must(FrameworkId::new("fw-1"))),
+        desired: 2,
+        cluster_formed: true,
+        bootstrap: Some(Bootstrap {
+            cluster_uuid: "kq3XcI5mT2a8ZxkYx0ZbZw".into(),
+            security: crate::config::Security::Off,
+        }),
+        slots: [
+            slot(1, Some(running), false),
+            slot(2, None, false),
+            slot(3, None, true),
+        ]
+        .into_iter()
+        .map(|s| (s.node_id, s))
+        .collect(),
+    }
+}
+
+/// What the core asks the shell to launch for node 3 on `agent-1` (ports 31000/31001, one data volume
+/// of `driver`, or a sandbox path without one).
+#[must_use]
+pub fn launch_spec(
+    containerizer: crate::config::Containerizer,
+    driver: Option<&str>,
+) -> crate::command::LaunchSpec {
+    crate::command::LaunchSpec {
+        node_id: NodeId(3),
+        task_id: task("elasticsearch-3.1"),
+        name: "elasticsearch-3".to_owned(),
+        agent_id: agent("M-S1"),
+        host: host("agent-1"),
+        cpus: 1.0,
+        mem_mb: 2048.0,
+        disk_mb: 0.0,
+        heap_mb: 1024,
+        image: "elasticsearch:8".to_owned(),
+        containerizer,
+        http_port: 31000,
+        transport_port: 31001,
+        volumes: vec![crate::command::LaunchVolume {
+            name: vol("elasticsearch3data"),
+            container_path: "/data".to_owned(),
+            driver: driver.map(str::to_owned),
+            driver_options: vec![("size".to_owned(), "16".to_owned())],
+        }],
+        env: vec![("ELASTICSEARCH_NODE_ID".to_owned(), "3".to_owned())],
+        health_check_port: 31000,
+        health_check_path: "/_cluster/health?local=true".to_owned(),
+        role: "elasticsearch".to_owned(),
+    }
+}
+
 /// A host name.
 #[must_use]
 pub fn host(name: &str) -> Hostname {

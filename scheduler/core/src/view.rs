@@ -95,6 +95,18 @@ pub struct NodeView {
     pub next_action: NextAction,
 }
 
+impl NodeView {
+    /// Part of the Elasticsearch cluster, as far as the scheduler knows: its task runs and its last
+    /// `GET /` named the cluster's UUID (not `_na_`, not another cluster's). A node that lost its master
+    /// still names the UUID; a task that was replaced or restarted has not answered yet.
+    #[must_use]
+    pub fn joined(&self) -> bool {
+        self.phase == NodePhase::Task(Some(TaskState::Running))
+            && self.cluster_uuid.is_some()
+            && !self.foreign_cluster
+    }
+}
+
 /// One agent (as seen through its sidecar and offers).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentView {

@@ -15,8 +15,9 @@ use std::time::Duration;
 use tether_proto::client::{self, EndpointError, TlsFiles, TlsFlags};
 use tether_proto::v1::admin_client::AdminClient;
 use tether_proto::v1::{
-    BootstrapResetRequest, GetClusterRequest, ListAgentsRequest, ListNodesRequest,
-    ListVolumesRequest, MarkAgentGoneRequest, ReplaceNodeRequest, ScaleRequest, WatchEventsRequest,
+    BootstrapResetRequest, ExportStateRequest, GetClusterRequest, ListAgentsRequest,
+    ListNodesRequest, ListVolumesRequest, MarkAgentGoneRequest, ReplaceNodeRequest, ScaleRequest,
+    WatchEventsRequest,
 };
 use tokio_stream::StreamExt;
 use tonic::metadata::MetadataValue;
@@ -119,11 +120,18 @@ pub enum Command {
         #[command(subcommand)]
         action: BootstrapAction,
     },
-    /// HTTP addresses (`host:port`) of the RUNNING Elasticsearch nodes, for clients and load balancers.
+    /// HTTP addresses (`host:port`) of the Elasticsearch nodes that run and have joined the cluster, for
+    /// clients and load balancers.
     ///
-    /// Every node whose task runs is listed, whether or not it has joined the Elasticsearch cluster yet
-    /// (listing only joined nodes needs the scheduler to track cluster membership: a later release).
+    /// Joined: the node's task is RUNNING and its last answer to the scheduler's `GET /` (asked every
+    /// 2 s) named the cluster's UUID. A node still starting, or one that formed another cluster, is left
+    /// out (`tetherctl nodes` shows it).
     Endpoints,
+    /// The scheduler's persisted state, for backups.
+    State {
+        #[command(subcommand)]
+        action: StateAction,
+    },
     /// Print the completion script of a shell, e.g. `tetherctl completions bash >
     /// /etc/bash_completion.d/tetherctl` (the Debian package installs them).
     Completions {
@@ -141,6 +149,20 @@ pub enum BootstrapAction {
         /// Reset anyway: the next launches form a new cluster and the old cluster's data is orphaned.
         #[arg(long)]
         yes_new_cluster: bool,
+    },
+}
+
+/// What to do with the persisted state.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum StateAction {
+    /// Print the persisted state (framework id, desired count, every node slot, the bootstrap) as a
+    /// versioned JSON backup document, e.g. `tetherctl state export > tether-state.json`; load it with
+    /// `tether-scheduler --restore FILE`. Always JSON, whatever `--output` says.
+    Export {
+        /// Also put the cluster CA's certificate and private key and the `elastic` password in it (keep
+        /// that file as secret as the CA key). Without it they are left out and the document says so.
+        #[arg(long)]
+        include_secrets: bool,
     },
 }
 
@@ -393,6 +415,16 @@ pub async fn run(args: Args, out: &mut (dyn Write + Send), terminal: bool) -> Re
                 .await?
                 .into_inner();
             output::agents_gone(out, format, &resp)?;
+        }
+        Command::State {
+            action: StateAction::Export { include_secrets },
+        } => {
+            let doc = client
+                .export_state(ExportStateRequest { include_secrets })
+                .await?
+                .into_inner();
+            out.write_all(doc.document.as_bytes())?;
+            out.write_all(b"\n")?;
         }
         Command::Volumes => {
             let volumes = client

@@ -7,7 +7,8 @@
 //!   `since_unix_ms` (integer), `unreachable_since_unix_ms` (integer, or null unless its task is
 //!   UNREACHABLE) and `next_action` (`{"kind": "none"|"wait_operator"|"replace_at"|"es_still_sees_it",
 //!   "at_unix_ms": integer or null (set with `replace_at`), "text": string}`: what the scheduler will do
-//!   about an UNREACHABLE node).
+//!   about an UNREACHABLE node) and `joined` (bool: it runs and its last `GET /` named the cluster's
+//!   UUID).
 //! - `volumes`: an array of objects with `name`, `node_id`, `exists` (bool), `size_bytes` and `free_bytes`
 //!   (integer or null), `zone` (string or null), `attached_to` (host or null), `last_error` (string or null).
 //! - `agents`: an array of objects with `host`, `agent_id`, `sidecar_connected`, `last_report_age_ms`,
@@ -22,7 +23,8 @@
 //!   `watch`: one JSON object per line with `at_unix_ms`, `kind`, `node_id`, `host`, `task_id`, `message`;
 //!   `--wait` progress: one `{"progress": "..."}` object per line.
 //! - `endpoints`: an array of objects with `id` (integer), `host`, `http_port` (integer) and `address`
-//!   (`host:http_port`), one per RUNNING node, lowest id first.
+//!   (`host:http_port`), one per node that runs and has joined the Elasticsearch cluster (`joined`),
+//!   lowest id first.
 
 use std::io::Write;
 
@@ -62,6 +64,7 @@ pub struct NodeView {
     pub since_unix_ms: u64,
     pub unreachable_since_unix_ms: Option<u64>,
     pub next_action: NextActionView,
+    pub joined: bool,
 }
 
 /// What the scheduler will do about an UNREACHABLE node.
@@ -104,6 +107,7 @@ impl From<&Node> for NodeView {
             reason: opt(&n.reason),
             since_unix_ms: n.since_unix_ms,
             unreachable_since_unix_ms: n.unreachable_since_unix_ms,
+            joined: n.joined,
             next_action: match &n.next_action {
                 Some(a) => NextActionView {
                     kind: if a.kind.is_empty() {
@@ -489,7 +493,7 @@ pub fn endpoints(
 ) -> std::io::Result<()> {
     let views: Vec<EndpointView> = nodes
         .iter()
-        .filter(|n| n.state == "RUNNING" && !n.host.is_empty() && n.http_port != 0)
+        .filter(|n| n.joined && !n.host.is_empty() && n.http_port != 0)
         .map(|n| EndpointView {
             id: n.id,
             host: &n.host,
@@ -653,6 +657,7 @@ mod tests {
             since_unix_ms: 1,
             unreachable_since_unix_ms: None,
             next_action: None,
+            joined: state == "RUNNING",
         }
     }
 
@@ -739,11 +744,16 @@ mod tests {
     }
 
     #[test]
-    fn endpoints_list_running_nodes_only() {
+    fn endpoints_list_joined_nodes_only() {
+        let not_joined = Node {
+            joined: false,
+            ..node(4, "RUNNING", "a4")
+        };
         let all = [
             node(1, "RUNNING", "a1"),
             node(2, "PENDING", ""),
             node(3, "STAGING", "a3"),
+            not_joined,
         ];
         let text = render(|o| endpoints(o, Format::Json, &all));
         let v: serde_json::Value = serde_json::from_str(&text).expect("json");

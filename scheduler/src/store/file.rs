@@ -89,7 +89,7 @@ where
 
         let snap_path = dir.join("snapshot.json");
         let log_path = dir.join("wal.jsonl");
-        let fresh = !snap_path.exists() && !log_path.exists();
+        let had_snapshot = snap_path.exists();
         let (mut seq, mut state) = match fs::read(&snap_path) {
             Ok(bytes) => {
                 let snap: Snapshot<S> =
@@ -146,7 +146,8 @@ where
             log,
             log_records,
             compact_after: DEFAULT_COMPACT_AFTER,
-            fresh,
+            // Opening leaves an empty log behind: only a record or a snapshot means something was stored.
+            fresh: !had_snapshot && log_records == 0,
             _lock: lock,
             _write: PhantomData,
         })

@@ -186,6 +186,77 @@ fn normal_strategy_requires_disk_cpus_mem_and_two_ports() {
     check(&h);
 }
 
+#[test]
+fn pinned_ports_are_taken_from_the_offer_or_the_offer_does_not_fit() {
+    let mut cfg = config(crate::Strategy::Normal);
+    cfg.http_port = Some(9200);
+    cfg.transport_port = Some(9300);
+    let mut h = Harness::new(cfg);
+    h.subscribe();
+    must_scale(&mut h, 2);
+    let with = |id: &str, host: &str, ranges: &[(u64, u64)]| {
+        let mut o = offer(id, host, 4.0, 8192.0, 1000.0);
+        o.ports = ranges
+            .iter()
+            .map(|&(begin, end)| crate::domain::PortRange { begin, end })
+            .collect();
+        o
+    };
+    // Plenty of ports, but not the pinned transport port: no fit, and the reason names it.
+    let cmds = h.offers(vec![with("o-1", "a", &[(9200, 9200), (31000, 31009)])]);
+    assert!(accepts(&cmds).is_empty());
+    let why = decline_of(&h, "a");
+    assert!(
+        why.contains("transport port 9300 (--transport-port)"),
+        "{why}"
+    );
+    let node = &h.core.nodes(h.now)[0];
+    assert!(
+        node.last_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("9300")),
+        "the pending node says why: {node:?}"
+    );
+    let cmds = h.offers(vec![with("o-2", "b", &[(9200, 9200), (9300, 9300)])]);
+    let l = accepts(&cmds);
+    assert_eq!((l[0].http_port, l[0].transport_port), (9200, 9300));
+    check(&h);
+}
+
+#[test]
+fn one_pinned_port_leaves_the_other_to_the_first_free_offered_port() {
+    let o = |ranges: &[(u64, u64)]| crate::domain::Offer {
+        ports: ranges
+            .iter()
+            .map(|&(begin, end)| crate::domain::PortRange { begin, end })
+            .collect(),
+        ..offer("o", "a", 1.0, 1.0, 1.0)
+    };
+    assert_eq!(
+        o(&[(9200, 9201)]).node_ports(Some(9200), None),
+        Ok((9200, 9201))
+    );
+    assert_eq!(
+        o(&[(9200, 9201)]).node_ports(None, Some(9200)),
+        Ok((9201, 9200))
+    );
+    assert_eq!(
+        o(&[(9200, 9200)]).node_ports(Some(9200), None),
+        Err(crate::command::Reason::Ports)
+    );
+    assert_eq!(
+        o(&[(31000, 31009)]).node_ports(Some(9200), None),
+        Err(crate::command::Reason::PinnedPortNotOffered {
+            name: "http".into(),
+            port: 9200
+        })
+    );
+    assert_eq!(
+        o(&[(31000, 31009)]).node_ports(None, None),
+        Ok((31000, 31001))
+    );
+}
+
 fn external_harness(n: u64, auto_create: bool) -> Harness {
     let mut h = Harness::new(config(external(auto_create)));
     h.subscribe();
@@ -1105,7 +1176,13 @@ fn only_a_reported_cluster_uuid_bootstraps_and_another_uuid_is_flagged() {
     for (l, host) in launches.iter().zip(["a", "b"]) {
         h.update(status(&l.task_id, host, TaskState::Running, None));
     }
+    let joined =
+        |h: &Harness| -> Vec<bool> { h.core.nodes(h.now).iter().map(|n| n.joined()).collect() };
+    assert_eq!(joined(&h), [false, false], "running is not joined");
+    h.es_root(1, crate::es_events::NO_CLUSTER_UUID);
+    assert_eq!(joined(&h), [false, false], "`_na_` is not joined");
     h.es_root(1, "uuid-A");
+    assert_eq!(joined(&h), [true, false]);
     let b = h.core.persisted().bootstrap.clone();
     assert_eq!(
         b.map(|b| (b.cluster_uuid, b.security)),
@@ -1122,6 +1199,11 @@ fn only_a_reported_cluster_uuid_bootstraps_and_another_uuid_is_flagged() {
         "a node of another cluster is not counted"
     );
     assert!(h.core.nodes(h.now)[1].foreign_cluster);
+    assert_eq!(
+        joined(&h),
+        [true, false],
+        "another cluster's node is not joined"
+    );
     // The reset refuses while nodes report a cluster, unless told a new cluster is wanted.
     assert!(h.core.handle_bootstrap_reset(false, h.now).is_err());
     h.core
