@@ -414,6 +414,6 @@ mod tests {
         let e = open
             .authenticate(&with_bearer("Bearer tat1.aA.1.AA"))
             .expect_err("no secret");
-        assert!(e.message().contains("never minted"), "{}", e.message());
+        assert!(e.message().contains("was ever minted"), "{}", e.message());
     }
 }

@@ -93,6 +93,9 @@ fn test_argv(master: &str, listen: SocketAddr) -> Vec<String> {
         // These schedulers run with simulated tasks or without sidecars that make node keys.
         "--es-security",
         "off",
+        // Their sidecars (real or simulated) present no credential: these tests are about scheduling;
+        // agent identity has its own (`tests/agent_identity.rs`), and the dev cluster mints tokens.
+        "--allow-shared-agent-token",
     ]
     .iter()
     .map(|s| s.to_string())
