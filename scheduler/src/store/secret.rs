@@ -30,23 +30,9 @@ pub async fn load(store: &StateStore, file: &Path) -> Result<Option<AgentSecret>
     match store {
         StateStore::File(_) => {
             let owned = file.to_owned();
-            let text = tokio::task::spawn_blocking(move || match std::fs::read_to_string(&owned) {
-                Ok(t) => Ok(Some(t)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(source) => Err(StoreError::Io {
-                    path: owned,
-                    source,
-                }),
-            })
-            .await
-            .map_err(|e| StoreError::Interrupted(e.to_string()))??;
-            text.map(|t| {
-                AgentSecret::from_text(&t).map_err(|e| StoreError::Corrupt {
-                    path: file.to_owned(),
-                    detail: e.to_string(),
-                })
-            })
-            .transpose()
+            tokio::task::spawn_blocking(move || load_file(&owned))
+                .await
+                .map_err(|e| StoreError::Interrupted(e.to_string()))?
         }
         StateStore::Zk(z) => z
             .zk()
@@ -60,6 +46,26 @@ pub async fn load(store: &StateStore, file: &Path) -> Result<Option<AgentSecret>
             })
             .transpose(),
     }
+}
+
+/// The embedded store's secret, read from `file` (`None` when absent).
+pub fn load_file(file: &Path) -> Result<Option<AgentSecret>, StoreError> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(StoreError::Io {
+                path: file.to_owned(),
+                source,
+            });
+        }
+    };
+    AgentSecret::from_text(&text)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt {
+            path: file.to_owned(),
+            detail: e.to_string(),
+        })
 }
 
 /// Stores `secret` in place of any other, durably, before returning.
