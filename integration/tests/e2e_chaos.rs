@@ -38,16 +38,21 @@ fn expected_faults() -> BTreeMap<String, u64> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chaos_rounds_lose_nothing_and_break_no_invariant() {
+/// The fault kinds of [`SEED`]'s rounds (pinned: a kind added to the default list must not change them).
+const KINDS: &str = "kill-agent,partition,kill-sidecar,kill-scheduler";
+
+/// Runs `tether-dev --chaos` for `rounds` rounds of `faults`; asserts it succeeded with nothing lost and
+/// no violation, every round settled, and returns its summary and stdout.
+async fn run_chaos(rounds: u64, seed: u64, faults: &str) -> (Summary, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let subnet = SubnetLease::acquire();
     // The same port block as `E2eCluster` would use for this lease: disjoint from other test clusters.
     let ports_base = 40_000 + (subnet.index - 20) * 40;
     let tether_dev = bin_path("tether-dev").expect("tether-dev is built");
     let child = tokio::process::Command::new(tether_dev)
-        .args(["--chaos", "--chaos-rounds", &ROUNDS.to_string()])
-        .args(["--chaos-seed", &SEED.to_string()])
+        .args(["--chaos", "--chaos-rounds", &rounds.to_string()])
+        .args(["--chaos-seed", &seed.to_string()])
+        .args(["--chaos-faults", faults])
         .args(["--agents", &AGENTS.to_string(), "--nodes", "3"])
         .arg("--state-dir")
         .arg(dir.path())
@@ -81,7 +86,7 @@ async fn chaos_rounds_lose_nothing_and_break_no_invariant() {
             )
         })
         .expect("tether-dev output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     // Shown with `--no-capture`: the per-round lines are the run's record.
     println!("{stdout}");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -92,19 +97,14 @@ async fn chaos_rounds_lose_nothing_and_break_no_invariant() {
         .lines()
         .find_map(Summary::parse)
         .unwrap_or_else(|| panic!("no summary line: {context}"));
-    assert_eq!(summary.seed, SEED, "{context}");
-    assert_eq!(summary.rounds, ROUNDS, "{context}");
-    assert_eq!(
-        summary.faults,
-        expected_faults(),
-        "the seed chose the faults: {context}"
-    );
+    assert_eq!(summary.seed, seed, "{context}");
+    assert_eq!(summary.rounds, rounds, "{context}");
     assert_eq!(summary.lost, 0, "{context}");
     assert_eq!(summary.violations, 0, "{context}");
     assert!(summary.written > 0, "documents were written: {context}");
     assert_eq!(summary.verified, summary.written, "{context}");
-    for round in 1..=ROUNDS {
-        let prefix = format!("chaos round {round}/{ROUNDS}: ");
+    for round in 1..=rounds {
+        let prefix = format!("chaos round {round}/{rounds}: ");
         assert!(
             stdout
                 .lines()
@@ -112,6 +112,34 @@ async fn chaos_rounds_lose_nothing_and_break_no_invariant() {
             "round {round} settled: {context}"
         );
     }
+    (summary, stdout)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_rounds_lose_nothing_and_break_no_invariant() {
+    let (summary, stdout) = run_chaos(ROUNDS, SEED, KINDS).await;
+    assert_eq!(
+        summary.faults,
+        expected_faults(),
+        "the seed chose the faults: {stdout}"
+    );
+}
+
+/// Issue 16: an impostor (a valid token for another host, then a bearer naming no host) tries to take an
+/// agent's stream for the whole hold; chaos fails the round unless every attempt is refused and the
+/// agent's own sidecar keeps its stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_impostor_is_refused() {
+    let (summary, stdout) = run_chaos(1, SEED, "sidecar-impostor").await;
+    assert_eq!(
+        summary.faults,
+        BTreeMap::from([("sidecar-impostor".to_owned(), 1)]),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("impostor attempts on") && stdout.contains("kept its stream"),
+        "{stdout}"
+    );
 }
 
 fn tail(text: &str, n: usize) -> String {

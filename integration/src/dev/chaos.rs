@@ -55,6 +55,7 @@ pub enum FaultKind {
     Partition,
     KillSidecar,
     KillScheduler,
+    SidecarImpostor,
 }
 
 /// What ends a partition.
@@ -80,6 +81,10 @@ pub enum Fault {
         host: String,
     },
     KillScheduler,
+    /// Something that is not `host`'s sidecar tries to take its stream for the hold: it must be refused.
+    SidecarImpostor {
+        host: String,
+    },
 }
 
 impl Fault {
@@ -103,6 +108,7 @@ impl Fault {
             } => "partition-gone",
             Fault::KillSidecar { .. } => "kill-sidecar",
             Fault::KillScheduler => "kill-scheduler",
+            Fault::SidecarImpostor { .. } => "sidecar-impostor",
         }
     }
 }
@@ -112,7 +118,8 @@ impl fmt::Display for Fault {
         match self {
             Fault::KillAgent { host }
             | Fault::Partition { host, .. }
-            | Fault::KillSidecar { host } => write!(f, "{} {host}", self.label()),
+            | Fault::KillSidecar { host }
+            | Fault::SidecarImpostor { host } => write!(f, "{} {host}", self.label()),
             Fault::KillScheduler => f.write_str(self.label()),
         }
     }
@@ -152,6 +159,7 @@ pub fn choose_fault<R: Rng + ?Sized>(
         }
         FaultKind::KillSidecar => Fault::KillSidecar { host: host() },
         FaultKind::KillScheduler => Fault::KillScheduler,
+        FaultKind::SidecarImpostor => Fault::SidecarImpostor { host: host() },
     })
 }
 
@@ -815,6 +823,7 @@ async fn play(
             let a = agent_plan(&cluster.plan, host)?;
             cluster.start_sidecar(&a).map_err(|e| e.to_string())
         }
+        Fault::SidecarImpostor { host } => impostor(&cluster.plan, host, hold).await,
         Fault::KillScheduler => {
             cluster.kill_scheduler();
             tokio::time::sleep(hold).await;
@@ -824,6 +833,96 @@ async fn play(
                 .map_err(|e| e.to_string())
         }
     }
+}
+
+/// The host an impostor holds a valid token for: a machine of the cluster's, but not any agent's.
+const IMPOSTOR_HOST: &str = "chaos-impostor.invalid";
+
+/// For `hold`, in a loop as the issue's attacker did, something tries to take `host`'s sidecar stream:
+/// with a valid token minted for another host (PERMISSION_DENIED expected), and with a bearer that
+/// names no host, as the shared token did (UNAUTHENTICATED: the dev cluster does not pass
+/// `--allow-shared-agent-token`). Any acceptance, or `host`'s own sidecar losing its stream, is an error.
+async fn impostor(plan: &Plan, host: &str, hold: Duration) -> Result<(), String> {
+    use tether_proto::v1::{
+        AgentMessage, Hello, ListAgentsRequest, MintAgentTokenRequest, agent_message,
+    };
+    let mut admin = super::status::admin_client(plan)
+        .await
+        .ok_or("the admin API does not answer")?;
+    let token = admin
+        .mint_agent_token(MintAgentTokenRequest {
+            host: IMPOSTOR_HOST.into(),
+            ttl_seconds: 600,
+        })
+        .await
+        .map_err(|s| format!("minting the impostor's token: {s}"))?
+        .into_inner()
+        .token;
+    let attempts = [
+        (format!("Bearer {token}"), tonic::Code::PermissionDenied),
+        (
+            "Bearer not-a-credential".to_owned(),
+            tonic::Code::Unauthenticated,
+        ),
+    ];
+    let deadline = Instant::now() + hold;
+    let mut tries = 0u32;
+    while tries == 0 || Instant::now() < deadline {
+        for (authorization, expected) in &attempts {
+            tries += 1;
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", plan.admin))
+                .map_err(|e| e.to_string())?
+                .connect()
+                .await
+                .map_err(|e| format!("the impostor cannot reach the scheduler: {e}"))?;
+            let (up, rx) = tokio::sync::mpsc::channel(1);
+            let _ = up.try_send(AgentMessage {
+                body: Some(agent_message::Body::Hello(Hello {
+                    hostname: host.to_owned(),
+                    instance_id: "chaos-impostor".into(),
+                    ..Default::default()
+                })),
+            });
+            let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+            req.metadata_mut().insert(
+                "authorization",
+                authorization.parse().map_err(|_| "token is not ASCII")?,
+            );
+            match tether_proto::v1::agent_channel_client::AgentChannelClient::new(channel)
+                .connect(req)
+                .await
+            {
+                Ok(_) => {
+                    return Err(format!(
+                        "IMPOSTOR ACCEPTED: a stream for {host} was opened with a credential that \
+                         does not name it (expected {expected:?})"
+                    ));
+                }
+                Err(s) if s.code() == *expected => {}
+                Err(s) => {
+                    return Err(format!(
+                        "the impostor for {host} was refused with {:?} ({}), expected {expected:?}",
+                        s.code(),
+                        s.message()
+                    ));
+                }
+            }
+        }
+        tokio::time::sleep(SAMPLE).await;
+    }
+    let agents = admin
+        .list_agents(ListAgentsRequest {})
+        .await
+        .map_err(|s| s.to_string())?
+        .into_inner()
+        .agents;
+    if !agents.iter().any(|a| a.host == host && a.sidecar_connected) {
+        return Err(format!(
+            "{host}'s own sidecar lost its stream during {tries} refused impostor attempts"
+        ));
+    }
+    println!("chaos: {tries} impostor attempts on {host} refused; its sidecar kept its stream");
+    Ok(())
 }
 
 /// Waits until the cluster is healthy again (see [`settled`]) and every node serves its own data.
@@ -1140,11 +1239,12 @@ mod tests {
             .collect()
     }
 
-    const ALL: [FaultKind; 4] = [
+    const ALL: [FaultKind; 5] = [
         FaultKind::KillAgent,
         FaultKind::Partition,
         FaultKind::KillSidecar,
         FaultKind::KillScheduler,
+        FaultKind::SidecarImpostor,
     ];
 
     fn sequence(seed: u64, kinds: &[FaultKind], n: usize) -> Vec<Fault> {
@@ -1172,7 +1272,8 @@ mod tests {
                 "kill-sidecar",
                 "partition-freeze-heal",
                 "partition-gone",
-                "partition-heal"
+                "partition-heal",
+                "sidecar-impostor"
             ])
         );
         let picked: BTreeSet<String> = all
@@ -1180,7 +1281,8 @@ mod tests {
             .filter_map(|f| match f {
                 Fault::KillAgent { host }
                 | Fault::Partition { host, .. }
-                | Fault::KillSidecar { host } => Some(host.clone()),
+                | Fault::KillSidecar { host }
+                | Fault::SidecarImpostor { host } => Some(host.clone()),
                 Fault::KillScheduler => None,
             })
             .collect();
