@@ -671,3 +671,87 @@ async fn a_sidecar_sent_to_a_standby_or_to_zookeeper_ends_up_at_the_leader() {
         via_standby.log_text()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_leader_verifies_the_agent_tokens_the_previous_one_minted() {
+    let Some(zk) = ZkServer::start_or_skip(
+        "the_next_leader_verifies_the_agent_tokens_the_previous_one_minted",
+    )
+    .await
+    else {
+        return;
+    };
+    let emu = MesosEmu::start(EmuConfig::fast(1)).await.expect("emulator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut s, leader) = candidates(&zk, &emu, dir.path(), 2, 0).await;
+    let token = s[leader]
+        .admin()
+        .await
+        .mint_agent_token(tether_proto::v1::MintAgentTokenRequest {
+            host: "agent-z".into(),
+            ttl_seconds: 3600,
+        })
+        .await
+        .expect("minted")
+        .into_inner()
+        .token;
+    // The secret is state, beside the rest of it.
+    let session = ZkSession::connect(&ZkConfig::new(zk.url("/tether/es")))
+        .await
+        .expect("session");
+    let raw = ZkStore::open(session, None).await.expect("store");
+    let stored: Option<serde_json::Value> = raw.get("agent_token_secret").await.expect("get");
+    assert!(
+        stored
+            .as_ref()
+            .and_then(|v| v["value"].as_str())
+            .is_some_and(|v| v.len() == 64),
+        "{stored:?}"
+    );
+
+    let mut old = s.remove(leader);
+    let status = old.proc.stop(DEADLINE).await.expect("stops on SIGTERM");
+    assert!(status.success(), "clean stop: {}", old.proc.log_text());
+    let next = leader_of(&mut s).await;
+    let open = |host: &str| {
+        let (url, token, host) = (
+            format!("http://{}", s[next].address()),
+            token.clone(),
+            host.to_owned(),
+        );
+        async move {
+            let channel = tonic::transport::Endpoint::from_shared(url)
+                .expect("url")
+                .connect()
+                .await
+                .expect("connect");
+            let (up, rx) = tokio::sync::mpsc::channel(1);
+            up.send(tether_proto::v1::AgentMessage {
+                body: Some(tether_proto::v1::agent_message::Body::Hello(
+                    tether_proto::v1::Hello {
+                        hostname: host,
+                        ..Default::default()
+                    },
+                )),
+            })
+            .await
+            .expect("queued");
+            let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+            req.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("ascii"),
+            );
+            let r = tether_proto::v1::agent_channel_client::AgentChannelClient::new(channel)
+                .connect(req)
+                .await
+                .map(drop);
+            drop(up);
+            r
+        }
+    };
+    open("agent-z").await.expect("the new leader accepts it");
+    let e = open("agent-y")
+        .await
+        .expect_err("and still binds it to its host");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+}
