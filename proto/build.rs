@@ -23,8 +23,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     // `build_transport(false)`: the rpc is named `Connect`, which would clash with the generated
     // `Client::connect(endpoint)` helper; clients build a `Channel` themselves and call `new`.
+    // `codec_path`: a message that does not decode is the sender's bad input (INVALID_ARGUMENT, as
+    // admin.proto promises), not INTERNAL as tonic-prost's codec says.
     tonic_prost_build::configure()
         .build_transport(false)
+        .codec_path("crate::codec::ProtoCodec")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -12,9 +12,16 @@ pub use tether_telemetry::LogFormat;
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "tether-sidecar", version)]
 pub struct Args {
-    /// gRPC URL of tether-scheduler's agent channel (e.g. http://scheduler.example:7070).
-    #[arg(long, env = "TETHER_SCHEDULER")]
+    /// tether-scheduler's agent channel: a gRPC URL (e.g. http://scheduler.example:7070), several
+    /// comma-separated (the HA candidates: tried in turn), or zk://hosts/<root> (the schedulers'
+    /// --state), where the leader is read from the election. A standby's refusal names the leader and the
+    /// sidecar dials it next.
+    #[arg(long, env = "TETHER_SCHEDULER", value_name = "URL[,URL...]|zk://...")]
     pub scheduler: String,
+
+    /// ZooKeeper options, for a zk:// `--scheduler`.
+    #[command(flatten)]
+    pub zk: tether_zk::ZkArgs,
 
     /// Name of the Docker volume driver to use (e.g. rexray), found like the Docker engine finds it.
     #[arg(long, env = "TETHER_DRIVER")]
@@ -127,9 +134,15 @@ impl Args {
 }
 
 impl Args {
-    /// The scheduler's endpoint, with TLS for an `https://` URL (`tether_proto::client`'s rule). Files are
-    /// read on every call, so a redial picks up rotated certificates.
-    pub fn endpoint(&self) -> Result<Endpoint, String> {
+    /// Where to dial (`--scheduler` parsed), refusing a bad list or zk:// URL.
+    pub fn targets(&self) -> Result<crate::leader::Targets, String> {
+        crate::leader::Targets::parse(&self.scheduler, &self.zk, self.scheduler_ca.is_some())
+    }
+
+    /// The endpoint of the scheduler at `url` (one of `--scheduler`'s, or a leader's), with TLS for an
+    /// `https://` URL (`tether_proto::client`'s rule). Files are read on every call, so a redial picks up
+    /// rotated certificates.
+    pub fn endpoint(&self, url: &str) -> Result<Endpoint, String> {
         let files = TlsFiles {
             ca: self.scheduler_ca.as_deref(),
             identity: self.cert.as_deref().zip(self.key.as_deref()),
@@ -138,7 +151,7 @@ impl Args {
             ca: "--scheduler-ca",
             cert: "--cert",
         };
-        client::endpoint(&self.scheduler, files, flags).map_err(|e| match e {
+        client::endpoint(url, files, flags).map_err(|e| match e {
             EndpointError::BadUrl { url, source } => format!("--scheduler {url:?}: {source}"),
             EndpointError::ReadFile { path, source, .. } => {
                 format!("reading {}: {source}", path.display())
@@ -196,22 +209,24 @@ mod tests {
             argv.extend_from_slice(extra);
             Args::try_parse_from(argv).expect("valid flags")
         };
-        assert!(parse(&["--scheduler", "http://s:1"]).endpoint().is_ok());
-        let err = parse(&["--scheduler", "http://s:1", "--scheduler-ca", "/ca.pem"])
-            .endpoint()
-            .expect_err("TLS flags with http://");
+        let endpoint = |a: Args| a.endpoint(&a.scheduler);
+        assert!(endpoint(parse(&["--scheduler", "http://s:1"])).is_ok());
+        let err = endpoint(parse(&[
+            "--scheduler",
+            "http://s:1",
+            "--scheduler-ca",
+            "/ca.pem",
+        ]))
+        .expect_err("TLS flags with http://");
         assert!(err.contains("https://"), "{err}");
-        let err = parse(&["--scheduler", "https://s:1"])
-            .endpoint()
-            .expect_err("https without a CA");
+        let err = endpoint(parse(&["--scheduler", "https://s:1"])).expect_err("https without a CA");
         assert!(err.contains("--scheduler-ca"), "{err}");
-        let err = parse(&[
+        let err = endpoint(parse(&[
             "--scheduler",
             "https://s:1",
             "--scheduler-ca",
             "/nonexistent/ca.pem",
-        ])
-        .endpoint()
+        ]))
         .expect_err("unreadable CA");
         assert!(err.contains("/nonexistent/ca.pem"), "{err}");
     }

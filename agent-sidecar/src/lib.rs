@@ -8,6 +8,7 @@
 mod args;
 mod driver;
 pub mod identity;
+pub mod leader;
 pub mod metrics;
 pub mod plugin;
 mod runtime;
@@ -50,7 +51,15 @@ pub enum SidecarError {
 /// driver or scheduler is reported and retried, never fatal.
 pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), SidecarError> {
     // Fails early on a bad URL or unreadable TLS files; the session redials with the same settings.
-    args.endpoint().map_err(SidecarError::Config)?;
+    let targets = args.targets().map_err(SidecarError::Config)?;
+    for url in targets.urls() {
+        args.endpoint(url).map_err(SidecarError::Config)?;
+    }
+    if targets.urls().is_empty() {
+        // zk://: the leader's address is known only later; the TLS files are checked now.
+        args.endpoint(&targets.leader_url("localhost:1"))
+            .map_err(SidecarError::Config)?;
+    }
     if args.driver.trim().is_empty() {
         return Err(SidecarError::Config("--driver must not be empty".into()));
     }
@@ -105,7 +114,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), SidecarE
     let rt = Arc::new(runtime::Runtime::new(args, hostname, volumes));
     let stop = shutdown.child_token();
     let reporter = tokio::spawn(rt.clone().reporter(stop.clone()));
-    rt.clone().connection_loop(stop.clone()).await;
+    rt.clone().connection_loop(targets, stop.clone()).await;
     let _ = reporter.await;
     tracing::info!("shutting down: draining commands and releasing mounts");
     let result = rt.drain().await;

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::args::Args;
 use crate::identity::Owner;
+use crate::leader::Targets;
 use crate::volumes::{InstallSpec, Outcome, PrepareSpec, Volumes, measure, volume_report};
 use crate::{SidecarError, lock};
 
@@ -27,6 +28,22 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// What this sidecar declares in Hello beyond the first contract: the scheduler relies on nothing else.
 pub const FEATURES: [&str; 2] = ["volume_owner", "node_identity"];
+
+/// Why a session ended, and the leader a standby named when that was why.
+#[derive(Debug)]
+struct SessionError {
+    message: String,
+    leader: Option<String>,
+}
+
+impl From<String> for SessionError {
+    fn from(message: String) -> Self {
+        SessionError {
+            message,
+            leader: None,
+        }
+    }
+}
 
 #[derive(Debug)]
 pub(crate) struct Runtime {
@@ -178,20 +195,44 @@ impl Runtime {
         }
     }
 
-    /// Dials the scheduler until `stop`, with jittered exponential backoff between attempts.
-    pub(crate) async fn connection_loop(self: Arc<Self>, stop: CancellationToken) {
+    /// Dials the scheduler until `stop`, with jittered exponential backoff between attempts. A standby's
+    /// refusal that names the leader is followed at once (once per refusal: two standbys naming each
+    /// other still back off).
+    pub(crate) async fn connection_loop(
+        self: Arc<Self>,
+        mut targets: Targets,
+        stop: CancellationToken,
+    ) {
         let min = Duration::from(self.args.reconnect_min).max(Duration::from_millis(1));
         let max = Duration::from(self.args.reconnect_max).max(min);
         let mut delay = min;
+        let mut leader: Option<String> = None;
         while !stop.is_cancelled() {
             let started = Instant::now();
-            match self.session(&stop).await {
-                Ok(()) => tracing::info!("scheduler stream closed"),
-                Err(e) => tracing::warn!(error = %e, "scheduler stream failed"),
+            let followed = leader.is_some();
+            let url = match leader.take() {
+                Some(url) => Ok(url),
+                None => targets.next().await,
+            };
+            match url {
+                Ok(url) => match self.session(&url, &stop).await {
+                    Ok(()) => tracing::info!(scheduler = %url, "scheduler stream closed"),
+                    Err(e) => {
+                        tracing::warn!(scheduler = %url, error = %e.message, "scheduler stream failed");
+                        leader = e.leader.map(|a| targets.leader_url(&a));
+                    }
+                },
+                Err(e) => tracing::warn!(error = %e, "cannot tell which scheduler leads"),
             }
             *lock(&self.outbound) = None;
             if stop.is_cancelled() {
                 break;
+            }
+            if let Some(url) = &leader
+                && !followed
+            {
+                tracing::info!(leader = %url, "a standby named the leader; dialling it");
+                continue;
             }
             // A session that lived a while resets the backoff.
             if started.elapsed() > max {
@@ -206,15 +247,19 @@ impl Runtime {
         }
     }
 
-    async fn session(self: &Arc<Self>, stop: &CancellationToken) -> Result<(), String> {
+    async fn session(
+        self: &Arc<Self>,
+        url: &str,
+        stop: &CancellationToken,
+    ) -> Result<(), SessionError> {
         let endpoint = self
             .args
-            .endpoint()?
+            .endpoint(url)?
             .connect_timeout(Duration::from_secs(5))
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10));
         let channel = tokio::select! {
-            r = endpoint.connect() => r.map_err(|e| format!("connecting to {}: {e}", self.args.scheduler))?,
+            r = endpoint.connect() => r.map_err(|e| format!("connecting to {url}: {e}"))?,
             () = stop.cancelled() => return Ok(()),
         };
         let mut client = AgentChannelClient::new(channel);
@@ -230,11 +275,14 @@ impl Runtime {
             request.metadata_mut().insert("authorization", value);
         }
         let response = tokio::select! {
-            r = client.connect(request) => r.map_err(|s| format!("Connect: {} {}", s.code(), s.message()))?,
+            r = client.connect(request) => r.map_err(|s| SessionError {
+                message: format!("Connect: {} {}", s.code(), s.message()),
+                leader: crate::leader::leader_of(&s),
+            })?,
             () = stop.cancelled() => return Ok(()),
         };
         let mut inbound = response.into_inner();
-        tracing::info!(scheduler = %self.args.scheduler, "connected to scheduler");
+        tracing::info!(scheduler = %url, "connected to scheduler");
         *lock(&self.outbound) = Some(tx.clone());
         loop {
             let msg = tokio::select! {
@@ -247,7 +295,7 @@ impl Runtime {
                     tracing::debug!("ignoring a scheduler message of an unknown kind");
                 }
                 Ok(None) => return Ok(()),
-                Err(s) => return Err(format!("{} {}", s.code(), s.message())),
+                Err(s) => return Err(format!("{} {}", s.code(), s.message()).into()),
             }
         }
     }

@@ -50,8 +50,8 @@ fn names(kinds: &[FaultKind]) -> String {
         .join(",")
 }
 
-/// Runs `tether-dev --chaos` with `kinds` for `rounds` rounds and checks its summary.
-async fn chaos(kinds: &[FaultKind], seed: u64, rounds: u64, zookeeper: bool) {
+/// Runs `tether-dev --chaos` with `kinds` for `rounds` rounds, checks its summary and returns its stdout.
+async fn chaos(kinds: &[FaultKind], seed: u64, rounds: u64, zookeeper: bool) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     let subnet = SubnetLease::acquire();
     // The same port block as `E2eCluster` would use for this lease: disjoint from other test clusters.
@@ -130,6 +130,7 @@ async fn chaos(kinds: &[FaultKind], seed: u64, rounds: u64, zookeeper: bool) {
             "round {round} settled: {context}"
         );
     }
+    stdout.into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,6 +142,18 @@ async fn chaos_rounds_lose_nothing_and_break_no_invariant() {
         FaultKind::KillScheduler,
     ];
     chaos(&kinds, SEED, 4, false).await;
+}
+
+/// Issue 16: an impostor (a valid token for another host, then a bearer naming no host) tries to take an
+/// agent's stream for the whole hold; chaos fails the round unless every attempt is refused and the
+/// agent's own sidecar keeps its stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_impostor_is_refused() {
+    let stdout = chaos(&[FaultKind::SidecarImpostor], SEED, 1, false).await;
+    assert!(
+        stdout.contains("impostor attempts on") && stdout.contains("kept its stream"),
+        "{stdout}"
+    );
 }
 
 /// The master fails over (the scheduler re-subscribes with its framework id), a volume plugin hangs and

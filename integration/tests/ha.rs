@@ -548,3 +548,210 @@ async fn digest_credentials_lock_the_state_to_tether() {
         "the password never reaches the log"
     );
 }
+
+/// A real `tether-sidecar` for `host` dialling `scheduler` (no volume driver: it reports the driver
+/// unhealthy and keeps its stream, which is all these tests look at).
+fn sidecar(
+    host: &str,
+    scheduler: &str,
+    dir: &std::path::Path,
+) -> tether_integration::process::Proc {
+    let plugins = dir.join("no-plugins").display().to_string();
+    let args: Vec<String> = [
+        "--scheduler",
+        scheduler,
+        "--driver",
+        "nowhere",
+        "--plugin-dir",
+        &plugins,
+        "--spec-dir",
+        &plugins,
+        "--hostname",
+        host,
+        "--state-file",
+        &dir.join(format!("{host}.json")).display().to_string(),
+        "--report-interval",
+        "200ms",
+        "--reconnect-min",
+        "100ms",
+        "--reconnect-max",
+        "1s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    tether_integration::process::Proc::spawn("tether-sidecar", host, &args, &[], dir)
+        .unwrap_or_else(|e| panic!("{e} (build it: cargo build -p tether-sidecar)"))
+}
+
+/// Waits until the scheduler `s` lists `host` with an open sidecar stream.
+async fn wait_sidecar(
+    s: &mut SchedulerProcess,
+    host: &str,
+    log: &tether_integration::process::Proc,
+) {
+    let mut admin = s.admin().await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let agents = admin
+            .list_agents(tether_proto::v1::ListAgentsRequest {})
+            .await
+            .map(|r| r.into_inner().agents)
+            .unwrap_or_default();
+        if agents.iter().any(|a| a.host == host && a.sidecar_connected) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{host}'s sidecar never reached the leader; its log:\n{}",
+            log.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_sent_to_a_standby_or_to_zookeeper_ends_up_at_the_leader() {
+    let Some(zk) = ZkServer::start_or_skip(
+        "a_sidecar_sent_to_a_standby_or_to_zookeeper_ends_up_at_the_leader",
+    )
+    .await
+    else {
+        return;
+    };
+    let emu = MesosEmu::start(EmuConfig::fast(1)).await.expect("emulator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut s, leader) = candidates(&zk, &emu, dir.path(), 2, 0).await;
+    let standby = 1 - leader;
+
+    // The standby's refusal names the leader in a documented form.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", s[standby].listen))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let (up, rx) = tokio::sync::mpsc::channel(1);
+    drop(up);
+    let refusal = tether_proto::v1::agent_channel_client::AgentChannelClient::new(channel)
+        .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect_err("a standby refuses sidecars");
+    assert_eq!(refusal.code(), tonic::Code::Unavailable);
+    assert_eq!(
+        refusal
+            .metadata()
+            .get("tether-leader")
+            .and_then(|v| v.to_str().ok()),
+        Some(s[leader].address().as_str())
+    );
+
+    // Given only the standby's URL, or the standby first in a list, or the state's zk:// URL.
+    let standby_url = format!("http://{}", s[standby].address());
+    let leader_url = format!("http://{}", s[leader].address());
+    let zk_url = format!("zk://{}/tether/es", zk.connect_string());
+    let list = format!("{standby_url},{leader_url}");
+    let cases = [
+        ("via-standby", standby_url.as_str()),
+        ("via-list", list.as_str()),
+        ("via-zk", zk_url.as_str()),
+    ];
+    let mut procs = Vec::new();
+    for (host, scheduler) in cases {
+        procs.push((host, sidecar(host, scheduler, dir.path())));
+    }
+    for (host, proc) in &procs {
+        wait_sidecar(&mut s[leader], host, proc).await;
+    }
+    let (_, via_standby) = &procs[0];
+    assert!(
+        via_standby
+            .log_text()
+            .contains("a standby named the leader; dialling it"),
+        "{}",
+        via_standby.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_leader_verifies_the_agent_tokens_the_previous_one_minted() {
+    let Some(zk) = ZkServer::start_or_skip(
+        "the_next_leader_verifies_the_agent_tokens_the_previous_one_minted",
+    )
+    .await
+    else {
+        return;
+    };
+    let emu = MesosEmu::start(EmuConfig::fast(1)).await.expect("emulator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut s, leader) = candidates(&zk, &emu, dir.path(), 2, 0).await;
+    let token = s[leader]
+        .admin()
+        .await
+        .mint_agent_token(tether_proto::v1::MintAgentTokenRequest {
+            host: "agent-z".into(),
+            ttl_seconds: 3600,
+        })
+        .await
+        .expect("minted")
+        .into_inner()
+        .token;
+    // The secret is state, beside the rest of it.
+    let session = ZkSession::connect(&ZkConfig::new(zk.url("/tether/es")))
+        .await
+        .expect("session");
+    let raw = ZkStore::open(session, None).await.expect("store");
+    let stored: Option<serde_json::Value> = raw.get("agent_token_secret").await.expect("get");
+    assert!(
+        stored
+            .as_ref()
+            .and_then(|v| v["value"].as_str())
+            .is_some_and(|v| v.len() == 64),
+        "{stored:?}"
+    );
+
+    let mut old = s.remove(leader);
+    let status = old.proc.stop(DEADLINE).await.expect("stops on SIGTERM");
+    assert!(status.success(), "clean stop: {}", old.proc.log_text());
+    let next = leader_of(&mut s).await;
+    let open = |host: &str| {
+        let (url, token, host) = (
+            format!("http://{}", s[next].address()),
+            token.clone(),
+            host.to_owned(),
+        );
+        async move {
+            let channel = tonic::transport::Endpoint::from_shared(url)
+                .expect("url")
+                .connect()
+                .await
+                .expect("connect");
+            let (up, rx) = tokio::sync::mpsc::channel(1);
+            up.send(tether_proto::v1::AgentMessage {
+                body: Some(tether_proto::v1::agent_message::Body::Hello(
+                    tether_proto::v1::Hello {
+                        hostname: host,
+                        ..Default::default()
+                    },
+                )),
+            })
+            .await
+            .expect("queued");
+            let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+            req.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("ascii"),
+            );
+            let r = tether_proto::v1::agent_channel_client::AgentChannelClient::new(channel)
+                .connect(req)
+                .await
+                .map(drop);
+            drop(up);
+            r
+        }
+    };
+    open("agent-z").await.expect("the new leader accepts it");
+    let e = open("agent-y")
+        .await
+        .expect_err("and still binds it to its host");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+}

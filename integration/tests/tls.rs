@@ -33,6 +33,9 @@ struct Pki {
     server_cert: PathBuf,
     server_key: PathBuf,
     client_cert: PathBuf,
+    /// A sidecar's client certificate: its DNS name is the host it speaks for.
+    agent_cert: PathBuf,
+    agent_key: PathBuf,
     client_key: PathBuf,
     /// A client certificate from a CA the scheduler does not trust.
     rogue_cert: PathBuf,
@@ -80,6 +83,8 @@ impl Pki {
         );
         let (client_cert, client_key) =
             leaf(&issuer, &["tetherctl"], ExtendedKeyUsagePurpose::ClientAuth);
+        let (agent_cert, agent_key) =
+            leaf(&issuer, &["tls-host"], ExtendedKeyUsagePurpose::ClientAuth);
         let (_, rogue) = new_ca("someone else's CA");
         let (rogue_cert, rogue_key) =
             leaf(&rogue, &["mallory"], ExtendedKeyUsagePurpose::ClientAuth);
@@ -94,6 +99,8 @@ impl Pki {
             server_key: write("server.key", &server_key),
             client_cert: write("client.pem", &client_cert),
             client_key: write("client.key", &client_key),
+            agent_cert: write("agent.pem", &agent_cert),
+            agent_key: write("agent.key", &agent_key),
             rogue_cert: write("rogue.pem", &rogue_cert),
             rogue_key: write("rogue.key", &rogue_key),
             _dir: dir,
@@ -314,7 +321,27 @@ async fn mutual_tls_serves_only_clients_with_a_certificate_from_the_client_ca() 
     assert!(!ok, "tetherctl without a client certificate must fail");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 
-    // A sidecar with the CA and a client certificate connects over mutual TLS.
+    // A client certificate names the hosts it may speak for: tetherctl's is no sidecar's.
+    let (up, rx) = tokio::sync::mpsc::channel(1);
+    up.send(tether_proto::v1::AgentMessage {
+        body: Some(tether_proto::v1::agent_message::Body::Hello(
+            tether_proto::v1::Hello {
+                hostname: "tls-host".into(),
+                ..Default::default()
+            },
+        )),
+    })
+    .await
+    .expect("queued");
+    let e = tether_proto::v1::agent_channel_client::AgentChannelClient::new(
+        with_cert().connect().await.expect("connect"),
+    )
+    .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
+    .await
+    .expect_err("a certificate for another name");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+
+    // A sidecar with the CA and a client certificate naming its host connects over mutual TLS.
     let world = tempfile::tempdir().expect("tempdir");
     let mut args = sidecar_args(
         &format!("https://127.0.0.1:{}", sched.listen.port()),
@@ -324,8 +351,8 @@ async fn mutual_tls_serves_only_clients_with_a_certificate_from_the_client_ca() 
         "tls-host",
     );
     args.scheduler_ca = Some(pki.ca.clone());
-    args.cert = Some(pki.client_cert.clone());
-    args.key = Some(pki.client_key.clone());
+    args.cert = Some(pki.agent_cert.clone());
+    args.key = Some(pki.agent_key.clone());
     let sidecar = RunningSidecar::spawn(args);
     let mut admin = AdminClient::new(with_cert().connect().await.expect("connect"));
     let deadline = tokio::time::Instant::now() + DEADLINE;

@@ -7,15 +7,18 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::Stream;
+use tether_core::ids::Hostname;
 use tether_proto::v1::admin_server::Admin;
 use tether_proto::v1::{
     BootstrapResetRequest, BootstrapResetResponse, Cluster, ClusterEvent, ExportStateRequest,
     ExportStateResponse, GetClusterRequest, ListAgentsRequest, ListAgentsResponse,
     ListNodesRequest, ListNodesResponse, ListVolumesRequest, ListVolumesResponse,
-    MarkAgentGoneRequest, MarkAgentGoneResponse, ReplaceNodeRequest, ReplaceNodeResponse,
-    ScaleRequest, ScaleResponse, WatchEventsRequest,
+    MarkAgentGoneRequest, MarkAgentGoneResponse, MintAgentTokenRequest, MintAgentTokenResponse,
+    ReplaceNodeRequest, ReplaceNodeResponse, RotateAgentTokenSecretRequest,
+    RotateAgentTokenSecretResponse, ScaleRequest, ScaleResponse, WatchEventsRequest,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::StreamExt;
@@ -56,6 +59,15 @@ pub enum AdminRequest {
     MarkAgentGone {
         agent: String,
         reply: oneshot::Sender<Result<MarkAgentGoneResponse, Status>>,
+    },
+    /// `ttl` is validated (positive, at most [`crate::agent_identity::MAX_TTL`]).
+    MintAgentToken {
+        host: Hostname,
+        ttl: Duration,
+        reply: oneshot::Sender<Result<MintAgentTokenResponse, Status>>,
+    },
+    RotateAgentSecret {
+        reply: oneshot::Sender<Result<RotateAgentTokenSecretResponse, Status>>,
     },
 }
 
@@ -153,6 +165,21 @@ pub fn validate_scale(nodes: i64, max_nodes: u64) -> Result<u64, Status> {
         )));
     }
     Ok(n)
+}
+
+/// Checks a mint request: a host name a Hello could carry, a TTL in (0, 10 years].
+pub fn validate_mint(req: &MintAgentTokenRequest) -> Result<(Hostname, Duration), Status> {
+    let host = Hostname::new(req.host.trim())
+        .map_err(|e| Status::invalid_argument(format!("host: {e}")))?;
+    let ttl = Duration::from_secs(req.ttl_seconds);
+    if ttl.is_zero() || ttl > crate::agent_identity::MAX_TTL {
+        return Err(Status::invalid_argument(format!(
+            "ttl_seconds must be between 1 and {} (10 years), got {}",
+            crate::agent_identity::MAX_TTL.as_secs(),
+            req.ttl_seconds
+        )));
+    }
+    Ok((host, ttl))
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<ClusterEvent, Status>> + Send>>;
@@ -274,6 +301,29 @@ impl Admin for AdminService {
         Ok(Response::new(answer))
     }
 
+    async fn mint_agent_token(
+        &self,
+        req: Request<MintAgentTokenRequest>,
+    ) -> Result<Response<MintAgentTokenResponse>, Status> {
+        self.check_write(&req)?;
+        let (host, ttl) = validate_mint(req.get_ref())?;
+        let answer = self
+            .ask(|reply| AdminRequest::MintAgentToken { host, ttl, reply })
+            .await??;
+        Ok(Response::new(answer))
+    }
+
+    async fn rotate_agent_token_secret(
+        &self,
+        req: Request<RotateAgentTokenSecretRequest>,
+    ) -> Result<Response<RotateAgentTokenSecretResponse>, Status> {
+        self.check_write(&req)?;
+        let answer = self
+            .ask(|reply| AdminRequest::RotateAgentSecret { reply })
+            .await??;
+        Ok(Response::new(answer))
+    }
+
     type WatchEventsStream = EventStream;
 
     async fn watch_events(
@@ -308,5 +358,19 @@ mod tests {
         let big = validate_scale(101, 100).expect_err("absurd");
         assert_eq!(big.code(), tonic::Code::InvalidArgument);
         assert!(big.message().contains("--max-nodes"));
+    }
+
+    #[test]
+    fn mint_requests_need_a_host_and_a_sane_ttl() {
+        let req = |host: &str, ttl_seconds| MintAgentTokenRequest {
+            host: host.to_owned(),
+            ttl_seconds,
+        };
+        let (host, ttl) = validate_mint(&req("agent-1", 3600)).expect("valid");
+        assert_eq!((host.as_str(), ttl.as_secs()), ("agent-1", 3600));
+        for bad in [req("", 60), req("a b", 60), req("h", 0), req("h", u64::MAX)] {
+            let e = validate_mint(&bad).expect_err("invalid");
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad:?}");
+        }
     }
 }

@@ -1,8 +1,10 @@
 //! The `tether.v1.AgentChannel` gRPC service: one stream per sidecar, forwarded to the scheduler loop.
 //!
-//! This module owns only the transport: authentication, the Hello handshake, connection ids, and the
-//! per-connection outbox. It validates the Hello at the edge (a sidecar that cannot say which host it is
-//! on is refused) and hands everything else to the loop, which converts it to the core's domain types.
+//! This module owns only the transport: authentication (who the stream is, `agent_identity`), the Hello
+//! handshake, connection ids, and the per-connection outbox. It validates the Hello at the edge (a
+//! sidecar that cannot say which host it is on, or whose credential names another host, is refused) and
+//! hands everything else to the loop, which converts it to the core's domain types and decides whether
+//! the stream may take the host's place (its verdict is what the sidecar hears).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,13 +15,13 @@ use futures::Stream;
 use tether_core::ids::Hostname;
 use tether_proto::v1::agent_channel_server::AgentChannel;
 use tether_proto::v1::{AgentMessage, Hello, SchedulerMessage, agent_message};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::{self, Token};
+use crate::agent_identity::{AgentAuth, Credential};
 use crate::ha::{ActivityRx, always_leading};
 
 /// Identifies one sidecar stream; a reconnecting sidecar gets a new one.
@@ -31,10 +33,14 @@ pub struct ConnId(pub u64);
 pub enum SidecarEvent {
     /// A sidecar completed the handshake. Messages for it go to `outbox`; dropping `outbox` ends the
     /// stream.
+    /// The loop answers on `verdict`: `Err` ends the call with that status (the Hello does not convert,
+    /// or the host already has a stream under another credential).
     Connected {
         conn: ConnId,
         hello: Hello,
+        credential: Credential,
         outbox: mpsc::Sender<SchedulerMessage>,
+        verdict: oneshot::Sender<Result<(), Status>>,
     },
     /// A report or command result from a connected sidecar.
     Message {
@@ -48,8 +54,8 @@ pub enum SidecarEvent {
 /// Settings of the service.
 #[derive(Debug, Clone)]
 pub struct ChannelConfig {
-    /// Required bearer token; `None` leaves the channel open (only for loopback development).
-    pub token: Option<Token>,
+    /// Who a stream is.
+    pub auth: AgentAuth,
     /// How long a new stream may take to send its Hello.
     pub hello_timeout: Duration,
     /// Messages buffered per sidecar before the loop's sends wait.
@@ -59,7 +65,7 @@ pub struct ChannelConfig {
 impl Default for ChannelConfig {
     fn default() -> Self {
         ChannelConfig {
-            token: None,
+            auth: AgentAuth::without_secret(None, false),
             hello_timeout: Duration::from_secs(30),
             outbox_capacity: 256,
         }
@@ -122,11 +128,13 @@ impl AgentChannel for AgentChannelService {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
-        auth::check(self.config.token.as_ref(), &request)?;
+        // A standby answers before authenticating: the leader's address is no secret, and only the
+        // leader holds the agent-token secret a per-agent token is verified with.
         let refusal = self.activity.borrow().refusal("sidecar streams", false);
         if let Some(status) = refusal {
             return Err(status);
         }
+        let credential = self.config.auth.authenticate(&request)?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(self.config.hello_timeout, inbound.message())
             .await
@@ -137,17 +145,26 @@ impl AgentChannel for AgentChannelService {
             None => return Err(Status::invalid_argument("the stream ended before Hello")),
         };
         validate_hello(&hello)?;
+        credential.permits(&hello.hostname).inspect_err(|e| {
+            tracing::warn!(host = %hello.hostname, credential = credential.kind(),
+                reason = e.message(), "refused a sidecar speaking for another host");
+        })?;
 
         let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
         let (outbox, rx) = mpsc::channel(self.config.outbox_capacity);
+        let (verdict, answer) = oneshot::channel();
+        let shutting_down = || Status::unavailable("scheduler is shutting down");
         self.events
             .send(SidecarEvent::Connected {
                 conn,
                 hello,
+                credential,
                 outbox,
+                verdict,
             })
             .await
-            .map_err(|_| Status::unavailable("scheduler is shutting down"))?;
+            .map_err(|_| shutting_down())?;
+        answer.await.map_err(|_| shutting_down())??;
 
         let events = self.events.clone();
         self.readers.spawn(async move {

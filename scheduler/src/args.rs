@@ -255,9 +255,14 @@ pub struct Args {
     /// Prometheus `/metrics` listener; unset disables it.
     #[arg(long, env = "TETHER_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
-    /// File holding the bearer token sidecars must present.
+    /// File holding the shared agent token (one token for every sidecar, naming no host). Accepted only
+    /// with `--allow-shared-agent-token`; per-agent tokens (`tetherctl agent-token HOST`) replace it.
     #[arg(long, env = "TETHER_AGENT_TOKEN_FILE")]
     pub agent_token_file: Option<PathBuf>,
+    /// Accept sidecar credentials that name no host: the shared `--agent-token-file`, or, without one,
+    /// no credential at all. Any holder can then pose as any agent (logged as a warning at start).
+    #[arg(long, env = "TETHER_ALLOW_SHARED_AGENT_TOKEN")]
+    pub allow_shared_agent_token: bool,
     /// File holding the bearer token admin clients must present.
     #[arg(long, env = "TETHER_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,

@@ -67,19 +67,32 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The token of `authorization: Bearer <token>`, `None` when the header is absent. The scheme is
+/// case-insensitive (RFC 7235 §2.1: `bearer` and `BEARER` are `Bearer`); another scheme, or a value
+/// that is not text, is UNAUTHENTICATED.
+pub fn bearer<T>(req: &Request<T>) -> Result<Option<&str>, Status> {
+    let Some(value) = req.metadata().get("authorization") else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| Status::unauthenticated("the authorization header is not text"))?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(Some(token.trim())),
+        _ => Err(Status::unauthenticated(
+            "the authorization header must be `Bearer <token>`",
+        )),
+    }
+}
+
 /// Checks `authorization: Bearer <token>` on a request. `None` as the expected token means the endpoint
 /// is open.
 pub fn check<T>(expected: Option<&Token>, req: &Request<T>) -> Result<(), Status> {
     let Some(expected) = expected else {
         return Ok(());
     };
-    let presented = req
-        .metadata()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| Status::unauthenticated("missing bearer token"))?;
-    if expected.matches(presented.trim()) {
+    let presented = bearer(req)?.ok_or_else(|| Status::unauthenticated("missing bearer token"))?;
+    if expected.matches(presented) {
         Ok(())
     } else {
         Err(Status::unauthenticated("invalid bearer token"))
@@ -119,6 +132,20 @@ mod tests {
             .insert("authorization", "Bearer abc".parse().expect("ascii"));
         assert!(check(Some(&t), &req).is_ok());
         assert!(check(None, &Request::new(())).is_ok());
+        // RFC 7235: the scheme is case-insensitive.
+        for scheme in ["bearer", "BEARER", "bEaReR"] {
+            req.metadata_mut().insert(
+                "authorization",
+                format!("{scheme} abc").parse().expect("ascii"),
+            );
+            assert!(check(Some(&t), &req).is_ok(), "{scheme}");
+        }
+        req.metadata_mut()
+            .insert("authorization", "Basic abc".parse().expect("ascii"));
+        assert_eq!(
+            check(Some(&t), &req).expect_err("another scheme").code(),
+            tonic::Code::Unauthenticated
+        );
     }
 
     #[test]

@@ -40,13 +40,21 @@ impl Activity {
                 "this tether-scheduler is a standby and does not serve {what}; no leader is known right now"
             ),
         };
-        Some(if write {
+        let mut status = if write {
             Status::failed_precondition(message)
         } else {
             Status::unavailable(message)
-        })
+        };
+        if let Some(value) = leader.as_deref().and_then(|a| a.parse().ok()) {
+            status.metadata_mut().insert(LEADER_METADATA, value);
+        }
+        Some(status)
     }
 }
+
+/// The metadata key of a standby's refusal that names the leader's advertised `host:port` (documented
+/// in `agent.proto`; sidecars follow it).
+pub const LEADER_METADATA: &str = "tether-leader";
 
 /// The receiving end the services hold.
 pub type ActivityRx = watch::Receiver<Activity>;
@@ -107,11 +115,18 @@ mod tests {
         let w = standby.refusal("admin writes", true).expect("refused");
         assert_eq!(w.code(), tonic::Code::FailedPrecondition);
         assert!(w.message().contains("10.0.0.5:7070"), "{}", w.message());
+        assert_eq!(
+            w.metadata()
+                .get(LEADER_METADATA)
+                .and_then(|v| v.to_str().ok()),
+            Some("10.0.0.5:7070")
+        );
         let r = standby.refusal("sidecar streams", false).expect("refused");
         assert_eq!(r.code(), tonic::Code::Unavailable);
         let unknown = Activity::Standby { leader: None }
             .refusal("admin writes", true)
             .expect("refused");
         assert!(unknown.message().contains("no leader is known"));
+        assert!(unknown.metadata().get(LEADER_METADATA).is_none());
     }
 }

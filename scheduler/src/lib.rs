@@ -11,6 +11,7 @@ pub mod store;
 
 pub mod admin;
 pub mod agent_channel;
+pub mod agent_identity;
 pub mod args;
 pub mod auth;
 pub mod backup;

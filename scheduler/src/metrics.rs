@@ -41,6 +41,8 @@ pub struct Metrics {
     pub nodes_running: Gauge,
     pub sidecar_reports: Counter,
     pub sidecars_connected: Gauge,
+    pub sidecar_replacements: Counter,
+    pub sidecar_replacements_refused: Counter,
     pub state_write_seconds: Histogram,
     /// 1 while this instance leads (always 1 without ZooKeeper), 0 on a standby.
     pub leader: Gauge,
@@ -115,6 +117,18 @@ impl Metrics {
             "Sidecar streams open",
             sidecars_connected.clone(),
         );
+        let sidecar_replacements = Counter::default();
+        registry.register(
+            "sidecar_stream_replacements",
+            "Sidecar streams that replaced their host's open stream (same credential)",
+            sidecar_replacements.clone(),
+        );
+        let sidecar_replacements_refused = Counter::default();
+        registry.register(
+            "sidecar_stream_replacements_refused",
+            "Sidecar streams refused because their host has a stream under another credential",
+            sidecar_replacements_refused.clone(),
+        );
         let state_write_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         registry.register(
             "state_write_seconds",
@@ -169,6 +183,8 @@ impl Metrics {
             nodes_running,
             sidecar_reports,
             sidecars_connected,
+            sidecar_replacements,
+            sidecar_replacements_refused,
             state_write_seconds,
             registry: Arc::new(registry),
         }

@@ -178,7 +178,7 @@ pub fn agent(a: AgentView, now: Millis) -> pb::Agent {
         last_report_age_ms: a.last_report_at.map(|t| now.since(t)),
         driver_healthy: a.driver_healthy,
         driver_latency_micros: a.driver_latency_micros,
-        driver_error: String::new(),
+        driver_error: a.driver_error.unwrap_or_default(),
         zone: a.zone.unwrap_or_default(),
         attachments_used: a.attachments_used,
         attachments_max: a.attachments_max.unwrap_or(0),

@@ -10,6 +10,7 @@
 //! runs this loop.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tether_core::Core;
@@ -28,6 +29,7 @@ use tonic::Status;
 
 use crate::admin::AdminRequest;
 use crate::agent_channel::{ConnId, SidecarEvent};
+use crate::agent_identity::{self, AgentSecret, Credential};
 use crate::args::Args;
 use crate::convert;
 use crate::elasticsearch::{self, EsClient, RootAnswer, RootTarget};
@@ -86,6 +88,8 @@ pub struct LoopSettings {
     pub es: EsClient,
     /// `Some` with `--fencing storage`.
     pub es_poll: Option<EsPoll>,
+    /// The agent-token secret's file with the embedded store (`<state dir>/agent-token.key`).
+    pub agent_secret_file: std::path::PathBuf,
 }
 
 /// Where the loop's commands and events go.
@@ -100,6 +104,9 @@ pub struct Outputs {
     pub operator: CurrentClient,
     /// The HTTP addresses of the nodes the Elasticsearch poller asks.
     pub es_targets: watch::Sender<Vec<String>>,
+    /// The agent-token secret the agent channel verifies with: replaced on a mint's creation or a
+    /// rotation, once stored.
+    pub agent_secret: watch::Sender<Option<Arc<AgentSecret>>>,
 }
 
 /// A connected sidecar, by host.
@@ -107,6 +114,8 @@ pub struct Outputs {
 struct SidecarConn {
     conn: ConnId,
     outbox: mpsc::Sender<pb::SchedulerMessage>,
+    /// Only a stream with the same credential may take this one's place.
+    credential: Credential,
 }
 
 /// Everything the loop owns besides the inputs: the core, the store, and where commands go.
@@ -122,6 +131,7 @@ pub struct Shell {
     metrics: Metrics,
     operator: CurrentClient,
     es_targets: watch::Sender<Vec<String>>,
+    agent_secret: watch::Sender<Option<Arc<AgentSecret>>>,
     settings: LoopSettings,
     /// The subscribed master's URL (empty while not subscribed).
     master: String,
@@ -150,6 +160,7 @@ impl Shell {
             metrics,
             operator,
             es_targets,
+            agent_secret,
         } = outputs;
         Shell {
             core,
@@ -162,6 +173,7 @@ impl Shell {
             metrics,
             operator,
             es_targets,
+            agent_secret,
             settings,
             master: String::new(),
             leader_address,
@@ -455,27 +467,13 @@ impl Shell {
             SidecarEvent::Connected {
                 conn,
                 hello,
+                credential,
                 outbox,
-            } => match convert::hello(&hello) {
-                Ok(h) => {
-                    let host = h.hostname.clone();
-                    tracing::info!(host = %host.as_str(), driver = %h.driver_name, "sidecar connected");
-                    // A newer stream from the same host replaces the old one (its outbox is dropped,
-                    // which ends that stream).
-                    if let Some(old) = self
-                        .sidecars
-                        .insert(host.clone(), SidecarConn { conn, outbox })
-                    {
-                        self.hosts_by_conn.remove(&old.conn);
-                    }
-                    self.hosts_by_conn.insert(conn, host);
-                    self.metrics
-                        .sidecars_connected
-                        .set(self.sidecars.len() as i64);
-                    self.core.handle_sidecar_hello(h, now);
-                }
-                Err(e) => tracing::warn!(error = %e, "refusing a sidecar hello"),
-            },
+                verdict,
+            } => {
+                let answer = self.on_connected(conn, &hello, credential, outbox, now);
+                let _ = verdict.send(answer);
+            }
             SidecarEvent::Message { conn, body } => {
                 let Some(host) = self.hosts_by_conn.get(&conn).cloned() else {
                     return;
@@ -513,6 +511,97 @@ impl Shell {
                 }
             }
         }
+    }
+
+    /// A stream that passed authentication takes its host's place, unless the Hello does not convert
+    /// (INVALID_ARGUMENT, saying why) or the host has a stream under another credential
+    /// (PERMISSION_DENIED): a stolen or second credential must not evict the sidecar that is there.
+    fn on_connected(
+        &mut self,
+        conn: ConnId,
+        hello: &pb::Hello,
+        credential: Credential,
+        outbox: mpsc::Sender<pb::SchedulerMessage>,
+        now: tether_core::ids::Millis,
+    ) -> Result<(), Status> {
+        let h = convert::hello(hello).map_err(|e| {
+            tracing::warn!(host = %hello.hostname, error = %e, "refusing a sidecar hello");
+            Status::invalid_argument(format!("hello: {e}"))
+        })?;
+        let host = h.hostname.clone();
+        if let Some(old) = self.sidecars.get(&host) {
+            if old.credential != credential {
+                tracing::warn!(host = %host.as_str(), credential = credential.kind(),
+                    "refused a second sidecar stream for a host under another credential");
+                self.metrics.sidecar_replacements_refused.inc();
+                return Err(Status::permission_denied(format!(
+                    "host {} already has a sidecar stream under another credential; only the same \
+                     credential may replace it (retry once that stream has ended)",
+                    host.as_str()
+                )));
+            }
+            tracing::warn!(host = %host.as_str(), credential = credential.kind(),
+                "a new sidecar stream with the same credential replaces the host's stream");
+            self.metrics.sidecar_replacements.inc();
+        }
+        tracing::info!(host = %host.as_str(), driver = %h.driver_name,
+            credential = credential.kind(), "sidecar connected");
+        // The older stream's outbox is dropped, which ends that stream.
+        if let Some(old) = self.sidecars.insert(
+            host.clone(),
+            SidecarConn {
+                conn,
+                outbox,
+                credential,
+            },
+        ) {
+            self.hosts_by_conn.remove(&old.conn);
+        }
+        self.hosts_by_conn.insert(conn, host);
+        self.metrics
+            .sidecars_connected
+            .set(self.sidecars.len() as i64);
+        self.core.handle_sidecar_hello(h, now);
+        Ok(())
+    }
+
+    /// A token for `host`, valid for `ttl`; the secret is created (and stored) by the first mint.
+    async fn mint_agent_token(
+        &mut self,
+        host: &Hostname,
+        ttl: Duration,
+    ) -> Result<pb::MintAgentTokenResponse, SchedulerError> {
+        let current = self.agent_secret.borrow().clone();
+        let secret = match current {
+            Some(s) => s,
+            None => {
+                let fresh = AgentSecret::generate();
+                crate::store::secret::save(&self.store, &self.settings.agent_secret_file, &fresh)
+                    .await?;
+                tracing::info!("created the agent-token secret");
+                let fresh = Arc::new(fresh);
+                self.agent_secret.send_replace(Some(fresh.clone()));
+                fresh
+            }
+        };
+        let expires = agent_identity::unix_now_s().saturating_add(ttl.as_secs());
+        tracing::info!(host = %host.as_str(), expires_unix_s = expires, "minted an agent token");
+        Ok(pb::MintAgentTokenResponse {
+            token: secret.mint(host, expires),
+            host: host.as_str().to_owned(),
+            expires_unix_ms: expires.saturating_mul(1000),
+        })
+    }
+
+    /// Replaces the secret: stored first, then in force, so every earlier token is refused.
+    async fn rotate_agent_secret(&mut self) -> Result<(), SchedulerError> {
+        let fresh = AgentSecret::generate();
+        crate::store::secret::save(&self.store, &self.settings.agent_secret_file, &fresh).await?;
+        self.agent_secret.send_replace(Some(Arc::new(fresh)));
+        tracing::warn!(
+            "rotated the agent-token secret: every agent token minted before is refused"
+        );
+        Ok(())
     }
 
     /// Answers an admin request. Writes reply only after their commands were drained, so a successful
@@ -644,6 +733,19 @@ impl Shell {
                         let _ = reply.send(Err(Status::invalid_argument(e.to_string())));
                     }
                 }
+            }
+            AdminRequest::MintAgentToken { host, ttl, reply } => {
+                // A store failure stops the scheduler, as for any state write.
+                let answer = self.mint_agent_token(&host, ttl).await?;
+                let _ = reply.send(Ok(answer));
+            }
+            AdminRequest::RotateAgentSecret { reply } => {
+                self.rotate_agent_secret().await?;
+                let _ = reply.send(Ok(pb::RotateAgentTokenSecretResponse {
+                    message: "rotated: every agent token minted before is refused from now on; \
+                              streams already open stay until they reconnect"
+                        .to_owned(),
+                }));
             }
             AdminRequest::BootstrapReset { new_cluster, reply } => {
                 match self.core.handle_bootstrap_reset(new_cluster, now) {

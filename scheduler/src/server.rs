@@ -32,6 +32,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::admin::{AdminConfig, AdminService};
 use crate::agent_channel::{AgentChannelService, ChannelConfig};
+use crate::agent_identity::{AgentAuth, AgentSecret};
 use crate::args::{Args, Fencing, MasterSource};
 use crate::config;
 use crate::elasticsearch::{self, EsClient, EsClientConfig};
@@ -79,6 +80,8 @@ pub struct Bound {
     events: broadcast::Sender<pb::ClusterEvent>,
     metrics: Metrics,
     settings: LoopSettings,
+    /// Where the leader publishes the agent-token secret the agent channel verifies with.
+    agent_secret: watch::Sender<Option<Arc<AgentSecret>>>,
     /// This machine's name (the election member id) and the admin address a standby names.
     hostname: String,
     advertise: String,
@@ -102,13 +105,31 @@ pub async fn bind(args: Args) -> Result<Bound, SchedulerError> {
     };
     let agent_token = config::token(args.agent_token_file.as_deref())?;
     let admin_token = config::token(args.admin_token_file.as_deref())?;
-    if agent_token.is_none() || admin_token.is_none() {
+    if admin_token.is_none() {
         tracing::warn!(
-            agent = agent_token.is_some(),
-            admin = admin_token.is_some(),
-            "a gRPC API is running without a token: anyone who can reach --listen may use it"
+            "the admin API is running without a token: anyone who can reach --listen may use it"
         );
     }
+    match (&agent_token, args.allow_shared_agent_token) {
+        (Some(_), false) => {
+            return Err(SchedulerError::Config(
+                "--agent-token-file is the shared agent token, which lets any sidecar pose as any \
+                 agent: give each sidecar its own token (tetherctl agent-token HOST), or pass \
+                 --allow-shared-agent-token to keep accepting it"
+                    .into(),
+            ));
+        }
+        (Some(_), true) => tracing::warn!(
+            "--allow-shared-agent-token: sidecars may connect with the shared agent token, which \
+             names no host: any holder can pose as any agent"
+        ),
+        (None, true) => tracing::warn!(
+            "--allow-shared-agent-token without --agent-token-file: sidecars connect WITHOUT any \
+             credential and any peer that reaches --listen can pose as any agent"
+        ),
+        (None, false) => {}
+    }
+    let (agent_secret, secret_rx) = watch::channel(None);
     let mut server = crate::tls::server_builder(&args)?;
     let backend = match args.state_url() {
         None => Backend::File(StateStore::open_file(&args.state_dir).await?),
@@ -153,7 +174,11 @@ pub async fn bind(args: Args) -> Result<Bound, SchedulerError> {
         .map_err(|e| SchedulerError::Serve(e.to_string()))?;
     let agent_service = AgentChannelService::new(
         ChannelConfig {
-            token: agent_token,
+            auth: AgentAuth {
+                shared: agent_token,
+                allow_shared: args.allow_shared_agent_token,
+                secret: secret_rx,
+            },
             ..Default::default()
         },
         sidecar_tx,
@@ -217,7 +242,9 @@ pub async fn bind(args: Args) -> Result<Bound, SchedulerError> {
                 Fencing::None => None,
             },
             secrets,
+            agent_secret_file: args.state_dir.join(crate::store::secret::FILE),
         },
+        agent_secret,
         hostname: config::hostname(&args),
         advertise: config::advertise_address(&args),
         tasks,
@@ -279,6 +306,7 @@ impl Bound {
             events,
             metrics,
             settings,
+            agent_secret,
             hostname,
             advertise,
             mut tasks,
@@ -361,6 +389,7 @@ impl Bound {
             events,
             metrics,
             settings,
+            agent_secret,
             leader_address: if candidate.is_some() {
                 advertise
             } else {
@@ -436,6 +465,7 @@ struct Leading {
     events: broadcast::Sender<pb::ClusterEvent>,
     metrics: Metrics,
     settings: LoopSettings,
+    agent_secret: watch::Sender<Option<Arc<AgentSecret>>>,
     leader_address: String,
 }
 
@@ -459,6 +489,7 @@ async fn lead(
         events,
         metrics,
         settings,
+        agent_secret,
         leader_address,
     } = leading;
     let result = async {
@@ -470,6 +501,9 @@ async fn lead(
             core.handle_scale(nodes, Millis(0))
                 .map_err(|e| SchedulerError::Config(e.to_string()))?;
         }
+        // Before any sidecar is served: a secret rotated by the previous leader is the one in force.
+        let secret = crate::store::secret::load(&store, &settings.agent_secret_file).await?;
+        agent_secret.send_replace(secret.map(Arc::new));
         let framework_id = core
             .persisted()
             .framework_id
@@ -532,6 +566,7 @@ async fn lead(
             metrics,
             operator,
             es_targets,
+            agent_secret,
         };
         let mut shell = Shell::new(core, store, clock, outputs, settings, leader_address);
         let result = shell.run(inputs, tasks, shutdown, lost).await;

@@ -8,6 +8,7 @@ use tether_proto::v1::{
     AgentMessage, Hello, Report, SchedulerMessage, Welcome, agent_message, scheduler_message,
 };
 use tether_scheduler::agent_channel::{AgentChannelService, ChannelConfig, SidecarEvent};
+use tether_scheduler::agent_identity::AgentAuth;
 use tether_scheduler::auth::Token;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
@@ -56,26 +57,39 @@ async fn next(rx: &mut mpsc::Receiver<SidecarEvent>) -> SidecarEvent {
         .expect("event")
 }
 
+/// A channel that lets every stream in without a credential (`--allow-shared-agent-token` and no
+/// `--agent-token-file`): these tests are about the handshake, not identity.
+fn open() -> ChannelConfig {
+    ChannelConfig {
+        auth: AgentAuth::without_secret(None, true),
+        ..Default::default()
+    }
+}
+
 #[tokio::test]
 async fn hello_then_reports_up_and_commands_down() {
-    let (url, mut events) = serve(ChannelConfig::default()).await;
+    let (url, mut events) = serve(open()).await;
     let (up, up_rx) = mpsc::channel(8);
     up.send(msg(hello("agent-1"))).await.expect("send");
-    let mut down = client(&url)
-        .await
-        .connect(ReceiverStream::new(up_rx))
-        .await
-        .expect("connect")
-        .into_inner();
+    let connecting =
+        tokio::spawn(async move { client(&url).await.connect(ReceiverStream::new(up_rx)).await });
 
     let SidecarEvent::Connected {
         conn,
         hello,
         outbox,
+        verdict,
+        ..
     } = next(&mut events).await
     else {
         panic!("expected Connected")
     };
+    verdict.send(Ok(())).expect("waiting for the verdict");
+    let mut down = connecting
+        .await
+        .expect("no panic")
+        .expect("connect")
+        .into_inner();
     assert_eq!(hello.hostname, "agent-1");
     outbox
         .send(SchedulerMessage {
@@ -118,7 +132,7 @@ async fn hello_then_reports_up_and_commands_down() {
 
 #[tokio::test]
 async fn a_stream_must_start_with_hello() {
-    let (url, _events) = serve(ChannelConfig::default()).await;
+    let (url, _events) = serve(open()).await;
     let (up, up_rx) = mpsc::channel(8);
     up.send(msg(agent_message::Body::Report(Report::default())))
         .await
@@ -141,9 +155,9 @@ async fn a_stream_must_start_with_hello() {
 }
 
 #[tokio::test]
-async fn the_channel_token_is_required_and_checked() {
+async fn the_shared_token_is_required_and_checked_when_allowed() {
     let config = ChannelConfig {
-        token: Token::new("agent-secret"),
+        auth: AgentAuth::without_secret(Token::new("agent-secret"), true),
         ..Default::default()
     };
     let (url, mut events) = serve(config).await;
@@ -171,9 +185,28 @@ async fn the_channel_token_is_required_and_checked() {
         "authorization",
         "Bearer agent-secret".parse().expect("ascii"),
     );
-    client(&url).await.connect(req).await.expect("accepted");
-    assert!(matches!(
-        next(&mut events).await,
-        SidecarEvent::Connected { .. }
-    ));
+    let connecting = tokio::spawn(async move { client(&url).await.connect(req).await });
+    let SidecarEvent::Connected { verdict, .. } = next(&mut events).await else {
+        panic!("expected Connected")
+    };
+    verdict.send(Ok(())).expect("waiting");
+    connecting.await.expect("no panic").expect("accepted");
+}
+
+#[tokio::test]
+async fn the_loops_refusal_reaches_the_sidecar() {
+    let (url, mut events) = serve(open()).await;
+    let (up, up_rx) = mpsc::channel(8);
+    up.send(msg(hello("agent-1"))).await.expect("send");
+    let connecting =
+        tokio::spawn(async move { client(&url).await.connect(ReceiverStream::new(up_rx)).await });
+    let SidecarEvent::Connected { verdict, .. } = next(&mut events).await else {
+        panic!("expected Connected")
+    };
+    verdict
+        .send(Err(tonic::Status::invalid_argument("hello: agent id: bad")))
+        .expect("waiting");
+    let status = connecting.await.expect("no panic").expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(status.message(), "hello: agent id: bad");
 }

@@ -118,3 +118,23 @@ async fn a_state_directory_in_use_fails_bind() {
         .await
         .expect("free once the first is dropped");
 }
+
+#[tokio::test]
+async fn the_shared_agent_token_needs_its_flag() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("agent.token");
+    std::fs::write(&token, "shared\n").expect("token");
+    let token = token.display().to_string();
+    let state = dir.path().join("state");
+    let e = bind_err(&state, &["--agent-token-file", &token]).await;
+    assert!(e.to_string().contains("--allow-shared-agent-token"), "{e}");
+    // With the flag it binds (and warns).
+    drop(
+        bind(args(
+            &state,
+            &["--agent-token-file", &token, "--allow-shared-agent-token"],
+        ))
+        .await
+        .expect("allowed"),
+    );
+}

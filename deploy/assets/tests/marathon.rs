@@ -528,14 +528,14 @@ fn the_scheduler_app_is_highly_available_and_uses_real_flags() {
             );
         }
     }
-    for var in [
-        "TETHER_STATE",
-        "TETHER_MASTER",
-        "TETHER_ADMIN_TOKEN_FILE",
-        "TETHER_AGENT_TOKEN_FILE",
-    ] {
+    for var in ["TETHER_STATE", "TETHER_MASTER", "TETHER_ADMIN_TOKEN_FILE"] {
         assert!(app["env"].get(var).is_some(), "no {var}");
     }
+    // Sidecars bring per-agent tokens; the shared one would need --allow-shared-agent-token.
+    assert!(
+        app["env"].get("TETHER_AGENT_TOKEN_FILE").is_none(),
+        "the example must not use the shared agent token"
+    );
     let cmd = app["cmd"].as_str().expect("cmd");
     let longs: Vec<&str> = cmd
         .split_whitespace()

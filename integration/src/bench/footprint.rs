@@ -162,6 +162,8 @@ async fn sidecar_idle(quick: bool, logs: &Path) -> anyhow::Result<()> {
         "--external-volume-driver=rexray".to_owned(),
         "--nodes=10".to_owned(),
         "--report-interval=5s".to_owned(),
+        // Simulated sidecars present no credential; identity is not what this measures.
+        "--allow-shared-agent-token".to_owned(),
     ])?;
     let shutdown = CancellationToken::new();
     let scheduler = tokio::spawn(tether_scheduler::run::run(args, shutdown.clone()));

@@ -55,7 +55,7 @@ pub struct Args {
         env = "TETHER_DEV_CHAOS_FAULTS",
         value_enum,
         value_delimiter = ',',
-        default_value = "kill-agent,partition,kill-sidecar,kill-scheduler,master-failover,hung-plugin,slow-plugin,zk-leader-loss"
+        default_value = "kill-agent,partition,kill-sidecar,kill-scheduler,master-failover,hung-plugin,slow-plugin,zk-leader-loss,sidecar-impostor"
     )]
     pub chaos_faults: Vec<chaos::FaultKind>,
     /// How long a fault lasts before recovery starts (a partition lasts until the agent is UNREACHABLE).

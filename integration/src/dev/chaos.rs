@@ -61,6 +61,7 @@ pub enum FaultKind {
     SlowPlugin,
     /// Only with `--zookeeper` (skipped otherwise).
     ZkLeaderLoss,
+    SidecarImpostor,
 }
 
 impl FaultKind {
@@ -73,6 +74,7 @@ impl FaultKind {
                 | FaultKind::KillSidecar
                 | FaultKind::HungPlugin
                 | FaultKind::SlowPlugin
+                | FaultKind::SidecarImpostor
         )
     }
 }
@@ -112,6 +114,10 @@ pub enum Fault {
     },
     /// The ZooKeeper holding the scheduler's state goes away for longer than the session timeout.
     ZkLeaderLoss,
+    /// Something that is not `host`'s sidecar tries to take its stream for the hold: it must be refused.
+    SidecarImpostor {
+        host: String,
+    },
 }
 
 impl Fault {
@@ -139,6 +145,7 @@ impl Fault {
             Fault::HungPlugin { .. } => "hung-plugin",
             Fault::SlowPlugin { .. } => "slow-plugin",
             Fault::ZkLeaderLoss => "zk-leader-loss",
+            Fault::SidecarImpostor { .. } => "sidecar-impostor",
         }
     }
 }
@@ -150,7 +157,8 @@ impl fmt::Display for Fault {
             | Fault::Partition { host, .. }
             | Fault::KillSidecar { host }
             | Fault::HungPlugin { host }
-            | Fault::SlowPlugin { host } => write!(f, "{} {host}", self.label()),
+            | Fault::SlowPlugin { host }
+            | Fault::SidecarImpostor { host } => write!(f, "{} {host}", self.label()),
             Fault::KillScheduler | Fault::MasterFailover | Fault::ZkLeaderLoss => {
                 f.write_str(self.label())
             }
@@ -198,6 +206,7 @@ pub fn choose_fault<R: Rng + ?Sized>(
         FaultKind::HungPlugin => Fault::HungPlugin { host: host() },
         FaultKind::SlowPlugin => Fault::SlowPlugin { host: host() },
         FaultKind::ZkLeaderLoss => Fault::ZkLeaderLoss,
+        FaultKind::SidecarImpostor => Fault::SidecarImpostor { host: host() },
     })
 }
 
@@ -833,6 +842,7 @@ async fn play(
         }
         Fault::KillSidecar { host } => kill_sidecar(cluster, host, hold).await,
         Fault::KillScheduler => kill_scheduler(cluster, options, hold).await,
+        Fault::SidecarImpostor { host } => impostor(&cluster.plan, host, hold).await,
         Fault::MasterFailover => master_failover(cluster, hold).await,
         Fault::HungPlugin { host } => hung_plugin(cluster, options, host, hold).await,
         Fault::SlowPlugin { host } => slow_plugin(cluster, host, hold).await,
@@ -1094,6 +1104,94 @@ async fn zk_leader_loss(
         .start_scheduler(options)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// The host an impostor holds a valid token for: a machine of the cluster's, but not any agent's.
+const IMPOSTOR_HOST: &str = "chaos-impostor.invalid";
+
+/// For `hold`, in a loop as the issue's attacker did, something tries to take `host`'s sidecar stream:
+/// with a valid token minted for another host (PERMISSION_DENIED expected), and with a bearer that
+/// names no host, as the shared token did (UNAUTHENTICATED: the dev cluster does not pass
+/// `--allow-shared-agent-token`). Any acceptance, or `host`'s own sidecar losing its stream, is an error.
+async fn impostor(plan: &Plan, host: &str, hold: Duration) -> Result<(), String> {
+    use tether_proto::v1::{
+        AgentMessage, Hello, ListAgentsRequest, MintAgentTokenRequest, agent_message,
+    };
+    let mut admin = super::status::admin_client(plan)
+        .await
+        .ok_or("the admin API does not answer")?;
+    let token = admin
+        .mint_agent_token(MintAgentTokenRequest {
+            host: IMPOSTOR_HOST.into(),
+            ttl_seconds: 600,
+        })
+        .await
+        .map_err(|s| format!("minting the impostor's token: {s}"))?
+        .into_inner()
+        .token;
+    let attempts = [
+        (format!("Bearer {token}"), tonic::Code::PermissionDenied),
+        (
+            "Bearer not-a-credential".to_owned(),
+            tonic::Code::Unauthenticated,
+        ),
+    ];
+    let deadline = Instant::now() + hold;
+    let mut tries = 0u32;
+    while tries == 0 || Instant::now() < deadline {
+        for (authorization, expected) in &attempts {
+            tries += 1;
+            let channel = super::status::channel(plan)
+                .await
+                .ok_or("the impostor cannot reach the scheduler")?;
+            let (up, rx) = tokio::sync::mpsc::channel(1);
+            let _ = up.try_send(AgentMessage {
+                body: Some(agent_message::Body::Hello(Hello {
+                    hostname: host.to_owned(),
+                    instance_id: "chaos-impostor".into(),
+                    ..Default::default()
+                })),
+            });
+            let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+            req.metadata_mut().insert(
+                "authorization",
+                authorization.parse().map_err(|_| "token is not ASCII")?,
+            );
+            match tether_proto::v1::agent_channel_client::AgentChannelClient::new(channel)
+                .connect(req)
+                .await
+            {
+                Ok(_) => {
+                    return Err(format!(
+                        "IMPOSTOR ACCEPTED: a stream for {host} was opened with a credential that \
+                         does not name it (expected {expected:?})"
+                    ));
+                }
+                Err(s) if s.code() == *expected => {}
+                Err(s) => {
+                    return Err(format!(
+                        "the impostor for {host} was refused with {:?} ({}), expected {expected:?}",
+                        s.code(),
+                        s.message()
+                    ));
+                }
+            }
+        }
+        tokio::time::sleep(SAMPLE).await;
+    }
+    let agents = admin
+        .list_agents(ListAgentsRequest {})
+        .await
+        .map_err(|s| s.to_string())?
+        .into_inner()
+        .agents;
+    if !agents.iter().any(|a| a.host == host && a.sidecar_connected) {
+        return Err(format!(
+            "{host}'s own sidecar lost its stream during {tries} refused impostor attempts"
+        ));
+    }
+    println!("chaos: {tries} impostor attempts on {host} refused; its sidecar kept its stream");
+    Ok(())
 }
 
 /// Waits until the cluster is healthy again (see [`settled`]) and every node serves its own data.
@@ -1423,7 +1521,7 @@ mod tests {
             .collect()
     }
 
-    const ALL: [FaultKind; 8] = [
+    const ALL: [FaultKind; 9] = [
         FaultKind::KillAgent,
         FaultKind::Partition,
         FaultKind::KillSidecar,
@@ -1432,6 +1530,7 @@ mod tests {
         FaultKind::HungPlugin,
         FaultKind::SlowPlugin,
         FaultKind::ZkLeaderLoss,
+        FaultKind::SidecarImpostor,
     ];
 
     fn sequence(seed: u64, kinds: &[FaultKind], n: usize) -> Vec<Fault> {
@@ -1463,7 +1562,8 @@ mod tests {
                 "zk-leader-loss",
                 "partition-freeze-heal",
                 "partition-gone",
-                "partition-heal"
+                "partition-heal",
+                "sidecar-impostor"
             ])
         );
         let picked: BTreeSet<String> = all
@@ -1473,7 +1573,8 @@ mod tests {
                 | Fault::Partition { host, .. }
                 | Fault::KillSidecar { host }
                 | Fault::HungPlugin { host }
-                | Fault::SlowPlugin { host } => Some(host.clone()),
+                | Fault::SlowPlugin { host }
+                | Fault::SidecarImpostor { host } => Some(host.clone()),
                 Fault::KillScheduler | Fault::MasterFailover | Fault::ZkLeaderLoss => None,
             })
             .collect();

@@ -181,9 +181,60 @@ impl Cluster {
         cluster.start_emulator(options).await?;
         cluster.start_scheduler(options).await?;
         for a in &agents {
+            cluster.install_agent_token(a).await?;
             cluster.start_sidecar(a)?;
         }
         Ok(cluster)
+    }
+
+    /// Mints `a`'s own token through the scheduler's admin API, as an operator would (`tetherctl
+    /// agent-token HOST`), and installs it as the sidecar's `--token-file` (0600). Tokens survive
+    /// scheduler restarts: the secret is in its state directory.
+    pub async fn install_agent_token(&self, a: &AgentPlan) -> Result<(), DevError> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let log = self.plan.logs.join("tether-scheduler.log");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let token = loop {
+            if let Some(mut admin) = super::status::admin_client(&self.plan).await {
+                let minted = admin
+                    .mint_agent_token(tether_proto::v1::MintAgentTokenRequest {
+                        host: a.host.clone(),
+                        ttl_seconds: 30 * 86_400,
+                    })
+                    .await;
+                match minted {
+                    Ok(r) => break r.into_inner().token,
+                    Err(s) if tokio::time::Instant::now() >= deadline => {
+                        return Err(DevError::Component {
+                            component: "tether-scheduler".into(),
+                            message: format!("minting the agent token of {}: {s}", a.host),
+                        });
+                    }
+                    Err(_) => {}
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(DevError::NotReady(
+                    "tether-scheduler's admin API".into(),
+                    log,
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let path = a.token_file();
+        let _ = std::fs::remove_file(&path);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| f.write_all(format!("{token}\n").as_bytes()))
+            .map_err(|source| DevError::Io {
+                what: "cannot write the agent token",
+                path: path.clone(),
+                source,
+            })
     }
 
     /// Starts (or restarts) the volume plugin of agent `a`.
@@ -299,8 +350,6 @@ impl Cluster {
             &p.state.join("scheduler").display().to_string(),
             "--listen",
             &p.admin.to_string(),
-            "--agent-token-file",
-            &p.agent_token.display().to_string(),
             "--admin-token-file",
             &p.admin_token.display().to_string(),
             "--report-interval",
@@ -383,7 +432,7 @@ impl Cluster {
             "--state-file",
             &a.dir.join("sidecar.json").display().to_string(),
             "--token-file",
-            &p.agent_token.display().to_string(),
+            &a.token_file().display().to_string(),
             "--report-interval",
             "1s",
             "--mount-timeout",

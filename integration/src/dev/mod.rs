@@ -9,8 +9,10 @@
 //! emulator's process launcher with volumes attached through the agent's plugin.
 //!
 //! Layout of `--state-dir`:
-//! `admin.token`, `agent.token` (0600); `logs/<component>.log`; `scheduler/` (state store);
-//! `rexray/` (the shared "cloud" backend); `agents/<host>/rexray.sock` and `agents/<host>/sidecar.json`;
+//! `admin.token` (0600); `logs/<component>.log`; `scheduler/` (state store, with the agent-token secret);
+//! `rexray/` (the shared "cloud" backend); `agents/<host>/rexray.sock`, `agents/<host>/sidecar.json` and
+//! `agents/<host>/agent.token` (0600: the host's own token, minted through the admin API as an operator
+//! would with `tetherctl agent-token HOST`);
 //! `emu/` (task sandboxes).
 //!
 //! The modules: `args` (flags), `multicall` (`__run <component>`), `plan` (addresses and the state

@@ -24,6 +24,13 @@ pub struct AgentPlan {
     pub dir: PathBuf,
 }
 
+impl AgentPlan {
+    /// The sidecar's per-agent token, minted through the admin API once the scheduler runs.
+    pub fn token_file(&self) -> PathBuf {
+        self.dir.join("agent.token")
+    }
+}
+
 /// Where everything lives, derived from the flags.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -34,7 +41,6 @@ pub struct Plan {
     pub emu: SocketAddr,
     pub admin: SocketAddr,
     pub admin_token: PathBuf,
-    pub agent_token: PathBuf,
     /// The scheduler's gRPC listener runs TLS (the `elastic` password crosses it): the CA that signed its
     /// certificate, which sidecars and tetherctl trust, and the certificate and key.
     pub tls_ca: PathBuf,
@@ -68,7 +74,6 @@ impl Plan {
             emu: SocketAddr::from(([127, 0, 0, 1], free_port())),
             admin: args.admin_listen,
             admin_token: state.join("admin.token"),
-            agent_token: state.join("agent.token"),
             tls_ca: state.join("tls").join("ca.crt"),
             tls_cert: state.join("tls").join("scheduler.crt"),
             tls_key: state.join("tls").join("scheduler.key"),
@@ -136,7 +141,6 @@ pub fn prepare(plan: &Plan, nodes: u64, missing: &[String]) -> Result<(), DevErr
         std::fs::create_dir_all(&a.dir).map_err(io("cannot create", &a.dir))?;
     }
     ensure_token(&plan.admin_token)?;
-    ensure_token(&plan.agent_token)?;
     write_listener_tls(plan)?;
     for id in 1..=nodes {
         for suffix in ["config", "data"] {

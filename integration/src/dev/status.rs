@@ -13,13 +13,9 @@ use tonic::transport::Channel;
 use super::Plan;
 use crate::http_client::EsAccess;
 
-/// The scheduler's admin client with the cluster's admin token; `None` while it does not answer.
-pub(super) async fn admin_client(
-    plan: &Plan,
-) -> Option<AdminClient<tonic::service::interceptor::InterceptedService<Channel, tetherctl::Auth>>>
-{
-    let token = std::fs::read_to_string(&plan.admin_token).ok()?;
-    let value = tether_proto::client::bearer(&token).ok()?;
+/// A channel to the scheduler's gRPC listener (TLS, trusting the cluster's listener CA); `None` while it
+/// does not answer.
+pub(super) async fn channel(plan: &Plan) -> Option<Channel> {
     let files = tether_proto::client::TlsFiles {
         ca: Some(&plan.tls_ca),
         identity: None,
@@ -28,13 +24,22 @@ pub(super) async fn admin_client(
         ca: "--ca-cert",
         cert: "--cert",
     };
-    let channel = tether_proto::client::endpoint(&plan.scheduler_url(), files, flags)
+    tether_proto::client::endpoint(&plan.scheduler_url(), files, flags)
         .ok()?
         .connect()
         .await
-        .ok()?;
+        .ok()
+}
+
+/// The scheduler's admin client with the cluster's admin token; `None` while it does not answer.
+pub(super) async fn admin_client(
+    plan: &Plan,
+) -> Option<AdminClient<tonic::service::interceptor::InterceptedService<Channel, tetherctl::Auth>>>
+{
+    let token = std::fs::read_to_string(&plan.admin_token).ok()?;
+    let value = tether_proto::client::bearer(&token).ok()?;
     Some(AdminClient::with_interceptor(
-        channel,
+        channel(plan).await?,
         tetherctl::Auth::new(Some(value)),
     ))
 }

@@ -26,8 +26,21 @@ pub struct Scheduler {
 impl Scheduler {
     /// Starts a scheduler for `master` with state in `state_dir`, fast timers and `extra` flags.
     pub fn start(master: &str, state_dir: &Path, extra: &[&str]) -> Scheduler {
+        Self::start_with(master, state_dir, extra, true)
+    }
+
+    /// As [`Scheduler::start`], but without `--allow-shared-agent-token`: every sidecar must present a
+    /// credential that names its host.
+    pub fn start_strict(master: &str, state_dir: &Path, extra: &[&str]) -> Scheduler {
+        Self::start_with(master, state_dir, extra, false)
+    }
+
+    fn start_with(master: &str, state_dir: &Path, extra: &[&str], allow_shared: bool) -> Scheduler {
         let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let mut argv = test_argv(master, listen);
+        if !allow_shared {
+            argv.retain(|a| a != ALLOW_SHARED);
+        }
         argv.push("--state-dir".into());
         argv.push(state_dir.display().to_string());
         argv.extend(extra.iter().map(|s| s.to_string()));
@@ -73,6 +86,8 @@ impl Scheduler {
     }
 }
 
+const ALLOW_SHARED: &str = "--allow-shared-agent-token";
+
 /// The flags every test scheduler gets: small resources, fast timers (without the program name).
 fn test_argv(master: &str, listen: SocketAddr) -> Vec<String> {
     [
@@ -94,6 +109,9 @@ fn test_argv(master: &str, listen: SocketAddr) -> Vec<String> {
         // needs the external strategy and the sidecars' `node_identity`. (The E2eCluster tests run `auto`.)
         "--es-security",
         "off",
+        // Their sidecars (real or simulated) present no credential: these tests are about scheduling;
+        // agent identity has its own (`tests/agent_identity.rs`), and the dev cluster mints tokens.
+        ALLOW_SHARED,
     ]
     .iter()
     .map(|s| s.to_string())

@@ -655,6 +655,25 @@ impl Core {
                 .is_some_and(|t| now.since(t) <= self.config.freshness_ms())
     }
 
+    /// What an operator reads about a connected sidecar's driver: the reported error, or, without a
+    /// fresh report, why its health is unknown (a report waits on the driver, so a hung driver shows as
+    /// silence).
+    pub(crate) fn driver_error(&self, s: &Sidecar, now: Millis) -> Option<String> {
+        if !s.connected {
+            return None;
+        }
+        match s.last_report_at {
+            None => Some("no report yet".to_owned()),
+            Some(t) if now.since(t) > self.config.freshness_ms() => Some(format!(
+                "no report for {} ms (fresh means within {} ms): the sidecar may be stuck on a hung \
+                 driver call",
+                now.since(t),
+                self.config.freshness_ms()
+            )),
+            Some(_) => s.driver_error.clone().filter(|e| !e.is_empty()),
+        }
+    }
+
     // ----------------------------------------------------------------------------------------------
     // Launch
     // ----------------------------------------------------------------------------------------------

@@ -120,10 +120,14 @@ pub struct AgentView {
     pub sidecar_fresh: bool,
     /// Last report.
     pub last_report_at: Option<Millis>,
-    /// Driver health.
+    /// The driver answered the sidecar's last call, and that report is fresh: a sidecar stuck on a hung
+    /// driver stops reporting, and its last word must not keep saying "ok".
     pub driver_healthy: bool,
     /// Driver latency, µs.
     pub driver_latency_micros: u64,
+    /// The driver's last error as the sidecar reported it, or why its health is unknown (no fresh
+    /// report).
+    pub driver_error: Option<String>,
     /// Zone.
     pub zone: Option<String>,
     /// Attach slots used.
@@ -272,8 +276,10 @@ impl Core {
                     sidecar_connected: s.is_some_and(|s| s.connected),
                     sidecar_fresh: s.is_some_and(|s| self.sidecar_fresh(s, now)),
                     last_report_at: s.and_then(|s| s.last_report_at),
-                    driver_healthy: s.is_some_and(|s| s.driver_healthy),
+                    driver_healthy: s
+                        .is_some_and(|s| s.driver_healthy && self.sidecar_fresh(s, now)),
                     driver_latency_micros: s.map_or(0, |s| s.driver_latency_micros),
+                    driver_error: s.and_then(|s| self.driver_error(s, now)),
                     zone: s.and_then(|s| s.zone.clone()),
                     attachments_used: s.map_or(0, |s| s.attachments_used),
                     attachments_max: s.and_then(|s| s.max_attachments),

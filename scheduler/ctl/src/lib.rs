@@ -16,8 +16,8 @@ use tether_proto::client::{self, EndpointError, TlsFiles, TlsFlags};
 use tether_proto::v1::admin_client::AdminClient;
 use tether_proto::v1::{
     BootstrapResetRequest, ExportStateRequest, GetClusterRequest, ListAgentsRequest,
-    ListNodesRequest, ListVolumesRequest, MarkAgentGoneRequest, ReplaceNodeRequest, ScaleRequest,
-    WatchEventsRequest,
+    ListNodesRequest, ListVolumesRequest, MarkAgentGoneRequest, MintAgentTokenRequest,
+    ReplaceNodeRequest, RotateAgentTokenSecretRequest, ScaleRequest, WatchEventsRequest,
 };
 use tokio_stream::StreamExt;
 use tonic::metadata::MetadataValue;
@@ -119,6 +119,27 @@ pub enum Command {
     Bootstrap {
         #[command(subcommand)]
         action: BootstrapAction,
+    },
+    /// Mint a token for HOST's sidecar (printed alone on the last line), or rotate the secret that signs
+    /// every agent token.
+    ///
+    /// The scheduler signs the token with a secret kept in its state store; tetherctl never sees the
+    /// secret. The sidecar presents the token (its `--token-file`) and may then speak only for HOST.
+    /// `--rotate-secret` revokes every token minted before at once: mint new ones for every host.
+    #[command(name = "agent-token")]
+    AgentToken {
+        /// The agent's host name, as the sidecar announces it (its `--hostname`) and Mesos offers it.
+        #[arg(
+            required_unless_present = "rotate_secret",
+            conflicts_with = "rotate_secret"
+        )]
+        host: Option<String>,
+        /// How long the token is valid (e.g. 30d, 12h).
+        #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Replace the secret instead: every agent token minted before is refused from now on.
+        #[arg(long)]
+        rotate_secret: bool,
     },
     /// HTTP addresses (`host:port`) of the Elasticsearch nodes that run and have joined the cluster, for
     /// clients and load balancers.
@@ -250,6 +271,13 @@ pub enum CtlError {
     BadToken,
     #[error("the scheduler refused: {code:?}: {message}")]
     Refused { code: tonic::Code, message: String },
+    /// Our own `--timeout` (or the scheduler's enforcement of the deadline we sent) ended the call: no
+    /// refusal was heard, and a write may or may not have happened.
+    #[error(
+        "the scheduler did not answer within --timeout ({message}); it may be busy or unreachable, and \
+         a write may still take effect: check, or retry with a longer --timeout"
+    )]
+    TimedOut { message: String },
     #[error("gave up waiting after {waited:?}: {progress}")]
     WaitTimeout { waited: Duration, progress: String },
     #[error("not confirmed: nothing was marked gone (answer `yes`, or pass --yes)")]
@@ -260,11 +288,32 @@ pub enum CtlError {
 
 impl From<tonic::Status> for CtlError {
     fn from(status: tonic::Status) -> Self {
+        if is_timeout(&status) {
+            return CtlError::TimedOut {
+                message: status.message().to_owned(),
+            };
+        }
         CtlError::Refused {
             code: status.code(),
             message: status.message().to_owned(),
         }
     }
+}
+
+/// tonic ends a call whose deadline passed with CANCELLED "Timeout expired", on this side (the
+/// channel's timeout) or the scheduler's (the `grpc-timeout` we sent); a server may also say
+/// DEADLINE_EXCEEDED. None of these is the scheduler refusing.
+fn is_timeout(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        source = e.source();
+    }
+    status.code() == tonic::Code::DeadlineExceeded
+        || (status.code() == tonic::Code::Cancelled
+            && status.message() == tonic::TimeoutExpired(()).to_string())
 }
 
 type Client = AdminClient<InterceptedService<Channel, Auth>>;
@@ -496,6 +545,32 @@ pub async fn run(args: Args, out: &mut (dyn Write + Send), terminal: bool) -> Re
                 .await?;
             }
         }
+        Command::AgentToken {
+            rotate_secret: true,
+            ..
+        } => {
+            let resp = client
+                .rotate_agent_token_secret(RotateAgentTokenSecretRequest {})
+                .await?
+                .into_inner();
+            output::message(out, format, &resp.message)?;
+        }
+        Command::AgentToken {
+            host: Some(host),
+            ttl,
+            ..
+        } => {
+            let resp = client
+                .mint_agent_token(MintAgentTokenRequest {
+                    host,
+                    ttl_seconds: ttl.as_secs(),
+                })
+                .await?
+                .into_inner();
+            output::agent_token(out, format, &resp)?;
+        }
+        // clap requires HOST unless --rotate-secret.
+        Command::AgentToken { host: None, .. } => {}
         Command::Endpoints => {
             let nodes = client
                 .list_nodes(ListNodesRequest {})
@@ -653,6 +728,47 @@ mod tests {
         let mut args = parse(&["status"]);
         assert_eq!(args.apply_deprecated_env(|_| Some(OsString::new())), None);
         assert_eq!(args.token_file, None);
+    }
+
+    #[test]
+    fn a_timeout_is_not_a_refusal() {
+        let ours = CtlError::from(tonic::Status::cancelled("Timeout expired"));
+        assert!(matches!(ours, CtlError::TimedOut { .. }), "{ours}");
+        assert!(ours.to_string().contains("did not answer within --timeout"));
+        assert!(!ours.to_string().contains("refused"));
+        let deadline = CtlError::from(tonic::Status::deadline_exceeded("deadline"));
+        assert!(matches!(deadline, CtlError::TimedOut { .. }));
+        let refused = CtlError::from(tonic::Status::cancelled("the scheduler is shutting down"));
+        assert!(matches!(refused, CtlError::Refused { .. }));
+    }
+
+    #[test]
+    fn agent_token_takes_a_host_or_rotates() {
+        let a = parse(&["agent-token", "agent-1", "--ttl", "30d"]);
+        assert!(matches!(
+            a.command,
+            Command::AgentToken { host: Some(ref h), ttl, rotate_secret: false }
+                if h == "agent-1" && ttl == Duration::from_secs(30 * 86_400)
+        ));
+        let r = parse(&["agent-token", "--rotate-secret"]);
+        assert!(matches!(
+            r.command,
+            Command::AgentToken {
+                host: None,
+                rotate_secret: true,
+                ..
+            }
+        ));
+        for bad in [
+            &["agent-token"][..],
+            &["agent-token", "h", "--rotate-secret"],
+        ] {
+            assert!(
+                Args::try_parse_from(std::iter::once("tetherctl").chain(bad.iter().copied()))
+                    .is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

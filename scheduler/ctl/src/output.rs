@@ -22,6 +22,8 @@
 //!   `agents gone`: `{agent_ids: [ids], message}`;
 //!   `watch`: one JSON object per line with `at_unix_ms`, `kind`, `node_id`, `host`, `task_id`, `message`;
 //!   `--wait` progress: one `{"progress": "..."}` object per line.
+//! - `agent-token HOST`: `{host, expires_unix_ms, token}` (the table format prints the token alone on its
+//!   last line, for `tail -n1`); `agent-token --rotate-secret`: `{message}`.
 //! - `endpoints`: an array of objects with `id` (integer), `host`, `http_port` (integer) and `address`
 //!   (`host:http_port`), one per node that runs and has joined the Elasticsearch cluster (`joined`),
 //!   lowest id first.
@@ -30,8 +32,8 @@ use std::io::Write;
 
 use serde::Serialize;
 use tether_proto::v1::{
-    Agent, Cluster, ClusterEvent, MarkAgentGoneResponse, Node, ReplaceNodeResponse, ScaleResponse,
-    Volume,
+    Agent, Cluster, ClusterEvent, MarkAgentGoneResponse, MintAgentTokenResponse, Node,
+    ReplaceNodeResponse, ScaleResponse, Volume,
 };
 
 /// How answers are printed.
@@ -573,6 +575,39 @@ pub fn replace(
         );
     }
     writeln!(out, "node {}: {}", r.node_id, r.message)
+}
+
+/// A minted agent token: what it is for, then the token itself alone on the last line.
+pub fn agent_token(
+    out: &mut (dyn Write + Send),
+    format: Format,
+    t: &MintAgentTokenResponse,
+) -> std::io::Result<()> {
+    #[derive(Serialize)]
+    struct View<'a> {
+        host: &'a str,
+        expires_unix_ms: u64,
+        token: &'a str,
+    }
+    if format == Format::Json {
+        return json_line(
+            out,
+            &View {
+                host: &t.host,
+                expires_unix_ms: t.expires_unix_ms,
+                token: &t.token,
+            },
+        );
+    }
+    let expires = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(t.expires_unix_ms),
+    );
+    writeln!(
+        out,
+        "# agent token for {} (valid until {expires}); install it as the sidecar's --token-file, mode 0600",
+        t.host
+    )?;
+    writeln!(out, "{}", t.token)
 }
 
 /// A call's one-line answer (`{message}` in JSON).

@@ -10,6 +10,7 @@
 //! running while inputs queue, and the order "durable, then the next command" still holds.
 
 pub mod file;
+pub mod secret;
 pub mod zk;
 
 use std::path::{Path, PathBuf};

@@ -89,6 +89,11 @@ impl ZkStateStore {
         self.fresh
     }
 
+    /// The ZooKeeper store, for documents beside the state (the agent-token secret).
+    pub fn zk(&self) -> &ZkStore {
+        &self.store
+    }
+
     /// Commits `batch` as one compare-and-set `multi` (fenced), then applies it to the in-memory state.
     pub async fn write(&mut self, batch: &[StateWrite]) -> Result<(), StoreError> {
         let mut b = Batch::new();

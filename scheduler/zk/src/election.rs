@@ -106,6 +106,52 @@ pub fn election_dir(session: &ZkSession) -> String {
     session.path("leader")
 }
 
+/// Who leads the election under the session's root now, as a client that does not campaign reads it
+/// (sidecars following the leader): the info of the lowest `member-<seq>`; `None` when nobody
+/// campaigns. A member that vanishes while being read is skipped for the next one.
+pub async fn current_leader(session: &ZkSession) -> Result<Option<MemberInfo>, ZkError> {
+    let dir = election_dir(session);
+    let mut members: Vec<(i64, String)> = match session.client().list_children(&dir).await {
+        Ok(names) => names
+            .into_iter()
+            .filter_map(|n| member_seq(&n).map(|s| (s, n)))
+            .collect(),
+        Err(zk::Error::NoNode) => return Ok(None),
+        Err(source) => {
+            return Err(ZkError::Op {
+                op: "list",
+                path: dir,
+                source,
+            });
+        }
+    };
+    members.sort();
+    for (_, name) in members {
+        let path = format!("{dir}/{name}");
+        match session.client().get_data(&path).await {
+            Ok((data, _)) => {
+                // A member whose data does not parse names no address: look at the next one rather
+                // than following nobody.
+                match serde_json::from_slice::<MemberInfo>(&data) {
+                    Ok(info) => return Ok(Some(info)),
+                    Err(e) => {
+                        tracing::warn!(member = %path, error = %e, "unreadable election member")
+                    }
+                }
+            }
+            Err(zk::Error::NoNode) => {}
+            Err(source) => {
+                return Err(ZkError::Op {
+                    op: "get",
+                    path,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// Joins the election under `<root>/leader` and returns at once; use [`Candidate::elected`] to wait.
 pub async fn campaign(session: &ZkSession, info: MemberInfo) -> Result<Candidate, ElectionError> {
     let dir = election_dir(session);

@@ -39,7 +39,9 @@ pub mod testing;
 pub mod url;
 
 pub use args::ZkArgs;
-pub use election::{Candidate, ElectionError, Leadership, MemberInfo, Role, campaign};
+pub use election::{
+    Candidate, ElectionError, Leadership, MemberInfo, Role, campaign, current_leader,
+};
 pub use master::{MasterAddr, MasterDetector, parse_master_info};
 pub use session::{ZkConfig, ZkError, ZkSession};
 pub use store::{Batch, Fence, StoreError, ZkStore};

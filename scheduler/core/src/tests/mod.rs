@@ -6,3 +6,4 @@ mod fencing;
 mod model;
 mod placement;
 mod rules;
+mod views;
