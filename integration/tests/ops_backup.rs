@@ -18,20 +18,17 @@ async fn an_exported_state_restored_into_a_fresh_store_takes_the_same_nodes_back
     let before = c.wait_nodes("two running nodes", all_running(2)).await;
     let tasks_before = c.live_tasks_by_node().await;
     let plan = c.cluster.plan.clone();
-    let scheduler = format!("http://{}", plan.admin);
-    let token = plan.admin_token.display().to_string();
-    let env = [
-        ("TETHER_SCHEDULER", scheduler.as_str()),
-        ("TETHER_ADMIN_TOKEN_FILE", token.as_str()),
-    ];
+    let ctl_env = c.tetherctl_env();
+    let env: Vec<(&str, &str)> = ctl_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
 
     let out = tetherctl(&["state", "export", "--include-secrets"], &env).await;
     assert!(out.ok && out.stderr.is_empty(), "{out:?}");
     let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
     assert_eq!(doc["format"], "tether-state");
     assert_eq!(doc["format_version"], 1);
-    // Security is off in this cluster: there are no secrets to include, and the document says so.
-    assert_eq!(doc["secrets"]["kind"], "none", "{doc}");
+    // The cluster runs secure (the local clusters' default): its CA and `elastic` password are in the
+    // document because they were asked for, and the restore below needs them.
+    assert_eq!(doc["secrets"]["kind"], "included", "{doc}");
     assert_eq!(doc["state"]["desired"], 2);
     let framework = doc["state"]["framework_id"]
         .as_str()
@@ -39,7 +36,11 @@ async fn an_exported_state_restored_into_a_fresh_store_takes_the_same_nodes_back
     // Without the admin token the export is refused, whatever reads are open.
     let anonymous = tetherctl(
         &["state", "export"],
-        &[("TETHER_SCHEDULER", scheduler.as_str())],
+        &env
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != "TETHER_ADMIN_TOKEN_FILE")
+            .collect::<Vec<_>>(),
     )
     .await;
     assert!(
@@ -81,8 +82,6 @@ async fn an_exported_state_restored_into_a_fresh_store_takes_the_same_nodes_back
                     &dir,
                     "--external-volume-driver",
                     DRIVER,
-                    "--es-security",
-                    "off",
                 ],
                 &[],
             )
