@@ -247,6 +247,15 @@ pub struct Config {
     pub unreachable_replace_after_ms: u64,
     /// An Elasticsearch view older than this is no view (the shell polls several times within it).
     pub es_view_max_age_ms: u64,
+    /// An agent with no connected sidecar, unknown to Mesos (never offered, or removed) and not named by
+    /// any node is forgotten after this long (`--max-agent-absence`): a sidecar must not be able to make
+    /// the scheduler remember invented hosts forever.
+    #[serde(default = "default_max_agent_absence_ms")]
+    pub max_agent_absence_ms: u64,
+}
+
+fn default_max_agent_absence_ms() -> u64 {
+    600_000
 }
 
 impl Config {
@@ -301,6 +310,7 @@ impl Config {
             fencing: Fencing::None,
             unreachable_replace_after_ms: 60_000,
             es_view_max_age_ms: 30_000,
+            max_agent_absence_ms: default_max_agent_absence_ms(),
         }
     }
 
