@@ -5,6 +5,7 @@
 //! header). The `.proto` files under `tether/v1/` are the source of truth and document every field.
 
 pub mod client;
+pub mod limits;
 
 /// Package `tether.v1`.
 pub mod v1 {

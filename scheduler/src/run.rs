@@ -474,7 +474,7 @@ impl Shell {
                 }
                 Err(e) => tracing::warn!(error = %e, "refusing a sidecar hello"),
             },
-            SidecarEvent::Message { conn, body } => {
+            SidecarEvent::Message { conn, body, .. } => {
                 let Some(host) = self.hosts_by_conn.get(&conn).cloned() else {
                     return;
                 };

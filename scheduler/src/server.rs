@@ -154,6 +154,7 @@ pub async fn bind(args: Args) -> Result<Bound, SchedulerError> {
     let agent_service = AgentChannelService::new(
         ChannelConfig {
             token: agent_token,
+            limits: args.wire_limits(),
             ..Default::default()
         },
         sidecar_tx,
