@@ -6,6 +6,7 @@
 //! volume roots' owners and keeps the node's key, certificate and password on its volume.
 
 mod args;
+mod bounds;
 mod driver;
 pub mod identity;
 pub mod leader;
@@ -64,6 +65,13 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), SidecarE
         return Err(SidecarError::Config("--driver must not be empty".into()));
     }
     let hostname = args.effective_hostname();
+    bounds::check_config(&[
+        ("--hostname", &hostname),
+        ("--agent-id", args.agent_id.as_deref().unwrap_or_default()),
+        ("--driver", &args.driver),
+        ("--zone", &args.zone),
+    ])
+    .map_err(SidecarError::Config)?;
     let state = state::StateFile::open(&args.state_file, &format!("tether-sidecar-{hostname}"))
         .map_err(|source| SidecarError::State {
             path: args.state_file.clone(),

@@ -165,12 +165,14 @@ impl Runtime {
         if health.healthy && !list_error.is_empty() {
             health.error = list_error;
         }
-        Report {
+        let mut report = Report {
             sequence: self.sequence.fetch_add(1, Ordering::SeqCst) + 1,
             driver: Some(health),
             volumes,
             attachments_used: self.volumes.attachments_used(),
-        }
+        };
+        crate::bounds::report(&mut report);
+        report
     }
 
     /// Reports every interval and whenever asked, until `stop`.
@@ -393,13 +395,14 @@ impl Runtime {
         if let Some(e) = &outcome.error {
             tracing::warn!(command_id, error = %e, "command failed");
         }
-        let result = CommandResult {
+        let mut result = CommandResult {
             command_id,
             ok: outcome.error.is_none(),
             error: outcome.error.unwrap_or_default(),
             volumes: outcome.volumes,
             csr_pem: outcome.csr_pem.unwrap_or_default(),
         };
+        crate::bounds::result(&mut result);
         // On the stream the command came on; if it closed, the scheduler learns the state from reports.
         let _ = tx
             .send(AgentMessage {

@@ -36,8 +36,7 @@ async fn an_exported_state_restored_into_a_fresh_store_takes_the_same_nodes_back
     // Without the admin token the export is refused, whatever reads are open.
     let anonymous = tetherctl(
         &["state", "export"],
-        &env
-            .iter()
+        &env.iter()
             .copied()
             .filter(|(k, _)| *k != "TETHER_ADMIN_TOKEN_FILE")
             .collect::<Vec<_>>(),

@@ -1,11 +1,12 @@
 //! The `tether.v1` gRPC contract shared by tether-sidecar, tether-scheduler and tetherctl.
 //!
 //! This crate owns the generated code and the encoded file descriptor set (for server reflection), plus
-//! one hand-written module, [`client`]: how a client dials the scheduler (endpoint, TLS rule, bearer
-//! header). The `.proto` files under `tether/v1/` are the source of truth and document every field.
+//! two hand-written modules: [`client`], how a client dials the scheduler (endpoint, TLS rule, bearer
+//! header), and [`limits`], what every scheduler accepts from a sidecar. The `.proto` files under `tether/v1/` are the source of truth and document every field.
 
 pub mod client;
 pub mod codec;
+pub mod limits;
 
 /// Package `tether.v1`.
 pub mod v1 {

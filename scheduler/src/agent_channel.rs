@@ -5,6 +5,12 @@
 //! sidecar that cannot say which host it is on, or whose credential names another host, is refused) and
 //! hands everything else to the loop, which converts it to the core's domain types and decides whether
 //! the stream may take the host's place (its verdict is what the sidecar hears).
+//!
+//! It also bounds what a sidecar can make the scheduler hold ([`WireLimits`], the `--max-…` flags): a
+//! Hello or message with a string, list or volume count over its limit ends the stream with
+//! INVALID_ARGUMENT or RESOURCE_EXHAUSTED naming the limit and its value; and the messages queued for
+//! the loop are bounded in bytes across every sidecar, so a flood of large reports waits in the
+//! sidecars' HTTP/2 flow control instead of in the scheduler's memory.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,7 +21,7 @@ use futures::Stream;
 use tether_core::ids::Hostname;
 use tether_proto::v1::agent_channel_server::AgentChannel;
 use tether_proto::v1::{AgentMessage, Hello, SchedulerMessage, agent_message};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::task::TaskTracker;
@@ -42,13 +48,134 @@ pub enum SidecarEvent {
         outbox: mpsc::Sender<SchedulerMessage>,
         verdict: oneshot::Sender<Result<(), Status>>,
     },
-    /// A report or command result from a connected sidecar.
+    /// A report or command result from a connected sidecar. It holds its size in the queue's byte
+    /// budget until dropped.
     Message {
         conn: ConnId,
         body: agent_message::Body,
+        queued: QueuedBytes,
     },
     /// The stream ended or failed.
     Disconnected { conn: ConnId, reason: String },
+}
+
+/// A message's share of the queue's byte budget ([`WireLimits::queue_bytes`]), returned when dropped.
+#[derive(Debug)]
+pub struct QueuedBytes(#[allow(dead_code, reason = "held for its drop")] OwnedSemaphorePermit);
+
+/// What one sidecar may send (the scheduler's `--max-…` flags). The defaults are the contract's
+/// ([`tether_proto::limits`]), which a sidecar keeps within.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WireLimits {
+    /// `--max-field-bytes`: every short string of a Hello and of a volume report.
+    pub field_bytes: usize,
+    /// `--max-text-bytes`: errors and CSRs.
+    pub text_bytes: usize,
+    /// `--max-entries`: Hello features, a volume's status entries.
+    pub entries: usize,
+    /// `--max-volumes-per-report`: volumes in one report or command result.
+    pub volumes_per_report: usize,
+    /// `--max-queue-bytes`: encoded bytes of sidecar messages waiting for the loop, all sidecars together.
+    pub queue_bytes: usize,
+}
+
+/// `--max-queue-bytes`'s default: sixteen of the largest messages gRPC accepts (4 MiB).
+pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
+
+impl Default for WireLimits {
+    fn default() -> Self {
+        use tether_proto::limits;
+        WireLimits {
+            field_bytes: limits::FIELD_BYTES,
+            text_bytes: limits::TEXT_BYTES,
+            entries: limits::ENTRIES,
+            volumes_per_report: limits::VOLUMES_PER_REPORT,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
+        }
+    }
+}
+
+impl WireLimits {
+    fn field(&self, what: &str, value: &str) -> Result<(), Status> {
+        too_long(what, value, self.field_bytes, "--max-field-bytes")
+    }
+
+    fn text(&self, what: &str, value: &str) -> Result<(), Status> {
+        too_long(what, value, self.text_bytes, "--max-text-bytes")
+    }
+
+    fn entries(&self, what: &str, n: usize) -> Result<(), Status> {
+        too_many(what, n, self.entries, "--max-entries")
+    }
+
+    /// A Hello within the limits (its host name is checked by [`validate_hello`]).
+    pub fn check_hello(&self, h: &Hello) -> Result<(), Status> {
+        self.field("hello.agent_id", &h.agent_id)?;
+        self.field("hello.sidecar_version", &h.sidecar_version)?;
+        self.field("hello.driver_name", &h.driver_name)?;
+        self.field("hello.zone", &h.zone)?;
+        self.field("hello.instance_id", &h.instance_id)?;
+        self.entries("hello.features", h.features.len())?;
+        for f in &h.features {
+            self.field("hello.features[]", f)?;
+        }
+        Ok(())
+    }
+
+    /// A report or command result within the limits.
+    pub fn check_body(&self, body: &agent_message::Body) -> Result<(), Status> {
+        let volumes = match body {
+            agent_message::Body::Hello(h) => return self.check_hello(h),
+            agent_message::Body::Report(r) => {
+                if let Some(d) = &r.driver {
+                    self.text("report.driver.error", &d.error)?;
+                }
+                &r.volumes
+            }
+            agent_message::Body::Result(c) => {
+                self.text("result.error", &c.error)?;
+                self.text("result.csr_pem", &c.csr_pem)?;
+                &c.volumes
+            }
+        };
+        too_many(
+            "volumes in one message",
+            volumes.len(),
+            self.volumes_per_report,
+            "--max-volumes-per-report",
+        )?;
+        for v in volumes {
+            self.field("volume.name", &v.name)?;
+            self.field("volume.zone", &v.zone)?;
+            self.field("volume.mountpoint", &v.mountpoint)?;
+            self.text("volume.last_error", &v.last_error)?;
+            self.entries("volume.status", v.status.len())?;
+            for (k, val) in &v.status {
+                self.field("volume.status key", k)?;
+                self.field("volume.status value", val)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn too_long(what: &str, value: &str, limit: usize, flag: &str) -> Result<(), Status> {
+    if value.len() <= limit {
+        return Ok(());
+    }
+    Err(Status::invalid_argument(format!(
+        "{what} is {} bytes; the limit is {flag}={limit}",
+        value.len()
+    )))
+}
+
+fn too_many(what: &str, n: usize, limit: usize, flag: &str) -> Result<(), Status> {
+    if n <= limit {
+        return Ok(());
+    }
+    Err(Status::resource_exhausted(format!(
+        "{n} {what}; the limit is {flag}={limit}"
+    )))
 }
 
 /// Settings of the service.
@@ -60,6 +187,7 @@ pub struct ChannelConfig {
     pub hello_timeout: Duration,
     /// Messages buffered per sidecar before the loop's sends wait.
     pub outbox_capacity: usize,
+    pub limits: WireLimits,
 }
 
 impl Default for ChannelConfig {
@@ -68,6 +196,7 @@ impl Default for ChannelConfig {
             auth: AgentAuth::without_secret(None, false),
             hello_timeout: Duration::from_secs(30),
             outbox_capacity: 256,
+            limits: WireLimits::default(),
         }
     }
 }
@@ -78,6 +207,8 @@ pub struct AgentChannelService {
     config: Arc<ChannelConfig>,
     events: mpsc::Sender<SidecarEvent>,
     next_conn: Arc<AtomicU64>,
+    /// The byte budget of messages queued for the loop.
+    queue: Arc<Semaphore>,
     activity: ActivityRx,
     /// Where each stream's reader task runs, so shutdown can wait for them.
     readers: TaskTracker,
@@ -86,6 +217,9 @@ pub struct AgentChannelService {
 impl AgentChannelService {
     pub fn new(config: ChannelConfig, events: mpsc::Sender<SidecarEvent>) -> Self {
         AgentChannelService {
+            queue: Arc::new(Semaphore::new(
+                config.limits.queue_bytes.min(Semaphore::MAX_PERMITS),
+            )),
             config: Arc::new(config),
             events,
             next_conn: Arc::new(AtomicU64::new(1)),
@@ -100,6 +234,12 @@ impl AgentChannelService {
         self
     }
 
+    /// Bytes left in the budget of messages queued for the loop (`--max-queue-bytes`).
+    #[must_use]
+    pub fn queue_bytes_free(&self) -> usize {
+        self.queue.available_permits()
+    }
+
     /// Refuses sidecar streams while `activity` says this instance is a standby.
     pub fn with_activity(mut self, activity: ActivityRx) -> Self {
         self.activity = activity;
@@ -112,9 +252,6 @@ impl AgentChannelService {
 fn validate_hello(hello: &Hello) -> Result<(), Status> {
     Hostname::new(hello.hostname.as_str())
         .map_err(|e| Status::invalid_argument(format!("hello.hostname: {e}")))?;
-    if hello.agent_id.len() > 1024 || hello.zone.len() > 256 || hello.driver_name.len() > 256 {
-        return Err(Status::invalid_argument("hello fields are too long"));
-    }
     Ok(())
 }
 
@@ -145,6 +282,7 @@ impl AgentChannel for AgentChannelService {
             None => return Err(Status::invalid_argument("the stream ended before Hello")),
         };
         validate_hello(&hello)?;
+        self.config.limits.check_hello(&hello)?;
         credential.permits(&hello.hostname).inspect_err(|e| {
             tracing::warn!(host = %hello.hostname, credential = credential.kind(),
                 reason = e.message(), "refused a sidecar speaking for another host");
@@ -167,6 +305,10 @@ impl AgentChannel for AgentChannelService {
         answer.await.map_err(|_| shutting_down())??;
 
         let events = self.events.clone();
+        let limits = self.config.limits;
+        let queue = Arc::clone(&self.queue);
+        // A refusal of a later message ends the sidecar's stream with its status.
+        let (refuse, refusal) = oneshot::channel::<Status>();
         self.readers.spawn(async move {
             let reason = loop {
                 match inbound.next().await {
@@ -176,8 +318,23 @@ impl AgentChannel for AgentChannelService {
                         break "a second Hello on one stream".to_owned();
                     }
                     Some(Ok(AgentMessage { body: Some(body) })) => {
+                        let queued = match limits
+                            .check_body(&body)
+                            .and_then(|()| queue_share(&queue, &limits, &body))
+                        {
+                            Ok(share) => share,
+                            Err(status) => {
+                                let reason = format!("refused: {}", status.message());
+                                tracing::warn!(conn = conn.0, %reason, "sidecar message over a limit");
+                                let _ = refuse.send(status);
+                                break reason;
+                            }
+                        };
+                        // Waiting here holds the sidecar back through HTTP/2 flow control.
+                        let Ok(permit) = queued.await else { return };
+                        let queued = QueuedBytes(permit);
                         if events
-                            .send(SidecarEvent::Message { conn, body })
+                            .send(SidecarEvent::Message { conn, body, queued })
                             .await
                             .is_err()
                         {
@@ -195,9 +352,33 @@ impl AgentChannel for AgentChannelService {
                 .await;
         });
 
-        let stream = ReceiverStream::new(rx).map(Ok::<_, Status>);
+        let refusal = futures::stream::once(refusal).filter_map(|r| r.ok().map(Err));
+        let stream = ReceiverStream::new(rx).map(Ok::<_, Status>).merge(refusal);
         Ok(Response::new(Box::pin(stream)))
     }
+}
+
+/// Waits for `body`'s encoded size in the queue's byte budget; a message larger than the whole budget
+/// is refused.
+fn queue_share(
+    queue: &Arc<Semaphore>,
+    limits: &WireLimits,
+    body: &agent_message::Body,
+) -> Result<
+    impl std::future::Future<Output = Result<OwnedSemaphorePermit, tokio::sync::AcquireError>> + use<>,
+    Status,
+> {
+    let size = body.encoded_len();
+    let permits = u32::try_from(size)
+        .ok()
+        .filter(|_| size <= limits.queue_bytes.min(Semaphore::MAX_PERMITS));
+    let Some(permits) = permits else {
+        return Err(Status::resource_exhausted(format!(
+            "a message of {size} bytes; the limit is --max-queue-bytes={}",
+            limits.queue_bytes
+        )));
+    };
+    Ok(Arc::clone(queue).acquire_many_owned(permits))
 }
 
 #[cfg(test)]

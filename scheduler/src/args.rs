@@ -312,9 +312,55 @@ pub struct Args {
     /// master lists (`GET /_cluster/state/master_node,nodes`).
     #[arg(long, env = "TETHER_ES_POLL_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub es_poll_interval: Duration,
+    /// Longest short string a sidecar may send, in bytes: every field of its Hello (agent id, version,
+    /// driver, zone, instance id, each feature) and of a volume report (name, zone, mountpoint, status
+    /// keys and values). At least the contract's 1024, which sidecars keep within.
+    #[arg(long, env = "TETHER_MAX_FIELD_BYTES", default_value_t = tether_proto::limits::FIELD_BYTES as u64,
+        value_parser = clap::value_parser!(u64).range(tether_proto::limits::FIELD_BYTES as u64..=1 << 20))]
+    pub max_field_bytes: u64,
+    /// Longest free text a sidecar may send (a driver's error, a command's error, a CSR), in bytes. At
+    /// least the contract's 16384.
+    #[arg(long, env = "TETHER_MAX_TEXT_BYTES", default_value_t = tether_proto::limits::TEXT_BYTES as u64,
+        value_parser = clap::value_parser!(u64).range(tether_proto::limits::TEXT_BYTES as u64..=4 << 20))]
+    pub max_text_bytes: u64,
+    /// Most entries of a list or map in one sidecar message (Hello features, a volume's status). At least
+    /// the contract's 64.
+    #[arg(long, env = "TETHER_MAX_ENTRIES", default_value_t = tether_proto::limits::ENTRIES as u64,
+        value_parser = clap::value_parser!(u64).range(tether_proto::limits::ENTRIES as u64..=65_536))]
+    pub max_entries: u64,
+    /// Most volumes in one sidecar report or command result. A report lists every watched volume, so
+    /// `--max-nodes` × volumes per node must fit (checked at start). At least the contract's 65536.
+    #[arg(long, env = "TETHER_MAX_VOLUMES_PER_REPORT", default_value_t = tether_proto::limits::VOLUMES_PER_REPORT as u64,
+        value_parser = clap::value_parser!(u64).range(tether_proto::limits::VOLUMES_PER_REPORT as u64..=1 << 24))]
+    pub max_volumes_per_report: u64,
+    /// Bytes of sidecar messages waiting for the scheduler's loop, all sidecars together; beyond it
+    /// sidecars are held back by flow control. At least 8 MiB (two of the largest gRPC messages).
+    #[arg(long, env = "TETHER_MAX_QUEUE_BYTES", default_value_t = crate::agent_channel::DEFAULT_QUEUE_BYTES as u64,
+        value_parser = clap::value_parser!(u64).range(8 << 20..=1 << 40))]
+    pub max_queue_bytes: u64,
+    /// How long the scheduler remembers an agent with no connected sidecar that Mesos does not know
+    /// (never offered since the scheduler started, or removed) and no node names; then it is forgotten
+    /// (listed no more) until its sidecar or Mesos mentions it again.
+    #[arg(long, env = "TETHER_MAX_AGENT_ABSENCE", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub max_agent_absence: Duration,
     /// Log format.
     #[arg(long, env = "TETHER_LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: LogFormat,
+}
+
+impl Args {
+    /// The `--max-…` limits on what one sidecar may send.
+    #[must_use]
+    pub fn wire_limits(&self) -> crate::agent_channel::WireLimits {
+        let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        crate::agent_channel::WireLimits {
+            field_bytes: size(self.max_field_bytes),
+            text_bytes: size(self.max_text_bytes),
+            entries: size(self.max_entries),
+            volumes_per_report: size(self.max_volumes_per_report),
+            queue_bytes: size(self.max_queue_bytes),
+        }
+    }
 }
 
 fn parse_zk_url(s: &str) -> Result<tether_zk::ZkUrl, tether_zk::UrlError> {

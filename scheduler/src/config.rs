@@ -92,8 +92,20 @@ pub fn core_config(args: &Args) -> Result<Config, SchedulerError> {
     c.es_view_max_age_ms = (args.es_poll_interval.as_millis() as u64)
         .saturating_mul(3)
         .max(1);
+    c.max_agent_absence_ms = args.max_agent_absence.as_millis() as u64;
     c.validate()
         .map_err(|e| SchedulerError::Config(e.to_string()))?;
+    // Every sidecar reports every watched volume in one report: the largest watch set must fit.
+    let watched = args.max_nodes.saturating_mul(c.volumes.len() as u64);
+    if watched > args.max_volumes_per_report {
+        return Err(SchedulerError::Config(format!(
+            "--max-nodes {} × {} volumes per node = {watched} volumes in every sidecar report, above \
+             --max-volumes-per-report={}: raise it or lower --max-nodes",
+            args.max_nodes,
+            c.volumes.len(),
+            args.max_volumes_per_report
+        )));
+    }
     Ok(c)
 }
 

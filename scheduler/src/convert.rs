@@ -199,6 +199,11 @@ pub fn status(s: &model::TaskStatus) -> Result<TaskStatus, ConvertError> {
 // ---------------------------------------------------------------------------------------------------------
 // Sidecar → core
 
+const KNOWN_FEATURES: [&str; 2] = [
+    tether_core::domain::FEATURE_VOLUME_OWNER,
+    tether_core::domain::FEATURE_NODE_IDENTITY,
+];
+
 pub fn hello(h: &pb::Hello) -> Result<Hello, ConvertError> {
     Ok(Hello {
         hostname: id("hello.hostname", Hostname::new(&h.hostname))?,
@@ -215,7 +220,14 @@ pub fn hello(h: &pb::Hello) -> Result<Hello, ConvertError> {
         zone: non_empty(&h.zone),
         max_attachments: (h.max_attachments != 0).then_some(h.max_attachments),
         instance_id: h.instance_id.clone(),
-        features: h.features.clone(),
+        // Only the features this scheduler acts on are kept: the rest mean nothing here and would only
+        // be held.
+        features: h
+            .features
+            .iter()
+            .filter(|f| KNOWN_FEATURES.contains(&f.as_str()))
+            .cloned()
+            .collect(),
     })
 }
 

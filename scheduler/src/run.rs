@@ -193,14 +193,17 @@ impl Shell {
         let mut gauges = tokio::time::interval(Duration::from_secs(1));
         let mut probe = tokio::time::interval(ROOT_PROBE_INTERVAL);
         probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let (roots_tx, mut roots) = mpsc::channel::<RootAnswer>(256);
+        let (roots_tx, roots) = mpsc::channel::<RootAnswer>(256);
+        let mut fair = FairInputs::new(inputs, roots);
         self.drain().await?;
         loop {
             let wake = self.core.poll_timeout().map(|at| {
                 let now = self.clock.now();
                 tokio::time::Instant::now() + Duration::from_millis(at.0.saturating_sub(now.0))
             });
-            // Biased: once leadership is lost, no further event is handled; a Mesos driver's fatal
+            // Biased: once leadership is lost, no further event is handled; timers come before the inputs
+            // (they are ready only when due, so they starve nothing); the inputs take turns in
+            // [`FairInputs`], and come before the supervisor's report so that a Mesos driver's fatal
             // answer (queued before the driver returned) is read before the driver's end is.
             let step: Result<(), SchedulerError> = tokio::select! {
                 biased;
@@ -208,26 +211,36 @@ impl Shell {
                     "the ZooKeeper session was lost or the election znode is gone".into(),
                 )),
                 () = shutdown.cancelled() => return Ok(()),
-                Some(n) = inputs.mesos.recv() => self.on_mesos(n),
-                e = tasks.failed() => Err(e),
-                Some(e) = inputs.sidecars.recv() => { self.on_sidecar(e); Ok(()) }
-                Some(r) = inputs.admin.recv() => self.on_admin(r).await,
-                Some(v) = inputs.es.recv() => {
-                    let now = self.clock.now();
-                    self.core.handle_es_view(v, now);
-                    Ok(())
-                }
                 () = sleep_until(wake) => { let now = self.clock.now(); self.core.handle_timeout(now); Ok(()) }
                 _ = gauges.tick() => { self.refresh_gauges(); Ok(()) }
                 _ = probe.tick() => { self.probe_roots(&roots_tx); Ok(()) }
-                Some(a) = roots.recv() => {
-                    let now = self.clock.now();
-                    self.core.handle_es_root(a.node_id, &a.task_id, &a.cluster_uuid, now);
-                    Ok(())
-                }
+                Some(input) = fair.next() => self.on_input(input).await,
+                e = tasks.failed() => Err(e),
             };
             step?;
             self.drain().await?;
+        }
+    }
+
+    async fn on_input(&mut self, input: Input) -> Result<(), SchedulerError> {
+        match input {
+            Input::Mesos(n) => self.on_mesos(n),
+            Input::Sidecar(e) => {
+                self.on_sidecar(e);
+                Ok(())
+            }
+            Input::Admin(r) => self.on_admin(r).await,
+            Input::Es(v) => {
+                let now = self.clock.now();
+                self.core.handle_es_view(v, now);
+                Ok(())
+            }
+            Input::Root(a) => {
+                let now = self.clock.now();
+                self.core
+                    .handle_es_root(a.node_id, &a.task_id, &a.cluster_uuid, now);
+                Ok(())
+            }
         }
     }
 
@@ -474,7 +487,7 @@ impl Shell {
                 let answer = self.on_connected(conn, &hello, credential, outbox, now);
                 let _ = verdict.send(answer);
             }
-            SidecarEvent::Message { conn, body } => {
+            SidecarEvent::Message { conn, body, .. } => {
                 let Some(host) = self.hosts_by_conn.get(&conn).cloned() else {
                     return;
                 };
@@ -912,9 +925,227 @@ async fn mark_agents_gone(
     })
 }
 
+/// One item from one of the loop's inputs.
+#[derive(Debug)]
+pub enum Input {
+    Mesos(Notification),
+    Sidecar(SidecarEvent),
+    Admin(AdminRequest),
+    Es(EsView),
+    Root(RootAnswer),
+}
+
+/// How many items in a row one input may have served while another has items waiting.
+pub const FAIR_BATCH: usize = 32;
+
+/// The loop's inputs taking turns: an input is served at most [`FAIR_BATCH`] items in a row while any
+/// other has one waiting, so a flood on one input (a thousand sidecars' reports, a burst of offers)
+/// delays an admin request, a Mesos event or a sidecar event by at most one batch of it.
+#[derive(Debug)]
+pub struct FairInputs<'a> {
+    inputs: &'a mut Inputs,
+    roots: mpsc::Receiver<RootAnswer>,
+    /// The input being served, and how many in a row so far.
+    turn: usize,
+    served: usize,
+}
+
+/// The number of inputs in [`FairInputs`]'s rotation.
+const INPUTS: usize = 5;
+
+impl<'a> FairInputs<'a> {
+    pub fn new(inputs: &'a mut Inputs, roots: mpsc::Receiver<RootAnswer>) -> Self {
+        FairInputs {
+            inputs,
+            roots,
+            turn: 0,
+            served: 0,
+        }
+    }
+
+    fn try_recv(&mut self, which: usize) -> Option<Input> {
+        match which {
+            0 => self.inputs.sidecars.try_recv().ok().map(Input::Sidecar),
+            1 => self.inputs.admin.try_recv().ok().map(Input::Admin),
+            2 => self.inputs.mesos.try_recv().ok().map(Input::Mesos),
+            3 => self.inputs.es.try_recv().ok().map(Input::Es),
+            _ => self.roots.try_recv().ok().map(Input::Root),
+        }
+    }
+
+    /// The next item that is ready now, in turn; `None` when every input is empty.
+    pub fn try_next(&mut self) -> Option<Input> {
+        for step in 0..=INPUTS {
+            if step > 0 || self.served >= FAIR_BATCH {
+                self.turn = (self.turn + 1) % INPUTS;
+                self.served = 0;
+            }
+            if let Some(item) = self.try_recv(self.turn) {
+                self.served += 1;
+                return Some(item);
+            }
+        }
+        None
+    }
+
+    /// The next item, in turn; waits while every input is empty. `None` once every input is closed.
+    /// Cancel-safe: an item is taken only when it is returned.
+    pub async fn next(&mut self) -> Option<Input> {
+        if let Some(item) = self.try_next() {
+            return Some(item);
+        }
+        let (which, item) = tokio::select! {
+            Some(e) = self.inputs.sidecars.recv() => (0, Input::Sidecar(e)),
+            Some(r) = self.inputs.admin.recv() => (1, Input::Admin(r)),
+            Some(n) = self.inputs.mesos.recv() => (2, Input::Mesos(n)),
+            Some(v) = self.inputs.es.recv() => (3, Input::Es(v)),
+            Some(a) = self.roots.recv() => (4, Input::Root(a)),
+            else => return None,
+        };
+        self.turn = which;
+        self.served = 1;
+        Some(item)
+    }
+}
+
 async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent_channel::ConnId;
+
+    struct Senders {
+        sidecars: mpsc::Sender<SidecarEvent>,
+        admin: mpsc::Sender<AdminRequest>,
+        mesos: mpsc::Sender<Notification>,
+        _es: mpsc::Sender<EsView>,
+        _roots: mpsc::Sender<RootAnswer>,
+    }
+
+    fn inputs(capacity: usize) -> (Inputs, mpsc::Receiver<RootAnswer>, Senders) {
+        let (sidecars_tx, sidecars) = mpsc::channel(capacity);
+        let (admin_tx, admin) = mpsc::channel(capacity);
+        let (mesos_tx, mesos) = mpsc::channel(capacity);
+        let (es_tx, es) = mpsc::channel(capacity);
+        let (roots_tx, roots) = mpsc::channel(capacity);
+        (
+            Inputs {
+                mesos,
+                sidecars,
+                admin,
+                es,
+            },
+            roots,
+            Senders {
+                sidecars: sidecars_tx,
+                admin: admin_tx,
+                mesos: mesos_tx,
+                _es: es_tx,
+                _roots: roots_tx,
+            },
+        )
+    }
+
+    fn sidecar_event(i: u64) -> SidecarEvent {
+        SidecarEvent::Disconnected {
+            conn: ConnId(i),
+            reason: String::new(),
+        }
+    }
+
+    fn mesos_event() -> Notification {
+        Notification::Disconnected {
+            reason: String::new(),
+        }
+    }
+
+    fn admin_request() -> AdminRequest {
+        AdminRequest::GetCluster(tokio::sync::oneshot::channel().0)
+    }
+
+    /// What the loop would serve, in order, until the admin request: how many items of each input.
+    async fn served_before_admin(fair: &mut FairInputs<'_>) -> (usize, usize) {
+        let (mut sidecar, mut mesos) = (0, 0);
+        loop {
+            match fair.next().await.expect("an input") {
+                Input::Admin(_) => return (sidecar, mesos),
+                Input::Sidecar(_) => sidecar += 1,
+                Input::Mesos(_) => mesos += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// With the sidecar queue saturated (and Mesos events flooding too), an admin request that arrives in
+    /// the middle of a batch is served after at most one batch of each flooding input.
+    #[tokio::test]
+    async fn an_admin_request_waits_at_most_one_batch_of_a_flood() {
+        let (mut inputs, roots, tx) = inputs(1024);
+        let mut fair = FairInputs::new(&mut inputs, roots);
+        for i in 0..1024 {
+            tx.sidecars.try_send(sidecar_event(i)).expect("room");
+        }
+        // Alone, the flood is served without a pause.
+        for _ in 0..10 {
+            assert!(matches!(fair.next().await, Some(Input::Sidecar(_))));
+        }
+        tx.admin.try_send(admin_request()).expect("room");
+        let (sidecar, mesos) = served_before_admin(&mut fair).await;
+        assert!(
+            sidecar <= FAIR_BATCH,
+            "{sidecar} sidecar events before the admin request"
+        );
+        assert_eq!(mesos, 0);
+
+        // Both floods at once, the admin request arriving while Mesos events are being served.
+        for _ in 0..1024 {
+            tx.mesos.try_send(mesos_event()).expect("room");
+        }
+        while !matches!(fair.next().await, Some(Input::Mesos(_))) {}
+        tx.admin.try_send(admin_request()).expect("room");
+        let (sidecar, mesos) = served_before_admin(&mut fair).await;
+        assert!(
+            sidecar <= FAIR_BATCH,
+            "{sidecar} sidecar events before the admin request"
+        );
+        assert!(
+            mesos <= FAIR_BATCH,
+            "{mesos} Mesos events before the admin request"
+        );
+    }
+
+    /// Under floods on several inputs, each gets its batch in every round: a Mesos event waits for at
+    /// most one batch of sidecar events, and the other way round.
+    #[tokio::test]
+    async fn floods_on_two_inputs_alternate_by_batches() {
+        let (mut inputs, roots, tx) = inputs(1024);
+        let mut fair = FairInputs::new(&mut inputs, roots);
+        for i in 0..1024 {
+            tx.sidecars.try_send(sidecar_event(i)).expect("room");
+            tx.mesos.try_send(mesos_event()).expect("room");
+        }
+        let mut runs = Vec::new();
+        let mut last: Option<bool> = None;
+        for _ in 0..(8 * FAIR_BATCH) {
+            let sidecar = match fair.next().await.expect("an input") {
+                Input::Sidecar(_) => true,
+                Input::Mesos(_) => false,
+                other => panic!("unexpected {other:?}"),
+            };
+            if last == Some(sidecar) {
+                *runs.last_mut().expect("a run") += 1;
+            } else {
+                runs.push(1usize);
+            }
+            last = Some(sidecar);
+        }
+        assert!(runs.len() >= 8, "{runs:?}");
+        assert!(runs.iter().all(|r| *r <= FAIR_BATCH), "{runs:?}");
     }
 }

@@ -179,6 +179,7 @@ pub async fn bind(args: Args) -> Result<Bound, SchedulerError> {
                 allow_shared: args.allow_shared_agent_token,
                 secret: secret_rx,
             },
+            limits: args.wire_limits(),
             ..Default::default()
         },
         sidecar_tx,

@@ -9,7 +9,10 @@
 //! `--metrics-listen`. Two phases per size:
 //!
 //! * saturation: one driver sends reports round-robin over the sidecars as fast as the streams take them;
-//!   throughput = reports sent / (time from the first send until the counter shows all of them);
+//!   throughput = reports sent / (time from the first send until the counter shows all of them); an admin
+//!   client asks `GetCluster` over its own connection, one call after another with 10 ms between them,
+//!   for the whole phase: the admin latency under a saturating report flood (the loop's inputs take
+//!   turns, so the flood delays an admin request by at most one batch of reports);
 //! * paced: reports offered at a fixed rate (20,000/s, or half the saturated throughput when that is lower);
 //!   latency is send -> counter-observed, matching the k-th report sent with the k-th counted (exact if
 //!   the path is first-in first-out, which the single mpsc into the loop nearly is; resolution ~1 ms).
@@ -218,6 +221,9 @@ async fn run_size(n: usize, label: &str, quick: bool) -> anyhow::Result<()> {
         "--allow-shared-agent-token".to_owned(),
         // The flag's default (`{framework}{id}{suffix}`) is refused by the core, which wants `{volume}`.
         "--volume-name-template={framework}{id}{volume}".to_owned(),
+        // Ingest needs no Elasticsearch security (its default for 8.x images asks for an identity
+        // volume mounted where the default volumes are not).
+        "--es-security=off".to_owned(),
     ])?;
     let shutdown = CancellationToken::new();
     let scheduler = tokio::spawn(tether_scheduler::run::run(args, shutdown.clone()));
@@ -436,17 +442,49 @@ fn latencies(sent: &[Instant], samples: &[(Instant, u64)], base: u64) -> Vec<Dur
     out
 }
 
-/// Runs one phase: sends, waits until the counter shows every report, returns (elapsed, latencies).
+/// Asks `GetCluster` one call after another (10 ms apart) until `stop`; returns each call's latency.
+async fn probe_admin(grpc: SocketAddr, stop: CancellationToken) -> anyhow::Result<Vec<Duration>> {
+    use tether_proto::v1::GetClusterRequest;
+    use tether_proto::v1::admin_client::AdminClient;
+    let mut admin = AdminClient::new(connect(grpc).await?);
+    let mut out = Vec::new();
+    while !stop.is_cancelled() {
+        let t = Instant::now();
+        admin
+            .get_cluster(GetClusterRequest::default())
+            .await
+            .context("GetCluster during the flood")?;
+        out.push(t.elapsed());
+        tokio::select! {
+            () = stop.cancelled() => {}
+            () = tokio::time::sleep(Duration::from_millis(10)) => {}
+        }
+    }
+    Ok(out)
+}
+
+/// One phase's figures: time until the counter showed every report, each report's latency, and (when
+/// asked) each admin call's latency during the phase.
+struct Phase {
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+    admin: Vec<Duration>,
+}
+
+/// Runs one phase: sends, waits until the counter shows every report; with `admin`, probes the admin
+/// API meanwhile.
 async fn phase(
     sims: &mut [Sim],
     names: &[String],
     total: usize,
     rate: Option<f64>,
     metrics: SocketAddr,
-) -> anyhow::Result<(Duration, Vec<Duration>)> {
+    admin: Option<SocketAddr>,
+) -> anyhow::Result<Phase> {
     let (latest_tx, mut latest) = watch::channel(0u64);
     let stop = CancellationToken::new();
     let scraper = tokio::spawn(scrape(metrics, latest_tx, stop.clone()));
+    let prober = admin.map(|grpc| tokio::spawn(probe_admin(grpc, stop.clone())));
     match tokio::time::timeout(Duration::from_secs(10), latest.changed()).await {
         Ok(Ok(())) => {}
         Ok(Err(_)) => bail!("the metrics scraper failed: {:?}", scraper.await),
@@ -463,6 +501,11 @@ async fn phase(
     );
     stop.cancel();
     let samples = scraper.await??;
+    let mut admin = match prober {
+        Some(p) => p.await??,
+        None => Vec::new(),
+    };
+    admin.sort();
     if !reached {
         bail!(
             "the scheduler did not count {total} reports within 120 s (counter {} of {target})",
@@ -477,7 +520,11 @@ async fn phase(
     let first = sent.first().copied().context("nothing sent")?;
     let mut lat = latencies(&sent, &samples, base);
     lat.sort();
-    Ok((done.saturating_duration_since(first), lat))
+    Ok(Phase {
+        elapsed: done.saturating_duration_since(first),
+        latencies: lat,
+        admin,
+    })
 }
 
 async fn drive(
@@ -501,7 +548,11 @@ async fn drive(
     );
 
     let total = if quick { 40_000 } else { 100_000 };
-    let (elapsed, lat) = phase(&mut sims, &names, total, None, metrics).await?;
+    let Phase {
+        elapsed,
+        latencies: lat,
+        admin,
+    } = phase(&mut sims, &names, total, None, metrics, Some(grpc)).await?;
     let throughput = total as f64 / elapsed.as_secs_f64();
     note(format!(
         "ingest {label} saturation: {total} reports in {:.2} s = {throughput:.0} reports/s (goal >= {GOAL_REPORTS_PER_S:.0}); \
@@ -521,10 +572,34 @@ async fn drive(
         "ms",
     );
 
+    note(format!(
+        "ingest {label} saturation: admin GetCluster during the flood: p50 {:.2} ms p99 {:.2} ms max {:.2} ms ({} calls)",
+        ms(percentile(&admin, 0.5)),
+        ms(percentile(&admin, 0.99)),
+        ms(admin.last().copied().unwrap_or_default()),
+        admin.len()
+    ));
+    figure(
+        &format!("ingest_{label}_sidecars_flood_admin_p50"),
+        ms(percentile(&admin, 0.5)),
+        "ms",
+    );
+    figure(
+        &format!("ingest_{label}_sidecars_flood_admin_p99"),
+        ms(percentile(&admin, 0.99)),
+        "ms",
+    );
+    figure(
+        &format!("ingest_{label}_sidecars_flood_admin_max"),
+        ms(admin.last().copied().unwrap_or_default()),
+        "ms",
+    );
     let rate = GOAL_REPORTS_PER_S.min(throughput / 2.0);
     let secs = if quick { 2.0 } else { 4.0 };
     let paced_total = (rate * secs) as usize;
-    let (_, lat) = phase(&mut sims, &names, paced_total, Some(rate), metrics).await?;
+    let lat = phase(&mut sims, &names, paced_total, Some(rate), metrics, None)
+        .await?
+        .latencies;
     note(format!(
         "ingest {label} paced at {rate:.0} reports/s for {secs} s: latency p50 {:.2} ms p99 {:.2} ms ({} samples)",
         ms(percentile(&lat, 0.5)),

@@ -252,6 +252,15 @@ pub struct Config {
     /// `--transport-port`: every node's transport port, taken from the offer (`None`: the first other
     /// offered port).
     pub transport_port: Option<u16>,
+    /// An agent with no connected sidecar, unknown to Mesos (never offered, or removed) and not named by
+    /// any node is forgotten after this long (`--max-agent-absence`): a sidecar must not be able to make
+    /// the scheduler remember invented hosts forever.
+    #[serde(default = "default_max_agent_absence_ms")]
+    pub max_agent_absence_ms: u64,
+}
+
+fn default_max_agent_absence_ms() -> u64 {
+    600_000
 }
 
 impl Config {
@@ -308,6 +317,7 @@ impl Config {
             es_view_max_age_ms: 30_000,
             http_port: None,
             transport_port: None,
+            max_agent_absence_ms: default_max_agent_absence_ms(),
         }
     }
 

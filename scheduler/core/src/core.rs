@@ -141,6 +141,8 @@ pub(crate) enum Timer {
     LaunchStatus(NodeId, TaskId),
     /// A storage-fenced replacement may be due.
     Fence(NodeId),
+    /// An absent agent may be due to be forgotten (`forget.rs`).
+    Forget,
 }
 
 /// The result of a scale request.
@@ -189,6 +191,10 @@ pub struct Core {
     pub(crate) es: Option<(Millis, crate::domain::EsView)>,
     /// UNREACHABLE tasks whose nodes were replaced under storage fencing: killed wherever they show up.
     pub(crate) fenced_tasks: BTreeMap<TaskId, crate::fencing::FencedTask>,
+    /// Hosts nothing vouches for any more, since when (`forget.rs`).
+    pub(crate) absent_since: BTreeMap<Hostname, Millis>,
+    /// When the armed `Timer::Forget` fires.
+    pub(crate) forget_at: Option<Millis>,
 }
 
 pub(crate) fn new_runtime(now: Millis) -> SlotRuntime {
@@ -280,6 +286,8 @@ impl Core {
             placement_from: None,
             es: None,
             fenced_tasks: BTreeMap::new(),
+            absent_since: BTreeMap::new(),
+            forget_at: None,
         };
         core.refresh_watch();
         if core.ids.len() as u64 != desired {

@@ -47,6 +47,7 @@ pub mod domain;
 pub mod error;
 pub mod es_events;
 mod fencing;
+pub mod forget;
 pub mod ids;
 mod launch;
 mod mesos_events;

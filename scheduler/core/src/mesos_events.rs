@@ -94,6 +94,13 @@ impl Core {
             self.abandon_prepare(id, false);
             self.fail_slot(id, Reason::OfferLost(format!("agent {agent_id} lost")), now);
         }
+        // Mesos no longer knows the agent: unless its host has another agent id (it re-registered), the
+        // host must now be vouched for by its sidecar or a node, or it is forgotten in time.
+        if let Some(host) = self.agent_hosts.remove(agent_id)
+            && !self.agent_hosts.values().any(|h| *h == host)
+        {
+            self.mark_absent(&host, now);
+        }
         self.watch(WatchEvent::Warning {
             message: format!("agent {agent_id} lost"),
         });
@@ -155,6 +162,16 @@ impl Core {
         };
         if task.task_id != status.task_id {
             return;
+        }
+        // A task alive on its agent is Mesos knowing the agent (after a restart, before any offer).
+        if matches!(
+            status.state,
+            TaskState::Staging | TaskState::Starting | TaskState::Running | TaskState::Killing
+        ) && status.agent_id.as_ref() == Some(&task.agent_id)
+            && !self.agent_hosts.contains_key(&task.agent_id)
+        {
+            self.agent_hosts
+                .insert(task.agent_id.clone(), task.host.clone());
         }
         if let Some(rt) = self.slots.get_mut(&id) {
             rt.last_status_at = Some(now);
@@ -354,6 +371,7 @@ impl Core {
                     }
                 }
                 Timer::Fence(id) => self.fence_check(id, now),
+                Timer::Forget => self.forget_absent(now),
                 Timer::LaunchStatus(id, task_id) => {
                     let silent = self.tasks.get(&task_id) == Some(&id)
                         && self

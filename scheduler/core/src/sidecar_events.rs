@@ -56,9 +56,9 @@ impl Core {
         entry.features = hello.features.clone();
         entry.driver_name = hello.driver_name.clone();
         entry.driver_scope = hello.driver_scope;
-        if let Some(agent) = hello.agent_id {
-            self.agent_hosts.insert(agent, host.clone());
-        }
+        // The Hello's agent id stays the sidecar's claim (`Sidecar::agent_id`): only Mesos's word makes an
+        // agent known (`agent_hosts`), or an invented one would be remembered forever.
+        self.absent_since.remove(&host);
         let command = self.welcome();
         self.push(Command::Sidecar {
             host: host.clone(),
@@ -102,6 +102,7 @@ impl Core {
         } else {
             return;
         }
+        self.mark_absent(host, now);
         self.abandon_prepares_on(host, now, "sidecar disconnected");
         // An in-flight prepare may have mounted just before the stream closed, and its answer is lost: keep
         // its node pinned to this agent until the sidecar is back and the release goes out (or an operator
@@ -144,9 +145,13 @@ impl Core {
         s.attachments_used = report.attachments_used;
         let local = s.driver_scope == crate::domain::DriverScope::Local;
         let old: BTreeMap<VolumeName, VolumeReport> = std::mem::take(&mut s.volumes);
+        // Only names a node refers to are kept: the Welcome asks for exactly those, and anything else
+        // would let a sidecar grow the index without bound.
         let mut new = BTreeMap::new();
         for v in report.volumes {
-            new.insert(v.name.clone(), v);
+            if self.volume_owner.contains_key(&v.name) {
+                new.insert(v.name.clone(), v);
+            }
         }
         for (name, o) in &old {
             if !new.contains_key(name) {
@@ -273,7 +278,11 @@ impl Core {
     pub fn handle_sidecar_result(&mut self, host: &Hostname, result: CommandResult, now: Millis) {
         if let Some(s) = self.sidecars.get_mut(host) {
             let local = s.driver_scope == crate::domain::DriverScope::Local;
-            for v in &result.volumes {
+            for v in result
+                .volumes
+                .iter()
+                .filter(|v| self.volume_owner.contains_key(&v.name))
+            {
                 let old = s.volumes.insert(v.name.clone(), v.clone());
                 Self::fold_volume(
                     &mut self.volumes,

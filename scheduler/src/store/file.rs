@@ -6,9 +6,13 @@
 //! - `wal.jsonl`: one `{"seq": N, "write": W}` JSON line per write, appended and fsynced before `write`
 //!   returns. Records with `seq <= snapshot.seq` were folded into the snapshot and are skipped on load.
 //!
-//! Crash safety: a crash can only tear the last line of the log (appends are sequential); a torn or
-//! unparsable LAST line is dropped on load because its `write` never returned. Any other unparsable line
-//! is corruption and fails the load loudly rather than silently losing acknowledged state.
+//! Crash safety: a crash can only tear the last line of the log (appends are sequential); a torn LAST
+//! line (no newline: the append stopped halfway) is dropped on load with a warning, because its `write`
+//! never returned. A complete last line that does not decode is dropped too, since nothing after it can
+//! have been acknowledged either, but logged at error level with what it held: a crash does not usually
+//! leave one, so it may be a newer scheduler's record or damage worth a look. Any other unparsable line,
+//! and any gap in the records' sequence numbers (a missing record), is corruption and fails the load
+//! loudly rather than silently losing acknowledged state.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -41,6 +45,37 @@ struct Record<W> {
     write: W,
 }
 
+/// A last log record dropped on load (it was never acknowledged); also logged when found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DroppedTail {
+    /// The line has no newline: an append a crash cut off (a warning).
+    Torn {
+        path: PathBuf,
+        line: usize,
+        bytes: usize,
+    },
+    /// The line is complete but is not a record this scheduler can read (an error: a crash rarely leaves
+    /// one). `excerpt` is its start, for the operator.
+    Undecodable {
+        path: PathBuf,
+        line: usize,
+        error: String,
+        excerpt: String,
+    },
+}
+
+/// How much of an undecodable record the log shows.
+const EXCERPT_CHARS: usize = 200;
+
+fn excerpt(line: &[u8]) -> String {
+    let text = String::from_utf8_lossy(line);
+    let mut out: String = text.chars().take(EXCERPT_CHARS).collect();
+    if text.chars().count() > EXCERPT_CHARS {
+        out.push('…');
+    }
+    out
+}
+
 /// A write-ahead-logged state in a directory. See the module docs for the layout.
 #[derive(Debug)]
 pub struct FileStore<S, W> {
@@ -51,6 +86,7 @@ pub struct FileStore<S, W> {
     log_records: u64,
     compact_after: u64,
     fresh: bool,
+    dropped: Option<DroppedTail>,
     _lock: File,
     _write: PhantomData<fn(W)>,
 }
@@ -105,24 +141,68 @@ where
 
         let mut log_records = 0;
         let mut valid_len: u64 = 0;
+        let mut dropped = None;
         if let Ok(file) = File::open(&log_path) {
-            let mut lines = BufReader::new(file).split(b'\n').peekable();
+            let mut reader = BufReader::new(file);
+            let mut line = Vec::new();
+            let mut next = Vec::new();
             let mut line_no = 0;
-            while let Some(line) = lines.next() {
+            // The sequence the next record must carry; the first may be anywhere up to the snapshot's
+            // (a crash between the snapshot and the log's truncation leaves records it already holds).
+            let mut expected: Option<u64> = None;
+            let read = |r: &mut BufReader<File>, buf: &mut Vec<u8>| {
+                buf.clear();
+                r.read_until(b'\n', buf).map_err(|e| io_err(&log_path, e))
+            };
+            let mut more = read(&mut reader, &mut line)? > 0;
+            while more {
                 line_no += 1;
-                let line = line.map_err(|e| io_err(&log_path, e))?;
-                let is_last = lines.peek().is_none();
-                match serde_json::from_slice::<Record<W>>(&line) {
+                more = read(&mut reader, &mut next)? > 0;
+                let is_last = !more;
+                // A torn tail: its write never returned, so nothing acknowledged is lost.
+                let complete = line.last() == Some(&b'\n');
+                let body = line.strip_suffix(b"\n").unwrap_or(&line);
+                // Only the last line can lack its newline: `read_until` stops at one or at the end.
+                match serde_json::from_slice::<Record<W>>(body) {
+                    _ if !complete => {
+                        tracing::warn!(path = %log_path.display(), line = line_no, bytes = line.len(),
+                            "dropping the state log's torn last line (a write a crash cut off; it was never acknowledged)");
+                        dropped = Some(DroppedTail::Torn {
+                            path: log_path.clone(),
+                            line: line_no,
+                            bytes: line.len(),
+                        });
+                    }
                     Ok(rec) => {
-                        valid_len += line.len() as u64 + 1;
+                        let want = expected.unwrap_or(rec.seq.min(seq + 1));
+                        if rec.seq != want {
+                            return Err(StoreError::SequenceGap {
+                                path: log_path.clone(),
+                                line: line_no,
+                                missing: want,
+                                found: rec.seq,
+                            });
+                        }
+                        expected = Some(rec.seq + 1);
+                        valid_len += line.len() as u64;
                         log_records += 1;
                         if rec.seq > seq {
                             state.apply(&rec.write);
                             seq = rec.seq;
                         }
                     }
-                    // A torn tail: its write never returned, so nothing acknowledged is lost.
-                    Err(_) if is_last => break,
+                    Err(e) if is_last => {
+                        let excerpt = excerpt(body);
+                        tracing::error!(path = %log_path.display(), line = line_no, error = %e, record = %excerpt,
+                            "dropping the state log's last record: it is complete but cannot be decoded \
+                             (written by another version, or damaged); it was never acknowledged by this scheduler");
+                        dropped = Some(DroppedTail::Undecodable {
+                            path: log_path.clone(),
+                            line: line_no,
+                            error: e.to_string(),
+                            excerpt,
+                        });
+                    }
                     Err(e) => {
                         return Err(StoreError::Corrupt {
                             path: log_path.clone(),
@@ -130,6 +210,7 @@ where
                         });
                     }
                 }
+                std::mem::swap(&mut line, &mut next);
             }
         }
         let log = OpenOptions::new()
@@ -148,6 +229,7 @@ where
             compact_after: DEFAULT_COMPACT_AFTER,
             // Opening leaves an empty log behind: only a record or a snapshot means something was stored.
             fresh: !had_snapshot && log_records == 0,
+            dropped,
             _lock: lock,
             _write: PhantomData,
         })
@@ -162,6 +244,11 @@ where
     /// True when the directory held no state when opened (a first start).
     pub fn is_fresh(&self) -> bool {
         self.fresh
+    }
+
+    /// The last log record dropped when the store was opened, if any (it was also logged).
+    pub fn dropped_tail(&self) -> Option<&DroppedTail> {
+        self.dropped.as_ref()
     }
 
     /// The state as of the last durable write.
@@ -294,6 +381,14 @@ mod tests {
         {
             let mut store: FileStore<Kv, Op> = FileStore::open(dir.path()).expect("reopen");
             assert_eq!(store.state().0, BTreeMap::from([(1, 10)]));
+            assert!(
+                matches!(
+                    store.dropped_tail(),
+                    Some(DroppedTail::Torn { line: 2, .. })
+                ),
+                "{:?}",
+                store.dropped_tail()
+            );
             store.write(&[Op::Set(3, 30)]).expect("write after tear");
         }
         let store: FileStore<Kv, Op> = FileStore::open(dir.path()).expect("reopen");
@@ -314,6 +409,108 @@ mod tests {
         fs::write(&path, text.replacen("\"seq\":1", "\"seq\":?", 1)).expect("corrupt");
         let err = FileStore::<Kv, Op>::open(dir.path()).expect_err("corruption detected");
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    }
+
+    fn write_three(dir: &Path) -> PathBuf {
+        let mut store: FileStore<Kv, Op> = FileStore::open(dir).expect("open");
+        store
+            .write(&[Op::Set(1, 10), Op::Set(2, 20), Op::Set(3, 30)])
+            .expect("write");
+        dir.join("wal.jsonl")
+    }
+
+    #[test]
+    fn a_missing_middle_record_refuses_to_load_naming_the_file_and_the_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write_three(dir.path());
+        let text = fs::read_to_string(&path).expect("read");
+        let lines: Vec<&str> = text.lines().collect();
+        fs::write(&path, format!("{}\n{}\n", lines[0], lines[2])).expect("delete a line");
+        let err = FileStore::<Kv, Op>::open(dir.path()).expect_err("gap detected");
+        assert!(
+            matches!(
+                err,
+                StoreError::SequenceGap {
+                    line: 2,
+                    missing: 2,
+                    found: 3,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("wal.jsonl") && text.contains("record 2 is missing"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_missing_first_record_after_the_snapshot_refuses_to_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write_three(dir.path());
+        let text = fs::read_to_string(&path).expect("read");
+        let rest: Vec<&str> = text.lines().skip(1).collect();
+        fs::write(&path, format!("{}\n", rest.join("\n"))).expect("delete the first line");
+        let err = FileStore::<Kv, Op>::open(dir.path()).expect_err("gap detected");
+        assert!(
+            matches!(
+                err,
+                StoreError::SequenceGap {
+                    missing: 1,
+                    found: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn records_already_in_the_snapshot_still_load() {
+        // A crash after the snapshot was written but before the log was emptied.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write_three(dir.path());
+        let log = fs::read(&path).expect("read");
+        {
+            let mut store: FileStore<Kv, Op> = FileStore::open(dir.path()).expect("open");
+            store.compact().expect("compact");
+        }
+        fs::write(&path, log).expect("restore the old log");
+        {
+            let mut store: FileStore<Kv, Op> = FileStore::open(dir.path()).expect("reopen");
+            store.write(&[Op::Set(4, 40)]).expect("write");
+        }
+        let store: FileStore<Kv, Op> = FileStore::open(dir.path()).expect("reopen");
+        assert_eq!(
+            store.state().0,
+            BTreeMap::from([(1, 10), (2, 20), (3, 30), (4, 40)])
+        );
+    }
+
+    #[test]
+    fn a_complete_but_undecodable_last_record_is_dropped_and_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write_three(dir.path());
+        let mut log = OpenOptions::new().append(true).open(&path).expect("log");
+        log.write_all(b"{\"seq\":4,\"write\":{\"Rename\":[1,2]}}\n")
+            .expect("append");
+        drop(log);
+        let store: FileStore<Kv, Op> = FileStore::open(dir.path()).expect("loads");
+        assert_eq!(store.state().0, BTreeMap::from([(1, 10), (2, 20), (3, 30)]));
+        match store.dropped_tail() {
+            Some(DroppedTail::Undecodable {
+                line: 4,
+                error,
+                excerpt,
+                ..
+            }) => {
+                assert!(error.contains("Rename"), "{error}");
+                assert!(excerpt.contains("\"seq\":4"), "{excerpt}");
+            }
+            other => panic!("expected an undecodable tail, got {other:?}"),
+        }
     }
 
     #[test]

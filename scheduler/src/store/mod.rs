@@ -33,6 +33,16 @@ pub enum StoreError {
     Locked { dir: PathBuf },
     #[error("state store {path} is corrupt: {detail}")]
     Corrupt { path: PathBuf, detail: String },
+    /// A record is missing from the log: loading on would silently lose an acknowledged write.
+    #[error(
+        "state store {path} is corrupt: line {line} holds record {found} but record {missing} is missing (a gap in the log's sequence numbers)"
+    )]
+    SequenceGap {
+        path: PathBuf,
+        line: usize,
+        missing: u64,
+        found: u64,
+    },
     #[error("cannot encode state: {0}")]
     Encode(String),
     /// A ZooKeeper write lost a compare-and-set race, was fenced off, or failed: never retried, since

@@ -1,6 +1,7 @@
 //! Core tests: one deterministic test per rule (`rules`, and `fencing` for UNREACHABLE nodes), and a
 //! property-based model test (`model`).
 
+mod bounds;
 mod determinism;
 mod fencing;
 mod model;
