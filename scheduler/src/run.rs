@@ -226,7 +226,7 @@ impl Shell {
         match input {
             Input::Mesos(n) => self.on_mesos(n),
             Input::Sidecar(e) => {
-                self.on_sidecar(e);
+                self.on_sidecar(*e);
                 Ok(())
             }
             Input::Admin(r) => self.on_admin(r).await,
@@ -929,7 +929,8 @@ async fn mark_agents_gone(
 #[derive(Debug)]
 pub enum Input {
     Mesos(Notification),
-    Sidecar(SidecarEvent),
+    /// Boxed: a Connected event carries the stream's credential and channels, far larger than the rest.
+    Sidecar(Box<SidecarEvent>),
     Admin(AdminRequest),
     Es(EsView),
     Root(RootAnswer),
@@ -965,7 +966,12 @@ impl<'a> FairInputs<'a> {
 
     fn try_recv(&mut self, which: usize) -> Option<Input> {
         match which {
-            0 => self.inputs.sidecars.try_recv().ok().map(Input::Sidecar),
+            0 => self
+                .inputs
+                .sidecars
+                .try_recv()
+                .ok()
+                .map(|e| Input::Sidecar(Box::new(e))),
             1 => self.inputs.admin.try_recv().ok().map(Input::Admin),
             2 => self.inputs.mesos.try_recv().ok().map(Input::Mesos),
             3 => self.inputs.es.try_recv().ok().map(Input::Es),
@@ -995,7 +1001,7 @@ impl<'a> FairInputs<'a> {
             return Some(item);
         }
         let (which, item) = tokio::select! {
-            Some(e) = self.inputs.sidecars.recv() => (0, Input::Sidecar(e)),
+            Some(e) = self.inputs.sidecars.recv() => (0, Input::Sidecar(Box::new(e))),
             Some(r) = self.inputs.admin.recv() => (1, Input::Admin(r)),
             Some(n) = self.inputs.mesos.recv() => (2, Input::Mesos(n)),
             Some(v) = self.inputs.es.recv() => (3, Input::Es(v)),
