@@ -23,7 +23,6 @@ use tether_proto::v1::agent_channel_server::AgentChannel;
 use tether_proto::v1::{AgentMessage, Hello, SchedulerMessage, agent_message};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -352,10 +351,39 @@ impl AgentChannel for AgentChannelService {
                 .await;
         });
 
-        let refusal = futures::stream::once(refusal).filter_map(|r| r.ok().map(Err));
-        let stream = ReceiverStream::new(rx).map(Ok::<_, Status>).merge(refusal);
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(Box::pin(downstream(rx, refusal))))
     }
+}
+
+/// Where the stream towards a sidecar stands.
+enum Down {
+    /// The loop's messages, or a refusal of one of the sidecar's messages.
+    Open(mpsc::Receiver<SchedulerMessage>, oneshot::Receiver<Status>),
+    /// The reader ended without a refusal: only the loop's messages.
+    Outbox(mpsc::Receiver<SchedulerMessage>),
+    /// A refusal was sent: the stream is over.
+    Done,
+}
+
+/// What the sidecar hears: the loop's messages until the loop drops the outbox (which is how a replaced
+/// stream ends), or a refusal of one of its messages, which ends the stream with that status.
+fn downstream(
+    rx: mpsc::Receiver<SchedulerMessage>,
+    refusal: oneshot::Receiver<Status>,
+) -> impl Stream<Item = Result<SchedulerMessage, Status>> + Send {
+    futures::stream::unfold(Down::Open(rx, refusal), |state| async move {
+        match state {
+            Down::Open(mut rx, mut refusal) => tokio::select! {
+                m = rx.recv() => m.map(|m| (Ok(m), Down::Open(rx, refusal))),
+                r = &mut refusal => match r {
+                    Ok(status) => Some((Err(status), Down::Done)),
+                    Err(_) => rx.recv().await.map(|m| (Ok(m), Down::Outbox(rx))),
+                },
+            },
+            Down::Outbox(mut rx) => rx.recv().await.map(|m| (Ok(m), Down::Outbox(rx))),
+            Down::Done => None,
+        }
+    })
 }
 
 /// Waits for `body`'s encoded size in the queue's byte budget; a message larger than the whole budget

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tether_core::{Core, PersistedState};
 use tether_zk::{ZkSession, ZkStore};
 
+use crate::agent_identity::AgentSecret;
 use crate::args::Args;
 use crate::cluster_ca::{ClusterSecrets, SecretsError};
 use crate::config;
@@ -48,6 +49,22 @@ pub struct Backup {
     /// The persisted state, as the embedded store's snapshot holds it.
     pub state: PersistedState,
     pub secrets: Secrets,
+    /// The agent-token secret (what signs every `tetherctl agent-token`), only with `--include-secrets`
+    /// and once a token was minted. Without it the restored scheduler refuses every sidecar's token
+    /// until new ones are minted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_token_secret: Option<SecretText>,
+}
+
+/// A secret's text in a backup, never printed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretText(pub String);
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// The cluster's secrets in a backup.
@@ -127,7 +144,33 @@ impl Backup {
             framework_name: framework_name.to_owned(),
             state: state.clone(),
             secrets,
+            agent_token_secret: None,
         }
+    }
+
+    /// The document with the agent-token secret, when secrets are asked for and one exists.
+    #[must_use]
+    pub fn with_agent_token_secret(
+        mut self,
+        secret: Option<&AgentSecret>,
+        include_secrets: bool,
+    ) -> Backup {
+        self.agent_token_secret = secret
+            .filter(|_| include_secrets)
+            .map(|s| SecretText(s.text().to_owned()));
+        self
+    }
+
+    /// The agent-token secret the document carries, checked.
+    pub fn agent_secret(&self) -> Result<Option<AgentSecret>, BackupError> {
+        self.agent_token_secret
+            .as_ref()
+            .map(|t| {
+                AgentSecret::from_text(&t.0).map_err(|_| {
+                    BackupError::Invalid("agent_token_secret is not 64 hex digits".into())
+                })
+            })
+            .transpose()
     }
 
     pub fn to_json(&self) -> Result<String, BackupError> {
@@ -234,6 +277,8 @@ pub async fn restore(args: &Args, file: &Path) -> Result<Restored, SchedulerErro
         &core_config,
         args.es_ca_cert.is_some(),
     )?;
+    let agent_secret = backup.agent_secret()?;
+    let agent_secret_file = args.state_dir.join(crate::store::secret::FILE);
     let writes = backup.state.writes();
     let target = match args.state_url() {
         None => {
@@ -244,6 +289,9 @@ pub async fn restore(args: &Args, file: &Path) -> Result<Restored, SchedulerErro
             if let Err(e) = store.write(writes).await {
                 remove_secrets(secrets.as_ref(), &args.state_dir);
                 return Err(e.into());
+            }
+            if let Some(a) = &agent_secret {
+                crate::store::secret::save(&store, &agent_secret_file, a).await?;
             }
             target
         }
@@ -274,7 +322,11 @@ pub async fn restore(args: &Args, file: &Path) -> Result<Restored, SchedulerErro
             let mut store = elected.store;
             refuse_unless_fresh(&target, store.state(), store.is_fresh())?;
             write_secrets(secrets.as_ref(), &args.state_dir)?;
-            let written = store.write(&writes).await;
+            let mut written = store.write(&writes).await;
+            if let (Ok(()), Some(a)) = (&written, &agent_secret) {
+                let store = StateStore::Zk(Box::new(store));
+                written = crate::store::secret::save(&store, &agent_secret_file, a).await;
+            }
             candidate.resign().await;
             if let Err(e) = written {
                 remove_secrets(secrets.as_ref(), &args.state_dir);
@@ -376,6 +428,25 @@ mod tests {
     fn secrets() -> ClusterSecrets {
         let dir = tempfile::tempdir().expect("tempdir");
         ClusterSecrets::load_or_create(dir.path(), None, None).expect("secrets")
+    }
+
+    #[test]
+    fn the_agent_token_secret_travels_only_when_asked_for_and_is_never_printed() {
+        let secret = AgentSecret::generate();
+        let doc = |include| {
+            Backup::export("elasticsearch", &sample_state(), None, include, 7)
+                .with_agent_token_secret(Some(&secret), include)
+        };
+        assert!(doc(false).agent_secret().expect("valid").is_none());
+        assert!(!doc(false).to_json().expect("json").contains(secret.text()));
+        let with = doc(true);
+        assert!(!format!("{with:?}").contains(secret.text()));
+        let back = Backup::parse(&with.to_json().expect("json")).expect("parses");
+        let restored = back.agent_secret().expect("valid").expect("present");
+        assert_eq!(restored.text(), secret.text());
+        let mut bad = back;
+        bad.agent_token_secret = Some(SecretText("not-hex".into()));
+        assert!(matches!(bad.agent_secret(), Err(BackupError::Invalid(_))));
     }
 
     #[test]

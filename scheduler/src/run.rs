@@ -690,7 +690,8 @@ impl Shell {
                     self.settings.secrets.as_deref(),
                     include_secrets,
                     self.clock.unix_ms(now),
-                );
+                )
+                .with_agent_token_secret(self.agent_secret.borrow().as_deref(), include_secrets);
                 let _ = reply.send(
                     doc.to_json()
                         .map(|document| pb::ExportStateResponse {

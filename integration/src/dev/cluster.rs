@@ -376,6 +376,17 @@ impl Cluster {
                 "--zk-session-timeout",
                 &humantime::format_duration(ZK_SESSION_TIMEOUT).to_string(),
             ]));
+            if options.es_security != "off" {
+                let [cert, key, password] = super::plan::operator_es_secrets(&self.plan)?;
+                for (flag, path) in [
+                    ("--es-ca-cert", cert),
+                    ("--es-ca-key", key),
+                    ("--es-password-file", password),
+                ] {
+                    args.push(flag.into());
+                    args.push(path.display().to_string());
+                }
+            }
         }
         if let Some(after) = options.storage_fencing {
             args.extend(strings(&[

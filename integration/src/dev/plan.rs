@@ -107,6 +107,37 @@ fn ensure_token(path: &Path) -> Result<(), DevError> {
         .map_err(io("cannot protect token", path))
 }
 
+/// The cluster CA and `elastic` password an operator gives every scheduler instance when the state is in
+/// ZooKeeper (`--es-ca-cert`, `--es-ca-key`, `--es-password-file`: the scheduler does not keep them in
+/// ZooKeeper). Made once, under `state/es-operator/`, and the same on every start: a new CA would orphan
+/// every node's certificate. Returns the three paths.
+pub fn operator_es_secrets(plan: &Plan) -> Result<[PathBuf; 3], DevError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = plan.state.join("es-operator");
+    // The names a scheduler gives its own copies in its state directory, so readers find them alike.
+    let paths = [
+        dir.join("es-ca.crt"),
+        dir.join("es-ca.key"),
+        dir.join("elastic-password"),
+    ];
+    if paths.iter().all(|p| p.exists()) {
+        return Ok(paths);
+    }
+    std::fs::create_dir_all(&dir).map_err(io("cannot create", &dir))?;
+    let ca =
+        crate::es_standin::certs::Ca::new("tether-dev cluster CA").map_err(|e| DevError::Io {
+            what: "cannot make the cluster CA in",
+            path: dir.clone(),
+            source: std::io::Error::other(e),
+        })?;
+    std::fs::write(&paths[0], &ca.cert_pem).map_err(io("cannot write", &paths[0]))?;
+    std::fs::write(&paths[1], ca.key_pem()).map_err(io("cannot write", &paths[1]))?;
+    ensure_token(&paths[2])?;
+    std::fs::set_permissions(&paths[1], std::fs::Permissions::from_mode(0o600))
+        .map_err(io("cannot protect", &paths[1]))?;
+    Ok(paths)
+}
+
 /// A fresh CA and a certificate for the scheduler's listener (its address as the SAN), written on every
 /// start: the admin address may differ from the last run's, and every reader takes the files anew.
 fn write_listener_tls(plan: &Plan) -> Result<(), DevError> {

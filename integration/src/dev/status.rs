@@ -57,7 +57,14 @@ pub async fn es_access(plan: &Plan) -> Result<EsAccess, String> {
         .map_err(|e| format!("GetCluster: {e}"))?
         .into_inner()
         .security;
-    es_access_for(&security, &plan.state.join("scheduler"))
+    // With the state in ZooKeeper the operator's files are the scheduler's (`plan::operator_es_secrets`).
+    let operator = plan.state.join("es-operator");
+    let dir = if operator.exists() {
+        operator
+    } else {
+        plan.state.join("scheduler")
+    };
+    es_access_for(&security, &dir)
 }
 
 /// How to reach nodes that run with `security` (`off`, `transport` or `full`), from the cluster CA and

@@ -38,6 +38,11 @@ impl Ca {
         })
     }
 
+    /// The CA's private key (PEM), for a CA an operator hands to the scheduler (`--es-ca-key`).
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
     /// A certificate for `common_name` with `sans` (DNS names or IPs), usable as TLS server and client
     /// (what ECK and Elasticsearch's own tools issue for transport).
     pub fn leaf(&self, common_name: &str, sans: &[String]) -> Result<Leaf, rcgen::Error> {
