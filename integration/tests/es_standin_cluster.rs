@@ -9,6 +9,7 @@ use rustix::process::Signal;
 use serde_json::Value;
 use tether_integration::es_standin::testing::{Pki, Running, Sandbox, request, start};
 use tether_integration::process::Proc;
+use tether_integration::testing::cluster::SubnetLease;
 use tether_integration::testing::eventually;
 
 const V8: &str = "docker.elastic.co/elasticsearch/elasticsearch:8.15.0";
@@ -45,27 +46,11 @@ fn plan(names: &[&str]) -> Vec<Planned> {
         .iter()
         .map(|n| Planned {
             name: (*n).to_owned(),
-            transport: stable_port(),
-            http: stable_port(),
+            transport: SubnetLease::stable_port(),
+            http: SubnetLease::stable_port(),
             sandbox: Sandbox::new(),
         })
         .collect()
-}
-
-/// A free port below the kernel's ephemeral range: a node restarted on it cannot lose it to a socket
-/// another test binds to port 0 meanwhile.
-fn stable_port() -> u16 {
-    let ephemeral_start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next().and_then(|p| p.parse().ok()))
-        .unwrap_or(32768);
-    let low = ephemeral_start.saturating_sub(12_000).max(1024);
-    loop {
-        let port = rand::random_range(low..ephemeral_start);
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
 }
 
 /// The `-E` settings of `node` seeding `seeds`, with `initial` masters and `extra`.

@@ -349,6 +349,8 @@ pub struct SubnetLease {
 /// Leases: `n` of `127.<n>.0` runs from `FIRST_SUBNET` over `SUBNETS` values.
 const FIRST_SUBNET: usize = 20;
 const SUBNETS: usize = 200;
+/// The end (exclusive) of [`SubnetLease::stable_port`]'s range: where a Mesos agent's default ports start.
+const STABLE_PORTS_END: u16 = 31_000;
 
 impl SubnetLease {
     /// Ports per agent: a node needs 2.
@@ -371,6 +373,20 @@ impl SubnetLease {
     /// One past the last port any lease's block may use.
     pub fn ports_end() -> u32 {
         u32::from(Self::PORTS_START) + SUBNETS as u32 * u32::from(Self::PORTS_PER_LEASE)
+    }
+
+    /// A free port for a test that runs Elasticsearch doubles without a lease (`es_standin_cluster`):
+    /// between the lease blocks and the Mesos agents' 31000-32000, so no other test's cluster or
+    /// emulated task takes it, and below the ephemeral range, so no port-0 socket does. Free when chosen;
+    /// tests of that kind pick at random from 3,000 ports.
+    pub fn stable_port() -> u16 {
+        let low = u16::try_from(Self::ports_end()).expect("lease blocks end below 65536");
+        loop {
+            let port = rand::random_range(low..STABLE_PORTS_END);
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
     }
 
     pub fn acquire() -> SubnetLease {
@@ -402,7 +418,7 @@ impl SubnetLease {
 
 #[cfg(test)]
 mod tests {
-    use super::SubnetLease;
+    use super::{STABLE_PORTS_END, SubnetLease};
 
     /// Every lease's port block lies outside this machine's ephemeral port range (see
     /// [`SubnetLease::PORTS_START`]); with the blocks inside it, a node's bind failed whenever some
@@ -424,6 +440,13 @@ mod tests {
             end <= low || start > high,
             "test port blocks {start}..{end} overlap the ephemeral ports {low}-{high}"
         );
-        assert!(end <= 31_000, "and stay clear of the dev cluster's 31000-");
+        assert!(
+            end < u32::from(STABLE_PORTS_END),
+            "and leave room for stable_port below the Mesos agents' 31000-"
+        );
+        for _ in 0..100 {
+            let p = u32::from(SubnetLease::stable_port());
+            assert!((end..u32::from(STABLE_PORTS_END)).contains(&p), "{p}");
+        }
     }
 }
