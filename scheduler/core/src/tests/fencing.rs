@@ -22,12 +22,17 @@ fn check(h: &Harness) {
     }
 }
 
-/// One node running on agent `a` (agents `a` and `b` have sidecars), with `fencing`.
-fn running_on_a(fencing: Fencing) -> (Harness, TaskId, Vec<VolumeName>) {
+/// The configuration of these tests, with `fencing`.
+fn fencing_config(fencing: Fencing) -> crate::config::Config {
     let mut c = config(external(false));
     c.fencing = fencing;
     c.unreachable_replace_after_ms = DELAY;
     c.es_view_max_age_ms = 15_000;
+    c
+}
+
+/// A subscribed core with one node wanted and sidecars on agents `a` and `b`; the node's volumes.
+fn one_node_two_sidecars(c: crate::config::Config) -> (Harness, Vec<VolumeName>) {
     let mut h = Harness::new(c);
     h.subscribe();
     h.core
@@ -37,6 +42,12 @@ fn running_on_a(fencing: Fencing) -> (Harness, TaskId, Vec<VolumeName>) {
     let vols = h.core.persisted().slots[&NodeId(1)].volumes.clone();
     h.sidecar("a", None, None, &vols);
     h.sidecar("b", None, None, &vols);
+    (h, vols)
+}
+
+/// One node running on agent `a` (agents `a` and `b` have sidecars), with `fencing`.
+fn running_on_a(fencing: Fencing) -> (Harness, TaskId, Vec<VolumeName>) {
+    let (mut h, vols) = one_node_two_sidecars(fencing_config(fencing));
     let cmds = h.offers(vec![offer("o-a", "a", 4.0, 8192.0, 0.0)]);
     let (_, command_id, _) = prepares(&cmds)[0].clone();
     let cmds = h.prepare_result("a", command_id, true);
@@ -207,22 +218,11 @@ fn storage_fencing_replaces_once_unreachable_and_absent_from_elasticsearch_for_t
 /// "the driver reported nothing of it".)
 #[test]
 fn with_security_the_takeover_is_confirmed_by_the_prepare_and_launched_after_the_identity() {
-    let mut c = config(external(false));
-    c.fencing = Fencing::Storage;
-    c.unreachable_replace_after_ms = DELAY;
-    c.es_view_max_age_ms = 15_000;
+    let mut c = fencing_config(Fencing::Storage);
     c.security = crate::config::Security::Full;
     c.volumes[0].container_path = crate::config::IDENTITY_MOUNT.into();
     c.validate().expect("a valid secure layout");
-    let mut h = Harness::new(c);
-    h.subscribe();
-    h.core
-        .handle_scale(1, h.now)
-        .unwrap_or_else(|e| panic!("{e}"));
-    h.drain();
-    let vols = h.core.persisted().slots[&NodeId(1)].volumes.clone();
-    h.sidecar("a", None, None, &vols);
-    h.sidecar("b", None, None, &vols);
+    let (mut h, vols) = one_node_two_sidecars(c);
     let answer = |command_id, volumes, csr: Option<&str>| crate::domain::CommandResult {
         command_id,
         ok: true,
