@@ -38,20 +38,6 @@ async fn kill_agent_of(c: &mut E2eCluster, n: &Node) {
     c.cluster.kill_plugin(&n.host);
 }
 
-/// Checks for `window` that node 2 does not run anywhere but on `allowed_task` (if any).
-async fn assert_not_relaunched(c: &E2eCluster, window: Duration, allowed_task: Option<&str>) {
-    let end = tokio::time::Instant::now() + window;
-    while tokio::time::Instant::now() < end {
-        let live = c.live_tasks_by_node().await;
-        let tasks = live.get(&2).cloned().unwrap_or_default();
-        assert!(
-            tasks.iter().all(|t| Some(t.as_str()) == allowed_task),
-            "node 2 was relaunched while it must not be: {tasks:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 /// (3) A partitioned agent's node is not replaced while UNREACHABLE (its task may still write), and is
 /// replaced once the agent is GONE.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,7 +55,8 @@ async fn a_partitioned_node_is_replaced_only_once_its_agent_is_gone() {
     })
     .await;
     // Several allocation rounds and backoffs pass; the old task is the only one for node 2.
-    assert_not_relaunched(&c, Duration::from_secs(4), Some(&two.task_id)).await;
+    c.assert_not_relaunched(2, Duration::from_secs(4), Some(&two.task_id))
+        .await;
     let nodes = c
         .wait_nodes("node 2 still on its task", |ns| {
             ns.iter().any(|n| n.id == 2)
@@ -167,7 +154,8 @@ async fn no_launch_on_an_agent_whose_sidecar_is_down() {
     })
     .await;
     // The spare is the only zone-b agent left, and its sidecar cannot vouch for the volumes.
-    assert_not_relaunched(&c, Duration::from_secs(4), None).await;
+    c.assert_not_relaunched(2, Duration::from_secs(4), None)
+        .await;
 
     let agent = c.agent(&spare);
     c.cluster.start_sidecar(&agent).expect("sidecar restarts");

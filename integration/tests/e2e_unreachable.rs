@@ -65,22 +65,6 @@ async fn node_json(c: &E2eCluster, id: u64) -> serde_json::Value {
         .expect("node listed")
 }
 
-/// Checks for `window` that node 2 runs no task but `allowed` (UNREACHABLE ones aside), and that no
-/// node ever has two writers.
-async fn assert_no_relaunch(c: &E2eCluster, window: Duration, allowed: Option<&str>) {
-    let end = tokio::time::Instant::now() + window;
-    while tokio::time::Instant::now() < end {
-        let live = c.live_tasks_by_node().await;
-        let tasks = live.get(&2).cloned().unwrap_or_default();
-        assert!(
-            tasks.iter().all(|t| Some(t.as_str()) == allowed),
-            "node 2 was relaunched: {tasks:?}"
-        );
-        assert_eq!(c.duplicate_writers().await, vec![]);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 async fn all_documents_back(es: &EsAccess, moved: &Node, count: usize) {
     wait_es(es, moved).await;
     for i in 0..count {
@@ -110,7 +94,8 @@ async fn without_fencing_a_dead_agents_node_waits_for_the_operator() {
         shown["unreachable_since_unix_ms"].as_u64().is_some(),
         "{shown}"
     );
-    assert_no_relaunch(&c, Duration::from_secs(5), None).await;
+    c.assert_not_relaunched(2, Duration::from_secs(5), None)
+        .await;
 
     let env = c.tetherctl_env();
     let env = env_refs(&env);
@@ -133,7 +118,8 @@ async fn without_fencing_a_dead_agents_node_waits_for_the_operator() {
         !declined.ok && declined.stderr.contains("not confirmed"),
         "{declined:?}"
     );
-    assert_no_relaunch(&c, Duration::from_secs(1), None).await;
+    c.assert_not_relaunched(2, Duration::from_secs(1), None)
+        .await;
 
     let done = tetherctl_answering(&["agents", "gone", &two.host], &env, "yes\n").await;
     assert!(done.ok && done.stdout.contains(&two.agent_id), "{done:?}");
@@ -287,6 +273,7 @@ async fn without_preemption_the_node_stays_pending_and_never_has_two_writers() {
             .any(|n| n.id == 2 && n.state == "PENDING" && n.reason.contains("resource not found"))
     })
     .await;
-    assert_no_relaunch(&c, Duration::from_secs(5), None).await;
+    c.assert_not_relaunched(2, Duration::from_secs(5), None)
+        .await;
     c.stop().await;
 }

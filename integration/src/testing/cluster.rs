@@ -181,6 +181,27 @@ impl E2eCluster {
             .collect()
     }
 
+    /// Checks for `window`, sampling every 250 ms, that node `id` runs no task but `allowed` (if any)
+    /// and that no node ever has two writers.
+    pub async fn assert_not_relaunched(
+        &self,
+        id: u64,
+        window: std::time::Duration,
+        allowed: Option<&str>,
+    ) {
+        let end = tokio::time::Instant::now() + window;
+        while tokio::time::Instant::now() < end {
+            let live = self.live_tasks_by_node().await;
+            let tasks = live.get(&id).cloned().unwrap_or_default();
+            assert!(
+                tasks.iter().all(|t| Some(t.as_str()) == allowed),
+                "node {id} was relaunched while it must not be: {tasks:?}"
+            );
+            assert_eq!(self.duplicate_writers().await, vec![]);
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    }
+
     /// Nodes with more than one writer (invariant 1 as storage fencing gives it; see
     /// [`crate::dev::chaos::duplicate_tasks`]), from the emulator, the node list and the volume backend.
     pub async fn duplicate_writers(&self) -> Vec<crate::dev::chaos::Violation> {
