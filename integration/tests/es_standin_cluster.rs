@@ -41,16 +41,22 @@ struct Planned {
     sandbox: Sandbox,
 }
 
-fn plan(names: &[&str]) -> Vec<Planned> {
-    names
-        .iter()
-        .map(|n| Planned {
+/// Plans `names` on the ports of a lease's block, which no other test process uses while the returned
+/// lease is held (ports picked at random and probed free were taken by another test between the probe
+/// and the node's bind).
+fn plan(names: &[&str]) -> (SubnetLease, Vec<Planned>) {
+    let lease = SubnetLease::acquire();
+    let base = lease.ports_base();
+    let nodes = (0u16..)
+        .zip(names)
+        .map(|(i, n)| Planned {
             name: (*n).to_owned(),
-            transport: SubnetLease::stable_port(),
-            http: SubnetLease::stable_port(),
+            transport: base + 2 * i,
+            http: base + 2 * i + 1,
             sandbox: Sandbox::new(),
         })
-        .collect()
+        .collect();
+    (lease, nodes)
 }
 
 /// The `-E` settings of `node` seeding `seeds`, with `initial` masters and `extra`.
@@ -165,7 +171,7 @@ async fn has_master(node: &Planned, auth: Auth<'_>) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_needs_a_majority_of_the_voting_configuration() {
-    let p = plan(&["n1", "n2", "n3"]);
+    let (_lease, p) = plan(&["n1", "n2", "n3"]);
     let all: Vec<&Planned> = p.iter().collect();
     let initial = ["n1", "n2", "n3"];
     let mut running = Vec::new();
@@ -214,7 +220,7 @@ async fn a_master_needs_a_majority_of_the_voting_configuration() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrapping_needs_more_than_half_of_the_initial_master_nodes_and_happens_once() {
-    let p = plan(&["a", "b", "c"]);
+    let (_lease, p) = plan(&["a", "b", "c"]);
     let all: Vec<&Planned> = p.iter().collect();
 
     // Seeds alone never bootstrap a cluster.
@@ -278,7 +284,7 @@ async fn bootstrapping_needs_more_than_half_of_the_initial_master_nodes_and_happ
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_of_another_cluster_is_refused_until_its_data_path_is_wiped() {
-    let p = plan(&["a1", "b1", "b2", "b3"]);
+    let (_lease, p) = plan(&["a1", "b1", "b2", "b3"]);
     let (a, bs) = (&p[0], &p[1..]);
     let a_run = start_node(a, V8, &[], &settings(a, &[a], &["a1"], &no_security())).await;
     let uuid_a = formed(&[a], &["a1"], None).await;
@@ -354,7 +360,7 @@ async fn elected(p: &[Planned]) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_outlives_a_failed_publication_of_its_new_index() {
     let logs = tempfile::tempdir().expect("logs");
-    let p = plan(&["w1", "w2", "w3"]);
+    let (_lease, p) = plan(&["w1", "w2", "w3"]);
     let all: Vec<&Planned> = p.iter().collect();
     let initial = ["w1", "w2", "w3"];
     let procs: Vec<Proc> = p
@@ -409,7 +415,7 @@ fn spawn(node: &Planned, settings: &[String], logs: &std::path::Path) -> Proc {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_master_removes_a_node_that_stops_answering() {
     let logs = tempfile::tempdir().expect("logs");
-    let p = plan(&["f1", "f2", "f3"]);
+    let (_lease, p) = plan(&["f1", "f2", "f3"]);
     let all: Vec<&Planned> = p.iter().collect();
     let initial = ["f1", "f2", "f3"];
     let mut procs: Vec<Proc> = p
@@ -462,7 +468,7 @@ async fn the_master_removes_a_node_that_stops_answering() {
 async fn transport_tls_refuses_a_certificate_of_another_ca_or_host() {
     let pki = Pki::new("cluster CA");
     let rogue = Pki::new("another CA");
-    let p = plan(&["t1", "t2", "t3"]);
+    let (_lease, p) = plan(&["t1", "t2", "t3"]);
     let all: Vec<&Planned> = p.iter().collect();
     let initial = ["t1", "t2"];
     let password = "s3cret";
@@ -547,7 +553,7 @@ async fn transport_tls_refuses_a_certificate_of_another_ca_or_host() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_717_cluster_forms_and_an_older_node_cannot_join_a_newer_cluster() {
-    let p = plan(&["o1", "o2", "n1", "m1", "o3"]);
+    let (_lease, p) = plan(&["o1", "o2", "n1", "m1", "o3"]);
     let olds: Vec<&Planned> = vec![&p[0], &p[1]];
     let mut running = Vec::new();
     for n in &olds {
@@ -588,7 +594,7 @@ async fn a_717_cluster_forms_and_an_older_node_cannot_join_a_newer_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secure_8x_cluster_forms_from_the_environment_alone() {
     let pki = Pki::new("tether cluster CA");
-    let p = plan(&["es-1", "es-2", "es-3"]);
+    let (_lease, p) = plan(&["es-1", "es-2", "es-3"]);
     let seeds: Vec<String> = p
         .iter()
         .map(|n| format!("127.0.0.1:{}", n.transport))

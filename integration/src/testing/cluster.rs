@@ -370,8 +370,8 @@ pub struct SubnetLease {
 /// Leases: `n` of `127.<n>.0` runs from `FIRST_SUBNET` over `SUBNETS` values.
 const FIRST_SUBNET: usize = 20;
 const SUBNETS: usize = 200;
-/// The end (exclusive) of [`SubnetLease::stable_port`]'s range: where a Mesos agent's default ports start.
-const STABLE_PORTS_END: u16 = 31_000;
+/// Where a Mesos agent's default `ports` resource starts (31000-32000).
+const MESOS_AGENT_PORTS: u16 = 31_000;
 
 impl SubnetLease {
     /// Ports per agent: a node needs 2.
@@ -394,20 +394,6 @@ impl SubnetLease {
     /// One past the last port any lease's block may use.
     pub fn ports_end() -> u32 {
         u32::from(Self::PORTS_START) + SUBNETS as u32 * u32::from(Self::PORTS_PER_LEASE)
-    }
-
-    /// A free port for a test that runs Elasticsearch doubles without a lease (`es_standin_cluster`):
-    /// between the lease blocks and the Mesos agents' 31000-32000, so no other test's cluster or
-    /// emulated task takes it, and below the ephemeral range, so no port-0 socket does. Free when chosen;
-    /// tests of that kind pick at random from 3,000 ports.
-    pub fn stable_port() -> u16 {
-        let low = u16::try_from(Self::ports_end()).expect("lease blocks end below 65536");
-        loop {
-            let port = rand::random_range(low..STABLE_PORTS_END);
-            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-                return port;
-            }
-        }
     }
 
     pub fn acquire() -> SubnetLease {
@@ -439,7 +425,7 @@ impl SubnetLease {
 
 #[cfg(test)]
 mod tests {
-    use super::{STABLE_PORTS_END, SubnetLease};
+    use super::{MESOS_AGENT_PORTS, SubnetLease};
 
     /// Every lease's port block lies outside this machine's ephemeral port range (see
     /// [`SubnetLease::PORTS_START`]); with the blocks inside it, a node's bind failed whenever some
@@ -462,12 +448,8 @@ mod tests {
             "test port blocks {start}..{end} overlap the ephemeral ports {low}-{high}"
         );
         assert!(
-            end < u32::from(STABLE_PORTS_END),
-            "and leave room for stable_port below the Mesos agents' 31000-"
+            end <= u32::from(MESOS_AGENT_PORTS),
+            "and below the Mesos agents' 31000-"
         );
-        for _ in 0..100 {
-            let p = u32::from(SubnetLease::stable_port());
-            assert!((end..u32::from(STABLE_PORTS_END)).contains(&p), "{p}");
-        }
     }
 }
