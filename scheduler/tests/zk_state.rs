@@ -33,6 +33,7 @@ fn slot(id: u64) -> SlotRecord {
         fenced: false,
         last_reason: Some(format!("placed on agent{}", id % 7)),
         mount_host: None,
+        removal: None,
     }
 }
 

@@ -5,7 +5,7 @@ use crate::command::{Command, MesosCommand, WatchEvent};
 use crate::core::{Core, MAX_NODES, ScalePlan, new_runtime};
 use crate::error::CoreError;
 use crate::ids::{Hostname, Millis, NodeId, VolumeName};
-use crate::state::{SlotRecord, StateWrite};
+use crate::state::{RemovalKind, SlotRecord, StateWrite};
 use std::collections::HashMap;
 
 impl Core {
@@ -16,6 +16,19 @@ impl Core {
     /// Sets the desired node count. Scale-up takes the lowest free ids (reusing the volumes of earlier
     /// scaled-down slots); scale-down stops the highest ids first and keeps their volumes.
     pub fn handle_scale(&mut self, n: u64, now: Millis) -> Result<ScalePlan, CoreError> {
+        self.handle_scale_with(n, false, now)
+    }
+
+    /// [`Core::handle_scale`], where a node Elasticsearch knows is removed safely (`removal.rs`): its
+    /// data moves away first, and removing the last copy of a shard (or the last master-eligible node)
+    /// is refused unless `allow_data_loss` (which also lets an overdue data move go on). A scale to 0 is
+    /// a full stop: every task is killed at once, the volumes keep the data.
+    pub fn handle_scale_with(
+        &mut self,
+        n: u64,
+        allow_data_loss: bool,
+        now: Millis,
+    ) -> Result<ScalePlan, CoreError> {
         if n > MAX_NODES {
             return Err(CoreError::InvalidConfig(format!(
                 "desired count {n} exceeds {MAX_NODES}"
@@ -44,6 +57,33 @@ impl Core {
                 additions.push((id, vols));
             }
         }
+        let leaving: Vec<NodeId> = self
+            .ids
+            .iter()
+            .filter(|id| id.0 >= self.config.first_id.saturating_add(n))
+            .filter(|id| self.known_to_es(*id, now))
+            .collect();
+        if n > 0 && !leaving.is_empty() {
+            self.check_removal(&leaving, n, allow_data_loss, now)?;
+        }
+        if allow_data_loss {
+            // Repeating a scale-down with --allow-data-loss lets its overdue data moves go on.
+            let draining: Vec<NodeId> = self
+                .persisted
+                .slots
+                .values()
+                .filter(|r| r.removal.as_ref().is_some_and(|m| !m.allow_data_loss))
+                .map(|r| r.node_id)
+                .collect();
+            for id in draining {
+                if let Some(mut rec) = self.record(id).cloned()
+                    && let Some(m) = rec.removal.as_mut()
+                {
+                    m.allow_data_loss = true;
+                    self.write_slot(rec);
+                }
+            }
+        }
         if from != n {
             self.write(StateWrite::Desired(n));
         }
@@ -70,10 +110,16 @@ impl Core {
                         fenced: false,
                         last_reason: None,
                         mount_host: None,
+                        removal: None,
                     }
                 }
             };
+            let cancelled = rec.removal.is_some();
             self.write_slot(rec);
+            if cancelled {
+                // Wanted again while on its way out: what was set for it is cleared, it stays.
+                self.cancel_removal(id, now);
+            }
             let fence = self.prepare_fence(id);
             let rt = self.slots.entry(id).or_insert_with(|| new_runtime(now));
             rt.failures = 0;
@@ -91,7 +137,9 @@ impl Core {
             rec.removed = true;
             self.write_slot(rec.clone());
             self.abandon_prepare(id, true);
-            if let Some(t) = rec.task.as_ref().filter(|t| !t.is_terminal()) {
+            if n > 0 && leaving.contains(&id) {
+                self.begin_removal(id, RemovalKind::ScaleDown, allow_data_loss, now);
+            } else if let Some(t) = rec.task.as_ref().filter(|t| !t.is_terminal()) {
                 self.mesos(MesosCommand::Kill {
                     task_id: t.task_id.clone(),
                     agent_id: Some(t.agent_id.clone()),
@@ -126,9 +174,45 @@ impl Core {
         force: bool,
         now: Millis,
     ) -> Result<(), CoreError> {
+        self.handle_replace_with(id, force, false, now)
+    }
+
+    /// [`Core::handle_replace`], where a RUNNING node is replaced safely without `force`: its data
+    /// moves away first (`removal.rs`), it is stopped, and it is placed again once what was set for it
+    /// is cleared. Removing the last copy of a shard that way is refused unless `allow_data_loss`.
+    pub fn handle_replace_with(
+        &mut self,
+        id: NodeId,
+        force: bool,
+        allow_data_loss: bool,
+        now: Millis,
+    ) -> Result<(), CoreError> {
         let Some(rec) = self.record(id).cloned().filter(|r| !r.removed) else {
             return Err(CoreError::UnknownNode(id));
         };
+        let running = rec
+            .task
+            .as_ref()
+            .is_some_and(|t| t.state == Some(crate::domain::TaskState::Running));
+        if !force && rec.removal.is_some() {
+            return Err(CoreError::Refused(format!(
+                "node {id} is already being removed; `tetherctl nodes` shows where it stands"
+            )));
+        }
+        if !force && running {
+            if self.known_to_es(id, now) {
+                let remaining = self.ids.len() as u64;
+                self.check_removal(&[id], remaining, allow_data_loss, now)?;
+            }
+            self.begin_removal(id, RemovalKind::Replace, allow_data_loss, now);
+            self.watch(WatchEvent::Replaced { node_id: id, force });
+            self.flush_interest();
+            return Ok(());
+        }
+        if force && rec.removal.is_some() {
+            self.cancel_removal(id, now);
+        }
+        let rec = self.record(id).cloned().unwrap_or(rec);
         if let Some(t) = rec.task.as_ref().filter(|t| !t.is_terminal()) {
             if !force {
                 return Err(CoreError::TaskMayBeAlive {

@@ -26,6 +26,115 @@ pub enum Command {
     Persist(StateWrite),
     /// An event for `WatchEvents` and the logs.
     Watch(WatchEvent),
+    /// A call to the Elasticsearch cluster, made through any node that serves; its outcome comes back
+    /// as `Core::handle_es_call_result` with the same `call_id`.
+    Elasticsearch {
+        /// Unique per scheduler process.
+        call_id: u64,
+        /// The call.
+        call: EsCall,
+    },
+}
+
+/// A call that changes what the Elasticsearch cluster does (its answer is only success or the error);
+/// what it then does, the core learns from the next [`crate::domain::EsCluster`]. Every call is
+/// idempotent, so the core sends one again after a restart or a failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EsCall {
+    /// `PUT _nodes/<node_id>/shutdown {"type", "reason"[, "target_node_name"]}` (7.15+).
+    PutShutdown {
+        /// Elasticsearch's node id (not its name).
+        node_id: String,
+        /// `restart`, `remove` or `replace`.
+        kind: crate::domain::ShutdownKind,
+        /// Why, for whoever reads `GET _nodes/shutdown`.
+        reason: String,
+        /// With `replace`: the node that takes the shards.
+        target_node_name: Option<String>,
+    },
+    /// `DELETE _nodes/<node_id>/shutdown` (a record that is not there counts as cleared).
+    DeleteShutdown {
+        /// Elasticsearch's node id.
+        node_id: String,
+    },
+    /// `PUT _cluster/settings` with persistent `cluster.routing.allocation.enable` (`None`: `null`,
+    /// back to the default `all`).
+    SetAllocationEnable(Option<AllocationEnable>),
+    /// `PUT _cluster/settings` with persistent `cluster.routing.allocation.exclude._name` set to these
+    /// node names, comma-separated (empty: `null`). The whole list each time: the setting is one value.
+    SetAllocationExclude {
+        /// Node names whose shards move away.
+        names: Vec<String>,
+    },
+    /// `POST _flush`.
+    Flush,
+    /// `POST _cluster/voting_config_exclusions?node_names=a,b`: answers once the nodes left the voting
+    /// configuration (or fails on its timeout).
+    AddVotingExclusions {
+        /// Node names.
+        node_names: Vec<String>,
+    },
+    /// `DELETE _cluster/voting_config_exclusions?wait_for_removal=false`: clears every exclusion.
+    ClearVotingExclusions,
+}
+
+/// `cluster.routing.allocation.enable`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AllocationEnable {
+    /// `all`.
+    All,
+    /// `primaries`: during a restart, replicas are not rebuilt elsewhere.
+    Primaries,
+    /// `new_primaries`.
+    NewPrimaries,
+    /// `none`.
+    None,
+}
+
+impl AllocationEnable {
+    /// The setting's value.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AllocationEnable::All => "all",
+            AllocationEnable::Primaries => "primaries",
+            AllocationEnable::NewPrimaries => "new_primaries",
+            AllocationEnable::None => "none",
+        }
+    }
+}
+
+impl fmt::Display for EsCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EsCall::PutShutdown { node_id, kind, .. } => {
+                write!(f, "PUT _nodes/{node_id}/shutdown ({})", kind.as_str())
+            }
+            EsCall::DeleteShutdown { node_id } => write!(f, "DELETE _nodes/{node_id}/shutdown"),
+            EsCall::SetAllocationEnable(v) => write!(
+                f,
+                "cluster.routing.allocation.enable={}",
+                v.map_or("null", AllocationEnable::as_str)
+            ),
+            EsCall::SetAllocationExclude { names } if names.is_empty() => {
+                write!(f, "cluster.routing.allocation.exclude._name=null")
+            }
+            EsCall::SetAllocationExclude { names } => {
+                write!(
+                    f,
+                    "cluster.routing.allocation.exclude._name={}",
+                    names.join(",")
+                )
+            }
+            EsCall::Flush => write!(f, "POST _flush"),
+            EsCall::AddVotingExclusions { node_names } => write!(
+                f,
+                "POST _cluster/voting_config_exclusions?node_names={}",
+                node_names.join(",")
+            ),
+            EsCall::ClearVotingExclusions => write!(f, "DELETE _cluster/voting_config_exclusions"),
+        }
+    }
 }
 
 /// Mesos scheduler calls.
@@ -726,6 +835,15 @@ pub enum WatchEvent {
         node_id: Option<NodeId>,
         /// What happened.
         message: String,
+    },
+    /// A node being removed safely (scale-down, replace) moved on a step, or a step is overdue.
+    Removal {
+        /// Node.
+        node_id: NodeId,
+        /// What happened, or what it waits for.
+        message: String,
+        /// The step did not finish within `--removal-step-timeout`: an operator should look.
+        stalled: bool,
     },
     /// An update could not be handled.
     Warning {

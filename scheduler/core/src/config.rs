@@ -257,6 +257,14 @@ pub struct Config {
     /// the scheduler remember invented hosts forever.
     #[serde(default = "default_max_agent_absence_ms")]
     pub max_agent_absence_ms: u64,
+    /// A step of a safe removal (moving data away, the voting exclusion, the stop, the clean-up) not done
+    /// after this long is reported as stalled (`--removal-step-timeout`); it is never forced on its own.
+    #[serde(default = "default_removal_step_timeout_ms")]
+    pub removal_step_timeout_ms: u64,
+}
+
+fn default_removal_step_timeout_ms() -> u64 {
+    1_800_000
 }
 
 fn default_max_agent_absence_ms() -> u64 {
@@ -318,6 +326,7 @@ impl Config {
             http_port: None,
             transport_port: None,
             max_agent_absence_ms: default_max_agent_absence_ms(),
+            removal_step_timeout_ms: default_removal_step_timeout_ms(),
         }
     }
 
@@ -462,6 +471,9 @@ impl Config {
                         .into(),
                 );
             }
+        }
+        if self.removal_step_timeout_ms == 0 {
+            return bad("the removal step timeout must be positive".into());
         }
         if self.report_interval_ms == 0 || self.freshness_multiple == 0 || self.prepare_hold_ms == 0
         {

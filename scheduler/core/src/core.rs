@@ -48,6 +48,8 @@ pub(crate) struct SlotRuntime {
     pub(crate) es_absent_since: Option<Millis>,
     /// Its pending placement replaces a storage-fenced task: launch only on a confirmed attachment.
     pub(crate) replacing_fenced: bool,
+    /// This process's progress on the node's safe removal (`SlotRecord::removal` is the durable part).
+    pub(crate) removal: crate::removal::RemovalRuntime,
 }
 
 /// The address a node on `offer` publishes: the agent's IP with `--use-ip-address` (when the offer
@@ -143,6 +145,8 @@ pub(crate) enum Timer {
     Fence(NodeId),
     /// An absent agent may be due to be forgotten (`forget.rs`).
     Forget,
+    /// A safe removal's step may be overdue, or a failed call due again (`removal.rs`).
+    Removal(NodeId),
 }
 
 /// The result of a scale request.
@@ -189,6 +193,10 @@ pub struct Core {
     pub(crate) placement_from: Option<Millis>,
     /// The last Elasticsearch view and when it came.
     pub(crate) es: Option<(Millis, crate::domain::EsView)>,
+    /// The last whole observation of the Elasticsearch cluster and when it came.
+    pub(crate) es_cluster: Option<(Millis, crate::domain::EsCluster)>,
+    /// Elasticsearch calls sent and not yet answered, with the node whose removal sent them.
+    pub(crate) es_calls: BTreeMap<u64, NodeId>,
     /// UNREACHABLE tasks whose nodes were replaced under storage fencing: killed wherever they show up.
     pub(crate) fenced_tasks: BTreeMap<TaskId, crate::fencing::FencedTask>,
     /// Hosts nothing vouches for any more, since when (`forget.rs`).
@@ -215,6 +223,7 @@ pub(crate) fn new_runtime(now: Millis) -> SlotRuntime {
         unreachable_since: None,
         es_absent_since: None,
         replacing_fenced: false,
+        removal: crate::removal::RemovalRuntime::new(now),
     }
 }
 
@@ -285,6 +294,8 @@ impl Core {
             watch: std::sync::Arc::new(Vec::new()),
             placement_from: None,
             es: None,
+            es_cluster: None,
+            es_calls: BTreeMap::new(),
             fenced_tasks: BTreeMap::new(),
             absent_since: BTreeMap::new(),
             forget_at: None,
@@ -453,7 +464,10 @@ impl Core {
     pub(crate) fn needs_task(&self, id: NodeId) -> bool {
         match (self.record(id), self.slots.get(&id)) {
             (Some(rec), Some(rt)) => {
-                !rec.removed && !Self::task_live(rec) && rt.preparing.is_none()
+                !rec.removed
+                    && rec.removal.is_none()
+                    && !Self::task_live(rec)
+                    && rt.preparing.is_none()
             }
             _ => false,
         }

@@ -472,6 +472,260 @@ pub enum EsView {
     },
 }
 
+/// The cluster's health as `GET /_cluster/health` gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum EsHealth {
+    /// Every shard assigned.
+    Green,
+    /// Every primary assigned, some replica not.
+    Yellow,
+    /// Some primary unassigned: some data cannot be read or written.
+    Red,
+    /// The node asked knows no elected master (503 `master_not_discovered_exception`).
+    NoMaster,
+    /// No running node answered (or none runs), or the last answer is too old.
+    Unknown,
+}
+
+impl EsHealth {
+    /// The word of the admin API's `health` (`green|yellow|red|unknown`): without an elected master
+    /// Elasticsearch gives no colour, so `unknown`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EsHealth::Green => "green",
+            EsHealth::Yellow => "yellow",
+            EsHealth::Red => "red",
+            EsHealth::NoMaster | EsHealth::Unknown => "unknown",
+        }
+    }
+}
+
+/// The shard counts of `GET /_cluster/health`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardCounts {
+    /// `active_shards`.
+    pub active: u64,
+    /// `relocating_shards`.
+    pub relocating: u64,
+    /// `initializing_shards`.
+    pub initializing: u64,
+    /// `unassigned_shards`.
+    pub unassigned: u64,
+}
+
+/// A node the elected master lists, by node name (Tether's node name, `node.name`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EsNode {
+    /// Elasticsearch's persistent node id (the key of the cluster state's `nodes`; kept in the data
+    /// path, so a node relaunched on its volumes keeps it). The node shutdown API's path takes it.
+    pub id: String,
+    /// `version` (`8.15.0`), when `_cat/nodes` said.
+    pub version: Option<EsVersion>,
+    /// Its roles include `master`, when `_cat/nodes` said (`None`: unknown; Elasticsearch's default
+    /// roles include it).
+    pub master_eligible: Option<bool>,
+}
+
+/// An Elasticsearch version, `major.minor.patch` (a `-SNAPSHOT` or other suffix ignored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct EsVersion(pub u32, pub u32, pub u32);
+
+impl EsVersion {
+    /// The first version whose node shutdown API Tether uses (ECK's rule: 7.15.2).
+    pub const SHUTDOWN_API: EsVersion = EsVersion(7, 15, 2);
+
+    /// Parses `8.15.0`, `7.17.1-SNAPSHOT`; `None` for anything else.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<EsVersion> {
+        let core = text.trim().split(['-', '+']).next()?;
+        let mut parts = core.split('.').map(|p| p.parse::<u32>().ok());
+        let v = EsVersion(
+            parts.next()??,
+            parts.next()??,
+            parts.next().unwrap_or(Some(0))?,
+        );
+        parts.next().is_none().then_some(v)
+    }
+}
+
+impl std::fmt::Display for EsVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.0, self.1, self.2)
+    }
+}
+
+/// A shard copy's `state` in `_cat/shards`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ShardState {
+    /// STARTED: serving on its node.
+    Started,
+    /// RELOCATING: serving on its node while a copy is built elsewhere.
+    Relocating,
+    /// INITIALIZING: being built on its node (not a usable copy yet).
+    Initializing,
+    /// UNASSIGNED: on no node.
+    Unassigned,
+}
+
+/// One shard copy (`_cat/shards?format=json&h=index,shard,prirep,state,node`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EsShard {
+    /// The index.
+    pub index: String,
+    /// The shard number.
+    pub shard: u32,
+    /// `prirep` is `p`.
+    pub primary: bool,
+    /// Its state.
+    pub state: ShardState,
+    /// The node name holding it (the source of a relocation); `None` when unassigned.
+    pub node: Option<String>,
+}
+
+impl EsShard {
+    /// A copy that serves reads on its node (STARTED, or RELOCATING away from it).
+    #[must_use]
+    pub fn serving(&self) -> bool {
+        matches!(self.state, ShardState::Started | ShardState::Relocating)
+    }
+}
+
+/// A node shutdown record's `type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ShutdownKind {
+    /// `restart`: the node comes back; its shards are not moved.
+    Restart,
+    /// `remove`: the node leaves for good; its shards are moved away.
+    Remove,
+    /// `replace`: another node (`target_node_name`) takes its shards.
+    Replace,
+}
+
+impl ShutdownKind {
+    /// The API's word.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShutdownKind::Restart => "restart",
+            ShutdownKind::Remove => "remove",
+            ShutdownKind::Replace => "replace",
+        }
+    }
+}
+
+/// A node shutdown record's `status` (`GET _nodes/shutdown`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ShutdownStatus {
+    /// NOT_STARTED.
+    NotStarted,
+    /// IN_PROGRESS.
+    InProgress,
+    /// STALLED: Elasticsearch cannot finish (e.g. a shard has nowhere to go).
+    Stalled,
+    /// COMPLETE: the node may be stopped.
+    Complete,
+}
+
+/// One node shutdown record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeShutdown {
+    /// Its type.
+    pub kind: ShutdownKind,
+    /// Its status.
+    pub status: ShutdownStatus,
+}
+
+/// What the scheduler's poller last learnt from Elasticsearch, in one piece: who the elected master
+/// lists (storage fencing reads only that), the health, the shards, the node shutdown records and the
+/// voting configuration exclusions. A part the cluster did not answer is `None` (unknown), never empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EsCluster {
+    /// The elected master and the node names it lists, or why no node could say.
+    pub view: EsView,
+    /// `_cluster/health`'s status.
+    pub health: EsHealth,
+    /// `_cluster/health`'s shard counts (`None`: not answered).
+    pub shard_counts: Option<ShardCounts>,
+    /// The nodes the elected master lists, by node name.
+    pub nodes: std::collections::BTreeMap<String, EsNode>,
+    /// Every shard copy (`None`: `_cat/shards` not answered).
+    pub shards: Option<Vec<EsShard>>,
+    /// Node shutdown records by Elasticsearch node id (`None`: not answered, e.g. before 7.15).
+    pub shutdowns: Option<std::collections::BTreeMap<String, NodeShutdown>>,
+    /// Node names in the voting configuration exclusions (`None`: not answered).
+    pub voting_exclusions: Option<std::collections::BTreeSet<String>>,
+}
+
+impl EsCluster {
+    /// A cluster no node answered for.
+    #[must_use]
+    pub fn unanswered(why: String) -> EsCluster {
+        EsCluster {
+            view: EsView::NoMaster { why },
+            health: EsHealth::Unknown,
+            shard_counts: None,
+            nodes: std::collections::BTreeMap::new(),
+            shards: None,
+            shutdowns: None,
+            voting_exclusions: None,
+        }
+    }
+
+    /// Whether the elected master lists node `name`.
+    #[must_use]
+    pub fn lists(&self, name: &str) -> bool {
+        matches!(&self.view, EsView::Master { nodes, .. } if nodes.contains(name))
+    }
+
+    /// How many shard copies node `name` holds (`None`: shards unknown).
+    #[must_use]
+    pub fn shards_on(&self, name: &str) -> Option<u64> {
+        self.shards
+            .as_ref()
+            .map(|s| s.iter().filter(|c| c.node.as_deref() == Some(name)).count() as u64)
+    }
+
+    /// The lowest version of the listed nodes, when every one is known.
+    #[must_use]
+    pub fn min_version(&self) -> Option<EsVersion> {
+        let mut min: Option<EsVersion> = None;
+        for n in self.nodes.values() {
+            let v = n.version?;
+            min = Some(min.map_or(v, |m| m.min(v)));
+        }
+        min
+    }
+
+    /// The indices with a shard whose every serving copy is on a node of `leaving` (sorted, each once):
+    /// removing those nodes removes the last copy of that shard.
+    #[must_use]
+    pub fn last_copies_on(&self, leaving: &std::collections::BTreeSet<String>) -> Vec<String> {
+        let Some(shards) = &self.shards else {
+            return Vec::new();
+        };
+        let mut on_leaving = std::collections::BTreeSet::new();
+        let mut elsewhere = std::collections::BTreeSet::new();
+        for c in shards.iter().filter(|c| c.serving()) {
+            let key = (c.index.clone(), c.shard);
+            match &c.node {
+                Some(n) if leaving.contains(n) => {
+                    on_leaving.insert(key);
+                }
+                Some(_) => {
+                    elsewhere.insert(key);
+                }
+                None => {}
+            }
+        }
+        let indices: std::collections::BTreeSet<String> = on_leaving
+            .difference(&elsewhere)
+            .map(|(i, _)| i.clone())
+            .collect();
+        indices.into_iter().collect()
+    }
+}
+
 /// A sidecar's periodic `Report`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {

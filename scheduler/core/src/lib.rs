@@ -52,6 +52,7 @@ pub mod ids;
 mod launch;
 mod mesos_events;
 mod placement;
+pub mod removal;
 mod sidecar_events;
 pub mod state;
 #[cfg(any(test, feature = "testing"))]

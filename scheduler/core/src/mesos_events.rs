@@ -232,8 +232,17 @@ impl Core {
             }
             _ => {}
         }
-        if rec.removed && !status.state.is_terminal() {
-            // A scaled-down node's task is still alive (e.g. after a resubscription): kill it again.
+        if rec.removal.is_some() && changed {
+            // Another node's removal may wait for this one's stop.
+            self.drive_removals(now);
+        }
+        let draining = rec
+            .removal
+            .as_ref()
+            .is_some_and(|r| r.step < crate::state::RemovalStep::Stop);
+        if rec.removed && !draining && !status.state.is_terminal() {
+            // A scaled-down node's task is still alive (e.g. after a resubscription): kill it again
+            // (unless its data is still being moved away: the removal stops it when that is done).
             if let Some(t) = &rec.task {
                 self.mesos(MesosCommand::Kill {
                     task_id: t.task_id.clone(),
@@ -372,6 +381,7 @@ impl Core {
                 }
                 Timer::Fence(id) => self.fence_check(id, now),
                 Timer::Forget => self.forget_absent(now),
+                Timer::Removal(id) => self.drive_removal(id, now),
                 Timer::LaunchStatus(id, task_id) => {
                     let silent = self.tasks.get(&task_id) == Some(&id)
                         && self

@@ -75,6 +75,53 @@ pub struct SlotRecord {
     /// cleared when the Release goes out). While set, the node can only be placed on that agent.
     #[serde(default)]
     pub mount_host: Option<Hostname>,
+    /// A safe removal in progress (scale-down, replace): where it stands and what Tether set in
+    /// Elasticsearch for it, so a restarted scheduler resumes it and clears what was set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removal: Option<Removal>,
+}
+
+/// Why a node is being removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RemovalKind {
+    /// Scaled down: not relaunched afterwards.
+    ScaleDown,
+    /// `tetherctl replace`: relaunched (anywhere, on its volumes) afterwards.
+    Replace,
+}
+
+/// A step of a safe removal, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum RemovalStep {
+    /// Its shards move to other nodes; waits until it holds none.
+    MoveData,
+    /// A master-eligible node leaves the voting configuration; waits for Elasticsearch's confirmation.
+    ExcludeVoting,
+    /// Its task is killed (with the kill grace period); waits for a terminal state.
+    Stop,
+    /// What was set in Elasticsearch for it is cleared (after it left the cluster).
+    Clear,
+}
+
+/// One safe removal, durable (`SlotRecord::removal`). The flags say what *may* have been set in
+/// Elasticsearch: each is written before its call goes out, so a crash never forgets what to clear.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removal {
+    /// Why.
+    pub kind: RemovalKind,
+    /// Where it stands.
+    pub step: RemovalStep,
+    /// The operator accepted losing the last copy of a shard (`--allow-data-loss`).
+    pub allow_data_loss: bool,
+    /// A node shutdown record was asked for this Elasticsearch node id.
+    #[serde(default)]
+    pub shutdown_node_id: Option<String>,
+    /// Its name was put in `cluster.routing.allocation.exclude._name`.
+    #[serde(default)]
+    pub allocation_excluded: bool,
+    /// A voting configuration exclusion was asked for it.
+    #[serde(default)]
+    pub voting_excluded: bool,
 }
 
 /// Everything the scheduler persists.

@@ -37,6 +37,7 @@ pub fn sample_state() -> PersistedState {
         fenced: false,
         last_reason: None,
         mount_host: None,
+        removal: None,
     };
     let running = TaskRecord {
         task_id: task("fw-1-1.1"),
@@ -477,6 +478,22 @@ impl Harness {
         self.drain()
     }
 
+    /// Delivers an observation of the Elasticsearch cluster.
+    pub fn es_cluster(&mut self, cluster: crate::domain::EsCluster) -> Vec<Command> {
+        self.core.handle_es_cluster(cluster, self.now);
+        self.drain()
+    }
+
+    /// Answers the Elasticsearch call `call_id` (`None`: success; `Some(e)`: Elasticsearch's error).
+    pub fn es_result(&mut self, call_id: u64, error: Option<&str>) -> Vec<Command> {
+        let result = match error {
+            None => Ok(()),
+            Some(e) => Err(e.to_owned()),
+        };
+        self.core.handle_es_call_result(call_id, result, self.now);
+        self.drain()
+    }
+
     /// The current task of `node`.
     #[must_use]
     pub fn task_of(&self, node: u64) -> Option<TaskId> {
@@ -544,4 +561,80 @@ pub fn declines(cmds: &[Command]) -> Vec<(String, f64)> {
 pub fn has(cmds: &[Command], m: &MesosCommand) -> bool {
     cmds.iter()
         .any(|c| matches!(c, Command::Mesos(x) if x == m))
+}
+
+/// Every Elasticsearch call in `cmds`, with its id.
+#[must_use]
+pub fn es_calls(cmds: &[Command]) -> Vec<(u64, crate::command::EsCall)> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::Elasticsearch { call_id, call } => Some((*call_id, call.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A shard copy of `index` on `node` (`None`: unassigned), STARTED unless unassigned.
+#[must_use]
+pub fn shard(index: &str, n: u32, primary: bool, node: Option<&str>) -> crate::domain::EsShard {
+    crate::domain::EsShard {
+        index: index.to_owned(),
+        shard: n,
+        primary,
+        state: if node.is_some() {
+            crate::domain::ShardState::Started
+        } else {
+            crate::domain::ShardState::Unassigned
+        },
+        node: node.map(str::to_owned),
+    }
+}
+
+/// A green cluster whose elected master is the first of `nodes` (each `(name, master-eligible)`, the
+/// Elasticsearch id `id-<name>`), every node on `version`, holding `shards`, with no shutdown record
+/// and no voting exclusion.
+#[must_use]
+pub fn es_cluster(
+    nodes: &[(&str, bool)],
+    version: &str,
+    shards: Vec<crate::domain::EsShard>,
+) -> crate::domain::EsCluster {
+    use crate::domain::{EsCluster, EsHealth, EsNode, EsVersion, EsView, ShardCounts};
+    let unassigned = shards.iter().filter(|s| s.node.is_none()).count() as u64;
+    EsCluster {
+        view: EsView::Master {
+            master: nodes
+                .first()
+                .map(|(n, _)| (*n).to_owned())
+                .unwrap_or_default(),
+            nodes: nodes.iter().map(|(n, _)| (*n).to_owned()).collect(),
+        },
+        health: if unassigned == 0 {
+            EsHealth::Green
+        } else {
+            EsHealth::Yellow
+        },
+        shard_counts: Some(ShardCounts {
+            active: shards.len() as u64 - unassigned,
+            relocating: 0,
+            initializing: 0,
+            unassigned,
+        }),
+        nodes: nodes
+            .iter()
+            .map(|(n, master)| {
+                (
+                    (*n).to_owned(),
+                    EsNode {
+                        id: format!("id-{n}"),
+                        version: EsVersion::parse(version),
+                        master_eligible: Some(*master),
+                    },
+                )
+            })
+            .collect(),
+        shards: Some(shards),
+        shutdowns: Some(std::collections::BTreeMap::new()),
+        voting_exclusions: Some(std::collections::BTreeSet::new()),
+    }
 }

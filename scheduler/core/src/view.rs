@@ -93,6 +93,12 @@ pub struct NodeView {
     pub unreachable_since: Option<Millis>,
     /// What Tether will do about it.
     pub next_action: NextAction,
+    /// Elasticsearch's elected master lists it (in the last recent observation).
+    pub es_joined: bool,
+    /// Shard copies it holds, as `_cat/shards` last said (`None`: unknown).
+    pub shards: Option<u64>,
+    /// Its safe removal in progress (scale-down, replace).
+    pub removal: Option<crate::removal::RemovalView>,
 }
 
 impl NodeView {
@@ -182,12 +188,20 @@ pub struct ClusterView {
     pub cluster_uuid: Option<String>,
     /// `off`, `transport` or `full`.
     pub security: String,
+    /// Elasticsearch's health (`Unknown` without a recent answer).
+    pub health: crate::domain::EsHealth,
+    /// Its shard counts, when known.
+    pub shard_counts: Option<crate::domain::ShardCounts>,
+    /// The elected master's node name, when one answered.
+    pub es_master: Option<String>,
 }
 
 impl Core {
     /// Every node, including scaled-down slots whose volumes are kept.
     #[must_use]
     pub fn nodes(&self, now: Millis) -> Vec<NodeView> {
+        let cluster = self.fresh_cluster(now);
+        let shards = self.shards_by_node(now);
         self.persisted
             .slots
             .values()
@@ -244,6 +258,14 @@ impl Core {
                             .is_some_and(|t| t.state == Some(TaskState::Unreachable))
                     }),
                     next_action: self.next_action(rec.node_id, now),
+                    es_joined: cluster
+                        .is_some_and(|c| live && c.lists(&self.config.node_name(rec.node_id))),
+                    shards: shards.as_ref().map(|m| {
+                        m.get(&self.config.node_name(rec.node_id))
+                            .copied()
+                            .unwrap_or(0)
+                    }),
+                    removal: self.removal_view(rec.node_id),
                 }
             })
             .collect()
@@ -329,6 +351,17 @@ impl Core {
     /// The cluster summary.
     #[must_use]
     pub fn cluster(&self) -> ClusterView {
+        self.cluster_at(None)
+    }
+
+    /// The cluster summary, with what Elasticsearch said if it said it recently before `now` (`None`:
+    /// whatever it said last).
+    #[must_use]
+    pub fn cluster_at(&self, now: Option<Millis>) -> ClusterView {
+        let es = match now {
+            Some(now) => self.fresh_cluster(now),
+            None => self.es_cluster.as_ref().map(|(_, c)| c),
+        };
         let running = self
             .persisted
             .slots
@@ -361,6 +394,12 @@ impl Core {
                 .as_ref()
                 .map(|b| b.cluster_uuid.clone()),
             security: self.security().as_str().to_owned(),
+            health: es.map_or(crate::domain::EsHealth::Unknown, |c| c.health),
+            shard_counts: es.and_then(|c| c.shard_counts),
+            es_master: es.and_then(|c| match &c.view {
+                crate::domain::EsView::Master { master, .. } => Some(master.clone()),
+                crate::domain::EsView::NoMaster { .. } => None,
+            }),
         }
     }
 }

@@ -6,5 +6,6 @@ mod determinism;
 mod fencing;
 mod model;
 mod placement;
+mod removal;
 mod rules;
 mod views;
