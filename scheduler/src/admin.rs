@@ -39,11 +39,13 @@ pub enum AdminRequest {
     /// `nodes` is already validated against the configured bounds.
     Scale {
         nodes: u64,
+        allow_data_loss: bool,
         reply: oneshot::Sender<Result<ScaleResponse, Status>>,
     },
     Replace {
         node_id: u64,
         force: bool,
+        allow_data_loss: bool,
         reply: oneshot::Sender<Result<ReplaceNodeResponse, Status>>,
     },
     BootstrapReset {
@@ -233,8 +235,13 @@ impl Admin for AdminService {
     async fn scale(&self, req: Request<ScaleRequest>) -> Result<Response<ScaleResponse>, Status> {
         self.check_write(&req)?;
         let nodes = validate_scale(req.get_ref().nodes, self.config.max_nodes)?;
+        let allow_data_loss = req.get_ref().allow_data_loss;
         let plan = self
-            .ask(|reply| AdminRequest::Scale { nodes, reply })
+            .ask(|reply| AdminRequest::Scale {
+                nodes,
+                allow_data_loss,
+                reply,
+            })
             .await??;
         Ok(Response::new(plan))
     }
@@ -244,11 +251,16 @@ impl Admin for AdminService {
         req: Request<ReplaceNodeRequest>,
     ) -> Result<Response<ReplaceNodeResponse>, Status> {
         self.check_write(&req)?;
-        let ReplaceNodeRequest { node_id, force } = *req.get_ref();
+        let ReplaceNodeRequest {
+            node_id,
+            force,
+            allow_data_loss,
+        } = *req.get_ref();
         let answer = self
             .ask(|reply| AdminRequest::Replace {
                 node_id,
                 force,
+                allow_data_loss,
                 reply,
             })
             .await??;

@@ -154,6 +154,15 @@ pub struct Args {
         value_delimiter = ';'
     )]
     pub docker_parameters: Vec<String>,
+    /// How long Elasticsearch gets between SIGTERM and SIGKILL when Tether stops a task (the Mesos
+    /// `KillPolicy` of every TaskInfo and every KILL): enough to flush and leave the cluster cleanly.
+    #[arg(long, env = "TETHER_KILL_GRACE_PERIOD", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub kill_grace_period: Duration,
+    /// A step of a safe node removal (scale-down, replace: moving its data away, leaving the voting
+    /// configuration, stopping, clearing what was set) not done after this long is reported as stalled
+    /// (`tetherctl nodes`, `watch`, `tether_node_removals_stalled`); it is never forced on its own.
+    #[arg(long, env = "TETHER_REMOVAL_STEP_TIMEOUT", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub removal_step_timeout: Duration,
     /// Pull the image on every launch, even when the agent has it.
     #[arg(long, env = "TETHER_FORCE_PULL_IMAGE")]
     pub force_pull_image: bool,
@@ -308,8 +317,9 @@ pub struct Args {
     /// Elasticsearch's elected master, before its node is replaced.
     #[arg(long, env = "TETHER_UNREACHABLE_REPLACE_AFTER", default_value = "60s", value_parser = humantime::parse_duration)]
     pub unreachable_replace_after: Duration,
-    /// With `--fencing storage`: how often the nodes are asked which nodes Elasticsearch's elected
-    /// master lists (`GET /_cluster/state/master_node,nodes`).
+    /// How often the running nodes are asked what Elasticsearch says: the elected master and the nodes
+    /// it lists (storage fencing), health, shards, shutdown records and voting exclusions (health
+    /// views, safe removal).
     #[arg(long, env = "TETHER_ES_POLL_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub es_poll_interval: Duration,
     /// Longest short string a sidecar may send, in bytes: every field of its Hello (agent id, version,

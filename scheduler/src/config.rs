@@ -93,6 +93,7 @@ pub fn core_config(args: &Args) -> Result<Config, SchedulerError> {
         .saturating_mul(3)
         .max(1);
     c.max_agent_absence_ms = args.max_agent_absence.as_millis() as u64;
+    c.removal_step_timeout_ms = args.removal_step_timeout.as_millis() as u64;
     c.validate()
         .map_err(|e| SchedulerError::Config(e.to_string()))?;
     // Every sidecar reports every watched volume in one report: the largest watch set must fit.
@@ -249,6 +250,7 @@ pub fn task_options(args: &Args) -> Result<TaskOptions, SchedulerError> {
             .cloned()
             .collect(),
         user: args.task_user.clone().filter(|u| !u.is_empty()),
+        kill_grace_period: args.kill_grace_period,
     })
 }
 

@@ -434,10 +434,12 @@ pub fn mesos_call(c: &MesosCommand, options: &TaskOptions, roles: &[String]) -> 
                 })
                 .collect(),
         ),
+        // Every kill carries the grace period, as the TaskInfo's kill policy does: Elasticsearch gets
+        // SIGTERM and time to leave the cluster cleanly, whoever asks for the kill.
         MesosCommand::Kill { task_id, agent_id } => Call::kill(
             model::TaskID::new(task_id.as_str()),
             agent_id.as_ref().map(|a| model::AgentID::new(a.as_str())),
-            None,
+            Some(options.kill_grace_ns()),
         ),
         MesosCommand::Suppress => Call::suppress(roles.to_vec()),
         MesosCommand::Revive => Call::revive(roles.to_vec()),

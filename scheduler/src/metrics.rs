@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use tether_core::ReasonKind;
-use tether_core::domain::TaskState;
+use tether_core::domain::{EsCluster, EsHealth, TaskState};
 use tether_core::view::{NodePhase, NodeView, VolumeView};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -27,6 +27,12 @@ pub struct ReasonLabel {
 pub struct VolumeLabels {
     pub node: String,
     pub volume: String,
+}
+
+/// The label of `tether_es_shards`: `active`, `relocating`, `initializing` or `unassigned`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShardStateLabel {
+    pub state: &'static str,
 }
 
 /// Every metric the scheduler exports.
@@ -53,8 +59,15 @@ pub struct Metrics {
     pub volume_free_bytes: Family<VolumeLabels, Gauge>,
     /// The labels of the volume series exported now.
     volume_labels: Arc<std::sync::Mutex<std::collections::HashSet<VolumeLabels>>>,
-    /// `GET /_cluster/health`: see [`crate::elasticsearch::EsHealth::gauge`].
+    /// `GET /_cluster/health`: see [`crate::elasticsearch::health_gauge`].
     pub es_health: Gauge,
+    /// `GET /_cluster/health`'s shard counts (no series while unknown).
+    pub es_shards: Family<ShardStateLabel, Gauge>,
+    /// Nodes the elected master lists (0 without one).
+    pub es_nodes: Gauge,
+    /// Nodes being removed safely, and those whose step is overdue.
+    pub node_removals: Gauge,
+    pub node_removals_stalled: Gauge,
     pub registry: Arc<Registry>,
 }
 
@@ -160,7 +173,31 @@ impl Metrics {
             volume_free_bytes.clone(),
         );
         let es_health = Gauge::default();
-        es_health.set(crate::elasticsearch::EsHealth::Unknown.gauge());
+        es_health.set(crate::elasticsearch::health_gauge(EsHealth::Unknown));
+        let es_shards = Family::<ShardStateLabel, Gauge>::default();
+        registry.register(
+            "es_shards",
+            "Shard copies by state, as GET /_cluster/health counts them (no series while unknown)",
+            es_shards.clone(),
+        );
+        let es_nodes = Gauge::default();
+        registry.register(
+            "es_nodes",
+            "Nodes Elasticsearch's elected master lists (0 without an elected master)",
+            es_nodes.clone(),
+        );
+        let node_removals = Gauge::default();
+        registry.register(
+            "node_removals",
+            "Nodes being removed safely (scale-down, replace): data moving away, voting exclusion, stop, clean-up",
+            node_removals.clone(),
+        );
+        let node_removals_stalled = Gauge::default();
+        registry.register(
+            "node_removals_stalled",
+            "Safe removals whose current step is overdue (--removal-step-timeout); never forced",
+            node_removals_stalled.clone(),
+        );
         registry.register(
             "es_health",
             "Elasticsearch cluster health (GET /_cluster/health): 0 green, 1 yellow, 2 red, \
@@ -174,6 +211,10 @@ impl Metrics {
             volume_free_bytes,
             volume_labels: Arc::default(),
             es_health,
+            es_shards,
+            es_nodes,
+            node_removals,
+            node_removals_stalled,
             offers_received,
             offers_declined,
             launches,
@@ -217,6 +258,41 @@ impl Metrics {
         self.nodes_running.set(running as i64);
         self.fenced_slots.set(fenced as i64);
         self.nodes_desired.set(desired as i64);
+        let removals = nodes.iter().filter_map(|n| n.removal.as_ref());
+        let (all, stalled) = removals.fold((0, 0), |(a, s), r| (a + 1, s + i64::from(r.stalled)));
+        self.node_removals.set(all);
+        self.node_removals_stalled.set(stalled);
+    }
+
+    /// Sets the Elasticsearch gauges from what the poller observed.
+    pub fn set_es(&self, c: &EsCluster) {
+        self.es_health
+            .set(crate::elasticsearch::health_gauge(c.health));
+        let nodes = match &c.view {
+            tether_core::domain::EsView::Master { nodes, .. } => nodes.len(),
+            tether_core::domain::EsView::NoMaster { .. } => 0,
+        };
+        self.es_nodes.set(nodes as i64);
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let states = ["active", "relocating", "initializing", "unassigned"];
+        match c.shard_counts {
+            Some(k) => {
+                for (state, n) in
+                    states
+                        .into_iter()
+                        .zip([k.active, k.relocating, k.initializing, k.unassigned])
+                {
+                    self.es_shards
+                        .get_or_create(&ShardStateLabel { state })
+                        .set(gauge(n));
+                }
+            }
+            None => {
+                for state in states {
+                    self.es_shards.remove(&ShardStateLabel { state });
+                }
+            }
+        }
     }
 
     /// Sets the per-volume gauges from the core's volume view: a volume no sidecar reported (or one

@@ -71,6 +71,36 @@ pub fn cluster(c: ClusterView, facts: ClusterFacts<'_>, clock: &Clock) -> pb::Cl
         leader_address: facts.leader_address.to_owned(),
         cluster_uuid: c.cluster_uuid,
         security: c.security,
+        health: c.health.as_str().to_owned(),
+        shards: c.shard_counts.map(|k| pb::ShardCounts {
+            active: k.active,
+            relocating: k.relocating,
+            initializing: k.initializing,
+            unassigned: k.unassigned,
+        }),
+        es_master: c.es_master.unwrap_or_default(),
+    }
+}
+
+/// A safe removal as `ListNodes` shows it.
+#[must_use]
+pub fn removal(r: &tether_core::removal::RemovalView) -> pb::NodeRemoval {
+    use tether_core::state::{RemovalKind, RemovalStep};
+    pb::NodeRemoval {
+        kind: match r.kind {
+            RemovalKind::ScaleDown => "scale_down",
+            RemovalKind::Replace => "replace",
+        }
+        .to_owned(),
+        step: match r.step {
+            RemovalStep::MoveData => "move_data",
+            RemovalStep::ExcludeVoting => "exclude_voting",
+            RemovalStep::Stop => "stop",
+            RemovalStep::Clear => "clear",
+        }
+        .to_owned(),
+        waiting: r.waiting.clone(),
+        stalled: r.stalled,
     }
 }
 
@@ -146,11 +176,14 @@ pub fn node(n: NodeView, clock: &Clock) -> pb::Node {
         .map_or((0, 0), |(h, t)| (u32::from(h), u32::from(t)));
     let joined = n.joined();
     let action = next_action(&n.next_action, clock, clock.now());
-    // An UNREACHABLE node's reason is what will end its wait.
-    let reason = if action.text.is_empty() {
-        n.last_reason.unwrap_or_default()
-    } else {
-        action.text.clone()
+    // An UNREACHABLE node's reason is what will end its wait; a node being removed, what its
+    // removal waits for.
+    let reason = match (&n.removal, action.text.is_empty()) {
+        (_, false) => action.text.clone(),
+        (Some(r), true) if !r.waiting.is_empty() => {
+            format!("{}: {}", r.step.as_str(), r.waiting)
+        }
+        _ => n.last_reason.unwrap_or_default(),
     };
     pb::Node {
         joined,
@@ -166,6 +199,9 @@ pub fn node(n: NodeView, clock: &Clock) -> pb::Node {
         since_unix_ms: clock.unix_ms(n.since),
         unreachable_since_unix_ms: n.unreachable_since.map(|t| clock.unix_ms(t)),
         next_action: Some(action),
+        es_joined: n.es_joined,
+        shards: n.shards,
+        removal: n.removal.as_ref().map(removal),
     }
 }
 
@@ -279,6 +315,15 @@ pub fn cluster_event(e: &WatchEvent, at_unix_ms: u64) -> pb::ClusterEvent {
         WatchEvent::Bootstrap { node_id, message } => {
             ("bootstrap", (*node_id, "", ""), message.clone())
         }
+        WatchEvent::Removal {
+            node_id,
+            message,
+            stalled,
+        } => (
+            if *stalled { "removal_stalled" } else { "removal" },
+            (Some(*node_id), "", ""),
+            message.clone(),
+        ),
         WatchEvent::Warning { message } => ("warning", none(), message.clone()),
     };
     pb::ClusterEvent {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tether_core::Core;
 use tether_core::command::{Command, MesosCommand, SidecarCommand, WatchEvent};
-use tether_core::domain::{EsView, TaskState};
+use tether_core::domain::{EsCluster, TaskState};
 use tether_core::ids::{AgentId, FrameworkId, Hostname, NodeId, OfferId};
 use tether_core::state::StateWrite;
 use tether_core::view::NodePhase;
@@ -59,11 +59,11 @@ pub struct Inputs {
     pub mesos: mpsc::Receiver<Notification>,
     pub sidecars: mpsc::Receiver<SidecarEvent>,
     pub admin: mpsc::Receiver<AdminRequest>,
-    /// Elasticsearch's views, with storage fencing (never yields without).
-    pub es: mpsc::Receiver<EsView>,
+    /// What the Elasticsearch poller observed, every `--es-poll-interval`.
+    pub es: mpsc::Receiver<EsCluster>,
 }
 
-/// With `--fencing storage`: how the Elasticsearch poller asks.
+/// How the Elasticsearch poller asks.
 #[derive(Debug, Clone)]
 pub struct EsPoll {
     /// Its timeout is below the interval.
@@ -86,7 +86,8 @@ pub struct LoopSettings {
     pub secrets: Option<std::sync::Arc<crate::cluster_ca::ClusterSecrets>>,
     /// Asks running nodes what cluster they belong to.
     pub es: EsClient,
-    /// `Some` with `--fencing storage`.
+    /// The poller (always on: health, shards and safe removal need it; storage fencing reads its
+    /// master view).
     pub es_poll: Option<EsPoll>,
     /// The agent-token secret's file with the embedded store (`<state dir>/agent-token.key`).
     pub agent_secret_file: std::path::PathBuf,
@@ -137,6 +138,20 @@ pub struct Shell {
     master: String,
     /// This instance's advertised admin address when it won a ZooKeeper election (empty otherwise).
     leader_address: String,
+    /// Where the answers of `Command::Elasticsearch` calls come back (the receiver is the loop's).
+    es_answers: mpsc::Sender<EsCallAnswer>,
+    es_answers_rx: Option<mpsc::Receiver<EsCallAnswer>>,
+}
+
+/// How long one Elasticsearch call may take (a voting exclusion waits up to Elasticsearch's own 30 s
+/// for the node to leave the voting configuration).
+const ES_CALL_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// The outcome of one `Command::Elasticsearch` call.
+#[derive(Debug)]
+pub struct EsCallAnswer {
+    pub call_id: u64,
+    pub result: Result<(), String>,
 }
 
 /// How often running nodes are asked `GET /` (until every one reports the cluster's UUID, bootstrap is
@@ -162,6 +177,7 @@ impl Shell {
             es_targets,
             agent_secret,
         } = outputs;
+        let (es_answers, es_answers_rx) = mpsc::channel(256);
         Shell {
             core,
             store,
@@ -177,6 +193,8 @@ impl Shell {
             settings,
             master: String::new(),
             leader_address,
+            es_answers,
+            es_answers_rx: Some(es_answers_rx),
         }
     }
 
@@ -194,7 +212,11 @@ impl Shell {
         let mut probe = tokio::time::interval(ROOT_PROBE_INTERVAL);
         probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (roots_tx, roots) = mpsc::channel::<RootAnswer>(256);
-        let mut fair = FairInputs::new(inputs, roots);
+        let answers = self
+            .es_answers_rx
+            .take()
+            .unwrap_or_else(|| mpsc::channel(1).1);
+        let mut fair = FairInputs::new(inputs, roots, answers);
         self.drain().await?;
         loop {
             let wake = self.core.poll_timeout().map(|at| {
@@ -232,7 +254,16 @@ impl Shell {
             Input::Admin(r) => self.on_admin(r).await,
             Input::Es(v) => {
                 let now = self.clock.now();
-                self.core.handle_es_view(v, now);
+                self.metrics.set_es(&v);
+                self.core.handle_es_cluster(v, now);
+                Ok(())
+            }
+            Input::EsAnswer(a) => {
+                let now = self.clock.now();
+                if let Err(e) = &a.result {
+                    tracing::warn!(call_id = a.call_id, error = %e, "Elasticsearch call failed");
+                }
+                self.core.handle_es_call_result(a.call_id, a.result, now);
                 Ok(())
             }
             Input::Root(a) => {
@@ -262,6 +293,7 @@ impl Shell {
                 Command::Mesos(m) => self.mesos(m),
                 Command::Sidecar { host, command } => self.sidecar(&host, &command),
                 Command::Watch(e) => self.watch(&e),
+                Command::Elasticsearch { call_id, call } => self.elasticsearch(call_id, call),
             }
         }
         self.flush(&mut batch).await
@@ -347,6 +379,19 @@ impl Shell {
         if conn.outbox.try_send(message).is_err() {
             tracing::warn!(host = %host.as_str(), "sidecar outbox full or closed; command dropped");
         }
+    }
+
+    /// Makes an Elasticsearch call off the loop, through the running nodes in turn; the answer comes
+    /// back as an input.
+    fn elasticsearch(&self, call_id: u64, call: tether_core::command::EsCall) {
+        tracing::info!(call_id, call = %call, "Elasticsearch call");
+        let client = self.settings.es.clone();
+        let targets = self.es_targets.borrow().clone();
+        let answers = self.es_answers.clone();
+        tokio::spawn(async move {
+            let result = elasticsearch::execute(&client, &targets, &call, ES_CALL_TIMEOUT).await;
+            let _ = answers.send(EsCallAnswer { call_id, result }).await;
+        });
     }
 
     /// A watch event goes to the metrics, the log and `WatchEvents` subscribers.
@@ -630,7 +675,7 @@ impl Shell {
                     leader_address: &self.leader_address,
                 };
                 let _ = reply.send(presentation::cluster(
-                    self.core.cluster(),
+                    self.core.cluster_at(Some(now)),
                     facts,
                     &self.clock,
                 ));
@@ -662,9 +707,13 @@ impl Shell {
                     .collect();
                 let _ = reply.send(pb::ListVolumesResponse { volumes });
             }
-            AdminRequest::Scale { nodes, reply } => {
+            AdminRequest::Scale {
+                nodes,
+                allow_data_loss,
+                reply,
+            } => {
                 let previous = self.core.persisted().desired;
-                match self.core.handle_scale(nodes, now) {
+                match self.core.handle_scale_with(nodes, allow_data_loss, now) {
                     Ok(plan) => {
                         self.drain().await?;
                         let _ = reply.send(Ok(pb::ScaleResponse {
@@ -673,6 +722,9 @@ impl Shell {
                             start: plan.start.iter().map(|n| n.0).collect(),
                             stop: plan.stop.iter().map(|n| n.0).collect(),
                         }));
+                    }
+                    Err(e @ tether_core::error::CoreError::Refused(_)) => {
+                        let _ = reply.send(Err(Status::failed_precondition(e.to_string())));
                     }
                     Err(e) => {
                         let _ = reply.send(Err(Status::invalid_argument(e.to_string())));
@@ -716,6 +768,7 @@ impl Shell {
             AdminRequest::Replace {
                 node_id,
                 force,
+                allow_data_loss,
                 reply,
             } => {
                 let old = self
@@ -726,11 +779,24 @@ impl Shell {
                     .and_then(|s| s.task.as_ref())
                     .map(|t| t.task_id.as_str().to_owned())
                     .unwrap_or_default();
-                match self.core.handle_replace(NodeId(node_id), force, now) {
+                let safely = !force
+                    && self
+                        .core
+                        .persisted()
+                        .slots
+                        .get(&NodeId(node_id))
+                        .and_then(|s| s.task.as_ref())
+                        .is_some_and(|t| t.state == Some(TaskState::Running));
+                match self
+                    .core
+                    .handle_replace_with(NodeId(node_id), force, allow_data_loss, now)
+                {
                     Ok(()) => {
                         self.drain().await?;
                         let message = if force {
                             "forced: the old task is being killed and the node relaunches on the next suitable offer"
+                        } else if safely {
+                            "its data moves away first, then it is stopped and relaunches on its volumes                              (`tetherctl nodes` shows where it stands)"
                         } else {
                             "the node relaunches on the next suitable offer"
                         };
@@ -740,7 +806,10 @@ impl Shell {
                             message: message.to_owned(),
                         }));
                     }
-                    Err(e @ tether_core::error::CoreError::TaskMayBeAlive { .. }) => {
+                    Err(
+                        e @ (tether_core::error::CoreError::TaskMayBeAlive { .. }
+                        | tether_core::error::CoreError::Refused(_)),
+                    ) => {
                         let _ = reply.send(Err(Status::failed_precondition(e.to_string())));
                     }
                     Err(e) => {
@@ -805,8 +874,7 @@ impl Shell {
     }
 
     /// Asks every node whose task runs `GET /`, off the loop (each probe is bounded by the client's
-    /// timeout); the answers come back through `answers`. Also asks them, in turn, for the cluster's
-    /// health, which goes straight to its gauge.
+    /// timeout); the answers come back through `answers`.
     fn probe_roots(&self, answers: &mpsc::Sender<RootAnswer>) {
         let scheme = self.es_scheme();
         let targets: Vec<RootTarget> = self
@@ -823,16 +891,8 @@ impl Shell {
             })
             .collect();
         if targets.is_empty() {
-            self.metrics
-                .es_health
-                .set(elasticsearch::EsHealth::Unknown.gauge());
             return;
         }
-        let (client, gauge) = (self.settings.es.clone(), self.metrics.es_health.clone());
-        let bases: Vec<String> = targets.iter().map(|t| t.base.clone()).collect();
-        tokio::spawn(async move {
-            gauge.set(elasticsearch::cluster_health(&client, &bases).await.gauge());
-        });
         tokio::spawn(elasticsearch::probe_roots(
             self.settings.es.clone(),
             targets,
@@ -854,7 +914,7 @@ impl Shell {
         self.metrics
             .set_nodes(&nodes, self.core.persisted().desired);
         self.metrics.set_volumes(&self.core.volumes());
-        if self.settings.es_poll.is_some() {
+        {
             // Ask the nodes that run, not the UNREACHABLE ones whose fate the answer decides.
             let targets: Vec<String> = nodes
                 .iter()
@@ -933,8 +993,9 @@ pub enum Input {
     /// Boxed: a Connected event carries the stream's credential and channels, far larger than the rest.
     Sidecar(Box<SidecarEvent>),
     Admin(AdminRequest),
-    Es(EsView),
+    Es(EsCluster),
     Root(RootAnswer),
+    EsAnswer(EsCallAnswer),
 }
 
 /// How many items in a row one input may have served while another has items waiting.
@@ -947,19 +1008,25 @@ pub const FAIR_BATCH: usize = 32;
 pub struct FairInputs<'a> {
     inputs: &'a mut Inputs,
     roots: mpsc::Receiver<RootAnswer>,
+    answers: mpsc::Receiver<EsCallAnswer>,
     /// The input being served, and how many in a row so far.
     turn: usize,
     served: usize,
 }
 
 /// The number of inputs in [`FairInputs`]'s rotation.
-const INPUTS: usize = 5;
+const INPUTS: usize = 6;
 
 impl<'a> FairInputs<'a> {
-    pub fn new(inputs: &'a mut Inputs, roots: mpsc::Receiver<RootAnswer>) -> Self {
+    pub fn new(
+        inputs: &'a mut Inputs,
+        roots: mpsc::Receiver<RootAnswer>,
+        answers: mpsc::Receiver<EsCallAnswer>,
+    ) -> Self {
         FairInputs {
             inputs,
             roots,
+            answers,
             turn: 0,
             served: 0,
         }
@@ -976,7 +1043,8 @@ impl<'a> FairInputs<'a> {
             1 => self.inputs.admin.try_recv().ok().map(Input::Admin),
             2 => self.inputs.mesos.try_recv().ok().map(Input::Mesos),
             3 => self.inputs.es.try_recv().ok().map(Input::Es),
-            _ => self.roots.try_recv().ok().map(Input::Root),
+            4 => self.roots.try_recv().ok().map(Input::Root),
+            _ => self.answers.try_recv().ok().map(Input::EsAnswer),
         }
     }
 
@@ -1007,6 +1075,7 @@ impl<'a> FairInputs<'a> {
             Some(n) = self.inputs.mesos.recv() => (2, Input::Mesos(n)),
             Some(v) = self.inputs.es.recv() => (3, Input::Es(v)),
             Some(a) = self.roots.recv() => (4, Input::Root(a)),
+            Some(a) = self.answers.recv() => (5, Input::EsAnswer(a)),
             else => return None,
         };
         self.turn = which;
@@ -1031,16 +1100,20 @@ mod tests {
         sidecars: mpsc::Sender<SidecarEvent>,
         admin: mpsc::Sender<AdminRequest>,
         mesos: mpsc::Sender<Notification>,
-        _es: mpsc::Sender<EsView>,
+        _es: mpsc::Sender<EsCluster>,
         _roots: mpsc::Sender<RootAnswer>,
+        _answers: mpsc::Sender<EsCallAnswer>,
     }
 
-    fn inputs(capacity: usize) -> (Inputs, mpsc::Receiver<RootAnswer>, Senders) {
+    type Extra = (mpsc::Receiver<RootAnswer>, mpsc::Receiver<EsCallAnswer>);
+
+    fn inputs(capacity: usize) -> (Inputs, Extra, Senders) {
         let (sidecars_tx, sidecars) = mpsc::channel(capacity);
         let (admin_tx, admin) = mpsc::channel(capacity);
         let (mesos_tx, mesos) = mpsc::channel(capacity);
         let (es_tx, es) = mpsc::channel(capacity);
         let (roots_tx, roots) = mpsc::channel(capacity);
+        let (answers_tx, answers) = mpsc::channel(capacity);
         (
             Inputs {
                 mesos,
@@ -1048,13 +1121,14 @@ mod tests {
                 admin,
                 es,
             },
-            roots,
+            (roots, answers),
             Senders {
                 sidecars: sidecars_tx,
                 admin: admin_tx,
                 mesos: mesos_tx,
                 _es: es_tx,
                 _roots: roots_tx,
+                _answers: answers_tx,
             },
         )
     }
@@ -1093,8 +1167,8 @@ mod tests {
     /// the middle of a batch is served after at most one batch of each flooding input.
     #[tokio::test]
     async fn an_admin_request_waits_at_most_one_batch_of_a_flood() {
-        let (mut inputs, roots, tx) = inputs(1024);
-        let mut fair = FairInputs::new(&mut inputs, roots);
+        let (mut inputs, (roots, answers), tx) = inputs(1024);
+        let mut fair = FairInputs::new(&mut inputs, roots, answers);
         for i in 0..1024 {
             tx.sidecars.try_send(sidecar_event(i)).expect("room");
         }
@@ -1131,8 +1205,8 @@ mod tests {
     /// most one batch of sidecar events, and the other way round.
     #[tokio::test]
     async fn floods_on_two_inputs_alternate_by_batches() {
-        let (mut inputs, roots, tx) = inputs(1024);
-        let mut fair = FairInputs::new(&mut inputs, roots);
+        let (mut inputs, (roots, answers), tx) = inputs(1024);
+        let mut fair = FairInputs::new(&mut inputs, roots, answers);
         for i in 0..1024 {
             tx.sidecars.try_send(sidecar_event(i)).expect("room");
             tx.mesos.try_send(mesos_event()).expect("room");

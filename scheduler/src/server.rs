@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tether_core::Core;
-use tether_core::domain::EsView;
+use tether_core::domain::EsCluster;
 use tether_core::ids::Millis;
 use tether_mesos::client::{MesosClient, Notification};
 use tether_mesos::model::FrameworkID;
@@ -33,7 +33,7 @@ use tonic_health::server::HealthReporter;
 use crate::admin::{AdminConfig, AdminService};
 use crate::agent_channel::{AgentChannelService, ChannelConfig};
 use crate::agent_identity::{AgentAuth, AgentSecret};
-use crate::args::{Args, Fencing, MasterSource};
+use crate::args::{Args, MasterSource};
 use crate::config;
 use crate::elasticsearch::{self, EsClient, EsClientConfig};
 use crate::election;
@@ -76,7 +76,7 @@ pub struct Bound {
     inputs: Inputs,
     mesos_tx: mpsc::Sender<Notification>,
     /// Where the Elasticsearch poller (storage fencing only) sends its views.
-    es_tx: mpsc::Sender<EsView>,
+    es_tx: mpsc::Sender<EsCluster>,
     events: broadcast::Sender<pb::ClusterEvent>,
     metrics: Metrics,
     settings: LoopSettings,
@@ -230,18 +230,15 @@ pub async fn bind(args: Args) -> Result<Bound, SchedulerError> {
             driver: args.external_volume_driver.clone(),
             framework_name: args.framework_name.clone(),
             es: es_client(secrets.as_ref(), Duration::from_secs(2))?,
-            es_poll: match args.fencing {
-                Fencing::Storage => Some(EsPoll {
-                    // An answer slower than a poll is no answer.
-                    client: es_client(
-                        secrets.as_ref(),
-                        args.es_poll_interval
-                            .clamp(Duration::from_millis(200), Duration::from_secs(10)),
-                    )?,
-                    interval: args.es_poll_interval,
-                }),
-                Fencing::None => None,
-            },
+            es_poll: Some(EsPoll {
+                // An answer slower than a poll is no answer.
+                client: es_client(
+                    secrets.as_ref(),
+                    args.es_poll_interval
+                        .clamp(Duration::from_millis(200), Duration::from_secs(10)),
+                )?,
+                interval: args.es_poll_interval,
+            }),
             secrets,
             agent_secret_file: args.state_dir.join(crate::store::secret::FILE),
         },
@@ -462,7 +459,7 @@ struct Leading {
     masters: Masters,
     store: StateStore,
     mesos_tx: mpsc::Sender<Notification>,
-    es_tx: mpsc::Sender<EsView>,
+    es_tx: mpsc::Sender<EsCluster>,
     events: broadcast::Sender<pb::ClusterEvent>,
     metrics: Metrics,
     settings: LoopSettings,
@@ -522,16 +519,17 @@ async fn lead(
         );
         let (es_targets, targets_rx) = watch::channel(Vec::new());
         if let Some(poll) = &settings.es_poll {
-            // Stops with the driver: a scheduler that no longer acts needs no second opinion.
+            // Stops with the call sender, right after the driver: a scheduler that no longer acts
+            // needs no observation of the cluster.
             tasks.spawn(
-                Stage::Mesos,
+                Stage::Calls,
                 "Elasticsearch poller",
                 elasticsearch::run_poller(
                     poll.client.clone(),
                     targets_rx,
                     es_tx,
                     poll.interval,
-                    tasks.token(Stage::Mesos),
+                    tasks.token(Stage::Calls),
                 ),
             );
         }

@@ -20,9 +20,6 @@ use tether_mesos::model::{
     TaskInfo, TcpCheckInfo, Uri, Variable, Visibility, Volume, VolumeMode,
 };
 
-/// How long Elasticsearch gets between SIGTERM and SIGKILL: enough to flush and leave the cluster.
-const KILL_GRACE_NS: i64 = 30_000_000_000;
-
 /// What the task runs, beyond the image.
 #[derive(Debug, Clone, Default)]
 pub enum TaskCommand {
@@ -55,7 +52,21 @@ pub struct TaskOptions {
     pub fetch_uris: Vec<String>,
     /// `CommandInfo.user` (`None`: the framework's user).
     pub user: Option<String>,
+    /// How long Elasticsearch gets between SIGTERM and SIGKILL (`--kill-grace-period`): the
+    /// `kill_policy` of every TaskInfo and of every KILL.
+    pub kill_grace_period: std::time::Duration,
 }
+
+impl TaskOptions {
+    /// [`TaskOptions::kill_grace_period`] as Mesos's `DurationInfo.nanoseconds`.
+    #[must_use]
+    pub fn kill_grace_ns(&self) -> i64 {
+        i64::try_from(self.kill_grace_period.as_nanos()).unwrap_or(i64::MAX)
+    }
+}
+
+/// The default of `--kill-grace-period`: enough for Elasticsearch to flush and leave the cluster.
+pub const DEFAULT_KILL_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Default for TaskOptions {
     fn default() -> Self {
@@ -65,6 +76,7 @@ impl Default for TaskOptions {
             force_pull_image: false,
             fetch_uris: Vec::new(),
             user: None,
+            kill_grace_period: DEFAULT_KILL_GRACE,
         }
     }
 }
@@ -133,7 +145,7 @@ pub fn task_info(spec: &LaunchSpec, options: &TaskOptions) -> TaskInfo {
         }),
         kill_policy: Some(KillPolicy {
             grace_period: Some(Nanos {
-                nanoseconds: KILL_GRACE_NS,
+                nanoseconds: options.kill_grace_ns(),
             }),
         }),
         data: None,
@@ -375,6 +387,7 @@ pub(crate) mod tests {
                 force_pull_image: true,
                 fetch_uris: vec!["https://example.com/p.tgz".into()],
                 user: Some("elasticsearch".into()),
+                kill_grace_period: std::time::Duration::from_secs(90),
             },
         );
         let json = serde_json::to_value(&t).expect("json");

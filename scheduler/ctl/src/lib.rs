@@ -92,6 +92,11 @@ pub enum Command {
         /// The new node count.
         #[arg(allow_negative_numbers = true)]
         nodes: i64,
+        /// Remove nodes even if that removes the last copy of a shard (the scale is refused
+        /// otherwise, naming the index); repeated on a scale-down in progress, lets a data move that
+        /// is overdue (`--removal-step-timeout`) go on. Not `replace --force`.
+        #[arg(long)]
+        allow_data_loss: bool,
         /// Show progress until the cluster settles at the new count.
         #[arg(long)]
         wait: bool,
@@ -106,6 +111,10 @@ pub enum Command {
         /// Replace even though the old task may still be alive (you assert it is not).
         #[arg(long)]
         force: bool,
+        /// Without --force a RUNNING node's data moves away first; allow it even when the node holds
+        /// the last copy of a shard.
+        #[arg(long)]
+        allow_data_loss: bool,
         /// Show progress until the node runs again.
         #[arg(long)]
         wait: bool,
@@ -485,10 +494,17 @@ pub async fn run(args: Args, out: &mut (dyn Write + Send), terminal: bool) -> Re
         }
         Command::Scale {
             nodes,
+            allow_data_loss,
             wait,
             wait_timeout,
         } => {
-            let plan = client.scale(ScaleRequest { nodes }).await?.into_inner();
+            let plan = client
+                .scale(ScaleRequest {
+                    nodes,
+                    allow_data_loss,
+                })
+                .await?
+                .into_inner();
             output::scale(out, format, &plan)?;
             if wait {
                 let desired = plan.desired;
@@ -518,11 +534,16 @@ pub async fn run(args: Args, out: &mut (dyn Write + Send), terminal: bool) -> Re
         Command::Replace {
             id,
             force,
+            allow_data_loss,
             wait,
             wait_timeout,
         } => {
             let resp = client
-                .replace_node(ReplaceNodeRequest { node_id: id, force })
+                .replace_node(ReplaceNodeRequest {
+                    node_id: id,
+                    force,
+                    allow_data_loss,
+                })
                 .await?
                 .into_inner();
             output::replace(out, format, &resp)?;

@@ -8,7 +8,10 @@
 //!   UNREACHABLE) and `next_action` (`{"kind": "none"|"wait_operator"|"replace_at"|"es_still_sees_it",
 //!   "at_unix_ms": integer or null (set with `replace_at`), "text": string}`: what the scheduler will do
 //!   about an UNREACHABLE node) and `joined` (bool: it runs and its last `GET /` named the cluster's
-//!   UUID).
+//!   UUID), `es_joined` (bool: Elasticsearch's elected master lists it, as the scheduler last polled),
+//!   `shards` (integer: shard copies it holds, or null when unknown) and `removal` (null, or
+//!   `{"kind": "scale_down"|"replace", "step": "move_data"|"exclude_voting"|"stop"|"clear", "waiting":
+//!   string, "stalled": bool}` while it is being removed safely).
 //! - `volumes`: an array of objects with `name`, `node_id`, `exists` (bool), `size_bytes` and `free_bytes`
 //!   (integer or null), `zone` (string or null), `attached_to` (host or null), `last_error` (string or null).
 //! - `agents`: an array of objects with `host`, `agent_id`, `sidecar_connected`, `last_report_age_ms`,
@@ -16,7 +19,9 @@
 //!   `attachments_max`, `volumes_seen`, `last_decline_reason`.
 //! - `status`: an object with `framework_id` (string or null), `framework_name`, `master`, `subscribed_since_unix_ms`,
 //!   `desired`, `running`, `strategy`, `driver`, `leader`, `leader_address`, `cluster_uuid` (string, null
-//!   before the cluster bootstrapped) and `security` (`off`, `transport` or `full`).
+//!   before the cluster bootstrapped), `security` (`off`, `transport` or `full`), `health` (`green`,
+//!   `yellow`, `red` or `unknown`), `shards` (`{active, relocating, initializing, unassigned}` or null)
+//!   and `es_master` (the elected master's node name, or null).
 //! - `bootstrap reset`: `{message}`.
 //! - `scale`: `{previous, desired, start: [ids], stop: [ids]}`; `replace`: `{node_id, old_task_id, message}`;
 //!   `agents gone`: `{agent_ids: [ids], message}`;
@@ -67,6 +72,18 @@ pub struct NodeView {
     pub unreachable_since_unix_ms: Option<u64>,
     pub next_action: NextActionView,
     pub joined: bool,
+    pub es_joined: bool,
+    pub shards: Option<u64>,
+    pub removal: Option<RemovalView>,
+}
+
+/// A node being removed safely.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RemovalView {
+    pub kind: String,
+    pub step: String,
+    pub waiting: String,
+    pub stalled: bool,
 }
 
 /// What the scheduler will do about an UNREACHABLE node.
@@ -110,6 +127,14 @@ impl From<&Node> for NodeView {
             since_unix_ms: n.since_unix_ms,
             unreachable_since_unix_ms: n.unreachable_since_unix_ms,
             joined: n.joined,
+            es_joined: n.es_joined,
+            shards: n.shards,
+            removal: n.removal.as_ref().map(|r| RemovalView {
+                kind: r.kind.clone(),
+                step: r.step.clone(),
+                waiting: r.waiting.clone(),
+                stalled: r.stalled,
+            }),
             next_action: match &n.next_action {
                 Some(a) => NextActionView {
                     kind: if a.kind.is_empty() {
@@ -220,6 +245,17 @@ struct ClusterView {
     leader_address: Option<String>,
     cluster_uuid: Option<String>,
     security: String,
+    health: String,
+    shards: Option<ShardCountsView>,
+    es_master: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ShardCountsView {
+    active: u64,
+    relocating: u64,
+    initializing: u64,
+    unassigned: u64,
 }
 
 impl From<&Cluster> for ClusterView {
@@ -238,6 +274,15 @@ impl From<&Cluster> for ClusterView {
             leader_address: opt(&c.leader_address),
             cluster_uuid: c.cluster_uuid.clone().filter(|u| !u.is_empty()),
             security: c.security.clone(),
+            // An older scheduler says nothing: unknown.
+            health: opt(&c.health).unwrap_or_else(|| "unknown".to_owned()),
+            shards: c.shards.map(|k| ShardCountsView {
+                active: k.active,
+                relocating: k.relocating,
+                initializing: k.initializing,
+                unassigned: k.unassigned,
+            }),
+            es_master: opt(&c.es_master),
         }
     }
 }
@@ -316,6 +361,21 @@ pub fn cluster(out: &mut (dyn Write + Send), format: Format, c: &Cluster) -> std
                 None => "not yet (no node has reported a cluster uuid)".to_owned(),
             },
         ),
+        (
+            "health",
+            match &v.shards {
+                Some(k) => format!(
+                    "{} ({} active, {} relocating, {} initializing, {} unassigned shards; master {})",
+                    v.health,
+                    k.active,
+                    k.relocating,
+                    k.initializing,
+                    k.unassigned,
+                    dash(v.es_master.as_deref())
+                ),
+                None => v.health.clone(),
+            },
+        ),
         ("security", v.security.clone()),
         (
             "leader",
@@ -344,6 +404,13 @@ pub fn nodes(out: &mut (dyn Write + Send), format: Format, nodes: &[Node]) -> st
             vec![
                 n.id.to_string(),
                 n.state.clone(),
+                match (n.es_joined, n.state.as_str()) {
+                    (true, _) => "joined".to_owned(),
+                    // RUNNING in Mesos but not in the cluster: worth seeing at a glance.
+                    (false, "RUNNING") => "not joined".to_owned(),
+                    _ => "-".to_owned(),
+                },
+                dash(n.shards),
                 dash(n.agent.as_deref()),
                 match (n.http_port, n.transport_port) {
                     (Some(h), Some(t)) => format!("{h},{t}"),
@@ -365,7 +432,9 @@ pub fn nodes(out: &mut (dyn Write + Send), format: Format, nodes: &[Node]) -> st
         .collect();
     table(
         out,
-        &["ID", "STATE", "AGENT", "PORTS", "TASK", "VOLUMES", "REASON"],
+        &[
+            "ID", "STATE", "ES", "SHARDS", "AGENT", "PORTS", "TASK", "VOLUMES", "REASON",
+        ],
         &rows,
     )
 }
@@ -693,6 +762,7 @@ mod tests {
             unreachable_since_unix_ms: None,
             next_action: None,
             joined: state == "RUNNING",
+            ..Node::default()
         }
     }
 
@@ -726,6 +796,68 @@ mod tests {
             v[0]["next_action"],
             serde_json::json!({"kind": "none", "at_unix_ms": null, "text": ""})
         );
+        assert_eq!(v[0]["es_joined"], false);
+        assert_eq!(v[0]["shards"], serde_json::Value::Null);
+        assert_eq!(v[0]["removal"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn nodes_show_what_elasticsearch_says_and_a_removal_in_progress() {
+        let mut joined = node(1, "RUNNING", "a1");
+        joined.es_joined = true;
+        joined.shards = Some(4);
+        let mut leaving = node(3, "STOPPING", "a3");
+        leaving.es_joined = true;
+        leaving.shards = Some(2);
+        leaving.removal = Some(tether_proto::v1::NodeRemoval {
+            kind: "scale_down".into(),
+            step: "move_data".into(),
+            waiting: "2 shard copies still on it".into(),
+            stalled: false,
+        });
+        let absent = node(2, "RUNNING", "a2");
+        let all = [joined, absent, leaving];
+        let v: serde_json::Value =
+            serde_json::from_str(&render(|o| nodes(o, Format::Json, &all))).expect("json");
+        assert_eq!(
+            (v[0]["es_joined"].clone(), v[0]["shards"].clone()),
+            (true.into(), 4.into())
+        );
+        assert_eq!(
+            v[2]["removal"],
+            serde_json::json!({"kind": "scale_down", "step": "move_data",
+                "waiting": "2 shard copies still on it", "stalled": false})
+        );
+        let table = render(|o| nodes(o, Format::Table, &all));
+        // RUNNING in Mesos but not in the cluster is shown as such.
+        let line = table.lines().find(|l| l.starts_with('2')).expect("node 2");
+        assert!(line.contains("not joined"), "{table}");
+    }
+
+    #[test]
+    fn status_json_has_the_health() {
+        let c = Cluster {
+            health: "yellow".into(),
+            shards: Some(tether_proto::v1::ShardCounts {
+                active: 3,
+                relocating: 1,
+                initializing: 0,
+                unassigned: 1,
+            }),
+            es_master: "es-1".into(),
+            ..Cluster::default()
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&render(|o| cluster(o, Format::Json, &c))).expect("json");
+        assert_eq!(v["health"], "yellow");
+        assert_eq!(v["shards"]["relocating"], 1);
+        assert_eq!(v["es_master"], "es-1");
+        // An older scheduler that says nothing: unknown, not green.
+        let v: serde_json::Value =
+            serde_json::from_str(&render(|o| cluster(o, Format::Json, &Cluster::default())))
+                .expect("json");
+        assert_eq!(v["health"], "unknown");
+        assert_eq!(v["shards"], serde_json::Value::Null);
     }
 
     #[test]
