@@ -40,6 +40,11 @@ impl Core {
         });
         self.recon = None;
         self.next_implicit = None;
+        // A removal's KILL sent on the old subscription may never have reached the master: send it again.
+        for rt in self.slots.values_mut() {
+            rt.removal.kill_sent = false;
+        }
+        self.drive_removals(now);
         self.start_explicit(now, None);
         // The SUBSCRIBE call left us unsuppressed; say explicitly what we want.
         self.suppressed = false;

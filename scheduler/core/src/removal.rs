@@ -27,7 +27,7 @@
 
 use crate::command::{Command, EsCall, MesosCommand, WatchEvent};
 use crate::core::{Core, Timer};
-use crate::domain::{EsCluster, EsVersion, ShutdownKind, ShutdownStatus, TaskState};
+use crate::domain::{EsCluster, EsVersion, EsView, ShutdownKind, ShutdownStatus, TaskState};
 use crate::error::CoreError;
 use crate::ids::{Millis, NodeId};
 use crate::state::{Removal, RemovalKind, RemovalStep};
@@ -97,6 +97,17 @@ impl RemovalStep {
     }
 }
 
+/// Whether a node is part of the Elasticsearch cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Membership {
+    /// Its task reported the cluster's UUID, or the elected master lists it: it may hold data.
+    In,
+    /// Not running, or a recent answer says it is not in the cluster (or no cluster ever formed).
+    Out,
+    /// A cluster formed, but no recent answer says either way.
+    Unknown,
+}
+
 /// What a step decided after looking at the node and the cluster.
 enum Next {
     /// Wait, for this reason.
@@ -161,20 +172,36 @@ impl Core {
             .map(|(_, c)| c)
     }
 
-    /// Whether Elasticsearch knows node `id`: the elected master lists it, or its running task reported
-    /// the cluster's UUID (then it may hold data even while the scheduler cannot ask the cluster).
+    /// Whether Elasticsearch may know node `id`, so that stopping it could take data away: see
+    /// [`Membership`].
     pub(crate) fn known_to_es(&self, id: NodeId, now: Millis) -> bool {
-        let name = self.config.node_name(id);
+        self.membership(id, now) != Membership::Out
+    }
+
+    /// Whether node `id` is part of the Elasticsearch cluster, as far as the core can tell.
+    pub(crate) fn membership(&self, id: NodeId, now: Millis) -> Membership {
         let running = self
             .record(id)
             .and_then(|r| r.task.as_ref())
             .is_some_and(|t| t.state == Some(TaskState::Running));
-        running
-            && (self.fresh_cluster(now).is_some_and(|c| c.lists(&name))
-                || self
-                    .slots
-                    .get(&id)
-                    .is_some_and(|rt| rt.cluster_uuid.is_some() && rt.foreign_cluster.is_none()))
+        if !running {
+            return Membership::Out;
+        }
+        let reported = self
+            .slots
+            .get(&id)
+            .is_some_and(|rt| rt.cluster_uuid.is_some() && rt.foreign_cluster.is_none());
+        let name = self.config.node_name(id);
+        match self.fresh_cluster(now) {
+            _ if reported => Membership::In,
+            Some(c) if c.lists(&name) => Membership::In,
+            // The master answered without it, or nothing answers and no cluster ever formed.
+            Some(c) if matches!(c.view, EsView::Master { .. }) => Membership::Out,
+            _ if !self.persisted.cluster_formed => Membership::Out,
+            // A formed cluster that has not answered yet (a scheduler just restarted, or Elasticsearch
+            // unreachable from it): its running nodes may hold data.
+            _ => Membership::Unknown,
+        }
     }
 
     /// Refuses removing `leaving` when Elasticsearch says that would remove the last copy of a shard
@@ -492,11 +519,17 @@ impl Core {
         if !Core::task_live(rec) {
             return Next::Go(RemovalStep::Clear, "its task already ended".into());
         }
-        if !self.known_to_es(id, now) {
-            return Next::Go(
-                RemovalStep::Stop,
-                "Elasticsearch does not know it: no data to move".into(),
-            );
+        match self.membership(id, now) {
+            Membership::Out => {
+                return Next::Go(
+                    RemovalStep::Stop,
+                    "Elasticsearch does not know it: no data to move".into(),
+                );
+            }
+            Membership::Unknown => {
+                return Next::Wait("no recent answer from Elasticsearch (it may hold data)".into());
+            }
+            Membership::In => {}
         }
         let Some(c) = self.fresh_cluster(now) else {
             return Next::Wait("no recent answer from Elasticsearch".into());

@@ -601,3 +601,35 @@ fn versions_parse_as_elasticsearch_reports_them_and_pick_the_shutdown_api_from_7
         "an unknown version is not assumed new"
     );
 }
+
+#[test]
+fn a_removal_kill_is_sent_again_after_a_resubscription() {
+    let mut h = running(2);
+    let nodes = [("es-1", false), ("es-2", false)];
+    h.es_cluster(es_cluster(&nodes, "8.15.0", Vec::new()));
+    h.core.handle_scale_with(1, false, h.now).expect("scale");
+    let (id, _) = only_call(&h.drain());
+    h.es_result(id, None);
+    let mut c = es_cluster(&nodes, "8.15.0", Vec::new());
+    complete(&mut c, "id-es-2");
+    assert_eq!(kills(&h.es_cluster(c)), vec!["es-2.1".to_owned()]);
+    h.core.handle_disconnected(h.now);
+    h.drain();
+    assert_eq!(kills(&h.subscribe()), vec!["es-2.1".to_owned()]);
+    check(&h);
+}
+
+#[test]
+fn after_a_restart_a_node_of_a_formed_cluster_is_not_stopped_before_elasticsearch_answers() {
+    let mut h = running(2);
+    h.restart();
+    h.subscribe();
+    h.core.handle_scale_with(1, false, h.now).expect("scale");
+    let cmds = h.drain();
+    assert!(kills(&cmds).is_empty(), "it may hold data: {cmds:?}");
+    assert_eq!(step(&h, 2), Some(RemovalStep::MoveData));
+    // Elasticsearch answers without it (it never joined): no data to move, stopped at once.
+    let cmds = h.es_cluster(cluster_of(1, Vec::new()));
+    assert_eq!(kills(&cmds), vec!["es-2.1".to_owned()]);
+    check(&h);
+}
