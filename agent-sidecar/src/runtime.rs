@@ -78,6 +78,8 @@ pub(crate) struct Runtime {
     args: Args,
     hostname: String,
     instance_id: String,
+    /// Declared in Hello ([`FEATURES`], unless a benchmark plays an older sidecar).
+    features: Vec<String>,
     pub(crate) volumes: Arc<Volumes>,
     watch: Mutex<Watch>,
     looks: Mutex<HashMap<String, Look>>,
@@ -90,12 +92,18 @@ pub(crate) struct Runtime {
 }
 
 impl Runtime {
-    pub(crate) fn new(args: Args, hostname: String, volumes: Arc<Volumes>) -> Self {
+    pub(crate) fn new(
+        args: Args,
+        hostname: String,
+        volumes: Arc<Volumes>,
+        features: &[&str],
+    ) -> Self {
         let interval = Duration::from(args.report_interval).max(Duration::from_millis(10));
         Runtime {
             args,
             hostname,
             instance_id: uuid::Uuid::new_v4().to_string(),
+            features: features.iter().map(|f| f.to_string()).collect(),
             volumes,
             watch: Mutex::new(Watch::default()),
             looks: Mutex::new(HashMap::new()),
@@ -123,7 +131,7 @@ impl Runtime {
                 zone: self.args.zone.clone(),
                 max_attachments: self.args.max_attachments,
                 instance_id: self.instance_id.clone(),
-                features: FEATURES.iter().map(|f| f.to_string()).collect(),
+                features: self.features.clone(),
             })),
         }
     }
