@@ -622,6 +622,7 @@ async fn tetherctl_commands_print_the_documented_json() {
                 "attachments_max",
                 "volumes_seen",
                 "last_decline_reason",
+                "observes",
             ],
         );
     }
