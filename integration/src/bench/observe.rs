@@ -6,8 +6,8 @@
 //! Once every sidecar reported and one more interval passed, over two intervals:
 //!
 //! * plugin calls per report interval, cluster-wide (every method);
-//! * bytes the scheduler read per interval (`rchar` of `/proc/<pid>/io`: its sockets, HTTP/2 framing and
-//!   keep-alives included, so an upper bound of the reports' bytes);
+//! * bytes the scheduler's gRPC listener received per interval: the TCP payload of its open connections
+//!   (`bytes_received` of `ss -ti`), so the reports with their gRPC and HTTP/2 framing, plus keep-alives;
 //! * the scheduler's RSS at the end.
 //!
 //! Each size runs twice: sidecars declaring `watch_delta` (observation by assignment, delta reports) and,
@@ -55,6 +55,31 @@ pub fn bench(quick: bool) -> anyhow::Result<()> {
         rt.block_on(run(agents, nodes, assigned, quick, logs.path()))?;
     }
     Ok(())
+}
+
+/// TCP payload bytes received so far on the open connections of the listener on `port` (`ss -tin`).
+fn received(port: u16) -> anyhow::Result<u64> {
+    let out = std::process::Command::new("ss")
+        .args([
+            "-tinH",
+            "state",
+            "established",
+            &format!("( sport = :{port} )"),
+        ])
+        .output()
+        .map_err(|e| anyhow::anyhow!("running ss (iproute2) to count the bytes received: {e}"))?;
+    if !out.status.success() {
+        bail!("ss failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(parse_received(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The sum of every `bytes_received:N` in `ss -ti` output.
+fn parse_received(text: &str) -> u64 {
+    text.split_whitespace()
+        .filter_map(|w| w.strip_prefix("bytes_received:"))
+        .filter_map(|n| n.parse::<u64>().ok())
+        .sum()
 }
 
 async fn run(
@@ -138,10 +163,10 @@ async fn run(
         tokio::time::sleep(INTERVAL).await;
         let intervals: u32 = if quick { 1 } else { 2 };
         let calls = |ps: &[FakeRexray]| -> u64 { ps.iter().flat_map(|p| p.calls().into_values()).sum() };
-        let (c0, b0) = (calls(&plugins), procfs::bytes_read(proc.pid())?);
+        let (c0, b0) = (calls(&plugins), received(grpc.port())?);
         let by_method0: Vec<_> = plugins.iter().map(FakeRexray::calls).collect();
         tokio::time::sleep(INTERVAL * intervals).await;
-        let (c1, b1) = (calls(&plugins), procfs::bytes_read(proc.pid())?);
+        let (c1, b1) = (calls(&plugins), received(grpc.port())?);
         let mem = procfs::memory(proc.pid())?;
         let per_interval = (c1 - c0) as f64 / f64::from(intervals);
         let bytes = (b1.saturating_sub(b0)) as f64 / f64::from(intervals);
@@ -176,4 +201,14 @@ async fn run(
         p.shutdown().await;
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bytes_received_are_summed_over_connections() {
+        let text = "0 0 127.0.0.1:7070 127.0.0.1:40102\n\t bbr bytes_sent:185 bytes_received:515 segs_in:19\n\
+                    0 0 127.0.0.1:7070 127.0.0.1:40104\n\t bbr bytes_acked:1 bytes_received:1000\n";
+        assert_eq!(super::parse_received(text), 1515);
+    }
 }

@@ -69,16 +69,6 @@ pub fn memory(pid: u32) -> anyhow::Result<Memory> {
     parse_status(&std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?)
 }
 
-/// Bytes process `pid` has read so far, sockets included (`rchar` of `/proc/<pid>/io`).
-pub fn bytes_read(pid: u32) -> anyhow::Result<u64> {
-    let path = format!("/proc/{pid}/io");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("rchar:"))
-        .and_then(|v| v.trim().parse().ok())
-        .with_context(|| format!("no rchar in {path}"))
-}
-
 /// CPU time process `pid` has used so far.
 pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
     let path = format!("/proc/{pid}/stat");
