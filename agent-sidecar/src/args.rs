@@ -66,6 +66,18 @@ pub struct Args {
     #[arg(long, env = "TETHER_REPORT_INTERVAL", default_value = "10s")]
     pub report_interval: humantime::Duration,
 
+    /// How often to look (`Get`) at an assigned volume whose facts are settled (the same in two looks in
+    /// a row) and that is neither held nor waiting for a launch; those are looked at every report
+    /// interval. Applies to the share a scheduler assigns (`watch_delta`); an old scheduler's full watch
+    /// set is looked at every interval.
+    #[arg(long, env = "TETHER_DETAIL_INTERVAL", default_value = "5m")]
+    pub detail_interval: humantime::Duration,
+
+    /// How often to send a full snapshot report between reports that carry only changes (a scheduler
+    /// that assigns shares accepts changes; the first report on every stream is a snapshot).
+    #[arg(long, env = "TETHER_SNAPSHOT_INTERVAL", default_value = "10m")]
+    pub snapshot_interval: humantime::Duration,
+
     /// File recording the mounts the sidecar holds, so a restarted sidecar releases them.
     #[arg(
         long,

@@ -130,6 +130,17 @@ impl Driver {
         Ok(client)
     }
 
+    /// Finds and activates the driver when it is not active (at start, and after a transport failure: the
+    /// plugin may have restarted), which asks its Capabilities once; makes no call otherwise.
+    pub async fn ensure_active(&self) {
+        if lock(&self.inner).client.is_some() {
+            return;
+        }
+        let _ = self
+            .call(None, |_| async { Ok::<(), PluginError>(()) })
+            .await;
+    }
+
     /// Makes one call through `f` (with timeouts capped at `cap` when given) and records its health.
     pub async fn call<T, F, Fut>(&self, cap: Option<Duration>, f: F) -> Result<T, DriverError>
     where

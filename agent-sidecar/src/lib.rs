@@ -51,6 +51,16 @@ pub enum SidecarError {
 /// and releases every mount it holds. Only configuration and state-file problems end it early: a missing
 /// driver or scheduler is reported and retried, never fatal.
 pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), SidecarError> {
+    run_declaring(args, shutdown, &FEATURES).await
+}
+
+/// [`run`], declaring `features` in the Hello instead of [`FEATURES`]: the observe benchmark plays
+/// sidecars from before `watch_delta` with it, for its broadcast baseline.
+pub async fn run_declaring(
+    args: Args,
+    shutdown: CancellationToken,
+    features: &[&str],
+) -> Result<(), SidecarError> {
     // Fails early on a bad URL or unreadable TLS files; the session redials with the same settings.
     let targets = args.targets().map_err(SidecarError::Config)?;
     for url in targets.urls() {
@@ -119,7 +129,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), SidecarE
     {
         tracing::warn!(error = %e, "volume driver not available yet");
     }
-    let rt = Arc::new(runtime::Runtime::new(args, hostname, volumes));
+    let rt = Arc::new(runtime::Runtime::new(args, hostname, volumes, features));
     let stop = shutdown.child_token();
     let reporter = tokio::spawn(rt.clone().reporter(stop.clone()));
     rt.clone().connection_loop(targets, stop.clone()).await;

@@ -1,7 +1,7 @@
 //! The sidecar's runtime: the stream to the scheduler (Hello, Welcome, commands, results), the reporter
 //! (periodic and on demand) and the shutdown sequence. Owns no protocol details of the driver.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,7 +11,7 @@ use rand::Rng;
 use tether_proto::v1::agent_channel_client::AgentChannelClient;
 use tether_proto::v1::{
     AgentMessage, CommandResult, Hello, InstallIdentity, Prepare, Release, Report,
-    SchedulerMessage, VolumeSelector, agent_message, scheduler_message,
+    SchedulerMessage, VolumeReport, VolumeSelector, WatchDelta, agent_message, scheduler_message,
 };
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -27,7 +27,35 @@ use crate::{SidecarError, lock};
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// What this sidecar declares in Hello beyond the first contract: the scheduler relies on nothing else.
-pub const FEATURES: [&str; 2] = ["volume_owner", "node_identity"];
+pub const FEATURES: [&str; 3] = ["volume_owner", "node_identity", "watch_delta"];
+
+/// What this sidecar observes.
+#[derive(Debug, Default)]
+struct Watch {
+    /// The full watch set of a Welcome (a scheduler that does not assign shares).
+    selector: VolumeSelector,
+    /// The share assigned by WatchDelta on this stream (name → urgent); `None` until the first one,
+    /// and then the selector is what is watched and every report is a snapshot.
+    share: Option<BTreeMap<String, bool>>,
+}
+
+/// The last look (`Get`) at one volume.
+#[derive(Debug)]
+struct Look {
+    report: VolumeReport,
+    at: Instant,
+    /// Two looks in a row found the same: looked at again only every `--detail-interval`.
+    settled: bool,
+}
+
+/// What the scheduler was last told on this stream, for reports that carry only changes.
+#[derive(Debug)]
+struct Sent {
+    volumes: HashMap<String, VolumeReport>,
+    /// The next report must be a snapshot: a new stream, a Welcome, a report lost on the way, the period.
+    snapshot_due: bool,
+    last_snapshot: Instant,
+}
 
 /// Why a session ended, and the leader a standby named when that was why.
 #[derive(Debug)]
@@ -50,8 +78,12 @@ pub(crate) struct Runtime {
     args: Args,
     hostname: String,
     instance_id: String,
+    /// Declared in Hello ([`FEATURES`], unless a benchmark plays an older sidecar).
+    features: Vec<String>,
     pub(crate) volumes: Arc<Volumes>,
-    watch: Mutex<VolumeSelector>,
+    watch: Mutex<Watch>,
+    looks: Mutex<HashMap<String, Look>>,
+    sent: Mutex<Sent>,
     interval: Mutex<Duration>,
     sequence: AtomicU64,
     report_now: Notify,
@@ -60,14 +92,26 @@ pub(crate) struct Runtime {
 }
 
 impl Runtime {
-    pub(crate) fn new(args: Args, hostname: String, volumes: Arc<Volumes>) -> Self {
+    pub(crate) fn new(
+        args: Args,
+        hostname: String,
+        volumes: Arc<Volumes>,
+        features: &[&str],
+    ) -> Self {
         let interval = Duration::from(args.report_interval).max(Duration::from_millis(10));
         Runtime {
             args,
             hostname,
             instance_id: uuid::Uuid::new_v4().to_string(),
+            features: features.iter().map(|f| f.to_string()).collect(),
             volumes,
-            watch: Mutex::new(VolumeSelector::default()),
+            watch: Mutex::new(Watch::default()),
+            looks: Mutex::new(HashMap::new()),
+            sent: Mutex::new(Sent {
+                volumes: HashMap::new(),
+                snapshot_due: true,
+                last_snapshot: Instant::now(),
+            }),
             interval: Mutex::new(interval),
             sequence: AtomicU64::new(0),
             report_now: Notify::new(),
@@ -87,30 +131,64 @@ impl Runtime {
                 zone: self.args.zone.clone(),
                 max_attachments: self.args.max_attachments,
                 instance_id: self.instance_id.clone(),
-                features: FEATURES.iter().map(|f| f.to_string()).collect(),
+                features: self.features.clone(),
             })),
         }
     }
 
-    /// Sends on the current stream, if any (reports are snapshots: a lost one is replaced by the next).
-    fn send(&self, msg: AgentMessage) {
+    /// Sends on the current stream, if any; false when it could not (a lost report is replaced by the
+    /// next, which must then be a snapshot).
+    fn send(&self, msg: AgentMessage) -> bool {
         let tx = lock(&self.outbound).clone();
-        if let Some(tx) = tx
-            && tx.try_send(msg).is_err()
-        {
-            tracing::debug!("outbound queue full or closed; message dropped");
+        match tx {
+            Some(tx) if tx.try_send(msg).is_ok() => true,
+            Some(_) => {
+                tracing::debug!("outbound queue full or closed; message dropped");
+                false
+            }
+            None => false,
         }
     }
 
-    /// Builds one report: driver health, every watched volume, attachments.
+    /// Whether to look at `name` (a `Get`) for this report, or report the last look again. With a
+    /// share, each volume is looked at once per report interval (a report sent early, after a command
+    /// or a change of the share, reuses looks younger than that), and one neither urgent nor held whose
+    /// facts are settled only every `--detail-interval`.
+    fn due(&self, name: &str, urgent: bool, by_share: bool, held: bool) -> bool {
+        if !by_share {
+            return true;
+        }
+        let interval = lock(&self.interval).mul_f64(0.9);
+        let detail = Duration::from(self.args.detail_interval);
+        lock(&self.looks).get(name).is_none_or(|l| {
+            let age = l.at.elapsed();
+            if urgent || held || !l.settled {
+                age >= interval
+            } else {
+                age >= detail
+            }
+        })
+    }
+
+    /// Builds one report: driver health, every observed volume (the share, or the Welcome's full set)
+    /// and every volume held here, attachments.
     async fn build_report(&self) -> Report {
         let driver = &self.volumes.driver;
-        // One cheap call keeps health and scope fresh even with nothing to watch.
-        let _ = driver
-            .call(None, |c| async move { c.capabilities().await })
-            .await;
-        let watch = lock(&self.watch).clone();
+        // Capabilities only on (re)activation: a driver that stays up is asked once.
+        driver.ensure_active().await;
+        let (selector, share) = {
+            let w = lock(&self.watch);
+            (w.selector.clone(), w.share.clone())
+        };
+        let by_share = share.is_some();
+        let watch = if by_share {
+            VolumeSelector::default()
+        } else {
+            selector
+        };
         let mut names: BTreeSet<String> = watch.names.iter().cloned().collect();
+        let share = share.unwrap_or_default();
+        names.extend(share.keys().cloned());
         let held: BTreeMap<String, _> = self
             .volumes
             .state
@@ -130,10 +208,37 @@ impl Runtime {
                 Err(e) => list_error = e.to_string(),
             }
         }
+        // A host-local driver lists only this host's volumes: one List says which of the share exist
+        // here, and only those need a Get. A cluster-wide driver's List is the whole account (and may
+        // exceed the reply cap), so there every volume gets its own Get instead.
+        let listed: Option<BTreeSet<String>> =
+            if by_share && driver.scope() == tether_proto::v1::DriverScope::Local {
+                match driver.call(None, |c| async move { c.list().await }).await {
+                    Ok(vols) => Some(vols.into_iter().map(|v| v.name).collect()),
+                    Err(e) => {
+                        list_error = e.to_string();
+                        None
+                    }
+                }
+            } else {
+                None
+            };
         let volumes: Vec<_> = futures::stream::iter(names)
             .map(|name| {
                 let held = held.get(&name).cloned();
+                let urgent = share.get(&name).copied().unwrap_or(false);
+                let is_held = held
+                    .as_ref()
+                    .is_some_and(|h| h.phase == crate::state::Phase::Held);
+                let absent_here = !is_held && listed.as_ref().is_some_and(|l| !l.contains(&name));
+                let due = !absent_here && self.due(&name, urgent, by_share, is_held);
                 async move {
+                    if absent_here {
+                        return volume_report(&name, None, held.as_ref(), None, "");
+                    }
+                    if !due && let Some(l) = lock(&self.looks).get(&name) {
+                        return l.report.clone();
+                    }
                     let got = driver
                         .call(None, |c| {
                             let n = name.clone();
@@ -155,12 +260,30 @@ impl Runtime {
                     // The freshest word on the volume replaces an older command error.
                     self.volumes
                         .set_error(&name, Some(err.as_str()).filter(|e| !e.is_empty()));
-                    volume_report(&name, found.as_ref(), held.as_ref(), usage, &err)
+                    let report = volume_report(&name, found.as_ref(), held.as_ref(), usage, &err);
+                    if by_share {
+                        let mut looks = lock(&self.looks);
+                        let settled = looks.get(&name).is_some_and(|l| l.report == report);
+                        looks.insert(
+                            name.clone(),
+                            Look {
+                                report: report.clone(),
+                                at: Instant::now(),
+                                settled,
+                            },
+                        );
+                    }
+                    report
                 }
             })
             .buffered(8)
             .collect()
             .await;
+        if by_share {
+            // Looks at volumes no longer observed are of no use.
+            let keep: BTreeSet<&str> = volumes.iter().map(|v| v.name.as_str()).collect();
+            lock(&self.looks).retain(|n, _| keep.contains(n.as_str()));
+        }
         let mut health = driver.health();
         if health.healthy && !list_error.is_empty() {
             health.error = list_error;
@@ -170,9 +293,43 @@ impl Runtime {
             driver: Some(health),
             volumes,
             attachments_used: self.volumes.attachments_used(),
+            delta: false,
+            removed: Vec::new(),
         };
+        if by_share {
+            self.as_delta(&mut report);
+        }
         crate::bounds::report(&mut report);
         report
+    }
+
+    /// Turns a snapshot into the changes since the last report on this stream, unless a snapshot is due.
+    fn as_delta(&self, report: &mut Report) {
+        let mut sent = lock(&self.sent);
+        let snapshot_interval = Duration::from(self.args.snapshot_interval);
+        let now: HashMap<String, VolumeReport> = report
+            .volumes
+            .iter()
+            .map(|v| (v.name.clone(), v.clone()))
+            .collect();
+        if sent.snapshot_due || sent.last_snapshot.elapsed() >= snapshot_interval {
+            sent.snapshot_due = false;
+            sent.last_snapshot = Instant::now();
+            sent.volumes = now;
+            return;
+        }
+        report.delta = true;
+        report
+            .volumes
+            .retain(|v| sent.volumes.get(&v.name) != Some(v));
+        report.removed = sent
+            .volumes
+            .keys()
+            .filter(|n| !now.contains_key(*n))
+            .cloned()
+            .collect();
+        report.removed.sort();
+        sent.volumes = now;
     }
 
     /// Reports every interval and whenever asked, until `stop`.
@@ -182,12 +339,17 @@ impl Runtime {
             let report = self.build_report().await;
             tracing::debug!(
                 sequence = report.sequence,
+                delta = report.delta,
+                volumes = report.volumes.len(),
                 healthy = report.driver.as_ref().is_some_and(|d| d.healthy),
                 "report"
             );
-            self.send(AgentMessage {
+            let sent = self.send(AgentMessage {
                 body: Some(agent_message::Body::Report(report)),
             });
+            if !sent {
+                lock(&self.sent).snapshot_due = true;
+            }
             let interval = *lock(&self.interval);
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -285,6 +447,9 @@ impl Runtime {
         };
         let mut inbound = response.into_inner();
         tracing::info!(scheduler = %url, "connected to scheduler");
+        // A new stream: whatever scheduler answers assigns (or not) anew, and hears a snapshot first.
+        lock(&self.watch).share = None;
+        lock(&self.sent).snapshot_due = true;
         *lock(&self.outbound) = Some(tx.clone());
         loop {
             let msg = tokio::select! {
@@ -307,18 +472,55 @@ impl Runtime {
             scheduler_message::Body::Welcome(w) => {
                 tracing::info!(
                     names = w.watch.as_ref().map_or(0, |s| s.names.len()),
+                    by_share = w.watch.is_none(),
                     "welcome"
                 );
-                *lock(&self.watch) = w.watch.unwrap_or_default();
+                // Without `watch` the share comes (or stays) by WatchDelta.
+                if let Some(selector) = w.watch {
+                    let mut watch = lock(&self.watch);
+                    watch.selector = selector;
+                    watch.share = None;
+                }
                 if w.report_interval_ms > 0 {
                     *lock(&self.interval) = Duration::from_millis(w.report_interval_ms.max(10));
                 }
+                lock(&self.sent).snapshot_due = true;
                 self.report_now.notify_one();
             }
+            scheduler_message::Body::WatchDelta(d) => self.apply_delta(d),
             scheduler_message::Body::Prepare(p) => self.spawn_prepare(p, tx.clone()),
             scheduler_message::Body::Release(r) => self.spawn_release(r, tx.clone()),
             scheduler_message::Body::InstallIdentity(i) => self.spawn_install(i, tx.clone()),
         }
+    }
+
+    /// Applies a change of the share; a report follows at once so the new volumes are seen.
+    fn apply_delta(&self, d: WatchDelta) {
+        let mut watch = lock(&self.watch);
+        let share = watch.share.get_or_insert_with(BTreeMap::new);
+        if d.reset {
+            share.clear();
+        }
+        for name in &d.remove {
+            share.remove(name);
+        }
+        for v in d.add {
+            // Only names Docker accepts: a name the driver could never hold is a scheduler's mistake.
+            match crate::volumes::validate_name(&v.name) {
+                Ok(()) => {
+                    share.insert(v.name, v.urgent);
+                }
+                Err(e) => tracing::warn!(error = %e, "WatchDelta: volume ignored"),
+            }
+        }
+        tracing::debug!(
+            reset = d.reset,
+            removed = d.remove.len(),
+            share = share.len(),
+            "watch delta"
+        );
+        drop(watch);
+        self.report_now.notify_one();
     }
 
     fn spawn_prepare(self: &Arc<Self>, p: Prepare, tx: mpsc::Sender<AgentMessage>) {

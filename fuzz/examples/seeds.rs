@@ -331,6 +331,7 @@ fn agent_messages() {
             }),
             volumes: volumes(node),
             attachments_used: 1,
+            ..pb::Report::default()
         })
     };
     let result = |command_id: u64, ok: bool, node: u64| {

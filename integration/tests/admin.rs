@@ -652,6 +652,7 @@ async fn tetherctl_commands_print_the_documented_json() {
                 "attachments_max",
                 "volumes_seen",
                 "last_decline_reason",
+                "observes",
             ],
         );
     }

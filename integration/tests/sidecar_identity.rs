@@ -109,7 +109,10 @@ fn sign(csr_pem: &str) -> Result<(String, String), rcgen::Error> {
 async fn hello_declares_the_features() -> R {
     let s = setup().await?;
     let hello = s.sched.hellos().into_iter().next().ok_or("no hello")?;
-    assert_eq!(hello.features, ["volume_owner", "node_identity"]);
+    assert_eq!(
+        hello.features,
+        ["volume_owner", "node_identity", "watch_delta"]
+    );
     s.sidecar.stop().await?;
     Ok(())
 }

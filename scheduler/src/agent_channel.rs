@@ -129,6 +129,15 @@ impl WireLimits {
                 if let Some(d) = &r.driver {
                     self.text("report.driver.error", &d.error)?;
                 }
+                too_many(
+                    "removed names in one report",
+                    r.removed.len(),
+                    self.volumes_per_report,
+                    "--max-volumes-per-report",
+                )?;
+                for n in &r.removed {
+                    self.field("report.removed[]", n)?;
+                }
                 &r.volumes
             }
             agent_message::Body::Result(c) => {

@@ -199,9 +199,10 @@ pub fn status(s: &model::TaskStatus) -> Result<TaskStatus, ConvertError> {
 // ---------------------------------------------------------------------------------------------------------
 // Sidecar → core
 
-const KNOWN_FEATURES: [&str; 2] = [
+const KNOWN_FEATURES: [&str; 3] = [
     tether_core::domain::FEATURE_VOLUME_OWNER,
     tether_core::domain::FEATURE_NODE_IDENTITY,
+    tether_core::domain::FEATURE_WATCH_DELTA,
 ];
 
 pub fn hello(h: &pb::Hello) -> Result<Hello, ConvertError> {
@@ -266,6 +267,30 @@ fn volume_reports(vs: &[pb::VolumeReport]) -> Result<Vec<VolumeReport>, ConvertE
     vs.iter().map(volume_report).collect()
 }
 
+/// A report as the core takes it: a snapshot, or (with `delta`) the changes since the previous one.
+#[derive(Debug)]
+pub enum SidecarReport {
+    Full(Report),
+    Delta {
+        report: Report,
+        removed: Vec<VolumeName>,
+    },
+}
+
+/// A snapshot or a delta report (see [`report`] for the snapshot's fields).
+pub fn any_report(r: &pb::Report) -> Result<SidecarReport, ConvertError> {
+    let report = report(r)?;
+    if !r.delta {
+        return Ok(SidecarReport::Full(report));
+    }
+    let removed = r
+        .removed
+        .iter()
+        .map(|n| id("report.removed", VolumeName::new(n)))
+        .collect::<Result<_, _>>()?;
+    Ok(SidecarReport::Delta { report, removed })
+}
+
 pub fn report(r: &pb::Report) -> Result<Report, ConvertError> {
     let driver = r.driver.clone().unwrap_or_default();
     Ok(Report {
@@ -302,10 +327,21 @@ pub fn sidecar_command(c: &SidecarCommand) -> Option<pb::SchedulerMessage> {
             watch_names,
         } => Body::Welcome(pb::Welcome {
             report_interval_ms: *report_interval_ms,
-            watch: Some(pb::VolumeSelector {
-                names: names(watch_names),
+            watch: watch_names.as_ref().map(|w| pb::VolumeSelector {
+                names: names(w),
                 prefixes: Vec::new(),
             }),
+        }),
+        SidecarCommand::WatchDelta { reset, add, remove } => Body::WatchDelta(pb::WatchDelta {
+            reset: *reset,
+            add: add
+                .iter()
+                .map(|(v, urgent)| pb::ObservedVolume {
+                    name: v.as_str().to_owned(),
+                    urgent: *urgent,
+                })
+                .collect(),
+            remove: names(remove),
         }),
         SidecarCommand::Prepare {
             command_id,

@@ -220,6 +220,7 @@ pub fn agent(a: AgentView, now: Millis) -> pb::Agent {
         attachments_max: a.attachments_max.unwrap_or(0),
         volumes_seen: a.volumes_seen.len() as u32,
         last_decline_reason: a.last_decline.map(|r| r.to_string()).unwrap_or_default(),
+        observes: a.observes,
     }
 }
 

@@ -537,10 +537,15 @@ impl Shell {
                     return;
                 };
                 match body {
-                    AgentBody::Report(r) => match convert::report(&r) {
-                        Ok(r) => {
+                    AgentBody::Report(r) => match convert::any_report(&r) {
+                        Ok(convert::SidecarReport::Full(r)) => {
                             self.metrics.sidecar_reports.inc();
                             self.core.handle_sidecar_report(&host, r, now);
+                        }
+                        Ok(convert::SidecarReport::Delta { report, removed }) => {
+                            self.metrics.sidecar_reports.inc();
+                            self.core
+                                .handle_sidecar_report_delta(&host, report, removed, now);
                         }
                         Err(e) => {
                             tracing::warn!(host = %host.as_str(), error = %e, "bad sidecar report ignored")

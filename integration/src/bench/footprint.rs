@@ -77,14 +77,14 @@ fn component(name: &str) -> anyhow::Result<(PathBuf, Vec<String>)> {
     Ok((me, vec!["__run".to_owned(), name.to_owned()]))
 }
 
-fn spawn(name: &str, args: &[String], logs: &Path) -> anyhow::Result<Proc> {
+pub(super) fn spawn(name: &str, args: &[String], logs: &Path) -> anyhow::Result<Proc> {
     let (program, mut argv) = component(name)?;
     argv.extend(args.iter().cloned());
     Ok(Proc::spawn_exe(&program, name, &argv, &[], logs)?)
 }
 
 /// One `GET /metrics` and the value of the counter `name` (absent: 0).
-async fn counter(addr: SocketAddr, name: &str) -> anyhow::Result<u64> {
+pub(super) async fn counter(addr: SocketAddr, name: &str) -> anyhow::Result<u64> {
     let text = Conn::tcp(&addr.to_string(), Limits::default())
         .await?
         .get("/metrics")
@@ -122,7 +122,7 @@ async fn wait_counter(
 }
 
 /// Waits until a TCP listener accepts (a process we started came up), or `proc` exited.
-async fn wait_listening(addr: SocketAddr, proc: &mut Proc) -> anyhow::Result<()> {
+pub(super) async fn wait_listening(addr: SocketAddr, proc: &mut Proc) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while tokio::net::TcpStream::connect(addr).await.is_err() {
         if !proc.is_running() {

@@ -300,6 +300,7 @@ fn report(names: &[String], sequence: u64) -> AgentMessage {
             }),
             volumes,
             attachments_used: 2,
+            ..Report::default()
         })),
     }
 }

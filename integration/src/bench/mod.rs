@@ -13,6 +13,7 @@ pub mod decode;
 pub mod footprint;
 pub mod ids;
 pub mod ingest;
+pub mod observe;
 pub mod placement;
 pub mod procfs;
 pub mod recovery;
@@ -30,7 +31,7 @@ pub struct BenchArgs {
     #[arg(long, env = "TETHER_BENCH_QUICK")]
     pub quick: bool,
     /// Run only these benchmarks (comma-separated: placement, ids, decode, ingest, recovery,
-    /// footprint); default all.
+    /// footprint, observe); default all.
     #[arg(long, env = "TETHER_BENCH_ONLY", value_delimiter = ',')]
     pub only: Vec<String>,
 }
@@ -110,6 +111,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     if args.wants("footprint") {
         footprint::bench(args.quick)?;
+    }
+    if args.wants("observe") {
+        observe::bench(args.quick)?;
     }
     note(format!("done in {:.1} s", started.elapsed().as_secs_f64()));
     Ok(())

@@ -164,6 +164,12 @@ pub fn create_volume(backend: &Path, name: &str, size_gb: u64, zone: &str) -> io
     Ok(())
 }
 
+/// Deletes a volume from the backend behind everyone's back (`aws ec2 delete-volume` by an operator):
+/// the driver's `Get` no longer finds it, whoever held it.
+pub fn delete_volume(backend: &Path, name: &str) -> io::Result<()> {
+    lock(backend)?.delete(name)
+}
+
 /// Reads one volume's metadata (which host holds it, its size and zone).
 pub fn volume_info(backend: &Path, name: &str) -> io::Result<Option<VolumeMeta>> {
     lock(backend)?.read(name)

@@ -183,6 +183,8 @@ struct Shared {
     config: Config,
     faults: Arc<Mutex<Faults>>,
     counts: Mutex<HashMap<String, u32>>,
+    /// Plugin calls served, by method (`VolumeDriver.Get`): what the observe benchmark counts.
+    calls: Mutex<std::collections::BTreeMap<String, u64>>,
     stop: CancellationToken,
 }
 
@@ -215,6 +217,7 @@ impl FakeRexray {
             config,
             faults: Arc::new(Mutex::new(Faults::default())),
             counts: Mutex::new(HashMap::new()),
+            calls: Mutex::new(std::collections::BTreeMap::new()),
             stop: CancellationToken::new(),
         });
         let s = shared.clone();
@@ -240,6 +243,11 @@ impl FakeRexray {
     /// This instance's in-memory mount count of `name`.
     pub fn mount_count(&self, name: &str) -> u32 {
         lock(&self.shared.counts).get(name).copied().unwrap_or(0)
+    }
+
+    /// Plugin calls served so far, by method (`Plugin.Activate`, `VolumeDriver.Get`, …).
+    pub fn calls(&self) -> std::collections::BTreeMap<String, u64> {
+        lock(&self.shared.calls).clone()
     }
 
     /// Stops serving (hung calls are dropped) and removes the socket.
@@ -386,6 +394,7 @@ async fn handle(s: Arc<Shared>, req: http::Request<Incoming>) -> Resp {
         }
         _ => {}
     }
+    *lock(&s.calls).entry(path.clone()).or_default() += 1;
     let (fault, quirk) = {
         let f = lock(&s.faults);
         (f.for_method(&path), f.quirk)

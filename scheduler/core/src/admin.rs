@@ -153,11 +153,12 @@ impl Core {
             let hosts: Vec<Hostname> = self
                 .sidecars
                 .iter()
-                .filter(|(_, s)| s.connected)
+                .filter(|(h, s)| s.connected && !self.observes_by_delta(h))
                 .map(|(h, _)| h.clone())
                 .collect();
+            // Sidecars observing by delta learn their new share from the next WatchDelta.
             for host in hosts {
-                let command = self.welcome();
+                let command = self.welcome(&host);
                 self.push(Command::Sidecar { host, command });
             }
         }

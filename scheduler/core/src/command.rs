@@ -188,12 +188,22 @@ pub enum MesosCommand {
 /// Commands for a sidecar.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SidecarCommand {
-    /// The answer to Hello, re-sent when the watch set changes.
+    /// The answer to Hello, re-sent when the watch set changes (to sidecars without `watch_delta`).
     Welcome {
         /// Report interval asked of the sidecar.
         report_interval_ms: u64,
-        /// Exact volume names to watch.
-        watch_names: std::sync::Arc<Vec<VolumeName>>,
+        /// Exact volume names to watch; `None` for a `watch_delta` sidecar, whose share follows as
+        /// [`SidecarCommand::WatchDelta`].
+        watch_names: Option<std::sync::Arc<Vec<VolumeName>>>,
+    },
+    /// Changes to the share of volumes a `watch_delta` sidecar observes.
+    WatchDelta {
+        /// Drop the whole share first (the first one after a Welcome).
+        reset: bool,
+        /// Volumes added, or whose urgency changed: (name, urgent: held or a launch is pending).
+        add: Vec<(VolumeName, bool)>,
+        /// Volumes removed from the share.
+        remove: Vec<VolumeName>,
     },
     /// Attach a node's volumes on this agent.
     Prepare {

@@ -203,6 +203,8 @@ pub struct Core {
     pub(crate) absent_since: BTreeMap<Hostname, Millis>,
     /// When the armed `Timer::Forget` fires.
     pub(crate) forget_at: Option<Millis>,
+    /// Which `watch_delta` sidecar observes which volume (`observe.rs`).
+    pub(crate) observe: crate::observe::Observation,
 }
 
 pub(crate) fn new_runtime(now: Millis) -> SlotRuntime {
@@ -299,6 +301,7 @@ impl Core {
             fenced_tasks: BTreeMap::new(),
             absent_since: BTreeMap::new(),
             forget_at: None,
+            observe: crate::observe::Observation::default(),
         };
         core.refresh_watch();
         if core.ids.len() as u64 != desired {
@@ -309,6 +312,7 @@ impl Core {
 
     /// The next command for the shell, in order.
     pub fn poll_command(&mut self) -> Option<Command> {
+        self.flush_observation();
         self.commands.pop_front()
     }
 
@@ -442,6 +446,8 @@ impl Core {
     }
 
     pub(crate) fn write_slot(&mut self, rec: SlotRecord) {
+        // A node's holder and whether it waits for a launch decide who observes its volumes, and how often.
+        self.observation_changed();
         self.write(StateWrite::Slot(rec));
     }
 
@@ -592,6 +598,7 @@ impl Core {
             return;
         };
         self.holds.remove(&p.offer.id);
+        self.observation_changed();
         if offer_still_valid {
             self.mesos(MesosCommand::Decline {
                 offer_ids: vec![p.offer.id.clone()],
@@ -661,12 +668,20 @@ impl Core {
             .flat_map(|r| r.volumes.iter().cloned())
             .collect();
         self.watch = std::sync::Arc::new(names);
+        self.observation_changed();
     }
 
-    pub(crate) fn welcome(&self) -> SidecarCommand {
+    /// The Welcome for the sidecar of `host`: the full watch set, or none for a `watch_delta` sidecar,
+    /// whose share follows as a WatchDelta that starts over.
+    pub(crate) fn welcome(&mut self, host: &Hostname) -> SidecarCommand {
+        let by_delta = self.observes_by_delta(host);
+        if by_delta {
+            self.observe.reset.insert(host.clone());
+            self.observation_changed();
+        }
         SidecarCommand::Welcome {
             report_interval_ms: self.config.report_interval_ms,
-            watch_names: self.watch_names(),
+            watch_names: (!by_delta).then(|| self.watch_names()),
         }
     }
 

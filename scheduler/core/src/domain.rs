@@ -397,6 +397,8 @@ pub enum DriverScope {
 pub const FEATURE_VOLUME_OWNER: &str = "volume_owner";
 /// Hello feature: the sidecar answers `Prepare.identity` with a CSR and understands `InstallIdentity`.
 pub const FEATURE_NODE_IDENTITY: &str = "node_identity";
+/// Hello feature: the sidecar observes the share assigned by `WatchDelta` and may send delta reports.
+pub const FEATURE_WATCH_DELTA: &str = "watch_delta";
 
 /// A sidecar's `Hello`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -131,9 +131,11 @@ impl Core {
         if let Some(s) = self.sidecars.remove(host) {
             let local = s.driver_scope == crate::domain::DriverScope::Local;
             for (name, v) in &s.volumes {
-                Self::fold_volume(&mut self.volumes, host, name, Some(v), None, local);
+                let _ = Self::fold_volume(&mut self.volumes, host, name, Some(v), None, local);
             }
         }
+        self.observe.shares.remove(host);
+        self.observation_changed();
         self.agent_reasons.remove(host);
         self.host_attributes.remove(host);
         self.stray_released.retain(|(h, _)| h != host);

@@ -17,7 +17,8 @@
 //! * After a restart, build the core with [`Core::new`] from the persisted state: tasks not known terminal
 //!   keep fencing their slot until reconciliation answers.
 //! * Sidecar commands go to the stream of the named host; `SidecarCommand::Welcome` answers every Hello
-//!   (and is re-sent when the watch set changes).
+//!   (and is re-sent when the watch set changes); a sidecar declaring `watch_delta` gets its share of the
+//!   volumes to observe as `SidecarCommand::WatchDelta`s instead (`observe.rs`).
 //!
 //! # Safety rules the core keeps (see `DESIGN.md`, invariants 1-3)
 //! * A node is (re)launched only when its previous task is known terminal (LOST, FAILED, KILLED, FINISHED,
@@ -51,6 +52,7 @@ pub mod forget;
 pub mod ids;
 mod launch;
 mod mesos_events;
+mod observe;
 mod placement;
 pub mod removal;
 mod sidecar_events;

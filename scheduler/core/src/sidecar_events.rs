@@ -59,7 +59,8 @@ impl Core {
         // The Hello's agent id stays the sidecar's claim (`Sidecar::agent_id`): only Mesos's word makes an
         // agent known (`agent_hosts`), or an invented one would be remembered forever.
         self.absent_since.remove(&host);
-        let command = self.welcome();
+        self.observation_changed();
+        let command = self.welcome(&host);
         self.push(Command::Sidecar {
             host: host.clone(),
             command,
@@ -103,6 +104,17 @@ impl Core {
             return;
         }
         self.mark_absent(host, now);
+        // Its volumes go to other observers; its last look at them must not outvote theirs. What it holds
+        // mounted stays on record: that keeps the node pinned here until the release.
+        let unattached: Vec<VolumeName> = self.sidecars.get(host).map_or(Vec::new(), |s| {
+            s.volumes
+                .values()
+                .filter(|v| !v.attached_here)
+                .map(|v| v.name.clone())
+                .collect()
+        });
+        self.forget_observations(host, &unattached);
+        self.observation_changed();
         self.abandon_prepares_on(host, now, "sidecar disconnected");
         // An in-flight prepare may have mounted just before the stream closed, and its answer is lost: keep
         // its node pinned to this agent until the sidecar is back and the release goes out (or an operator
@@ -145,25 +157,91 @@ impl Core {
         s.attachments_used = report.attachments_used;
         let local = s.driver_scope == crate::domain::DriverScope::Local;
         let old: BTreeMap<VolumeName, VolumeReport> = std::mem::take(&mut s.volumes);
-        // Only names a node refers to are kept: the Welcome asks for exactly those, and anything else
-        // would let a sidecar grow the index without bound.
+        // Only names a node refers to are kept, and of a `watch_delta` sidecar only its share and its own
+        // mounts: anything else would let a sidecar grow the index without bound.
         let mut new = BTreeMap::new();
         for v in report.volumes {
-            if self.volume_owner.contains_key(&v.name) {
+            if self.may_report(host, &v.name, v.attached_here) {
                 new.insert(v.name.clone(), v);
             }
         }
+        let mut zone_changed = false;
         for (name, o) in &old {
             if !new.contains_key(name) {
                 Self::fold_volume(&mut self.volumes, host, name, Some(o), None, local);
             }
         }
         for (name, v) in &new {
-            Self::fold_volume(&mut self.volumes, host, name, old.get(name), Some(v), local);
+            zone_changed |=
+                Self::fold_volume(&mut self.volumes, host, name, old.get(name), Some(v), local);
         }
         self.release_stray_mounts(host, &new);
         if let Some(s) = self.sidecars.get_mut(host) {
             s.volumes = new;
+        }
+        if zone_changed {
+            self.observation_changed();
+        }
+    }
+
+    /// A report of a `watch_delta` sidecar carrying only what changed since its previous report
+    /// (`volumes`), and the names it no longer reports (`removed`). One that does not follow the last
+    /// report this core handled cannot be applied: the sidecar is welcomed again, which it answers with a
+    /// full snapshot.
+    pub fn handle_sidecar_report_delta(
+        &mut self,
+        host: &Hostname,
+        report: Report,
+        removed: Vec<VolumeName>,
+        now: Millis,
+    ) {
+        let Some(s) = self.sidecars.get_mut(host) else {
+            self.watch(WatchEvent::Warning {
+                message: format!("report from {host} before its hello"),
+            });
+            return;
+        };
+        if report.sequence <= s.last_sequence {
+            return;
+        }
+        if s.last_sequence == 0 || report.sequence != s.last_sequence + 1 {
+            s.last_sequence = report.sequence;
+            let command = self.welcome(host);
+            self.push(Command::Sidecar {
+                host: host.clone(),
+                command,
+            });
+            return;
+        }
+        s.last_sequence = report.sequence;
+        s.last_report_at = Some(now);
+        s.driver_healthy = report.driver_healthy;
+        s.driver_latency_micros = report.driver_latency_micros;
+        s.driver_error = report.driver_error.clone();
+        s.attachments_used = report.attachments_used;
+        let local = s.driver_scope == crate::domain::DriverScope::Local;
+        let mut changed = BTreeMap::new();
+        for v in report.volumes {
+            if self.may_report(host, &v.name, v.attached_here) {
+                changed.insert(v.name.clone(), v);
+            }
+        }
+        let mut zone_changed = false;
+        if let Some(s) = self.sidecars.get_mut(host) {
+            for name in &removed {
+                if let Some(old) = s.volumes.remove(name) {
+                    Self::fold_volume(&mut self.volumes, host, name, Some(&old), None, local);
+                }
+            }
+            for (name, v) in &changed {
+                let old = s.volumes.insert(name.clone(), v.clone());
+                zone_changed |=
+                    Self::fold_volume(&mut self.volumes, host, name, old.as_ref(), Some(v), local);
+            }
+        }
+        self.release_stray_mounts(host, &changed);
+        if zone_changed {
+            self.observation_changed();
         }
     }
 
@@ -227,7 +305,8 @@ impl Core {
             })
     }
 
-    /// Replaces what `host` said about volume `name` (`old`) by what it says now (`new`).
+    /// Replaces what `host` said about volume `name` (`old`) by what it says now (`new`); true when that
+    /// taught the volume's zone (which decides who observes it).
     pub(crate) fn fold_volume(
         index: &mut HashMap<VolumeName, VolumeAgg>,
         host: &Hostname,
@@ -235,7 +314,7 @@ impl Core {
         old: Option<&VolumeReport>,
         new: Option<&VolumeReport>,
         local: bool,
-    ) {
+    ) -> bool {
         // Every report folds every volume: clone the name only the first time it is seen.
         let agg = match index.get_mut(name) {
             Some(agg) => agg,
@@ -250,7 +329,7 @@ impl Core {
             agg.attached_hosts.remove(host);
             agg.local_hosts.remove(host);
         }
-        let Some(v) = new else { return };
+        let Some(v) = new else { return false };
         if v.exists {
             agg.exists += 1;
             if local {
@@ -262,8 +341,10 @@ impl Core {
         if v.attached_here {
             agg.attached_hosts.insert(host.clone());
         }
-        if v.zone.is_some() {
+        let mut zone_changed = false;
+        if v.zone.is_some() && agg.zone != v.zone {
             agg.zone.clone_from(&v.zone);
+            zone_changed = true;
         }
         if v.size_bytes.is_some() {
             agg.size_bytes = v.size_bytes;
@@ -272,6 +353,7 @@ impl Core {
             agg.free_bytes = v.free_bytes;
         }
         agg.last_error.clone_from(&v.last_error);
+        zone_changed
     }
 
     /// The outcome of a Prepare or Release.
@@ -284,7 +366,7 @@ impl Core {
                 .filter(|v| self.volume_owner.contains_key(&v.name))
             {
                 let old = s.volumes.insert(v.name.clone(), v.clone());
-                Self::fold_volume(
+                let _ = Self::fold_volume(
                     &mut self.volumes,
                     host,
                     &v.name,

@@ -194,6 +194,60 @@ pub fn hello(
     }
 }
 
+/// A sidecar hello for `host` that declares `watch_delta` (it observes the share it is assigned).
+#[must_use]
+pub fn hello_observing(host_name: &str, zone: Option<&str>, instance: &str) -> Hello {
+    let mut h = hello(host_name, zone, None, instance);
+    h.features.push(crate::domain::FEATURE_WATCH_DELTA.into());
+    h
+}
+
+/// What each `watch_delta` sidecar was told to observe, rebuilt from the commands as a sidecar applies
+/// them: a WatchDelta with `reset` starts over; a host that went away is dropped with [`Shares::gone`].
+#[derive(Debug, Default, Clone)]
+pub struct Shares(
+    pub std::collections::BTreeMap<Hostname, std::collections::BTreeMap<VolumeName, bool>>,
+);
+
+impl Shares {
+    /// Applies every WatchDelta among `cmds`.
+    pub fn apply(&mut self, cmds: &[Command]) {
+        for c in cmds {
+            if let Command::Sidecar {
+                host,
+                command: crate::command::SidecarCommand::WatchDelta { reset, add, remove },
+            } = c
+            {
+                let share = self.0.entry(host.clone()).or_default();
+                if *reset {
+                    share.clear();
+                }
+                for v in remove {
+                    share.remove(v);
+                }
+                for (v, urgent) in add {
+                    share.insert(v.clone(), *urgent);
+                }
+            }
+        }
+    }
+
+    /// The sidecar of `host` disconnected: its share died with its stream.
+    pub fn gone(&mut self, host: &Hostname) {
+        self.0.remove(host);
+    }
+
+    /// The hosts observing `volume`.
+    #[must_use]
+    pub fn observers(&self, volume: &VolumeName) -> Vec<Hostname> {
+        self.0
+            .iter()
+            .filter(|(_, s)| s.contains_key(volume))
+            .map(|(h, _)| h.clone())
+            .collect()
+    }
+}
+
 /// A volume report.
 #[must_use]
 pub fn volume(

@@ -144,6 +144,9 @@ pub struct AgentView {
     pub volumes_seen: Vec<VolumeName>,
     /// Why its last offer was declined.
     pub last_decline: Option<Reason>,
+    /// Volumes its sidecar is assigned to observe (the whole watch set for a sidecar without
+    /// `watch_delta`; 0 when disconnected).
+    pub observes: u32,
 }
 
 /// One volume of a node.
@@ -309,6 +312,7 @@ impl Core {
                         .map(|s| s.volumes.keys().cloned().collect())
                         .unwrap_or_default(),
                     last_decline: self.agent_reasons.get(&host).map(|(r, _)| r.clone()),
+                    observes: u32::try_from(self.observes(&host)).unwrap_or(u32::MAX),
                     host,
                 }
             })

@@ -16,7 +16,8 @@
 //!   (integer or null), `zone` (string or null), `attached_to` (host or null), `last_error` (string or null).
 //! - `agents`: an array of objects with `host`, `agent_id`, `sidecar_connected`, `last_report_age_ms`,
 //!   `driver_healthy`, `driver_latency_micros`, `driver_error`, `zone`, `attachments_used`,
-//!   `attachments_max`, `volumes_seen`, `last_decline_reason`.
+//!   `attachments_max`, `volumes_seen`, `last_decline_reason`, `observes` (integer: volumes its sidecar is
+//!   assigned to observe; 0 when disconnected).
 //! - `status`: an object with `framework_id` (string or null), `framework_name`, `master`, `subscribed_since_unix_ms`,
 //!   `desired`, `running`, `strategy`, `driver`, `leader`, `leader_address`, `cluster_uuid` (string, null
 //!   before the cluster bootstrapped), `security` (`off`, `transport` or `full`), `health` (`green`,
@@ -210,6 +211,7 @@ struct AgentView {
     attachments_max: u32,
     volumes_seen: u32,
     last_decline_reason: Option<String>,
+    observes: u32,
 }
 
 impl From<&Agent> for AgentView {
@@ -227,6 +229,7 @@ impl From<&Agent> for AgentView {
             attachments_max: a.attachments_max,
             volumes_seen: a.volumes_seen,
             last_decline_reason: opt(&a.last_decline_reason),
+            observes: a.observes,
         }
     }
 }
@@ -493,6 +496,7 @@ pub fn agents(
                     format!("{}/{}", a.attachments_used, a.attachments_max)
                 },
                 a.volumes_seen.to_string(),
+                a.observes.to_string(),
                 dash(a.last_decline_reason.as_deref()),
             ]
         })
@@ -508,6 +512,7 @@ pub fn agents(
             "ZONE",
             "ATTACH",
             "VOLUMES",
+            "OBSERVES",
             "LAST DECLINE",
         ],
         &rows,

@@ -5,6 +5,7 @@ mod bounds;
 mod determinism;
 mod fencing;
 mod model;
+mod observe;
 mod placement;
 mod removal;
 mod rules;

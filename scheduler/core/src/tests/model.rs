@@ -305,7 +305,9 @@ impl World {
                         }
                     }
                     // The model runs without security: no identity is ever installed.
-                    SidecarCommand::Welcome { .. } | SidecarCommand::InstallIdentity { .. } => {}
+                    SidecarCommand::Welcome { .. }
+                    | SidecarCommand::WatchDelta { .. }
+                    | SidecarCommand::InstallIdentity { .. } => {}
                 }
             }
             _ => {}
