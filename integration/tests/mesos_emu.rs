@@ -450,3 +450,102 @@ async fn a_task_failing_its_health_check_past_the_grace_period_is_killed_unhealt
     d.cancel.cancel();
     emu.shutdown();
 }
+
+/// The master checks each task of an ACCEPT against what is left of the offer with the reservations
+/// (`Resources::contains` after upgrading the task's resources): reserved resources are offered with their
+/// reservation, and a task asking for more than is offered unreserved, or for reserved resources under
+/// another reservation, is TASK_ERROR (REASON_TASK_INVALID); a task naming the reservation as offered is
+/// launched.
+#[tokio::test]
+async fn an_accept_is_checked_against_the_offer_with_its_reservations() {
+    let mut cfg = EmuConfig::fast(1);
+    cfg.agents[0] = tether_integration::testing::emu::reserved_agent(0);
+    let emu = MesosEmu::start(cfg).await.unwrap();
+    let mut d = Driver::start(fast_client_config(vec![emu.url()]));
+    d.until(|n| matches!(n, Notification::Subscribed { .. }).then_some(()))
+        .await;
+    let offer = d
+        .event(EventType::Offers)
+        .await
+        .offers
+        .unwrap()
+        .offers
+        .remove(0);
+    let reserved_cpus: Vec<&Resource> = offer
+        .resources
+        .iter()
+        .filter(|r| r.name == "cpus" && r.role.as_deref() == Some("elasticsearch"))
+        .collect();
+    assert_eq!(reserved_cpus.len(), 1, "{:?}", offer.resources);
+    assert_eq!(
+        reserved_cpus[0]
+            .reservation
+            .as_ref()
+            .and_then(|r| r.principal.as_deref()),
+        Some("ops")
+    );
+    let dynamic_cpus = reserved_cpus[0].clone();
+    let task = |id: &str, resources: Vec<Resource>| TaskInfo {
+        resources,
+        ..sleep_task(id, &offer.agent_id)
+    };
+    let with_role = |mut r: Resource| {
+        r.role = Some("elasticsearch".into());
+        r
+    };
+    let mut as_offered = dynamic_cpus.clone();
+    as_offered.scalar = Some(Scalar { value: 0.75 });
+    as_offered.allocation_info = None;
+    let tasks = vec![
+        // Reserved and unreserved summed, as if all unreserved: only 0.25 is.
+        task("summed", vec![Resource::scalar("cpus", 1.0)]),
+        // The role without the dynamic reservation's principal and labels is a STATIC reservation.
+        task("static", vec![with_role(Resource::scalar("cpus", 0.5))]),
+        // Reserved memory under the reservation it has, but more than offered.
+        task("too-much", vec![with_role(Resource::scalar("mem", 1024.0))]),
+        // As offered: launched.
+        task(
+            "fits",
+            vec![
+                as_offered,
+                Resource::scalar("cpus", 0.25),
+                with_role(Resource::scalar("mem", 512.0)),
+            ],
+        ),
+    ];
+    d.client
+        .send(Call::accept(
+            vec![offer.id.clone()],
+            vec![Operation::launch(tasks)],
+            None,
+        ))
+        .await
+        .unwrap();
+    let mut errors = std::collections::BTreeMap::new();
+    let mut launched = false;
+    while errors.len() < 3 || !launched {
+        let s = d.event(EventType::Update).await.update.unwrap().status;
+        if let Some(a) = Call::acknowledge_status(&s) {
+            d.client.send(a).await.unwrap();
+        }
+        match s.state {
+            TaskState::Error => {
+                assert_eq!(s.reason, Some(Reason::ReasonTaskInvalid), "{s:?}");
+                let message = s.message.clone().unwrap_or_default();
+                assert!(message.contains("more than available"), "{message}");
+                errors.insert(s.task_id.value.clone(), message);
+            }
+            TaskState::Starting | TaskState::Running => {
+                assert_eq!(s.task_id.value, "fits", "{s:?}");
+                launched = true;
+            }
+            other => panic!("unexpected {other:?}: {s:?}"),
+        }
+    }
+    assert_eq!(
+        errors.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["static", "summed", "too-much"]
+    );
+    d.cancel.cancel();
+    emu.shutdown();
+}

@@ -13,11 +13,13 @@
 
 use tether_core::command::LaunchSpec;
 use tether_core::config::Containerizer;
+use tether_core::domain::{Reservation, ResourceAmount};
 use tether_mesos::model::{
     AgentID, CommandInfo, ContainerInfo, ContainerType, DiscoveryInfo, DockerImage, DockerInfo,
     DockerNetwork, Environment, HealthCheck, HealthCheckType, Image, ImageType, KillPolicy, Label,
-    Labels, MesosInfo, Nanos, Parameter, Port, Ports, RLimit, RLimitInfo, Resource, TaskID,
-    TaskInfo, TcpCheckInfo, Uri, Variable, Visibility, Volume, VolumeMode,
+    Labels, MesosInfo, Nanos, Parameter, Port, Ports, RLimit, RLimitInfo, ReservationInfo,
+    ReservationType, Resource, TaskID, TaskInfo, TcpCheckInfo, Uri, Variable, Visibility, Volume,
+    VolumeMode,
 };
 
 /// How long Elasticsearch gets between SIGTERM and SIGKILL: enough to flush and leave the cluster.
@@ -170,27 +172,51 @@ fn port(number: u16, name: &str) -> Port {
     }
 }
 
-/// cpus, mem, disk (only when asked for) and the two ports, as single-port ranges merged when adjacent
-/// (Mesos refuses overlapping ranges, not adjacent ones, but one range reads better).
+/// The parts the core took from the offer, each with its reservation as offered: Tether does not declare
+/// RESERVATION_REFINEMENT, so a single reservation goes in the pre-refinement form the master offered it
+/// in (`role`, and `reservation` with principal and labels when dynamic), which the master upgrades
+/// before it checks that the offer contains the task's resources; a stack of several (only offered to
+/// frameworks with that capability) goes as `reservations`. Unreserved parts carry no role (`*`).
 fn resources(spec: &LaunchSpec) -> Vec<Resource> {
-    let mut out = vec![
-        Resource::scalar("cpus", spec.cpus),
-        Resource::scalar("mem", spec.mem_mb),
-    ];
-    if spec.disk_mb > 0.0 {
-        out.push(Resource::scalar("disk", spec.disk_mb));
-    }
-    let (a, b) = {
-        let (h, t) = (u64::from(spec.http_port), u64::from(spec.transport_port));
-        (h.min(t), h.max(t))
-    };
-    let ranges = if b == a + 1 {
-        vec![(a, b)]
-    } else {
-        vec![(a, a), (b, b)]
-    };
-    out.push(Resource::ranges("ports", ranges));
-    out
+    spec.resources
+        .iter()
+        .map(|part| {
+            let mut r = match &part.amount {
+                ResourceAmount::Scalar(v) => Resource::scalar(part.name.clone(), *v),
+                ResourceAmount::Ranges(ranges) => Resource::ranges(
+                    part.name.clone(),
+                    ranges.iter().map(|x| (x.begin, x.end)).collect(),
+                ),
+            };
+            let info = |x: &Reservation, with_type_and_role: bool| ReservationInfo {
+                reservation_type: with_type_and_role.then_some(if x.dynamic {
+                    ReservationType::Dynamic
+                } else {
+                    ReservationType::Static
+                }),
+                role: with_type_and_role.then(|| x.role.clone()),
+                principal: x.principal.clone(),
+                labels: x.labels.as_ref().map(|l| Labels {
+                    labels: l
+                        .iter()
+                        .map(|(key, value)| Label {
+                            key: key.clone(),
+                            value: value.clone(),
+                        })
+                        .collect(),
+                }),
+            };
+            match part.reservations.as_slice() {
+                [] => {}
+                [one] => {
+                    r.role = Some(one.role.clone());
+                    r.reservation = one.dynamic.then(|| info(one, false));
+                }
+                stack => r.reservations = stack.iter().map(|x| info(x, true)).collect(),
+            }
+            r
+        })
+        .collect()
 }
 
 fn command_info(spec: &LaunchSpec, options: &TaskOptions) -> CommandInfo {
@@ -409,8 +435,12 @@ pub(crate) mod tests {
     /// (its record generator reads `discovery.ports.ports[].{name, number, protocol}`).
     #[test]
     fn discovery_names_the_http_and_transport_ports() {
-        let mut s = spec(Containerizer::Docker, Some("rexray"));
-        (s.http_port, s.transport_port) = (9200, 9300);
+        let s = tether_core::testing::launch_spec_from(
+            spec(Containerizer::Docker, Some("rexray")),
+            &tether_core::testing::offer("o", "a", 4.0, 8192.0, 0.0),
+            9200,
+            9300,
+        );
         let json = serde_json::to_value(task_info(&s, &TaskOptions::default())).expect("json");
         assert_eq!(
             json["discovery"],
@@ -426,6 +456,31 @@ pub(crate) mod tests {
         assert_eq!(
             json["resources"][2]["ranges"]["range"],
             serde_json::json!([{"begin": 9200, "end": 9200}, {"begin": 9300, "end": 9300}])
+        );
+    }
+
+    /// Reserved parts keep their reservation in the pre-refinement form the master offers to a framework
+    /// without RESERVATION_REFINEMENT (`role`, plus `reservation` when dynamic); the rest is unreserved.
+    #[test]
+    fn reserved_resources_keep_their_role_and_reservation() {
+        let s = tether_core::testing::launch_spec_from(
+            spec(Containerizer::Docker, Some("rexray")),
+            &tether_core::testing::reserved_offer("o", "a", 0.25),
+            31000,
+            31001,
+        );
+        let json = serde_json::to_value(task_info(&s, &TaskOptions::default())).expect("json");
+        let dynamic = serde_json::json!({"principal": "ops", "labels": {"labels": [{"key": "team", "value": "search"}]}});
+        assert_eq!(
+            json["resources"],
+            serde_json::json!([
+                {"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.25}, "role": "elasticsearch", "reservation": dynamic},
+                {"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.75}},
+                {"name": "mem", "type": "SCALAR", "scalar": {"value": 512.0}, "role": "elasticsearch"},
+                {"name": "mem", "type": "SCALAR", "scalar": {"value": 1536.0}},
+                {"name": "ports", "type": "RANGES", "ranges": {"range": [{"begin": 31000, "end": 31000}]}, "role": "elasticsearch", "reservation": dynamic},
+                {"name": "ports", "type": "RANGES", "ranges": {"range": [{"begin": 31001, "end": 31001}]}},
+            ])
         );
     }
 
