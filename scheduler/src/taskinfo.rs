@@ -34,8 +34,8 @@ pub enum TaskCommand {
     /// `/bin/sh -c <command>` instead of the entrypoint. Note that a POSIX shell drops environment
     /// variables whose names are not identifiers, such as Elasticsearch's `node.name`.
     Shell(String),
-    /// An executable and its arguments, run directly (`shell: false`, Mesos' argv form: `arguments`
-    /// includes argv[0]), which keeps every environment variable.
+    /// An executable and its arguments, run directly (`shell: false`), which keeps every environment
+    /// variable. The two containerizers read `CommandInfo` differently (see [`command_info`]).
     Exec { program: String, args: Vec<String> },
 }
 
@@ -234,13 +234,20 @@ fn command_info(spec: &LaunchSpec, options: &TaskOptions) -> CommandInfo {
             value: Some(value.clone()),
             ..Default::default()
         },
+        // The Mesos containerizer execs `value` with `arguments` as the whole argv, argv[0] included
+        // (`mesos/launch.cpp`). The Docker containerizer runs `docker run IMAGE value arguments...`
+        // (`Docker::RunOptions::create`): both become the CMD, handed to the image's ENTRYPOINT, so
+        // argv[0] in `arguments` would reach the program twice.
         TaskCommand::Exec { program, args } => CommandInfo {
             environment,
             shell: Some(false),
             value: Some(program.clone()),
-            arguments: std::iter::once(program.clone())
-                .chain(args.iter().cloned())
-                .collect(),
+            arguments: match spec.containerizer {
+                Containerizer::Mesos => std::iter::once(program.clone())
+                    .chain(args.iter().cloned())
+                    .collect(),
+                Containerizer::Docker => args.clone(),
+            },
             ..Default::default()
         },
         // `shell: false` with no value keeps the image's ENTRYPOINT and CMD.
@@ -493,8 +500,11 @@ pub(crate) mod tests {
         );
     }
 
+    /// The Mesos containerizer execs `value` with `arguments` as argv (argv[0] included); the Docker
+    /// containerizer appends `value` and then `arguments` to `docker run IMAGE`, so there argv[0] is
+    /// `value` alone.
     #[test]
-    fn exec_commands_use_the_argv_form_with_argv0() {
+    fn exec_commands_follow_each_containerizer() {
         let command = TaskCommand::Exec {
             program: "/bin/es".into(),
             args: vec!["--x".into()],
@@ -503,15 +513,16 @@ pub(crate) mod tests {
             command,
             ..TaskOptions::default()
         };
-        let json =
-            serde_json::to_value(task_info(&spec(Containerizer::Docker, Some("d")), &options))
+        for (containerizer, arguments) in [
+            (Containerizer::Mesos, serde_json::json!(["/bin/es", "--x"])),
+            (Containerizer::Docker, serde_json::json!(["--x"])),
+        ] {
+            let json = serde_json::to_value(task_info(&spec(containerizer, Some("d")), &options))
                 .expect("json");
-        assert_eq!(json["command"]["shell"], false);
-        assert_eq!(json["command"]["value"], "/bin/es");
-        assert_eq!(
-            json["command"]["arguments"],
-            serde_json::json!(["/bin/es", "--x"])
-        );
+            assert_eq!(json["command"]["shell"], false);
+            assert_eq!(json["command"]["value"], "/bin/es");
+            assert_eq!(json["command"]["arguments"], arguments, "{containerizer:?}");
+        }
     }
 
     #[test]
