@@ -135,6 +135,9 @@ impl DockerLauncher {
                         Some(v.healthy),
                     );
                     if v.kill_task {
+                        // As the docker executor's `_killTask`: TASK_KILLING first (passed on only
+                        // to a framework with TASK_KILLING_STATE), then the stop.
+                        r.report(TaskState::Killing, None, None, None);
                         self.stop(&running, kill_grace(&spec.task)).await;
                         killed_unhealthy = true;
                         break (TaskState::Killed, None, "Container stopped".to_owned());

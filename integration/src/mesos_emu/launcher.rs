@@ -477,7 +477,10 @@ impl ProcessLauncher {
                     );
                     if v.kill_task {
                         // The command executor kills a task whose checks failed too often, with the
-                        // task's kill policy, and says so in the terminal update's `healthy`.
+                        // task's kill policy, and says so in the terminal update's `healthy`; first
+                        // TASK_KILLING, which the master passes on only to a framework with
+                        // TASK_KILLING_STATE (`executor.cpp`, `kill`).
+                        r.report(TaskState::Killing, None, None, None);
                         terminate(&mut child, kill_grace(task)).await;
                         killed_unhealthy = true;
                         break Some((TaskState::Killed, None, "Command terminated".to_string()));
