@@ -192,8 +192,27 @@ fn full_task(agent: &AgentID) -> TaskInfo {
 /// The TaskInfo tether-scheduler itself builds (`taskinfo::task_info`), with its `DiscoveryInfo` naming the
 /// `http` and `transport` ports, here pinned.
 fn scheduler_task(containerizer: Containerizer) -> TaskInfo {
-    let mut spec = tether_core::testing::launch_spec(containerizer, Some("rexray"));
-    (spec.http_port, spec.transport_port) = (9200, 9300);
+    let spec = tether_core::testing::launch_spec_from(
+        tether_core::testing::launch_spec(containerizer, Some("rexray")),
+        &tether_core::testing::offer("o", "a", 4.0, 8192.0, 0.0),
+        9200,
+        9300,
+    );
+    tether_scheduler::taskinfo::task_info(
+        &spec,
+        &tether_scheduler::taskinfo::TaskOptions::default(),
+    )
+}
+
+/// The same from an offer with reserved cpus, memory and a port: the pre-refinement `role` and
+/// `reservation` fields beside unreserved parts.
+fn scheduler_task_reserved() -> TaskInfo {
+    let spec = tether_core::testing::launch_spec_from(
+        tether_core::testing::launch_spec(Containerizer::Docker, Some("rexray")),
+        &tether_core::testing::reserved_offer("o", "a", 0.5),
+        31000,
+        31001,
+    );
     tether_scheduler::taskinfo::task_info(
         &spec,
         &tether_scheduler::taskinfo::TaskOptions::default(),
@@ -276,6 +295,7 @@ fn every_call_the_client_produces_parses_against_the_protos() {
                     mesos_image_task(&agent),
                     scheduler_task(Containerizer::Docker),
                     scheduler_task(Containerizer::Mesos),
+                    scheduler_task_reserved(),
                 ])],
                 Some(Filters {
                     refuse_seconds: Some(5.0),
@@ -347,6 +367,12 @@ async fn every_event_the_emulator_writes_parses_against_the_protos() {
     let mut cfg = EmuConfig::fast(2);
     // Long enough that a partition healed at once is not forgotten, short enough to wait for.
     cfg.registry_max_agent_age = std::time::Duration::from_secs(2);
+    // Reserved cpus and memory on one agent: offered with their `role` and `reservation`.
+    cfg.agents[1].reserved = tether_integration::testing::emu::reserved_agent(1)
+        .reserved
+        .into_iter()
+        .filter(|r| r.name != "ports")
+        .collect();
     let emu = MesosEmu::start(cfg).await.unwrap();
     let mut tap = emu.tap_events();
     let mut d = Driver::start(fast_client_config(vec![emu.url()]));

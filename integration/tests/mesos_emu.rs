@@ -440,6 +440,16 @@ async fn a_task_failing_its_health_check_past_the_grace_period_is_killed_unhealt
         .find(|(_, s, ..)| *s == TaskState::Killed)
         .expect("killed");
     assert_eq!(killed.2, Some(false), "TASK_KILLED carries healthy=false");
+    // The framework has TASK_KILLING_STATE: the executor says TASK_KILLING before it kills.
+    let states: Vec<TaskState> = failing.iter().map(|(_, s, ..)| *s).collect();
+    let killing = states.iter().position(|s| *s == TaskState::Killing);
+    let last_running = states.iter().rposition(|s| *s == TaskState::Running);
+    assert!(
+        killing.is_some_and(
+            |k| last_running.is_some_and(|r| r < k) && states[k + 1..] == [TaskState::Killed]
+        ),
+        "RUNNING (unhealthy), then KILLING, then KILLED: {states:?}"
+    );
     assert!(
         !seen
             .iter()
@@ -447,6 +457,178 @@ async fn a_task_failing_its_health_check_past_the_grace_period_is_killed_unhealt
         "the healthy task runs on: {seen:?}"
     );
     drop(listening);
+    d.cancel.cancel();
+    emu.shutdown();
+}
+
+/// The master checks each task of an ACCEPT against what is left of the offer with the reservations
+/// (`Resources::contains` after upgrading the task's resources): reserved resources are offered with their
+/// reservation, and a task asking for more than is offered unreserved, or for reserved resources under
+/// another reservation, is TASK_ERROR (REASON_TASK_INVALID); a task naming the reservation as offered is
+/// launched.
+#[tokio::test]
+async fn an_accept_is_checked_against_the_offer_with_its_reservations() {
+    let mut cfg = EmuConfig::fast(1);
+    cfg.agents[0] = tether_integration::testing::emu::reserved_agent(0);
+    let emu = MesosEmu::start(cfg).await.unwrap();
+    let mut d = Driver::start(fast_client_config(vec![emu.url()]));
+    d.until(|n| matches!(n, Notification::Subscribed { .. }).then_some(()))
+        .await;
+    let offer = d
+        .event(EventType::Offers)
+        .await
+        .offers
+        .unwrap()
+        .offers
+        .remove(0);
+    let reserved_cpus: Vec<&Resource> = offer
+        .resources
+        .iter()
+        .filter(|r| r.name == "cpus" && r.role.as_deref() == Some("elasticsearch"))
+        .collect();
+    assert_eq!(reserved_cpus.len(), 1, "{:?}", offer.resources);
+    assert_eq!(
+        reserved_cpus[0]
+            .reservation
+            .as_ref()
+            .and_then(|r| r.principal.as_deref()),
+        Some("ops")
+    );
+    let dynamic_cpus = reserved_cpus[0].clone();
+    let task = |id: &str, resources: Vec<Resource>| TaskInfo {
+        resources,
+        ..sleep_task(id, &offer.agent_id)
+    };
+    let with_role = |mut r: Resource| {
+        r.role = Some("elasticsearch".into());
+        r
+    };
+    let mut as_offered = dynamic_cpus.clone();
+    as_offered.scalar = Some(Scalar { value: 0.75 });
+    as_offered.allocation_info = None;
+    let tasks = vec![
+        // Reserved and unreserved summed, as if all unreserved: only 0.25 is.
+        task("summed", vec![Resource::scalar("cpus", 1.0)]),
+        // The role without the dynamic reservation's principal and labels is a STATIC reservation.
+        task("static", vec![with_role(Resource::scalar("cpus", 0.5))]),
+        // Reserved memory under the reservation it has, but more than offered.
+        task("too-much", vec![with_role(Resource::scalar("mem", 1024.0))]),
+        // As offered: launched.
+        task(
+            "fits",
+            vec![
+                as_offered,
+                Resource::scalar("cpus", 0.25),
+                with_role(Resource::scalar("mem", 512.0)),
+            ],
+        ),
+    ];
+    d.client
+        .send(Call::accept(
+            vec![offer.id.clone()],
+            vec![Operation::launch(tasks)],
+            None,
+        ))
+        .await
+        .unwrap();
+    let mut errors = std::collections::BTreeMap::new();
+    let mut launched = false;
+    while errors.len() < 3 || !launched {
+        let s = d.event(EventType::Update).await.update.unwrap().status;
+        if let Some(a) = Call::acknowledge_status(&s) {
+            d.client.send(a).await.unwrap();
+        }
+        match s.state {
+            TaskState::Error => {
+                assert_eq!(s.reason, Some(Reason::ReasonTaskInvalid), "{s:?}");
+                let message = s.message.clone().unwrap_or_default();
+                assert!(message.contains("more than available"), "{message}");
+                errors.insert(s.task_id.value.clone(), message);
+            }
+            TaskState::Starting | TaskState::Running => {
+                assert_eq!(s.task_id.value, "fits", "{s:?}");
+                launched = true;
+            }
+            other => panic!("unexpected {other:?}: {s:?}"),
+        }
+    }
+    assert_eq!(
+        errors.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["static", "summed", "too-much"]
+    );
+    d.cancel.cancel();
+    emu.shutdown();
+}
+
+/// A partitioned agent's status update manager holds its updates: a task that fails behind the partition
+/// is still RUNNING to the master, so the ping timeout makes it TASK_UNREACHABLE like the others; when the
+/// agent is back the master learns of the failure and the held TASK_FAILED is delivered (with its uuid)
+/// until acknowledged.
+#[tokio::test]
+async fn a_partitioned_agent_holds_its_updates_until_it_is_back() {
+    let emu = MesosEmu::start(EmuConfig::fast(1)).await.unwrap();
+    let mut d = Driver::start(fast_client_config(vec![emu.url()]));
+    d.until(|n| matches!(n, Notification::Subscribed { .. }).then_some(()))
+        .await;
+    let offer = d
+        .event(EventType::Offers)
+        .await
+        .offers
+        .unwrap()
+        .offers
+        .remove(0);
+    d.client
+        .send(Call::accept(
+            vec![offer.id.clone()],
+            vec![Operation::launch(vec![sleep_task("t", &offer.agent_id)])],
+            None,
+        ))
+        .await
+        .unwrap();
+    ack_until(&mut d, TaskState::Running).await;
+    assert!(emu.partition_agent(&offer.agent_id.value));
+    assert!(emu.fail_task("t"));
+    // The first word after the partition is the master's own: it never heard of the failure.
+    let s = d.event(EventType::Update).await.update.unwrap().status;
+    assert_eq!(
+        (s.state, s.reason, s.uuid.is_none()),
+        (
+            TaskState::Unreachable,
+            Some(Reason::ReasonAgentRemoved),
+            true
+        ),
+        "{s:?}"
+    );
+    eventually(|| emu.tasks().first().is_some_and(|t| t.unacknowledged == 1)).await;
+    let held = emu.tasks();
+    assert_eq!(
+        (held[0].state, held[0].unacknowledged),
+        (TaskState::Unreachable, 1),
+        "the failure is held on the agent: {held:?}"
+    );
+    assert!(emu.heal_agent(&offer.agent_id.value));
+    let mut seen = Vec::new();
+    loop {
+        let s = d.event(EventType::Update).await.update.unwrap().status;
+        if let Some(a) = Call::acknowledge_status(&s) {
+            d.client.send(a).await.unwrap();
+        }
+        seen.push((s.state, s.reason, s.uuid.is_some()));
+        if s.state == TaskState::Failed && s.uuid.is_some() {
+            break;
+        }
+    }
+    // Re-registration first (the master's word, no uuid), then the agent's held update.
+    assert_eq!(
+        seen.first(),
+        Some(&(
+            TaskState::Failed,
+            Some(Reason::ReasonAgentReregistered),
+            false
+        )),
+        "{seen:?}"
+    );
+    eventually(|| emu.tasks().is_empty()).await;
     d.cancel.cancel();
     emu.shutdown();
 }

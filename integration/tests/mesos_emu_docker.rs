@@ -423,8 +423,8 @@ async fn docker_launcher_maps_ports_and_passes_the_environment() -> R {
         value: Some(program.clone()),
         // The test image runs as root: its /tmp stands in for the image's own layer, whose user is
         // 1000:0 (see es_standin::container); single-node and no security keep the test about the launcher.
+        // The Docker containerizer runs `docker run IMAGE value arguments...`: no argv[0] here.
         arguments: [
-            &program,
             "-E",
             "network.host=0.0.0.0",
             "-E",

@@ -104,3 +104,27 @@ async fn forty_nodes_on_forty_agents_get_ids_one_to_forty() {
     assert_eq!(volumes.len(), 80, "every node has its own two volumes");
     sched.stop().await;
 }
+
+/// On agents whose resources are mostly reserved for the framework's role (dynamically and statically),
+/// each node takes the reserved parts under their reservation and the rest unreserved: the master
+/// launches it (summing reserved and unreserved amounts into unreserved resources gets TASK_ERROR).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_launch_on_reserved_resources_with_their_reservation() {
+    let mut cfg = EmuConfig::fast(2);
+    for (i, a) in cfg.agents.iter_mut().enumerate() {
+        *a = tether_integration::testing::emu::reserved_agent(i);
+    }
+    let emu = MesosEmu::start(cfg).await.expect("emulator");
+    let state = tempfile::tempdir().expect("tempdir");
+    let mut sched = Scheduler::start(&emu.url(), state.path(), &["--nodes", "2"]);
+    let mut admin = sched.admin().await;
+    let nodes = wait_nodes(&mut admin, "two running nodes", all_running(2)).await;
+    assert_eq!(nodes.len(), 2);
+    let errors = emu
+        .tasks()
+        .iter()
+        .filter(|t| t.state == tether_mesos::model::TaskState::Error)
+        .count();
+    assert_eq!(errors, 0);
+    sched.stop().await;
+}

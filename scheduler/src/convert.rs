@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use tether_core::command::{MesosCommand, SidecarCommand};
 use tether_core::domain::{
     AttributeValue, CommandResult, DriverAttachment, DriverScope, Hello, Offer, PortRange, Report,
-    StatusSource, TaskReason, TaskState, TaskStatus, VolumeReport,
+    Reservation, ResourceAmount, ResourcePart, StatusSource, TaskReason, TaskState, TaskStatus,
+    VolumeReport,
 };
 use tether_core::ids::{AgentId, Hostname, IdError, NodeId, OfferId, TaskId, VolumeName};
 use tether_mesos::model::{self, Call, Filters, Operation, ValueType};
@@ -39,19 +40,65 @@ fn non_empty(s: &str) -> Option<String> {
 // ---------------------------------------------------------------------------------------------------------
 // Mesos → core
 
+/// A resource's reservation stack in the post-refinement form, as the master upgrades it
+/// (`convertResourceFormat`): `reservations` when given, else a `role` other than `*` is one reservation,
+/// DYNAMIC when `reservation` (principal, labels) is set and STATIC otherwise.
+fn reservations(r: &model::Resource) -> Vec<Reservation> {
+    let labels = |l: &Option<model::Labels>| {
+        l.as_ref().map(|l| {
+            l.labels
+                .iter()
+                .map(|x| (x.key.clone(), x.value.clone()))
+                .collect()
+        })
+    };
+    if !r.reservations.is_empty() {
+        return r
+            .reservations
+            .iter()
+            .map(|x| Reservation {
+                dynamic: x.reservation_type == Some(model::ReservationType::Dynamic),
+                role: x.role.clone().unwrap_or_default(),
+                principal: x.principal.clone(),
+                labels: labels(&x.labels),
+            })
+            .collect();
+    }
+    match r.role.as_deref() {
+        None | Some("*") => Vec::new(),
+        Some(role) => vec![Reservation {
+            dynamic: r.reservation.is_some(),
+            role: role.to_owned(),
+            principal: r.reservation.as_ref().and_then(|x| x.principal.clone()),
+            labels: r.reservation.as_ref().and_then(|x| labels(&x.labels)),
+        }],
+    }
+}
+
 /// An offer, reduced to what placement needs. Scalars of the same name are summed (an offer may split a
-/// resource across reservations).
+/// resource across reservations), and the reserved parts are kept with their reservation for the
+/// task's resources. Disk with a `DiskInfo` (a MOUNT or PATH disk, a persistent volume) is left out: a
+/// task could take it only whole and naming it, which Tether never does.
 pub fn offer(o: &model::Offer) -> Result<Offer, ConvertError> {
     let mut cpus = 0.0;
     let mut mem_mb = 0.0;
     let mut disk_mb = 0.0;
     let mut ports = Vec::new();
+    let mut reserved = Vec::new();
     for r in &o.resources {
-        match (r.name.as_str(), r.value_type) {
-            ("cpus", ValueType::Scalar) => cpus += r.scalar.map_or(0.0, |s| s.value),
-            ("mem", ValueType::Scalar) => mem_mb += r.scalar.map_or(0.0, |s| s.value),
-            ("disk", ValueType::Scalar) => disk_mb += r.scalar.map_or(0.0, |s| s.value),
+        let amount = match (r.name.as_str(), r.value_type) {
+            ("disk", ValueType::Scalar) if r.disk.is_some() => continue,
+            ("cpus" | "mem" | "disk", ValueType::Scalar) => {
+                let v = r.scalar.map_or(0.0, |s| s.value);
+                match r.name.as_str() {
+                    "cpus" => cpus += v,
+                    "mem" => mem_mb += v,
+                    _ => disk_mb += v,
+                }
+                ResourceAmount::Scalar(v)
+            }
             ("ports", ValueType::Ranges) => {
+                let mut these = Vec::new();
                 for range in r.ranges.iter().flat_map(|rs| &rs.range) {
                     if range.begin > range.end {
                         return Err(ConvertError::Invalid {
@@ -59,13 +106,23 @@ pub fn offer(o: &model::Offer) -> Result<Offer, ConvertError> {
                             detail: format!("range {}-{} has begin > end", range.begin, range.end),
                         });
                     }
-                    ports.push(PortRange {
+                    these.push(PortRange {
                         begin: range.begin,
                         end: range.end,
                     });
                 }
+                ports.extend(these.iter().copied());
+                ResourceAmount::Ranges(these)
             }
-            _ => {}
+            _ => continue,
+        };
+        let reservations = reservations(r);
+        if !reservations.is_empty() {
+            reserved.push(ResourcePart {
+                name: r.name.clone(),
+                reservations,
+                amount,
+            });
         }
     }
     if !(cpus.is_finite() && mem_mb.is_finite() && disk_mb.is_finite()) {
@@ -118,6 +175,7 @@ pub fn offer(o: &model::Offer) -> Result<Offer, ConvertError> {
         ports,
         attributes,
         role,
+        reserved,
     })
 }
 
@@ -511,6 +569,72 @@ mod tests {
         assert_eq!(d.role, "elasticsearch");
         assert_eq!(d.two_ports(), Some((31000, 31001)));
         assert_eq!(d.attribute("rack").as_deref(), Some("r1"));
+    }
+
+    /// Reserved parts are kept with their reservation in the post-refinement form the master upgrades
+    /// both forms to: `role` alone is STATIC, `role` with `reservation` DYNAMIC, `reservations` as given;
+    /// a disk with a DiskInfo is not counted (a task cannot take part of it).
+    #[test]
+    fn offers_keep_reserved_parts_with_their_reservation() {
+        use tether_core::domain::{Reservation, ResourceAmount, ResourcePart};
+        let o = wire_offer(serde_json::json!({
+            "id": {"value": "M-O1"}, "framework_id": {"value": "F"}, "agent_id": {"value": "M-S1"},
+            "hostname": "agent-1",
+            "resources": [
+                {"name": "cpus", "type": "SCALAR", "scalar": {"value": 2.0}, "role": "*"},
+                {"name": "cpus", "type": "SCALAR", "scalar": {"value": 1.5}, "role": "es",
+                 "reservation": {"principal": "ops", "labels": {"labels": [{"key": "k", "value": "v"}]}}},
+                {"name": "mem", "type": "SCALAR", "scalar": {"value": 1024.0}, "role": "es"},
+                {"name": "mem", "type": "SCALAR", "scalar": {"value": 512.0},
+                 "reservations": [{"type": "DYNAMIC", "role": "es", "principal": "p"}]},
+                {"name": "disk", "type": "SCALAR", "scalar": {"value": 9000.0}, "role": "*",
+                 "disk": {"source": {"type": "MOUNT", "mount": {"root": "/mnt/d1"}}}},
+                {"name": "ports", "type": "RANGES", "ranges": {"range": [{"begin": 9200, "end": 9300}]}, "role": "es"}
+            ]
+        }));
+        let d = offer(&o).expect("valid");
+        assert_eq!((d.cpus, d.mem_mb, d.disk_mb), (3.5, 1536.0, 0.0));
+        let r =
+            |dynamic, principal: Option<&str>, labels: Option<Vec<(String, Option<String>)>>| {
+                vec![Reservation {
+                    dynamic,
+                    role: "es".into(),
+                    principal: principal.map(str::to_owned),
+                    labels,
+                }]
+            };
+        assert_eq!(
+            d.reserved,
+            vec![
+                ResourcePart {
+                    name: "cpus".into(),
+                    reservations: r(
+                        true,
+                        Some("ops"),
+                        Some(vec![("k".into(), Some("v".into()))])
+                    ),
+                    amount: ResourceAmount::Scalar(1.5),
+                },
+                ResourcePart {
+                    name: "mem".into(),
+                    reservations: r(false, None, None),
+                    amount: ResourceAmount::Scalar(1024.0),
+                },
+                ResourcePart {
+                    name: "mem".into(),
+                    reservations: r(true, Some("p"), None),
+                    amount: ResourceAmount::Scalar(512.0),
+                },
+                ResourcePart {
+                    name: "ports".into(),
+                    reservations: r(false, None, None),
+                    amount: ResourceAmount::Ranges(vec![PortRange {
+                        begin: 9200,
+                        end: 9300
+                    }]),
+                },
+            ]
+        );
     }
 
     #[test]

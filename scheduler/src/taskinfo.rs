@@ -13,11 +13,13 @@
 
 use tether_core::command::LaunchSpec;
 use tether_core::config::Containerizer;
+use tether_core::domain::{Reservation, ResourceAmount};
 use tether_mesos::model::{
     AgentID, CommandInfo, ContainerInfo, ContainerType, DiscoveryInfo, DockerImage, DockerInfo,
     DockerNetwork, Environment, HealthCheck, HealthCheckType, Image, ImageType, KillPolicy, Label,
-    Labels, MesosInfo, Nanos, Parameter, Port, Ports, RLimit, RLimitInfo, Resource, TaskID,
-    TaskInfo, TcpCheckInfo, Uri, Variable, Visibility, Volume, VolumeMode,
+    Labels, MesosInfo, Nanos, Parameter, Port, Ports, RLimit, RLimitInfo, ReservationInfo,
+    ReservationType, Resource, TaskID, TaskInfo, TcpCheckInfo, Uri, Variable, Visibility, Volume,
+    VolumeMode,
 };
 
 /// What the task runs, beyond the image.
@@ -29,8 +31,8 @@ pub enum TaskCommand {
     /// `/bin/sh -c <command>` instead of the entrypoint. Note that a POSIX shell drops environment
     /// variables whose names are not identifiers, such as Elasticsearch's `node.name`.
     Shell(String),
-    /// An executable and its arguments, run directly (`shell: false`, Mesos' argv form: `arguments`
-    /// includes argv[0]), which keeps every environment variable.
+    /// An executable and its arguments, run directly (`shell: false`), which keeps every environment
+    /// variable. The two containerizers read `CommandInfo` differently (see [`command_info`]).
     Exec { program: String, args: Vec<String> },
 }
 
@@ -182,27 +184,51 @@ fn port(number: u16, name: &str) -> Port {
     }
 }
 
-/// cpus, mem, disk (only when asked for) and the two ports, as single-port ranges merged when adjacent
-/// (Mesos refuses overlapping ranges, not adjacent ones, but one range reads better).
+/// The parts the core took from the offer, each with its reservation as offered: Tether does not declare
+/// RESERVATION_REFINEMENT, so a single reservation goes in the pre-refinement form the master offered it
+/// in (`role`, and `reservation` with principal and labels when dynamic), which the master upgrades
+/// before it checks that the offer contains the task's resources; a stack of several (only offered to
+/// frameworks with that capability) goes as `reservations`. Unreserved parts carry no role (`*`).
 fn resources(spec: &LaunchSpec) -> Vec<Resource> {
-    let mut out = vec![
-        Resource::scalar("cpus", spec.cpus),
-        Resource::scalar("mem", spec.mem_mb),
-    ];
-    if spec.disk_mb > 0.0 {
-        out.push(Resource::scalar("disk", spec.disk_mb));
-    }
-    let (a, b) = {
-        let (h, t) = (u64::from(spec.http_port), u64::from(spec.transport_port));
-        (h.min(t), h.max(t))
-    };
-    let ranges = if b == a + 1 {
-        vec![(a, b)]
-    } else {
-        vec![(a, a), (b, b)]
-    };
-    out.push(Resource::ranges("ports", ranges));
-    out
+    spec.resources
+        .iter()
+        .map(|part| {
+            let mut r = match &part.amount {
+                ResourceAmount::Scalar(v) => Resource::scalar(part.name.clone(), *v),
+                ResourceAmount::Ranges(ranges) => Resource::ranges(
+                    part.name.clone(),
+                    ranges.iter().map(|x| (x.begin, x.end)).collect(),
+                ),
+            };
+            let info = |x: &Reservation, with_type_and_role: bool| ReservationInfo {
+                reservation_type: with_type_and_role.then_some(if x.dynamic {
+                    ReservationType::Dynamic
+                } else {
+                    ReservationType::Static
+                }),
+                role: with_type_and_role.then(|| x.role.clone()),
+                principal: x.principal.clone(),
+                labels: x.labels.as_ref().map(|l| Labels {
+                    labels: l
+                        .iter()
+                        .map(|(key, value)| Label {
+                            key: key.clone(),
+                            value: value.clone(),
+                        })
+                        .collect(),
+                }),
+            };
+            match part.reservations.as_slice() {
+                [] => {}
+                [one] => {
+                    r.role = Some(one.role.clone());
+                    r.reservation = one.dynamic.then(|| info(one, false));
+                }
+                stack => r.reservations = stack.iter().map(|x| info(x, true)).collect(),
+            }
+            r
+        })
+        .collect()
 }
 
 fn command_info(spec: &LaunchSpec, options: &TaskOptions) -> CommandInfo {
@@ -220,13 +246,20 @@ fn command_info(spec: &LaunchSpec, options: &TaskOptions) -> CommandInfo {
             value: Some(value.clone()),
             ..Default::default()
         },
+        // The Mesos containerizer execs `value` with `arguments` as the whole argv, argv[0] included
+        // (`mesos/launch.cpp`). The Docker containerizer runs `docker run IMAGE value arguments...`
+        // (`Docker::RunOptions::create`): both become the CMD, handed to the image's ENTRYPOINT, so
+        // argv[0] in `arguments` would reach the program twice.
         TaskCommand::Exec { program, args } => CommandInfo {
             environment,
             shell: Some(false),
             value: Some(program.clone()),
-            arguments: std::iter::once(program.clone())
-                .chain(args.iter().cloned())
-                .collect(),
+            arguments: match spec.containerizer {
+                Containerizer::Mesos => std::iter::once(program.clone())
+                    .chain(args.iter().cloned())
+                    .collect(),
+                Containerizer::Docker => args.clone(),
+            },
             ..Default::default()
         },
         // `shell: false` with no value keeps the image's ENTRYPOINT and CMD.
@@ -422,8 +455,12 @@ pub(crate) mod tests {
     /// (its record generator reads `discovery.ports.ports[].{name, number, protocol}`).
     #[test]
     fn discovery_names_the_http_and_transport_ports() {
-        let mut s = spec(Containerizer::Docker, Some("rexray"));
-        (s.http_port, s.transport_port) = (9200, 9300);
+        let s = tether_core::testing::launch_spec_from(
+            spec(Containerizer::Docker, Some("rexray")),
+            &tether_core::testing::offer("o", "a", 4.0, 8192.0, 0.0),
+            9200,
+            9300,
+        );
         let json = serde_json::to_value(task_info(&s, &TaskOptions::default())).expect("json");
         assert_eq!(
             json["discovery"],
@@ -442,6 +479,31 @@ pub(crate) mod tests {
         );
     }
 
+    /// Reserved parts keep their reservation in the pre-refinement form the master offers to a framework
+    /// without RESERVATION_REFINEMENT (`role`, plus `reservation` when dynamic); the rest is unreserved.
+    #[test]
+    fn reserved_resources_keep_their_role_and_reservation() {
+        let s = tether_core::testing::launch_spec_from(
+            spec(Containerizer::Docker, Some("rexray")),
+            &tether_core::testing::reserved_offer("o", "a", 0.25),
+            31000,
+            31001,
+        );
+        let json = serde_json::to_value(task_info(&s, &TaskOptions::default())).expect("json");
+        let dynamic = serde_json::json!({"principal": "ops", "labels": {"labels": [{"key": "team", "value": "search"}]}});
+        assert_eq!(
+            json["resources"],
+            serde_json::json!([
+                {"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.25}, "role": "elasticsearch", "reservation": dynamic},
+                {"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.75}},
+                {"name": "mem", "type": "SCALAR", "scalar": {"value": 512.0}, "role": "elasticsearch"},
+                {"name": "mem", "type": "SCALAR", "scalar": {"value": 1536.0}},
+                {"name": "ports", "type": "RANGES", "ranges": {"range": [{"begin": 31000, "end": 31000}]}, "role": "elasticsearch", "reservation": dynamic},
+                {"name": "ports", "type": "RANGES", "ranges": {"range": [{"begin": 31001, "end": 31001}]}},
+            ])
+        );
+    }
+
     #[test]
     fn a_docker_parameter_replaces_the_default_of_the_same_key() {
         let merged = merge_docker_parameters(&[("ulimit".into(), "nofile=1048576:1048576".into())]);
@@ -451,8 +513,11 @@ pub(crate) mod tests {
         );
     }
 
+    /// The Mesos containerizer execs `value` with `arguments` as argv (argv[0] included); the Docker
+    /// containerizer appends `value` and then `arguments` to `docker run IMAGE`, so there argv[0] is
+    /// `value` alone.
     #[test]
-    fn exec_commands_use_the_argv_form_with_argv0() {
+    fn exec_commands_follow_each_containerizer() {
         let command = TaskCommand::Exec {
             program: "/bin/es".into(),
             args: vec!["--x".into()],
@@ -461,15 +526,16 @@ pub(crate) mod tests {
             command,
             ..TaskOptions::default()
         };
-        let json =
-            serde_json::to_value(task_info(&spec(Containerizer::Docker, Some("d")), &options))
+        for (containerizer, arguments) in [
+            (Containerizer::Mesos, serde_json::json!(["/bin/es", "--x"])),
+            (Containerizer::Docker, serde_json::json!(["--x"])),
+        ] {
+            let json = serde_json::to_value(task_info(&spec(containerizer, Some("d")), &options))
                 .expect("json");
-        assert_eq!(json["command"]["shell"], false);
-        assert_eq!(json["command"]["value"], "/bin/es");
-        assert_eq!(
-            json["command"]["arguments"],
-            serde_json::json!(["/bin/es", "--x"])
-        );
+            assert_eq!(json["command"]["shell"], false);
+            assert_eq!(json["command"]["value"], "/bin/es");
+            assert_eq!(json["command"]["arguments"], arguments, "{containerizer:?}");
+        }
     }
 
     #[test]

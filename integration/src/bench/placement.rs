@@ -81,6 +81,7 @@ pub fn offers(s: Scenario) -> anyhow::Result<Vec<Offer>> {
                 }],
                 attributes: vec![("rack".into(), AttributeValue::Text(format!("r{}", i % 50)))],
                 role: "elasticsearch".into(),
+                reserved: Vec::new(),
             })
         })
         .collect()

@@ -135,6 +135,9 @@ impl DockerLauncher {
                         Some(v.healthy),
                     );
                     if v.kill_task {
+                        // As the docker executor's `_killTask`: TASK_KILLING first (passed on only
+                        // to a framework with TASK_KILLING_STATE), then the stop.
+                        r.report(TaskState::Killing, None, None, None);
                         self.stop(&running, kill_grace(&spec.task)).await;
                         killed_unhealthy = true;
                         break (TaskState::Killed, None, "Container stopped".to_owned());
@@ -250,22 +253,7 @@ impl DockerLauncher {
                 env.insert(var.name.clone(), v.clone());
             }
         }
-        // As the Docker containerizer: a shell command replaces the entrypoint with `/bin/sh -c`; without
-        // a shell, `value` (if any) is the entrypoint and `arguments` after argv[0] its arguments.
-        let (entrypoint, args): (Option<Vec<String>>, Vec<String>) = if cmd.shell.unwrap_or(true) {
-            match &cmd.value {
-                Some(v) => (Some(vec!["/bin/sh".into(), "-c".into()]), vec![v.clone()]),
-                None => (None, Vec::new()),
-            }
-        } else {
-            match &cmd.value {
-                Some(v) => (
-                    Some(vec![v.clone()]),
-                    cmd.arguments.iter().skip(1).cloned().collect(),
-                ),
-                None => (None, cmd.arguments.clone()),
-            }
-        };
+        let (entrypoint, args) = docker_command(&cmd)?;
 
         let mut mounts = Vec::new();
         let mut binds = Vec::new();
@@ -384,6 +372,32 @@ impl DockerLauncher {
     }
 }
 
+/// The entrypoint override and the CMD of `docker run`, as the Docker containerizer makes them
+/// (`Docker::RunOptions::create`): a shell command replaces the entrypoint with `/bin/sh` and runs
+/// `-c <value>` (no value is an error); without a shell the image's ENTRYPOINT stays and `value` (when
+/// set) and then every one of `arguments` are its CMD.
+pub(crate) fn docker_command(
+    cmd: &tether_mesos::model::CommandInfo,
+) -> Result<(Option<Vec<String>>, Vec<String>), String> {
+    if cmd.shell.unwrap_or(true) {
+        let Some(value) = &cmd.value else {
+            return Err("Shell specified but no command value provided".to_owned());
+        };
+        return Ok((
+            Some(vec!["/bin/sh".to_owned()]),
+            vec!["-c".to_owned(), value.clone()],
+        ));
+    }
+    Ok((
+        None,
+        cmd.value
+            .iter()
+            .chain(cmd.arguments.iter())
+            .cloned()
+            .collect(),
+    ))
+}
+
 fn bind(source: &str, v: &tether_mesos::model::Volume, read_only: bool) -> Value {
     json!({
         "Type": "bind",
@@ -419,6 +433,33 @@ fn quoted(tail: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn commands_become_docker_run_as_the_docker_containerizer_makes_them() {
+        use tether_mesos::model::CommandInfo;
+        let cmd = |shell: bool, value: Option<&str>, args: &[&str]| CommandInfo {
+            shell: Some(shell),
+            value: value.map(str::to_owned),
+            arguments: args.iter().map(|a| (*a).to_owned()).collect(),
+            ..CommandInfo::default()
+        };
+        let strings = |v: &[&str]| v.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            docker_command(&cmd(true, Some("exec es"), &["ignored"])),
+            Ok((Some(strings(&["/bin/sh"])), strings(&["-c", "exec es"])))
+        );
+        assert!(docker_command(&cmd(true, None, &[])).is_err());
+        // The image's ENTRYPOINT stays: value and arguments are its CMD.
+        assert_eq!(
+            docker_command(&cmd(false, Some("/bin/es"), &["--x", "y"])),
+            Ok((None, strings(&["/bin/es", "--x", "y"])))
+        );
+        assert_eq!(
+            docker_command(&cmd(false, None, &["--x"])),
+            Ok((None, strings(&["--x"])))
+        );
+        assert_eq!(docker_command(&cmd(false, None, &[])), Ok((None, vec![])));
+    }
 
     #[test]
     fn names_are_engine_safe() {

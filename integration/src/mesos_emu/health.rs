@@ -9,7 +9,8 @@
 //!   start is ignored; every other failure counts, and each sends an unhealthy verdict (TASK_RUNNING with
 //!   `healthy=false`); the first success, and the first after failures, sends a healthy one;
 //! - when the consecutive failures reach `consecutive_failures` the verdict says `kill_task`: the executor
-//!   kills the task (SIGTERM, SIGKILL after the kill policy's grace) and its TASK_KILLED carries
+//!   kills the task: TASK_KILLING first (the master passes it on only to a framework with
+//!   TASK_KILLING_STATE), then SIGTERM, SIGKILL after the kill policy's grace, and its TASK_KILLED carries
 //!   `healthy=false`. Checking goes on until the task is killed.
 //!
 //! Defaults (mesos.proto): delay 15 s, interval 10 s, timeout 20 s, 3 consecutive failures, grace 10 s.

@@ -10,7 +10,9 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use tether_mesos::model::{AgentID, FrameworkID, Reason, TaskInfo, TaskState, VolumeSourceType};
+use tether_mesos::model::{
+    AgentID, CommandInfo, ContainerType, FrameworkID, Reason, TaskInfo, TaskState, VolumeSourceType,
+};
 use tokio::sync::mpsc;
 
 use super::health::{self, Policy, Probe, Verdict};
@@ -428,13 +430,12 @@ impl ProcessLauncher {
             c.arg("-c").arg(cmd.value.clone().unwrap_or_default());
             c
         } else {
-            let Some(program) = cmd.value.clone() else {
+            let Some((program, args)) = exec_argv(task, &cmd) else {
                 self.detach_all(&attached).await;
                 return fail("shell=false needs command.value (the executable)".into());
             };
             let mut c = tokio::process::Command::new(program);
-            // Mesos passes `arguments` as the full argv, argv[0] included.
-            c.args(cmd.arguments.iter().skip(1));
+            c.args(args);
             c
         };
         command
@@ -476,7 +477,10 @@ impl ProcessLauncher {
                     );
                     if v.kill_task {
                         // The command executor kills a task whose checks failed too often, with the
-                        // task's kill policy, and says so in the terminal update's `healthy`.
+                        // task's kill policy, and says so in the terminal update's `healthy`; first
+                        // TASK_KILLING, which the master passes on only to a framework with
+                        // TASK_KILLING_STATE (`executor.cpp`, `kill`).
+                        r.report(TaskState::Killing, None, None, None);
                         terminate(&mut child, kill_grace(task)).await;
                         killed_unhealthy = true;
                         break Some((TaskState::Killed, None, "Command terminated".to_string()));
@@ -619,9 +623,72 @@ async fn terminate(child: &mut tokio::process::Child, grace: Duration) {
     let _ = child.kill().await;
 }
 
+/// The program and its arguments (after argv[0]) of a `shell: false` command, run here with no image.
+/// The Mesos containerizer execs `value` with `arguments` as the whole argv, argv[0] included
+/// (`mesos/launch.cpp`); the Docker containerizer makes `value` and then `arguments` the CMD of
+/// `docker run` (`Docker::RunOptions::create`), which with no ENTRYPOINT is the argv itself.
+fn exec_argv(task: &TaskInfo, cmd: &CommandInfo) -> Option<(String, Vec<String>)> {
+    let docker = task
+        .container
+        .as_ref()
+        .is_some_and(|c| c.container_type == ContainerType::Docker);
+    if docker {
+        let mut argv = cmd.value.iter().chain(cmd.arguments.iter()).cloned();
+        let program = argv.next()?;
+        return Some((program, argv.collect()));
+    }
+    let program = cmd.value.clone()?;
+    Some((program, cmd.arguments.iter().skip(1).cloned().collect()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The same `--exec` as each containerizer gets it from the task builder runs the same argv.
+    #[test]
+    fn exec_argv_reads_each_containerizer_s_command_form() {
+        use tether_mesos::model::{ContainerInfo, Image, ImageType, MesosInfo};
+        let agent = AgentID::new("a");
+        let with = |container_type| TaskInfo {
+            container: Some(ContainerInfo {
+                container_type,
+                volumes: vec![],
+                hostname: None,
+                docker: None,
+                mesos: Some(MesosInfo {
+                    image: Some(Image {
+                        image_type: ImageType::Docker,
+                        docker: None,
+                        cached: None,
+                    }),
+                }),
+                rlimit_info: None,
+            }),
+            ..crate::testing::emu::sleep_task("t", &agent)
+        };
+        let cmd = |args: &[&str]| CommandInfo {
+            shell: Some(false),
+            value: Some("/bin/es".into()),
+            arguments: args.iter().map(|a| (*a).to_owned()).collect(),
+            ..CommandInfo::default()
+        };
+        let want = Some(("/bin/es".to_owned(), vec!["--x".to_owned()]));
+        assert_eq!(
+            exec_argv(&with(ContainerType::Mesos), &cmd(&["/bin/es", "--x"])),
+            want
+        );
+        assert_eq!(
+            exec_argv(&with(ContainerType::Docker), &cmd(&["--x"])),
+            want
+        );
+        let no_value = CommandInfo {
+            value: None,
+            ..cmd(&["/bin/es", "--x"])
+        };
+        assert_eq!(exec_argv(&with(ContainerType::Docker), &no_value), want);
+        assert_eq!(exec_argv(&with(ContainerType::Mesos), &no_value), None);
+    }
 
     #[test]
     fn env_names() {

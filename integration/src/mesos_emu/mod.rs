@@ -62,6 +62,10 @@ pub struct AgentConfig {
     pub attributes: Vec<(String, String)>,
     pub region: Option<String>,
     pub zone: Option<String>,
+    /// Resources reserved on top of the unreserved ones above, in either form the master accepts
+    /// (`role` with an optional `reservation`, or `reservations`), like `--resources=cpus(es):2` (STATIC)
+    /// or a RESERVE (DYNAMIC): offered only to that role, with the reservation.
+    pub reserved: Vec<tether_mesos::model::Resource>,
 }
 
 impl AgentConfig {
@@ -77,6 +81,7 @@ impl AgentConfig {
             attributes: vec![("rack".into(), format!("r{}", n % 2))],
             region: Some("region-1".into()),
             zone: Some(format!("zone-{}", ["a", "b", "c"][n % 3])),
+            reserved: Vec::new(),
         }
     }
 }
@@ -173,6 +178,8 @@ pub enum EmuError {
     },
     #[error("cannot serve https: {0}")]
     Tls(String),
+    #[error("agent {agent}: invalid reserved resources: {detail}")]
+    Reserved { agent: String, detail: String },
 }
 
 /// A running emulator. Dropping it does not stop it; call [`EmuHandle::shutdown`].
@@ -201,6 +208,12 @@ pub struct MesosEmu;
 impl MesosEmu {
     /// Binds, then serves until [`EmuHandle::shutdown`].
     pub async fn start(config: EmuConfig) -> Result<EmuHandle, EmuError> {
+        for a in &config.agents {
+            resources::Res::from_resources(&a.reserved).map_err(|detail| EmuError::Reserved {
+                agent: a.hostname.clone(),
+                detail,
+            })?;
+        }
         let listener = tokio::net::TcpListener::bind(config.bind)
             .await
             .map_err(|source| EmuError::Bind {

@@ -93,6 +93,41 @@ pub async fn eventually(mut cond: impl FnMut() -> bool) {
         .expect("condition not reached before the deadline");
 }
 
+/// Agent `n` of [`crate::mesos_emu::AgentConfig::numbered`] with most of what it offers reserved for the
+/// role `elasticsearch`: unreserved only 0.25 cpus, 128 MB and ports 31002-32000; reserved 1 cpu and
+/// ports 31000-31001 dynamically (principal `ops`, label `team=search`, in the pre-refinement form the
+/// master gives a framework without RESERVATION_REFINEMENT), and 512 MB statically.
+pub fn reserved_agent(n: usize) -> crate::mesos_emu::AgentConfig {
+    use tether_mesos::model::{Label, Labels, ReservationInfo};
+    let dynamic = |mut r: Resource| {
+        r.role = Some("elasticsearch".into());
+        r.reservation = Some(ReservationInfo {
+            principal: Some("ops".into()),
+            labels: Some(Labels {
+                labels: vec![Label {
+                    key: "team".into(),
+                    value: Some("search".into()),
+                }],
+            }),
+            ..ReservationInfo::default()
+        });
+        r
+    };
+    let mut fixed = Resource::scalar("mem", 512.0);
+    fixed.role = Some("elasticsearch".into());
+    crate::mesos_emu::AgentConfig {
+        cpus: 0.25,
+        mem: 128.0,
+        ports: (31002, 32000),
+        reserved: vec![
+            dynamic(Resource::scalar("cpus", 1.0)),
+            dynamic(Resource::ranges("ports", vec![(31000, 31001)])),
+            fixed,
+        ],
+        ..crate::mesos_emu::AgentConfig::numbered(n)
+    }
+}
+
 /// A minimal command task for an agent.
 pub fn sleep_task(id: &str, agent: &tether_mesos::model::AgentID) -> TaskInfo {
     TaskInfo {

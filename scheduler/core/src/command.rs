@@ -301,6 +301,10 @@ pub struct LaunchSpec {
     pub health_check_path: String,
     /// The offer's role.
     pub role: String,
+    /// The resources taken from the offer (the amounts above, ports included), each part with the
+    /// reservation it was offered under.
+    #[serde(default)]
+    pub resources: Vec<crate::domain::ResourcePart>,
 }
 
 /// Environment variable names the core sets on every task.

@@ -60,6 +60,48 @@ pub struct Offer {
     pub attributes: Vec<(String, AttributeValue)>,
     /// The allocation role of the offer.
     pub role: String,
+    /// The parts of the totals above that are reserved (for the offer's role or an ancestor of it): a
+    /// task taking them must name the same reservation or the master refuses the launch.
+    #[serde(default)]
+    pub reserved: Vec<ResourcePart>,
+}
+
+/// One reservation of a resource, in the post-refinement form (`Resource.reservations[]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    /// DYNAMIC (made by RESERVE, with principal and labels) rather than STATIC (the agent's `--resources`).
+    pub dynamic: bool,
+    /// The role it is reserved for.
+    pub role: String,
+    /// Who reserved it (dynamic only).
+    pub principal: Option<String>,
+    /// Its labels (dynamic only), in order; `None` when the reservation has no `labels` field.
+    pub labels: Option<Vec<(String, Option<String>)>>,
+}
+
+/// How much of a resource a part holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ResourceAmount {
+    /// A SCALAR resource (cpus, mem, disk).
+    Scalar(f64),
+    /// A RANGES resource (ports).
+    Ranges(Vec<PortRange>),
+}
+
+/// Some of one named resource under one reservation stack (empty: unreserved).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourcePart {
+    /// `cpus`, `mem`, `disk` or `ports`.
+    pub name: String,
+    /// The reservation stack, outermost first; empty for unreserved resources.
+    pub reservations: Vec<Reservation>,
+    /// How much.
+    pub amount: ResourceAmount,
+}
+
+/// Mesos keeps three decimal digits of a scalar; splitting in thousandths keeps each part exact.
+fn milli(v: f64) -> i64 {
+    (v * 1000.0).round() as i64
 }
 
 impl Offer {
@@ -133,6 +175,85 @@ impl Offer {
                 .filter_map(|p| u16::try_from(p).ok())
                 .find(|p| *p != taken)
         })
+    }
+
+    /// What a task asking for `cpus`, `mem_mb`, `disk_mb` and `ports` takes from this offer: the
+    /// reserved parts first (a reservation is there to be used), the rest unreserved. Each part keeps
+    /// its reservation, since the master checks a task's resources against the offer's with their
+    /// reservations, so reserved and unreserved amounts are never summed into one resource.
+    #[must_use]
+    pub fn take(&self, cpus: f64, mem_mb: f64, disk_mb: f64, ports: &[u16]) -> Vec<ResourcePart> {
+        let mut out = Vec::new();
+        for (name, want) in [("cpus", cpus), ("mem", mem_mb), ("disk", disk_mb)] {
+            let mut left = milli(want);
+            if left <= 0 {
+                continue;
+            }
+            for part in self.reserved.iter().filter(|p| p.name == name) {
+                let ResourceAmount::Scalar(have) = part.amount else {
+                    continue;
+                };
+                let taken = left.min(milli(have));
+                if taken > 0 {
+                    left -= taken;
+                    out.push(ResourcePart {
+                        name: name.to_owned(),
+                        reservations: part.reservations.clone(),
+                        amount: ResourceAmount::Scalar(taken as f64 / 1000.0),
+                    });
+                }
+            }
+            if left > 0 {
+                out.push(ResourcePart {
+                    name: name.to_owned(),
+                    reservations: Vec::new(),
+                    amount: ResourceAmount::Scalar(left as f64 / 1000.0),
+                });
+            }
+        }
+        // Each port under the reservation of the reserved range holding it (unreserved otherwise), as
+        // single-port ranges merged when adjacent.
+        let mut ports: Vec<u16> = ports.to_vec();
+        ports.sort_unstable();
+        ports.dedup();
+        let mut by_reservation: Vec<(Vec<Reservation>, Vec<PortRange>)> = Vec::new();
+        for port in ports {
+            let p = u64::from(port);
+            let reservations = self
+                .reserved
+                .iter()
+                .filter(|part| part.name == "ports")
+                .find(|part| {
+                    matches!(&part.amount, ResourceAmount::Ranges(rs)
+                        if rs.iter().any(|r| r.begin <= p && p <= r.end))
+                })
+                .map(|part| part.reservations.clone())
+                .unwrap_or_default();
+            let i = match by_reservation.iter().position(|(r, _)| *r == reservations) {
+                Some(i) => i,
+                None => {
+                    by_reservation.push((reservations, Vec::new()));
+                    by_reservation.len() - 1
+                }
+            };
+            let ranges = &mut by_reservation[i].1;
+            match ranges.last_mut() {
+                Some(last) if last.end + 1 == p => last.end = p,
+                _ => ranges.push(PortRange { begin: p, end: p }),
+            }
+        }
+        // Reserved parts first, as for the scalars.
+        by_reservation.sort_by_key(|(r, _)| r.is_empty());
+        out.extend(
+            by_reservation
+                .into_iter()
+                .map(|(reservations, ranges)| ResourcePart {
+                    name: "ports".to_owned(),
+                    reservations,
+                    amount: ResourceAmount::Ranges(ranges),
+                }),
+        );
+        out
     }
 
     /// The value of attribute `name`, rendered.

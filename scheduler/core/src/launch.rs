@@ -123,6 +123,7 @@ pub(crate) fn build(
         health_check_port: http_port,
         health_check_path: cfg.health_check_path.clone(),
         role: offer.role.clone(),
+        resources: offer.take(cfg.cpus, cfg.mem_mb, disk_mb, &[http_port, transport_port]),
     }
 }
 

@@ -98,6 +98,70 @@ pub fn launch_spec(
         health_check_port: 31000,
         health_check_path: "/_cluster/health?local=true".to_owned(),
         role: "elasticsearch".to_owned(),
+        resources: offer("o", "agent-1", 1.0, 2048.0, 0.0).take(1.0, 2048.0, 0.0, &[31000, 31001]),
+    }
+}
+
+/// `spec` on ports `http` and `transport`, its resources taken from `o` as the core takes them.
+#[must_use]
+pub fn launch_spec_from(
+    mut spec: crate::command::LaunchSpec,
+    o: &Offer,
+    http: u16,
+    transport: u16,
+) -> crate::command::LaunchSpec {
+    (spec.http_port, spec.transport_port, spec.health_check_port) = (http, transport, http);
+    spec.resources = o.take(spec.cpus, spec.mem_mb, spec.disk_mb, &[http, transport]);
+    spec
+}
+
+/// A dynamic reservation for `elasticsearch` by principal `ops` with one label.
+#[must_use]
+pub fn dynamic_reservation() -> Vec<crate::domain::Reservation> {
+    vec![crate::domain::Reservation {
+        dynamic: true,
+        role: "elasticsearch".into(),
+        principal: Some("ops".into()),
+        labels: Some(vec![("team".into(), Some("search".into()))]),
+    }]
+}
+
+/// A static reservation for `elasticsearch` (the agent's `--resources`).
+#[must_use]
+pub fn static_reservation() -> Vec<crate::domain::Reservation> {
+    vec![crate::domain::Reservation {
+        dynamic: false,
+        role: "elasticsearch".into(),
+        principal: None,
+        labels: None,
+    }]
+}
+
+/// [`offer`] with part of it reserved for `elasticsearch`: `cpus` dynamically reserved cpus, 512 MB
+/// statically reserved memory and port 31000 dynamically reserved (all included in the totals).
+#[must_use]
+pub fn reserved_offer(id: &str, host_name: &str, cpus: f64) -> Offer {
+    use crate::domain::{ResourceAmount, ResourcePart};
+    let part = |name: &str, reservations, amount| ResourcePart {
+        name: name.to_owned(),
+        reservations,
+        amount,
+    };
+    Offer {
+        role: "elasticsearch".into(),
+        reserved: vec![
+            part("cpus", dynamic_reservation(), ResourceAmount::Scalar(cpus)),
+            part("mem", static_reservation(), ResourceAmount::Scalar(512.0)),
+            part(
+                "ports",
+                dynamic_reservation(),
+                ResourceAmount::Ranges(vec![PortRange {
+                    begin: 31000,
+                    end: 31000,
+                }]),
+            ),
+        ],
+        ..offer(id, host_name, 4.0, 8192.0, 1000.0)
     }
 }
 
@@ -143,6 +207,7 @@ pub fn offer(id: &str, host_name: &str, cpus: f64, mem: f64, disk: f64) -> Offer
         }],
         attributes: Vec::new(),
         role: "*".into(),
+        reserved: Vec::new(),
     }
 }
 

@@ -473,8 +473,37 @@ pub struct Resource {
     pub role: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allocation_info: Option<AllocationInfo>,
+    /// The pre-refinement form of a dynamic reservation (with `role`): principal and labels only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation: Option<ReservationInfo>,
+    /// The post-refinement form (RESERVATION_REFINEMENT): the stack, outermost first.
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub reservations: Vec<ReservationInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<DiskInfo>,
+}
+
+/// `Resource.ReservationInfo.Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ReservationType {
+    Static,
+    Dynamic,
+    #[serde(other)]
+    Unknown,
+}
+
+/// `Resource.ReservationInfo`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ReservationInfo {
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub reservation_type: Option<ReservationType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Labels>,
 }
 
 impl Resource {
@@ -487,6 +516,8 @@ impl Resource {
             set: None,
             role: None,
             allocation_info: None,
+            reservation: None,
+            reservations: Vec::new(),
             disk: None,
         }
     }
@@ -505,6 +536,8 @@ impl Resource {
             set: None,
             role: None,
             allocation_info: None,
+            reservation: None,
+            reservations: Vec::new(),
             disk: None,
         }
     }
@@ -518,6 +551,8 @@ impl Resource {
             set: Some(Set { item: items }),
             role: None,
             allocation_info: None,
+            reservation: None,
+            reservations: Vec::new(),
             disk: None,
         }
     }

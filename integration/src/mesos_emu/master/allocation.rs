@@ -55,20 +55,21 @@ impl State {
         }
     }
 
-    /// Offers everything agent `aid` has free to `role` of framework `fw`, unless the agent is not
-    /// reachable, has nothing free, or a filter covers what it has.
+    /// Offers everything agent `aid` has free for `role` (unreserved, or reserved for it) to that role
+    /// of framework `fw`, unless the agent is not reachable, has nothing free for it, or a filter covers
+    /// what it has.
     fn offer_agent(&mut self, fw: &str, role: &str, aid: &str, now: Instant) -> Option<Offer> {
         let f = self.frameworks.get(fw)?;
         let a = self.agents.get(aid)?;
-        if !a.reachable(now) || a.free.is_empty() || self.filtered(fw, role, aid, &a.free) {
+        let (res, rest) = a.free.split_for(role, f.reservation_refinement());
+        if !a.reachable(now) || res.is_empty() || self.filtered(fw, role, aid, &res) {
             return None;
         }
         let offer_id = format!("{}-O{}", self.master_id, self.next_offer);
         self.next_offer += 1;
-        let res = a.free.clone();
         let offer = offer(offer_id.clone(), f, a, role, &res);
         if let Some(a) = self.agents.get_mut(aid) {
-            a.free = Res::default();
+            a.free = rest;
         }
         self.offers.insert(
             offer_id,
@@ -222,7 +223,7 @@ fn offer(id: String, f: &Framework, a: &Agent, role: &str, res: &Res) -> Offer {
             path: Some("/slave(1)".into()),
         }),
         domain: zone,
-        resources: res.to_resources(alloc_role),
+        resources: res.to_resources(alloc_role, f.reservation_refinement()),
         attributes: a
             .cfg
             .attributes

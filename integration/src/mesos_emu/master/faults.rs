@@ -272,8 +272,9 @@ impl State {
         self.broadcast_failure(&id);
     }
 
-    /// The partition heals: the agent re-registers and its tasks are reported again (their current
-    /// state, REASON_AGENT_REREGISTERED); frozen processes continue. A GONE agent that reconnects is
+    /// The partition heals: the agent re-registers, the master learns what the updates it held say, and
+    /// its tasks are reported again (their current state, REASON_AGENT_REREGISTERED) before the held
+    /// updates are retried until acknowledged; frozen processes continue. A GONE agent that reconnects is
     /// shut down, and the processes still running there with it. A dead machine cannot heal.
     pub fn heal_agent(&mut self, agent: &str) -> Result<(), FaultError> {
         let now = Instant::now();
@@ -300,6 +301,7 @@ impl State {
         if thaw {
             self.control_agent_tasks(agent, &TaskControl::Thaw);
         }
+        self.learn_held_updates(agent);
         let Some(a) = self.agents.get_mut(agent) else {
             return Ok(());
         };

@@ -53,11 +53,13 @@ pub(crate) struct Agent {
 impl Agent {
     /// A freshly registered agent offering everything `cfg` has.
     pub(super) fn new(id: AgentID, cfg: AgentConfig) -> Agent {
-        let free = Res::default()
+        let mut free = Res::default()
             .scalar("cpus", cfg.cpus)
             .scalar("mem", cfg.mem)
             .scalar("disk", cfg.disk)
             .range("ports", cfg.ports.0, cfg.ports.1);
+        // `MesosEmu::start` refused invalid reserved resources.
+        free.add(&Res::from_resources(&cfg.reserved).unwrap_or_default());
         Agent {
             id,
             cfg,
@@ -136,6 +138,10 @@ impl Framework {
     }
     pub(super) fn multi_role(&self) -> bool {
         self.info.has_capability(CapabilityType::MultiRole)
+    }
+    pub(super) fn reservation_refinement(&self) -> bool {
+        self.info
+            .has_capability(CapabilityType::ReservationRefinement)
     }
     pub(super) fn roles(&self) -> Vec<String> {
         if self.multi_role() {

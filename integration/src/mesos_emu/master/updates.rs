@@ -13,7 +13,10 @@ use super::state::{AgentStatus, Framework, State, Task, master_status, new_uuid_
 
 impl State {
     /// An update from the task's agent (executor, or the agent itself for a failed launch): queued for
-    /// delivery; a terminal one frees the task's resources.
+    /// delivery; a terminal one frees the task's resources. Behind a partition the agent's status update
+    /// manager holds it (and retries it once the agent is back): the master learns nothing of it, so
+    /// its view of the task (state, resources, what reconciliation and the ping timeout see) stays as it
+    /// was until the agent reconnects ([`State::learn_held_updates`]).
     pub fn report(
         &mut self,
         fw: &FrameworkID,
@@ -24,6 +27,12 @@ impl State {
         healthy: Option<bool>,
     ) {
         let now = Instant::now();
+        let partitioned = self
+            .frameworks
+            .get(&fw.value)
+            .and_then(|f| f.tasks.get(task_id))
+            .and_then(|t| self.agents.get(&t.agent.value))
+            .is_some_and(|a| a.partitioned_at.is_some() || a.status == AgentStatus::Unreachable);
         let Some(f) = self.frameworks.get_mut(&fw.value) else {
             return;
         };
@@ -31,7 +40,15 @@ impl State {
         let Some(t) = f.tasks.get_mut(task_id) else {
             return;
         };
-        if t.state.is_terminal() || (state == TaskState::Killing && !killing_ok) {
+        // The agent's own latest word on the task: the newest update it still holds, else the master's.
+        let (agent_state, agent_healthy) = t
+            .pending
+            .back()
+            .map_or((t.state, t.healthy), |s| (s.state, s.healthy));
+        if t.state.is_terminal()
+            || agent_state.is_terminal()
+            || (state == TaskState::Killing && !killing_ok)
+        {
             return;
         }
         let mut s = TaskStatus::new(t.info.task_id.clone(), state);
@@ -49,7 +66,7 @@ impl State {
         s.executor_id = Some(ExecutorID::new(t.info.task_id.value.clone()));
         s.timestamp = Some(now_secs());
         s.uuid = Some(new_uuid_b64());
-        s.healthy = healthy.or(t.healthy);
+        s.healthy = healthy.or(agent_healthy);
         s.container_status = Some(ContainerStatus {
             container_id: Some(ContainerID::new(format!("c-{}", t.info.task_id.value))),
             network_infos: vec![NetworkInfo {
@@ -61,12 +78,18 @@ impl State {
             }],
             executor_pid: None,
         });
-        t.state = state;
-        t.healthy = s.healthy;
+        let healthy = s.healthy;
         t.pending.push_back(s);
         let first = t.pending.len() == 1;
         if state.is_terminal() {
             t.control = None;
+        }
+        if partitioned {
+            return;
+        }
+        t.state = state;
+        t.healthy = healthy;
+        if state.is_terminal() {
             let (agent, res) = (t.agent.value.clone(), t.res.clone());
             if let Some(a) = self.agents.get_mut(&agent) {
                 a.free.add(&res);
@@ -75,6 +98,35 @@ impl State {
         }
         if first {
             self.flush(&fw.value, task_id, now);
+        }
+    }
+
+    /// A partitioned agent is back: the master learns what its held updates say of each task (the newest
+    /// one's state, and a terminal one frees the task's resources) before they are delivered in order.
+    pub(super) fn learn_held_updates(&mut self, agent: &str) {
+        for (fw, tid) in self.agent_tasks(agent) {
+            let Some(t) = self
+                .frameworks
+                .get_mut(&fw)
+                .and_then(|f| f.tasks.get_mut(&tid))
+            else {
+                continue;
+            };
+            let Some((state, healthy)) = t.pending.back().map(|s| (s.state, s.healthy)) else {
+                continue;
+            };
+            if t.state.is_terminal() || t.state == state {
+                continue;
+            }
+            t.state = state;
+            t.healthy = healthy;
+            if state.is_terminal() {
+                let res = t.res.clone();
+                if let Some(a) = self.agents.get_mut(agent) {
+                    a.free.add(&res);
+                }
+                self.allocate_now = true;
+            }
         }
     }
 

@@ -219,8 +219,7 @@ pub(super) fn command_or_executor(t: &TaskInfo) -> Result<(), String> {
 pub(super) fn fits(res: &Res, available: &Res) -> Result<(), String> {
     if !available.contains(res) {
         return Err(format!(
-            "Total resources {:?} required by task and its executor is more than available {:?}",
-            res.scalars, available.scalars
+            "Total resources {res} required by task and its executor is more than available {available}"
         ));
     }
     Ok(())

@@ -1634,3 +1634,36 @@ fn an_agent_known_only_from_an_accepted_offer_is_listed() {
     assert!(agents[0].agent_id.is_some());
     assert!(agents[0].last_decline.is_none());
 }
+
+/// Resources offered under a reservation are taken first and keep it (the master checks a task's
+/// resources against the offer's with their reservations); what the reservation lacks comes unreserved,
+/// never summed into one resource with the reserved part.
+#[test]
+fn reserved_resources_are_taken_first_and_keep_their_reservation() {
+    use crate::domain::{PortRange, Reservation, ResourceAmount, ResourcePart};
+    let mut h = normal_harness(1);
+    let id = h.next_offer_id();
+    let cmds = h.offers(vec![reserved_offer(&id, "a", 0.3)]);
+    let l = accepts(&cmds);
+    assert_eq!(l.len(), 1);
+    let part = |name: &str, reservations: Vec<Reservation>, amount| ResourcePart {
+        name: name.into(),
+        reservations,
+        amount,
+    };
+    let port = |p: u64| ResourceAmount::Ranges(vec![PortRange { begin: p, end: p }]);
+    assert_eq!(
+        l[0].resources,
+        vec![
+            part("cpus", dynamic_reservation(), ResourceAmount::Scalar(0.3)),
+            part("cpus", Vec::new(), ResourceAmount::Scalar(0.7)),
+            part("mem", static_reservation(), ResourceAmount::Scalar(512.0)),
+            part("mem", Vec::new(), ResourceAmount::Scalar(512.0)),
+            part("disk", Vec::new(), ResourceAmount::Scalar(100.0)),
+            part("ports", dynamic_reservation(), port(31000)),
+            part("ports", Vec::new(), port(31001)),
+        ]
+    );
+    assert_eq!((l[0].http_port, l[0].transport_port), (31000, 31001));
+    check(&h);
+}
