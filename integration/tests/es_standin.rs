@@ -28,6 +28,16 @@ fn with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     PLAIN.iter().copied().chain(extra.iter().copied()).collect()
 }
 
+/// Waits until every primary is active: a restarted node recovers its copies from its data path first,
+/// and a read meanwhile gets 503 `no_shard_available_action_exception`, as from Elasticsearch.
+async fn primaries_active(base: &str) {
+    let (status, body) = get(format!(
+        "{base}/_cluster/health?wait_for_status=yellow&timeout=30s"
+    ))
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
 async fn get(url: String) -> (u16, Value) {
     request("GET", &url, None, None, None)
         .await
@@ -168,6 +178,7 @@ async fn the_default_data_path_is_in_the_tasks_own_layer_and_goes_with_it() {
     let node = start(env(&second), &with(&["path.data=/data"]))
         .await
         .expect("starts");
+    primaries_active(&node.http_url("http")).await;
     let (status, doc) = get(format!("{}/docs/_doc/2", node.http_url("http"))).await;
     assert_eq!((status, &doc["_source"]), (200, &json!({"v": 2})));
     node.stop().await;
@@ -730,6 +741,7 @@ async fn documents_survive_a_restart_on_the_same_data_path() {
         root["cluster_uuid"], uuid,
         "the UUID lives in the data path"
     );
+    primaries_active(&base).await;
     let (status, doc) = get(format!("{base}/logs/_doc/a%201")).await;
     assert_eq!((status, &doc["_source"]), (200, &json!({"msg": "again"})));
     let (status, missing) = get(format!("{base}/logs/_doc/nope")).await;
@@ -878,6 +890,7 @@ async fn a_node_whose_volume_was_preempted_acknowledges_nothing() {
         .await
         .expect("starts on b");
     let new = new_node.http_url("http");
+    primaries_active(&new).await;
     let (status, doc) = get(format!("{new}/logs/_doc/before")).await;
     assert_eq!((status, &doc["_source"]), (200, &json!({"v": 1})));
     let (status, _) = get(format!("{new}/logs/_doc/after")).await;

@@ -1,7 +1,7 @@
-//! Documents on the node's data path: `<data>/indices/<index>/<hex id>.json`, written to a temporary file,
-//! fsynced, renamed and the directory fsynced before the write is acknowledged, so an acknowledged write
-//! survives a kill -9. Documents stay on the node that took them (no shard routing or replication); the
-//! index itself is created in the cluster state through the master, so writes need an elected master.
+//! Documents in a shard copy on the node's data path: `<data>/indices/<index>/<shard>/<hex id>.json`,
+//! written to a temporary file, fsynced, renamed and the directory fsynced before the write is
+//! acknowledged, so an acknowledged write survives a kill -9. Which copies exist and where is the
+//! cluster's shard table (`cluster::routing`); writing to them is `cluster::shards`.
 
 use std::path::{Path, PathBuf};
 
@@ -52,8 +52,7 @@ pub fn check_index(index: &str) -> Result<(), DocError> {
 }
 
 /// Document ids may hold any character, so they are stored hex-encoded as file names.
-fn doc_path(indices: &Path, index: &str, id: &str) -> Result<PathBuf, DocError> {
-    check_index(index)?;
+fn doc_path(dir: &Path, id: &str) -> Result<PathBuf, DocError> {
     if id.is_empty() || id.len() > 512 {
         return Err(DocError::new(
             400,
@@ -62,7 +61,7 @@ fn doc_path(indices: &Path, index: &str, id: &str) -> Result<PathBuf, DocError> 
         ));
     }
     let hex: String = id.bytes().map(|b| format!("{b:02x}")).collect();
-    Ok(indices.join(index).join(format!("{hex}.json")))
+    Ok(dir.join(format!("{hex}.json")))
 }
 
 /// Parses a document body: a JSON object.
@@ -82,40 +81,62 @@ pub fn parse_source(body: &[u8]) -> Result<Value, DocError> {
     }
 }
 
-/// Stores a document durably; `(status, body)` as Elasticsearch answers.
-pub fn put(indices: &Path, index: &str, id: &str, source: Value) -> Result<(u16, Value), DocError> {
-    let path = doc_path(indices, index, id)?;
-    let version = read(&path).map(|d| d.version + 1).unwrap_or(1);
+/// Stores `version` of document `id` in the shard directory `dir` durably, unless the copy already holds
+/// that version or a newer one (a replica may see a recovery and a live write in either order).
+pub fn store(dir: &Path, id: &str, version: u64, source: Value) -> Result<(), DocError> {
+    let path = doc_path(dir, id)?;
+    if read_path(&path).is_some_and(|d| d.version >= version) {
+        return Ok(());
+    }
     let stored = json!({ "_version": version, "_source": source });
     write_durably(&path, stored.to_string().as_bytes())
-        .map_err(|e| DocError::new(500, "io_exception", format!("{}: {e}", path.display())))?;
-    let (status, result) = if version == 1 {
-        (201, "created")
-    } else {
-        (200, "updated")
+        .map_err(|e| DocError::new(500, "io_exception", format!("{}: {e}", path.display())))
+}
+
+/// `(version, source)` of document `id` in the shard directory `dir`.
+pub fn read(dir: &Path, id: &str) -> Option<(u64, Value)> {
+    let d = read_path(&doc_path(dir, id).ok()?)?;
+    Some((d.version, d.source))
+}
+
+/// Every document of the shard directory `dir` as `(id, version, source)`.
+pub fn all(dir: &Path) -> Result<Vec<(String, u64, Value)>, String> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("{}: {e}", dir.display())),
     };
-    Ok((
-        status,
-        json!({ "_index": index, "_id": id, "_version": version, "result": result,
-                "_shards": { "total": 1, "successful": 1, "failed": 0 } }),
-    ))
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(hex) = name.strip_suffix(".json") else {
+            continue;
+        };
+        let Some(id) = unhex(hex) else { continue };
+        if let Some(d) = read_path(&e.path()) {
+            out.push((id, d.version, d.source));
+        }
+    }
+    Ok(out)
 }
 
-/// Reads a document; `(status, body)` as Elasticsearch answers (404 with `found: false` when missing).
-pub fn get(indices: &Path, index: &str, id: &str) -> Result<(u16, Value), DocError> {
-    let path = doc_path(indices, index, id)?;
-    Ok(match read(&path) {
-        Some(doc) => (
-            200,
-            json!({ "_index": index, "_id": id, "_version": doc.version, "found": true, "_source": doc.source }),
-        ),
-        None => (404, json!({ "_index": index, "_id": id, "found": false })),
-    })
+/// Number of documents in the shard directory `dir`.
+pub fn count(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                .count()
+        })
+        .unwrap_or(0)
 }
 
-/// Whether this node holds documents of `index`.
-pub fn has_index(indices: &Path, index: &str) -> bool {
-    valid_index(index) && indices.join(index).is_dir()
+fn unhex(hex: &str) -> Option<String> {
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
 }
 
 struct StoredDoc {
@@ -123,7 +144,7 @@ struct StoredDoc {
     source: Value,
 }
 
-fn read(path: &Path) -> Option<StoredDoc> {
+fn read_path(path: &Path) -> Option<StoredDoc> {
     let bytes = std::fs::read(path).ok()?;
     let v: Value = serde_json::from_slice(&bytes).ok()?;
     Some(StoredDoc {
@@ -147,14 +168,21 @@ mod tests {
     }
 
     #[test]
-    fn versions_count_up_and_survive_a_reread() {
+    fn a_copy_keeps_the_newest_version_and_lists_its_documents() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (s, b) = put(dir.path(), "i", "a/b", json!({"x": 1})).expect("put");
-        assert_eq!((s, b["result"].as_str()), (201, Some("created")));
-        let (s, b) = put(dir.path(), "i", "a/b", json!({"x": 2})).expect("put");
-        assert_eq!((s, b["_version"].as_u64()), (200, Some(2)));
-        let (s, b) = get(dir.path(), "i", "a/b").expect("get");
-        assert_eq!((s, &b["_source"]), (200, &json!({"x": 2})));
-        assert_eq!(get(dir.path(), "i", "nope").expect("get").0, 404);
+        store(dir.path(), "a/b", 2, json!({"x": 2})).expect("store");
+        // An older version arriving late (a recovery after a live write) changes nothing.
+        store(dir.path(), "a/b", 1, json!({"x": 1})).expect("store");
+        assert_eq!(read(dir.path(), "a/b"), Some((2, json!({"x": 2}))));
+        assert_eq!(read(dir.path(), "nope"), None);
+        store(dir.path(), "c", 1, json!({})).expect("store");
+        let mut ids: Vec<String> = all(dir.path())
+            .expect("all")
+            .into_iter()
+            .map(|d| d.0)
+            .collect();
+        ids.sort();
+        assert_eq!(ids, ["a/b", "c"]);
+        assert_eq!(count(dir.path()), 2);
     }
 }

@@ -17,7 +17,6 @@
 //!   `GET /<index>/_doc/<id>`.
 
 use std::convert::Infallible;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +30,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::api;
 use super::cluster::{ClusterError, ClusterView, Coordinator};
 use super::documents::{self, DocError};
 use super::image::EsVersion;
@@ -48,7 +48,6 @@ pub struct HttpNode {
     /// `Some` when security is on: the `elastic` user's password (`None`: nobody authenticates).
     pub security: Option<Option<String>>,
     pub coordinator: Arc<Coordinator>,
-    pub indices: PathBuf,
     /// Re-checked before every document read and write.
     pub lock: super::data_path::LockCheck,
     pub tether_node_id: Option<String>,
@@ -102,9 +101,9 @@ pub async fn serve(
     }
 }
 
-type Reply = Response<Full<Bytes>>;
+pub type Reply = Response<Full<Bytes>>;
 
-fn reply(status: u16, body: &Value) -> Reply {
+pub fn reply(status: u16, body: &Value) -> Reply {
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     resp.headers_mut().insert(
@@ -115,7 +114,7 @@ fn reply(status: u16, body: &Value) -> Reply {
 }
 
 /// Elasticsearch's error body.
-fn error(status: u16, kind: &str, reason: Option<&str>) -> Reply {
+pub fn error(status: u16, kind: &str, reason: Option<&str>) -> Reply {
     let cause = json!({ "type": kind, "reason": reason });
     reply(
         status,
@@ -136,18 +135,63 @@ async fn handle(node: Arc<HttpNode>, req: Request<Incoming>) -> Result<Reply, In
     }
     let params = Params::parse(&query);
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let m = method.as_str();
+    let shutdown_api = api::has_shutdown_api(node.version);
     let resp = match (&method, segments.as_slice()) {
         (&Method::GET | &Method::HEAD, []) => root(&node),
-        (&Method::GET, ["_cluster", "health"]) => health(&node, &params).await,
+        (&Method::GET, ["_cluster", "health"]) => health(&node, &params, None).await,
+        (&Method::GET, ["_cluster", "health", index]) => health(&node, &params, Some(index)).await,
         (&Method::GET, ["_cluster", "state"]) => cluster_state(&node, "_all"),
         (&Method::GET, ["_cluster", "state", metrics, ..]) => cluster_state(&node, metrics),
-        (&Method::GET, [index, "_doc", id]) => get_doc(&node, index, id),
-        (&Method::PUT | &Method::POST, [index, "_doc", id]) => {
-            match Limited::new(req.into_body(), MAX_BODY).collect().await {
-                Ok(body) => put_doc(&node, index, id, &body.to_bytes(), &params).await,
-                Err(e) => error(413, "content_too_long", Some(&e.to_string())),
-            }
+        (&Method::GET, ["_cluster", "settings"]) => api::get_cluster_settings(&node, &params),
+        (&Method::PUT, ["_cluster", "settings"]) => match body(req).await {
+            Ok(b) => api::put_cluster_settings(&node, &params, &b).await,
+            Err(r) => r,
+        },
+        (&Method::POST, ["_cluster", "voting_config_exclusions"]) => {
+            api::add_voting_exclusions(&node, &params).await
         }
+        (&Method::DELETE, ["_cluster", "voting_config_exclusions"]) => {
+            api::clear_voting_exclusions(&node, &params).await
+        }
+        (&Method::GET, ["_cat", "nodes"]) => api::cat_nodes(&node, &params),
+        (&Method::GET, ["_cat", "shards"]) => api::cat_shards(&node, &params, None),
+        (&Method::GET, ["_cat", "shards", index]) => api::cat_shards(&node, &params, Some(index)),
+        (&Method::GET, ["_cat", "health"]) => api::cat_health(&node, &params),
+        (&Method::GET, ["_nodes"]) => api::nodes_info(&node),
+        (&Method::GET, ["_nodes", "shutdown"]) if shutdown_api => {
+            api::get_shutdown(&node, None, &params).await
+        }
+        (&Method::GET, ["_nodes", ids, "shutdown"]) if shutdown_api => {
+            api::get_shutdown(&node, Some(ids), &params).await
+        }
+        (&Method::PUT, ["_nodes", id, "shutdown"]) if shutdown_api => match body(req).await {
+            Ok(b) => api::put_shutdown(&node, id, &params, &b).await,
+            Err(r) => r,
+        },
+        (&Method::DELETE, ["_nodes", id, "shutdown"]) if shutdown_api => {
+            api::delete_shutdown(&node, id, &params).await
+        }
+        (_, ["_nodes", .., "shutdown"]) => api::no_handler(m, &path),
+        (&Method::POST | &Method::GET, ["_flush"]) => api::flush(&node, None),
+        (&Method::POST | &Method::GET, ["_flush", "synced"]) if !node.version.is_8() => {
+            api::flush(&node, None)
+        }
+        (_, ["_flush", "synced"]) => api::no_handler(m, &path),
+        (&Method::POST | &Method::GET, [index, "_flush"]) => api::flush(&node, Some(index)),
+        (&Method::PUT, [index, "_settings"]) => match body(req).await {
+            Ok(b) => api::put_index_settings(&node, index, &params, &b).await,
+            Err(r) => r,
+        },
+        (&Method::GET, [index, "_doc", id]) => get_doc(&node, index, id).await,
+        (&Method::PUT | &Method::POST, [index, "_doc", id]) => match body(req).await {
+            Ok(b) => put_doc(&node, index, id, &b, &params).await,
+            Err(r) => r,
+        },
+        (&Method::PUT, [index]) if !index.starts_with('_') => match body(req).await {
+            Ok(b) => api::create_index(&node, index, &params, &b).await,
+            Err(r) => r,
+        },
         _ => error(
             405,
             "illegal_argument_exception",
@@ -155,6 +199,13 @@ async fn handle(node: Arc<HttpNode>, req: Request<Incoming>) -> Result<Reply, In
         ),
     };
     Ok(resp)
+}
+
+async fn body(req: Request<Incoming>) -> Result<Bytes, Reply> {
+    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) => Err(error(413, "content_too_long", Some(&e.to_string()))),
+    }
 }
 
 /// `None` when the request may proceed.
@@ -255,8 +306,17 @@ fn cluster_state(node: &HttpNode, metrics: &str) -> Reply {
         "cluster_name": node.cluster_name,
         "cluster_uuid": view.cluster_uuid(),
     });
+    if wants("version") {
+        body["version"] = json!(view.state.version);
+    }
     if wants("master_node") {
         body["master_node"] = json!(view.master.as_ref().map(|m| m.id.clone()));
+    }
+    if wants("metadata") {
+        body["metadata"] = api::metadata_json(&view.state);
+    }
+    if wants("routing_table") {
+        body["routing_table"] = api::routing_json(&view.state);
     }
     if wants("nodes") {
         let nodes: serde_json::Map<String, Value> = view
@@ -283,10 +343,10 @@ fn cluster_state(node: &HttpNode, metrics: &str) -> Reply {
 
 /// Query parameters.
 #[derive(Debug, Default)]
-struct Params(Vec<(String, String)>);
+pub struct Params(Vec<(String, String)>);
 
 impl Params {
-    fn parse(query: &str) -> Params {
+    pub fn parse(query: &str) -> Params {
         Params(
             query
                 .split('&')
@@ -299,7 +359,7 @@ impl Params {
         )
     }
 
-    fn get(&self, key: &str) -> Option<&str> {
+    pub fn get(&self, key: &str) -> Option<&str> {
         self.0
             .iter()
             .rev()
@@ -307,11 +367,11 @@ impl Params {
             .map(|(_, v)| v.as_str())
     }
 
-    fn flag(&self, key: &str) -> bool {
+    pub fn flag(&self, key: &str) -> bool {
         matches!(self.get(key), Some("" | "true"))
     }
 
-    fn time(&self, key: &str, default: Duration) -> Duration {
+    pub fn time(&self, key: &str, default: Duration) -> Duration {
         self.get(key).and_then(parse_time).unwrap_or(default)
     }
 }
@@ -342,26 +402,13 @@ impl Status {
     }
 }
 
-fn health_of(view: &ClusterView) -> (Status, Value) {
+fn health_of(view: &ClusterView, index: Option<&str>) -> (Status, Value) {
     let state = &view.state;
-    let nodes = state.nodes.len();
-    let data_nodes = state.nodes.values().filter(|n| n.is_data()).count();
-    let indices = state.indices.len();
-    let primaries = if data_nodes >= 1 { indices } else { 0 };
-    let replicas = if data_nodes >= 2 { indices } else { 0 };
-    let unassigned = 2 * indices - primaries - replicas;
-    let status = if view.master.is_none() || primaries < indices {
+    let h = api::health_of_state(state, index);
+    let status = if view.master.is_none() {
         Status::Red
-    } else if replicas < indices {
-        Status::Yellow
     } else {
-        Status::Green
-    };
-    let total = 2 * indices;
-    let percent = if total == 0 {
-        100.0
-    } else {
-        100.0 * (primaries + replicas) as f64 / total as f64
+        [Status::Green, Status::Yellow, Status::Red][usize::from(h.status.min(2))]
     };
     (
         status,
@@ -369,18 +416,18 @@ fn health_of(view: &ClusterView) -> (Status, Value) {
             "cluster_name": state.cluster_name,
             "status": status.name(),
             "timed_out": false,
-            "number_of_nodes": nodes,
-            "number_of_data_nodes": data_nodes,
-            "active_primary_shards": primaries,
-            "active_shards": primaries + replicas,
-            "relocating_shards": 0,
-            "initializing_shards": 0,
-            "unassigned_shards": unassigned,
-            "delayed_unassigned_shards": 0,
+            "number_of_nodes": state.nodes.len(),
+            "number_of_data_nodes": state.nodes.values().filter(|n| n.is_data()).count(),
+            "active_primary_shards": h.active_primary,
+            "active_shards": h.active,
+            "relocating_shards": h.relocating,
+            "initializing_shards": h.initializing,
+            "unassigned_shards": h.unassigned,
+            "delayed_unassigned_shards": h.delayed_unassigned,
             "number_of_pending_tasks": 0,
             "number_of_in_flight_fetch": 0,
             "task_max_waiting_in_queue_millis": 0,
-            "active_shards_percent_as_number": percent,
+            "active_shards_percent_as_number": api::percent(&h),
         }),
     )
 }
@@ -418,7 +465,7 @@ fn nodes_match(expr: &str, n: usize) -> bool {
     }
 }
 
-async fn health(node: &HttpNode, params: &Params) -> Reply {
+async fn health(node: &HttpNode, params: &Params, index: Option<&str>) -> Reply {
     let coordinator = &node.coordinator;
     if !params.flag("local")
         && coordinator
@@ -428,18 +475,32 @@ async fn health(node: &HttpNode, params: &Params) -> Reply {
     {
         return error(503, "master_not_discovered_exception", None);
     }
+    if let Some(i) = index
+        && !coordinator.view().borrow().state.indices.contains(i)
+    {
+        return error(
+            404,
+            "index_not_found_exception",
+            Some(&format!("no such index [{i}]")),
+        );
+    }
     let wanted = params.get("wait_for_status").and_then(Status::parse);
     let nodes_expr = params.get("wait_for_nodes").map(str::to_owned);
+    let no_relocating = params.flag("wait_for_no_relocating_shards");
+    let no_initializing = params.flag("wait_for_no_initializing_shards");
+    let waits = wanted.is_some() || nodes_expr.is_some() || no_relocating || no_initializing;
     let satisfied = |v: &ClusterView| {
-        let (status, _) = health_of(v);
+        let (status, body) = health_of(v, index);
         wanted.is_none_or(|w| status <= w)
             && nodes_expr
                 .as_deref()
                 .is_none_or(|e| nodes_match(e, v.state.nodes.len()))
+            && (!no_relocating || body["relocating_shards"] == 0)
+            && (!no_initializing || body["initializing_shards"] == 0)
     };
     let mut rx = coordinator.view();
     let timeout = params.time("timeout", Duration::from_secs(30));
-    let timed_out = if wanted.is_some() || nodes_expr.is_some() {
+    let timed_out = if waits {
         tokio::time::timeout(timeout, rx.wait_for(|v| satisfied(v)))
             .await
             .is_err()
@@ -447,7 +508,7 @@ async fn health(node: &HttpNode, params: &Params) -> Reply {
         false
     };
     let view = rx.borrow().clone();
-    let (_, mut body) = health_of(&view);
+    let (_, mut body) = health_of(&view, index);
     if timed_out {
         body["timed_out"] = json!(true);
         return reply(408, &body);
@@ -461,27 +522,14 @@ fn lost_lock(node: &HttpNode) -> Option<Reply> {
     Some(error(500, "illegal_state_exception", Some(&reason)))
 }
 
-fn get_doc(node: &HttpNode, index: &str, id: &str) -> Reply {
+async fn get_doc(node: &HttpNode, index: &str, id: &str) -> Reply {
     if let Some(refused) = lost_lock(node) {
         return refused;
     }
-    if documents::check_index(index).is_ok()
-        && !node
-            .coordinator
-            .view()
-            .borrow()
-            .state
-            .indices
-            .contains(index)
-        && !documents::has_index(&node.indices, index)
-    {
-        return error(
-            404,
-            "index_not_found_exception",
-            Some(&format!("no such index [{index}]")),
-        );
+    if let Err(e) = documents::check_index(index) {
+        return doc_error(e);
     }
-    match documents::get(&node.indices, index, id) {
+    match node.coordinator.read_doc(index, id).await {
         Ok((status, body)) => reply(status, &body),
         Err(e) => doc_error(e),
     }
@@ -498,6 +546,13 @@ async fn put_doc(node: &HttpNode, index: &str, id: &str, body: &[u8], params: &P
         Ok(s) => s,
         Err(e) => return doc_error(e),
     };
+    if id.is_empty() || id.len() > 512 {
+        return error(
+            400,
+            "action_request_validation_exception",
+            Some("id must be 1 to 512 bytes long"),
+        );
+    }
     let timeout = params.time("timeout", Duration::from_secs(60));
     let exists = node
         .coordinator
@@ -516,7 +571,8 @@ async fn put_doc(node: &HttpNode, index: &str, id: &str, body: &[u8], params: &P
             );
         }
     } else {
-        match node.coordinator.create_index(index, timeout).await {
+        // Auto-creation: one primary, one replica (the 7.x and 8.x defaults).
+        match node.coordinator.create_index(index, 1, 1, timeout).await {
             Ok(()) => {}
             Err(ClusterError::NoMaster) => {
                 return error(503, "master_not_discovered_exception", None);
@@ -526,7 +582,7 @@ async fn put_doc(node: &HttpNode, index: &str, id: &str, body: &[u8], params: &P
             }
         }
     }
-    match documents::put(&node.indices, index, id, source) {
+    match node.coordinator.write_doc(index, id, source, timeout).await {
         Ok((status, body)) => reply(status, &body),
         Err(e) => doc_error(e),
     }

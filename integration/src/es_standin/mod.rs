@@ -23,6 +23,7 @@
 //! A refused start exits non-zero with Elasticsearch's message: 64 for command-line errors, 78 for failed
 //! bootstrap checks, 1 otherwise.
 
+pub mod api;
 pub mod autoconfig;
 pub mod bootstrap_checks;
 pub mod certs;
@@ -334,6 +335,7 @@ pub async fn run_with_env(
                     .map(|a| (a.to_owned(), v.to_owned()))
             })
             .collect(),
+        ephemeral_id: cluster::state::new_uuid(),
     };
     let default_port = transport_ports
         .split('-')
@@ -348,6 +350,11 @@ pub async fn run_with_env(
         persisted,
         store,
         data.container.display().to_string(),
+        cluster::shards::Docs {
+            indices: data.indices(),
+            lock: Some(data_path::LockCheck::new(&lock, &data)?),
+            write_lock: tokio::sync::Mutex::new(()),
+        },
         transport,
         transport_tls,
         shutdown.clone(),
@@ -357,7 +364,6 @@ pub async fn run_with_env(
         version,
         security: security.then(|| keystore.entries.get(Keystore::BOOTSTRAP_PASSWORD).cloned()),
         coordinator,
-        indices: data.indices(),
         lock: lock_check,
         tether_node_id: node_id_env,
         data_owner: data_owner.clone(),

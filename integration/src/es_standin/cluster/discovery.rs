@@ -293,6 +293,7 @@ mod tests {
             roles: BTreeSet::from(["master".to_owned(), "data".to_owned()]),
             version: EsVersion::DEFAULT,
             attributes: BTreeMap::new(),
+            ephemeral_id: String::new(),
         }
     }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::state::{self, new_uuid, reconfigure};
 use super::transport::{Request, Response};
-use super::{Coordinator, Mode, live_master_eligible};
+use super::{Coordinator, Mode, retired};
 
 impl Coordinator {
     pub(super) async fn maybe_elect(self: &Arc<Self>) {
@@ -16,6 +16,15 @@ impl Coordinator {
                 || i.p.accepted.last_accepted_config.is_empty()
                 || !self.local().is_master_eligible()
                 || self.local().roles.contains("voting_only")
+            {
+                return;
+            }
+            // `nodeMayWinElection`: an excluded node outside both configurations does not stand.
+            let me = &self.local().id;
+            let accepted = &i.p.accepted;
+            if !accepted.last_committed_config.0.contains(me)
+                && !accepted.last_accepted_config.0.contains(me)
+                && retired(accepted).contains(me)
             {
                 return;
             }
@@ -135,13 +144,31 @@ impl Coordinator {
             state.term = term;
             state.version = i.p.accepted.version + 1;
             state.master = Some(self.local().id.clone());
-            state.nodes = voters.iter().map(|n| (n.id.clone(), n.clone())).collect();
+            // The nodes of the last state stay (follower checks remove the dead), so their shard copies
+            // stay assigned across a change of master, as `becomeMasterAndTrimConflictingNodes` does.
+            for n in &voters {
+                if state
+                    .nodes
+                    .get(&n.id)
+                    .is_some_and(|old| old.ephemeral_id != n.ephemeral_id)
+                {
+                    state.nodes.remove(&n.id);
+                    super::routing::node_left(&mut state, &n.id, super::shards::now_ms());
+                }
+                state.nodes.insert(n.id.clone(), n.clone());
+            }
             if state.cluster_uuid == state::UNKNOWN_UUID {
                 state.cluster_uuid = new_uuid();
                 state.uuid_committed = false;
             }
+            let live: std::collections::BTreeSet<String> = voters
+                .iter()
+                .filter(|n| n.is_master_eligible())
+                .map(|n| n.id.clone())
+                .collect();
             state.last_accepted_config = reconfigure(
-                &live_master_eligible(&state),
+                &live,
+                &retired(&state),
                 &self.local().id,
                 &state.last_accepted_config,
             );

@@ -67,8 +67,10 @@ impl Coordinator {
                 return;
             }
             let mut state = i.applied.clone();
+            let now = super::shards::now_ms();
             for (n, _) in &removals {
                 state.nodes.remove(&n.id);
+                super::routing::node_left(&mut state, &n.id, now);
                 i.follower_failures.remove(&n.id);
             }
             state

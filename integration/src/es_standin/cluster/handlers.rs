@@ -47,10 +47,32 @@ impl Coordinator {
                     )),
                 }
             }
-            Request::CreateIndex { name } => match self.create_index_as_master(&name).await {
+            Request::Update(u) => match self.update_as_master(u).await {
                 Ok(()) => Response::Ack,
                 Err(e) => Response::Refused(e),
             },
+            Request::PrimaryWrite { index, id, source } => {
+                match self.write_as_primary(&index, &id, &source).await {
+                    Ok((status, body)) => Response::Written(status, body),
+                    Err(e) => Response::Refused(e.reason),
+                }
+            }
+            Request::ReplicaWrite {
+                index,
+                shard,
+                id,
+                version,
+                source,
+            } => {
+                self.on_replica_write(&index, shard, &id, version, source)
+                    .await
+            }
+            Request::GetDoc { index, shard, id } => self.on_get_doc(&index, shard, &id),
+            Request::RecoverShard {
+                index,
+                shard,
+                allocation_id,
+            } => self.on_recover_shard(&index, shard, &allocation_id).await,
         }
     }
 
@@ -165,9 +187,20 @@ impl Coordinator {
         }
         let mut state = applied;
         // A node restarted elsewhere keeps its id; a different node at the same address replaces it.
-        state
+        let replaced: Vec<String> = state
             .nodes
-            .retain(|id, n| *id == from.id || n.address != from.address);
+            .values()
+            .filter(|n| {
+                (n.id == from.id && n.ephemeral_id != from.ephemeral_id)
+                    || (n.id != from.id && n.address == from.address)
+            })
+            .map(|n| n.id.clone())
+            .collect();
+        let now = super::shards::now_ms();
+        for id in replaced {
+            state.nodes.remove(&id);
+            super::routing::node_left(&mut state, &id, now);
+        }
         state.nodes.insert(from.id.clone(), from.clone());
         match self.publish_next(state).await {
             Ok(()) => {
@@ -235,24 +268,5 @@ impl Coordinator {
             }
             _ => Response::Refused(format!("[{}] is not following [{from}]", self.local())),
         }
-    }
-
-    pub(super) async fn create_index_as_master(self: &Arc<Self>, name: &str) -> Result<(), String> {
-        let _guard = self.publish_lock.lock().await;
-        let mut state = {
-            let i = self.lock();
-            if !matches!(i.mode, Mode::Leader) {
-                return Err(format!(
-                    "Node [{}] not master for index creation",
-                    self.local()
-                ));
-            }
-            if i.applied.indices.contains(name) {
-                return Ok(());
-            }
-            i.applied.clone()
-        };
-        state.indices.insert(name.to_owned());
-        self.publish_next(state).await
     }
 }

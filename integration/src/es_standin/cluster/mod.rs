@@ -30,7 +30,9 @@ mod election;
 mod fault_detection;
 mod handlers;
 mod publication;
+pub mod routing;
 mod settings;
+pub mod shards;
 pub mod state;
 pub mod transport;
 
@@ -102,6 +104,10 @@ pub struct Coordinator {
     publish_lock: tokio::sync::Mutex<()>,
     view: watch::Sender<ClusterView>,
     started: Instant,
+    /// This node's shard copies.
+    pub docs: shards::Docs,
+    /// Allocation ids of the copies this node is recovering.
+    recovering: Mutex<BTreeSet<String>>,
 }
 
 /// Why a cluster-level request failed.
@@ -122,6 +128,7 @@ impl Coordinator {
         persisted: Persisted,
         store: StateStore,
         data_path_shown: String,
+        docs: shards::Docs,
         listener: TcpListener,
         tls: Option<TransportTls>,
         shutdown: CancellationToken,
@@ -157,6 +164,8 @@ impl Coordinator {
             publish_lock: tokio::sync::Mutex::new(()),
             view: watch::Sender::new(view),
             started: Instant::now(),
+            docs,
+            recovering: Mutex::new(BTreeSet::new()),
             cfg,
         });
         c.log_bootstrap_state();
@@ -174,7 +183,13 @@ impl Coordinator {
             handler,
             shutdown.clone(),
         ));
-        for task in [Task::Discovery, Task::FollowerChecks, Task::LeaderChecks] {
+        for task in [
+            Task::Discovery,
+            Task::FollowerChecks,
+            Task::LeaderChecks,
+            Task::Reroute,
+            Task::Recoveries,
+        ] {
             let c = c.clone();
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
@@ -263,6 +278,17 @@ impl Coordinator {
             Task::Discovery => self.cfg.find_peers_interval,
             Task::FollowerChecks => self.cfg.follower_check_interval,
             Task::LeaderChecks => self.cfg.leader_check_interval,
+            Task::Reroute => self.cfg.follower_check_interval,
+            Task::Recoveries => {
+                let mut rx = self.view.subscribe();
+                loop {
+                    let state = rx.borrow_and_update().state.clone();
+                    self.start_recoveries(&state);
+                    if rx.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }
         };
         let mut last_warning = Instant::now();
         loop {
@@ -281,6 +307,8 @@ impl Coordinator {
                 }
                 Task::FollowerChecks => self.check_followers().await,
                 Task::LeaderChecks => self.check_leader().await,
+                Task::Reroute => self.reroute_tick().await,
+                Task::Recoveries => {}
             }
         }
     }
@@ -297,8 +325,8 @@ impl Coordinator {
         }
     }
 
-    /// Adds index `name` to the cluster state through the master (what auto-creating an index does),
-    /// waiting up to `timeout` for a master.
+    /// Adds index `name` (`shards` primaries, `replicas` replicas each) to the cluster state through the
+    /// master (what creating or auto-creating an index does), waiting up to `timeout` for a master.
     ///
     /// As Elasticsearch's `TransportMasterNodeAction` does, a master that fails to commit the change,
     /// is no longer the master, or cannot be reached is no error yet: the request waits for the next
@@ -308,60 +336,19 @@ impl Coordinator {
     pub async fn create_index(
         self: &Arc<Self>,
         name: &str,
+        shards: u32,
+        replicas: u32,
         timeout: Duration,
     ) -> Result<(), ClusterError> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let update = shards::ClusterUpdate::CreateIndex {
+            name: name.to_owned(),
+            shards,
+            replicas,
+        };
+        self.submit(update, timeout, |v| v.state.indices.contains(name))
+            .await?;
         let mut rx = self.view.subscribe();
-        loop {
-            let tried = {
-                let v = rx.borrow_and_update();
-                if v.state.indices.contains(name) {
-                    return Ok(());
-                }
-                v.master.clone().map(|m| (m, v.state.version))
-            };
-            let Some((master, version)) = tried else {
-                tokio::time::timeout_at(deadline, rx.wait_for(|v| v.master.is_some()))
-                    .await
-                    .map_err(|_| ClusterError::NoMaster)?
-                    .map_err(|_| ClusterError::NoMaster)?;
-                continue;
-            };
-            let attempt = if master.id == self.local().id {
-                self.create_index_as_master(name).await
-            } else {
-                self.transport
-                    .send(
-                        master.address,
-                        &master.host,
-                        Request::CreateIndex {
-                            name: name.to_owned(),
-                        },
-                        deadline.saturating_duration_since(tokio::time::Instant::now()),
-                    )
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            };
-            match attempt {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::debug!(index = name, master = %master, error = %e,
-                        "master could not create the index; retrying with the next master");
-                    // `MasterNodeChangePredicate`: another master, or the same one with a newer state.
-                    let changed = rx.wait_for(|v| {
-                        v.master
-                            .as_ref()
-                            .is_some_and(|m| m.id != master.id || v.state.version > version)
-                            || v.state.indices.contains(name)
-                    });
-                    tokio::time::timeout_at(deadline, changed)
-                        .await
-                        .map_err(|_| ClusterError::NoMaster)?
-                        .map_err(|_| ClusterError::NoMaster)?;
-                }
-            }
-        }
         let applied = rx.wait_for(|v| v.state.indices.contains(name));
         match tokio::time::timeout_at(deadline, applied).await {
             Ok(Ok(_)) => Ok(()),
@@ -377,6 +364,18 @@ enum Task {
     Discovery,
     FollowerChecks,
     LeaderChecks,
+    Reroute,
+    Recoveries,
+}
+
+/// The ids of the voting configuration exclusions.
+fn retired(state: &ClusterState) -> BTreeSet<String> {
+    state
+        .metadata
+        .voting_config_exclusions
+        .iter()
+        .map(|e| e.node_id.clone())
+        .collect()
 }
 
 fn live_master_eligible(state: &ClusterState) -> BTreeSet<String> {

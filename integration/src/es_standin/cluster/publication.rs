@@ -6,9 +6,11 @@ use std::sync::Arc;
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 
+use super::routing::{self, AllocSettings};
+use super::shards::now_ms;
 use super::state::{ClusterState, DiscoveryNode, reconfigure};
 use super::transport::Request;
-use super::{Coordinator, Inner, Mode, live_master_eligible};
+use super::{Coordinator, Inner, Mode, live_master_eligible, retired};
 
 impl Coordinator {
     /// Publishes `state` (nodes already changed) as the next version, with a voting configuration fitted
@@ -26,13 +28,25 @@ impl Coordinator {
             state.version = i.p.accepted.version.max(i.applied.version) + 1;
             state.master = Some(self.local().id.clone());
             state.last_committed_config = i.applied.last_accepted_config.clone();
+            let settings =
+                AllocSettings::effective(&state.metadata, &self.cfg.local_cluster_settings);
+            routing::reroute(&mut state, &settings, now_ms());
             state.last_accepted_config = reconfigure(
                 &live_master_eligible(&state),
+                &retired(&state),
                 &self.local().id,
                 &i.applied.last_accepted_config,
             );
         }
-        self.publish(state).await
+        let abdicate = !state.last_accepted_config.0.contains(&self.local().id)
+            && retired(&state).contains(&self.local().id);
+        self.publish(state).await?;
+        if abdicate {
+            // Elasticsearch's master hands over once the configuration no longer holds it.
+            let mut i = self.lock();
+            self.become_candidate(&mut i, "abdicating: this node is excluded from voting");
+        }
+        Ok(())
     }
 
     /// Two-phase publication: accept locally, send to every node, commit once both configurations have

@@ -1,6 +1,6 @@
 //! The coordination settings, with Elasticsearch's names, defaults and lower bounds.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::es_standin::settings::{Settings, SettingsError};
@@ -29,6 +29,11 @@ pub struct ClusterSettings {
     pub leader_check_retries: u64,
     pub publish_timeout: Duration,
     pub formation_warning_timeout: Duration,
+    /// The node's own `cluster.routing.*` settings: what the master allocates with unless the cluster
+    /// settings say otherwise.
+    pub local_cluster_settings: BTreeMap<String, String>,
+    /// How long a shard recovery takes here (`es_standin.recovery_time`, not an Elasticsearch setting).
+    pub recovery_time: Duration,
 }
 
 impl ClusterSettings {
@@ -130,6 +135,12 @@ impl ClusterSettings {
                 secs(10),
                 ms(1),
             )?,
+            local_cluster_settings: s
+                .iter()
+                .filter(|(k, _)| k.starts_with("cluster.routing."))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            recovery_time: s.time("es_standin.recovery_time", ms(200), Duration::ZERO)?,
         })
     }
 }

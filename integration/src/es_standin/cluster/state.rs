@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::routing::{Metadata, RoutingTable};
 use crate::es_standin::data_path::write_durably;
 use crate::es_standin::image::EsVersion;
 
@@ -36,6 +37,10 @@ pub struct DiscoveryNode {
     pub version: EsVersion,
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
+    /// New on every start (Elasticsearch's ephemeral id): a node that restarted before the master noticed
+    /// is a node that left and joined again, with its copies to recover.
+    #[serde(default)]
+    pub ephemeral_id: String,
 }
 
 impl DiscoveryNode {
@@ -102,8 +107,13 @@ pub struct ClusterState {
     pub nodes: BTreeMap<String, DiscoveryNode>,
     pub last_committed_config: VotingConfig,
     pub last_accepted_config: VotingConfig,
-    /// Index names (documents stay on the node that took them; see `documents`).
+    /// Index names (their settings are in `metadata.indices`).
     pub indices: BTreeSet<String>,
+    #[serde(default)]
+    pub metadata: Metadata,
+    /// Index → shard → copies ([`super::routing`]).
+    #[serde(default)]
+    pub routing: RoutingTable,
 }
 
 impl ClusterState {
@@ -119,6 +129,8 @@ impl ClusterState {
             last_committed_config: VotingConfig::default(),
             last_accepted_config: VotingConfig::default(),
             indices: BTreeSet::new(),
+            metadata: Metadata::default(),
+            routing: RoutingTable::new(),
         }
     }
 
@@ -222,12 +234,16 @@ pub fn new_uuid() -> String {
 /// `cluster.auto_shrink_voting_configuration: true`: live master-eligible nodes first (the master, then
 /// those already in the configuration, then by id), then dead ones of the current configuration, as many
 /// as the larger of the live count rounded down to odd and 3 (1 while the configuration is smaller than
-/// 3); kept unchanged unless the new one has a quorum of live nodes.
+/// 3); kept unchanged unless the new one has a quorum of live nodes. `retired` (voting configuration
+/// exclusions) are left out altogether, as Elasticsearch's `retiredNodeIds`.
 pub fn reconfigure(
     live_master_eligible: &BTreeSet<String>,
+    retired: &BTreeSet<String>,
     master: &str,
     current: &VotingConfig,
 ) -> VotingConfig {
+    let live: BTreeSet<String> = live_master_eligible.difference(retired).cloned().collect();
+    let live_master_eligible = &live;
     #[derive(PartialEq, Eq, PartialOrd, Ord)]
     struct Candidate {
         dead: bool,
@@ -247,7 +263,7 @@ pub fn reconfigure(
     for id in current
         .0
         .iter()
-        .filter(|id| !live_master_eligible.contains(*id))
+        .filter(|id| !live_master_eligible.contains(*id) && !retired.contains(*id))
     {
         ordered.insert(Candidate {
             dead: true,
@@ -280,6 +296,35 @@ mod tests {
         ids.iter().map(|s| (*s).to_owned()).collect()
     }
 
+    fn none() -> BTreeSet<String> {
+        BTreeSet::new()
+    }
+
+    #[test]
+    fn excluded_nodes_leave_the_configuration_and_are_not_added_back() {
+        let three = VotingConfig(set(&["a", "b", "c"]));
+        // c is excluded while alive: two voters remain, and c is not taken back while excluded.
+        assert_eq!(
+            reconfigure(&set(&["a", "b", "c"]), &set(&["c"]), "a", &three),
+            VotingConfig(set(&["a", "b"]))
+        );
+        let five = VotingConfig(set(&["a", "b", "c", "d", "e"]));
+        assert_eq!(
+            reconfigure(
+                &set(&["a", "b", "c", "d", "e"]),
+                &set(&["d", "e"]),
+                "a",
+                &five
+            ),
+            three
+        );
+        // Without the exclusion c would be kept as the third voter.
+        assert_eq!(
+            reconfigure(&set(&["a", "b", "c"]), &none(), "a", &three),
+            three
+        );
+    }
+
     #[test]
     fn quorum_is_a_strict_majority() {
         let c = VotingConfig(set(&["a", "b", "c"]));
@@ -297,22 +342,25 @@ mod tests {
         let boot = VotingConfig(set(&["a", "b", &placeholder]));
         // The third node joins: the placeholder goes.
         assert_eq!(
-            reconfigure(&set(&["a", "b", "c"]), "a", &boot),
+            reconfigure(&set(&["a", "b", "c"]), &none(), "a", &boot),
             VotingConfig(set(&["a", "b", "c"]))
         );
         let three = VotingConfig(set(&["a", "b", "c"]));
         // One dies: the configuration keeps it so that 2 of 3 still decide.
-        assert_eq!(reconfigure(&set(&["a", "b"]), "a", &three), three);
+        assert_eq!(reconfigure(&set(&["a", "b"]), &none(), "a", &three), three);
         // A fourth joins: 4 rounds down to 3.
-        assert_eq!(reconfigure(&set(&["a", "b", "c", "d"]), "a", &three), three);
+        assert_eq!(
+            reconfigure(&set(&["a", "b", "c", "d"]), &none(), "a", &three),
+            three
+        );
         // Five live nodes: all five vote.
         assert_eq!(
-            reconfigure(&set(&["a", "b", "c", "d", "e"]), "a", &three),
+            reconfigure(&set(&["a", "b", "c", "d", "e"]), &none(), "a", &three),
             VotingConfig(set(&["a", "b", "c", "d", "e"]))
         );
         // A single-node cluster stays single.
         let one = VotingConfig(set(&["a"]));
-        assert_eq!(reconfigure(&set(&["a"]), "a", &one), one);
-        assert_eq!(reconfigure(&set(&["a", "b"]), "a", &one), one);
+        assert_eq!(reconfigure(&set(&["a"]), &none(), "a", &one), one);
+        assert_eq!(reconfigure(&set(&["a", "b"]), &none(), "a", &one), one);
     }
 }

@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use super::shards::ClusterUpdate;
 use super::state::{ClusterState, DiscoveryNode};
 
 /// Largest frame: a cluster state of a few hundred nodes fits easily.
@@ -45,8 +46,34 @@ pub enum Request {
     FollowerCheck { term: u64 },
     /// Fault detection, follower → master.
     LeaderCheck,
-    /// Create an index in the cluster state (any node → master).
-    CreateIndex { name: String },
+    /// A cluster-state change (any node → master).
+    Update(ClusterUpdate),
+    /// Index a document (coordinating node → the primary's node).
+    PrimaryWrite {
+        index: String,
+        id: String,
+        source: serde_json::Value,
+    },
+    /// Store this version of a document in a copy (primary → other copies).
+    ReplicaWrite {
+        index: String,
+        shard: usize,
+        id: String,
+        version: u64,
+        source: serde_json::Value,
+    },
+    /// Read a document from a copy.
+    GetDoc {
+        index: String,
+        shard: usize,
+        id: String,
+    },
+    /// Every document of the primary, for the recovering copy `allocation_id`.
+    RecoverShard {
+        index: String,
+        shard: usize,
+        allocation_id: String,
+    },
 }
 
 /// A reply.
@@ -69,6 +96,12 @@ pub enum Response {
         last_accepted_version: u64,
     },
     Ack,
+    /// A document write's HTTP status and body.
+    Written(u16, serde_json::Value),
+    /// `(version, source)` of a document, `None` when missing.
+    Doc(Option<(u64, serde_json::Value)>),
+    /// `(id, version, source)` of every document of a shard.
+    Docs(Vec<(String, u64, serde_json::Value)>),
     /// The request was understood and refused (Elasticsearch's remote exception).
     Refused(String),
 }
