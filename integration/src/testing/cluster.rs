@@ -370,8 +370,6 @@ pub struct SubnetLease {
 /// Leases: `n` of `127.<n>.0` runs from `FIRST_SUBNET` over `SUBNETS` values.
 const FIRST_SUBNET: usize = 20;
 const SUBNETS: usize = 200;
-/// Where a Mesos agent's default `ports` resource starts (31000-32000).
-const MESOS_AGENT_PORTS: u16 = 31_000;
 
 impl SubnetLease {
     /// Ports per agent: a node needs 2.
@@ -425,7 +423,10 @@ impl SubnetLease {
 
 #[cfg(test)]
 mod tests {
-    use super::{MESOS_AGENT_PORTS, SubnetLease};
+    use super::SubnetLease;
+
+    /// Where a Mesos agent's default `ports` resource starts (31000-32000).
+    const MESOS_AGENT_PORTS: u16 = 31_000;
 
     /// Every lease's port block lies outside this machine's ephemeral port range (see
     /// [`SubnetLease::PORTS_START`]); with the blocks inside it, a node's bind failed whenever some
