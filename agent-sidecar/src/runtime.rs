@@ -52,6 +52,9 @@ struct Look {
 #[derive(Debug)]
 struct Sent {
     volumes: HashMap<String, VolumeReport>,
+    /// Volumes a command result reported since: the scheduler took that word, so the next report says
+    /// again what the look says, changed or not.
+    resend: std::collections::HashSet<String>,
     /// The next report must be a snapshot: a new stream, a Welcome, a report lost on the way, the period.
     snapshot_due: bool,
     last_snapshot: Instant,
@@ -109,6 +112,7 @@ impl Runtime {
             looks: Mutex::new(HashMap::new()),
             sent: Mutex::new(Sent {
                 volumes: HashMap::new(),
+                resend: std::collections::HashSet::new(),
                 snapshot_due: true,
                 last_snapshot: Instant::now(),
             }),
@@ -316,12 +320,14 @@ impl Runtime {
             sent.snapshot_due = false;
             sent.last_snapshot = Instant::now();
             sent.volumes = now;
+            sent.resend.clear();
             return;
         }
         report.delta = true;
+        let resend = std::mem::take(&mut sent.resend);
         report
             .volumes
-            .retain(|v| sent.volumes.get(&v.name) != Some(v));
+            .retain(|v| resend.contains(&v.name) || sent.volumes.get(&v.name) != Some(v));
         report.removed = sent
             .volumes
             .keys()
@@ -605,6 +611,9 @@ impl Runtime {
             csr_pem: outcome.csr_pem.unwrap_or_default(),
         };
         crate::bounds::result(&mut result);
+        lock(&self.sent)
+            .resend
+            .extend(result.volumes.iter().map(|v| v.name.clone()));
         // On the stream the command came on; if it closed, the scheduler learns the state from reports.
         let _ = tx
             .send(AgentMessage {

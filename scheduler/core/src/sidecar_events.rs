@@ -358,13 +358,16 @@ impl Core {
 
     /// The outcome of a Prepare or Release.
     pub fn handle_sidecar_result(&mut self, host: &Hostname, result: CommandResult, now: Millis) {
+        // Of a `watch_delta` sidecar only its share and its own mounts: a look at anything else (a prepare
+        // given up on) would linger beside the observer's word until the next snapshot.
+        let kept: Vec<&VolumeReport> = result
+            .volumes
+            .iter()
+            .filter(|v| self.may_report(host, &v.name, v.attached_here))
+            .collect();
         if let Some(s) = self.sidecars.get_mut(host) {
             let local = s.driver_scope == crate::domain::DriverScope::Local;
-            for v in result
-                .volumes
-                .iter()
-                .filter(|v| self.volume_owner.contains_key(&v.name))
-            {
+            for v in kept {
                 let old = s.volumes.insert(v.name.clone(), v.clone());
                 let _ = Self::fold_volume(
                     &mut self.volumes,
