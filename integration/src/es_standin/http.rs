@@ -141,9 +141,11 @@ async fn handle(node: Arc<HttpNode>, req: Request<Incoming>) -> Result<Reply, In
         (&Method::GET | &Method::HEAD, []) => root(&node),
         (&Method::GET, ["_cluster", "health"]) => health(&node, &params, None).await,
         (&Method::GET, ["_cluster", "health", index]) => health(&node, &params, Some(index)).await,
-        (&Method::GET, ["_cluster", "state"]) => cluster_state(&node, "_all"),
-        (&Method::GET, ["_cluster", "state", metrics, ..]) => cluster_state(&node, metrics),
-        (&Method::GET, ["_cluster", "settings"]) => api::get_cluster_settings(&node, &params),
+        (&Method::GET, ["_cluster", "state"]) => cluster_state(&node, &params, "_all").await,
+        (&Method::GET, ["_cluster", "state", metrics, ..]) => {
+            cluster_state(&node, &params, metrics).await
+        }
+        (&Method::GET, ["_cluster", "settings"]) => api::get_cluster_settings(&node, &params).await,
         (&Method::PUT, ["_cluster", "settings"]) => match body(req).await {
             Ok(b) => api::put_cluster_settings(&node, &params, &b).await,
             Err(r) => r,
@@ -154,10 +156,12 @@ async fn handle(node: Arc<HttpNode>, req: Request<Incoming>) -> Result<Reply, In
         (&Method::DELETE, ["_cluster", "voting_config_exclusions"]) => {
             api::clear_voting_exclusions(&node, &params).await
         }
-        (&Method::GET, ["_cat", "nodes"]) => api::cat_nodes(&node, &params),
-        (&Method::GET, ["_cat", "shards"]) => api::cat_shards(&node, &params, None),
-        (&Method::GET, ["_cat", "shards", index]) => api::cat_shards(&node, &params, Some(index)),
-        (&Method::GET, ["_cat", "health"]) => api::cat_health(&node, &params),
+        (&Method::GET, ["_cat", "nodes"]) => api::cat_nodes(&node, &params).await,
+        (&Method::GET, ["_cat", "shards"]) => api::cat_shards(&node, &params, None).await,
+        (&Method::GET, ["_cat", "shards", index]) => {
+            api::cat_shards(&node, &params, Some(index)).await
+        }
+        (&Method::GET, ["_cat", "health"]) => api::cat_health(&node, &params).await,
         (&Method::GET, ["_nodes"]) => api::nodes_info(&node),
         (&Method::GET, ["_nodes", "shutdown"]) if shutdown_api => {
             api::get_shutdown(&node, None, &params).await
@@ -298,8 +302,8 @@ fn root(node: &HttpNode) -> Reply {
 }
 
 /// `GET /_cluster/state[/<metrics>]` with the `master_node` and `nodes` metrics (from this node's state).
-fn cluster_state(node: &HttpNode, metrics: &str) -> Reply {
-    let view = node.coordinator.view().borrow().clone();
+async fn cluster_state(node: &HttpNode, params: &Params, metrics: &str) -> Reply {
+    let view = api::master_view(node, params).await;
     let all = metrics == "_all";
     let wants = |m: &str| all || metrics.split(',').any(|x| x == m);
     let mut body = json!({
@@ -474,6 +478,9 @@ async fn health(node: &HttpNode, params: &Params, index: Option<&str>) -> Reply 
             .is_none()
     {
         return error(503, "master_not_discovered_exception", None);
+    }
+    if !params.flag("local") {
+        coordinator.sync_with_master(Duration::from_secs(5)).await;
     }
     if let Some(i) = index
         && !coordinator.view().borrow().state.indices.contains(i)
