@@ -2,6 +2,23 @@
 //! creation and settings, flush, nodes info, the node shutdown API and voting configuration exclusions,
 //! with Elasticsearch's paths, parameters, field names and status codes (see the module header of
 //! [`super`] for what is modelled).
+//!
+//! - **Node shutdown** (7.15+; `replace` 7.16+; by node *id*, as `_cat/nodes?h=id,name&full_id=true`
+//!   or `GET /_nodes` list them): `PUT /_nodes/<id>/shutdown` `{"type": "restart|remove|replace",
+//!   "reason", "allocation_delay" (restart only), "target_node_name" (replace only)}` → `{"acknowledged":
+//!   true}`; `GET /_nodes[/<ids>]/shutdown` → `{"nodes": [{"node_id", "type": "RESTART|REMOVE|REPLACE",
+//!   "reason", "shutdown_startedmillis", "allocation_delay" (restart), "target_node_name" (replace),
+//!   "status", "shard_migration": {"status", "shard_migrations_remaining", "explanation"?},
+//!   "persistent_tasks": {"status"}, "plugins": {"status"}}]}` where a restart is COMPLETE at once, a
+//!   remove/replace is COMPLETE when the node holds no copy (or is gone), STALLED when a copy on it has
+//!   nowhere to go and none is moving, IN_PROGRESS otherwise; `DELETE` → `{"acknowledged": true}` or
+//!   404 `resource_not_found_exception`. A record for an absent id is accepted, as in Elasticsearch.
+//! - **Voting exclusions**: `POST /_cluster/voting_config_exclusions?node_names=a,b` (or `node_ids=`;
+//!   exactly one; `timeout` 30s) adds them (an unknown name gets id `_absent_`; more than
+//!   `cluster.max_voting_config_exclusions`, 10, is 400) and answers 200 `{}` once none of them is in the
+//!   last committed voting configuration, else 500 `timeout_exception`; an excluded master hands over.
+//!   `DELETE /_cluster/voting_config_exclusions[?wait_for_removal=false]` clears them (by default once
+//!   the excluded nodes left the cluster, within `timeout`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
