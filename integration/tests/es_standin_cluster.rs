@@ -319,15 +319,6 @@ async fn a_node_of_another_cluster_is_refused_until_its_data_path_is_wiped() {
     b1.stop().await;
 
     // The same node with an empty data path joins A.
-    // From here a departed copy is rebuilt elsewhere after 1s instead of 1m.
-    let (status, body) = send(
-        &p[0],
-        "PUT",
-        "/logs/_settings",
-        Some(serde_json::json!({ "index": { "unassigned.node_left.delayed_timeout": "1s" } })),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
     let wiped = Planned {
         name: "b1".into(),
         transport: bs[0].transport,
@@ -802,7 +793,12 @@ async fn copies_live_on_data_nodes_and_survive_the_loss_of_a_holder() {
         Some("data"),
         Some("[]"),
     ];
-    let mut running = start_cluster(&p, V8, &roles, &[SLOW_RECOVERY.to_owned()]).await;
+    // Placement and recovery only: no rebalancing moves in between the checks.
+    let extra = [
+        SLOW_RECOVERY.to_owned(),
+        "cluster.routing.rebalance.enable=none".to_owned(),
+    ];
+    let mut running = start_cluster(&p, V8, &roles, &extra).await;
     let (status, created) = send(
         &p[4],
         "PUT",
@@ -881,7 +877,7 @@ async fn copies_live_on_data_nodes_and_survive_the_loss_of_a_holder() {
     let initial = ["m1", "d1", "d2"];
     let mut s = settings(&p[vi], &all, &initial, &no_security());
     s.push(format!("node.roles={}", roles[vi].expect("roles")));
-    s.push(SLOW_RECOVERY.to_owned());
+    s.extend(extra.iter().cloned());
     let back = start_node(&p[vi], V8, &[], &s).await;
     health_is(&p[0], "wait_for_status=green&timeout=30s").await;
     read_docs(&p[vi], "logs", 0..30).await;
