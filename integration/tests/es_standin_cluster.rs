@@ -655,3 +655,653 @@ async fn a_secure_8x_cluster_forms_from_the_environment_alone() {
         r.stop().await;
     }
 }
+
+// ---- shards, health and the operations API (issue 14) -------------------------------------------
+
+/// Recoveries take long enough here to be seen as INITIALIZING / RELOCATING.
+const SLOW_RECOVERY: &str = "es_standin.recovery_time=700ms";
+
+async fn send(node: &Planned, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    request(
+        method,
+        &format!("http://127.0.0.1:{}{path}", node.http),
+        body.as_ref(),
+        None,
+        None,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// Starts `names` (all master-eligible data nodes unless `roles` says otherwise) as one cluster.
+async fn start_cluster(
+    p: &[Planned],
+    image: &str,
+    roles: &[Option<&str>],
+    extra: &[String],
+) -> Vec<Running> {
+    let all: Vec<&Planned> = p.iter().collect();
+    let initial: Vec<&str> = p
+        .iter()
+        .zip(roles.iter().chain(std::iter::repeat(&None)))
+        .filter(|(_, r)| r.is_none_or(|r| r.split(',').any(|x| x == "master")))
+        .map(|(n, _)| n.name.as_str())
+        .collect();
+    let mut running = Vec::new();
+    for (i, n) in p.iter().enumerate() {
+        let mut s = settings(n, &all, &initial, &no_security());
+        if let Some(Some(r)) = roles.get(i) {
+            s.push(format!("node.roles={r}"));
+        }
+        s.extend(extra.iter().cloned());
+        running.push(start_node(n, image, &[], &s).await);
+    }
+    let names: Vec<&str> = p.iter().map(|n| n.name.as_str()).collect();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    formed(&all, &sorted, None).await;
+    running
+}
+
+/// `_cat/shards?format=json` rows as `(index, shard, prirep, state, node)`.
+async fn shards(node: &Planned) -> Vec<(String, String, String, String, Option<String>)> {
+    let (status, rows) = send(
+        node,
+        "GET",
+        "/_cat/shards?format=json&h=index,shard,prirep,state,node",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{rows}");
+    rows.as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            let s = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+            (
+                s("index"),
+                s("shard"),
+                s("prirep"),
+                s("state"),
+                r["node"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+async fn health_is(node: &Planned, query: &str) -> Value {
+    let (status, h) = send(node, "GET", &format!("/_cluster/health?{query}"), None).await;
+    assert_eq!(status, 200, "{query}: {h}");
+    h
+}
+
+/// `name → id` from `_cat/nodes?h=id,name&full_id=true&format=json`.
+async fn node_ids(node: &Planned) -> std::collections::BTreeMap<String, String> {
+    let (_, rows) = send(
+        node,
+        "GET",
+        "/_cat/nodes?h=id,name&full_id=true&format=json",
+        None,
+    )
+    .await;
+    rows.as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().expect("name").to_owned(),
+                r["id"].as_str().expect("id").to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn write_docs(node: &Planned, index: &str, ids: std::ops::Range<u32>) {
+    for i in ids {
+        let (status, body) = send(
+            node,
+            "PUT",
+            &format!("/{index}/_doc/d{i}"),
+            Some(serde_json::json!({ "n": i })),
+        )
+        .await;
+        assert!(matches!(status, 200 | 201), "write d{i}: {body}");
+    }
+}
+
+async fn read_docs(node: &Planned, index: &str, ids: std::ops::Range<u32>) {
+    for i in ids {
+        let (status, body) = send(node, "GET", &format!("/{index}/_doc/d{i}"), None).await;
+        if status != 200 {
+            let (_, st) = send(node, "GET", "/_cluster/state/routing_table,nodes", None).await;
+            panic!("read d{i} from {}: {status} {body}\n{st:#}", node.name);
+        }
+        assert_eq!(&body["_source"]["n"], &serde_json::json!(i));
+    }
+}
+
+/// Copies only on data nodes, never two of a shard on one node; a write is on every copy (read back
+/// through each node after the holder of the primary is gone: the replica was promoted); a node that
+/// comes back with its data path recovers its copies, and one that comes back wiped is a new node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_live_on_data_nodes_and_survive_the_loss_of_a_holder() {
+    let (_lease, p) = plan(&["m1", "d1", "d2", "d3", "c1"]);
+    let roles = [
+        Some("master"),
+        Some("master,data"),
+        Some("master,data"),
+        Some("data"),
+        Some("[]"),
+    ];
+    // Placement and recovery only: no rebalancing moves in between the checks.
+    let extra = [
+        SLOW_RECOVERY.to_owned(),
+        "cluster.routing.rebalance.enable=none".to_owned(),
+    ];
+    let mut running = start_cluster(&p, V8, &roles, &extra).await;
+    let (status, created) = send(
+        &p[4],
+        "PUT",
+        "/logs",
+        Some(serde_json::json!({ "settings": { "number_of_shards": 3, "number_of_replicas": 1 } })),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!(created["acknowledged"], true);
+    let (status, again) = send(&p[4], "PUT", "/logs", None).await;
+    assert_eq!(
+        (status, again["error"]["type"].as_str()),
+        (400, Some("resource_already_exists_exception"))
+    );
+    // A new index's replicas are seen recovering before the cluster is green.
+    eventually("a recovering replica", WAIT, || async {
+        let s = shards(&p[0]).await;
+        s.iter().any(|r| r.3 == "INITIALIZING").then_some(())
+    })
+    .await
+    .expect("initializing seen");
+    let h = health_is(&p[0], "wait_for_status=green&timeout=30s").await;
+    assert_eq!(
+        (
+            h["active_shards"].as_u64(),
+            h["number_of_data_nodes"].as_u64()
+        ),
+        (Some(6), Some(3)),
+        "{h}"
+    );
+    let table = shards(&p[0]).await;
+    for shard in ["0", "1", "2"] {
+        let holders: Vec<&str> = table
+            .iter()
+            .filter(|r| r.1 == shard)
+            .filter_map(|r| r.4.as_deref())
+            .collect();
+        assert_eq!(holders.len(), 2, "{table:?}");
+        assert_ne!(
+            holders[0], holders[1],
+            "two copies of shard {shard} on one node"
+        );
+        assert!(
+            holders.iter().all(|h| ["d1", "d2", "d3"].contains(h)),
+            "only data nodes hold shards: {table:?}"
+        );
+    }
+    write_docs(&p[4], "logs", 0..20).await;
+
+    // The holder of shard 0's primary stops: its replica is promoted, nothing is lost.
+    let victim = table
+        .iter()
+        .find(|r| r.1 == "0" && r.2 == "p")
+        .and_then(|r| r.4.clone())
+        .expect("primary of shard 0");
+    let vi = p.iter().position(|n| n.name == victim).expect("planned");
+    running.remove(vi).stop().await;
+    let h = health_is(&p[0], "wait_for_nodes=4&wait_for_status=yellow&timeout=30s").await;
+    assert_eq!(h["status"], "yellow", "{h}");
+    assert!(h["delayed_unassigned_shards"].as_u64() > Some(0), "{h}");
+    let promoted = shards(&p[0]).await;
+    assert!(
+        promoted
+            .iter()
+            .filter(|r| r.2 == "p")
+            .all(|r| r.3 == "STARTED" && r.4.as_deref() != Some(victim.as_str())),
+        "{promoted:?}"
+    );
+    for reader in [&p[0], &p[4]] {
+        read_docs(reader, "logs", 0..20).await;
+    }
+    write_docs(&p[0], "logs", 20..30).await;
+
+    // Back with its data path: it gets its copies back (recovered from the primaries) at once.
+    let all: Vec<&Planned> = p.iter().collect();
+    let initial = ["m1", "d1", "d2"];
+    let mut s = settings(&p[vi], &all, &initial, &no_security());
+    s.push(format!("node.roles={}", roles[vi].expect("roles")));
+    s.extend(extra.iter().cloned());
+    let back = start_node(&p[vi], V8, &[], &s).await;
+    health_is(&p[0], "wait_for_status=green&timeout=30s").await;
+    read_docs(&p[vi], "logs", 0..30).await;
+    back.stop().await;
+    health_is(&p[0], "wait_for_nodes=4&timeout=30s").await;
+
+    // Back wiped (a new node id): it is a new node; the copies it held are rebuilt from the others.
+    // From here a departed copy is rebuilt elsewhere after 1s instead of 1m.
+    let (status, body) = send(
+        &p[0],
+        "PUT",
+        "/logs/_settings",
+        Some(serde_json::json!({ "index": { "unassigned.node_left.delayed_timeout": "1s" } })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let wiped = Planned {
+        name: p[vi].name.clone(),
+        transport: p[vi].transport,
+        http: p[vi].http,
+        sandbox: Sandbox::new(),
+    };
+    let again = start_node(&wiped, V8, &[], &s).await;
+    let h = health_is(&p[0], "wait_for_nodes=5&wait_for_status=green&timeout=90s").await;
+    assert_eq!(h["number_of_nodes"], 5, "{h}");
+    read_docs(&wiped, "logs", 0..30).await;
+    again.stop().await;
+    for r in running {
+        r.stop().await;
+    }
+}
+
+/// `cluster.routing.allocation.exclude._name` moves copies away (RELOCATING on the way), `enable`
+/// holds replicas back, and a null resets a setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_settings_exclude_nodes_and_limit_allocation() {
+    let (_lease, p) = plan(&["s1", "s2", "s3"]);
+    let running = start_cluster(&p, V8, &[], &[SLOW_RECOVERY.to_owned()]).await;
+    send(
+        &p[0],
+        "PUT",
+        "/idx",
+        Some(serde_json::json!({ "settings": { "index": { "number_of_shards": 2, "number_of_replicas": 1 } } })),
+    )
+    .await;
+    health_is(&p[0], "wait_for_status=green&timeout=30s").await;
+    write_docs(&p[0], "idx", 0..10).await;
+
+    let (status, body) = send(
+        &p[1],
+        "PUT",
+        "/_cluster/settings",
+        Some(serde_json::json!({ "transient": { "cluster.routing.allocation.exclude._name": "s3" } })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["transient"]["cluster"]["routing"]["allocation"]["exclude"]["_name"],
+        "s3"
+    );
+    let h = health_is(
+        &p[0],
+        "wait_for_no_relocating_shards=true&wait_for_status=green&timeout=30s",
+    )
+    .await;
+    assert_eq!(h["relocating_shards"], 0);
+    let table = shards(&p[0]).await;
+    assert!(
+        table.iter().all(|r| r.4.as_deref() != Some("s3")),
+        "{table:?}"
+    );
+    read_docs(&p[2], "idx", 0..10).await;
+
+    // Unknown settings and bad values are refused.
+    let (status, e) = send(
+        &p[0],
+        "PUT",
+        "/_cluster/settings",
+        Some(serde_json::json!({ "persistent": { "cluster.routing.allocation.enable": "some" } })),
+    )
+    .await;
+    assert_eq!(
+        (status, e["error"]["type"].as_str()),
+        (400, Some("illegal_argument_exception"))
+    );
+    let (status, _) = send(
+        &p[0],
+        "PUT",
+        "/_cluster/settings",
+        Some(serde_json::json!({ "persistent": { "no.such.setting": 1 } })),
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    // `primaries`: a new index's replicas wait.
+    send(
+        &p[0],
+        "PUT",
+        "/_cluster/settings",
+        Some(serde_json::json!({ "persistent": { "cluster": { "routing": { "allocation": { "enable": "primaries" } } } },
+                                 "transient": { "cluster.routing.allocation.exclude._name": null } })),
+    )
+    .await;
+    send(&p[0], "PUT", "/later", None).await;
+    let (status, h) = send(
+        &p[0],
+        "GET",
+        "/_cluster/health/later?wait_for_status=green&timeout=1500ms",
+        None,
+    )
+    .await;
+    assert_eq!((status, h["timed_out"].as_bool()), (408, Some(true)), "{h}");
+    assert_eq!(h["unassigned_shards"], 1, "{h}");
+    let (_, flat) = send(&p[2], "GET", "/_cluster/settings?flat_settings=true", None).await;
+    assert_eq!(
+        flat,
+        serde_json::json!({ "persistent": { "cluster.routing.allocation.enable": "primaries" }, "transient": {} })
+    );
+    send(
+        &p[0],
+        "PUT",
+        "/_cluster/settings",
+        Some(serde_json::json!({ "persistent": { "cluster.routing.allocation.enable": null } })),
+    )
+    .await;
+    health_is(&p[0], "wait_for_status=green&timeout=30s").await;
+    let (status, flushed) = send(&p[0], "POST", "/_flush", None).await;
+    assert_eq!(
+        (status, flushed["_shards"]["failed"].as_u64()),
+        (200, Some(0))
+    );
+    let (status, _) = send(&p[0], "POST", "/_flush/synced", None).await;
+    assert_eq!(status, 400, "synced flush is gone in 8.x");
+    for r in running {
+        r.stop().await;
+    }
+}
+
+/// The node shutdown API by node id: `remove` drains the node (STALLED while its copies have nowhere
+/// to go, COMPLETE once it holds none), `restart` is COMPLETE at once and keeps its replicas waiting
+/// for it while it is away; DELETE clears a record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_shutdown_api_drains_or_waits_for_a_node() {
+    let (_lease, p) = plan(&["h1", "h2", "h3"]);
+    let mut running = start_cluster(&p, V8, &[], &[SLOW_RECOVERY.to_owned()]).await;
+    send(
+        &p[0],
+        "PUT",
+        "/data",
+        Some(serde_json::json!({ "settings": { "number_of_shards": 2, "number_of_replicas": 1 } })),
+    )
+    .await;
+    health_is(&p[0], "wait_for_status=green&timeout=30s").await;
+    write_docs(&p[0], "data", 0..10).await;
+    let ids = node_ids(&p[0]).await;
+    let (h3, h2) = (ids["h3"].clone(), ids["h2"].clone());
+    let (_, short) = send(&p[0], "GET", "/_cat/nodes?h=id,name&format=json", None).await;
+    assert_eq!(
+        short[0]["id"].as_str().map(str::len),
+        Some(4),
+        "ids are abbreviated without full_id: {short}"
+    );
+
+    let (status, body) = send(
+        &p[0],
+        "PUT",
+        &format!("/_nodes/{h3}/shutdown"),
+        Some(serde_json::json!({ "type": "remove", "reason": "scale down" })),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["acknowledged"]),
+        (200, &serde_json::json!(true))
+    );
+    let status_of = |id: String| {
+        let node = &p[1];
+        async move {
+            let (code, b) = send(node, "GET", &format!("/_nodes/{id}/shutdown"), None).await;
+            assert_eq!(code, 200, "{b}");
+            b["nodes"][0].clone()
+        }
+    };
+    let first = status_of(h3.clone()).await;
+    assert_eq!(first["type"], "REMOVE", "{first}");
+    assert!(
+        first["shutdown_startedmillis"].as_u64().is_some(),
+        "{first}"
+    );
+    let done = eventually("h3 drained", WAIT, || async {
+        let s = status_of(h3.clone()).await;
+        (s["status"] == "COMPLETE").then_some(s)
+    })
+    .await
+    .expect("complete");
+    assert_eq!(done["shard_migration"]["shard_migrations_remaining"], 0);
+    assert!(
+        shards(&p[0])
+            .await
+            .iter()
+            .all(|r| r.4.as_deref() != Some("h3"))
+    );
+    health_is(&p[0], "wait_for_status=green&timeout=30s").await;
+    // h2 cannot be drained as well: both copies of every shard would have to share h1.
+    send(
+        &p[0],
+        "PUT",
+        &format!("/_nodes/{h2}/shutdown"),
+        Some(serde_json::json!({ "type": "remove", "reason": "too many" })),
+    )
+    .await;
+    let stalled = status_of(h2.clone()).await;
+    assert_eq!(stalled["status"], "STALLED", "{stalled}");
+    assert!(stalled["shard_migration"]["shard_migrations_remaining"].as_u64() > Some(0));
+    let (_, all) = send(&p[0], "GET", "/_nodes/shutdown", None).await;
+    assert_eq!(all["nodes"].as_array().map(Vec::len), Some(2), "{all}");
+    for id in [&h2, &h3] {
+        let (status, _) = send(&p[0], "DELETE", &format!("/_nodes/{id}/shutdown"), None).await;
+        assert_eq!(status, 200);
+    }
+    let (status, e) = send(&p[0], "DELETE", &format!("/_nodes/{h3}/shutdown"), None).await;
+    assert_eq!(
+        (status, e["error"]["type"].as_str()),
+        (404, Some("resource_not_found_exception"))
+    );
+    health_is(&p[0], "wait_for_status=green&timeout=30s").await;
+    let (status, e) = send(
+        &p[0],
+        "PUT",
+        &format!("/_nodes/{h3}/shutdown"),
+        Some(serde_json::json!({ "type": "remove", "reason": "r", "allocation_delay": "10m" })),
+    )
+    .await;
+    assert_eq!(status, 400, "allocation_delay is for restarts only: {e}");
+
+    // restart: COMPLETE at once; while h3 is away its copies wait for it (no rebuild on others).
+    send(
+        &p[0],
+        "PUT",
+        &format!("/_nodes/{h3}/shutdown"),
+        Some(serde_json::json!({ "type": "restart", "reason": "rolling", "allocation_delay": "20m" })),
+    )
+    .await;
+    let r = status_of(h3.clone()).await;
+    assert_eq!(
+        (
+            r["type"].as_str(),
+            r["status"].as_str(),
+            r["allocation_delay"].as_str()
+        ),
+        (Some("RESTART"), Some("COMPLETE"), Some("20m")),
+        "{r}"
+    );
+    // Rebalancing gave the drained node copies again once its record was gone.
+    eventually("h3 holds copies again", WAIT, || async {
+        let s = shards(&p[0]).await;
+        s.iter()
+            .any(|r| r.4.as_deref() == Some("h3") && r.3 == "STARTED")
+            .then_some(())
+    })
+    .await
+    .expect("rebalanced");
+    health_is(&p[0], "wait_for_no_relocating_shards=true&timeout=30s").await;
+    let h3_run = running.remove(2);
+    h3_run.stop().await;
+    let h = health_is(&p[0], "wait_for_nodes=2&timeout=30s").await;
+    assert_eq!(h["number_of_nodes"], 2);
+    stays("h3's copies wait for it", || async {
+        let h = health_is(&p[0], "").await;
+        h["status"] == "yellow" && h["initializing_shards"] == 0
+    })
+    .await;
+    let all_p: Vec<&Planned> = p.iter().collect();
+    let mut s = settings(&p[2], &all_p, &["h1", "h2", "h3"], &no_security());
+    s.push(SLOW_RECOVERY.to_owned());
+    running.push(start_node(&p[2], V8, &[], &s).await);
+    health_is(&p[0], "wait_for_nodes=3&wait_for_status=green&timeout=30s").await;
+    read_docs(&p[2], "data", 0..10).await;
+    send(&p[0], "DELETE", &format!("/_nodes/{h3}/shutdown"), None).await;
+    for r in running {
+        r.stop().await;
+    }
+}
+
+/// Voting configuration exclusions: the master drops the excluded nodes from the voting configuration
+/// (also itself, handing over), they are visible in the cluster state, and DELETE clears them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voting_exclusions_take_nodes_out_of_the_voting_configuration() {
+    let (_lease, p) = plan(&["v1", "v2", "v3"]);
+    let running = start_cluster(&p, V8, &[], &[]).await;
+    let ids = node_ids(&p[0]).await;
+    async fn coordination(node: &Planned) -> Value {
+        let (_, s) = send(node, "GET", "/_cluster/state/metadata", None).await;
+        s["metadata"]["cluster_coordination"].clone()
+    }
+    let c = coordination(&p[0]).await;
+    assert_eq!(
+        c["last_committed_config"].as_array().map(Vec::len),
+        Some(3),
+        "{c}"
+    );
+    let (status, body) = send(
+        &p[1],
+        "POST",
+        "/_cluster/voting_config_exclusions?node_names=v3",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let c = coordination(&p[0]).await;
+    let committed: Vec<&str> = c["last_committed_config"]
+        .as_array()
+        .expect("config")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(!committed.contains(&ids["v3"].as_str()), "{c}");
+    assert_eq!(
+        c["voting_config_exclusions"],
+        serde_json::json!([{ "node_id": ids["v3"], "node_name": "v3" }])
+    );
+    // The excluded master hands over (v3 may have been the master: wait for the current one).
+    let master_id = eventually("a master", WAIT, || async {
+        let (m, _, _) = view(&p[0], None).await?;
+        m
+    })
+    .await
+    .expect("master");
+    let (status, body) = send(
+        &p[0],
+        "POST",
+        &format!("/_cluster/voting_config_exclusions?node_ids={master_id}&timeout=30s"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    eventually("another master", WAIT, || async {
+        let (m, _, _) = view(&p[0], None).await?;
+        m.filter(|m| *m != master_id)
+    })
+    .await
+    .expect("handed over");
+    let (status, e) = send(&p[0], "POST", "/_cluster/voting_config_exclusions", None).await;
+    assert_eq!(status, 400, "{e}");
+    let (status, _) = send(
+        &p[0],
+        "DELETE",
+        "/_cluster/voting_config_exclusions?wait_for_removal=false",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let c = coordination(&p[0]).await;
+    assert_eq!(c["voting_config_exclusions"], serde_json::json!([]), "{c}");
+    eventually("all three vote again", WAIT, || async {
+        let c = coordination(&p[0]).await;
+        (c["last_committed_config"].as_array().map(Vec::len) == Some(3)).then_some(())
+    })
+    .await
+    .expect("three voters");
+    for r in running {
+        r.stop().await;
+    }
+}
+
+/// A mixed 7.17 / 8.x cluster: `_cat/nodes` shows each node's version, and a replica never goes to a
+/// node older than its primary's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_never_lands_on_an_older_node_than_its_primary() {
+    let (_lease, p) = plan(&["o1", "o2", "n1"]);
+    let olds: Vec<&Planned> = vec![&p[0], &p[1]];
+    let mut running = Vec::new();
+    for n in &olds {
+        running.push(start_node(n, V7, &[], &settings(n, &olds, &["o1", "o2"], &[])).await);
+    }
+    formed(&olds, &["o1", "o2"], None).await;
+    running.push(start_node(&p[2], V8, &[], &settings(&p[2], &olds, &[], &no_security())).await);
+    formed(&[&p[0], &p[2]], &["n1", "o1", "o2"], None).await;
+    let (_, nodes) = send(
+        &p[0],
+        "GET",
+        "/_cat/nodes?h=name,version,node.role,master&format=json",
+        None,
+    )
+    .await;
+    let versions: std::collections::BTreeMap<String, String> = nodes
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap_or("").to_owned(),
+                r["version"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(versions["o1"], "7.17.22", "{nodes}");
+    assert_eq!(versions["n1"], "8.15.0", "{nodes}");
+    // The primary on the 8.x node (the old ones excluded while the index is created).
+    send(
+        &p[0],
+        "PUT",
+        "/_cluster/settings",
+        Some(serde_json::json!({ "transient": { "cluster.routing.allocation.exclude._name": "o1,o2" } })),
+    )
+    .await;
+    send(&p[0], "PUT", "/mixed", None).await;
+    health_is(&p[0], "wait_for_status=yellow&timeout=30s").await;
+    send(
+        &p[0],
+        "PUT",
+        "/_cluster/settings",
+        Some(serde_json::json!({ "transient": { "cluster.routing.allocation.exclude._name": null } })),
+    )
+    .await;
+    stays("the replica stays unassigned", || async {
+        let s = shards(&p[0]).await;
+        s.iter()
+            .any(|r| r.2 == "p" && r.4.as_deref() == Some("n1") && r.3 == "STARTED")
+            && s.iter().any(|r| r.2 == "r" && r.3 == "UNASSIGNED")
+    })
+    .await;
+    let (status, synced) = send(&p[0], "POST", "/_flush/synced", None).await;
+    assert_eq!(status, 200, "7.17 still has synced flush: {synced}");
+    for r in running {
+        r.stop().await;
+    }
+}

@@ -2,6 +2,23 @@
 //! creation and settings, flush, nodes info, the node shutdown API and voting configuration exclusions,
 //! with Elasticsearch's paths, parameters, field names and status codes (see the module header of
 //! [`super`] for what is modelled).
+//!
+//! - **Node shutdown** (7.15+; `replace` 7.16+; by node *id*, as `_cat/nodes?h=id,name&full_id=true`
+//!   or `GET /_nodes` list them): `PUT /_nodes/<id>/shutdown` `{"type": "restart|remove|replace",
+//!   "reason", "allocation_delay" (restart only), "target_node_name" (replace only)}` → `{"acknowledged":
+//!   true}`; `GET /_nodes[/<ids>]/shutdown` → `{"nodes": [{"node_id", "type": "RESTART|REMOVE|REPLACE",
+//!   "reason", "shutdown_startedmillis", "allocation_delay" (restart), "target_node_name" (replace),
+//!   "status", "shard_migration": {"status", "shard_migrations_remaining", "explanation"?},
+//!   "persistent_tasks": {"status"}, "plugins": {"status"}}]}` where a restart is COMPLETE at once, a
+//!   remove/replace is COMPLETE when the node holds no copy (or is gone), STALLED when a copy on it has
+//!   nowhere to go and none is moving, IN_PROGRESS otherwise; `DELETE` → `{"acknowledged": true}` or
+//!   404 `resource_not_found_exception`. A record for an absent id is accepted, as in Elasticsearch.
+//! - **Voting exclusions**: `POST /_cluster/voting_config_exclusions?node_names=a,b` (or `node_ids=`;
+//!   exactly one; `timeout` 30s) adds them (an unknown name gets id `_absent_`; more than
+//!   `cluster.max_voting_config_exclusions`, 10, is 400) and answers 200 `{}` once none of them is in the
+//!   last committed voting configuration, else 500 `timeout_exception`; an excluded master hands over.
+//!   `DELETE /_cluster/voting_config_exclusions[?wait_for_removal=false]` clears them (by default once
+//!   the excluded nodes left the cluster, within `timeout`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -54,6 +71,17 @@ pub fn no_handler(method: &str, path: &str) -> Reply {
 
 fn view(node: &HttpNode) -> ClusterView {
     node.coordinator.view().borrow().clone()
+}
+
+/// This node's state once it caught up with the master's (what a master-node read action answers);
+/// its own with `local=true`.
+pub async fn master_view(node: &HttpNode, params: &Params) -> ClusterView {
+    if !params.flag("local") {
+        node.coordinator
+            .sync_with_master(Duration::from_secs(5))
+            .await;
+    }
+    view(node)
 }
 
 // ---- _cat ----------------------------------------------------------------------------------------
@@ -170,7 +198,7 @@ pub fn role_letters(n: &DiscoveryNode) -> String {
     }
 }
 
-pub fn cat_nodes(node: &HttpNode, params: &Params) -> Reply {
+pub async fn cat_nodes(node: &HttpNode, params: &Params) -> Reply {
     const COLUMNS: [Column; 13] = [
         col("id", &["nodeId"], false),
         col("ip", &["i"], true),
@@ -186,7 +214,7 @@ pub fn cat_nodes(node: &HttpNode, params: &Params) -> Reply {
         col("name", &["n"], true),
         col("version", &["v"], false),
     ];
-    let v = view(node);
+    let v = master_view(node, params).await;
     let full_id = params.flag("full_id");
     let rows = v
         .state
@@ -223,7 +251,7 @@ pub fn cat_nodes(node: &HttpNode, params: &Params) -> Reply {
     cat(params, &COLUMNS, rows)
 }
 
-pub fn cat_shards(node: &HttpNode, params: &Params, index: Option<&str>) -> Reply {
+pub async fn cat_shards(node: &HttpNode, params: &Params, index: Option<&str>) -> Reply {
     const COLUMNS: [Column; 11] = [
         col("index", &["i", "idx"], true),
         col("shard", &["s", "sh"], true),
@@ -237,7 +265,7 @@ pub fn cat_shards(node: &HttpNode, params: &Params, index: Option<&str>) -> Repl
         col("unassigned.reason", &["ur"], false),
         col("unassigned.at", &["ua"], false),
     ];
-    let v = view(node);
+    let v = master_view(node, params).await;
     let me = v.local.id.clone();
     let mut rows = Vec::new();
     for (name, shards) in &v.state.routing {
@@ -288,7 +316,7 @@ pub fn cat_shards(node: &HttpNode, params: &Params, index: Option<&str>) -> Repl
     cat(params, &COLUMNS, rows)
 }
 
-pub fn cat_health(node: &HttpNode, params: &Params) -> Reply {
+pub async fn cat_health(node: &HttpNode, params: &Params) -> Reply {
     const COLUMNS: [Column; 14] = [
         col("epoch", &["t", "time"], true),
         col("timestamp", &["ts", "hms", "hhmmss"], true),
@@ -305,7 +333,7 @@ pub fn cat_health(node: &HttpNode, params: &Params) -> Reply {
         col("max_task_wait_time", &["mtwt"], true),
         col("active_shards_percent", &["asp"], true),
     ];
-    let v = view(node);
+    let v = master_view(node, params).await;
     let h = health_of_state(&v.state, None);
     let secs = now_ms() / 1000;
     let status = if v.master.is_none() {
@@ -478,8 +506,8 @@ fn settings_json(m: &BTreeMap<String, String>, flat: bool) -> Value {
     Value::Object(root)
 }
 
-pub fn get_cluster_settings(node: &HttpNode, params: &Params) -> Reply {
-    let v = view(node);
+pub async fn get_cluster_settings(node: &HttpNode, params: &Params) -> Reply {
+    let v = master_view(node, params).await;
     let flat = params.flag("flat_settings");
     reply(
         200,
@@ -591,24 +619,24 @@ pub async fn create_index(node: &HttpNode, index: &str, params: &Params, body: &
         }
     };
     let settings = parsed.get("settings").cloned().unwrap_or(json!({}));
-    let number = |key: &str, default: u32, min: u32| -> Result<u32, Reply> {
+    let number = |key: &str, default: u32, min: u32| -> Result<u32, String> {
         match index_setting(&settings, key) {
             None => Ok(default),
             Some(v) => match v.trim_matches('"').parse::<u32>() {
                 Ok(n) if n >= min => Ok(n),
-                _ => Err(bad_request(&format!(
+                _ => Err(format!(
                     "Failed to parse value [{v}] for setting [index.{key}] must be >= {min}"
-                ))),
+                )),
             },
         }
     };
     let shards = match number("number_of_shards", 1, 1) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(r) => return bad_request(&r),
     };
     let replicas = match number("number_of_replicas", 1, 0) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(r) => return bad_request(&r),
     };
     if let Some(meta) = view(node).state.metadata.indices.get(index) {
         return error(
@@ -855,7 +883,7 @@ pub async fn get_shutdown(node: &HttpNode, ids: Option<&str>, params: &Params) -
     {
         return error(503, "master_not_discovered_exception", None);
     }
-    let v = view(node);
+    let v = master_view(node, params).await;
     let wanted: Option<Vec<&str>> = ids.map(|i| i.split(',').collect());
     let nodes: Vec<Value> = v
         .state

@@ -6,15 +6,20 @@
 //!   With `xpack.security.http.ssl.enabled` it speaks HTTPS only.
 //! - `GET /`: name, cluster name, `cluster_uuid` (`_na_` until the node joined a formed cluster), version;
 //!   plus the stand-in's `tether_node_id` and `data_created_by_node_id`.
-//! - `GET /_cluster/health`: waits up to `master_timeout` (30 s) for a master, then 503
+//! - `GET /_cluster/health[/<index>]`: waits up to `master_timeout` (30 s) for a master, then 503
 //!   `master_not_discovered_exception`; with `local=true` it answers from the node's own state (`red`
-//!   without a master). Each index has one primary and one replica, so one data node is `yellow`.
-//!   `wait_for_status` / `wait_for_nodes` wait up to `timeout` (30 s), then 408 with `timed_out: true`.
-//! - `GET /_cluster/state[/master_node,nodes]`: the elected master's id and the nodes, from this node's
-//!   applied state.
+//!   without a master). Green, yellow and red come from the shard table (a new index's initializing
+//!   primary is yellow, an existing one's red). `wait_for_status` / `wait_for_nodes` /
+//!   `wait_for_no_relocating_shards` / `wait_for_no_initializing_shards` wait up to `timeout` (30 s),
+//!   then 408 with `timed_out: true`. Master-node reads (health, state, settings, `_cat`, shutdown status)
+//!   first catch up with the master's state.
+//! - `GET /_cluster/state[/<metrics>]`: `version`, `master_node`, `nodes`, `metadata`, `routing_table`.
 //! - Documents: `PUT|POST /<index>/_doc/<id>` (the index is created through the master first, retried
-//!   with the next master when a publication fails; no master within `timeout` → 503),
-//!   `GET /<index>/_doc/<id>`.
+//!   with the next master when a publication fails; no master within `timeout` → 503; no active primary
+//!   within `timeout` → 503 `unavailable_shards_exception`), `GET /<index>/_doc/<id>` (no active copy →
+//!   503 `no_shard_available_action_exception`).
+//! - The operations API is [`super::api`]; a path with no handler is 405 here, except the shutdown API
+//!   before 7.15 and 8.x's `_flush/synced`, which answer 400 "no handler found" as Elasticsearch does.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -141,9 +146,11 @@ async fn handle(node: Arc<HttpNode>, req: Request<Incoming>) -> Result<Reply, In
         (&Method::GET | &Method::HEAD, []) => root(&node),
         (&Method::GET, ["_cluster", "health"]) => health(&node, &params, None).await,
         (&Method::GET, ["_cluster", "health", index]) => health(&node, &params, Some(index)).await,
-        (&Method::GET, ["_cluster", "state"]) => cluster_state(&node, "_all"),
-        (&Method::GET, ["_cluster", "state", metrics, ..]) => cluster_state(&node, metrics),
-        (&Method::GET, ["_cluster", "settings"]) => api::get_cluster_settings(&node, &params),
+        (&Method::GET, ["_cluster", "state"]) => cluster_state(&node, &params, "_all").await,
+        (&Method::GET, ["_cluster", "state", metrics, ..]) => {
+            cluster_state(&node, &params, metrics).await
+        }
+        (&Method::GET, ["_cluster", "settings"]) => api::get_cluster_settings(&node, &params).await,
         (&Method::PUT, ["_cluster", "settings"]) => match body(req).await {
             Ok(b) => api::put_cluster_settings(&node, &params, &b).await,
             Err(r) => r,
@@ -154,10 +161,12 @@ async fn handle(node: Arc<HttpNode>, req: Request<Incoming>) -> Result<Reply, In
         (&Method::DELETE, ["_cluster", "voting_config_exclusions"]) => {
             api::clear_voting_exclusions(&node, &params).await
         }
-        (&Method::GET, ["_cat", "nodes"]) => api::cat_nodes(&node, &params),
-        (&Method::GET, ["_cat", "shards"]) => api::cat_shards(&node, &params, None),
-        (&Method::GET, ["_cat", "shards", index]) => api::cat_shards(&node, &params, Some(index)),
-        (&Method::GET, ["_cat", "health"]) => api::cat_health(&node, &params),
+        (&Method::GET, ["_cat", "nodes"]) => api::cat_nodes(&node, &params).await,
+        (&Method::GET, ["_cat", "shards"]) => api::cat_shards(&node, &params, None).await,
+        (&Method::GET, ["_cat", "shards", index]) => {
+            api::cat_shards(&node, &params, Some(index)).await
+        }
+        (&Method::GET, ["_cat", "health"]) => api::cat_health(&node, &params).await,
         (&Method::GET, ["_nodes"]) => api::nodes_info(&node),
         (&Method::GET, ["_nodes", "shutdown"]) if shutdown_api => {
             api::get_shutdown(&node, None, &params).await
@@ -298,8 +307,8 @@ fn root(node: &HttpNode) -> Reply {
 }
 
 /// `GET /_cluster/state[/<metrics>]` with the `master_node` and `nodes` metrics (from this node's state).
-fn cluster_state(node: &HttpNode, metrics: &str) -> Reply {
-    let view = node.coordinator.view().borrow().clone();
+async fn cluster_state(node: &HttpNode, params: &Params, metrics: &str) -> Reply {
+    let view = api::master_view(node, params).await;
     let all = metrics == "_all";
     let wants = |m: &str| all || metrics.split(',').any(|x| x == m);
     let mut body = json!({
@@ -474,6 +483,9 @@ async fn health(node: &HttpNode, params: &Params, index: Option<&str>) -> Reply 
             .is_none()
     {
         return error(503, "master_not_discovered_exception", None);
+    }
+    if !params.flag("local") {
+        coordinator.sync_with_master(Duration::from_secs(5)).await;
     }
     if let Some(i) = index
         && !coordinator.view().borrow().state.indices.contains(i)

@@ -18,7 +18,32 @@
 //! 7. TLS material ([`tls`]), transport bound ([`network`]), bootstrap checks in production mode
 //!    ([`bootstrap_checks`]);
 //! 8. cluster coordination with the other stand-ins over the transport port ([`cluster`]) and the HTTP API
-//!    ([`http`], [`documents`]).
+//!    ([`http`], [`api`], [`documents`]).
+//!
+//! **Shards and operations** (issue 14; Elasticsearch's paths, parameters, field names and status codes):
+//! - indices with primaries and replicas (`PUT /<index>` with `settings.number_of_shards` /
+//!   `number_of_replicas`, default 1/1, also on a document's first write; `PUT /<index>/_settings` for
+//!   `number_of_replicas` and `unassigned.node_left.delayed_timeout`), allocated by the master
+//!   ([`cluster::routing`]: data roles, one copy per node, awareness, `exclude._name/_ip/_host/_id`,
+//!   `allocation.enable`, versions, shutdown records, delayed replicas, in-sync copies, simple
+//!   rebalancing); copies recover from the primary (or a primary from its own data path) in
+//!   `es_standin.recovery_time` (200ms; not an Elasticsearch setting), so INITIALIZING and RELOCATING
+//!   are seen; documents live in the copies on the holders' data paths ([`cluster::shards`]): a write is
+//!   acknowledged once on the primary and every other assigned copy (a copy that missed it is failed
+//!   first), a read goes to an active copy, a red shard answers 503;
+//! - `GET /_cluster/health[/<index>]` from the shard table (`wait_for_status`, `wait_for_nodes`,
+//!   `wait_for_no_relocating_shards`, `wait_for_no_initializing_shards`, `timeout` → 408); `_cat/nodes`,
+//!   `_cat/shards[/<index>]`, `_cat/health` (text with `v`, or `format=json`; `h=` by column name or
+//!   alias; node ids abbreviated to 4 characters unless `full_id=true`); `GET /_nodes`;
+//!   `GET|PUT /_cluster/settings` (`persistent`, `transient`, nested or flat, null resets, wildcards
+//!   reset; `cluster.routing.*` allocation settings only, others 400); `GET /_cluster/state` with
+//!   `metadata.cluster_coordination` (`last_committed_config`, `voting_config_exclusions`) and
+//!   `routing_table`; `POST /_flush`, `/<index>/_flush`, 7.17's `_flush/synced`;
+//! - the node shutdown API by node id (`PUT|GET|DELETE /_nodes/<id>/shutdown`, `GET /_nodes/shutdown`)
+//!   and voting configuration exclusions (`POST|DELETE /_cluster/voting_config_exclusions`), see [`api`];
+//! - not modelled: searches, deletes, mappings, aliases, templates, snapshots, `_cluster/reroute`,
+//!   allocation explain, disk-based allocation, data tiers, ingest; document routing hashes ids with
+//!   FNV-1a, not murmur3; `_cat` heap/ram/cpu/load/store columns are placeholders.
 //!
 //! A refused start exits non-zero with Elasticsearch's message: 64 for command-line errors, 78 for failed
 //! bootstrap checks, 1 otherwise.

@@ -157,9 +157,17 @@ impl Settings {
     }
 }
 
+/// Comma-separated, or an array as Elasticsearch's `parseableStringToList` reads one (`-E node.roles=[]`
+/// for a coordinating-only node, `["master","data"]`).
 fn split_list(raw: &str) -> Vec<String> {
-    raw.split(',')
-        .map(str::trim)
+    let t = raw.trim();
+    let inner = t
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(t);
+    inner
+        .split(',')
+        .map(|s| s.trim().trim_matches('"').trim())
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect()

@@ -48,9 +48,16 @@ impl Coordinator {
                 }
             }
             Request::Update(u) => match self.update_as_master(u).await {
-                Ok(()) => Response::Ack,
+                Ok(version) => Response::Published(version),
                 Err(e) => Response::Refused(e),
             },
+            Request::StateVersion => {
+                let i = self.lock();
+                match i.mode {
+                    Mode::Leader => Response::Published(i.applied.version),
+                    _ => Response::Refused(format!("[{}] is not the master", self.local())),
+                }
+            }
             Request::PrimaryWrite { index, id, source } => {
                 match self.write_as_primary(&index, &id, &source).await {
                     Ok((status, body)) => Response::Written(status, body),

@@ -17,8 +17,10 @@
 //!   shards), version (a replica never on a node older than its primary's; a primary never moves to an
 //!   older node), node shutdown (`remove`/`replace` nodes take no shards and shed theirs, a `replace`
 //!   node's shards go only to its target), `node_concurrent_recoveries` (2) incoming recoveries per node.
-//! - Not modelled: rebalancing (shards move only when they cannot stay), `include`/`require` filters,
-//!   disk watermarks, data tiers, routing by custom `_routing`.
+//! - Rebalancing: once all copies are active, one copy at a time moves from the fullest data node to the
+//!   emptiest while their counts differ by two or more (`cluster.routing.rebalance.enable`).
+//! - Not modelled: Elasticsearch's weighted balancer, `include`/`require` filters, disk watermarks,
+//!   data tiers, routing by custom `_routing`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -174,6 +176,8 @@ pub struct AllocSettings {
     pub awareness: Vec<String>,
     pub forced: BTreeMap<String, Vec<String>>,
     pub concurrent_recoveries: usize,
+    /// `cluster.routing.rebalance.enable`.
+    pub rebalance: String,
 }
 
 /// The dynamic cluster settings es-standin understands (others are refused as unknown).
@@ -262,6 +266,7 @@ impl AllocSettings {
             concurrent_recoveries: get("cluster.routing.allocation.node_concurrent_recoveries")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(2),
+            rebalance: get("cluster.routing.rebalance.enable").unwrap_or_else(|| "all".into()),
         }
     }
 }
@@ -458,6 +463,12 @@ pub fn reroute(state: &mut ClusterState, s: &AllocSettings, now_ms: u64) {
             Some((target.clone(), r.node_id.clone()))
         })
         .collect();
+    let ctx = Deciders {
+        s,
+        nodes: &nodes,
+        shutdowns: &shutdowns,
+        replace_targets: &replace_targets,
+    };
     for (index, shards) in state.routing.iter_mut() {
         let Some(meta) = metas.get(index) else {
             continue;
@@ -471,34 +482,14 @@ pub fn reroute(state: &mut ClusterState, s: &AllocSettings, now_ms: u64) {
                                 moving_from: Option<&str>,
                                 incoming: &BTreeMap<String, usize>|
              -> bool {
-                if !n.is_data() || excluded(s, n) || shutting(n) {
-                    return false;
-                }
-                if t.copies.iter().any(|c| c.touches(&n.id)) {
-                    return false;
-                }
-                if let Some(source) = replace_targets.get(&n.name)
-                    && moving_from != Some(source.as_str())
-                {
-                    return false;
-                }
-                if (!primary || moving_from.is_some())
-                    && incoming.get(&n.id).copied().unwrap_or(0) >= s.concurrent_recoveries
-                {
-                    return false;
-                }
-                // Version: a replica recovers from its primary; a moved primary from its old node.
-                let reference = if primary {
-                    moving_from.and_then(node_of)
-                } else {
-                    t.primary()
-                        .and_then(|p| p.node.as_deref())
-                        .and_then(node_of)
-                };
-                if reference.is_some_and(|r| n.version < r.version) {
-                    return false;
-                }
-                awareness_allows(s, &nodes, t, n, moving_from, meta.number_of_replicas)
+                ctx.allowed(
+                    t,
+                    n,
+                    primary,
+                    moving_from,
+                    incoming,
+                    meta.number_of_replicas,
+                )
             };
             // Primaries.
             if let Some(pi) = t.copies.iter().position(|c| c.primary)
@@ -625,6 +616,137 @@ pub fn reroute(state: &mut ClusterState, s: &AllocSettings, now_ms: u64) {
                     *load.entry(n.clone()).or_default() += 1;
                     *incoming.entry(n).or_default() += 1;
                 }
+            }
+        }
+    }
+    rebalance(state, &ctx, &mut incoming);
+}
+
+/// The deciders' inputs.
+struct Deciders<'a> {
+    s: &'a AllocSettings,
+    nodes: &'a [DiscoveryNode],
+    shutdowns: &'a BTreeMap<String, ShutdownRecord>,
+    /// Target node name → the node a `replace` shutdown empties into it.
+    replace_targets: &'a BTreeMap<String, String>,
+}
+
+impl Deciders<'_> {
+    fn node(&self, id: &str) -> Option<&DiscoveryNode> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    fn shutting(&self, n: &DiscoveryNode) -> bool {
+        self.shutdowns
+            .get(&n.id)
+            .is_some_and(|r| r.kind == "remove" || r.kind == "replace")
+    }
+
+    /// Whether `n` may take a copy of `t` (`moving_from`: the copy leaves that node).
+    fn allowed(
+        &self,
+        t: &ShardTable,
+        n: &DiscoveryNode,
+        primary: bool,
+        moving_from: Option<&str>,
+        incoming: &BTreeMap<String, usize>,
+        replicas: u32,
+    ) -> bool {
+        let s = self.s;
+        if !n.is_data() || excluded(s, n) || self.shutting(n) {
+            return false;
+        }
+        if t.copies.iter().any(|c| c.touches(&n.id)) {
+            return false;
+        }
+        if let Some(source) = self.replace_targets.get(&n.name)
+            && moving_from != Some(source.as_str())
+        {
+            return false;
+        }
+        if (!primary || moving_from.is_some())
+            && incoming.get(&n.id).copied().unwrap_or(0) >= s.concurrent_recoveries
+        {
+            return false;
+        }
+        // Version: a replica recovers from its primary; a moved primary from its old node.
+        let reference = if primary {
+            moving_from.and_then(|m| self.node(m))
+        } else {
+            t.primary()
+                .and_then(|p| p.node.as_deref())
+                .and_then(|p| self.node(p))
+        };
+        if reference.is_some_and(|r| n.version < r.version) {
+            return false;
+        }
+        awareness_allows(s, self.nodes, t, n, moving_from, replicas)
+    }
+}
+
+/// Rebalancing (`cluster.routing.allocation.allow_rebalance: indices_all_active`, one move at a time):
+/// once every copy is active, a copy moves from the data node holding the most copies to the one
+/// holding the fewest while they differ by two or more (a plain count; Elasticsearch weighs shards per
+/// index and per node).
+fn rebalance(state: &mut ClusterState, ctx: &Deciders<'_>, incoming: &mut BTreeMap<String, usize>) {
+    let s = ctx.s;
+    if s.enable != "all" || s.rebalance == "none" {
+        return;
+    }
+    let all_active = state
+        .routing
+        .values()
+        .flatten()
+        .flat_map(|t| &t.copies)
+        .all(|c| c.state == CopyState::Started);
+    if !all_active {
+        return;
+    }
+    let eligible: Vec<&DiscoveryNode> = ctx
+        .nodes
+        .iter()
+        .filter(|n| n.is_data() && !excluded(s, n) && !ctx.shutting(n))
+        .collect();
+    let mut load: BTreeMap<&str, usize> = eligible.iter().map(|n| (n.id.as_str(), 0)).collect();
+    for c in state.routing.values().flatten().flat_map(|t| &t.copies) {
+        if let Some(l) = c.node.as_deref().and_then(|n| load.get_mut(n)) {
+            *l += 1;
+        }
+    }
+    let mut by_load: Vec<(usize, &str)> = load.iter().map(|(n, l)| (*l, *n)).collect();
+    by_load.sort_unstable();
+    let (Some((low, to)), Some((high, from))) = (by_load.first().copied(), by_load.last().copied())
+    else {
+        return;
+    };
+    if high < low + 2 {
+        return;
+    }
+    let Some(target) = ctx.node(to).cloned() else {
+        return;
+    };
+    let metas = state.metadata.indices.clone();
+    for (index, shards) in state.routing.iter_mut() {
+        let replicas = metas.get(index).map(|m| m.number_of_replicas).unwrap_or(0);
+        for t in shards.iter_mut() {
+            let Some(ci) = t.copies.iter().position(|c| {
+                c.node.as_deref() == Some(from)
+                    && match s.rebalance.as_str() {
+                        "primaries" => c.primary,
+                        "replicas" => !c.primary,
+                        _ => true,
+                    }
+            }) else {
+                continue;
+            };
+            let primary = t.copies[ci].primary;
+            if ctx.allowed(t, &target, primary, Some(from), incoming, replicas) {
+                let c = &mut t.copies[ci];
+                c.state = CopyState::Relocating;
+                c.relocating_node = Some(target.id.clone());
+                c.target_allocation_id = Some(new_uuid());
+                *incoming.entry(target.id.clone()).or_default() += 1;
+                return;
             }
         }
     }

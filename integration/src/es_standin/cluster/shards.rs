@@ -218,7 +218,8 @@ impl Coordinator {
             let attempt = if master.id == self.local().id {
                 self.update_as_master(update.clone()).await
             } else {
-                self.transport
+                match self
+                    .transport
                     .send(
                         master.address,
                         &master.host,
@@ -226,11 +227,20 @@ impl Coordinator {
                         deadline.saturating_duration_since(tokio::time::Instant::now()),
                     )
                     .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
+                {
+                    Ok(Response::Published(v)) => Ok(v),
+                    Ok(other) => Err(format!("unexpected answer {other:?}")),
+                    Err(e) => Err(e.to_string()),
+                }
             };
             match attempt {
-                Ok(()) => return Ok(()),
+                Ok(published) => {
+                    // Read-your-writes on this node, as a master-node action's caller would see it
+                    // (bounded: the commit reaches this node shortly after the master's).
+                    let applied = rx.wait_for(|v| v.state.version >= published);
+                    let _ = tokio::time::timeout_at(deadline, applied).await;
+                    return Ok(());
+                }
                 Err(e) => {
                     tracing::debug!(update = ?update, master = %master, error = %e,
                         "master could not apply the update; retrying with the next master");
@@ -250,11 +260,32 @@ impl Coordinator {
         }
     }
 
-    /// The master's side of [`Coordinator::submit`].
+    /// Waits (up to `timeout`) until this node applied at least the master's current state, so that a
+    /// read answered from this node's state is what the master would answer (Elasticsearch's
+    /// master-node read actions run on the master).
+    pub async fn sync_with_master(&self, timeout: Duration) {
+        let Some(master) = self.view.borrow().master.clone() else {
+            return;
+        };
+        if master.id == self.local().id {
+            return;
+        }
+        if let Ok(Response::Published(version)) = self
+            .transport
+            .send(master.address, &master.host, Request::StateVersion, timeout)
+            .await
+        {
+            let mut rx = self.view.subscribe();
+            let _ =
+                tokio::time::timeout(timeout, rx.wait_for(|v| v.state.version >= version)).await;
+        }
+    }
+
+    /// The master's side of [`Coordinator::submit`]: the version of the state the update is in.
     pub(super) async fn update_as_master(
         self: &Arc<Self>,
         update: ClusterUpdate,
-    ) -> Result<(), String> {
+    ) -> Result<u64, String> {
         let _guard = self.publish_lock.lock().await;
         let mut state = {
             let i = self.lock();
@@ -264,9 +295,10 @@ impl Coordinator {
             i.applied.clone()
         };
         if !apply(&mut state, &update, now_ms()) {
-            return Ok(());
+            return Ok(state.version);
         }
-        self.publish_next(state).await
+        self.publish_next(state).await?;
+        Ok(self.lock().applied.version)
     }
 
     /// The master reroutes when time alone changes the outcome (a delayed replica's delay ending).

@@ -48,6 +48,8 @@ pub enum Request {
     LeaderCheck,
     /// A cluster-state change (any node → master).
     Update(ClusterUpdate),
+    /// The version of the master's applied state (any node → master, before a master-read action).
+    StateVersion,
     /// Index a document (coordinating node → the primary's node).
     PrimaryWrite {
         index: String,
@@ -96,6 +98,8 @@ pub enum Response {
         last_accepted_version: u64,
     },
     Ack,
+    /// A cluster-state update is in the state of this version (committed on the master).
+    Published(u64),
     /// A document write's HTTP status and body.
     Written(u16, serde_json::Value),
     /// `(version, source)` of a document, `None` when missing.

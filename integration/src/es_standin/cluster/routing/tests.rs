@@ -401,3 +401,57 @@ fn settings_values_and_wildcards() {
     assert!(simple_match("*-3", "es-3"));
     assert!(!simple_match("es-*", "x-3"));
 }
+
+#[test]
+fn a_new_data_node_receives_copies_once_all_are_active() {
+    let mut s = cluster(vec![data("a"), data("b")]);
+    add_index(&mut s, "i", 3, 1);
+    settle(&mut s, 0);
+    s.nodes.insert("c".into(), data("c"));
+    settle(&mut s, 0);
+    let on_c = copies(&s, "i")
+        .iter()
+        .filter(|c| c.2.as_deref() == Some("c"))
+        .count();
+    assert_eq!(on_c, 2, "6 copies over 3 nodes: {:?}", copies(&s, "i"));
+    assert_eq!(health(&s).status, 0);
+    // Not with rebalancing off.
+    let mut off = cluster(vec![data("a"), data("b")]);
+    off.metadata
+        .persistent
+        .insert("cluster.routing.rebalance.enable".into(), "none".into());
+    add_index(&mut off, "i", 3, 1);
+    settle(&mut off, 0);
+    off.nodes.insert("c".into(), data("c"));
+    settle(&mut off, 0);
+    assert!(
+        copies(&off, "i")
+            .iter()
+            .all(|c| c.2.as_deref() != Some("c"))
+    );
+}
+
+#[test]
+fn a_drained_node_gets_copies_back_when_its_shutdown_record_goes() {
+    let mut s = cluster(vec![data("a"), data("b"), data("c")]);
+    add_index(&mut s, "i", 2, 1);
+    settle(&mut s, 0);
+    let record = |kind: &str| ShutdownRecord {
+        node_id: "c".into(),
+        kind: kind.into(),
+        reason: "r".into(),
+        started_ms: 0,
+        allocation_delay_ms: None,
+        target_node_name: None,
+    };
+    s.metadata.shutdowns.insert("c".into(), record("remove"));
+    settle(&mut s, 0);
+    assert!(copies(&s, "i").iter().all(|c| c.2.as_deref() != Some("c")));
+    s.metadata.shutdowns.insert("c".into(), record("restart"));
+    settle(&mut s, 0);
+    assert!(
+        copies(&s, "i").iter().any(|c| c.2.as_deref() == Some("c")),
+        "{:?}",
+        copies(&s, "i")
+    );
+}
