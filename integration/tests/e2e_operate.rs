@@ -1,0 +1,206 @@
+//! Operating Elasticsearch end to end (issue 14): a scale-down moves each leaving node's data away
+//! before its task is stopped, masters leave one at a time, the last copy of a shard is refused, and
+//! nothing Tether set in Elasticsearch remains afterwards. Build the binaries first
+//! (`cargo build --workspace --bins`).
+//!
+//! It needs es-standin's shard allocation (`_cat/shards`, the node shutdown API, voting exclusions):
+//! against a stand-in without them it says so loudly and checks nothing.
+
+use std::time::Duration;
+
+use http::Method;
+use serde_json::{Value, json};
+use tether_integration::http_client::{EsAccess, es_request};
+use tether_integration::testing::cluster::E2eCluster;
+use tether_integration::testing::ctl::tetherctl;
+use tether_proto::v1::Node;
+
+async fn es(
+    es: &EsAccess,
+    node: &Node,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let r = es_request(es, method, &node.host, node.http_port, path, body)
+        .await
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    let json = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    (r.status, json)
+}
+
+/// The `tetherctl --output json` answer of `args`, run against `c`.
+async fn ctl_json(c: &E2eCluster, args: &[&str]) -> Value {
+    let env = c.tetherctl_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut all = vec!["--output", "json"];
+    all.extend_from_slice(args);
+    let out = tetherctl(&all, &env).await;
+    assert!(out.ok, "tetherctl {args:?}: {}", out.stderr);
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_down_moves_data_first_masters_one_at_a_time_and_leaves_nothing_set() {
+    let c = E2eCluster::start(4, 4, |_| {}).await;
+    let access = c.es().await;
+    let nodes = c.wait_formed(4).await;
+    let first = nodes.iter().find(|n| n.id == 1).expect("node 1").clone();
+    let (status, _) = es(
+        &access,
+        &first,
+        Method::GET,
+        "/_cat/shards?format=json",
+        None,
+    )
+    .await;
+    if status != 200 {
+        eprintln!(
+            "SKIPPED: this es-standin does not answer GET /_cat/shards ({status}); merge the stand-in \
+             with shard allocation and the shutdown API first"
+        );
+        c.stop().await;
+        return;
+    }
+    // Data with a replica everywhere, and an index without replicas.
+    let (s, body) = es(
+        &access,
+        &first,
+        Method::PUT,
+        "/replicated",
+        Some(&json!({"settings": {"number_of_shards": 4, "number_of_replicas": 1}})),
+    )
+    .await;
+    assert!(s == 200, "{s} {body}");
+    for i in 0..40 {
+        let (s, body) = es(
+            &access,
+            &first,
+            Method::PUT,
+            &format!("/replicated/_doc/{i}?refresh=true"),
+            Some(&json!({"n": i})),
+        )
+        .await;
+        assert!(s == 200 || s == 201, "{s} {body}");
+    }
+    let (s, body) = es(
+        &access,
+        &first,
+        Method::PUT,
+        "/single",
+        Some(&json!({"settings": {"number_of_shards": 1, "number_of_replicas": 0}})),
+    )
+    .await;
+    assert!(s == 200, "{s} {body}");
+
+    // Green first: the health views say so.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = ctl_json(&c, &["status"]).await;
+        if status["health"] == "green" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never green: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let listed = ctl_json(&c, &["nodes"]).await;
+    for n in listed.as_array().expect("nodes") {
+        assert_eq!(n["es_joined"], true, "{n}");
+        assert!(n["shards"].is_u64(), "{n}");
+    }
+
+    // The only copy of `single`: replacing its holder is refused, naming the index.
+    let (_, shards) = es(
+        &access,
+        &first,
+        Method::GET,
+        "/_cat/shards/single?format=json&h=node",
+        None,
+    )
+    .await;
+    let holder = shards[0]["node"]
+        .as_str()
+        .expect("single is assigned")
+        .to_owned();
+    let holder_id = holder.rsplit('-').next().expect("es-<id>").to_owned();
+    let env = c.tetherctl_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let refused = tetherctl(&["replace", &holder_id], &env).await;
+    assert!(
+        !refused.ok && refused.stderr.contains("single"),
+        "{}",
+        refused.stderr
+    );
+    let (s, _) = es(&access, &first, Method::DELETE, "/single", None).await;
+    assert_eq!(s, 200);
+
+    // 4 -> 2: nodes 4 and 3 drain; each task stops only once it holds nothing.
+    let plan = ctl_json(&c, &["scale", "2"]).await;
+    assert_eq!(plan["stop"], json!([4, 3]));
+    let mut saw_draining = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let listed = ctl_json(&c, &["nodes"]).await;
+        let nodes = listed.as_array().expect("nodes");
+        let leaving: Vec<&Value> = nodes
+            .iter()
+            .filter(|n| n["id"].as_u64() > Some(2))
+            .collect();
+        for n in &leaving {
+            if n["removal"]["step"] == "move_data" && n["state"] == "STOPPING" {
+                saw_draining = true;
+            }
+        }
+        // Masters leave one at a time: never two exclusions at once.
+        let excluding = leaving
+            .iter()
+            .filter(|n| {
+                matches!(
+                    n["removal"]["step"].as_str(),
+                    Some("exclude_voting" | "stop")
+                )
+            })
+            .count();
+        assert!(excluding <= 1, "{listed}");
+        let done = leaving
+            .iter()
+            .all(|n| n["state"] == "STOPPED" && n["removal"].is_null());
+        if done {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the scale-down did not finish: {listed}\n{}",
+            c.log_tail("tether-scheduler", 40)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        saw_draining,
+        "the leaving nodes were never seen draining while they ran"
+    );
+
+    // Nothing lost, nothing left set.
+    for i in 0..40 {
+        let (s, body) = es(
+            &access,
+            &first,
+            Method::GET,
+            &format!("/replicated/_doc/{i}"),
+            None,
+        )
+        .await;
+        assert_eq!(s, 200, "document {i}: {body}");
+    }
+    let (_, shutdowns) = es(&access, &first, Method::GET, "/_nodes/shutdown", None).await;
+    assert_eq!(shutdowns["nodes"], json!([]), "{shutdowns}");
+    let (_, settings) = es(&access, &first, Method::GET, "/_cluster/settings", None).await;
+    assert!(
+        settings["persistent"]["cluster"]["routing"]["allocation"]["exclude"]["_name"].is_null(),
+        "{settings}"
+    );
+    c.stop().await;
+}
