@@ -112,7 +112,18 @@ async fn scale_down_moves_data_first_masters_one_at_a_time_and_leaves_nothing_se
         assert!(n["shards"].is_u64(), "{n}");
     }
 
-    // The only copy of `single`: replacing its holder is refused, naming the index.
+    // The only copy of `single`: replacing its holder is refused, naming the index (once the
+    // scheduler's poll has seen the index).
+    let (_, health) = es(&access, &first, Method::GET, "/_cluster/health", None).await;
+    let active = health["active_shards"].clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while ctl_json(&c, &["status"]).await["shards"]["active"] != active {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the scheduler never saw {active} shards"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     let (_, shards) = es(
         &access,
         &first,
@@ -134,8 +145,21 @@ async fn scale_down_moves_data_first_masters_one_at_a_time_and_leaves_nothing_se
         "{}",
         refused.stderr
     );
-    let (s, _) = es(&access, &first, Method::DELETE, "/single", None).await;
-    assert_eq!(s, 200);
+    // With a replica it may go; then green again before the scale-down.
+    let (s, body) = es(
+        &access,
+        &first,
+        Method::PUT,
+        "/single/_settings",
+        Some(&json!({"index": {"number_of_replicas": 1}})),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while ctl_json(&c, &["status"]).await["health"] != "green" {
+        assert!(tokio::time::Instant::now() < deadline, "never green again");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     // 4 -> 2: nodes 4 and 3 drain; each task stops only once it holds nothing.
     let plan = ctl_json(&c, &["scale", "2"]).await;
@@ -154,17 +178,24 @@ async fn scale_down_moves_data_first_masters_one_at_a_time_and_leaves_nothing_se
                 saw_draining = true;
             }
         }
-        // Masters leave one at a time: never two exclusions at once.
-        let excluding = leaving
+        // Masters leave one at a time: never two voting exclusions at once, never two nodes stopping.
+        let (_, state) = es(
+            &access,
+            &first,
+            Method::GET,
+            "/_cluster/state/metadata?filter_path=metadata.cluster_coordination.voting_config_exclusions",
+            None,
+        )
+        .await;
+        let exclusions = state["metadata"]["cluster_coordination"]["voting_config_exclusions"]
+            .as_array()
+            .map_or(0, Vec::len);
+        assert!(exclusions <= 1, "{state}");
+        let stopping = leaving
             .iter()
-            .filter(|n| {
-                matches!(
-                    n["removal"]["step"].as_str(),
-                    Some("exclude_voting" | "stop")
-                )
-            })
+            .filter(|n| n["removal"]["step"] == "stop")
             .count();
-        assert!(excluding <= 1, "{listed}");
+        assert!(stopping <= 1, "{listed}");
         let done = leaving
             .iter()
             .all(|n| n["state"] == "STOPPED" && n["removal"].is_null());
