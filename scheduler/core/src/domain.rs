@@ -820,30 +820,26 @@ impl EsCluster {
         min
     }
 
-    /// The indices with a shard whose every serving copy is on a node of `leaving` (sorted, each once):
-    /// removing those nodes removes the last copy of that shard.
+    /// The indices with a shard whose only serving copy is on a node of `leaving` (sorted, each once):
+    /// removing that node removes the last copy. A shard with two serving copies, even both on leaving
+    /// nodes, is not one: the data move relocates them, and a relocating copy serves until its new
+    /// copy has started.
     #[must_use]
     pub fn last_copies_on(&self, leaving: &std::collections::BTreeSet<String>) -> Vec<String> {
         let Some(shards) = &self.shards else {
             return Vec::new();
         };
-        let mut on_leaving = std::collections::BTreeSet::new();
-        let mut elsewhere = std::collections::BTreeSet::new();
+        let mut copies: std::collections::BTreeMap<(&str, u32), Vec<&str>> =
+            std::collections::BTreeMap::new();
         for c in shards.iter().filter(|c| c.serving()) {
-            let key = (c.index.clone(), c.shard);
-            match &c.node {
-                Some(n) if leaving.contains(n) => {
-                    on_leaving.insert(key);
-                }
-                Some(_) => {
-                    elsewhere.insert(key);
-                }
-                None => {}
+            if let Some(n) = &c.node {
+                copies.entry((&c.index, c.shard)).or_default().push(n);
             }
         }
-        let indices: std::collections::BTreeSet<String> = on_leaving
-            .difference(&elsewhere)
-            .map(|(i, _)| i.clone())
+        let indices: std::collections::BTreeSet<String> = copies
+            .into_iter()
+            .filter(|(_, nodes)| matches!(nodes.as_slice(), [n] if leaving.contains(*n)))
+            .map(|((index, _), _)| index.to_owned())
             .collect();
         indices.into_iter().collect()
     }

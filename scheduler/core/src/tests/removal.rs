@@ -277,6 +277,24 @@ fn removing_the_last_copy_of_a_shard_is_refused_naming_the_index_unless_allowed(
         Err(CoreError::Refused(m)) => assert!(m.contains("no-replicas"), "{m}"),
         other => panic!("{other:?}"),
     }
+    // Two copies, both leaving: the data move relocates them, one serving copy at least throughout.
+    assert!(
+        h.core
+            .check_removal(&[NodeId(1), NodeId(3)], 1, false, h.now)
+            .is_err(),
+        "node 3 still holds no-replicas' only copy"
+    );
+    let mut both = running(3);
+    both.es_cluster(cluster_of(
+        3,
+        vec![
+            shard("pair", 0, true, Some("es-2")),
+            shard("pair", 0, false, Some("es-3")),
+        ],
+    ));
+    assert!(both.core.handle_scale_with(1, false, both.now).is_ok());
+    both.drain();
+    check(&both);
     // `replace --force` keeps its meaning: no guard, the operator asserts the task is dead.
     assert!(
         h.core
