@@ -63,6 +63,8 @@ pub enum OperatorWait {
 pub struct NodeView {
     /// Node id.
     pub node_id: NodeId,
+    /// The node's group (`default` for the nodes of no `--group`); `node_id.ordinal()` is its id there.
+    pub group: String,
     /// Phase.
     pub phase: NodePhase,
     /// Current (or last) task.
@@ -168,7 +170,7 @@ pub struct ClusterView {
     pub framework_id: Option<String>,
     /// Subscribed since (None: not subscribed).
     pub subscribed_since: Option<Millis>,
-    /// Desired node count.
+    /// Desired node count, every group's together.
     pub desired: u64,
     /// Nodes with a RUNNING task.
     pub running: u64,
@@ -182,6 +184,8 @@ pub struct ClusterView {
     pub cluster_uuid: Option<String>,
     /// `off`, `transport` or `full`.
     pub security: String,
+    /// Desired and running counts per node group.
+    pub groups: Vec<crate::groups::GroupView>,
 }
 
 impl Core {
@@ -223,6 +227,7 @@ impl Core {
                 };
                 NodeView {
                     node_id: rec.node_id,
+                    group: self.group_name(rec.node_id).to_owned(),
                     phase,
                     task_id: rec.task.as_ref().map(|t| t.task_id.clone()),
                     agent_id,
@@ -347,7 +352,7 @@ impl Core {
                 .as_ref()
                 .map(ToString::to_string),
             subscribed_since: self.subscribed_since,
-            desired: self.persisted.desired,
+            desired: self.groups.keys().map(|i| self.desired_of(*i)).sum(),
             running,
             strategy: match self.config.strategy {
                 Strategy::Normal => "normal".into(),
@@ -361,6 +366,7 @@ impl Core {
                 .as_ref()
                 .map(|b| b.cluster_uuid.clone()),
             security: self.security().as_str().to_owned(),
+            groups: self.group_views(),
         }
     }
 }
