@@ -305,7 +305,10 @@ async fn scale_is_durable_stops_the_highest_ids_and_is_watched() {
         .into_inner();
 
     let up = admin
-        .scale(ScaleRequest { nodes: 3 })
+        .scale(ScaleRequest {
+            nodes: 3,
+            ..Default::default()
+        })
         .await
         .expect("scale up")
         .into_inner();
@@ -329,7 +332,10 @@ async fn scale_is_durable_stops_the_highest_ids_and_is_watched() {
     wait_nodes(&mut admin, "three running nodes", all_running(3)).await;
 
     let down = admin
-        .scale(ScaleRequest { nodes: 1 })
+        .scale(ScaleRequest {
+            nodes: 1,
+            ..Default::default()
+        })
         .await
         .expect("scale down")
         .into_inner();
@@ -401,6 +407,7 @@ async fn replace_is_refused_while_the_task_may_be_alive_unless_forced() {
         .replace_node(ReplaceNodeRequest {
             node_id: 1,
             force: false,
+            ..Default::default()
         })
         .await
         .expect_err("refused without force");
@@ -421,6 +428,7 @@ async fn replace_is_refused_while_the_task_may_be_alive_unless_forced() {
         .replace_node(ReplaceNodeRequest {
             node_id: 99,
             force: true,
+            ..Default::default()
         })
         .await
         .expect_err("unknown node");
@@ -431,6 +439,7 @@ async fn replace_is_refused_while_the_task_may_be_alive_unless_forced() {
         .replace_node(ReplaceNodeRequest {
             node_id: 1,
             force: true,
+            ..Default::default()
         })
         .await
         .expect("forced replacement")
@@ -464,12 +473,19 @@ async fn calls_without_the_token_are_refused_and_change_nothing() {
             .await
             .expect_err("watch");
         assert_eq!(e.code(), Code::Unauthenticated);
-        let e = c.scale(ScaleRequest { nodes: 7 }).await.expect_err("write");
+        let e = c
+            .scale(ScaleRequest {
+                nodes: 7,
+                ..Default::default()
+            })
+            .await
+            .expect_err("write");
         assert_eq!(e.code(), Code::Unauthenticated);
         let e = c
             .replace_node(ReplaceNodeRequest {
                 node_id: 1,
                 force: true,
+                ..Default::default()
             })
             .await
             .expect_err("write");
@@ -480,13 +496,19 @@ async fn calls_without_the_token_are_refused_and_change_nothing() {
     // Malformed requests: INVALID_ARGUMENT saying what is wrong, nothing changes.
     let mut admin = s.client(Some(TOKEN)).await;
     let e = admin
-        .scale(ScaleRequest { nodes: -1 })
+        .scale(ScaleRequest {
+            nodes: -1,
+            ..Default::default()
+        })
         .await
         .expect_err("negative");
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("zero or more"), "{e:?}");
     let e = admin
-        .scale(ScaleRequest { nodes: 51 })
+        .scale(ScaleRequest {
+            nodes: 51,
+            ..Default::default()
+        })
         .await
         .expect_err("absurd");
     assert_eq!(e.code(), Code::InvalidArgument);
@@ -498,6 +520,7 @@ async fn calls_without_the_token_are_refused_and_change_nothing() {
         .replace_node(ReplaceNodeRequest {
             node_id: 0,
             force: false,
+            ..Default::default()
         })
         .await
         .expect_err("unknown node");
@@ -530,7 +553,10 @@ async fn open_reads_let_anonymous_reads_through_but_not_writes() {
         .await
         .expect("open watch");
     let e = anon
-        .scale(ScaleRequest { nodes: 2 })
+        .scale(ScaleRequest {
+            nodes: 2,
+            ..Default::default()
+        })
         .await
         .expect_err("write");
     assert_eq!(e.code(), Code::Unauthenticated);
@@ -538,6 +564,7 @@ async fn open_reads_let_anonymous_reads_through_but_not_writes() {
         .replace_node(ReplaceNodeRequest {
             node_id: 1,
             force: true,
+            ..Default::default()
         })
         .await
         .expect_err("write");
@@ -546,7 +573,10 @@ async fn open_reads_let_anonymous_reads_through_but_not_writes() {
     let e = s
         .client(Some("wrong"))
         .await
-        .scale(ScaleRequest { nodes: 2 })
+        .scale(ScaleRequest {
+            nodes: 2,
+            ..Default::default()
+        })
         .await
         .expect_err("write");
     assert_eq!(e.code(), Code::Unauthenticated);

@@ -251,7 +251,10 @@ async fn one_of_three_schedulers_acts_and_another_takes_over_after_kill_9() {
     let standby = (leader + 1) % 3;
     let mut standby_admin = s[standby].admin().await;
     let write = standby_admin
-        .scale(ScaleRequest { nodes: 4 })
+        .scale(ScaleRequest {
+            nodes: 4,
+            ..Default::default()
+        })
         .await
         .expect_err("a standby refuses writes");
     assert_eq!(write.code(), tonic::Code::FailedPrecondition);
@@ -379,7 +382,12 @@ async fn a_lost_compare_and_set_stops_the_scheduler() {
         .await
         .expect("write");
 
-    let scaled = admin.scale(ScaleRequest { nodes: 2 }).await;
+    let scaled = admin
+        .scale(ScaleRequest {
+            nodes: 2,
+            ..Default::default()
+        })
+        .await;
     assert!(
         scaled.is_err(),
         "the scale was not acknowledged: {scaled:?}"

@@ -38,10 +38,12 @@ pub enum AdminRequest {
     ListVolumes(oneshot::Sender<ListVolumesResponse>),
     /// `nodes` is already validated against the configured bounds.
     Scale {
+        group: String,
         nodes: u64,
         reply: oneshot::Sender<Result<ScaleResponse, Status>>,
     },
     Replace {
+        group: String,
         node_id: u64,
         force: bool,
         reply: oneshot::Sender<Result<ReplaceNodeResponse, Status>>,
@@ -233,8 +235,13 @@ impl Admin for AdminService {
     async fn scale(&self, req: Request<ScaleRequest>) -> Result<Response<ScaleResponse>, Status> {
         self.check_write(&req)?;
         let nodes = validate_scale(req.get_ref().nodes, self.config.max_nodes)?;
+        let group = req.get_ref().group.clone();
         let plan = self
-            .ask(|reply| AdminRequest::Scale { nodes, reply })
+            .ask(|reply| AdminRequest::Scale {
+                group,
+                nodes,
+                reply,
+            })
             .await??;
         Ok(Response::new(plan))
     }
@@ -244,9 +251,15 @@ impl Admin for AdminService {
         req: Request<ReplaceNodeRequest>,
     ) -> Result<Response<ReplaceNodeResponse>, Status> {
         self.check_write(&req)?;
-        let ReplaceNodeRequest { node_id, force } = *req.get_ref();
+        let ReplaceNodeRequest {
+            node_id,
+            force,
+            ref group,
+        } = *req.get_ref();
+        let group = group.clone();
         let answer = self
             .ask(|reply| AdminRequest::Replace {
+                group,
                 node_id,
                 force,
                 reply,

@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use tether_core::config::{
-    Config, Constraint, Containerizer as CoreContainerizer, Fencing as CoreFencing, Security,
-    Strategy, VolumeOwner, VolumeSpec,
+    Config, Constraint, Containerizer as CoreContainerizer, Fencing as CoreFencing, GroupSpec,
+    Security, Strategy, VolumeOwner, VolumeSpec,
 };
 use tether_mesos::client::{Credential, FrameworkSettings, MesosConfig};
 
@@ -70,6 +70,12 @@ pub fn core_config(args: &Args) -> Result<Config, SchedulerError> {
         .iter()
         .filter(|s| !s.trim().is_empty())
         .map(|s| Constraint::parse(s.trim()).map_err(|e| SchedulerError::Config(e.to_string())))
+        .collect::<Result<_, _>>()?;
+    c.groups = args
+        .groups
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| GroupSpec::parse(s.trim()).map_err(|e| SchedulerError::Config(e.to_string())))
         .collect::<Result<_, _>>()?;
     c.report_interval_ms = args.report_interval.as_millis() as u64;
     c.prepare_hold_ms = args.prepare_timeout.as_millis() as u64;

@@ -292,6 +292,7 @@ mod tests {
         let view = |name: &str, size, free| VolumeView {
             name: VolumeName::new(name).expect("name"),
             node_id: NodeId(1),
+            group: "default".into(),
             exists: Some(true),
             size_bytes: size,
             free_bytes: free,

@@ -662,16 +662,26 @@ impl Shell {
                     .collect();
                 let _ = reply.send(pb::ListVolumesResponse { volumes });
             }
-            AdminRequest::Scale { nodes, reply } => {
-                let previous = self.core.persisted().desired;
-                match self.core.handle_scale(nodes, now) {
+            AdminRequest::Scale {
+                group,
+                nodes,
+                reply,
+            } => {
+                let group = if group.is_empty() {
+                    tether_core::ids::DEFAULT_GROUP.to_owned()
+                } else {
+                    group
+                };
+                let previous = self.core.group_desired(&group).unwrap_or(0);
+                match self.core.handle_scale_group(&group, nodes, now) {
                     Ok(plan) => {
                         self.drain().await?;
                         let _ = reply.send(Ok(pb::ScaleResponse {
                             previous,
                             desired: nodes,
-                            start: plan.start.iter().map(|n| n.0).collect(),
-                            stop: plan.stop.iter().map(|n| n.0).collect(),
+                            start: plan.start.iter().map(|n| n.ordinal()).collect(),
+                            stop: plan.stop.iter().map(|n| n.ordinal()).collect(),
+                            group,
                         }));
                     }
                     Err(e) => {
@@ -714,10 +724,23 @@ impl Shell {
                 }
             },
             AdminRequest::Replace {
-                node_id,
+                group,
+                node_id: ordinal,
                 force,
                 reply,
             } => {
+                let group = if group.is_empty() {
+                    tether_core::ids::DEFAULT_GROUP
+                } else {
+                    group.as_str()
+                };
+                let node_id = match self.core.node_in_group(group, ordinal) {
+                    Ok(id) => id.0,
+                    Err(e) => {
+                        let _ = reply.send(Err(Status::not_found(e.to_string())));
+                        return Ok(());
+                    }
+                };
                 let old = self
                     .core
                     .persisted()
@@ -735,7 +758,7 @@ impl Shell {
                             "the node relaunches on the next suitable offer"
                         };
                         let _ = reply.send(Ok(pb::ReplaceNodeResponse {
-                            node_id,
+                            node_id: ordinal,
                             old_task_id: old,
                             message: message.to_owned(),
                         }));

@@ -158,6 +158,11 @@ impl Core {
         Ok(NodeId::in_group(index, ordinal.min(NodeId::MAX_ORDINAL)))
     }
 
+    /// The desired count of `group`.
+    pub fn group_desired(&self, group: &str) -> Result<u64, CoreError> {
+        Ok(self.desired_of(self.group_index(group)?))
+    }
+
     fn group_index(&self, group: &str) -> Result<u16, CoreError> {
         self.groups
             .iter()

@@ -149,6 +149,8 @@ pub struct VolumeView {
     pub name: VolumeName,
     /// Owning node.
     pub node_id: NodeId,
+    /// The owning node's group.
+    pub group: String,
     /// Exists per some sidecar (`None`: no sidecar reported it).
     pub exists: Option<bool>,
     /// Size in bytes.
@@ -310,6 +312,7 @@ impl Core {
                 VolumeView {
                     name: name.clone(),
                     node_id,
+                    group: self.group_name(node_id).to_owned(),
                     exists: agg.and_then(|a| {
                         if a.exists > 0 {
                             Some(true)
