@@ -874,8 +874,7 @@ impl Shell {
 
     fn refresh_gauges(&self) {
         let nodes = self.core.nodes(self.clock.now());
-        self.metrics
-            .set_nodes(&nodes, self.core.persisted().desired);
+        self.metrics.set_nodes(&nodes, self.core.desired_total());
         self.metrics.set_volumes(&self.core.volumes());
         if self.settings.es_poll.is_some() {
             // Ask the nodes that run, not the UNREACHABLE ones whose fate the answer decides.

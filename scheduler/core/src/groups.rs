@@ -198,6 +198,12 @@ impl Core {
         }
     }
 
+    /// The desired count of every group together.
+    #[must_use]
+    pub fn desired_total(&self) -> u64 {
+        self.groups.keys().map(|i| self.desired_of(*i)).sum()
+    }
+
     /// Every group: desired and running counts.
     #[must_use]
     pub fn group_views(&self) -> Vec<GroupView> {

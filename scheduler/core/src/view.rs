@@ -355,7 +355,7 @@ impl Core {
                 .as_ref()
                 .map(ToString::to_string),
             subscribed_since: self.subscribed_since,
-            desired: self.groups.keys().map(|i| self.desired_of(*i)).sum(),
+            desired: self.desired_total(),
             running,
             strategy: match self.config.strategy {
                 Strategy::Normal => "normal".into(),
