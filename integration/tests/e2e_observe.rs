@@ -88,7 +88,10 @@ async fn when_the_observing_sidecar_dies_another_takes_over() {
     // add up. Scaling down leaves node 2's volumes unattached, observed by some sidecar.
     c.admin()
         .await
-        .scale(ScaleRequest { nodes: 1 })
+        .scale(ScaleRequest {
+            nodes: 1,
+            ..Default::default()
+        })
         .await
         .expect("scaled down");
     c.wait_nodes("node 2 stopped", |ns| {

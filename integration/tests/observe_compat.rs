@@ -102,7 +102,10 @@ async fn an_old_sidecar_gets_full_welcomes_from_the_new_scheduler_and_a_new_one_
 
     // A scale: the old sidecar is welcomed again with the full set, the new one gets the additions.
     admin
-        .scale(ScaleRequest { nodes: 4 })
+        .scale(ScaleRequest {
+            nodes: 4,
+            ..Default::default()
+        })
         .await
         .expect("scaled");
     match next(&mut old).await {

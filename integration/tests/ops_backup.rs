@@ -25,7 +25,7 @@ async fn an_exported_state_restored_into_a_fresh_store_takes_the_same_nodes_back
     assert!(out.ok && out.stderr.is_empty(), "{out:?}");
     let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
     assert_eq!(doc["format"], "tether-state");
-    assert_eq!(doc["format_version"], 1);
+    assert_eq!(doc["format_version"], 2);
     // The cluster runs secure (the local clusters' default): its CA and `elastic` password are in the
     // document because they were asked for, and the restore below needs them.
     assert_eq!(doc["secrets"]["kind"], "included", "{doc}");
@@ -58,7 +58,7 @@ async fn an_exported_state_restored_into_a_fresh_store_takes_the_same_nodes_back
     let good = files.path().join("backup.json");
     std::fs::write(&good, &out.stdout).expect("backup written");
     let mut newer = doc.clone();
-    newer["format_version"] = 2.into();
+    newer["format_version"] = 3.into();
     let newer_file = files.path().join("newer.json");
     std::fs::write(&newer_file, newer.to_string()).expect("written");
     let torn_file = files.path().join("torn.json");
@@ -88,7 +88,7 @@ async fn an_exported_state_restored_into_a_fresh_store_takes_the_same_nodes_back
         }
     };
     for (file, says) in [
-        (&newer_file, "format_version 2"),
+        (&newer_file, "format_version 3"),
         (&torn_file, "not valid JSON"),
     ] {
         let out = restore(file).await;

@@ -143,6 +143,7 @@ fn families_with_a_child() -> String {
     scheduler.set_volumes(&[tether_core::view::VolumeView {
         name: tether_core::ids::VolumeName::new("es1data").expect("volume name"),
         node_id: tether_core::ids::NodeId(1),
+        group: "default".into(),
         exists: Some(true),
         size_bytes: Some(100),
         free_bytes: Some(50),

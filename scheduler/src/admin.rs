@@ -38,11 +38,13 @@ pub enum AdminRequest {
     ListVolumes(oneshot::Sender<ListVolumesResponse>),
     /// `nodes` is already validated against the configured bounds.
     Scale {
+        group: String,
         nodes: u64,
         allow_data_loss: bool,
         reply: oneshot::Sender<Result<ScaleResponse, Status>>,
     },
     Replace {
+        group: String,
         node_id: u64,
         force: bool,
         allow_data_loss: bool,
@@ -236,8 +238,10 @@ impl Admin for AdminService {
         self.check_write(&req)?;
         let nodes = validate_scale(req.get_ref().nodes, self.config.max_nodes)?;
         let allow_data_loss = req.get_ref().allow_data_loss;
+        let group = req.get_ref().group.clone();
         let plan = self
             .ask(|reply| AdminRequest::Scale {
+                group,
                 nodes,
                 allow_data_loss,
                 reply,
@@ -255,9 +259,12 @@ impl Admin for AdminService {
             node_id,
             force,
             allow_data_loss,
+            ref group,
         } = *req.get_ref();
+        let group = group.clone();
         let answer = self
             .ask(|reply| AdminRequest::Replace {
+                group,
                 node_id,
                 force,
                 allow_data_loss,

@@ -93,6 +93,17 @@ pub struct Args {
     /// and are persisted).
     #[arg(long, env = "TETHER_NODES", default_value_t = 3)]
     pub nodes: u64,
+    /// A node group, repeatable: `NAME:COUNT[:roles=master+data+ingest][:cpus=C][:mem=MB][:heap=MB][:disk=MB]`
+    /// (e.g. `masters:3:roles=master:mem=2048 --group data:4:roles=data+ingest`). `roles=` lists
+    /// Elasticsearch roles joined by `+` (empty: coordinating-only, Elasticsearch 8.2+; absent: every
+    /// role); unset resources are `--cpus`/`--mem`/`--heap`/`--disk`. A group's nodes are named
+    /// `<framework>-<group>-<id>` and its volumes `<framework>-<group><id><volume>`. Without `--group`
+    /// the cluster is one group of identical nodes (`default`, sized by `--nodes`, named as before);
+    /// `--group default:N[...]` keeps those nodes beside new groups. COUNT seeds a group the first time
+    /// the scheduler sees it; afterwards its stored count wins (change it with `tetherctl scale --group`).
+    /// In the environment, groups are separated by `;`.
+    #[arg(long = "group", env = "TETHER_GROUPS", value_delimiter = ';')]
+    pub groups: Vec<String>,
     /// Largest node count a scale request may ask for.
     #[arg(long, env = "TETHER_MAX_NODES", default_value_t = 10_000)]
     pub max_nodes: u64,

@@ -29,8 +29,12 @@ use crate::store::{StateStore, StoreError};
 
 /// What the document's `format` field says.
 pub const FORMAT: &str = "tether-state";
-/// The one version this scheduler writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The version this scheduler writes. Version 2 added the node groups (`state.groups`, absent without
+/// `--group`); version 1 documents are version 2 documents without groups and are read as such. A
+/// scheduler that reads version 1 only refuses a version 2 document rather than drop its groups.
+pub const FORMAT_VERSION: u32 = 2;
+/// Every version this scheduler reads.
+pub const READABLE_VERSIONS: &[u32] = &[1, 2];
 
 /// How long a ZooKeeper restore waits to be elected (another scheduler leading means the store is in use).
 const ELECTION_WAIT: Duration = Duration::from_secs(30);
@@ -105,7 +109,7 @@ pub enum BackupError {
     #[error("the backup is not a Tether state backup: {0}")]
     Format(String),
     #[error(
-        "the backup has format_version {found}; this scheduler reads version {FORMAT_VERSION} only"
+        "the backup has format_version {found}; this scheduler reads versions 1 to {FORMAT_VERSION}"
     )]
     Version { found: u64 },
     #[error("the backup's state is invalid: {0}")]
@@ -195,8 +199,14 @@ impl Backup {
             .get("format_version")
             .and_then(serde_json::Value::as_u64)
             .ok_or_else(|| BackupError::Format("`format_version` is missing".into()))?;
-        if version != u64::from(FORMAT_VERSION) {
+        if !READABLE_VERSIONS.iter().any(|v| u64::from(*v) == version) {
             return Err(BackupError::Version { found: version });
+        }
+        if version == 1 && value.pointer("/state/groups").is_some() {
+            return Err(BackupError::Invalid(
+                "a format_version 1 document has no node groups, but this one has `state.groups`"
+                    .into(),
+            ));
         }
         serde_json::from_value(value).map_err(|e| BackupError::Invalid(e.to_string()))
     }
@@ -481,10 +491,10 @@ mod tests {
     fn a_wrong_format_or_version_is_refused_before_its_fields_are_read() {
         let doc = Backup::export("elasticsearch", &sample_state(), None, false, 7);
         let mut v = serde_json::to_value(&doc).expect("value");
-        v["format_version"] = 2.into();
-        v["a_field_of_version_2"] = true.into();
+        v["format_version"] = 3.into();
+        v["a_field_of_version_3"] = true.into();
         let e = Backup::parse(&v.to_string()).expect_err("newer");
-        assert!(matches!(e, BackupError::Version { found: 2 }), "{e}");
+        assert!(matches!(e, BackupError::Version { found: 3 }), "{e}");
         v["format"] = "something-else".into();
         assert!(matches!(
             Backup::parse(&v.to_string()),
@@ -494,6 +504,39 @@ mod tests {
             Backup::parse("{\"format\": \"tether-state\""),
             Err(BackupError::Json(_))
         ));
+    }
+
+    #[test]
+    fn version_1_documents_restore_and_groups_round_trip() {
+        // What a scheduler before node groups exported: version 1, no `groups`.
+        let doc = Backup::export("elasticsearch", &sample_state(), None, false, 7);
+        let mut v = serde_json::to_value(&doc).expect("value");
+        assert!(v["state"].get("groups").is_none());
+        v["format_version"] = 1.into();
+        let old = Backup::parse(&v.to_string()).expect("version 1 reads");
+        assert_eq!(old.state, sample_state());
+        old.validate("elasticsearch", &config(external(false)), false)
+            .expect("restorable");
+        // A version 1 document cannot carry groups.
+        v["state"]["groups"] = serde_json::json!({"data": {"index": 1, "desired": 0}});
+        assert!(matches!(
+            Backup::parse(&v.to_string()),
+            Err(BackupError::Invalid(_))
+        ));
+        // The groups of a cluster with `--group` travel in version 2.
+        let mut cfg = config(tether_core::Strategy::Normal);
+        cfg.groups = vec![
+            tether_core::GroupSpec::parse("masters:3:roles=master").expect("group"),
+            tether_core::GroupSpec::parse("data:2:roles=data").expect("group"),
+        ];
+        let core = Core::new(cfg.clone(), PersistedState::default()).expect("core");
+        let doc = Backup::export("elasticsearch", core.persisted(), None, false, 7);
+        let text = doc.to_json().expect("json");
+        let back = Backup::parse(&text).expect("parses");
+        assert_eq!(back.format_version, 2);
+        assert_eq!(&back.state, core.persisted());
+        assert_eq!(back.state.groups.len(), 2);
+        back.validate("elasticsearch", &cfg, false).expect("valid");
     }
 
     #[test]

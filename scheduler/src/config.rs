@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use tether_core::config::{
-    Config, Constraint, Containerizer as CoreContainerizer, Fencing as CoreFencing, Security,
-    Strategy, VolumeOwner, VolumeSpec,
+    Config, Constraint, Containerizer as CoreContainerizer, Fencing as CoreFencing, GroupSpec,
+    Security, Strategy, VolumeOwner, VolumeSpec,
 };
 use tether_mesos::client::{Credential, FrameworkSettings, MesosConfig};
 
@@ -71,6 +71,13 @@ pub fn core_config(args: &Args) -> Result<Config, SchedulerError> {
         .filter(|s| !s.trim().is_empty())
         .map(|s| Constraint::parse(s.trim()).map_err(|e| SchedulerError::Config(e.to_string())))
         .collect::<Result<_, _>>()?;
+    c.groups = args
+        .groups
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| GroupSpec::parse(s.trim()).map_err(|e| SchedulerError::Config(e.to_string())))
+        .collect::<Result<_, _>>()?;
+    check_group_roles(&c, &args.image)?;
     c.report_interval_ms = args.report_interval.as_millis() as u64;
     c.prepare_hold_ms = args.prepare_timeout.as_millis() as u64;
     c.implicit_reconcile_ms = args.reconcile_interval.as_millis() as u64;
@@ -166,6 +173,12 @@ fn pairs(flag: &str, values: &[String]) -> Result<Vec<(String, String)>, Schedul
 /// number. A tag such as `3f2a9c81b7e0` (a build id) is no version 3.
 #[must_use]
 pub fn image_major_version(image: &str) -> Option<u32> {
+    image_version(image)?.first().copied()
+}
+
+/// The version parts (`[major]`, `[major, minor]` or `[major, minor, patch]`) an image's tag names, by
+/// [`image_major_version`]'s rule.
+fn image_version(image: &str) -> Option<Vec<u32>> {
     let no_digest = image.split('@').next().unwrap_or(image);
     let name = no_digest.rsplit('/').next().unwrap_or(no_digest);
     let tag = name.split_once(':')?.1;
@@ -174,7 +187,33 @@ pub fn image_major_version(image: &str) -> Option<u32> {
         .split('.')
         .map(|p| p.parse().ok())
         .collect::<Option<_>>()?;
-    (parts.len() <= 3).then(|| parts.first().copied()).flatten()
+    (!parts.is_empty() && parts.len() <= 3).then_some(parts)
+}
+
+/// A coordinating-only group (`roles=`) reaches Elasticsearch as `node.roles=[]`, which it reads as the
+/// empty list from 8.2 only: refused for an image whose tag names an older version (an unknown tag is
+/// taken as the current 8.x).
+fn check_group_roles(c: &Config, image: &str) -> Result<(), SchedulerError> {
+    let Some(g) = c
+        .groups
+        .iter()
+        .find(|g| g.roles.as_ref().is_some_and(Vec::is_empty))
+    else {
+        return Ok(());
+    };
+    let too_old = match image_version(image).as_deref() {
+        Some([major, ..]) if *major < 8 => true,
+        Some([8, minor, ..]) => *minor < 2,
+        _ => false,
+    };
+    if too_old {
+        return Err(SchedulerError::Config(format!(
+            "--group {}: a coordinating-only group (roles= empty) needs Elasticsearch 8.2 or later \
+             (node.roles=[] from the environment); --image {image} is older",
+            g.name
+        )));
+    }
+    Ok(())
 }
 
 /// `--es-security`, `auto` resolved from the image's tag (an unknown tag is taken as the current 8.x):
@@ -319,6 +358,46 @@ mod tests {
             None,
             "a build id that starts with a digit is no version"
         );
+    }
+
+    #[test]
+    fn groups_come_from_the_flags_and_coordinating_only_needs_8_2() {
+        let c = core_config(&args(&[
+            "--group",
+            "masters:3:roles=master",
+            "--group",
+            "coord:2:roles=:mem=512",
+            "--image",
+            "elasticsearch:8.13.4",
+            "--es-security",
+            "off",
+        ]))
+        .expect("valid");
+        let names: Vec<&str> = c.groups.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["masters", "coord"]);
+        assert_eq!(c.groups[1].mem_mb, Some(512.0));
+        for old in ["elasticsearch:7.17.22", "elasticsearch:8.1.3"] {
+            let e = core_config(&args(&[
+                "--group",
+                "m:1",
+                "--group",
+                "c:1:roles=",
+                "--image",
+                old,
+            ]))
+            .expect_err("too old for roles=");
+            assert!(e.to_string().contains("8.2 or later"), "{e}");
+        }
+        let e = core_config(&args(&[
+            "--group",
+            "data:1:roles=data",
+            "--es-security",
+            "off",
+        ]))
+        .expect_err("no master");
+        assert!(e.to_string().contains("master-eligible"), "{e}");
+        let e = core_config(&args(&["--group", "Bad:1"])).expect_err("bad name");
+        assert!(e.to_string().contains("group name"), "{e}");
     }
 
     #[test]

@@ -306,7 +306,12 @@ impl Metrics {
                 continue;
             };
             let labels = VolumeLabels {
-                node: v.node_id.0.to_string(),
+                // The default group's nodes keep their plain id; a group's are `<group>-<id>`.
+                node: if v.group == tether_core::ids::DEFAULT_GROUP {
+                    v.node_id.ordinal().to_string()
+                } else {
+                    format!("{}-{}", v.group, v.node_id.ordinal())
+                },
                 volume: v.name.as_str().to_owned(),
             };
             let gauge = |b: u64| i64::try_from(b).unwrap_or(i64::MAX);
@@ -368,6 +373,7 @@ mod tests {
         let view = |name: &str, size, free| VolumeView {
             name: VolumeName::new(name).expect("name"),
             node_id: NodeId(1),
+            group: "default".into(),
             exists: Some(true),
             size_bytes: size,
             free_bytes: free,

@@ -79,6 +79,17 @@ pub fn cluster(c: ClusterView, facts: ClusterFacts<'_>, clock: &Clock) -> pb::Cl
             unassigned: k.unassigned,
         }),
         es_master: c.es_master.unwrap_or_default(),
+        groups: c
+            .groups
+            .into_iter()
+            .map(|g| pb::GroupStatus {
+                name: g.name,
+                desired: g.desired,
+                running: g.running,
+                roles_default: g.roles.is_none(),
+                roles: g.roles.unwrap_or_default(),
+            })
+            .collect(),
     }
 }
 
@@ -187,7 +198,8 @@ pub fn node(n: NodeView, clock: &Clock) -> pb::Node {
     };
     pb::Node {
         joined,
-        id: n.node_id.0,
+        id: n.node_id.ordinal(),
+        group: n.group,
         state: node_state(&n.phase).to_owned(),
         task_id: n.task_id.map(String::from).unwrap_or_default(),
         agent_id: n.agent_id.map(String::from).unwrap_or_default(),
@@ -228,7 +240,8 @@ pub fn agent(a: AgentView, now: Millis) -> pb::Agent {
 pub fn volume(v: VolumeView) -> pb::Volume {
     pb::Volume {
         name: v.name.into(),
-        node_id: v.node_id.0,
+        node_id: v.node_id.ordinal(),
+        group: v.group,
         exists: v.exists.unwrap_or(false),
         size_bytes: v.size_bytes,
         free_bytes: v.free_bytes,
@@ -330,7 +343,7 @@ pub fn cluster_event(e: &WatchEvent, at_unix_ms: u64) -> pb::ClusterEvent {
     pb::ClusterEvent {
         at_unix_ms,
         kind: kind.to_owned(),
-        node_id: node_id.map(|n| n.0),
+        node_id: node_id.map(NodeId::ordinal),
         host: host.to_owned(),
         task_id: task_id.to_owned(),
         message,

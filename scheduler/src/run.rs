@@ -713,19 +713,29 @@ impl Shell {
                 let _ = reply.send(pb::ListVolumesResponse { volumes });
             }
             AdminRequest::Scale {
+                group,
                 nodes,
                 allow_data_loss,
                 reply,
             } => {
-                let previous = self.core.persisted().desired;
-                match self.core.handle_scale_with(nodes, allow_data_loss, now) {
+                let group = if group.is_empty() {
+                    tether_core::ids::DEFAULT_GROUP.to_owned()
+                } else {
+                    group
+                };
+                let previous = self.core.group_desired(&group).unwrap_or(0);
+                match self
+                    .core
+                    .handle_scale_group(&group, nodes, allow_data_loss, now)
+                {
                     Ok(plan) => {
                         self.drain().await?;
                         let _ = reply.send(Ok(pb::ScaleResponse {
                             previous,
                             desired: nodes,
-                            start: plan.start.iter().map(|n| n.0).collect(),
-                            stop: plan.stop.iter().map(|n| n.0).collect(),
+                            start: plan.start.iter().map(|n| n.ordinal()).collect(),
+                            stop: plan.stop.iter().map(|n| n.ordinal()).collect(),
+                            group,
                         }));
                     }
                     Err(e @ tether_core::error::CoreError::Refused(_)) => {
@@ -771,11 +781,24 @@ impl Shell {
                 }
             },
             AdminRequest::Replace {
-                node_id,
+                group,
+                node_id: ordinal,
                 force,
                 allow_data_loss,
                 reply,
             } => {
+                let group = if group.is_empty() {
+                    tether_core::ids::DEFAULT_GROUP
+                } else {
+                    group.as_str()
+                };
+                let node_id = match self.core.node_in_group(group, ordinal) {
+                    Ok(id) => id.0,
+                    Err(e) => {
+                        let _ = reply.send(Err(Status::not_found(e.to_string())));
+                        return Ok(());
+                    }
+                };
                 let old = self
                     .core
                     .persisted()
@@ -806,7 +829,7 @@ impl Shell {
                             "the node relaunches on the next suitable offer"
                         };
                         let _ = reply.send(Ok(pb::ReplaceNodeResponse {
-                            node_id,
+                            node_id: ordinal,
                             old_task_id: old,
                             message: message.to_owned(),
                         }));
@@ -916,8 +939,7 @@ impl Shell {
 
     fn refresh_gauges(&self) {
         let nodes = self.core.nodes(self.clock.now());
-        self.metrics
-            .set_nodes(&nodes, self.core.persisted().desired);
+        self.metrics.set_nodes(&nodes, self.core.desired_total());
         self.metrics.set_volumes(&self.core.volumes());
         {
             // Ask the nodes that run, not the UNREACHABLE ones whose fate the answer decides.

@@ -202,9 +202,19 @@ pub async fn bind(args: Args) -> Result<Bound, SchedulerError> {
         .add_service(AgentChannelServer::new(agent_service))
         .add_service(AdminServer::new(admin_service));
 
+    // With groups, `--group default:N` seeds the default group (none: 0), as `--nodes` does without.
+    let nodes = if core_config.groups.is_empty() {
+        args.nodes
+    } else {
+        core_config
+            .groups
+            .iter()
+            .find(|g| g.name.is_default())
+            .map_or(0, |g| g.count)
+    };
     Ok(Bound {
         core_config,
-        nodes: args.nodes,
+        nodes,
         masters,
         backend,
         listener,

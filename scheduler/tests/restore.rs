@@ -46,7 +46,7 @@ fn bad_documents() -> Vec<(&'static str, String)> {
     ))
     .expect("value");
     let mut newer = good.clone();
-    newer["format_version"] = 2.into();
+    newer["format_version"] = 3.into();
     let mut broken = good.clone();
     // The last slot is valid, the first one names a volume of another node: a partial write would
     // have stored the framework id and the first slots already.
@@ -59,7 +59,7 @@ fn bad_documents() -> Vec<(&'static str, String)> {
             "not valid JSON",
             "{\"format\": \"tether-state\", ".to_owned(),
         ),
-        ("format_version 2", newer.to_string()),
+        ("format_version 3", newer.to_string()),
         ("belongs to nodes", broken.to_string()),
         ("framework", other.to_string()),
     ]

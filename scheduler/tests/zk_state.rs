@@ -4,8 +4,10 @@
 use std::collections::BTreeMap;
 
 use tether_core::config::Security;
-use tether_core::ids::{AgentId, FrameworkId, Hostname, NodeId, TaskId, VolumeName};
-use tether_core::state::{Bootstrap, PersistedState, SlotRecord, StateWrite, TaskRecord};
+use tether_core::ids::{AgentId, FrameworkId, GroupName, Hostname, NodeId, TaskId, VolumeName};
+use tether_core::state::{
+    Bootstrap, GroupRecord, PersistedState, SlotRecord, StateWrite, TaskRecord,
+};
 use tether_scheduler::store::StoreError;
 use tether_scheduler::store::zk::ZkStateStore;
 use tether_zk::testing::ZkServer;
@@ -68,20 +70,30 @@ async fn state_round_trips_including_ten_thousand_slots() {
     store.write(&writes).await.expect("bulk write");
     // Figures for the docs, not assertions.
     eprintln!("zk state: writing 10,000 slots took {:?}", t.elapsed());
+    // Two group writes in one batch: the one `groups` document holds both.
+    let group = |name: &str, index, desired| {
+        StateWrite::Group(
+            GroupName::new(name).expect("group"),
+            GroupRecord { index, desired },
+        )
+    };
+    let small = [
+        StateWrite::RemoveSlot(NodeId(17)),
+        StateWrite::Desired(9_999),
+        group("masters", 1, 3),
+        group("data", 2, 0),
+    ];
+    store.write(&small).await.expect("small write");
     store
-        .write(&[
-            StateWrite::RemoveSlot(NodeId(17)),
-            StateWrite::Desired(9_999),
-        ])
+        .write(&[group("data", 2, 5)])
         .await
-        .expect("small write");
+        .expect("a group write alone");
 
     let mut expected = PersistedState::default();
-    for w in &writes {
+    for w in writes.iter().chain(&small) {
         expected.apply(w);
     }
-    expected.apply(&StateWrite::RemoveSlot(NodeId(17)));
-    expected.apply(&StateWrite::Desired(9_999));
+    expected.apply(&group("data", 2, 5));
     assert_eq!(store.state(), &expected);
 
     let t = std::time::Instant::now();
@@ -104,6 +116,14 @@ async fn state_round_trips_including_ten_thousand_slots() {
     assert_eq!(desired, Some(serde_json::json!({"value": 9_999})));
     let slots: BTreeMap<String, serde_json::Value> = raw.get_table("slots").await.expect("table");
     assert_eq!(slots["42"]["task"]["task_id"], "es-42.2");
+    let groups: Option<serde_json::Value> = raw.get("groups").await.expect("get");
+    assert_eq!(
+        groups,
+        Some(serde_json::json!({"value": {
+            "data": {"index": 2, "desired": 5},
+            "masters": {"index": 1, "desired": 3},
+        }}))
+    );
     let boot: Option<serde_json::Value> = raw.get("bootstrap").await.expect("get");
     assert_eq!(
         boot,

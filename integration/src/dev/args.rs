@@ -100,6 +100,10 @@ pub struct Args {
     /// transport and HTTP layers, the `elastic` password; `--chaos` writes and reads that way too).
     #[arg(long, env = "TETHER_DEV_ES_SECURITY", default_value = "auto", value_parser = ["auto", "off", "transport", "full"])]
     pub es_security: String,
+    /// Node groups, passed to the scheduler's `--group` (repeatable; `;`-separated in the environment),
+    /// e.g. `masters:1:roles=master`. Their volumes are pre-created; `--nodes` then sizes nothing.
+    #[arg(long = "group", env = "TETHER_DEV_GROUPS", value_delimiter = ';')]
+    pub groups: Vec<String>,
     /// How often the live status is printed.
     #[arg(long, env = "TETHER_DEV_STATUS_INTERVAL", default_value = "3s", value_parser = humantime::parse_duration)]
     pub status_interval: Duration,

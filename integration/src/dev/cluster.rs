@@ -87,6 +87,8 @@ pub struct Options {
     pub zookeeper: bool,
     /// The scheduler's `--metrics-listen`, when a test scrapes it.
     pub scheduler_metrics: Option<std::net::SocketAddr>,
+    /// The scheduler's `--group`s (empty: one group of `nodes`); their volumes are pre-created.
+    pub groups: Vec<String>,
 }
 
 impl Options {
@@ -108,6 +110,7 @@ impl Options {
             storage_fencing: Some(Duration::from_secs(10)),
             zookeeper: false,
             scheduler_metrics: None,
+            groups: Vec::new(),
         }
     }
 
@@ -123,6 +126,7 @@ impl Options {
                 .then_some(args.unreachable_replace_after),
             zookeeper: args.zookeeper,
             es_security: args.es_security.clone(),
+            groups: args.groups.clone(),
             ..Options::new(components, args.nodes)
         }
     }
@@ -150,7 +154,12 @@ pub struct Cluster {
 impl Cluster {
     /// Starts every component of `plan` as a child of this process.
     pub async fn start(plan: Plan, options: &Options) -> Result<Cluster, DevError> {
-        prepare(&plan, options.nodes, &options.missing_volumes)?;
+        if options.groups.is_empty() {
+            prepare(&plan, options.nodes, &options.missing_volumes)?;
+        } else {
+            prepare(&plan, 0, &options.missing_volumes)?;
+            super::plan::prepare_groups(&plan, &options.groups)?;
+        }
         for (volume, host) in &options.attached_elsewhere {
             attach_elsewhere(&plan.backend, volume, host)?;
         }
@@ -368,6 +377,10 @@ impl Cluster {
         for a in es_args {
             args.push("--exec-arg".into());
             args.push(a);
+        }
+        for g in &options.groups {
+            args.push("--group".into());
+            args.push(g.clone());
         }
         if let Some(zk) = &self.zookeeper {
             args.extend(strings(&[

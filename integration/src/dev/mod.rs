@@ -75,6 +75,14 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> Result<(), DevError
         "cannot find this executable",
         Path::new("/proc/self/exe"),
     ))?;
+    if args.chaos && !args.groups.is_empty() {
+        // The checker counts nodes by `--nodes` and reads node ids out of task ids, which a group's
+        // ids repeat.
+        return Err(DevError::Component {
+            component: "--chaos".to_owned(),
+            message: "checks a cluster of one group: run it without --group".to_owned(),
+        });
+    }
     let plan = Plan::new(&args);
     let options = Options::from_args(Components::MultiCall(exe), &args);
     let mut cluster = Cluster::start(plan.clone(), &options).await?;

@@ -191,6 +191,38 @@ pub fn prepare(plan: &Plan, nodes: u64, missing: &[String]) -> Result<(), DevErr
     Ok(())
 }
 
+/// Creates the volumes of every node of `groups` (`--group` specs) as an operator would:
+/// `elasticsearch-<group><id><volume>` (`elasticsearch<id><volume>` for the `default` group), zones
+/// round robin over all the groups' nodes together, so that nodes of different groups spread over the
+/// agents of every zone.
+pub fn prepare_groups(plan: &Plan, groups: &[String]) -> Result<(), DevError> {
+    let mut n = 0u64;
+    for text in groups {
+        let spec = tether_core::GroupSpec::parse(text).map_err(|e| DevError::Component {
+            component: "--group".to_owned(),
+            message: e.to_string(),
+        })?;
+        let prefix = if spec.name.is_default() {
+            "elasticsearch".to_owned()
+        } else {
+            format!("elasticsearch-{}", spec.name)
+        };
+        for id in 1..=spec.count {
+            n += 1;
+            for suffix in ["config", "data"] {
+                crate::fake_rexray::create_volume(
+                    &plan.backend,
+                    &format!("{prefix}{id}{suffix}"),
+                    VOLUME_GB,
+                    plan.volume_zone(n),
+                )
+                .map_err(io("cannot create volume", &plan.backend))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Marks `volume` as attached to `host` in the shared backend, as if another instance had mounted it.
 pub(super) fn attach_elsewhere(backend: &Path, volume: &str, host: &str) -> Result<(), DevError> {
     let err = io("cannot attach volume", backend);

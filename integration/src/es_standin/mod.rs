@@ -474,7 +474,16 @@ fn node_roles(settings: &Settings, version: EsVersion) -> Result<BTreeSet<String
                 settings.get(k).unwrap_or("")
             )));
         }
-        let roles: BTreeSet<String> = settings.list("node.roles").into_iter().collect();
+        // From 8.2 a list setting given on the command line (as the image turns the environment) may be
+        // a JSON-style array, so `[]` is the empty list: a coordinating-only node (elastic/elasticsearch
+        // #85186). Before, `[]` is one role named `[]`.
+        let empty_array = settings.get("node.roles").map(str::trim) == Some("[]")
+            && version >= EsVersion::new(8, 2, 0);
+        let roles: BTreeSet<String> = if empty_array {
+            BTreeSet::new()
+        } else {
+            settings.list("node.roles").into_iter().collect()
+        };
         for r in &roles {
             if !ALL.contains(&r.as_str()) && r != "voting_only" {
                 return Err(SettingsError::Invalid(format!("unknown role [{r}]")));
@@ -504,4 +513,24 @@ fn default_node_name(env: &BTreeMap<String, String>) -> String {
                 .map(|h| h.trim().to_owned())
         })
         .unwrap_or_else(|| "localhost".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_role_array_is_coordinating_only_from_8_2() {
+        let s = Settings::from_pairs([("node.roles", "[]")]);
+        let roles = node_roles(&s, EsVersion::new(8, 13, 4)).expect("8.13 reads []");
+        assert!(roles.is_empty());
+        let old = node_roles(&s, EsVersion::new(8, 1, 0)).expect_err("8.1 does not");
+        assert!(old.to_string().contains("unknown role [[]]"), "{old}");
+        let s = Settings::from_pairs([("node.roles", "master,data")]);
+        let roles = node_roles(&s, EsVersion::new(7, 17, 0)).expect("a list");
+        assert_eq!(
+            roles,
+            BTreeSet::from(["data".to_owned(), "master".to_owned()])
+        );
+    }
 }

@@ -1,11 +1,11 @@
-//! Admin commands: scale (lowest free ids up, highest ids down, volumes kept) and replace (refused while
+//! Admin commands: scale (per group: lowest free ids up, highest ids down, volumes kept) and replace (refused while
 //! the old task may live, unless forced).
 
 use crate::command::{Command, MesosCommand, WatchEvent};
 use crate::core::{Core, MAX_NODES, ScalePlan, new_runtime};
 use crate::error::CoreError;
 use crate::ids::{Hostname, Millis, NodeId, VolumeName};
-use crate::state::{RemovalKind, SlotRecord, StateWrite};
+use crate::state::{GroupRecord, RemovalKind, SlotRecord, StateWrite};
 use std::collections::HashMap;
 
 impl Core {
@@ -13,18 +13,30 @@ impl Core {
     // Admin
     // ----------------------------------------------------------------------------------------------
 
-    /// Sets the desired node count. Scale-up takes the lowest free ids (reusing the volumes of earlier
-    /// scaled-down slots); scale-down stops the highest ids first and keeps their volumes.
+    /// Sets the desired node count of the default group (the nodes of a cluster without `--group`).
     pub fn handle_scale(&mut self, n: u64, now: Millis) -> Result<ScalePlan, CoreError> {
-        self.handle_scale_with(n, false, now)
+        self.scale_group(0, n, false, now)
     }
 
-    /// [`Core::handle_scale`], where a node Elasticsearch knows is removed safely (`removal.rs`): its
-    /// data moves away first, and removing the last copy of a shard (or the last master-eligible node)
-    /// is refused unless `allow_data_loss` (which also lets an overdue data move go on). A scale to 0 is
-    /// a full stop: every task is killed at once, the volumes keep the data.
+    /// [`Core::handle_scale`] with `allow_data_loss` (see [`Core::scale_group`]).
     pub fn handle_scale_with(
         &mut self,
+        n: u64,
+        allow_data_loss: bool,
+        now: Millis,
+    ) -> Result<ScalePlan, CoreError> {
+        self.scale_group(0, n, allow_data_loss, now)
+    }
+
+    /// Sets the desired node count of the group with index `index`. Scale-up takes the group's lowest
+    /// free ids (reusing the volumes of earlier scaled-down slots); scale-down stops its highest ids
+    /// first and keeps their volumes. A node Elasticsearch knows is removed safely (`removal.rs`): its
+    /// data moves away first, and removing the last copy of a shard (or the last master-eligible node)
+    /// is refused unless `allow_data_loss` (which also lets an overdue data move go on). A scale to 0 is
+    /// a full stop: every task of the group is killed at once, the volumes keep the data.
+    pub(crate) fn scale_group(
+        &mut self,
+        index: u16,
         n: u64,
         allow_data_loss: bool,
         now: Millis,
@@ -34,18 +46,24 @@ impl Core {
                 "desired count {n} exceeds {MAX_NODES}"
             )));
         }
-        let from = self.persisted.desired;
+        let Some(group) = self.groups.get(&index) else {
+            return Err(CoreError::Refused(format!(
+                "there is no node group {index}"
+            )));
+        };
+        let named = (index != 0).then(|| group.name.clone());
+        let from = self.desired_of(index);
         let mut plan = ScalePlan {
             start: Vec::new(),
             stop: Vec::new(),
         };
         // Validate every new name before changing anything.
         let mut additions = Vec::new();
-        let mut probe = self.ids.clone();
+        let mut probe = group.ids.clone();
         while (probe.len() as u64) < n {
             let id = probe.allocate();
             if self.record(id).is_none() {
-                let vols = self.config.volume_names(id)?;
+                let vols = self.config.group_volume_names(named.as_ref(), id)?;
                 for v in &vols {
                     if let Some(owner) = self.volume_owner.get(v) {
                         return Err(CoreError::BadState(format!(
@@ -53,14 +71,14 @@ impl Core {
                         )));
                     }
                 }
-                self.config.task_id(id, 1)?;
+                self.config.group_task_id(named.as_ref(), id, 1)?;
                 additions.push((id, vols));
             }
         }
-        let leaving: Vec<NodeId> = self
+        let leaving: Vec<NodeId> = group
             .ids
             .iter()
-            .filter(|id| id.0 >= self.config.first_id.saturating_add(n))
+            .filter(|id| id.ordinal() >= self.config.first_id.saturating_add(n))
             .filter(|id| self.known_to_es(*id, now))
             .collect();
         if n > 0 && !leaving.is_empty() {
@@ -85,11 +103,17 @@ impl Core {
             }
         }
         if from != n {
-            self.write(StateWrite::Desired(n));
+            self.write(match &named {
+                None => StateWrite::Desired(n),
+                Some(name) => StateWrite::Group(name.clone(), GroupRecord { index, desired: n }),
+            });
         }
         let mut new_vols: HashMap<NodeId, Vec<VolumeName>> = additions.into_iter().collect();
-        while (self.ids.len() as u64) < n {
-            let id = self.ids.allocate();
+        while let Some(ids) = self
+            .group_ids_mut(index)
+            .filter(|ids| (ids.len() as u64) < n)
+        {
+            let id = ids.allocate();
             let rec = match self.record(id).cloned() {
                 Some(mut rec) => {
                     rec.removed = false;
@@ -128,9 +152,12 @@ impl Core {
             self.revive_wanted = true;
             plan.start.push(id);
         }
-        while (self.ids.len() as u64) > n {
-            let Some(id) = self.ids.highest() else { break };
-            self.ids.release(id);
+        while let Some(ids) = self
+            .group_ids_mut(index)
+            .filter(|ids| (ids.len() as u64) > n)
+        {
+            let Some(id) = ids.highest() else { break };
+            ids.release(id);
             let Some(mut rec) = self.record(id).cloned() else {
                 continue;
             };
@@ -202,7 +229,7 @@ impl Core {
         }
         if !force && running {
             if self.known_to_es(id, now) {
-                let remaining = self.ids.len() as u64;
+                let remaining: u64 = self.groups.values().map(|g| g.ids.len() as u64).sum();
                 self.check_removal(&[id], remaining, allow_data_loss, now)?;
             }
             self.begin_removal(id, RemovalKind::Replace, allow_data_loss, now);

@@ -327,6 +327,8 @@ pub mod env {
     pub const SEED_HOSTS: &str = "discovery.seed_hosts";
     /// Comma-separated node names, only while the cluster has never formed.
     pub const INITIAL_MASTER_NODES: &str = "cluster.initial_master_nodes";
+    /// The node's roles, from its group (absent: Elasticsearch's default, every role).
+    pub const NODE_ROLES: &str = "node.roles";
     /// Where Elasticsearch keeps its data: the data volume's container path.
     pub const PATH_DATA: &str = "path.data";
     /// Off only when the cluster runs without security (8.x turns it on by default).
@@ -478,6 +480,9 @@ pub enum Reason {
         /// What the driver said instead (`None`: the prepare reported nothing of the volume).
         seen: Option<DriverAttachment>,
     },
+    /// A node that is not master-eligible waits until a master-eligible node was launched: it has no
+    /// seed to discover the cluster through, and Elasticsearch's bootstrap checks refuse it without one.
+    WaitingForMasters,
 }
 
 /// What kind of reason a [`Reason`] is, without its values: a small fixed set to count declines by (a
@@ -544,6 +549,8 @@ pub enum ReasonKind {
     TaskEnded,
     /// attachment not confirmed
     AttachmentNotConfirmed,
+    /// waiting for masters
+    WaitingForMasters,
 }
 
 impl ReasonKind {
@@ -589,6 +596,7 @@ impl ReasonKind {
             ReasonKind::AttachmentNotConfirmed => {
                 ("attachment not confirmed", "attachment_not_confirmed")
             }
+            ReasonKind::WaitingForMasters => ("waiting for masters", "waiting_for_masters"),
         }
     }
 
@@ -646,6 +654,7 @@ impl Reason {
             Reason::OfferLost(_) => ReasonKind::OfferLost,
             Reason::TaskEnded { .. } => ReasonKind::TaskEnded,
             Reason::AttachmentNotConfirmed { .. } => ReasonKind::AttachmentNotConfirmed,
+            Reason::WaitingForMasters => ReasonKind::WaitingForMasters,
         }
     }
 }
@@ -748,6 +757,9 @@ impl fmt::Display for Reason {
                 }
                 Ok(())
             }
+            Reason::WaitingForMasters => f.write_str(
+                "waiting for a master-eligible node to be launched (the seed this node discovers the cluster through)",
+            ),
             Reason::AttachmentNotConfirmed { volume, seen } => {
                 let seen = match seen {
                     None => "reported nothing of it",

@@ -3,7 +3,7 @@
 //! anything that would later produce an invalid volume name or task id.
 
 use crate::error::CoreError;
-use crate::ids::{NodeId, TaskId, VolumeName};
+use crate::ids::{GroupName, NodeId, TaskId, VolumeName};
 use serde::{Deserialize, Serialize};
 
 /// One volume every node has.
@@ -166,6 +166,141 @@ impl Constraint {
     }
 }
 
+/// The Elasticsearch roles a group may list (`node.roles`, 7.9+; `voting_only` needs `master`).
+pub const KNOWN_ROLES: &[&str] = &[
+    "master",
+    "voting_only",
+    "data",
+    "data_content",
+    "data_hot",
+    "data_warm",
+    "data_cold",
+    "data_frozen",
+    "ingest",
+    "ml",
+    "remote_cluster_client",
+    "transform",
+];
+
+/// One node group (`--group NAME:COUNT[:roles=a+b][:cpus=..][:mem=..][:heap=..][:disk=..]`): nodes with
+/// their own Elasticsearch roles, resources and volumes. Unset resources are the top-level flags'.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupSpec {
+    /// The group's name; `default` is the group of a cluster without `--group` (named as before groups).
+    pub name: GroupName,
+    /// Nodes at first start of the group (the stored count wins afterwards, as `--nodes`).
+    pub count: u64,
+    /// `node.roles` (`Some(vec![])`: coordinating-only); `None`: Elasticsearch's default, every role.
+    pub roles: Option<Vec<String>>,
+    /// CPUs per node.
+    pub cpus: Option<f64>,
+    /// Memory per node, MB.
+    pub mem_mb: Option<f64>,
+    /// JVM heap per node, MB.
+    pub heap_mb: Option<u64>,
+    /// Disk per node, MB (the normal strategy only).
+    pub disk_mb: Option<f64>,
+}
+
+impl GroupSpec {
+    /// Parses `NAME:COUNT[:roles=master+data][:cpus=C][:mem=MB][:heap=MB][:disk=MB]`.
+    pub fn parse(text: &str) -> Result<GroupSpec, CoreError> {
+        let bad = |why: String| {
+            CoreError::InvalidConfig(format!(
+                "--group {text:?}: {why} (expected NAME:COUNT[:roles=master+data][:cpus=C][:mem=MB][:heap=MB][:disk=MB])"
+            ))
+        };
+        let mut parts = text.split(':');
+        let name =
+            GroupName::new(parts.next().unwrap_or_default()).map_err(|e| bad(e.to_string()))?;
+        let count = parts
+            .next()
+            .ok_or_else(|| bad("the node count is missing".into()))?
+            .parse::<u64>()
+            .map_err(|e| bad(format!("the node count: {e}")))?;
+        let mut spec = GroupSpec {
+            name,
+            count,
+            roles: None,
+            cpus: None,
+            mem_mb: None,
+            heap_mb: None,
+            disk_mb: None,
+        };
+        let number = |key: &str, v: &str| -> Result<f64, CoreError> {
+            v.parse::<f64>()
+                .ok()
+                .filter(|n| n.is_finite() && *n >= 0.0)
+                .ok_or_else(|| bad(format!("{key}={v:?} is not a non-negative number")))
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for part in parts {
+            let (key, value) = part
+                .split_once('=')
+                .ok_or_else(|| bad(format!("{part:?} is not key=value")))?;
+            if !seen.insert(key) {
+                return Err(bad(format!("{key} given twice")));
+            }
+            match key {
+                "roles" => {
+                    let roles: Vec<String> = if value.is_empty() {
+                        Vec::new()
+                    } else {
+                        value.split('+').map(str::to_owned).collect()
+                    };
+                    spec.roles = Some(roles);
+                }
+                "cpus" => spec.cpus = Some(number(key, value)?),
+                "mem" => spec.mem_mb = Some(number(key, value)?),
+                "disk" => spec.disk_mb = Some(number(key, value)?),
+                "heap" => {
+                    spec.heap_mb = Some(
+                        value
+                            .parse::<u64>()
+                            .map_err(|e| bad(format!("heap={value:?}: {e}")))?,
+                    );
+                }
+                other => return Err(bad(format!("unknown key {other:?}"))),
+            }
+        }
+        Ok(spec)
+    }
+
+    /// Whether the group's nodes can be elected master (and so belong in the bootstrap list and the
+    /// seeds): Elasticsearch's default roles include `master`.
+    #[must_use]
+    pub fn master_eligible(&self) -> bool {
+        self.roles
+            .as_ref()
+            .is_none_or(|r| r.iter().any(|r| r == "master"))
+    }
+}
+
+/// What one group's nodes get: its own values, else the top-level flags'.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupResources {
+    /// CPUs per node.
+    pub cpus: f64,
+    /// Memory per node, MB.
+    pub mem_mb: f64,
+    /// Disk per node, MB.
+    pub disk_mb: f64,
+    /// JVM heap per node, MB.
+    pub heap_mb: u64,
+    /// `node.roles`, `None`: not set.
+    pub roles: Option<Vec<String>>,
+}
+
+impl GroupResources {
+    /// Whether these nodes are master-eligible.
+    #[must_use]
+    pub fn master_eligible(&self) -> bool {
+        self.roles
+            .as_ref()
+            .is_none_or(|r| r.iter().any(|r| r == "master"))
+    }
+}
+
 /// Everything the core needs to decide.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Config {
@@ -261,6 +396,10 @@ pub struct Config {
     /// after this long is reported as stalled (`--removal-step-timeout`); it is never forced on its own.
     #[serde(default = "default_removal_step_timeout_ms")]
     pub removal_step_timeout_ms: u64,
+    /// Node groups (`--group`); empty: one group of identical nodes, the default group, sized by the
+    /// stored desired count (seeded by `--nodes`).
+    #[serde(default)]
+    pub groups: Vec<GroupSpec>,
 }
 
 fn default_removal_step_timeout_ms() -> u64 {
@@ -327,6 +466,7 @@ impl Config {
             transport_port: None,
             max_agent_absence_ms: default_max_agent_absence_ms(),
             removal_step_timeout_ms: default_removal_step_timeout_ms(),
+            groups: Vec::new(),
         }
     }
 
@@ -449,6 +589,7 @@ impl Config {
         if !(self.cpus > 0.0 && self.mem_mb > 0.0 && self.disk_mb >= 0.0) {
             return bad("cpus and mem must be positive and disk not negative".into());
         }
+        self.validate_groups()?;
         if !self.health_check_path.starts_with('/') {
             return bad("the health check path must start with '/'".into());
         }
@@ -484,28 +625,166 @@ impl Config {
         Ok(())
     }
 
-    /// The names of node `id`'s volumes, in the order of [`Config::volumes`].
+    /// The groups' own rules: valid and distinct names, known roles, sane resources, at least one
+    /// master-eligible group, and names that keep the groups' volumes apart.
+    fn validate_groups(&self) -> Result<(), CoreError> {
+        let bad = |m: String| Err(CoreError::InvalidConfig(m));
+        if self.groups.is_empty() {
+            return Ok(());
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for g in &self.groups {
+            if !names.insert(g.name.as_str()) {
+                return bad(format!("--group {} is given twice", g.name));
+            }
+            if g.count > crate::core::MAX_NODES {
+                return bad(format!(
+                    "--group {}: {} nodes exceed {}",
+                    g.name,
+                    g.count,
+                    crate::core::MAX_NODES
+                ));
+            }
+            if let Some(roles) = &g.roles {
+                let mut seen = std::collections::BTreeSet::new();
+                for r in roles {
+                    if !KNOWN_ROLES.contains(&r.as_str()) {
+                        return bad(format!(
+                            "--group {}: unknown Elasticsearch role {r:?} (known: {})",
+                            g.name,
+                            KNOWN_ROLES.join(", ")
+                        ));
+                    }
+                    if !seen.insert(r.as_str()) {
+                        return bad(format!("--group {}: role {r} listed twice", g.name));
+                    }
+                }
+                if seen.contains("voting_only") && !seen.contains("master") {
+                    return bad(format!(
+                        "--group {}: the voting_only role needs the master role",
+                        g.name
+                    ));
+                }
+            }
+            let r = self.resources_of(Some(g));
+            if !(r.cpus > 0.0 && r.mem_mb > 0.0 && r.disk_mb >= 0.0 && r.heap_mb > 0) {
+                return bad(format!(
+                    "--group {}: cpus, mem and heap must be positive and disk not negative",
+                    g.name
+                ));
+            }
+            let group = (!g.name.is_default()).then_some(&g.name);
+            self.group_volume_names(group, NodeId(self.first_id))?;
+            self.group_task_id(group, NodeId(NodeId::MAX_ORDINAL), u64::MAX)?;
+        }
+        let sets_roles = self.es_settings.iter().any(|(k, _)| k == "node.roles")
+            || self.es_env.iter().any(|(k, _)| {
+                k == "node.roles" || es_setting_of_env(k).as_deref() == Some("node.roles")
+            });
+        if sets_roles {
+            return bad(
+                "with --group, node.roles comes from each group's roles=: remove it from --es-setting/--es-env"
+                    .into(),
+            );
+        }
+        if !self.groups.iter().any(GroupSpec::master_eligible) {
+            return bad(format!(
+                "no --group is master-eligible ({}): a cluster needs master-eligible nodes; give one group \
+                 roles=master (dedicated masters) or no roles= (every role)",
+                self.groups
+                    .iter()
+                    .map(|g| g.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if self.groups.iter().any(|g| !g.name.is_default())
+            && !self.volume_name_template.contains("{framework}")
+        {
+            return bad(
+                "with --group, the volume name template must contain {framework}: a group's volumes \
+                 carry its name there (<framework>-<group>)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The spec of group `name` in the configuration, if any.
+    #[must_use]
+    pub fn group_spec(&self, name: &GroupName) -> Option<&GroupSpec> {
+        self.groups.iter().find(|g| &g.name == name)
+    }
+
+    /// What the nodes of a group with `spec` get (`None`: the top-level flags, as without groups).
+    #[must_use]
+    pub fn resources_of(&self, spec: Option<&GroupSpec>) -> GroupResources {
+        GroupResources {
+            cpus: spec.and_then(|g| g.cpus).unwrap_or(self.cpus),
+            mem_mb: spec.and_then(|g| g.mem_mb).unwrap_or(self.mem_mb),
+            disk_mb: spec.and_then(|g| g.disk_mb).unwrap_or(self.disk_mb),
+            heap_mb: spec.and_then(|g| g.heap_mb).unwrap_or(self.heap_mb),
+            roles: spec.and_then(|g| g.roles.clone()),
+        }
+    }
+
+    /// The names of node `id`'s volumes, in the order of [`Config::volumes`] (the default group).
     pub fn volume_names(&self, id: NodeId) -> Result<Vec<VolumeName>, CoreError> {
+        self.group_volume_names(None, id)
+    }
+
+    /// The names of the volumes of node `id` of `group` (`None`: the default group,
+    /// `<framework><id><volume>`); a named group's carry its name: `<framework>-<group><id><volume>`.
+    pub fn group_volume_names(
+        &self,
+        group: Option<&GroupName>,
+        id: NodeId,
+    ) -> Result<Vec<VolumeName>, CoreError> {
+        let framework = match group {
+            Some(g) => format!("{}-{g}", self.framework_name),
+            None => self.framework_name.clone(),
+        };
         self.volumes
             .iter()
             .map(|v| {
                 let name = self
                     .volume_name_template
-                    .replace("{framework}", &self.framework_name)
+                    .replace("{framework}", &framework)
                     .replace("{cluster}", &self.cluster_name)
-                    .replace("{id}", &id.0.to_string())
+                    .replace("{id}", &id.ordinal().to_string())
                     .replace("{volume}", &v.suffix);
                 VolumeName::new(name).map_err(CoreError::from)
             })
             .collect()
     }
 
-    /// The deterministic task id of generation `generation` of node `id`.
+    /// The deterministic task id of generation `generation` of node `id` (the default group).
     pub fn task_id(&self, id: NodeId, generation: u64) -> Result<TaskId, CoreError> {
+        self.group_task_id(None, id, generation)
+    }
+
+    /// The task id of generation `generation` of node `id` of `group`: `<framework>-<id>.<generation>`
+    /// in the default group (the 2016 framework's form), `<framework>-<group>-<id>.<generation>` in a
+    /// named one (a group name never ends in a digit, so the two never collide).
+    pub fn group_task_id(
+        &self,
+        group: Option<&GroupName>,
+        id: NodeId,
+        generation: u64,
+    ) -> Result<TaskId, CoreError> {
         Ok(TaskId::new(format!(
-            "{}-{}.{}",
-            self.framework_name, id.0, generation
+            "{}.{generation}",
+            self.group_node_name(group, id)
         ))?)
+    }
+
+    /// The Elasticsearch node name of node `id` of `group` (`None`: the default group).
+    #[must_use]
+    pub fn group_node_name(&self, group: Option<&GroupName>, id: NodeId) -> String {
+        match group {
+            Some(g) => format!("{}-{g}-{}", self.framework_name, id.ordinal()),
+            None => format!("{}-{}", self.framework_name, id.ordinal()),
+        }
     }
 
     /// The volume that holds the node's identity files.
@@ -522,10 +801,10 @@ impl Config {
         self.volumes.iter().find(|v| v.suffix == self.data_volume)
     }
 
-    /// The Elasticsearch node name of node `id`.
+    /// The Elasticsearch node name of node `id` (the default group).
     #[must_use]
     pub fn node_name(&self, id: NodeId) -> String {
-        format!("{}-{}", self.framework_name, id.0)
+        self.group_node_name(None, id)
     }
 
     /// How long a sidecar stays fresh after a report.

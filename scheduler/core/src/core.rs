@@ -3,7 +3,6 @@
 //! `poll_*`, the invariant checker, and the launch/prepare steps. The event handlers live beside it:
 //! `mesos_events`, `sidecar_events`, `admin` and `placement`.
 
-use crate::alloc::IdAllocator;
 use crate::command::{Command, MesosCommand, Reason, SidecarCommand, WatchEvent};
 use crate::config::{Config, Strategy};
 use crate::domain::{Offer, TaskState, VolumeReport};
@@ -163,7 +162,8 @@ pub struct ScalePlan {
 pub struct Core {
     pub(crate) config: Config,
     pub(crate) persisted: PersistedState,
-    pub(crate) ids: IdAllocator,
+    /// The node groups by index (0: the default group), each with its allocated ids.
+    pub(crate) groups: BTreeMap<u16, crate::groups::Group>,
     pub(crate) slots: BTreeMap<NodeId, SlotRuntime>,
     pub(crate) tasks: HashMap<TaskId, NodeId>,
     pub(crate) sidecars: BTreeMap<Hostname, Sidecar>,
@@ -236,7 +236,7 @@ impl Core {
     /// crash interrupted a scale change, the repairing writes are queued as the first commands.
     pub fn new(config: Config, state: PersistedState) -> Result<Core, CoreError> {
         config.validate()?;
-        let mut ids = IdAllocator::new(config.first_id);
+        let (mut groups, added_groups) = crate::groups::build(&config, &state)?;
         let mut slots = BTreeMap::new();
         let mut tasks = HashMap::new();
         let mut volume_owner = HashMap::new();
@@ -247,12 +247,18 @@ impl Core {
                     rec.node_id
                 )));
             }
-            if id.0 < config.first_id {
+            if id.ordinal() < config.first_id {
                 return Err(CoreError::BadState(format!(
                     "node {id} is below the first id {}",
                     config.first_id
                 )));
             }
+            let Some(group) = groups.get_mut(&id.group()) else {
+                return Err(CoreError::BadState(format!(
+                    "node {id} is of group index {}, which no group has",
+                    id.group()
+                )));
+            };
             for v in &rec.volumes {
                 if let Some(other) = volume_owner.insert(v.clone(), *id) {
                     return Err(CoreError::BadState(format!(
@@ -261,18 +267,17 @@ impl Core {
                 }
             }
             if !rec.removed {
-                ids.claim(*id);
+                group.ids.claim(*id);
             }
             if let Some(t) = &rec.task {
                 tasks.insert(t.task_id.clone(), *id);
             }
             slots.insert(*id, new_runtime(Millis(0)));
         }
-        let desired = state.desired;
         let mut core = Core {
             config,
             persisted: state,
-            ids,
+            groups,
             slots,
             tasks,
             sidecars: BTreeMap::new(),
@@ -304,8 +309,16 @@ impl Core {
             observe: crate::observe::Observation::default(),
         };
         core.refresh_watch();
-        if core.ids.len() as u64 != desired {
-            core.handle_scale(desired, Millis(0))?;
+        // Groups first named by the flags start at the flags' counts; stored groups keep theirs.
+        for (name, rec) in added_groups {
+            core.write(crate::state::StateWrite::Group(name, rec));
+        }
+        let indexes: Vec<u16> = core.groups.keys().copied().collect();
+        for index in indexes {
+            let desired = core.desired_of(index);
+            if core.groups[&index].ids.len() as u64 != desired {
+                core.scale_group(index, desired, false, Millis(0))?;
+            }
         }
         Ok(core)
     }
@@ -344,23 +357,31 @@ impl Core {
     }
 
     /// Checks the core's own invariants (for tests and debug assertions); returns the first violation.
-    /// * allocated ids are exactly `first_id .. first_id + desired` and are the slots not removed;
+    /// * allocated ids are exactly `first_id .. first_id + desired` of each group and are the slots not
+    ///   removed;
     /// * every slot's current task is indexed, and nothing else is;
     /// * at most one agent holds a node's volumes by the core's knowledge (a held offer, a sidecar mount,
     ///   a prepare that may still complete, a task that may be alive);
     /// * held offers and preparing slots agree.
     pub fn check_invariants(&self) -> Result<(), String> {
         let first = self.config.first_id;
-        let want: Vec<u64> = (first..first.saturating_add(self.persisted.desired)).collect();
-        let have: Vec<u64> = self.ids.iter().map(|n| n.0).collect();
-        if want != have {
-            return Err(format!(
-                "allocated ids {have:?} are not the lowest {} ids",
-                want.len()
-            ));
+        for (index, group) in &self.groups {
+            let want: Vec<u64> = (first..first.saturating_add(self.desired_of(*index))).collect();
+            let have: Vec<u64> = group.ids.iter().map(NodeId::ordinal).collect();
+            if want != have {
+                return Err(format!(
+                    "allocated ids {have:?} of group {} are not the lowest {} ids",
+                    group.name,
+                    want.len()
+                ));
+            }
         }
         for (id, rec) in &self.persisted.slots {
-            if rec.removed == self.ids.contains(*id) {
+            let allocated = self
+                .groups
+                .get(&id.group())
+                .is_some_and(|g| g.ids.contains(*id));
+            if rec.removed == allocated {
                 return Err(format!(
                     "node {id}: removed={} disagrees with the allocator",
                     rec.removed
@@ -728,7 +749,7 @@ impl Core {
             return;
         };
         let generation = rec.generation.saturating_add(1);
-        let task_id = match self.config.task_id(id, generation) {
+        let task_id = match self.task_id_of(id, generation) {
             Ok(t) => t,
             Err(e) => {
                 self.abandon_prepare(id, true);
@@ -878,7 +899,7 @@ impl Core {
             .volumes
             .iter()
             .position(|v| v.suffix == self.config.identity_volume)?;
-        let name = self.config.node_name(id);
+        let name = self.node_name(id);
         // An agent known by its address (no DNS name) is named by an IP SAN: a TLS client connecting to
         // an IP checks only those.
         let host = offer.hostname.as_str();

@@ -138,10 +138,10 @@ impl Core {
         Ok(())
     }
 
-    /// The nodes named in `cluster.initial_master_nodes`: the lowest (up to three) allocated ids, the
-    /// same list on every node.
+    /// The nodes named in `cluster.initial_master_nodes`: the lowest (up to three) allocated ids of the
+    /// master-eligible groups, the same list on every node.
     pub(crate) fn master_eligible(&self) -> Vec<NodeId> {
-        self.ids.iter().take(3).collect()
+        self.bootstrap_masters()
     }
 
     /// The node reported another cluster's UUID.

@@ -46,7 +46,7 @@ impl Core {
             .map(|r| r.node_id)
             .collect();
         for id in ids {
-            let name = self.config.node_name(id);
+            let name = self.node_name(id);
             let Some(rt) = self.slots.get_mut(&id) else {
                 continue;
             };

@@ -58,9 +58,38 @@ impl fmt::Display for Millis {
 #[serde(transparent)]
 pub struct NodeId(pub u64);
 
+impl NodeId {
+    /// Bits of the id below the group index: a node of the default group (index 0) is its plain ordinal,
+    /// so the ids, volume names and task ids of a cluster without groups never change.
+    pub const GROUP_SHIFT: u32 = 48;
+    /// The largest ordinal a node of any group can have.
+    pub const MAX_ORDINAL: u64 = (1 << Self::GROUP_SHIFT) - 1;
+
+    /// Node `ordinal` of the group with index `group` (0: the default group).
+    #[must_use]
+    pub fn in_group(group: u16, ordinal: u64) -> NodeId {
+        NodeId((u64::from(group) << Self::GROUP_SHIFT) | (ordinal & Self::MAX_ORDINAL))
+    }
+
+    /// The index of the node's group (0: the default group).
+    #[must_use]
+    pub fn group(self) -> u16 {
+        u16::try_from(self.0 >> Self::GROUP_SHIFT).unwrap_or(u16::MAX)
+    }
+
+    /// The node's id within its group: what its names and volumes carry.
+    #[must_use]
+    pub fn ordinal(self) -> u64 {
+        self.0 & Self::MAX_ORDINAL
+    }
+}
+
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
+        match self.group() {
+            0 => write!(f, "{}", self.0),
+            g => write!(f, "{}#{g}", self.ordinal()),
+        }
     }
 }
 
@@ -167,6 +196,14 @@ string_id!(
     check_volume_name
 );
 string_id!(
+    /// The name of a node group (`--group NAME:COUNT...`): it becomes part of the group's task ids, node
+    /// names and volume names, so it is kept to `[a-z][a-z0-9-]*`, at most 32 bytes, not ending in a digit
+    /// or `-` (the node's id follows it in a volume name: `masters1data` must not be read as `masters1`'s).
+    GroupName,
+    "group name",
+    check_group_name
+);
+string_id!(
     /// An agent's host name as Mesos reports it in offers; the key that joins offers and sidecars.
     Hostname,
     "hostname",
@@ -185,6 +222,42 @@ fn check_volume_name(kind: &'static str, value: &str) -> Result<(), IdError> {
             kind,
             value: value.to_owned(),
             rule: "must match [a-zA-Z0-9][a-zA-Z0-9_.-]+",
+        });
+    }
+    Ok(())
+}
+
+/// The default group's name: the nodes of a cluster without `--group`, named as before groups existed.
+pub const DEFAULT_GROUP: &str = "default";
+
+impl GroupName {
+    /// The default group.
+    #[must_use]
+    pub fn default_group() -> GroupName {
+        GroupName(DEFAULT_GROUP.to_owned())
+    }
+
+    /// Whether this is the default group.
+    #[must_use]
+    pub fn is_default(&self) -> bool {
+        self.0 == DEFAULT_GROUP
+    }
+}
+
+fn check_group_name(kind: &'static str, value: &str) -> Result<(), IdError> {
+    if value.is_empty() {
+        return Err(IdError::Empty { kind });
+    }
+    let first_ok = value.starts_with(|c: char| c.is_ascii_lowercase());
+    let chars_ok = value
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    let last_ok = value.ends_with(|c: char| c.is_ascii_lowercase());
+    if !first_ok || !chars_ok || !last_ok || value.len() > 32 {
+        return Err(IdError::Invalid {
+            kind,
+            value: value.to_owned(),
+            rule: "must match [a-z][a-z0-9-]*[a-z], at most 32 bytes (it becomes part of task ids and volume names)",
         });
     }
     Ok(())
@@ -216,6 +289,39 @@ mod tests {
         assert!(VolumeName::new("_ab").is_err());
         assert!(VolumeName::new("ab/c").is_err());
         assert!(VolumeName::new("").is_err());
+    }
+
+    #[test]
+    fn group_names_keep_names_and_volumes_unambiguous() {
+        for good in ["masters", "data", "hot-warm", "d2x", "c"] {
+            assert!(GroupName::new(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "Masters",
+            "data1",
+            "-data",
+            "data-",
+            "9x",
+            "a_b",
+            "a.b",
+            &"a".repeat(33),
+        ] {
+            assert!(GroupName::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_node_id_packs_its_group_above_its_ordinal() {
+        assert_eq!(NodeId(3).group(), 0);
+        assert_eq!(NodeId(3).ordinal(), 3);
+        assert_eq!(NodeId::in_group(0, 3), NodeId(3));
+        let id = NodeId::in_group(2, 7);
+        assert_eq!((id.group(), id.ordinal()), (2, 7));
+        assert_eq!(id.to_string(), "7#2");
+        assert_eq!(NodeId(3).to_string(), "3");
+        // Ordered by group first, so a group's nodes are contiguous in every ordered map.
+        assert!(NodeId::in_group(1, 1) > NodeId(1_000_000));
     }
 
     #[test]

@@ -17,8 +17,9 @@ pub(crate) fn build(
     transport_port: u16,
 ) -> LaunchSpec {
     let cfg = &core.config;
+    let group = core.resources(id);
     let (driver, driver_options, disk_mb) = match &cfg.strategy {
-        Strategy::Normal => (None, Vec::new(), cfg.disk_mb),
+        Strategy::Normal => (None, Vec::new(), group.disk_mb),
         Strategy::External {
             driver,
             driver_options,
@@ -42,12 +43,14 @@ pub(crate) fn build(
     // Seed hosts: the other nodes' transport addresses, those whose task may be alive first (lowest ids
     // first), then the last address of the others, bounded. A node relaunched while the rest of the
     // cluster is briefly down still gets somewhere to look; an empty list with no initial master nodes
-    // would let 8.x form a one-node cluster of its own.
+    // would let 8.x form a one-node cluster of its own. Only master-eligible nodes are seeds: discovery
+    // looks for masters, and a coordinating or data node listed there would only be a detour.
     let others: Vec<&crate::state::TaskRecord> = core
         .persisted
         .slots
         .values()
         .filter(|r| r.node_id != id && !r.removed)
+        .filter(|r| core.resources(r.node_id).master_eligible())
         .filter_map(|r| r.task.as_ref())
         .collect();
     let seeds: Vec<String> = others
@@ -57,10 +60,10 @@ pub(crate) fn build(
         .map(|t| t.transport_address())
         .take(cfg.max_seed_hosts)
         .collect();
-    let name = cfg.node_name(id);
+    let name = core.node_name(id);
     let data_path = cfg.data_volume_spec().map(|v| v.container_path.clone());
     let mut vars = vec![
-        (env::NODE_ID.to_owned(), id.0.to_string()),
+        (env::NODE_ID.to_owned(), id.ordinal().to_string()),
         (env::NODE_NAME.to_owned(), name.clone()),
         (env::CLUSTER_NAME.to_owned(), cfg.cluster_name.clone()),
         (env::HTTP_PORT.to_owned(), http_port.to_string()),
@@ -75,14 +78,29 @@ pub(crate) fn build(
     if let Some(path) = data_path {
         vars.push((env::PATH_DATA.to_owned(), path));
     }
-    if !core.persisted.cluster_formed {
-        // Bootstrap: the same list on every node, the lowest (up to three) allocated ids.
-        let masters: Vec<String> = core.ids.iter().take(3).map(|n| cfg.node_name(n)).collect();
+    if let Some(roles) = &group.roles {
+        // An empty list is `[]`: the image skips an empty variable, and Elasticsearch reads `[]` as the
+        // empty list from 8.2 (a coordinating-only node).
+        let value = if roles.is_empty() {
+            "[]".to_owned()
+        } else {
+            roles.join(",")
+        };
+        vars.push((env::NODE_ROLES.to_owned(), value));
+    }
+    if !core.persisted.cluster_formed && group.master_eligible() {
+        // Bootstrap: the same list on every master-eligible node (never on the others), the lowest (up
+        // to three) allocated master-eligible ids.
+        let masters: Vec<String> = core
+            .master_eligible()
+            .into_iter()
+            .map(|n| core.node_name(n))
+            .collect();
         vars.push((env::INITIAL_MASTER_NODES.to_owned(), masters.join(",")));
     }
     vars.push((
         env::JAVA_OPTS.to_owned(),
-        format!("-Xms{0}m -Xmx{0}m", cfg.heap_mb),
+        format!("-Xms{0}m -Xmx{0}m", group.heap_mb),
     ));
     let security = core.security();
     if security.is_on() {
@@ -110,10 +128,10 @@ pub(crate) fn build(
         name,
         agent_id: offer.agent_id.clone(),
         host: offer.hostname.clone(),
-        cpus: cfg.cpus,
-        mem_mb: cfg.mem_mb,
+        cpus: group.cpus,
+        mem_mb: group.mem_mb,
         disk_mb,
-        heap_mb: cfg.heap_mb,
+        heap_mb: group.heap_mb,
         image: cfg.image.clone(),
         containerizer: cfg.containerizer,
         http_port,

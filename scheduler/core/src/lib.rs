@@ -49,6 +49,7 @@ pub mod error;
 pub mod es_events;
 mod fencing;
 pub mod forget;
+pub mod groups;
 pub mod ids;
 mod launch;
 mod mesos_events;
@@ -66,10 +67,12 @@ pub mod view;
 pub use crate::command::{
     Command, LaunchSpec, MesosCommand, Reason, ReasonKind, SidecarCommand, WatchEvent,
 };
-pub use crate::config::{Config, Constraint, Containerizer, Fencing, Strategy, VolumeSpec};
+pub use crate::config::{
+    Config, Constraint, Containerizer, Fencing, GroupSpec, Strategy, VolumeSpec,
+};
 pub use crate::core::{Core, MAX_NODES, ScalePlan};
 pub use crate::error::CoreError;
 pub use crate::ids::{
-    AgentId, FrameworkId, Hostname, IdError, Millis, NodeId, OfferId, TaskId, VolumeName,
+    AgentId, FrameworkId, GroupName, Hostname, IdError, Millis, NodeId, OfferId, TaskId, VolumeName,
 };
-pub use crate::state::{PersistedState, SlotRecord, StateWrite, TaskRecord};
+pub use crate::state::{GroupRecord, PersistedState, SlotRecord, StateWrite, TaskRecord};

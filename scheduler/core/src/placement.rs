@@ -166,6 +166,18 @@ impl Core {
         }
 
         let needed_attach = u32::try_from(self.config.volumes.len()).unwrap_or(u32::MAX);
+        // Offers are judged against the smallest group need among the pending nodes; each node then
+        // takes only an offer that fits its own group (one group: the same need, as without groups).
+        let mut need = Need::of(&self.resources(pending[0]));
+        let mut group_needs: BTreeMap<u16, Need> = BTreeMap::new();
+        for id in &pending {
+            let n = *group_needs
+                .entry(id.group())
+                .or_insert_with(|| Need::of(&self.resources(*id)));
+            need = need.min(n);
+        }
+        let masters_seeded =
+            self.groups.values().all(|g| g.resources.master_eligible()) || self.master_launched();
         let mut cands: Vec<Candidate> = Vec::with_capacity(offers.len());
         let mut zones = ZoneNames::default();
         for (i, o) in offers.iter().enumerate() {
@@ -173,6 +185,7 @@ impl Core {
                 busy: &busy,
                 unique_used: &unique_used,
                 needed_attach,
+                need,
                 now,
             };
             match self.judge_offer(i, o, &round, &mut zones) {
@@ -217,6 +230,14 @@ impl Core {
         let mut unplaced: Vec<(NodeId, Reason)> = Vec::new();
         let mut assignments: Vec<(NodeId, usize)> = Vec::new();
         for id in pending {
+            if !masters_seeded && !self.master_eligible_node(id) {
+                unplaced.push((id, Reason::WaitingForMasters));
+                continue;
+            }
+            let own = group_needs.get(&id.group()).copied().unwrap_or(need);
+            let fits = |c: &Candidate| {
+                own.fits(&offers[c.offer], self.config.strategy == Strategy::Normal)
+            };
             let req = match self.requirement(id, now) {
                 Ok(r) => r,
                 Err(reason) => {
@@ -231,7 +252,7 @@ impl Core {
             if let Some(h) = &req.required_host {
                 chosen = by_host
                     .iter(h)
-                    .find(|c| !cands[*c].used && zone_ok(&cands[*c]));
+                    .find(|c| !cands[*c].used && zone_ok(&cands[*c]) && fits(&cands[*c]));
                 if chosen.is_none() {
                     let volume = self
                         .record(id)
@@ -252,7 +273,7 @@ impl Core {
                     .find_map(|h| {
                         by_host
                             .iter(h)
-                            .find(|c| !cands[*c].used && zone_ok(&cands[*c]))
+                            .find(|c| !cands[*c].used && zone_ok(&cands[*c]) && fits(&cands[*c]))
                     });
             }
             if chosen.is_none() {
@@ -273,9 +294,14 @@ impl Core {
                 chosen = list[*cursor..]
                     .iter()
                     .copied()
-                    .filter(|c| !cands[*c].used)
+                    .filter(|c| !cands[*c].used && fits(&cands[*c]))
                     .find(|c| req.avoid.as_ref() != Some(&offers[cands[*c].offer].hostname))
-                    .or_else(|| list.get(*cursor).copied());
+                    .or_else(|| {
+                        list[*cursor..]
+                            .iter()
+                            .copied()
+                            .find(|c| !cands[*c].used && fits(&cands[*c]))
+                    });
             }
             let Some(c) = chosen else {
                 let reason = match (&req.zone, self.record(id).and_then(|r| r.volumes.first())) {
@@ -406,27 +432,28 @@ impl Core {
             busy,
             unique_used,
             needed_attach,
+            need,
             now,
         } = *round;
         let cfg = &self.config;
         // Non-finite values from a peer count as nothing offered.
         let enough = |offered: f64, needed: f64| offered.is_finite() && offered >= needed;
-        if !enough(o.cpus, cfg.cpus) {
+        if !enough(o.cpus, need.cpus) {
             return Err(Reason::Cpus {
                 offered: o.cpus,
-                needed: cfg.cpus,
+                needed: need.cpus,
             });
         }
-        if !enough(o.mem_mb, cfg.mem_mb) {
+        if !enough(o.mem_mb, need.mem_mb) {
             return Err(Reason::Mem {
                 offered: o.mem_mb,
-                needed: cfg.mem_mb,
+                needed: need.mem_mb,
             });
         }
-        if matches!(cfg.strategy, Strategy::Normal) && !enough(o.disk_mb, cfg.disk_mb) {
+        if matches!(cfg.strategy, Strategy::Normal) && !enough(o.disk_mb, need.disk_mb) {
             return Err(Reason::Disk {
                 offered: o.disk_mb,
-                needed: cfg.disk_mb,
+                needed: need.disk_mb,
             });
         }
         let (http, transport) = o.node_ports(cfg.http_port, cfg.transport_port)?;
@@ -459,7 +486,8 @@ impl Core {
                 }
             }
         }
-        let spare_resources = (o.cpus - cfg.cpus) / cfg.cpus + (o.mem_mb - cfg.mem_mb) / cfg.mem_mb;
+        let spare_resources =
+            (o.cpus - need.cpus) / need.cpus + (o.mem_mb - need.mem_mb) / need.mem_mb;
         let mut zone = o.zone.as_deref();
         let mut spare_attach = u32::MAX;
         if matches!(cfg.strategy, Strategy::External { .. }) {
@@ -598,7 +626,41 @@ struct Round<'a> {
     busy: &'a HashSet<Hostname>,
     unique_used: &'a HashMap<String, HashSet<String>>,
     needed_attach: u32,
+    need: Need,
     now: Millis,
+}
+
+/// The resources one node of a group takes from an offer.
+#[derive(Debug, Clone, Copy)]
+struct Need {
+    cpus: f64,
+    mem_mb: f64,
+    disk_mb: f64,
+}
+
+impl Need {
+    fn of(r: &crate::config::GroupResources) -> Need {
+        Need {
+            cpus: r.cpus,
+            mem_mb: r.mem_mb,
+            disk_mb: r.disk_mb,
+        }
+    }
+
+    fn min(self, o: Need) -> Need {
+        Need {
+            cpus: self.cpus.min(o.cpus),
+            mem_mb: self.mem_mb.min(o.mem_mb),
+            disk_mb: self.disk_mb.min(o.disk_mb),
+        }
+    }
+
+    fn fits(&self, o: &Offer, disk: bool) -> bool {
+        let enough = |offered: f64, needed: f64| offered.is_finite() && offered >= needed;
+        enough(o.cpus, self.cpus)
+            && enough(o.mem_mb, self.mem_mb)
+            && (!disk || enough(o.disk_mb, self.disk_mb))
+    }
 }
 
 /// The zones seen in one round, numbered so candidates carry an index instead of a string.

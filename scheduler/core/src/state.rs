@@ -5,7 +5,7 @@
 
 use crate::config::Security;
 use crate::domain::TaskState;
-use crate::ids::{AgentId, FrameworkId, Hostname, NodeId, TaskId, VolumeName};
+use crate::ids::{AgentId, FrameworkId, GroupName, Hostname, NodeId, TaskId, VolumeName};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -139,6 +139,20 @@ pub struct PersistedState {
     pub bootstrap: Option<Bootstrap>,
     /// Node table, including scaled-down slots whose volumes are kept.
     pub slots: BTreeMap<NodeId, SlotRecord>,
+    /// The named node groups (`--group`), each with the index its node ids carry and its desired count.
+    /// The default group is not listed: its index is 0 and its count is `desired`, so a state written
+    /// before groups existed is the default group unchanged (and is written back the same way).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub groups: BTreeMap<GroupName, GroupRecord>,
+}
+
+/// What is durable about one named group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    /// The index in its nodes' ids ([`NodeId::in_group`]); never 0 (the default group), never reused.
+    pub index: u16,
+    /// Desired node count of the group.
+    pub desired: u64,
 }
 
 /// What a cluster's first bootstrap fixed.
@@ -167,6 +181,8 @@ pub enum StateWrite {
     Slot(SlotRecord),
     /// Forget a slot entirely (its volumes deleted).
     RemoveSlot(NodeId),
+    /// Insert or replace a named group (its index and desired count).
+    Group(GroupName, GroupRecord),
 }
 
 impl PersistedState {
@@ -190,6 +206,9 @@ impl PersistedState {
             StateWrite::RemoveSlot(id) => {
                 self.slots.remove(id);
             }
+            StateWrite::Group(name, rec) => {
+                self.groups.insert(name.clone(), rec.clone());
+            }
         }
     }
 }
@@ -204,6 +223,11 @@ impl PersistedState {
             writes.push(StateWrite::FrameworkId(id.clone()));
         }
         writes.push(StateWrite::Desired(self.desired));
+        writes.extend(
+            self.groups
+                .iter()
+                .map(|(name, rec)| StateWrite::Group(name.clone(), rec.clone())),
+        );
         match &self.bootstrap {
             Some(b) => writes.push(StateWrite::Bootstrapped(b.clone())),
             None if self.cluster_formed => writes.push(StateWrite::ClusterFormed),
@@ -217,6 +241,29 @@ impl PersistedState {
     /// restored) before anything is written: each slot under its own id, no volume of two nodes, no task
     /// id of two nodes, a bootstrap only on a formed cluster.
     pub fn check(&self) -> Result<(), String> {
+        let mut indexes = BTreeMap::new();
+        for (name, rec) in &self.groups {
+            if rec.index == 0 || name.is_default() {
+                return Err(format!(
+                    "group {name} has index {}: index 0 and the name default are the default group's",
+                    rec.index
+                ));
+            }
+            if let Some(other) = indexes.insert(rec.index, name) {
+                return Err(format!(
+                    "groups {other} and {name} share index {}",
+                    rec.index
+                ));
+            }
+        }
+        for id in self.slots.keys() {
+            if id.group() != 0 && !indexes.contains_key(&id.group()) {
+                return Err(format!(
+                    "node {id} is of group index {}, which no group has",
+                    id.group()
+                ));
+            }
+        }
         let mut volumes = BTreeMap::new();
         let mut tasks = BTreeMap::new();
         for (id, rec) in &self.slots {

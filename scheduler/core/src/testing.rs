@@ -64,6 +64,7 @@ pub fn sample_state() -> PersistedState {
         .into_iter()
         .map(|s| (s.node_id, s))
         .collect(),
+        groups: std::collections::BTreeMap::new(),
     }
 }
 

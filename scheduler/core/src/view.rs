@@ -63,6 +63,8 @@ pub enum OperatorWait {
 pub struct NodeView {
     /// Node id.
     pub node_id: NodeId,
+    /// The node's group (`default` for the nodes of no `--group`); `node_id.ordinal()` is its id there.
+    pub group: String,
     /// Phase.
     pub phase: NodePhase,
     /// Current (or last) task.
@@ -156,6 +158,8 @@ pub struct VolumeView {
     pub name: VolumeName,
     /// Owning node.
     pub node_id: NodeId,
+    /// The owning node's group.
+    pub group: String,
     /// Exists per some sidecar (`None`: no sidecar reported it).
     pub exists: Option<bool>,
     /// Size in bytes.
@@ -177,7 +181,7 @@ pub struct ClusterView {
     pub framework_id: Option<String>,
     /// Subscribed since (None: not subscribed).
     pub subscribed_since: Option<Millis>,
-    /// Desired node count.
+    /// Desired node count, every group's together.
     pub desired: u64,
     /// Nodes with a RUNNING task.
     pub running: u64,
@@ -197,6 +201,8 @@ pub struct ClusterView {
     pub shard_counts: Option<crate::domain::ShardCounts>,
     /// The elected master's node name, when one answered.
     pub es_master: Option<String>,
+    /// Desired and running counts per node group.
+    pub groups: Vec<crate::groups::GroupView>,
 }
 
 impl Core {
@@ -240,6 +246,7 @@ impl Core {
                 };
                 NodeView {
                     node_id: rec.node_id,
+                    group: self.group_name(rec.node_id).to_owned(),
                     phase,
                     task_id: rec.task.as_ref().map(|t| t.task_id.clone()),
                     agent_id,
@@ -331,6 +338,7 @@ impl Core {
                 VolumeView {
                     name: name.clone(),
                     node_id,
+                    group: self.group_name(node_id).to_owned(),
                     exists: agg.and_then(|a| {
                         if a.exists > 0 {
                             Some(true)
@@ -384,7 +392,7 @@ impl Core {
                 .as_ref()
                 .map(ToString::to_string),
             subscribed_since: self.subscribed_since,
-            desired: self.persisted.desired,
+            desired: self.desired_total(),
             running,
             strategy: match self.config.strategy {
                 Strategy::Normal => "normal".into(),
@@ -404,6 +412,7 @@ impl Core {
                 crate::domain::EsView::Master { master, .. } => Some(master.clone()),
                 crate::domain::EsView::NoMaster { .. } => None,
             }),
+            groups: self.group_views(),
         }
     }
 }

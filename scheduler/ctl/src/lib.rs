@@ -87,7 +87,8 @@ pub enum Command {
     },
     /// Every volume: node, existence, size, free space, zone, attachment.
     Volumes,
-    /// Change the desired node count (scale-down stops the highest ids and keeps their volumes).
+    /// Change the desired node count of a group (scale-down stops its highest ids and keeps their
+    /// volumes).
     Scale {
         /// The new node count.
         #[arg(allow_negative_numbers = true)]
@@ -97,6 +98,10 @@ pub enum Command {
         /// is overdue (`--removal-step-timeout`) go on. Not `replace --force`.
         #[arg(long)]
         allow_data_loss: bool,
+        /// The node group (`--group` of the scheduler); the default group (the nodes of no `--group`)
+        /// when absent.
+        #[arg(long)]
+        group: Option<String>,
         /// Show progress until the cluster settles at the new count.
         #[arg(long)]
         wait: bool,
@@ -106,8 +111,11 @@ pub enum Command {
     },
     /// Relaunch a node elsewhere.
     Replace {
-        /// The node id.
+        /// The node id (within its group).
         id: u64,
+        /// The node's group; the default group when absent.
+        #[arg(long)]
+        group: Option<String>,
         /// Replace even though the old task may still be alive (you assert it is not).
         #[arg(long)]
         force: bool,
@@ -495,6 +503,7 @@ pub async fn run(args: Args, out: &mut (dyn Write + Send), terminal: bool) -> Re
         Command::Scale {
             nodes,
             allow_data_loss,
+            group,
             wait,
             wait_timeout,
         } => {
@@ -502,15 +511,22 @@ pub async fn run(args: Args, out: &mut (dyn Write + Send), terminal: bool) -> Re
                 .scale(ScaleRequest {
                     nodes,
                     allow_data_loss,
+                    group: group.unwrap_or_default(),
                 })
                 .await?
                 .into_inner();
             output::scale(out, format, &plan)?;
             if wait {
                 let desired = plan.desired;
+                let group = if plan.group.is_empty() {
+                    "default".to_owned()
+                } else {
+                    plan.group.clone()
+                };
                 wait_until(&mut client, out, format, bar, wait_timeout, |nodes| {
-                    let running = nodes.iter().filter(|n| n.state == "RUNNING").count() as u64;
-                    let live = nodes.iter().filter(|n| n.is_live()).count() as u64;
+                    let ours = || nodes.iter().filter(|n| n.group == group);
+                    let running = ours().filter(|n| n.state == "RUNNING").count() as u64;
+                    let live = ours().filter(|n| n.is_live()).count() as u64;
                     Step {
                         done: running == desired && live == desired,
                         message: format!("{running}/{desired} running, {live} live"),
@@ -533,30 +549,39 @@ pub async fn run(args: Args, out: &mut (dyn Write + Send), terminal: bool) -> Re
         }
         Command::Replace {
             id,
+            group,
             force,
             allow_data_loss,
             wait,
             wait_timeout,
         } => {
+            let group = group.unwrap_or_default();
             let resp = client
                 .replace_node(ReplaceNodeRequest {
                     node_id: id,
                     force,
                     allow_data_loss,
+                    group: group.clone(),
                 })
                 .await?
                 .into_inner();
             output::replace(out, format, &resp)?;
             if wait {
                 let old = resp.old_task_id;
+                let group = if group.is_empty() {
+                    "default".to_owned()
+                } else {
+                    group
+                };
                 wait_until(&mut client, out, format, bar, wait_timeout, |nodes| {
-                    let (done, message) = match nodes.iter().find(|n| n.id == id) {
-                        Some(n) => (
-                            n.state == "RUNNING" && n.task_id.as_deref() != Some(old.as_str()),
-                            format!("node {id} {}", n.state),
-                        ),
-                        None => (false, format!("node {id} not listed")),
-                    };
+                    let (done, message) =
+                        match nodes.iter().find(|n| n.id == id && n.group == group) {
+                            Some(n) => (
+                                n.state == "RUNNING" && n.task_id.as_deref() != Some(old.as_str()),
+                                format!("node {id} {}", n.state),
+                            ),
+                            None => (false, format!("node {id} not listed")),
+                        };
                     Step {
                         done,
                         message,

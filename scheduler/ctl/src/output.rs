@@ -11,8 +11,9 @@
 //!   UUID), `es_joined` (bool: Elasticsearch's elected master lists it, as the scheduler last polled),
 //!   `shards` (integer: shard copies it holds, or null when unknown) and `removal` (null, or
 //!   `{"kind": "scale_down"|"replace", "step": "move_data"|"exclude_voting"|"stop"|"clear", "waiting":
-//!   string, "stalled": bool}` while it is being removed safely).
-//! - `volumes`: an array of objects with `name`, `node_id`, `exists` (bool), `size_bytes` and `free_bytes`
+//!   string, "stalled": bool}` while it is being removed safely) and `group` (string: the node's group,
+//!   `default` for the nodes of no `--group`; `id` is the node's id within it).
+//! - `volumes`: an array of objects with `name`, `node_id`, `group`, `exists` (bool), `size_bytes` and `free_bytes`
 //!   (integer or null), `zone` (string or null), `attached_to` (host or null), `last_error` (string or null).
 //! - `agents`: an array of objects with `host`, `agent_id`, `sidecar_connected`, `last_report_age_ms`,
 //!   `driver_healthy`, `driver_latency_micros`, `driver_error`, `zone`, `attachments_used`,
@@ -21,10 +22,11 @@
 //! - `status`: an object with `framework_id` (string or null), `framework_name`, `master`, `subscribed_since_unix_ms`,
 //!   `desired`, `running`, `strategy`, `driver`, `leader`, `leader_address`, `cluster_uuid` (string, null
 //!   before the cluster bootstrapped), `security` (`off`, `transport` or `full`), `health` (`green`,
-//!   `yellow`, `red` or `unknown`), `shards` (`{active, relocating, initializing, unassigned}` or null)
-//!   and `es_master` (the elected master's node name, or null).
+//!   `yellow`, `red` or `unknown`), `shards` (`{active, relocating, initializing, unassigned}` or null),
+//!   `es_master` (the elected master's node name, or null) and `groups` (an array of
+//!   `{"name", "desired", "running"}`, one per node group; `default` alone without `--group`).
 //! - `bootstrap reset`: `{message}`.
-//! - `scale`: `{previous, desired, start: [ids], stop: [ids]}`; `replace`: `{node_id, old_task_id, message}`;
+//! - `scale`: `{previous, desired, start: [ids], stop: [ids], group}` (ids within the group); `replace`: `{node_id, old_task_id, message}`;
 //!   `agents gone`: `{agent_ids: [ids], message}`;
 //!   `watch`: one JSON object per line with `at_unix_ms`, `kind`, `node_id`, `host`, `task_id`, `message`;
 //!   `--wait` progress: one `{"progress": "..."}` object per line.
@@ -76,6 +78,7 @@ pub struct NodeView {
     pub es_joined: bool,
     pub shards: Option<u64>,
     pub removal: Option<RemovalView>,
+    pub group: String,
 }
 
 /// A node being removed safely.
@@ -85,6 +88,15 @@ pub struct RemovalView {
     pub step: String,
     pub waiting: String,
     pub stalled: bool,
+}
+
+/// The group an answer names; an older scheduler names none: its nodes are the default group's.
+fn group_or_default(g: &str) -> String {
+    if g.is_empty() {
+        "default".to_owned()
+    } else {
+        g.to_owned()
+    }
 }
 
 /// What the scheduler will do about an UNREACHABLE node.
@@ -136,6 +148,7 @@ impl From<&Node> for NodeView {
                 waiting: r.waiting.clone(),
                 stalled: r.stalled,
             }),
+            group: group_or_default(&n.group),
             next_action: match &n.next_action {
                 Some(a) => NextActionView {
                     kind: if a.kind.is_empty() {
@@ -174,6 +187,7 @@ fn now_unix_ms() -> u64 {
 struct VolumeView {
     name: String,
     node_id: u64,
+    group: String,
     exists: bool,
     size_bytes: Option<u64>,
     free_bytes: Option<u64>,
@@ -187,6 +201,7 @@ impl From<&Volume> for VolumeView {
         VolumeView {
             name: v.name.clone(),
             node_id: v.node_id,
+            group: group_or_default(&v.group),
             exists: v.exists,
             size_bytes: v.size_bytes,
             free_bytes: v.free_bytes,
@@ -251,6 +266,7 @@ struct ClusterView {
     health: String,
     shards: Option<ShardCountsView>,
     es_master: Option<String>,
+    groups: Vec<GroupView>,
 }
 
 #[derive(Debug, Serialize)]
@@ -259,6 +275,16 @@ struct ShardCountsView {
     relocating: u64,
     initializing: u64,
     unassigned: u64,
+}
+
+/// One group's counts, as `status --output json` shows them.
+#[derive(Debug, Serialize)]
+struct GroupView {
+    name: String,
+    desired: u64,
+    running: u64,
+    #[serde(skip)]
+    roles: Option<Vec<String>>,
 }
 
 impl From<&Cluster> for ClusterView {
@@ -286,6 +312,25 @@ impl From<&Cluster> for ClusterView {
                 unassigned: k.unassigned,
             }),
             es_master: opt(&c.es_master),
+            groups: if c.groups.is_empty() {
+                // An older scheduler: one group of every node.
+                vec![GroupView {
+                    name: "default".to_owned(),
+                    desired: c.desired,
+                    running: c.running,
+                    roles: None,
+                }]
+            } else {
+                c.groups
+                    .iter()
+                    .map(|g| GroupView {
+                        name: g.name.clone(),
+                        desired: g.desired,
+                        running: g.running,
+                        roles: (!g.roles_default).then(|| g.roles.clone()),
+                    })
+                    .collect()
+            },
         }
     }
 }
@@ -354,6 +399,21 @@ pub fn cluster(out: &mut (dyn Write + Send), format: Format, c: &Cluster) -> std
             format!("{} running / {} desired", v.running, v.desired),
         ),
         (
+            "groups",
+            v.groups
+                .iter()
+                .map(|g| {
+                    let roles = match &g.roles {
+                        None => "every role".to_owned(),
+                        Some(r) if r.is_empty() => "coordinating-only".to_owned(),
+                        Some(r) => r.join("+"),
+                    };
+                    format!("{} {}/{} ({roles})", g.name, g.running, g.desired)
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        (
             "strategy",
             format!("{} {}", v.strategy, v.driver.as_deref().unwrap_or("")),
         ),
@@ -401,11 +461,16 @@ pub fn nodes(out: &mut (dyn Write + Send), format: Format, nodes: &[Node]) -> st
         return json_line(out, &views);
     }
     let now = now_unix_ms();
+    let grouped = views.iter().any(|n| n.group != "default");
     let rows: Vec<Vec<String>> = views
         .iter()
         .map(|n| {
             vec![
-                n.id.to_string(),
+                if grouped {
+                    format!("{}/{}", n.group, n.id)
+                } else {
+                    n.id.to_string()
+                },
                 n.state.clone(),
                 match (n.es_joined, n.state.as_str()) {
                     (true, _) => "joined".to_owned(),
@@ -436,7 +501,15 @@ pub fn nodes(out: &mut (dyn Write + Send), format: Format, nodes: &[Node]) -> st
     table(
         out,
         &[
-            "ID", "STATE", "ES", "SHARDS", "AGENT", "PORTS", "TASK", "VOLUMES", "REASON",
+            if grouped { "GROUP/ID" } else { "ID" },
+            "STATE",
+            "ES",
+            "SHARDS",
+            "AGENT",
+            "PORTS",
+            "TASK",
+            "VOLUMES",
+            "REASON",
         ],
         &rows,
     )
@@ -598,7 +671,9 @@ pub fn scale(
         desired: u64,
         start: &'a [u64],
         stop: &'a [u64],
+        group: String,
     }
+    let group = group_or_default(&plan.group);
     if format == Format::Json {
         return json_line(
             out,
@@ -607,6 +682,7 @@ pub fn scale(
                 desired: plan.desired,
                 start: &plan.start,
                 stop: &plan.stop,
+                group,
             },
         );
     }
@@ -617,9 +693,14 @@ pub fn scale(
             v.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
         }
     };
+    let of = if group == "default" {
+        String::new()
+    } else {
+        format!("group {group} ")
+    };
     writeln!(
         out,
-        "scaling {} -> {}: start {}; stop {} (volumes kept)",
+        "scaling {of}{} -> {}: start {}; stop {} (volumes kept)",
         plan.previous,
         plan.desired,
         ids(&plan.start),
@@ -935,6 +1016,99 @@ mod tests {
         );
         let text = render(|o| endpoints(o, Format::Table, &all));
         assert_eq!(text, "ID  ADDRESS\n1   a1:31000\n");
+    }
+
+    #[test]
+    fn nodes_and_status_name_their_groups() {
+        let master = Node {
+            group: "masters".to_owned(),
+            ..node(1, "RUNNING", "a1")
+        };
+        let data = Node {
+            group: "data".to_owned(),
+            ..node(1, "PENDING", "")
+        };
+        let text = render(|o| nodes(o, Format::Json, &[master.clone(), data.clone()]));
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(
+            (&v[0]["group"], &v[0]["id"]),
+            (&"masters".into(), &1.into())
+        );
+        assert_eq!((&v[1]["group"], &v[1]["id"]), (&"data".into(), &1.into()));
+        // An older scheduler names no group: its nodes are the default group's.
+        let text = render(|o| nodes(o, Format::Json, &[node(2, "RUNNING", "a2")]));
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(v[0]["group"], "default");
+        let table = render(|o| nodes(o, Format::Table, &[master, data]));
+        assert!(
+            table.starts_with("GROUP/ID") && table.contains("masters/1"),
+            "{table}"
+        );
+
+        let cluster = Cluster {
+            framework_name: "elasticsearch".to_owned(),
+            desired: 5,
+            running: 4,
+            security: "off".to_owned(),
+            groups: vec![
+                tether_proto::v1::GroupStatus {
+                    name: "masters".to_owned(),
+                    desired: 3,
+                    running: 3,
+                    roles: vec!["master".to_owned()],
+                    roles_default: false,
+                },
+                tether_proto::v1::GroupStatus {
+                    name: "coord".to_owned(),
+                    desired: 2,
+                    running: 1,
+                    roles: Vec::new(),
+                    roles_default: false,
+                },
+            ],
+            ..Cluster::default()
+        };
+        let text = render(|o| super::cluster(o, Format::Json, &cluster));
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(
+            v["groups"],
+            serde_json::json!([
+                {"name": "masters", "desired": 3, "running": 3},
+                {"name": "coord", "desired": 2, "running": 1},
+            ])
+        );
+        let table = render(|o| super::cluster(o, Format::Table, &cluster));
+        assert!(
+            table.contains("masters 3/3 (master), coord 1/2 (coordinating-only)"),
+            "{table}"
+        );
+        // An older scheduler: one default group of every node.
+        let old = Cluster {
+            groups: Vec::new(),
+            ..cluster
+        };
+        let text = render(|o| super::cluster(o, Format::Json, &old));
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(
+            v["groups"],
+            serde_json::json!([{"name": "default", "desired": 5, "running": 4}])
+        );
+        let plan = ScaleResponse {
+            previous: 2,
+            desired: 4,
+            start: vec![3, 4],
+            stop: Vec::new(),
+            group: "data".to_owned(),
+        };
+        let text = render(|o| scale(o, Format::Json, &plan));
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(v["group"], "data");
+        assert_eq!(v["start"], serde_json::json!([3, 4]));
+        let text = render(|o| scale(o, Format::Table, &plan));
+        assert_eq!(
+            text,
+            "scaling group data 2 -> 4: start 3,4; stop none (volumes kept)\n"
+        );
     }
 
     #[test]

@@ -142,4 +142,30 @@ mod tests {
         assert_eq!((state.desired, state.cluster_formed), (5, true));
         assert!(!store.is_fresh().expect("readable"));
     }
+
+    /// A named group's record goes through the log like every write, and a store with only groups in
+    /// it is not fresh (the next start must not seed the default group).
+    #[tokio::test(flavor = "current_thread")]
+    async fn group_records_survive_a_reopen() {
+        use tether_core::ids::GroupName;
+        use tether_core::state::GroupRecord;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = StateStore::open_file(dir.path()).await.expect("open");
+        let data = GroupName::new("data").expect("name");
+        let rec = GroupRecord {
+            index: 1,
+            desired: 4,
+        };
+        store
+            .write(vec![StateWrite::Group(data.clone(), rec.clone())])
+            .await
+            .expect("write");
+        drop(store);
+        let store = StateStore::open_file(dir.path()).await.expect("reopen");
+        assert_eq!(
+            store.state().expect("readable").groups.get(&data),
+            Some(&rec)
+        );
+        assert!(!store.is_fresh().expect("readable"));
+    }
 }

@@ -5,6 +5,8 @@
 //! - `desired`: `{"value": <desired node count>}`
 //! - `cluster_formed`: `{"value": true}` once a node reported a real cluster UUID
 //! - `bootstrap`: `{"value": {"cluster_uuid": "...", "security": "Off"}}` (or `null` after a reset)
+//! - `groups`: `{"value": {"<group>": {"index": <n>, "desired": <count>}}}`, the named node groups
+//!   (absent until a `--group` other than `default` is first seen)
 //! - `slots/<bb>`: table buckets `{"entries": {"<node id>": <slot>}}`, where a slot is the core's
 //!   `SlotRecord` (volumes, generation, newest task id and agent, removed/forced flags, last reason,
 //!   mount host).
@@ -14,14 +16,15 @@
 //! scheduler stops rather than retrying (another instance may lead by then).
 
 use serde::{Deserialize, Serialize};
-use tether_core::ids::{FrameworkId, NodeId};
-use tether_core::state::{Bootstrap, PersistedState, SlotRecord, StateWrite};
+use tether_core::ids::{FrameworkId, GroupName, NodeId};
+use tether_core::state::{Bootstrap, GroupRecord, PersistedState, SlotRecord, StateWrite};
 use tether_zk::{Batch, ZkStore};
 
 use super::StoreError;
 
 const FRAMEWORK_ID: &str = "framework_id";
 const DESIRED: &str = "desired";
+const GROUPS: &str = "groups";
 const CLUSTER_FORMED: &str = "cluster_formed";
 const BOOTSTRAP: &str = "bootstrap";
 const SLOTS: &str = "slots";
@@ -55,6 +58,9 @@ impl ZkStateStore {
         let desired = store.get::<Doc<u64>>(DESIRED).await?;
         let formed = store.get::<Doc<bool>>(CLUSTER_FORMED).await?;
         let bootstrap = store.get::<Doc<Option<Bootstrap>>>(BOOTSTRAP).await?;
+        let groups = store
+            .get::<Doc<std::collections::BTreeMap<GroupName, GroupRecord>>>(GROUPS)
+            .await?;
         let table = store.get_table::<SlotRecord>(SLOTS).await?;
         let mut slots = std::collections::BTreeMap::new();
         for (key, rec) in table {
@@ -66,13 +72,15 @@ impl ZkStateStore {
             }
             slots.insert(rec.node_id, rec);
         }
-        let fresh = framework_id.is_none() && desired.is_none() && slots.is_empty();
+        let fresh =
+            framework_id.is_none() && desired.is_none() && slots.is_empty() && groups.is_none();
         let state = PersistedState {
             framework_id,
             desired: desired.map_or(0, |d| d.value),
             cluster_formed: formed.is_some_and(|d| d.value),
             bootstrap: bootstrap.and_then(|d| d.value),
             slots,
+            groups: groups.map(|d| d.value).unwrap_or_default(),
         };
         Ok(Self {
             store,
@@ -97,6 +105,8 @@ impl ZkStateStore {
     /// Commits `batch` as one compare-and-set `multi` (fenced), then applies it to the in-memory state.
     pub async fn write(&mut self, batch: &[StateWrite]) -> Result<(), StoreError> {
         let mut b = Batch::new();
+        // The group table is one document: written once per batch, as the batch leaves it.
+        let mut groups: Option<std::collections::BTreeMap<GroupName, GroupRecord>> = None;
         for w in batch {
             match w {
                 StateWrite::FrameworkId(id) => b.put(FRAMEWORK_ID, &Doc { value: id.as_str() })?,
@@ -117,7 +127,16 @@ impl ZkStateStore {
                 }
                 StateWrite::Slot(rec) => b.upsert(SLOTS, &slot_key(rec.node_id), rec)?,
                 StateWrite::RemoveSlot(id) => b.remove(SLOTS, &slot_key(*id))?,
+                StateWrite::Group(name, rec) => {
+                    groups
+                        .get_or_insert_with(|| self.state.groups.clone())
+                        .insert(name.clone(), rec.clone());
+                    &mut b
+                }
             };
+        }
+        if let Some(groups) = &groups {
+            b.put(GROUPS, &Doc { value: groups })?;
         }
         self.store.commit(b).await?;
         for w in batch {

@@ -4,6 +4,7 @@
 mod bounds;
 mod determinism;
 mod fencing;
+mod groups;
 mod model;
 mod observe;
 mod placement;
