@@ -303,13 +303,14 @@ impl Shell {
         let message = match command {
             SidecarCommand::InstallIdentity {
                 command_id,
+                prepare_id,
                 node_id,
                 identity,
                 csr_pem,
                 owner,
             } => match self.sign(identity, csr_pem) {
                 Ok((cert, ca, password)) => convert::install_identity(
-                    *command_id,
+                    (*command_id, *prepare_id),
                     *node_id,
                     identity,
                     *owner,
