@@ -87,6 +87,8 @@ pub struct Options {
     pub zookeeper: bool,
     /// The scheduler's `--metrics-listen`, when a test scrapes it.
     pub scheduler_metrics: Option<std::net::SocketAddr>,
+    /// The scheduler's `--image`: the stand-in plays the version its tag names (no tag: 8.x).
+    pub image: String,
 }
 
 impl Options {
@@ -108,6 +110,7 @@ impl Options {
             storage_fencing: Some(Duration::from_secs(10)),
             zookeeper: false,
             scheduler_metrics: None,
+            image: "tether/es-standin".into(),
         }
     }
 
@@ -341,7 +344,7 @@ impl Cluster {
             "--mem",
             "512",
             "--image",
-            "tether/es-standin",
+            &options.image,
             "--es-security",
             &options.es_security,
             "--exec",
