@@ -92,6 +92,19 @@ pub(crate) struct Runtime {
     report_now: Notify,
     outbound: Mutex<Option<mpsc::Sender<AgentMessage>>>,
     commands: TaskTracker,
+    /// Counts streams: a command id names a command only within its stream.
+    session: AtomicU64,
+    /// The node keys this sidecar generated, by the Prepare (stream, command id) that asked for them,
+    /// until their volume is released: an InstallIdentity naming another Prepare is refused.
+    identities: Mutex<BTreeMap<(u64, u64), PreparedIdentity>>,
+}
+
+/// What a Prepare with an identity request generated a key for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PreparedIdentity {
+    node_id: u64,
+    volume: String,
+    dir: String,
 }
 
 impl Runtime {
@@ -121,6 +134,8 @@ impl Runtime {
             report_now: Notify::new(),
             outbound: Mutex::new(None),
             commands: TaskTracker::new(),
+            session: AtomicU64::new(0),
+            identities: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -456,6 +471,7 @@ impl Runtime {
         // A new stream: whatever scheduler answers assigns (or not) anew, and hears a snapshot first.
         lock(&self.watch).share = None;
         lock(&self.sent).snapshot_due = true;
+        self.session.fetch_add(1, Ordering::SeqCst);
         *lock(&self.outbound) = Some(tx.clone());
         loop {
             let msg = tokio::select! {
@@ -532,6 +548,12 @@ impl Runtime {
     fn spawn_prepare(self: &Arc<Self>, p: Prepare, tx: mpsc::Sender<AgentMessage>) {
         let rt = self.clone();
         let received = Instant::now();
+        let key = (self.session.load(Ordering::SeqCst), p.command_id);
+        let prepared = p.identity.as_ref().map(|i| PreparedIdentity {
+            node_id: p.node_id,
+            volume: i.volume.clone(),
+            dir: i.dir.clone(),
+        });
         self.commands.spawn(async move {
             tracing::info!(
                 command_id = p.command_id,
@@ -557,6 +579,12 @@ impl Runtime {
                 }
                 Err(e) => Outcome::failed(e.to_string()),
             };
+            if let Some(prepared) = prepared.filter(|_| outcome.error.is_none()) {
+                let mut identities = lock(&rt.identities);
+                // Those of earlier streams can no longer be named.
+                identities.retain(|(session, _), _| *session == key.0);
+                identities.insert(key, prepared);
+            }
             rt.finish(p.command_id, outcome, &tx).await;
         });
     }
@@ -565,23 +593,60 @@ impl Runtime {
         let rt = self.clone();
         self.commands.spawn(async move {
             tracing::info!(command_id = r.command_id, volumes = ?r.volumes, "release");
+            lock(&rt.identities).retain(|_, i| !r.volumes.contains(&i.volume));
             let outcome = rt.volumes.release(&r.volumes).await;
             rt.finish(r.command_id, outcome, &tx).await;
         });
     }
 
+    /// Whether `i` names a Prepare of this stream that generated a key for its node, volume and dir (an
+    /// older scheduler names none: 0, and only the volume's mount is checked).
+    fn install_refusal(&self, i: &InstallIdentity) -> Option<String> {
+        if i.prepare_command_id == 0 {
+            return None;
+        }
+        let key = (self.session.load(Ordering::SeqCst), i.prepare_command_id);
+        let want = PreparedIdentity {
+            node_id: i.node_id,
+            volume: i.volume.clone(),
+            dir: i.dir.clone(),
+        };
+        match lock(&self.identities).get(&key) {
+            Some(had) if *had == want => None,
+            Some(had) => Some(format!(
+                "InstallIdentity for Prepare {}: that Prepare generated the key of node {} in {:?} of volume {:?}, not of node {} in {:?} of volume {:?}",
+                i.prepare_command_id, had.node_id, had.dir, had.volume, i.node_id, i.dir, i.volume
+            )),
+            None => Some(format!(
+                "InstallIdentity for Prepare {}: this sidecar holds no key that Prepare generated (not prepared here, failed, or its volume released)",
+                i.prepare_command_id
+            )),
+        }
+    }
+
     fn spawn_install(self: &Arc<Self>, i: InstallIdentity, tx: mpsc::Sender<AgentMessage>) {
         let rt = self.clone();
+        let refusal = self.install_refusal(&i);
         self.commands.spawn(async move {
             // Never the password or the certificates: only where they go.
             tracing::info!(
                 command_id = i.command_id,
+                prepare_command_id = i.prepare_command_id,
                 node_id = i.node_id,
                 volume = %i.volume,
                 dir = %i.dir,
                 "install identity"
             );
-            let outcome = match i.owner.as_ref().map(Owner::from_proto).transpose() {
+            let owner = match refusal {
+                Some(e) => Err(e),
+                None => i
+                    .owner
+                    .as_ref()
+                    .map(Owner::from_proto)
+                    .transpose()
+                    .map_err(|e| e.to_string()),
+            };
+            let outcome = match owner {
                 Ok(owner) => {
                     let spec = InstallSpec {
                         volume: i.volume,
@@ -593,7 +658,7 @@ impl Runtime {
                     };
                     rt.volumes.install_identity(&spec).await
                 }
-                Err(e) => Outcome::failed(e.to_string()),
+                Err(e) => Outcome::failed(e),
             };
             rt.finish(i.command_id, outcome, &tx).await;
         });

@@ -210,3 +210,41 @@ async fn a_missing_volume_keeps_its_node_pending_with_the_reason() {
     assert_eq!(nodes.iter().filter(|n| n.state == "RUNNING").count(), 2);
     c.stop().await;
 }
+
+/// A 7.17 image with security `auto`: below 8 that is `off`, and three stand-ins playing 7.17 form one
+/// cluster over plain transport (no identity is prepared, no TLS setting reaches the nodes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_7_17_cluster_with_security_auto_forms_without_tls() {
+    let c = E2eCluster::start(3, 3, |o| o.image = "tether/es-standin:7.17.21".into()).await;
+    let nodes = c.wait_formed(3).await;
+    let uuid = c.wait_cluster_uuid().await;
+    assert_ne!(uuid, "_na_");
+    let cluster = c
+        .admin()
+        .await
+        .get_cluster(tether_proto::v1::GetClusterRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(cluster.security, "off", "auto is off below 8");
+    let es = c.es().await;
+    for n in &nodes {
+        let root = wait_es(&es, n).await;
+        assert_eq!(root["cluster_uuid"], uuid.as_str(), "{root}");
+        assert_eq!(root["version"]["number"], "7.17.21", "{root}");
+    }
+    // Plain HTTP, no credentials: security is really off on the nodes.
+    let n = &nodes[0];
+    let (status, health) = request(
+        "GET",
+        &format!("http://{}:{}/_cluster/health", n.host, n.http_port),
+        None,
+        None,
+        None,
+    )
+    .await
+    .expect("the node answers over plain http");
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["number_of_nodes"], 3, "{health}");
+    c.stop().await;
+}

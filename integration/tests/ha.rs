@@ -763,3 +763,82 @@ async fn the_next_leader_verifies_the_agent_tokens_the_previous_one_minted() {
         .expect_err("and still binds it to its host");
     assert_eq!(e.code(), tonic::Code::PermissionDenied);
 }
+
+/// The CA certificate and the `elastic` password a scheduler exports with its secrets.
+async fn exported_secrets(p: &mut SchedulerProcess) -> (String, String) {
+    let doc = p
+        .admin()
+        .await
+        .export_state(tether_proto::v1::ExportStateRequest {
+            include_secrets: true,
+        })
+        .await
+        .expect("export")
+        .into_inner()
+        .document;
+    let v: serde_json::Value = serde_json::from_str(&doc).expect("backup json");
+    let secrets = &v["secrets"];
+    assert_eq!(secrets["kind"], "included", "{secrets}");
+    let text = |k: &str| secrets[k].as_str().expect(k).to_owned();
+    (text("ca_cert_pem"), text("elastic_password"))
+}
+
+/// With security on and `--state zk://`, the cluster CA and the `elastic` password live in ZooKeeper
+/// (created by the first leader, with the store's ACL), and the next leader signs and logs in with the
+/// same ones instead of making its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_ca_and_password_are_in_zookeeper_and_shared_by_the_next_leader() {
+    let Some(zk) = ZkServer::start_or_skip(
+        "the_cluster_ca_and_password_are_in_zookeeper_and_shared_by_the_next_leader",
+    )
+    .await
+    else {
+        return;
+    };
+    let emu = MesosEmu::start(EmuConfig::fast(1)).await.expect("emulator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flags = zk_flags(&zk, "/tether/es");
+    let extra = [
+        "--nodes",
+        "0",
+        "--es-security",
+        "full",
+        "--external-volume-driver",
+        "rexray",
+    ];
+    let mut s: Vec<SchedulerProcess> = (0..2)
+        .map(|i| spawn(&format!("sched{i}"), &emu.url(), &flags, &extra, dir.path()))
+        .collect();
+    let leader = leader_of(&mut s).await;
+    let first = exported_secrets(&mut s[leader]).await;
+
+    let session = ZkSession::connect(&ZkConfig::new(zk.url("/tether/es")))
+        .await
+        .expect("session");
+    let raw = ZkStore::open(session, None).await.expect("store");
+    let stored: serde_json::Value = raw
+        .get("es_cluster_secrets")
+        .await
+        .expect("get")
+        .expect("the secrets are in ZooKeeper");
+    assert_eq!(stored["ca_cert_pem"].as_str(), Some(first.0.as_str()));
+    assert_eq!(stored["password"].as_str(), Some(first.1.as_str()));
+    assert!(
+        stored["ca_key_pem"]
+            .as_str()
+            .is_some_and(|k| k.contains("PRIVATE KEY"))
+    );
+
+    let mut old = s.remove(leader);
+    let status = old.proc.stop(DEADLINE).await.expect("stops on SIGTERM");
+    assert!(status.success(), "clean stop: {}", old.proc.log_text());
+    let next = leader_of(&mut s).await;
+    let second = exported_secrets(&mut s[next]).await;
+    assert_eq!(second, first, "the next leader's CA and password");
+    for p in [&old.proc, &s[next].proc] {
+        assert!(
+            !p.log_text().contains(&first.1),
+            "the password never reaches the log"
+        );
+    }
+}

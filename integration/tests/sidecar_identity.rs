@@ -298,3 +298,84 @@ async fn bad_identity_requests_are_refused_before_any_mount() -> R {
     s.sidecar.stop().await?;
     Ok(())
 }
+
+/// An InstallIdentity names the Prepare whose key it is for: the sidecar refuses one naming a Prepare it
+/// did not run here, or one that generated the key of another node (or volume, or dir), and writes
+/// nothing; the right one is installed. (0, from a scheduler before the field, checks only the mount.)
+#[tokio::test]
+async fn install_identity_is_refused_for_a_prepare_this_sidecar_did_not_make() -> R {
+    let s = setup().await?;
+    let prepare_id = s
+        .sched
+        .prepare_with(prepare_with_identity("node", None))
+        .await?;
+    let r = s.sched.result(prepare_id).await?;
+    assert!(r.ok, "{r:?}");
+    let dir = mountpoint(&r, "v-config")?.join("node");
+    let (cert, ca) = sign(&r.csr_pem)?;
+    let install = InstallIdentity {
+        prepare_command_id: prepare_id,
+        node_id: 3,
+        volume: "v-config".into(),
+        dir: "node".into(),
+        certificate_pem: cert,
+        ca_pem: ca,
+        password: "changeme".into(),
+        ..InstallIdentity::default()
+    };
+    for (wrong, want) in [
+        (
+            InstallIdentity {
+                prepare_command_id: prepare_id + 1000,
+                ..install.clone()
+            },
+            "holds no key that Prepare generated",
+        ),
+        (
+            InstallIdentity {
+                node_id: 4,
+                ..install.clone()
+            },
+            "not of node 4",
+        ),
+        (
+            InstallIdentity {
+                dir: "other".into(),
+                ..install.clone()
+            },
+            "not of node 3 in \"other\"",
+        ),
+    ] {
+        let refused = s
+            .sched
+            .result(s.sched.install_identity(wrong).await?)
+            .await?;
+        assert!(!refused.ok && refused.error.contains(want), "{refused:?}");
+        assert!(!dir.join(CERT_FILE).exists(), "nothing written");
+    }
+    let done = s
+        .sched
+        .result(s.sched.install_identity(install.clone()).await?)
+        .await?;
+    assert!(done.ok, "{done:?}");
+    assert!(dir.join(CERT_FILE).exists());
+    // Once the volume is released the Prepare's key can no longer be named.
+    let released = s
+        .sched
+        .result(s.sched.release(&["v-data", "v-config"]).await?)
+        .await?;
+    assert!(released.ok, "{released:?}");
+    let refused = s
+        .sched
+        .result(s.sched.install_identity(install).await?)
+        .await?;
+    assert!(
+        !refused.ok
+            && refused
+                .error
+                .contains("holds no key that Prepare generated"),
+        "{refused:?}"
+    );
+    s.sidecar.stop().await?;
+    Ok(())
+}

@@ -268,13 +268,14 @@ pub struct Restored {
     pub framework_id: Option<String>,
     pub nodes: usize,
     pub desired: u64,
-    /// Where the secrets were written, when the backup had them.
-    pub secrets_dir: Option<PathBuf>,
+    /// Where the secrets were written (the state directory, or ZooKeeper's document), when the backup
+    /// had them.
+    pub secrets_at: Option<String>,
 }
 
 /// `tether-scheduler --restore FILE`: checks `file` against the configuration in `args`, then loads it
-/// into the empty store `args` names (`--state-dir`, or `--state zk://...`), and the secrets into
-/// `--state-dir`. Refuses a store that holds anything.
+/// into the empty store `args` names (`--state-dir`, or `--state zk://...`), and the secrets beside it
+/// (into `--state-dir`, or ZooKeeper). Refuses a store that holds anything.
 pub async fn restore(args: &Args, file: &Path) -> Result<Restored, SchedulerError> {
     let text = std::fs::read_to_string(file).map_err(|source| BackupError::Read {
         path: file.to_owned(),
@@ -290,6 +291,7 @@ pub async fn restore(args: &Args, file: &Path) -> Result<Restored, SchedulerErro
     let agent_secret = backup.agent_secret()?;
     let agent_secret_file = args.state_dir.join(crate::store::secret::FILE);
     let writes = backup.state.writes();
+    let secrets_at;
     let target = match args.state_url() {
         None => {
             let mut store = StateStore::open_file(&args.state_dir).await?;
@@ -303,6 +305,9 @@ pub async fn restore(args: &Args, file: &Path) -> Result<Restored, SchedulerErro
             if let Some(a) = &agent_secret {
                 crate::store::secret::save(&store, &agent_secret_file, a).await?;
             }
+            secrets_at = secrets
+                .as_ref()
+                .map(|_| args.state_dir.display().to_string());
             target
         }
         Some(url) => {
@@ -331,17 +336,31 @@ pub async fn restore(args: &Args, file: &Path) -> Result<Restored, SchedulerErro
                 })??;
             let mut store = elected.store;
             refuse_unless_fresh(&target, store.state(), store.is_fresh())?;
-            write_secrets(secrets.as_ref(), &args.state_dir)?;
+            // With the state in ZooKeeper the cluster's secrets are kept there too.
+            if secrets.is_some() && crate::store::cluster_secrets::exists(store.zk()).await? {
+                candidate.resign().await;
+                return Err(BackupError::NotEmpty {
+                    target,
+                    why: format!(
+                        "it already holds cluster secrets ({})",
+                        crate::store::cluster_secrets::ZNODE
+                    ),
+                }
+                .into());
+            }
             let mut written = store.write(&writes).await;
+            if let (Ok(()), Some(s)) = (&written, &secrets) {
+                written = crate::store::cluster_secrets::save(store.zk(), s).await;
+            }
             if let (Ok(()), Some(a)) = (&written, &agent_secret) {
                 let store = StateStore::Zk(Box::new(store));
                 written = crate::store::secret::save(&store, &agent_secret_file, a).await;
             }
             candidate.resign().await;
-            if let Err(e) = written {
-                remove_secrets(secrets.as_ref(), &args.state_dir);
-                return Err(e.into());
-            }
+            written?;
+            secrets_at = secrets
+                .as_ref()
+                .map(|_| format!("{target} ({})", crate::store::cluster_secrets::ZNODE));
             target
         }
     };
@@ -354,7 +373,7 @@ pub async fn restore(args: &Args, file: &Path) -> Result<Restored, SchedulerErro
             .map(|id| id.as_str().to_owned()),
         nodes: backup.state.slots.len(),
         desired: backup.state.desired,
-        secrets_dir: secrets.map(|_| args.state_dir.clone()),
+        secrets_at,
     })
 }
 
@@ -370,12 +389,8 @@ impl std::fmt::Display for Restored {
             self.nodes,
             self.desired
         )?;
-        match &self.secrets_dir {
-            Some(dir) => write!(
-                f,
-                "; the cluster CA and elastic password in {}",
-                dir.display()
-            ),
+        match &self.secrets_at {
+            Some(at) => write!(f, "; the cluster CA and elastic password in {at}"),
             None => Ok(()),
         }
     }

@@ -1,8 +1,10 @@
 //! The Elasticsearch cluster's secrets: its certificate authority and the `elastic` user's password.
 //!
 //! The CA is the operator's (`--es-ca-cert`/`--es-ca-key`) or generated on first start (ten years) and
-//! kept in the state directory beside the rest of the state: `es-ca.crt`, and `es-ca.key` and
-//! `elastic-password` created with mode 0600. The password is `--es-password-file`'s or generated once.
+//! kept beside the rest of the state: in the state directory as `es-ca.crt`, and `es-ca.key` and
+//! `elastic-password` created with mode 0600; with `--state zk://` in ZooKeeper
+//! (`store::cluster_secrets`, creator-only ACL), so every HA candidate signs with the same CA. The
+//! password is `--es-password-file`'s or generated once.
 //! Neither the key nor the password is ever logged (`Debug` shows neither) or put in a TaskInfo: a node's
 //! password reaches it only as a file the sidecar writes on its identity volume.
 //!
@@ -68,7 +70,69 @@ impl std::fmt::Debug for ClusterSecrets {
     }
 }
 
+/// What the operator gave: the CA (`--es-ca-cert`, `--es-ca-key`) and the password (`--es-password-file`),
+/// read at start so a bad file is refused before anything runs. `Debug` shows neither.
+#[derive(Clone, Default)]
+pub struct OperatorSecrets {
+    /// (certificate, key) PEMs.
+    pub ca: Option<(String, String)>,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for OperatorSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorSecrets")
+            .field("ca", &self.ca.is_some())
+            .field("password", &self.password.is_some())
+            .finish()
+    }
+}
+
+impl OperatorSecrets {
+    /// Reads the files given.
+    pub fn read(
+        ca: Option<(&Path, &Path)>,
+        password_file: Option<&Path>,
+    ) -> Result<OperatorSecrets, SecretsError> {
+        let ca = match ca {
+            Some((cert, key)) => Some((read("--es-ca-cert", cert)?, read("--es-ca-key", key)?)),
+            None => None,
+        };
+        let password = match password_file {
+            Some(path) => {
+                let p = read("--es-password-file", path)?.trim().to_owned();
+                if p.is_empty() {
+                    return Err(SecretsError::EmptyPassword(path.to_owned()));
+                }
+                Some(p)
+            }
+            None => None,
+        };
+        Ok(OperatorSecrets { ca, password })
+    }
+
+    /// Both the CA and the password are the operator's: nothing is generated or stored.
+    pub fn is_complete(&self) -> bool {
+        self.ca.is_some() && self.password.is_some()
+    }
+}
+
+/// A password for `elastic`: 24 random alphanumerics.
+fn new_password() -> String {
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(24)
+        .map(char::from)
+        .collect()
+}
+
 impl ClusterSecrets {
+    /// A new ten-year CA and a new password, as (CA certificate, CA key, password).
+    pub fn generate() -> Result<(String, String, String), SecretsError> {
+        let (cert, key) = new_ca()?;
+        Ok((cert, key, new_password()))
+    }
+
     /// The operator's CA and password when given, else those kept in `dir`, else new ones written there.
     pub fn load_or_create(
         dir: &Path,
@@ -105,11 +169,7 @@ impl ClusterSecrets {
                 if path.exists() {
                     read("the elastic password", &path)?.trim().to_owned()
                 } else {
-                    let p: String = rand::rng()
-                        .sample_iter(rand::distr::Alphanumeric)
-                        .take(24)
-                        .map(char::from)
-                        .collect();
+                    let p = new_password();
                     create(&path, &p, 0o600)?;
                     p
                 }

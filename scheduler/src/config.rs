@@ -12,7 +12,7 @@ use tether_mesos::client::{Credential, FrameworkSettings, MesosConfig};
 
 use crate::args::{Args, Containerizer, EsSecurity, Fencing, MasterSource};
 use crate::auth::{Token, TokenError};
-use crate::cluster_ca::{ClusterSecrets, SecretsError};
+use crate::cluster_ca::{ClusterSecrets, OperatorSecrets, SecretsError};
 use crate::error::SchedulerError;
 use crate::taskinfo::{TaskCommand, TaskOptions, merge_docker_parameters};
 
@@ -231,13 +231,21 @@ fn security(args: &Args) -> Security {
     }
 }
 
-/// With security on, the cluster CA and the `elastic` password: the operator's, or kept in (and on first
-/// start created in) `--state-dir`. With `--state zk://` the operator gives them (every scheduler
-/// instance must sign with the same CA).
+/// Where the cluster CA and the `elastic` password come from when security is on.
+#[derive(Debug)]
+pub enum SecretsSource {
+    /// The operator's, or kept in (and on first start created in) `--state-dir`.
+    Ready(std::sync::Arc<ClusterSecrets>),
+    /// With `--state zk://`: kept in ZooKeeper, so every HA candidate shares them, and loaded (or
+    /// created) by the leader once elected; the operator's parts, read now, take precedence.
+    Store(OperatorSecrets),
+}
+
+/// With security on, where the cluster CA and the `elastic` password come from.
 pub fn cluster_secrets(
     args: &Args,
     config: &Config,
-) -> Result<Option<std::sync::Arc<ClusterSecrets>>, SchedulerError> {
+) -> Result<Option<SecretsSource>, SchedulerError> {
     if !config.security.is_on() {
         return Ok(None);
     }
@@ -246,16 +254,15 @@ pub fn cluster_secrets(
         (None, None) => None,
         _ => return Err(SchedulerError::Config(SecretsError::HalfCa.to_string())),
     };
-    if args.state.is_some() && (ca.is_none() || args.es_password_file.is_none()) {
-        return Err(SchedulerError::Config(format!(
-            "Elasticsearch security {} with --state zk:// needs --es-ca-cert, --es-ca-key and \
-             --es-password-file (every scheduler instance signs with the same CA)",
-            config.security.as_str()
-        )));
+    let security = |e: SecretsError| SchedulerError::Config(format!("Elasticsearch security: {e}"));
+    if args.state.is_some() {
+        return OperatorSecrets::read(ca, args.es_password_file.as_deref())
+            .map(|o| Some(SecretsSource::Store(o)))
+            .map_err(security);
     }
     ClusterSecrets::load_or_create(&args.state_dir, ca, args.es_password_file.as_deref())
-        .map(|s| Some(std::sync::Arc::new(s)))
-        .map_err(|e| SchedulerError::Config(format!("Elasticsearch security: {e}")))
+        .map(|s| Some(SecretsSource::Ready(std::sync::Arc::new(s))))
+        .map_err(security)
 }
 
 /// `--volume-owner uid:gid` (empty: `None`); the root directory gets mode 0770.

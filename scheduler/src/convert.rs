@@ -456,9 +456,10 @@ fn identity_request(i: &tether_core::domain::IdentityRequest) -> pb::IdentityReq
     }
 }
 
-/// The `InstallIdentity` message: the signed certificate, the cluster CA and the password beside the key.
+/// The `InstallIdentity` message: the signed certificate, the cluster CA and the password beside the key
+/// of the Prepare `ids.1` (`ids.0` is its own command id).
 pub fn install_identity(
-    command_id: u64,
+    (command_id, prepare_command_id): (u64, u64),
     node_id: NodeId,
     identity: &tether_core::domain::IdentityRequest,
     owner: Option<tether_core::config::VolumeOwner>,
@@ -477,6 +478,7 @@ pub fn install_identity(
                 ca_pem,
                 password,
                 owner: owner.map(volume_owner),
+                prepare_command_id,
             },
         )),
     }

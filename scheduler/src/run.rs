@@ -84,6 +84,9 @@ pub struct LoopSettings {
     /// The cluster CA and `elastic` password when security is on: InstallIdentity commands are signed
     /// with it, and the Elasticsearch client trusts it and logs in with the password.
     pub secrets: Option<std::sync::Arc<crate::cluster_ca::ClusterSecrets>>,
+    /// With `--state zk://` and security on: `secrets` is filled by the leader from ZooKeeper (the
+    /// operator's parts, given here, take precedence).
+    pub secrets_in_store: Option<crate::cluster_ca::OperatorSecrets>,
     /// Asks running nodes what cluster they belong to.
     pub es: EsClient,
     /// The poller (always on: health, shards and safe removal need it; storage fencing reads its
@@ -335,13 +338,14 @@ impl Shell {
         let message = match command {
             SidecarCommand::InstallIdentity {
                 command_id,
+                prepare_id,
                 node_id,
                 identity,
                 csr_pem,
                 owner,
             } => match self.sign(identity, csr_pem) {
                 Ok((cert, ca, password)) => convert::install_identity(
-                    *command_id,
+                    (*command_id, *prepare_id),
                     *node_id,
                     identity,
                     *owner,

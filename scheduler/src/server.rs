@@ -135,13 +135,18 @@ pub async fn bind(args: Args) -> Result<Bound, SchedulerError> {
         None => Backend::File(StateStore::open_file(&args.state_dir).await?),
         Some(url) => Backend::Zk(args.zk.config(url)?),
     };
-    let secrets = config::cluster_secrets(&args, &core_config)?;
-    if secrets.is_some() && args.tls_cert.is_none() {
+    let source = config::cluster_secrets(&args, &core_config)?;
+    if source.is_some() && args.tls_cert.is_none() {
         tracing::warn!(
             "!!! Elasticsearch security is on but the sidecars' channel runs WITHOUT TLS: the `elastic` \
              password and the node certificates cross the network in the clear. Give --tls-cert/--tls-key !!!"
         );
     }
+    let (secrets, secrets_in_store) = match source {
+        Some(config::SecretsSource::Ready(s)) => (Some(s), None),
+        Some(config::SecretsSource::Store(operator)) => (None, Some(operator)),
+        None => (None, None),
+    };
     let listener = listen(args.listen).await?;
     let listen_addr = listener
         .local_addr()
@@ -241,15 +246,11 @@ pub async fn bind(args: Args) -> Result<Bound, SchedulerError> {
             framework_name: args.framework_name.clone(),
             es: es_client(secrets.as_ref(), Duration::from_secs(2))?,
             es_poll: Some(EsPoll {
-                // An answer slower than a poll is no answer.
-                client: es_client(
-                    secrets.as_ref(),
-                    args.es_poll_interval
-                        .clamp(Duration::from_millis(200), Duration::from_secs(10)),
-                )?,
+                client: es_client(secrets.as_ref(), poll_timeout(args.es_poll_interval))?,
                 interval: args.es_poll_interval,
             }),
             secrets,
+            secrets_in_store,
             agent_secret_file: args.state_dir.join(crate::store::secret::FILE),
         },
         agent_secret,
@@ -257,6 +258,35 @@ pub async fn bind(args: Args) -> Result<Bound, SchedulerError> {
         advertise: config::advertise_address(&args),
         tasks,
     })
+}
+
+/// An answer slower than a poll is no answer.
+fn poll_timeout(interval: Duration) -> Duration {
+    interval.clamp(Duration::from_millis(200), Duration::from_secs(10))
+}
+
+/// With the secrets in ZooKeeper: loads them (the first leader creates them) and gives the loop's
+/// Elasticsearch clients the CA and the password, before anything is launched or asked.
+async fn secrets_from_store(
+    store: &StateStore,
+    settings: &mut LoopSettings,
+) -> Result<(), SchedulerError> {
+    let (Some(operator), StateStore::Zk(zk)) = (settings.secrets_in_store.take(), store) else {
+        return Ok(());
+    };
+    let secrets = crate::store::cluster_secrets::load_or_create(zk.zk(), &operator)
+        .await
+        .map_err(|e| match e {
+            crate::store::cluster_secrets::ZkSecretsError::Store(s) => SchedulerError::Store(s),
+            other => SchedulerError::Config(format!("Elasticsearch security: {other}")),
+        })?;
+    let secrets = Arc::new(secrets);
+    settings.es = es_client(Some(&secrets), Duration::from_secs(2))?;
+    if let Some(poll) = &mut settings.es_poll {
+        poll.client = es_client(Some(&secrets), poll_timeout(poll.interval))?;
+    }
+    settings.secrets = Some(secrets);
+    Ok(())
 }
 
 /// The Elasticsearch client: trusts the cluster CA and logs in as `elastic` when security is on.
@@ -496,11 +526,12 @@ async fn lead(
         es_tx,
         events,
         metrics,
-        settings,
+        mut settings,
         agent_secret,
         leader_address,
     } = leading;
     let result = async {
+        secrets_from_store(&store, &mut settings).await?;
         let fresh = store.is_fresh()?;
         let mut core = Core::new(core_config, store.state()?)
             .map_err(|e| SchedulerError::State(e.to_string()))?;

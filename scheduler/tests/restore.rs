@@ -144,4 +144,34 @@ async fn a_backup_loads_into_an_empty_zookeeper_root_only() {
         e.to_string().contains("already holds framework fw-1"),
         "{e}"
     );
+
+    // With the secrets: into ZooKeeper beside the state (where the leader looks), not the local directory.
+    let secure_url = server.url("/tether/restore-secure").to_string();
+    let local = tmp.path().join("local-secure");
+    let secure_args = args(&local, &["--state", &secure_url]);
+    let secrets = ClusterSecrets::load_or_create(tmp.path(), None, None).expect("secrets");
+    let doc = Backup::export("elasticsearch", &sample_state(), Some(&secrets), true, 1);
+    let file = write(tmp.path(), "secure.json", &doc.to_json().expect("json"));
+    let restored = backup::restore(&secure_args, &file)
+        .await
+        .expect("restores");
+    assert!(
+        restored.to_string().contains("es_cluster_secrets"),
+        "{restored}"
+    );
+    let session = ZkSession::connect(&ZkConfig::new(server.url("/tether/restore-secure")))
+        .await
+        .expect("session");
+    let raw = ZkStore::open(session, None).await.expect("store");
+    let kept = tether_scheduler::store::cluster_secrets::load_or_create(&raw, &Default::default())
+        .await
+        .expect("the restored secrets");
+    assert_eq!(
+        (kept.ca_pem(), kept.password()),
+        (secrets.ca_pem(), secrets.password())
+    );
+    assert!(
+        ClusterSecrets::paths(&local).iter().all(|p| !p.exists()),
+        "nothing in the local directory"
+    );
 }

@@ -89,6 +89,8 @@ pub struct Options {
     pub scheduler_metrics: Option<std::net::SocketAddr>,
     /// The scheduler's `--group`s (empty: one group of `nodes`); their volumes are pre-created.
     pub groups: Vec<String>,
+    /// The scheduler's `--image`: the stand-in plays the version its tag names (no tag: 8.x).
+    pub image: String,
 }
 
 impl Options {
@@ -111,6 +113,7 @@ impl Options {
             zookeeper: false,
             scheduler_metrics: None,
             groups: Vec::new(),
+            image: "tether/es-standin".into(),
         }
     }
 
@@ -350,7 +353,7 @@ impl Cluster {
             "--mem",
             "512",
             "--image",
-            "tether/es-standin",
+            &options.image,
             "--es-security",
             &options.es_security,
             "--exec",

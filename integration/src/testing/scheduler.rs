@@ -128,10 +128,15 @@ pub struct SchedulerProcess {
 
 impl SchedulerProcess {
     /// Starts `tether-scheduler` for `master` with the test flags plus `extra`, logging to
-    /// `<log_dir>/<label>.log`.
+    /// `<log_dir>/<label>.log`. An `--es-security` in `extra` replaces the test flags' `off`.
     pub fn spawn(label: &str, master: &str, extra: &[&str], log_dir: &Path) -> SchedulerProcess {
         let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let mut argv = test_argv(master, listen);
+        if extra.contains(&"--es-security")
+            && let Some(i) = argv.iter().position(|a| a == "--es-security")
+        {
+            argv.drain(i..i + 2);
+        }
         argv.extend(extra.iter().map(|s| s.to_string()));
         let env = [("RUST_LOG".to_owned(), "info".to_owned())];
         let proc = Proc::spawn("tether-scheduler", label, &argv, &env, log_dir)

@@ -231,6 +231,8 @@ pub enum SidecarCommand {
     InstallIdentity {
         /// Unique per scheduler process.
         command_id: u64,
+        /// The Prepare whose key this identity is for (the sidecar refuses one it did not prepare).
+        prepare_id: u64,
         /// The node.
         node_id: NodeId,
         /// Where the key is, and the names its certificate may carry.

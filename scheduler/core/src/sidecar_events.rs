@@ -430,6 +430,7 @@ impl Core {
                         host: host.clone(),
                         command: crate::command::SidecarCommand::InstallIdentity {
                             command_id: install_id,
+                            prepare_id,
                             node_id: id,
                             identity,
                             csr_pem,

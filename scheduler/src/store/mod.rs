@@ -9,6 +9,7 @@
 //! tokio's blocking pool and the loop awaits it, so the loop's thread (and every other task on it) keeps
 //! running while inputs queue, and the order "durable, then the next command" still holds.
 
+pub mod cluster_secrets;
 pub mod file;
 pub mod secret;
 pub mod zk;

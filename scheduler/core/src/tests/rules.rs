@@ -1311,15 +1311,17 @@ fn with_security_the_launch_waits_for_the_installed_identity_and_carries_no_secr
             command:
                 SidecarCommand::InstallIdentity {
                     command_id,
+                    prepare_id,
                     csr_pem,
                     ..
                 },
             ..
-        } => Some((*command_id, csr_pem.clone())),
+        } => Some((*command_id, *prepare_id, csr_pem.clone())),
         _ => None,
     });
-    let (install_id, csr) = install.expect("an InstallIdentity");
+    let (install_id, prepare_id, csr) = install.expect("an InstallIdentity");
     assert_eq!(csr, "CSR");
+    assert_eq!(prepare_id, cid, "it names the Prepare whose key it is for");
     h.core
         .handle_sidecar_result(&host("a"), answer(install_id, None), h.now);
     let launch = accepts(&h.drain())[0].clone();
