@@ -526,10 +526,12 @@ impl Runtime {
         for name in &d.remove {
             share.remove(name);
         }
+        let mut added = Vec::with_capacity(d.add.len());
         for v in d.add {
             // Only names Docker accepts: a name the driver could never hold is a scheduler's mistake.
             match crate::volumes::validate_name(&v.name) {
                 Ok(()) => {
+                    added.push(v.name.clone());
                     share.insert(v.name, v.urgent);
                 }
                 Err(e) => tracing::warn!(error = %e, "WatchDelta: volume ignored"),
@@ -542,6 +544,20 @@ impl Runtime {
             "watch delta"
         );
         drop(watch);
+        // The scheduler forgets this sidecar's word on a volume it moves away, and may hand it back
+        // before another report is built: whatever a delta names is told afresh in the next report,
+        // never taken for known because an earlier one carried it.
+        let mut sent = lock(&self.sent);
+        if d.reset {
+            sent.snapshot_due = true;
+        }
+        for name in &d.remove {
+            sent.volumes.remove(name);
+        }
+        for name in &added {
+            sent.volumes.remove(name);
+        }
+        drop(sent);
         self.report_now.notify_one();
     }
 

@@ -418,10 +418,16 @@ async fn a_task_failing_its_health_check_past_the_grace_period_is_killed_unhealt
                 .iter()
                 .any(|(id, s, _, _)| id == "failing" && *s == TaskState::Killed)
     };
+    // Updates are delivered at least once: one retried before its acknowledgement arrived (a busy
+    // machine) comes again with the same uuid, and counts once.
+    let mut uuids = std::collections::HashSet::new();
     while !done(&seen) {
         let s = d.event(EventType::Update).await.update.unwrap().status;
         if let Some(a) = Call::acknowledge_status(&s) {
             d.client.send(a).await.unwrap();
+        }
+        if s.uuid.as_ref().is_some_and(|u| !uuids.insert(u.clone())) {
+            continue;
         }
         seen.push((s.task_id.value.clone(), s.state, s.healthy, s.reason));
     }

@@ -237,6 +237,23 @@ async fn a_share_by_delta_is_observed_and_reported_as_changes() -> R {
         .await?;
     assert!(vol(&gone, "es-a").is_none(), "{gone:?}");
 
+    // Handed (back) to it: told afresh though nothing changed, since a scheduler that moved a volume
+    // away and back before the next report forgot what this sidecar last said of it.
+    sched.clear();
+    sched
+        .send(scheduler_message::Body::WatchDelta(WatchDelta {
+            reset: false,
+            add: vec![ObservedVolume {
+                name: "es-b".into(),
+                urgent: true,
+            }],
+            remove: Vec::new(),
+        }))
+        .await?;
+    sched
+        .report("es-b told again", |r| r.delta && vol(r, "es-b").is_some())
+        .await?;
+
     // Removed from the share: named once in `removed`.
     sched
         .send(scheduler_message::Body::WatchDelta(WatchDelta {

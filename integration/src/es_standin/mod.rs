@@ -476,13 +476,18 @@ fn node_roles(settings: &Settings, version: EsVersion) -> Result<BTreeSet<String
         }
         // From 8.2 a list setting given on the command line (as the image turns the environment) may be
         // a JSON-style array, so `[]` is the empty list: a coordinating-only node (elastic/elasticsearch
-        // #85186). Before, `[]` is one role named `[]`.
-        let empty_array = settings.get("node.roles").map(str::trim) == Some("[]")
-            && version >= EsVersion::new(8, 2, 0);
-        let roles: BTreeSet<String> = if empty_array {
-            BTreeSet::new()
-        } else {
+        // #85186). Before, the value is split on commas only: `[]` is one role named `[]`.
+        let roles: BTreeSet<String> = if version >= EsVersion::new(8, 2, 0) {
             settings.list("node.roles").into_iter().collect()
+        } else {
+            settings
+                .get("node.roles")
+                .unwrap_or("")
+                .split(',')
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned)
+                .collect()
         };
         for r in &roles {
             if !ALL.contains(&r.as_str()) && r != "voting_only" {
