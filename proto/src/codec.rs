@@ -30,12 +30,23 @@ where
     type Decoder = ProtoDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        ProstCodec::<T, U>::raw_encoder(BufferSettings::default())
+        ProstCodec::<T, U>::raw_encoder(buffer_settings())
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        ProtoDecoder(ProstCodec::<T, U>::raw_decoder(BufferSettings::default()))
+        ProtoDecoder(ProstCodec::<T, U>::raw_decoder(buffer_settings()))
     }
+}
+
+/// Every stream holds one encode and one decode buffer for as long as it lives, and a scheduler holds one
+/// stream per sidecar: tonic's 8 KiB each were about 16 KiB per sidecar, for reports and commands that
+/// are mostly far smaller. A buffer grows to fit a larger message (up to the call's message size limit),
+/// so this only sets where it starts and how much it grows by.
+const BUFFER_BYTES: usize = 1024;
+
+fn buffer_settings() -> BufferSettings {
+    // 32 KiB: tonic's default yield threshold (how much encoded output is batched before yielding).
+    BufferSettings::new(BUFFER_BYTES, 32 * 1024)
 }
 
 /// tonic-prost's decoder with the status code of a bad message changed.

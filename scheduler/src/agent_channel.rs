@@ -44,7 +44,7 @@ pub enum SidecarEvent {
         conn: ConnId,
         hello: Hello,
         credential: Credential,
-        outbox: mpsc::Sender<SchedulerMessage>,
+        outbox: mpsc::Sender<Box<SchedulerMessage>>,
         verdict: oneshot::Sender<Result<(), Status>>,
     },
     /// A report or command result from a connected sidecar. It holds its size in the queue's byte
@@ -297,6 +297,8 @@ impl AgentChannel for AgentChannelService {
         })?;
 
         let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
+        // Boxed: a channel allocates its slots 32 at a time, and one stream per sidecar kept 32 unboxed
+        // messages' worth (7.5 KiB) for a queue that is nearly always empty.
         let (outbox, rx) = mpsc::channel(self.config.outbox_capacity);
         let (verdict, answer) = oneshot::channel();
         let shutting_down = || Status::unavailable("scheduler is shutting down");
@@ -367,9 +369,12 @@ impl AgentChannel for AgentChannelService {
 /// Where the stream towards a sidecar stands.
 enum Down {
     /// The loop's messages, or a refusal of one of the sidecar's messages.
-    Open(mpsc::Receiver<SchedulerMessage>, oneshot::Receiver<Status>),
+    Open(
+        mpsc::Receiver<Box<SchedulerMessage>>,
+        oneshot::Receiver<Status>,
+    ),
     /// The reader ended without a refusal: only the loop's messages.
-    Outbox(mpsc::Receiver<SchedulerMessage>),
+    Outbox(mpsc::Receiver<Box<SchedulerMessage>>),
     /// A refusal was sent: the stream is over.
     Done,
 }
@@ -377,19 +382,19 @@ enum Down {
 /// What the sidecar hears: the loop's messages until the loop drops the outbox (which is how a replaced
 /// stream ends), or a refusal of one of its messages, which ends the stream with that status.
 fn downstream(
-    rx: mpsc::Receiver<SchedulerMessage>,
+    rx: mpsc::Receiver<Box<SchedulerMessage>>,
     refusal: oneshot::Receiver<Status>,
 ) -> impl Stream<Item = Result<SchedulerMessage, Status>> + Send {
     futures::stream::unfold(Down::Open(rx, refusal), |state| async move {
         match state {
             Down::Open(mut rx, mut refusal) => tokio::select! {
-                m = rx.recv() => m.map(|m| (Ok(m), Down::Open(rx, refusal))),
+                m = rx.recv() => m.map(|m| (Ok(*m), Down::Open(rx, refusal))),
                 r = &mut refusal => match r {
                     Ok(status) => Some((Err(status), Down::Done)),
-                    Err(_) => rx.recv().await.map(|m| (Ok(m), Down::Outbox(rx))),
+                    Err(_) => rx.recv().await.map(|m| (Ok(*m), Down::Outbox(rx))),
                 },
             },
-            Down::Outbox(mut rx) => rx.recv().await.map(|m| (Ok(m), Down::Outbox(rx))),
+            Down::Outbox(mut rx) => rx.recv().await.map(|m| (Ok(*m), Down::Outbox(rx))),
             Down::Done => None,
         }
     })

@@ -117,7 +117,7 @@ pub struct Outputs {
 #[derive(Debug)]
 struct SidecarConn {
     conn: ConnId,
-    outbox: mpsc::Sender<pb::SchedulerMessage>,
+    outbox: mpsc::Sender<Box<pb::SchedulerMessage>>,
     /// Only a stream with the same credential may take this one's place.
     credential: Credential,
 }
@@ -380,7 +380,7 @@ impl Shell {
             tracing::warn!(host = %host.as_str(), "no sidecar connected for a command");
             return;
         };
-        if conn.outbox.try_send(message).is_err() {
+        if conn.outbox.try_send(Box::new(message)).is_err() {
             tracing::warn!(host = %host.as_str(), "sidecar outbox full or closed; command dropped");
         }
     }
@@ -588,7 +588,7 @@ impl Shell {
         conn: ConnId,
         hello: &pb::Hello,
         credential: Credential,
-        outbox: mpsc::Sender<pb::SchedulerMessage>,
+        outbox: mpsc::Sender<Box<pb::SchedulerMessage>>,
         now: tether_core::ids::Millis,
     ) -> Result<(), Status> {
         let h = convert::hello(hello).map_err(|e| {

@@ -130,7 +130,7 @@ pub async fn bind(args: Args) -> Result<Bound, SchedulerError> {
         (None, false) => {}
     }
     let (agent_secret, secret_rx) = watch::channel(None);
-    let mut server = crate::tls::server_builder(&args)?;
+    let mut server = http2_settings(crate::tls::server_builder(&args)?);
     let backend = match args.state_url() {
         None => Backend::File(StateStore::open_file(&args.state_dir).await?),
         Some(url) => Backend::Zk(args.zk.config(url)?),
@@ -287,6 +287,19 @@ async fn secrets_from_store(
     }
     settings.secrets = Some(secrets);
     Ok(())
+}
+
+/// HTTP/2 flow control for up to one connection per agent. hyper's server defaults let every stream and
+/// every connection buffer 1 MiB the scheduler has not read yet; while the event loop holds sidecars
+/// back (the queue byte budget), that is what each of 10,000 connections may pile up. Reports are a few
+/// KiB, so the protocol's own initial window (64 KiB) costs them nothing; a larger message (up to gRPC's
+/// 4 MiB) still goes through, in window-sized steps as the reader consumes it.
+pub fn http2_settings(server: tonic::transport::Server) -> tonic::transport::Server {
+    const WINDOW: u32 = 64 * 1024;
+    server
+        .initial_stream_window_size(WINDOW)
+        .initial_connection_window_size(WINDOW)
+        .http2_adaptive_window(Some(false))
 }
 
 /// The Elasticsearch client: trusts the cluster CA and logs in as `elastic` when security is on.

@@ -31,8 +31,9 @@ async fn serve_service(
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let (tx, rx) = mpsc::channel(16);
     let service = AgentChannelService::new(config, tx);
+    // The scheduler's own HTTP/2 windows, so the tests see its flow control.
     tokio::spawn(
-        tonic::transport::Server::builder()
+        tether_scheduler::server::http2_settings(tonic::transport::Server::builder())
             .add_service(AgentChannelServer::new(service.clone()))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
@@ -76,7 +77,7 @@ async fn connect_accepted(
 ) -> (
     tonic::Streaming<SchedulerMessage>,
     tether_scheduler::agent_channel::ConnId,
-    mpsc::Sender<SchedulerMessage>,
+    mpsc::Sender<Box<SchedulerMessage>>,
 ) {
     let url = url.to_owned();
     let connecting =
@@ -134,12 +135,12 @@ async fn hello_then_reports_up_and_commands_down() {
         .into_inner();
     assert_eq!(hello.hostname, "agent-1");
     outbox
-        .send(SchedulerMessage {
+        .send(Box::new(SchedulerMessage {
             body: Some(scheduler_message::Body::Welcome(Welcome {
                 report_interval_ms: 500,
                 watch: None,
             })),
-        })
+        }))
         .await
         .expect("outbox");
     let welcome = down.message().await.expect("recv").expect("message");
@@ -295,6 +296,48 @@ fn report_with(volumes: usize) -> agent_message::Body {
             .collect(),
         ..Default::default()
     })
+}
+
+/// The scheduler's HTTP/2 windows (64 KiB) are far smaller than the largest message gRPC accepts (4 MiB):
+/// a report of nearly that size still arrives whole, window by window.
+#[tokio::test]
+async fn a_report_of_nearly_the_largest_message_size_passes_the_small_windows() {
+    let (url, mut events) = serve(open()).await;
+    let (up, up_rx) = mpsc::channel(8);
+    up.send(msg(hello("agent-1"))).await.expect("send");
+    let (_down, conn, outbox) = connect_accepted(&url, up_rx, &mut events).await;
+    // Volumes with names at the field limit, as many as fit under 4 MiB with room for the framing: each
+    // encodes to 1,030 bytes (a 1,024-byte name, its tag and length, the volume's tag and length), so
+    // the report is 4,032 × 1,030 = 4,152,960 bytes plus a few of its own.
+    let name = |i: usize| format!("{i:0>1024}");
+    let volumes = (4 << 20) / 1040;
+    let report = agent_message::Body::Report(Report {
+        sequence: 1,
+        volumes: (0..volumes)
+            .map(|i| VolumeReport {
+                name: name(i),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    });
+    up.send(msg(report)).await.expect("send");
+    match next(&mut events).await {
+        SidecarEvent::Message {
+            conn: c,
+            body: agent_message::Body::Report(r),
+            ..
+        } => {
+            assert_eq!(c, conn);
+            assert_eq!(r.volumes.len(), volumes);
+            assert_eq!(
+                r.volumes.last().map(|v| v.name.clone()),
+                Some(name(volumes - 1))
+            );
+        }
+        other => panic!("expected the report, got {other:?}"),
+    }
+    drop(outbox);
 }
 
 /// A report over `--max-volumes-per-report` ends the stream with RESOURCE_EXHAUSTED naming the limit,

@@ -253,6 +253,9 @@ async fn scheduler_with_agents(logs: &Path) -> anyhow::Result<()> {
         "--cpus=0.5".to_owned(),
         "--mem=256".to_owned(),
         "--disk=100".to_owned(),
+        // Without external volumes there is no sidecar to make node keys: the default (`auto`, `full` for
+        // 8.x images) refuses to start.
+        "--es-security=off".to_owned(),
         "--hostname=127.0.0.1".to_owned(),
     ]
     .into();
@@ -342,6 +345,8 @@ async fn scheduler_with_sidecars(logs: &Path, per_connection: usize) -> anyhow::
         format!("--metrics-listen={metrics}"),
         "--external-volume-driver=rexray".to_owned(),
         "--nodes=10".to_owned(),
+        // Simulated sidecars present no credential; identity is not what this measures.
+        "--allow-shared-agent-token".to_owned(),
     ]
     .into();
     let mut proc = spawn("tether-scheduler", &args, logs)?;

@@ -109,27 +109,24 @@ impl Offer {
     #[must_use]
     pub fn two_ports(&self) -> Option<(u16, u16)> {
         // Ranges come from the master: clamp them to real ports so a bogus range cannot spin.
-        let mut found: Vec<u16> = Vec::with_capacity(2);
+        // Asked of every offer of every round: two ports on the stack, no allocation.
+        let mut found: Option<u16> = None;
         for r in &self.ports {
             let begin = r.begin.max(1);
             let end = r.end.min(u64::from(u16::MAX));
             let mut p = begin;
-            while p <= end && found.len() < 2 {
-                if let Ok(port) = u16::try_from(p)
-                    && !found.contains(&port)
-                {
-                    found.push(port);
+            while p <= end {
+                if let Ok(port) = u16::try_from(p) {
+                    match found {
+                        None => found = Some(port),
+                        Some(first) if first != port => return Some((first, port)),
+                        Some(_) => {}
+                    }
                 }
                 p += 1;
             }
-            if found.len() == 2 {
-                break;
-            }
         }
-        match found.as_slice() {
-            [a, b] => Some((*a, *b)),
-            _ => None,
-        }
+        None
     }
 
     /// Whether `port` is in one of the offered ranges.

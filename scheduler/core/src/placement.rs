@@ -7,45 +7,78 @@
 
 use crate::command::{MesosCommand, Reason, ReasonKind, WatchEvent};
 use crate::config::{Constraint, Strategy};
-use crate::core::Core;
-use crate::domain::{FEATURE_NODE_IDENTITY, FEATURE_VOLUME_OWNER, Offer};
+use crate::core::{Core, Sidecar};
+use crate::domain::{AttributeValue, FEATURE_NODE_IDENTITY, FEATURE_VOLUME_OWNER, Offer};
 use crate::ids::{Hostname, Millis, NodeId};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-/// The candidates of each host, best first, without a list per host (most hosts make one offer): each
-/// host's first and last candidate, and a link from each candidate to the next one of its host.
+/// The hosts offering in one round, each hashed once: per host whether it already holds a node, and its
+/// candidates best first without a list per host (most hosts make one offer): the first and last
+/// candidate, and a link from each candidate to the next one of its host.
 struct HostIndex<'a> {
-    ends: HashMap<&'a Hostname, (usize, usize)>,
+    ids: foldhash::HashMap<&'a Hostname, usize>,
+    hosts: Vec<HostEntry>,
     next: Vec<Option<usize>>,
 }
 
+#[derive(Default)]
+struct HostEntry {
+    busy: bool,
+    ends: Option<(usize, usize)>,
+}
+
 impl<'a> HostIndex<'a> {
-    fn new(candidates: usize) -> Self {
+    fn new(offers: usize) -> Self {
         HostIndex {
-            ends: HashMap::with_capacity(candidates),
-            next: vec![None; candidates],
+            ids: foldhash::HashMap::with_capacity_and_hasher(offers, Default::default()),
+            hosts: Vec::with_capacity(offers),
+            next: vec![None; offers],
         }
     }
 
-    /// Appends candidate `c` to `host`'s list; call in best-first order.
-    fn push(&mut self, host: &'a Hostname, c: usize) {
-        match self.ends.entry(host) {
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert((c, c));
-            }
-            std::collections::hash_map::Entry::Occupied(mut e) => {
-                let (_, last) = e.get_mut();
+    /// The round's number for `host`, added if new.
+    fn add(&mut self, host: &'a Hostname) -> usize {
+        let next = self.hosts.len();
+        let id = *self.ids.entry(host).or_insert(next);
+        if id == next {
+            self.hosts.push(HostEntry::default());
+        }
+        id
+    }
+
+    fn id(&self, host: &Hostname) -> Option<usize> {
+        self.ids.get(host).copied()
+    }
+
+    /// Marks `host` as holding a node already, if it offers in this round.
+    fn mark_busy(&mut self, host: &Hostname) {
+        if let Some(id) = self.id(host) {
+            self.hosts[id].busy = true;
+        }
+    }
+
+    fn busy(&self, id: usize) -> bool {
+        self.hosts[id].busy
+    }
+
+    /// Appends candidate `c` (below the number of offers) to host `id`'s list; call in best-first order.
+    fn push(&mut self, id: usize, c: usize) {
+        let entry = &mut self.hosts[id];
+        match &mut entry.ends {
+            None => entry.ends = Some((c, c)),
+            Some((_, last)) => {
                 self.next[*last] = Some(c);
                 *last = c;
             }
         }
     }
 
-    /// `host`'s candidates, best first.
-    fn iter(&self, host: &Hostname) -> impl Iterator<Item = usize> + '_ {
-        std::iter::successors(self.ends.get(host).map(|(first, _)| *first), |c| {
-            self.next[*c]
-        })
+    /// Host `id`'s candidates, best first.
+    fn iter(&self, id: Option<usize>) -> impl Iterator<Item = usize> + '_ {
+        let first = id
+            .and_then(|id| self.hosts[id].ends)
+            .map(|(first, _)| first);
+        std::iter::successors(first, |c| self.next[*c])
     }
 }
 
@@ -74,12 +107,23 @@ impl Core {
     pub fn handle_offers(&mut self, offers: Vec<Offer>, now: Millis) {
         // Prepares past their deadline can no longer mount, even if their timer has not fired yet.
         self.abandoned_prepares.retain(|_, a| a.deadline > now);
+        // The first round of a large cluster meets every agent at once: grow the per-agent maps once, not
+        // by doubling (later rounds find their agents there and reserve nothing).
+        let unseen = offers.len().saturating_sub(self.agent_hosts.len());
+        self.agent_hosts.reserve(unseen);
+        self.agent_reasons
+            .reserve(offers.len().saturating_sub(self.agent_reasons.len()));
         for o in &offers {
             if self.agent_hosts.get(&o.agent_id) != Some(&o.hostname) {
                 self.agent_hosts
                     .insert(o.agent_id.clone(), o.hostname.clone());
             }
-            if !o.attributes.is_empty() {
+            // Agents offer every round with the same attributes: rewrite them only when they changed.
+            let known = self
+                .host_attributes
+                .get(&o.hostname)
+                .is_some_and(|known| same_attributes(known, &o.attributes));
+            if !o.attributes.is_empty() && !known {
                 let attrs = o
                     .attributes
                     .iter()
@@ -93,14 +137,14 @@ impl Core {
             reasons
                 .iter_mut()
                 .for_each(|r| *r = Some(Reason::NotSubscribed));
-            self.decline_round(&offers, reasons, Vec::new(), now);
+            self.decline_round(offers, reasons, &[], now);
             return;
         }
         if let Some(from) = self.placement_from.filter(|f| *f > now) {
             reasons
                 .iter_mut()
                 .for_each(|r| *r = Some(Reason::StartupGrace { until_ms: from.0 }));
-            self.decline_round(&offers, reasons, Vec::new(), now);
+            self.decline_round(offers, reasons, &[], now);
             return;
         }
         let pending: Vec<NodeId> = self
@@ -121,13 +165,66 @@ impl Core {
                 None => Reason::NothingPending,
             };
             reasons.iter_mut().for_each(|r| *r = Some(reason.clone()));
-            self.decline_round(&offers, reasons, Vec::new(), now);
+            self.decline_round(offers, reasons, &[], now);
             self.flush_interest();
             return;
         }
 
+        let (assignments, unplaced, cands, zones) =
+            self.place(&offers, &pending, &mut reasons, now);
+        for (id, reason) in unplaced {
+            self.set_reason(id, reason, now);
+        }
+        let mut accepted: Vec<usize> = assignments.iter().map(|(_, c)| cands[*c].offer).collect();
+        accepted.sort_unstable();
+        // Declines first: held and accepted offers are not in the list.
+        let mut kept = self.decline_round(offers, reasons, &accepted, now);
+        for (id, c) in assignments {
+            let cand = &cands[c];
+            // `kept` holds the accepted offers in offer order, each taken once.
+            let Ok(k) = accepted.binary_search(&cand.offer) else {
+                continue;
+            };
+            let Some(offer) = kept[k].take() else {
+                continue;
+            };
+            match self.config.strategy {
+                Strategy::Normal => self.launch(id, &offer, cand.http, cand.transport, now),
+                Strategy::External { .. } => {
+                    self.start_prepare(
+                        id,
+                        offer,
+                        cand.http,
+                        cand.transport,
+                        cand.zone.map(|z| zones.name(z).to_owned()),
+                        now,
+                    );
+                }
+            }
+        }
+        self.flush_interest();
+    }
+
+    /// The decisions of one round: which candidate each placed node takes, why each unplaced node waits,
+    /// and (in `reasons`) why each unused offer is declined.
+    #[allow(clippy::type_complexity)]
+    fn place(
+        &self,
+        offers: &[Offer],
+        pending: &[NodeId],
+        reasons: &mut [Option<Reason>],
+        now: Millis,
+    ) -> (
+        Vec<(NodeId, usize)>,
+        Vec<(NodeId, Reason)>,
+        Vec<Candidate>,
+        ZoneNames,
+    ) {
+        // Every host name of the round is hashed once; candidates and busy marks refer to it by number.
+        let mut by_host = HostIndex::new(offers.len());
+        let host_of: Vec<usize> = offers.iter().map(|o| by_host.add(&o.hostname)).collect();
+
         // Agents that already hold a node (running, launching, or being prepared) and UNIQUE values used.
-        let mut busy: HashSet<Hostname> = HashSet::new();
         let mut unique_used: HashMap<String, HashSet<String>> = HashMap::new();
         let unique_attrs: Vec<String> = self
             .config
@@ -149,7 +246,10 @@ impl Core {
                 _ => None,
             };
             let Some(host) = host else { continue };
-            busy.insert(host.clone());
+            by_host.mark_busy(host);
+            if unique_attrs.is_empty() {
+                continue;
+            }
             let attrs = if rt.attributes.is_empty() {
                 self.host_attributes
                     .get(host)
@@ -170,7 +270,7 @@ impl Core {
         // takes only an offer that fits its own group (one group: the same need, as without groups).
         let mut need = Need::of(&self.resources(pending[0]));
         let mut group_needs: BTreeMap<u16, Need> = BTreeMap::new();
-        for id in &pending {
+        for id in pending {
             let n = *group_needs
                 .entry(id.group())
                 .or_insert_with(|| Need::of(&self.resources(*id)));
@@ -180,43 +280,54 @@ impl Core {
             self.groups.values().all(|g| g.resources.master_eligible()) || self.master_launched();
         let mut cands: Vec<Candidate> = Vec::with_capacity(offers.len());
         let mut zones = ZoneNames::default();
+        let round = Round {
+            unique_used: &unique_used,
+            needed_attach,
+            need,
+            now,
+        };
+        let sidecar_of = self.sidecars_of(&by_host);
         for (i, o) in offers.iter().enumerate() {
-            let round = Round {
-                busy: &busy,
-                unique_used: &unique_used,
-                needed_attach,
-                need,
-                now,
+            let host = OfferHost {
+                busy: by_host.busy(host_of[i]),
+                sidecar: sidecar_of.get(host_of[i]).copied().flatten(),
             };
-            match self.judge_offer(i, o, &round, &mut zones) {
+            match self.judge_offer(i, o, host, &round, &mut zones) {
                 Ok(c) => cands.push(c),
                 Err(r) => reasons[i] = Some(r),
             }
         }
-        // Best first: most spare attach slots, then most spare resources, then offer order.
-        let mut order: Vec<usize> = (0..cands.len()).collect();
-        order.sort_by(|a, b| {
-            let (ca, cb) = (&cands[*a], &cands[*b]);
-            cb.spare_attach
-                .cmp(&ca.spare_attach)
-                .then(cb.spare_resources.total_cmp(&ca.spare_resources))
-                .then(ca.offer.cmp(&cb.offer))
-        });
-        let mut buckets: HashMap<Option<usize>, Vec<usize>> = HashMap::new();
-        let mut by_host = HostIndex::new(cands.len());
+        // Best first: most spare attach slots, then most spare resources, then offer order. The offer
+        // index makes every key distinct, so an unstable sort orders exactly as a stable one would.
+        let mut keyed: Vec<(std::cmp::Reverse<u32>, std::cmp::Reverse<i64>, usize)> = cands
+            .iter()
+            .enumerate()
+            .map(|(c, cand)| {
+                (
+                    std::cmp::Reverse(cand.spare_attach),
+                    std::cmp::Reverse(total_order_key(cand.spare_resources)),
+                    c,
+                )
+            })
+            .collect();
+        keyed.sort_unstable();
+        let order: Vec<usize> = keyed.into_iter().map(|(_, _, c)| c).collect();
+        let mut buckets: Vec<Vec<usize>> = vec![Vec::new(); zones.names.len()];
         let mut by_unique: HashMap<(String, String), Vec<usize>> = HashMap::new();
         for &c in &order {
             let cand = &cands[c];
-            buckets.entry(cand.zone).or_default().push(c);
+            if let Some(z) = cand.zone {
+                buckets[z].push(c);
+            }
+            by_host.push(host_of[cand.offer], c);
             let offer = &offers[cand.offer];
-            by_host.push(&offer.hostname, c);
             for a in &unique_attrs {
                 if let Some(v) = offer.attribute(a) {
                     by_unique.entry((a.clone(), v)).or_default().push(c);
                 }
             }
         }
-        let mut cursors: HashMap<usize, usize> = HashMap::new();
+        let mut cursors: Vec<usize> = vec![0; zones.names.len()];
         let mut global_cursor = 0usize;
 
         // A pinned port missing from offers is a configuration the operator must see on the pending
@@ -229,7 +340,7 @@ impl Core {
             .unwrap_or(Reason::NoSuitableOffer);
         let mut unplaced: Vec<(NodeId, Reason)> = Vec::new();
         let mut assignments: Vec<(NodeId, usize)> = Vec::new();
-        for id in pending {
+        for &id in pending {
             if !masters_seeded && !self.master_eligible_node(id) {
                 unplaced.push((id, Reason::WaitingForMasters));
                 continue;
@@ -251,7 +362,7 @@ impl Core {
             let mut chosen = None;
             if let Some(h) = &req.required_host {
                 chosen = by_host
-                    .iter(h)
+                    .iter(by_host.id(h))
                     .find(|c| !cands[*c].used && zone_ok(&cands[*c]) && fits(&cands[*c]));
                 if chosen.is_none() {
                     let volume = self
@@ -272,17 +383,14 @@ impl Core {
                     .filter(|h| req.avoid.as_ref() != Some(*h))
                     .find_map(|h| {
                         by_host
-                            .iter(h)
+                            .iter(by_host.id(h))
                             .find(|c| !cands[*c].used && zone_ok(&cands[*c]) && fits(&cands[*c]))
                     });
             }
             if chosen.is_none() {
                 let mut no_cursor = 0usize;
                 let (list, cursor) = match want {
-                    Some(Some(z)) => (
-                        buckets.get(&Some(z)).map(Vec::as_slice).unwrap_or_default(),
-                        cursors.entry(z).or_insert(0),
-                    ),
+                    Some(Some(z)) => (buckets[z].as_slice(), &mut cursors[z]),
                     Some(None) => (&[][..], &mut no_cursor),
                     None => (order.as_slice(), &mut global_cursor),
                 };
@@ -291,17 +399,17 @@ impl Core {
                 }
                 // Skip (without consuming) the agent where the node's last prepare failed, if any
                 // other offer will do; only a few offers come from one agent, so this stays cheap.
-                chosen = list[*cursor..]
-                    .iter()
-                    .copied()
-                    .filter(|c| !cands[*c].used && fits(&cands[*c]))
-                    .find(|c| req.avoid.as_ref() != Some(&offers[cands[*c].offer].hostname))
-                    .or_else(|| {
-                        list[*cursor..]
-                            .iter()
-                            .copied()
-                            .find(|c| !cands[*c].used && fits(&cands[*c]))
-                    });
+                // With one group every candidate fits and the cursor's is the first unused one.
+                let free = |c: &usize| !cands[*c].used && fits(&cands[*c]);
+                chosen = match &req.avoid {
+                    None => list[*cursor..].iter().copied().find(free),
+                    Some(avoid) => list[*cursor..]
+                        .iter()
+                        .copied()
+                        .filter(free)
+                        .find(|c| avoid != &offers[cands[*c].offer].hostname)
+                        .or_else(|| list[*cursor..].iter().copied().find(free)),
+                };
             }
             let Some(c) = chosen else {
                 let reason = match (&req.zone, self.record(id).and_then(|r| r.volumes.first())) {
@@ -317,7 +425,7 @@ impl Core {
             };
             cands[c].used = true;
             let offer = &offers[cands[c].offer];
-            for o in by_host.iter(&offer.hostname) {
+            for o in by_host.iter(Some(host_of[cands[c].offer])) {
                 if !cands[o].used {
                     cands[o].used = true;
                     reasons[cands[o].offer] = Some(Reason::AgentBusy);
@@ -345,61 +453,61 @@ impl Core {
                 reasons[c.offer] = Some(Reason::Surplus);
             }
         }
-        for (id, reason) in unplaced {
-            self.set_reason(id, reason, now);
-        }
-        let accepted: Vec<usize> = assignments.iter().map(|(_, c)| cands[*c].offer).collect();
-        // Declines first: held and accepted offers are not in the list.
-        self.decline_round(&offers, reasons, accepted, now);
-        for (id, c) in assignments {
-            let cand = &cands[c];
-            let offer = offers[cand.offer].clone();
-            match self.config.strategy {
-                Strategy::Normal => self.launch(id, &offer, cand.http, cand.transport, now),
-                Strategy::External { .. } => {
-                    self.start_prepare(
-                        id,
-                        offer,
-                        cand.http,
-                        cand.transport,
-                        cand.zone.map(|z| zones.name(z).to_owned()),
-                        now,
-                    );
-                }
-            }
-        }
-        self.flush_interest();
+        (assignments, unplaced, cands, zones)
     }
 
+    /// With external volumes, the sidecar of each host of the round (by the round's host number).
+    fn sidecars_of(&self, by_host: &HostIndex<'_>) -> Vec<Option<&Sidecar>> {
+        if !matches!(self.config.strategy, Strategy::External { .. }) {
+            return Vec::new();
+        }
+        let mut of = vec![None; by_host.hosts.len()];
+        // A lookup in the ordered map compares host names at every level; a walk through it costs one
+        // step and one hash per sidecar. Walk it when the round has about as many hosts as sidecars.
+        if self.sidecars.len() <= 4 * by_host.hosts.len() {
+            for (h, s) in &self.sidecars {
+                if let Some(id) = by_host.id(h) {
+                    of[id] = Some(s);
+                }
+            }
+        } else {
+            for (h, id) in &by_host.ids {
+                of[*id] = self.sidecars.get(*h);
+            }
+        }
+        of
+    }
+
+    /// Declines every offer not in `taken` (offer indices, ascending) and returns the taken offers, in
+    /// that order. The declined offers' ids move into the DECLINEs and their host names into the
+    /// per-agent reasons: an agent offers every round, so nothing is cloned per offer.
     fn decline_round(
         &mut self,
-        offers: &[Offer],
+        offers: Vec<Offer>,
         reasons: Vec<Option<Reason>>,
-        taken: Vec<usize>,
+        taken: &[usize],
         now: Millis,
-    ) {
-        let taken: BTreeSet<usize> = taken.into_iter().collect();
+    ) -> Vec<Option<Offer>> {
+        let mut kept = Vec::with_capacity(taken.len());
+        let mut next_taken = taken.iter().copied().peekable();
         let mut idle = Vec::new();
-        let mut busy = Vec::new();
+        let mut busy = Vec::with_capacity(offers.len().saturating_sub(taken.len()));
         let mut counts: BTreeMap<ReasonKind, usize> = BTreeMap::new();
-        for (i, (o, r)) in offers.iter().zip(reasons).enumerate() {
-            if taken.contains(&i) {
+        for (i, (o, r)) in offers.into_iter().zip(reasons).enumerate() {
+            if next_taken.next_if_eq(&i).is_some() {
+                kept.push(Some(o));
                 continue;
             }
             let r = r.unwrap_or(Reason::Surplus);
             *counts.entry(r.kind()).or_default() += 1;
+            let Offer { id, hostname, .. } = o;
             if matches!(r, Reason::NothingPending) {
-                idle.push(o.id.clone());
+                idle.push(id);
             } else {
-                busy.push(o.id.clone());
+                busy.push(id);
             }
-            // Agents offer every round: overwrite in place rather than clone the host name each time.
-            match self.agent_reasons.get_mut(&o.hostname) {
-                Some(slot) => *slot = (r, now),
-                None => {
-                    self.agent_reasons.insert(o.hostname.clone(), (r, now));
-                }
-            }
+            // A known host keeps its key: the moved name is dropped, nothing is allocated.
+            self.agent_reasons.insert(hostname, (r, now));
         }
         if !busy.is_empty() {
             self.mesos(MesosCommand::Decline {
@@ -419,17 +527,18 @@ impl Core {
             by_reason.sort_by_key(|(k, _)| k.as_str());
             self.watch(WatchEvent::OffersDeclined { by_reason });
         }
+        kept
     }
 
     fn judge_offer(
         &self,
         i: usize,
         o: &Offer,
+        host: OfferHost<'_>,
         round: &Round<'_>,
         zones: &mut ZoneNames,
     ) -> Result<Candidate, Reason> {
         let Round {
-            busy,
             unique_used,
             needed_attach,
             need,
@@ -457,7 +566,7 @@ impl Core {
             });
         }
         let (http, transport) = o.node_ports(cfg.http_port, cfg.transport_port)?;
-        if busy.contains(&o.hostname) {
+        if host.busy {
             return Err(Reason::AgentBusy);
         }
         for c in &cfg.constraints {
@@ -491,7 +600,7 @@ impl Core {
         let mut zone = o.zone.as_deref();
         let mut spare_attach = u32::MAX;
         if matches!(cfg.strategy, Strategy::External { .. }) {
-            let Some(s) = self.sidecars.get(&o.hostname) else {
+            let Some(s) = host.sidecar else {
                 return Err(Reason::SidecarMissing);
             };
             if !s.connected {
@@ -621,9 +730,16 @@ impl Core {
     }
 }
 
+/// What the round knows about an offer's host.
+#[derive(Clone, Copy)]
+struct OfferHost<'a> {
+    /// It holds a node already.
+    busy: bool,
+    sidecar: Option<&'a Sidecar>,
+}
+
 /// What every offer of a round is judged against.
 struct Round<'a> {
-    busy: &'a HashSet<Hostname>,
     unique_used: &'a HashMap<String, HashSet<String>>,
     needed_attach: u32,
     need: Need,
@@ -663,10 +779,28 @@ impl Need {
     }
 }
 
+/// Whether the rendered attributes `known` are what `offered` renders to (without rendering it).
+fn same_attributes(known: &[(String, String)], offered: &[(String, AttributeValue)]) -> bool {
+    known.len() == offered.len()
+        && known.iter().zip(offered).all(|((kn, kv), (on, ov))| {
+            kn == on
+                && match ov {
+                    AttributeValue::Text(t) => kv == t,
+                    AttributeValue::Scalar(_) => *kv == ov.render(),
+                }
+        })
+}
+
+/// An integer key ordered as `f64::total_cmp` orders `x` (the IEEE 754 total order).
+fn total_order_key(x: f64) -> i64 {
+    let bits = x.to_bits() as i64;
+    bits ^ ((((bits >> 63) as u64) >> 1) as i64)
+}
+
 /// The zones seen in one round, numbered so candidates carry an index instead of a string.
 #[derive(Default)]
 struct ZoneNames {
-    ids: HashMap<String, usize>,
+    ids: foldhash::HashMap<String, usize>,
     names: Vec<String>,
 }
 
@@ -691,20 +825,364 @@ impl ZoneNames {
 
 #[cfg(test)]
 mod tests {
-    use super::HostIndex;
-    use crate::ids::Hostname;
+    use super::{Candidate, HostIndex, Need, OfferHost, Round, ZoneNames, total_order_key};
+    use crate::command::Reason;
+    use crate::config::Constraint;
+    use crate::core::Core;
+    use crate::domain::{AttributeValue, Offer};
+    use crate::ids::{Hostname, Millis, NodeId};
+    use crate::testing::*;
+    use proptest::prelude::*;
+    use std::collections::{HashMap, HashSet};
+
+    /// The round as first written, with no index: every lookup is a scan of the sorted candidates. It
+    /// returns (node, offer index) per placed node, and the waiting nodes with their reasons.
+    #[allow(clippy::type_complexity)]
+    fn reference(
+        core: &Core,
+        offers: &[Offer],
+        pending: &[NodeId],
+        reasons: &mut [Option<Reason>],
+        now: Millis,
+    ) -> (Vec<(NodeId, usize)>, Vec<(NodeId, Reason)>) {
+        let unique_attrs: Vec<String> = core
+            .config
+            .constraints
+            .iter()
+            .filter_map(|c| match c {
+                Constraint::Unique(a) => Some(a.clone()),
+                Constraint::Equals(..) => None,
+            })
+            .collect();
+        let mut busy: HashSet<Hostname> = HashSet::new();
+        let mut unique_used: HashMap<String, HashSet<String>> = HashMap::new();
+        for (id, rt) in &core.slots {
+            let host = match (&rt.preparing, core.record(*id)) {
+                (Some(p), _) => Some(&p.offer.hostname),
+                (None, Some(rec)) => rec
+                    .task
+                    .as_ref()
+                    .filter(|t| !t.is_terminal())
+                    .map(|t| &t.host),
+                _ => None,
+            };
+            let Some(host) = host else { continue };
+            busy.insert(host.clone());
+            let attrs = if rt.attributes.is_empty() {
+                core.host_attributes.get(host).cloned().unwrap_or_default()
+            } else {
+                rt.attributes.clone()
+            };
+            for a in &unique_attrs {
+                if let Some((_, v)) = attrs.iter().find(|(n, _)| n == a) {
+                    unique_used.entry(a.clone()).or_default().insert(v.clone());
+                }
+            }
+        }
+        // One group (what the property generates): every pending node needs the same.
+        let need = pending
+            .iter()
+            .map(|id| Need::of(&core.resources(*id)))
+            .reduce(Need::min)
+            .unwrap_or(Need {
+                cpus: 0.0,
+                mem_mb: 0.0,
+                disk_mb: 0.0,
+            });
+        let round = Round {
+            unique_used: &unique_used,
+            needed_attach: u32::try_from(core.config.volumes.len()).unwrap_or(u32::MAX),
+            need,
+            now,
+        };
+        let mut zones = ZoneNames::default();
+        let mut cands: Vec<Candidate> = Vec::new();
+        for (i, o) in offers.iter().enumerate() {
+            let host = OfferHost {
+                busy: busy.contains(&o.hostname),
+                sidecar: core.sidecars.get(&o.hostname),
+            };
+            match core.judge_offer(i, o, host, &round, &mut zones) {
+                Ok(c) => cands.push(c),
+                Err(r) => reasons[i] = Some(r),
+            }
+        }
+        let mut order: Vec<usize> = (0..cands.len()).collect();
+        order.sort_by(|a, b| {
+            let (ca, cb) = (&cands[*a], &cands[*b]);
+            cb.spare_attach
+                .cmp(&ca.spare_attach)
+                .then(cb.spare_resources.total_cmp(&ca.spare_resources))
+                .then(ca.offer.cmp(&cb.offer))
+        });
+        let no_fit = reasons
+            .iter()
+            .flatten()
+            .find(|r| matches!(r, Reason::PinnedPortNotOffered { .. }))
+            .cloned()
+            .unwrap_or(Reason::NoSuitableOffer);
+        let cand_hosts: Vec<&Hostname> = cands.iter().map(|c| &offers[c.offer].hostname).collect();
+        let host_of = |c: usize| cand_hosts[c];
+        let mut placed = Vec::new();
+        let mut unplaced = Vec::new();
+        for &id in pending {
+            let req = match core.requirement(id, now) {
+                Ok(r) => r,
+                Err(reason) => {
+                    unplaced.push((id, reason));
+                    continue;
+                }
+            };
+            let want = req.zone.as_deref().map(|z| zones.get(z));
+            let fits = |c: usize, cands: &[Candidate]| {
+                !cands[c].used && want.is_none_or(|w| w.is_some() && cands[c].zone == w)
+            };
+            let on = |h: &Hostname, cands: &[Candidate]| {
+                order
+                    .iter()
+                    .copied()
+                    .find(|c| host_of(*c) == h && fits(*c, cands))
+            };
+            let mut chosen = None;
+            if let Some(h) = &req.required_host {
+                chosen = on(h, &cands);
+                if chosen.is_none() {
+                    let reason = core
+                        .record(id)
+                        .and_then(|r| r.volumes.first().cloned())
+                        .map_or(Reason::NoSuitableOffer, |v| {
+                            Reason::VolumeAttachedElsewhere {
+                                volume: v,
+                                host: h.clone(),
+                            }
+                        });
+                    unplaced.push((id, reason));
+                    continue;
+                }
+            }
+            if chosen.is_none() {
+                chosen = req
+                    .preferred
+                    .iter()
+                    .filter(|h| req.avoid.as_ref() != Some(*h))
+                    .find_map(|h| on(h, &cands));
+            }
+            if chosen.is_none() {
+                let eligible: Vec<usize> = order
+                    .iter()
+                    .copied()
+                    .filter(|c| !cands[*c].used)
+                    .filter(|c| match want {
+                        None => true,
+                        Some(None) => false,
+                        Some(w) => cands[*c].zone == w,
+                    })
+                    .collect();
+                chosen = eligible
+                    .iter()
+                    .copied()
+                    .find(|c| req.avoid.as_ref() != Some(host_of(*c)))
+                    .or_else(|| eligible.first().copied());
+            }
+            let Some(c) = chosen else {
+                let reason = match (&req.zone, core.record(id).and_then(|r| r.volumes.first())) {
+                    (Some(z), Some(v)) => Reason::VolumeZone {
+                        volume: v.clone(),
+                        volume_zone: z.clone(),
+                        agent_zone: None,
+                    },
+                    _ => no_fit.clone(),
+                };
+                unplaced.push((id, reason));
+                continue;
+            };
+            cands[c].used = true;
+            let host = host_of(c).clone();
+            for &o in &order {
+                if !cands[o].used && *host_of(o) == host {
+                    cands[o].used = true;
+                    reasons[cands[o].offer] = Some(Reason::AgentBusy);
+                }
+            }
+            let offer = &offers[cands[c].offer];
+            for a in &unique_attrs {
+                if let Some(v) = offer.attribute(a) {
+                    for &o in &order {
+                        if !cands[o].used
+                            && offers[cands[o].offer].attribute(a).as_ref() == Some(&v)
+                        {
+                            cands[o].used = true;
+                            reasons[cands[o].offer] = Some(Reason::ConstraintUnique {
+                                attribute: a.clone(),
+                                value: Some(v.clone()),
+                            });
+                        }
+                    }
+                }
+            }
+            placed.push((id, cands[c].offer));
+        }
+        for c in &cands {
+            if !c.used {
+                reasons[c.offer] = Some(Reason::Surplus);
+            }
+        }
+        (placed, unplaced)
+    }
+
+    /// The nodes a round at `now` places, as `handle_offers` picks them.
+    fn pending(core: &Core, now: Millis) -> Vec<NodeId> {
+        core.slots
+            .iter()
+            .filter(|(id, rt)| rt.not_before <= now && core.needs_task(**id))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Asserts that the indexed round decides exactly as the reference on the core's current state.
+    fn same_as_reference(core: &Core, offers: &[Offer], now: Millis) -> Result<(), TestCaseError> {
+        let pending = pending(core, now);
+        let mut ours = vec![None; offers.len()];
+        let (assignments, unplaced, cands, _) = core.place(offers, &pending, &mut ours, now);
+        let placed: Vec<(NodeId, usize)> = assignments
+            .iter()
+            .map(|(id, c)| (*id, cands[*c].offer))
+            .collect();
+        let mut theirs = vec![None; offers.len()];
+        let (ref_placed, ref_unplaced) = reference(core, offers, &pending, &mut theirs, now);
+        prop_assert_eq!(placed, ref_placed);
+        prop_assert_eq!(unplaced, ref_unplaced);
+        prop_assert_eq!(ours, theirs);
+        Ok(())
+    }
+
+    /// One agent of a generated cluster: its zone (index into `ZONES`, 2 = none), whether it has a
+    /// sidecar, its attach slots in use (of 4), and its rack.
+    type AgentSpec = (usize, bool, u32, u8);
+    /// One offer: the agent (index), cpus and memory.
+    type OfferSpec = (usize, f64, f64);
+
+    const ZONES: [Option<&str>; 3] = [Some("z0"), Some("z1"), None];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Over three rounds (with prepares failing on one agent and volumes attached on others in
+        /// between), the indexed round places, waits and declines exactly as the reference does.
+        #[test]
+        fn the_indexed_round_decides_as_the_reference_scan(
+            agents in proptest::collection::vec((0usize..3, proptest::bool::weighted(0.85), 0u32..4, 0u8..3), 1..9),
+            nodes in 0u64..7,
+            rounds in proptest::collection::vec(proptest::collection::vec((0usize..9, 0.8f64..3.0, 900f64..3072.0), 0..14), 1..4),
+            unique_rack in any::<bool>(),
+            attached in proptest::collection::vec((1u64..7, 0usize..9), 0..3),
+            fail_first in any::<bool>(),
+        ) {
+            let mut cfg = config(external(false));
+            if unique_rack {
+                cfg.constraints = vec![Constraint::Unique("rack".into())];
+            }
+            let mut h = Harness::new(cfg.clone());
+            h.subscribe();
+            let _ = h.core.handle_scale(nodes, h.now);
+            h.drain();
+            let name = |a: usize| format!("h{a}");
+            let agents: Vec<AgentSpec> = agents;
+            // Node n's volumes live in zone n mod 2; every sidecar reports every node's volumes, some
+            // of them attached on their host.
+            let reported = |a: usize| {
+                let mut vols = Vec::new();
+                for n in 1..=nodes {
+                    let z = ZONES[(n % 2) as usize];
+                    let here = attached.iter().any(|(node, on)| *node == n && *on == a);
+                    for v in cfg.volume_names(NodeId(n)).expect("names") {
+                        vols.push(volume(&v, true, z, here));
+                    }
+                }
+                vols
+            };
+            for (a, (zone, sidecar, used, _)) in agents.iter().enumerate() {
+                if *sidecar {
+                    h.core.handle_sidecar_hello(hello(&name(a), ZONES[*zone], Some(4), "i"), h.now);
+                    h.core.handle_sidecar_report(&host(&name(a)), report(1, reported(a), *used), h.now);
+                }
+            }
+            h.drain();
+            let specs: Vec<Vec<OfferSpec>> = rounds;
+            for (r, round) in specs.iter().enumerate() {
+                let offers: Vec<Offer> = round
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (a, cpus, mem))| {
+                        let a = a % agents.len();
+                        let mut o = offer(&format!("o-{r}-{i}"), &name(a), *cpus, *mem, 1000.0);
+                        o.zone = if i % 3 == 0 { ZONES[agents[a].0].map(str::to_owned) } else { None };
+                        o.attributes = vec![("rack".into(), AttributeValue::Text(format!("r{}", agents[a].3)))];
+                        o
+                    })
+                    .collect();
+                same_as_reference(&h.core, &offers, h.now)?;
+                let cmds = h.offers(offers);
+                // Fail the first prepare of the round: its node backs off and avoids that agent.
+                if fail_first && let Some((on, command_id, _)) = prepares(&cmds).first().cloned() {
+                    h.prepare_result(on.as_str(), command_id, false);
+                }
+                h.advance(60_000);
+                // Sidecars stay fresh across rounds.
+                for (a, (_, sidecar, used, _)) in agents.iter().enumerate() {
+                    if *sidecar {
+                        h.core.handle_sidecar_report(&host(&name(a)), report(r as u64 + 2, reported(a), *used), h.now);
+                    }
+                }
+                h.drain();
+            }
+            prop_assert!(h.violations.is_empty(), "{:?}", h.violations);
+        }
+    }
 
     #[test]
     fn the_host_index_lists_each_hosts_candidates_in_push_order() {
         let [a, b, c] = ["a", "b", "c"].map(|h| Hostname::new(h).expect("host"));
         let mut index = HostIndex::new(6);
         for (i, h) in [&a, &b, &a, &c, &a, &b].into_iter().enumerate() {
-            index.push(h, i);
+            let id = index.add(h);
+            index.push(id, i);
         }
-        let list = |h: &Hostname| index.iter(h).collect::<Vec<_>>();
+        let list = |h: &Hostname| index.iter(index.id(h)).collect::<Vec<_>>();
         assert_eq!(list(&a), [0, 2, 4]);
         assert_eq!(list(&b), [1, 5]);
         assert_eq!(list(&c), [3]);
         assert!(list(&Hostname::new("d").expect("host")).is_empty());
+    }
+
+    #[test]
+    fn the_host_index_marks_only_offering_hosts_busy() {
+        let [a, b] = ["a", "b"].map(|h| Hostname::new(h).expect("host"));
+        let mut index = HostIndex::new(1);
+        let id = index.add(&a);
+        index.mark_busy(&b);
+        assert!(!index.busy(id));
+        index.mark_busy(&a);
+        assert!(index.busy(id));
+        assert_eq!(index.id(&b), None);
+    }
+
+    #[test]
+    fn the_order_key_orders_as_total_cmp() {
+        let xs = [
+            f64::NEG_INFINITY,
+            -2.5,
+            -0.0,
+            0.0,
+            1e-300,
+            3.0,
+            f64::INFINITY,
+            f64::NAN,
+        ];
+        for x in xs {
+            for y in xs {
+                assert_eq!(total_order_key(x).cmp(&total_order_key(y)), x.total_cmp(&y));
+            }
+        }
     }
 }
