@@ -268,14 +268,16 @@ impl Core {
         let needed_attach = u32::try_from(self.config.volumes.len()).unwrap_or(u32::MAX);
         // Offers are judged against the smallest group need among the pending nodes; each node then
         // takes only an offer that fits its own group (one group: the same need, as without groups).
-        let mut need = Need::of(&self.resources(pending[0]));
+        let mut need: Option<Need> = None;
         let mut group_needs: BTreeMap<u16, Need> = BTreeMap::new();
         for id in pending {
             let n = *group_needs
                 .entry(id.group())
                 .or_insert_with(|| Need::of(&self.resources(*id)));
-            need = need.min(n);
+            need = Some(need.map_or(n, |m| m.min(n)));
         }
+        // Nothing pending: offers are judged as a node of the default configuration would judge them.
+        let need = need.unwrap_or_else(|| Need::of(&self.config.resources_of(None)));
         let masters_seeded =
             self.groups.values().all(|g| g.resources.master_eligible()) || self.master_launched();
         let mut cands: Vec<Candidate> = Vec::with_capacity(offers.len());
@@ -884,11 +886,7 @@ mod tests {
             .iter()
             .map(|id| Need::of(&core.resources(*id)))
             .reduce(Need::min)
-            .unwrap_or(Need {
-                cpus: 0.0,
-                mem_mb: 0.0,
-                disk_mb: 0.0,
-            });
+            .unwrap_or_else(|| Need::of(&core.config.resources_of(None)));
         let round = Round {
             unique_used: &unique_used,
             needed_attach: u32::try_from(core.config.volumes.len()).unwrap_or(u32::MAX),
