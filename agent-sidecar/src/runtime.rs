@@ -545,14 +545,12 @@ impl Runtime {
         );
         drop(watch);
         // The scheduler forgets this sidecar's word on a volume it moves away, and may hand it back
-        // before another report is built: whatever a delta names is told afresh in the next report,
-        // never taken for known because an earlier one carried it.
+        // before another report is built: whatever a delta adds is told afresh in the next report, never
+        // taken for known because an earlier one carried it. (A removed name stays in `sent` so that the
+        // next report names it in `removed`.)
         let mut sent = lock(&self.sent);
         if d.reset {
             sent.snapshot_due = true;
-        }
-        for name in &d.remove {
-            sent.volumes.remove(name);
         }
         for name in &added {
             sent.volumes.remove(name);
