@@ -60,28 +60,18 @@ async fn wait_green_seen(c: &E2eCluster, access: &EsAccess, node: &Node) {
     }
 }
 
+/// A cluster of `nodes` on `agents` agents, formed: with its Elasticsearch access, its nodes and node 1.
+async fn formed(agents: usize, nodes: u64) -> (E2eCluster, EsAccess, Vec<Node>, Node) {
+    let c = E2eCluster::start(agents, nodes, |_| {}).await;
+    let access = c.es().await;
+    let all = c.wait_formed(nodes as usize).await;
+    let first = all.iter().find(|n| n.id == 1).expect("node 1").clone();
+    (c, access, all, first)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_down_moves_data_first_masters_one_at_a_time_and_leaves_nothing_set() {
-    let c = E2eCluster::start(4, 4, |_| {}).await;
-    let access = c.es().await;
-    let nodes = c.wait_formed(4).await;
-    let first = nodes.iter().find(|n| n.id == 1).expect("node 1").clone();
-    let (status, _) = es(
-        &access,
-        &first,
-        Method::GET,
-        "/_cat/shards?format=json",
-        None,
-    )
-    .await;
-    if status != 200 {
-        eprintln!(
-            "SKIPPED: this es-standin does not answer GET /_cat/shards ({status}); merge the stand-in \
-             with shard allocation and the shutdown API first"
-        );
-        c.stop().await;
-        return;
-    }
+    let (c, access, _, first) = formed(4, 4).await;
     // Data with a replica everywhere, and an index without replicas.
     let (s, body) = es(
         &access,
@@ -254,23 +244,7 @@ async fn scale_down_moves_data_first_masters_one_at_a_time_and_leaves_nothing_se
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replace_moves_data_first_and_the_node_comes_back_not_excluded() {
-    let c = E2eCluster::start(4, 3, |_| {}).await;
-    let access = c.es().await;
-    let nodes = c.wait_formed(3).await;
-    let first = nodes.iter().find(|n| n.id == 1).expect("node 1").clone();
-    let (status, _) = es(
-        &access,
-        &first,
-        Method::GET,
-        "/_cat/shards?format=json",
-        None,
-    )
-    .await;
-    if status != 200 {
-        eprintln!("SKIPPED: this es-standin does not answer GET /_cat/shards ({status})");
-        c.stop().await;
-        return;
-    }
+    let (c, access, nodes, first) = formed(4, 3).await;
     let (s, body) = es(
         &access,
         &first,
