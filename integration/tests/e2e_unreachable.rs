@@ -186,11 +186,18 @@ async fn a_healed_old_task_wrote_nothing_after_the_takeover_and_is_killed() {
     c.emu_fault(&format!("agents/{}/partition?freeze=true", two.agent_id))
         .await;
     c.cluster.kill_sidecar(&two.host);
+    // A frozen node leaves Elasticsearch only by the master's follower checks (3 × 10 s by default),
+    // and the scheduler waits --unreachable-replace-after (10 s here) past both: about 45 s on an idle
+    // machine, more on a loaded one, so this wait has twice the usual bound.
     let after = c
-        .wait_nodes("node 2 replaced elsewhere", |ns| {
-            ns.iter()
-                .any(|n| n.id == 2 && n.state == "RUNNING" && n.host != two.host)
-        })
+        .wait_nodes_within(
+            "node 2 replaced elsewhere",
+            2 * tether_integration::testing::DEADLINE,
+            |ns| {
+                ns.iter()
+                    .any(|n| n.id == 2 && n.state == "RUNNING" && n.host != two.host)
+            },
+        )
         .await;
     let moved = node(&after, 2);
     all_documents_back(&c.es().await, &moved, 3).await;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use clap::Parser as _;
 use tether_proto::v1::Node;
 
-use super::scheduler::{AuthedAdmin, admin_client_at, poll_nodes};
+use super::scheduler::{AuthedAdmin, admin_client_at, poll_nodes_within};
 use crate::dev::{AgentPlan, Args, Cluster, Components, DRIVER, Options, Plan};
 use crate::http_client;
 use crate::process::{bin_dir, free_port};
@@ -69,13 +69,25 @@ impl E2eCluster {
 
     /// Waits until the node list satisfies `pred`; panics with the list and the scheduler's log tail.
     pub async fn wait_nodes(&self, what: &str, pred: impl Fn(&[Node]) -> bool) -> Vec<Node> {
+        self.wait_nodes_within(what, super::DEADLINE, pred).await
+    }
+
+    /// [`E2eCluster::wait_nodes`] with a bound of its own.
+    pub async fn wait_nodes_within(
+        &self,
+        what: &str,
+        within: std::time::Duration,
+        pred: impl Fn(&[Node]) -> bool,
+    ) -> Vec<Node> {
         let mut admin = self.admin().await;
-        poll_nodes(&mut admin, pred).await.unwrap_or_else(|last| {
-            panic!(
-                "gave up waiting for {what}; nodes: {last:#?}\nscheduler log tail:\n{}",
-                self.log_tail("tether-scheduler", 40)
-            )
-        })
+        poll_nodes_within(&mut admin, within, pred)
+            .await
+            .unwrap_or_else(|last| {
+                panic!(
+                    "gave up waiting for {what}; nodes: {last:#?}\nscheduler log tail:\n{}",
+                    self.log_tail("tether-scheduler", 40)
+                )
+            })
     }
 
     /// How tetherctl reaches this cluster's scheduler: `TETHER_SCHEDULER`, `TETHER_CA_CERT` (its listener

@@ -216,8 +216,23 @@ where
     T::ResponseBody: tonic::codegen::Body<Data = bytes::Bytes> + Send + 'static,
     <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
 {
+    poll_nodes_within(admin, DEADLINE, pred).await
+}
+
+/// [`poll_nodes`] with a bound of its own, for a wait that Elasticsearch's own timers make long.
+pub async fn poll_nodes_within<T>(
+    admin: &mut AdminClient<T>,
+    within: Duration,
+    pred: impl Fn(&[Node]) -> bool,
+) -> Result<Vec<Node>, Vec<Node>>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: tonic::codegen::Body<Data = bytes::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
     let mut last = Vec::new();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let deadline = tokio::time::Instant::now() + within;
     loop {
         if let Ok(resp) = admin.list_nodes(ListNodesRequest {}).await {
             last = resp.into_inner().nodes;
