@@ -206,7 +206,10 @@ impl Cluster {
         use std::io::Write as _;
         use std::os::unix::fs::OpenOptionsExt as _;
         let log = self.plan.logs.join("tether-scheduler.log");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        // A bound for a scheduler starting on a loaded machine (with --zookeeper it is elected and loads
+        // its state from a JVM ZooKeeper first): a clean CI run once saw 30 s pass.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        let mut last = String::from("its admin API never answered");
         let token = loop {
             if let Some(mut admin) = super::status::admin_client(&self.plan).await {
                 let minted = admin
@@ -217,20 +220,18 @@ impl Cluster {
                     .await;
                 match minted {
                     Ok(r) => break r.into_inner().token,
-                    Err(s) if tokio::time::Instant::now() >= deadline => {
-                        return Err(DevError::Component {
-                            component: "tether-scheduler".into(),
-                            message: format!("minting the agent token of {}: {s}", a.host),
-                        });
-                    }
-                    Err(_) => {}
+                    Err(s) => last = format!("{}: {}", s.code(), s.message()),
                 }
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(DevError::NotReady(
-                    "tether-scheduler's admin API".into(),
-                    log,
-                ));
+                return Err(DevError::Component {
+                    component: "tether-scheduler".into(),
+                    message: format!(
+                        "minting the agent token of {} (last answer: {last}); see {}",
+                        a.host,
+                        log.display()
+                    ),
+                });
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
