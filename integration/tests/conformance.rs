@@ -385,7 +385,7 @@ async fn every_event_the_emulator_writes_parses_against_the_protos() {
             }
         })
         .await;
-    let offers = d.event(EventType::Offers).await.offers.unwrap().offers;
+    let offers = d.offers().await;
     let (o0, o1) = (&offers[0], &offers[1]);
     // A good task with every field, and a bad one (TASK_ERROR); a plain one on the other agent.
     let mut bad = sleep_task("bad", &o0.agent_id);
@@ -411,7 +411,7 @@ async fn every_event_the_emulator_writes_parses_against_the_protos() {
         .await
         .unwrap();
     // RESCIND through the fault API, of the next offer.
-    let next = d.event(EventType::Offers).await.offers.unwrap().offers;
+    let next = d.offers().await;
     emu.rescind_offer(&next[0].id.value);
     // Acknowledge until both run, then reconcile, partition (UNREACHABLE + FAILURE), heal
     // (REREGISTERED); a machine that dies (UNREACHABLE) and restarts under its id (GONE, from the agent);

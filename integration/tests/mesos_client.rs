@@ -6,14 +6,6 @@ use tether_integration::testing::emu::{Driver, eventually, fast_client_config, s
 use tether_mesos::client::Notification;
 use tether_mesos::model::*;
 
-async fn subscribed(d: &mut Driver) -> FrameworkID {
-    d.until(|n| match n {
-        Notification::Subscribed { framework_id, .. } => Some(framework_id.clone()),
-        _ => None,
-    })
-    .await
-}
-
 /// Acknowledges updates until the task reaches `want`; returns that status.
 async fn ack_until(d: &mut Driver, task: &str, want: TaskState) -> TaskStatus {
     loop {
@@ -32,13 +24,13 @@ async fn ack_until(d: &mut Driver, task: &str, want: TaskState) -> TaskStatus {
 async fn subscribe_launch_ack_reconcile_and_survive_master_restart() {
     let emu = MesosEmu::start(EmuConfig::fast(2)).await.unwrap();
     let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    let fw = subscribed(&mut d).await;
+    let fw = d.subscribed().await;
     assert!(
         fw.value.starts_with(&emu.master_id()),
         "framework id {fw} is <master id>-NNNN"
     );
 
-    let offers = d.event(EventType::Offers).await.offers.unwrap().offers;
+    let offers = d.offers().await;
     let offer = &offers[0];
     assert!(offer.id.value.contains("-O"));
     assert!(
@@ -104,7 +96,7 @@ async fn subscribe_launch_ack_reconcile_and_survive_master_restart() {
     emu.restart_master();
     d.until(|n| matches!(n, Notification::Disconnected { .. }).then_some(()))
         .await;
-    let again = subscribed(&mut d).await;
+    let again = d.subscribed().await;
     assert_eq!(again, fw);
     assert!(emu.framework_connected(&fw.value));
 
@@ -123,7 +115,7 @@ async fn subscribe_launch_ack_reconcile_and_survive_master_restart() {
 async fn invalid_launch_gets_task_error_and_stale_offer_task_dropped() {
     let emu = MesosEmu::start(EmuConfig::fast(1)).await.unwrap();
     let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    subscribed(&mut d).await;
+    d.subscribed().await;
     let offer = d
         .event(EventType::Offers)
         .await
@@ -180,7 +172,7 @@ async fn follows_307_to_the_leader_and_503_to_the_next_master() {
     let follower = MesosEmu::start(EmuConfig::fast(1)).await.unwrap();
     follower.set_leader(Some(leader.addr().to_string()));
     let mut d = Driver::start(fast_client_config(vec![follower.url()]));
-    let fw = subscribed(&mut d).await;
+    let fw = d.subscribed().await;
     assert!(
         leader.framework_connected(&fw.value),
         "subscribed at the leader after the redirect"
@@ -191,7 +183,7 @@ async fn follows_307_to_the_leader_and_503_to_the_next_master() {
     let down = MesosEmu::start(EmuConfig::fast(1)).await.unwrap();
     down.set_unavailable(true);
     let mut d2 = Driver::start(fast_client_config(vec![down.url(), leader.url()]));
-    let fw2 = subscribed(&mut d2).await;
+    let fw2 = d2.subscribed().await;
     assert!(leader.framework_connected(&fw2.value));
     d2.cancel.cancel();
     for e in [leader, follower, down] {
@@ -203,7 +195,7 @@ async fn follows_307_to_the_leader_and_503_to_the_next_master() {
 async fn missed_heartbeats_trigger_resubscription_with_the_same_id() {
     let emu = MesosEmu::start(EmuConfig::fast(1)).await.unwrap();
     let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    let fw = subscribed(&mut d).await;
+    let fw = d.subscribed().await;
     emu.set_heartbeats(false);
     let reason = d
         .until(|n| match n {
@@ -213,7 +205,7 @@ async fn missed_heartbeats_trigger_resubscription_with_the_same_id() {
         .await;
     assert!(reason.contains("missed heartbeats"), "{reason}");
     emu.set_heartbeats(true);
-    assert_eq!(subscribed(&mut d).await, fw);
+    assert_eq!(d.subscribed().await, fw);
     d.cancel.cancel();
     emu.shutdown();
 }
@@ -222,7 +214,7 @@ async fn missed_heartbeats_trigger_resubscription_with_the_same_id() {
 async fn teardown_then_resubscribe_is_fatal_framework_removed() {
     let emu = MesosEmu::start(EmuConfig::fast(1)).await.unwrap();
     let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    let fw = subscribed(&mut d).await;
+    let fw = d.subscribed().await;
     d.client.send(Call::teardown()).await.unwrap();
     assert!(emu.framework_removed(&fw.value));
     let fatal = d
@@ -239,7 +231,7 @@ async fn teardown_then_resubscribe_is_fatal_framework_removed() {
 async fn status_updates_are_resent_until_acknowledged() {
     let emu = MesosEmu::start(EmuConfig::fast(1)).await.unwrap();
     let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    subscribed(&mut d).await;
+    d.subscribed().await;
     let offer = d
         .event(EventType::Offers)
         .await
@@ -280,7 +272,7 @@ async fn status_updates_are_resent_until_acknowledged() {
 async fn partition_then_heal_and_mark_gone() {
     let emu = MesosEmu::start(EmuConfig::fast(1)).await.unwrap();
     let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    subscribed(&mut d).await;
+    d.subscribed().await;
     let offer = d
         .event(EventType::Offers)
         .await
@@ -318,7 +310,7 @@ async fn failover_timeout_removes_a_framework_that_stays_away() {
     let mut cfg = fast_client_config(vec![emu.url()]);
     cfg.framework.failover_timeout = std::time::Duration::from_millis(300);
     let mut d = Driver::start(cfg);
-    let fw = subscribed(&mut d).await;
+    let fw = d.subscribed().await;
     let offer = d
         .event(EventType::Offers)
         .await

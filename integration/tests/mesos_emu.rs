@@ -158,9 +158,8 @@ async fn status_code_ladder() {
 async fn decline_filters_hold_until_revive() {
     let emu = MesosEmu::start(EmuConfig::fast(2)).await.unwrap();
     let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    d.until(|n| matches!(n, Notification::Subscribed { .. }).then_some(()))
-        .await;
-    let offers = d.event(EventType::Offers).await.offers.unwrap().offers;
+    d.subscribed().await;
+    let offers = d.offers().await;
     assert_eq!(offers.len(), 2, "one offer per agent");
     let (filtered, other) = (offers[0].clone(), offers[1].clone());
     d.client
@@ -173,7 +172,7 @@ async fn decline_filters_hold_until_revive() {
         .unwrap();
     // Several allocation passes re-offer only the unfiltered agent.
     for _ in 0..3 {
-        let o = d.event(EventType::Offers).await.offers.unwrap().offers;
+        let o = d.offers().await;
         assert!(
             o.iter().all(|x| x.agent_id == other.agent_id),
             "filtered agent re-offered"
@@ -188,7 +187,7 @@ async fn decline_filters_hold_until_revive() {
     }
     d.client.send(Call::revive(vec![])).await.unwrap();
     loop {
-        let o = d.event(EventType::Offers).await.offers.unwrap().offers;
+        let o = d.offers().await;
         if o.iter().any(|x| x.agent_id == filtered.agent_id) {
             break;
         }
@@ -211,9 +210,8 @@ async fn decline_filters_hold_until_revive() {
 async fn a_removed_agent_restarts_under_a_new_id() {
     let emu = MesosEmu::start(EmuConfig::fast(2)).await.unwrap();
     let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    d.until(|n| matches!(n, Notification::Subscribed { .. }).then_some(()))
-        .await;
-    let first = d.event(EventType::Offers).await.offers.unwrap().offers;
+    d.subscribed().await;
+    let first = d.offers().await;
     let victim = first[0].clone();
     assert_eq!(
         emu.restart_agent(&victim.agent_id.value, Restart::KeepWorkDir),
@@ -256,18 +254,6 @@ async fn a_removed_agent_restarts_under_a_new_id() {
     emu.shutdown();
 }
 
-async fn ack_until(d: &mut Driver, want: TaskState) -> TaskStatus {
-    loop {
-        let s = d.event(EventType::Update).await.update.unwrap().status;
-        if let Some(a) = Call::acknowledge_status(&s) {
-            d.client.send(a).await.unwrap();
-        }
-        if s.state == want {
-            return s;
-        }
-    }
-}
-
 #[tokio::test]
 async fn process_launcher_runs_commands_with_docker_volumes_as_directories() {
     let dir = tempfile::tempdir().unwrap();
@@ -280,15 +266,8 @@ async fn process_launcher_runs_commands_with_docker_volumes_as_directories() {
     });
     let emu = MesosEmu::start(cfg).await.unwrap();
     let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    d.until(|n| matches!(n, Notification::Subscribed { .. }).then_some(()))
-        .await;
-    let offer = d
-        .event(EventType::Offers)
-        .await
-        .offers
-        .unwrap()
-        .offers
-        .remove(0);
+    d.subscribed().await;
+    let offer = d.offers().await.remove(0);
     let mut t = sleep_task("writer", &offer.agent_id);
     t.command = Some(CommandInfo {
         value: Some(
@@ -327,7 +306,7 @@ async fn process_launcher_runs_commands_with_docker_volumes_as_directories() {
         ))
         .await
         .unwrap();
-    ack_until(&mut d, TaskState::Finished).await;
+    d.ack_until_state(TaskState::Finished).await;
     let written = std::fs::read_to_string(dir.path().join("volumes/rexray/es1data/hello")).unwrap();
     assert_eq!(written.trim(), "hi from es1");
     eventually(|| {
@@ -344,7 +323,7 @@ async fn process_launcher_runs_commands_with_docker_volumes_as_directories() {
         ))
         .await
         .unwrap();
-    ack_until(&mut d, TaskState::Killed).await;
+    d.ack_until_state(TaskState::Killed).await;
     d.cancel.cancel();
     emu.shutdown();
 }
@@ -372,15 +351,8 @@ async fn a_task_failing_its_health_check_past_the_grace_period_is_killed_unhealt
     drop(closed);
     let emu = MesosEmu::start(cfg).await.unwrap();
     let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    d.until(|n| matches!(n, Notification::Subscribed { .. }).then_some(()))
-        .await;
-    let offer = d
-        .event(EventType::Offers)
-        .await
-        .offers
-        .unwrap()
-        .offers
-        .remove(0);
+    d.subscribed().await;
+    let offer = d.offers().await.remove(0);
     let tcp_check = |port: u16| HealthCheck {
         delay_seconds: Some(0.0),
         interval_seconds: Some(0.1),
@@ -478,15 +450,8 @@ async fn an_accept_is_checked_against_the_offer_with_its_reservations() {
     cfg.agents[0] = tether_integration::testing::emu::reserved_agent(0);
     let emu = MesosEmu::start(cfg).await.unwrap();
     let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    d.until(|n| matches!(n, Notification::Subscribed { .. }).then_some(()))
-        .await;
-    let offer = d
-        .event(EventType::Offers)
-        .await
-        .offers
-        .unwrap()
-        .offers
-        .remove(0);
+    d.subscribed().await;
+    let offer = d.offers().await.remove(0);
     let reserved_cpus: Vec<&Resource> = offer
         .resources
         .iter()
@@ -574,15 +539,8 @@ async fn an_accept_is_checked_against_the_offer_with_its_reservations() {
 async fn a_partitioned_agent_holds_its_updates_until_it_is_back() {
     let emu = MesosEmu::start(EmuConfig::fast(1)).await.unwrap();
     let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    d.until(|n| matches!(n, Notification::Subscribed { .. }).then_some(()))
-        .await;
-    let offer = d
-        .event(EventType::Offers)
-        .await
-        .offers
-        .unwrap()
-        .offers
-        .remove(0);
+    d.subscribed().await;
+    let offer = d.offers().await.remove(0);
     d.client
         .send(Call::accept(
             vec![offer.id.clone()],
@@ -591,7 +549,7 @@ async fn a_partitioned_agent_holds_its_updates_until_it_is_back() {
         ))
         .await
         .unwrap();
-    ack_until(&mut d, TaskState::Running).await;
+    d.ack_until_state(TaskState::Running).await;
     assert!(emu.partition_agent(&offer.agent_id.value));
     assert!(emu.fail_task("t"));
     // The first word after the partition is the master's own: it never heard of the failure.

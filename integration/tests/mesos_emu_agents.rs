@@ -60,8 +60,7 @@ impl World {
         tune(&mut cfg);
         let emu = MesosEmu::start(cfg).await.expect("emulator");
         let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-        d.until(|n| matches!(n, Notification::Subscribed { .. }).then_some(()))
-            .await;
+        d.subscribed().await;
         World {
             emu,
             d,

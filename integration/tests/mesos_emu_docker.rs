@@ -22,7 +22,6 @@ use tether_integration::testing::emu::{
     DEADLINE, Driver, ack_until_task, fast_client_config, sleep_task,
 };
 use tether_integration::testing::eventually;
-use tether_mesos::client::Notification;
 use tether_mesos::model::*;
 
 /// A task in a Docker container running `script` under `/bin/sh -c`.
@@ -142,8 +141,7 @@ async fn docker_launcher_runs_tasks_with_fake_rexray_volumes() -> R {
     cfg.launcher = Arc::new(launcher.clone());
     let emu: EmuHandle = MesosEmu::start(cfg).await?;
     let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    d.until(|n| matches!(n, Notification::Subscribed { .. }).then_some(()))
-        .await;
+    d.subscribed().await;
     let agent = AgentID::new(emu.agent_ids()[0].as_str());
 
     // A task writes through its volume: the file is in the fake's backend, the container is gone.
@@ -321,8 +319,7 @@ async fn docker_launcher_attaches_through_the_agents_plugin() -> R {
     cfg.launcher = Arc::new(launcher.clone());
     let emu = MesosEmu::start(cfg).await?;
     let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    d.until(|n| matches!(n, Notification::Subscribed { .. }).then_some(()))
-        .await;
+    d.subscribed().await;
     let agent = AgentID::new(emu.agent_ids()[0].as_str());
 
     // A command task (no image in the TaskInfo: the default image) writing through its volume.
@@ -411,8 +408,7 @@ async fn docker_launcher_maps_ports_and_passes_the_environment() -> R {
     cfg.launcher = Arc::new(launcher.clone());
     let emu = MesosEmu::start(cfg).await?;
     let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    d.until(|n| matches!(n, Notification::Subscribed { .. }).then_some(()))
-        .await;
+    d.subscribed().await;
     let agent = AgentID::new(emu.agent_ids()[0].as_str());
 
     let program = standin.display().to_string();

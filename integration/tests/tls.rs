@@ -395,8 +395,7 @@ async fn the_mesos_client_subscribes_over_https_only_to_a_master_it_trusts() {
     let mut trusting = fast_client_config(vec![emu.url()]);
     trusting.master_ca = Some(pki.ca.clone());
     let mut d = Driver::start(trusting);
-    d.until(|n| matches!(n, Notification::Subscribed { .. }).then_some(()))
-        .await;
+    d.subscribed().await;
     let offers = d.event(EventType::Offers).await.offers.expect("offers");
     assert_eq!(offers.offers.len(), 1);
 

@@ -304,7 +304,14 @@ pub fn cluster_event(e: &WatchEvent, at_unix_ms: u64) -> pb::ClusterEvent {
         WatchEvent::OffersDeclined { by_reason } => {
             ("offers_declined", none(), declines(by_reason))
         }
-        WatchEvent::Scaled { from, to } => ("scale", none(), format!("{from} -> {to}")),
+        WatchEvent::Scaled { group, from, to } => (
+            "scale",
+            none(),
+            match group {
+                Some(g) => format!("group {g}: {from} -> {to}"),
+                None => format!("{from} -> {to}"),
+            },
+        ),
         WatchEvent::Replaced { node_id, force } => (
             "replace",
             (Some(*node_id), "", ""),

@@ -91,7 +91,7 @@ pub struct LoopSettings {
     pub es: EsClient,
     /// The poller (always on: health, shards and safe removal need it; storage fencing reads its
     /// master view).
-    pub es_poll: Option<EsPoll>,
+    pub es_poll: EsPoll,
     /// The agent-token secret's file with the embedded store (`<state dir>/agent-token.key`).
     pub agent_secret_file: std::path::PathBuf,
 }
@@ -945,26 +945,24 @@ impl Shell {
         let nodes = self.core.nodes(self.clock.now());
         self.metrics.set_nodes(&nodes, self.core.desired_total());
         self.metrics.set_volumes(&self.core.volumes());
-        {
-            // Ask the nodes that run, not the UNREACHABLE ones whose fate the answer decides.
-            let targets: Vec<String> = nodes
-                .iter()
-                .filter(|n| n.phase == NodePhase::Task(Some(TaskState::Running)))
-                .filter_map(|n| match (&n.host, n.ports) {
-                    (Some(h), Some((http, _))) => {
-                        Some(format!("{}://{}:{http}", self.es_scheme(), h.as_str()))
-                    }
-                    _ => None,
-                })
-                .collect();
-            self.es_targets.send_if_modified(|t| {
-                let changed = *t != targets;
-                if changed {
-                    *t = targets;
+        // Ask the nodes that run, not the UNREACHABLE ones whose fate the answer decides.
+        let targets: Vec<String> = nodes
+            .iter()
+            .filter(|n| n.phase == NodePhase::Task(Some(TaskState::Running)))
+            .filter_map(|n| match (&n.host, n.ports) {
+                (Some(h), Some((http, _))) => {
+                    Some(format!("{}://{}:{http}", self.es_scheme(), h.as_str()))
                 }
-                changed
-            });
-        }
+                _ => None,
+            })
+            .collect();
+        self.es_targets.send_if_modified(|t| {
+            let changed = *t != targets;
+            if changed {
+                *t = targets;
+            }
+            changed
+        });
     }
 }
 

@@ -245,10 +245,10 @@ pub async fn bind(args: Args) -> Result<Bound, SchedulerError> {
             driver: args.external_volume_driver.clone(),
             framework_name: args.framework_name.clone(),
             es: es_client(secrets.as_ref(), Duration::from_secs(2))?,
-            es_poll: Some(EsPoll {
+            es_poll: EsPoll {
                 client: es_client(secrets.as_ref(), poll_timeout(args.es_poll_interval))?,
                 interval: args.es_poll_interval,
-            }),
+            },
             secrets,
             secrets_in_store,
             agent_secret_file: args.state_dir.join(crate::store::secret::FILE),
@@ -282,9 +282,7 @@ async fn secrets_from_store(
         })?;
     let secrets = Arc::new(secrets);
     settings.es = es_client(Some(&secrets), Duration::from_secs(2))?;
-    if let Some(poll) = &mut settings.es_poll {
-        poll.client = es_client(Some(&secrets), poll_timeout(poll.interval))?;
-    }
+    settings.es_poll.client = es_client(Some(&secrets), poll_timeout(settings.es_poll.interval))?;
     settings.secrets = Some(secrets);
     Ok(())
 }
@@ -572,21 +570,19 @@ async fn lead(
             mesos::send_calls(calls_rx, clients_rx, lost.clone()),
         );
         let (es_targets, targets_rx) = watch::channel(Vec::new());
-        if let Some(poll) = &settings.es_poll {
-            // Stops with the call sender, right after the driver: a scheduler that no longer acts
-            // needs no observation of the cluster.
-            tasks.spawn(
-                Stage::Calls,
-                "Elasticsearch poller",
-                elasticsearch::run_poller(
-                    poll.client.clone(),
-                    targets_rx,
-                    es_tx,
-                    poll.interval,
-                    tasks.token(Stage::Calls),
-                ),
-            );
-        }
+        // Stops with the call sender, right after the driver: a scheduler that no longer acts
+        // needs no observation of the cluster.
+        tasks.spawn(
+            Stage::Calls,
+            "Elasticsearch poller",
+            elasticsearch::run_poller(
+                settings.es_poll.client.clone(),
+                targets_rx,
+                es_tx,
+                settings.es_poll.interval,
+                tasks.token(Stage::Calls),
+            ),
+        );
         let stop = tasks.token(Stage::Mesos);
         match masters {
             Masters::Fixed(client) => {

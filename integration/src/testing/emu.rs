@@ -71,6 +71,45 @@ impl Driver {
             .expect("condition not reached before the deadline")
     }
 
+    /// Waits for SUBSCRIBED; returns the framework id the master gave.
+    pub async fn subscribed(&mut self) -> tether_mesos::model::FrameworkID {
+        self.until(|n| match n {
+            Notification::Subscribed { framework_id, .. } => Some(framework_id.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The offers of the next OFFERS event.
+    pub async fn offers(&mut self) -> Vec<tether_mesos::model::Offer> {
+        self.event(EventType::Offers)
+            .await
+            .offers
+            .expect("OFFERS carries offers")
+            .offers
+    }
+
+    /// Acknowledges every update until one (of any task) reaches `want`; returns it.
+    pub async fn ack_until_state(
+        &mut self,
+        want: tether_mesos::model::TaskState,
+    ) -> tether_mesos::model::TaskStatus {
+        loop {
+            let s = self
+                .event(EventType::Update)
+                .await
+                .update
+                .expect("UPDATE carries an update")
+                .status;
+            if let Some(a) = tether_mesos::model::Call::acknowledge_status(&s) {
+                self.client.send(a).await.expect("acknowledge");
+            }
+            if s.state == want {
+                return s;
+            }
+        }
+    }
+
     /// Next event of the given type.
     pub async fn event(&mut self, t: EventType) -> Event {
         self.until(|n| match n {

@@ -176,7 +176,11 @@ impl Core {
         }
         self.refresh_watch();
         if from != n {
-            self.watch(WatchEvent::Scaled { from, to: n });
+            self.watch(WatchEvent::Scaled {
+                group: named,
+                from,
+                to: n,
+            });
             let hosts: Vec<Hostname> = self
                 .sidecars
                 .iter()

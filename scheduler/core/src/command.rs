@@ -4,7 +4,7 @@
 
 use crate::config::Containerizer;
 use crate::domain::{DriverAttachment, TaskReason, TaskState};
-use crate::ids::{AgentId, FrameworkId, Hostname, NodeId, OfferId, TaskId, VolumeName};
+use crate::ids::{AgentId, FrameworkId, GroupName, Hostname, NodeId, OfferId, TaskId, VolumeName};
 use crate::state::StateWrite;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -827,6 +827,8 @@ pub enum WatchEvent {
     },
     /// Desired count changed.
     Scaled {
+        /// The group (`None`: the default group of a cluster without `--group`).
+        group: Option<GroupName>,
         /// Before.
         from: u64,
         /// After.

@@ -280,6 +280,17 @@ fn scale_per_group_stops_that_groups_highest_ids() {
         plan.stop.iter().map(|n| n.ordinal()).collect::<Vec<_>>(),
         vec![4, 3, 2]
     );
+    // The watch says which group changed: a bare "4 -> 1" would read as the whole cluster's count.
+    let scaled: Vec<_> = cmds
+        .iter()
+        .filter_map(|c| match c {
+            crate::Command::Watch(crate::WatchEvent::Scaled { group, from, to }) => {
+                Some((group.as_ref().map(|g| g.as_str().to_owned()), *from, *to))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(scaled, vec![(Some("data".to_owned()), 4, 1)]);
     // Data node 2 ran: it is killed; the masters are untouched.
     let killed: Vec<String> = cmds
         .iter()
