@@ -387,6 +387,7 @@ impl Core {
                 Timer::Fence(id) => self.fence_check(id, now),
                 Timer::Forget => self.forget_absent(now),
                 Timer::Removal(id) => self.drive_removal(id, now),
+                Timer::Rollout => self.drive_rollout(now),
                 Timer::LaunchStatus(id, task_id) => {
                     let silent = self.tasks.get(&task_id) == Some(&id)
                         && self
