@@ -374,6 +374,23 @@ impl Core {
             return Err("no recent answer from Elasticsearch".into());
         };
         health_gate(c)?;
+        let Some(&id) = pending.first() else {
+            return Err("no node to restart".into());
+        };
+        let group = id.group();
+        let members: Vec<NodeId> = self
+            .persisted
+            .slots
+            .values()
+            .filter(|r| !r.removed && r.node_id != id && r.node_id.group() == group)
+            .map(|r| r.node_id)
+            .collect();
+        if !members.is_empty() && !members.iter().any(|m| c.lists(&self.node_name(*m))) {
+            return Err(format!(
+                "node {id} is the last member of group {} in the cluster: a group is never emptied",
+                self.group_name(id)
+            ));
+        }
         let missing: Vec<NodeId> = self
             .persisted
             .slots
@@ -387,29 +404,12 @@ impl Core {
                 "node {id} is not in the cluster: no node restarts while one is missing"
             ));
         }
-        let Some(&id) = pending.first() else {
-            return Err("no node to restart".into());
-        };
         let name = self.node_name(id);
         let (with, without) = sole_copies(c, &name);
         if !with.is_empty() {
             return Err(format!(
                 "node {id} holds the last started copy of a shard of {} (its replicas are not started yet)",
                 with.join(", ")
-            ));
-        }
-        let group = id.group();
-        let members: Vec<NodeId> = self
-            .persisted
-            .slots
-            .values()
-            .filter(|r| !r.removed && r.node_id != id && r.node_id.group() == group)
-            .map(|r| r.node_id)
-            .collect();
-        if !members.is_empty() && !members.iter().any(|m| c.lists(&self.node_name(*m))) {
-            return Err(format!(
-                "node {id} is the last member of group {} in the cluster: a group is never emptied",
-                self.group_name(id)
             ));
         }
         let note = (!without.is_empty()).then(|| {
