@@ -991,6 +991,10 @@ impl Shell {
     fn refresh_gauges(&self) {
         let nodes = self.core.nodes(self.clock.now());
         self.metrics.set_nodes(&nodes, self.core.desired_total());
+        self.metrics.set_rollout(
+            self.core.persisted().rollout.as_ref().map(|r| r.state),
+            self.core.config_generation(),
+        );
         self.metrics.set_volumes(&self.core.volumes());
         {
             // Ask the nodes that run, not the UNREACHABLE ones whose fate the answer decides.

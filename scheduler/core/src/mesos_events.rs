@@ -241,6 +241,10 @@ impl Core {
             // Another node's removal may wait for this one's stop.
             self.drive_removals(now);
         }
+        if changed && self.rollout_node() == Some(id) {
+            // The rollout's node stopped or runs again: its step may move on at once.
+            self.drive_rollout(now);
+        }
         let draining = rec
             .removal
             .as_ref()

@@ -46,6 +46,9 @@ use std::collections::{BTreeMap, BTreeSet};
 /// How long after a failed Elasticsearch call it is sent again.
 const CALL_RETRY_MS: u64 = 5_000;
 
+/// How long a restarted node waits for an offer of the agent it ran on before taking any.
+pub const PREFER_HOST_MS: u64 = 60_000;
+
 /// Where a rollout stands (`idle` is no rollout at all).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RolloutState {
@@ -1017,6 +1020,28 @@ impl Core {
             )));
         }
         Ok(())
+    }
+
+    /// The node the rollout is restarting.
+    pub(crate) fn rollout_node(&self) -> Option<NodeId> {
+        self.persisted
+            .rollout
+            .as_ref()
+            .and_then(|r| r.current.as_ref())
+            .map(|c| c.node_id)
+    }
+
+    /// The agent node `id` ran on, while the rollout restarting it still waits for that agent's offer
+    /// ([`PREFER_HOST_MS`] from the step's start; then any agent will do).
+    pub(crate) fn rollout_prefers(&self, id: NodeId, now: Millis) -> Option<crate::ids::Hostname> {
+        let cur = self.persisted.rollout.as_ref()?.current.as_ref()?;
+        if cur.node_id != id
+            || !matches!(cur.step, RolloutStep::Stop | RolloutStep::Rejoin)
+            || now.since(self.rollout_rt.since) >= PREFER_HOST_MS
+        {
+            return None;
+        }
+        self.record(id)?.task.as_ref().map(|t| t.host.clone())
     }
 
     /// The node a rollout has down (stopping or relaunching), which a removal's stop waits for.
