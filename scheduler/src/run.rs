@@ -409,14 +409,26 @@ impl Shell {
         fn text(s: &str) -> Option<&str> {
             (!s.is_empty()).then_some(s)
         }
-        tracing::info!(
-            kind = event.kind.as_str(),
-            node_id = event.node_id,
-            host = text(&event.host),
-            task_id = text(&event.task_id),
-            "{}",
-            event.message
-        );
+        // A warning (e.g. a start-up flag the stored configuration overrides) is one an operator acts on.
+        if event.kind == "warning" {
+            tracing::warn!(
+                kind = event.kind.as_str(),
+                node_id = event.node_id,
+                host = text(&event.host),
+                task_id = text(&event.task_id),
+                "{}",
+                event.message
+            );
+        } else {
+            tracing::info!(
+                kind = event.kind.as_str(),
+                node_id = event.node_id,
+                host = text(&event.host),
+                task_id = text(&event.task_id),
+                "{}",
+                event.message
+            );
+        }
         let _ = self.events.send(event);
     }
 

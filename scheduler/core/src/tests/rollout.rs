@@ -777,3 +777,28 @@ fn the_stored_state_round_trips_with_a_rollout_in_progress() {
     }
     assert_eq!(rebuilt, back);
 }
+
+#[test]
+fn a_restarted_node_waits_a_while_for_the_agent_it_ran_on_then_takes_any() {
+    let mut h = running(2);
+    h.es_cluster(green(2, "8.13.4", &[]));
+    update_image(&mut h, NEW);
+    h.es_cluster(green(2, "8.13.4", &[]));
+    let log = h.log.clone();
+    answer_all(&mut h, &log);
+    h.es_cluster(restarted(green(2, "8.13.4", &[]), "id-es-1"));
+    let task = h.task_of(1).expect("task");
+    h.update(status(&task, "h1", TaskState::Killed, Some("k")));
+    // Past the failure backoff, within the preference: another agent's offer is not taken.
+    h.advance(10_000);
+    let id = h.next_offer_id();
+    let cmds = h.offers(vec![offer(&id, "h3", 4.0, 8192.0, 1000.0)]);
+    assert!(accepts(&cmds).is_empty(), "placed away from h1 at once");
+    // Past it, any agent will do.
+    h.advance(crate::rollout::PREFER_HOST_MS);
+    let id = h.next_offer_id();
+    let cmds = h.offers(vec![offer(&id, "h3", 4.0, 8192.0, 1000.0)]);
+    let launch = accepts(&cmds).into_iter().next().expect("placed on h3");
+    assert_eq!((launch.node_id, launch.image.as_str()), (NodeId(1), NEW));
+    check(&h);
+}
