@@ -525,7 +525,7 @@ impl Core {
                         if !cur.rolled_back && wanted {
                             r.done.push(cur.node_id);
                         }
-                        if cur.rolled_back {
+                        if cur.rolled_back && !r.abort_requested {
                             r.state = RolloutState::Paused;
                             r.reason = Some(format!(
                                 "node {} was rolled back to configuration {}: fix the configuration \

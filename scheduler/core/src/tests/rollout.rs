@@ -802,3 +802,62 @@ fn a_restarted_node_waits_a_while_for_the_agent_it_ran_on_then_takes_any() {
     assert_eq!((launch.node_id, launch.image.as_str()), (NodeId(1), NEW));
     check(&h);
 }
+
+/// A 2-node rollout whose first node's new image fails: node 1 stays in Rejoin.
+fn first_node_fails() -> Harness {
+    let mut h = running(2);
+    h.es_cluster(green(2, "8.13.4", &[]));
+    update_image(&mut h, NEW);
+    h.es_cluster(green(2, "8.13.4", &[]));
+    let log = h.log.clone();
+    answer_all(&mut h, &log);
+    h.es_cluster(restarted(green(2, "8.13.4", &[]), "id-es-1"));
+    let task = h.task_of(1).expect("task");
+    h.update(status(&task, "h1", TaskState::Killed, Some("k")));
+    h.advance(60_000);
+    let id = h.next_offer_id();
+    let cmds = h.offers(vec![offer(&id, "h1", 4.0, 8192.0, 1000.0)]);
+    let launch = accepts(&cmds).into_iter().next().expect("relaunch");
+    h.update(status(
+        &launch.task_id,
+        "h1",
+        TaskState::Failed,
+        Some("bad image"),
+    ));
+    h.es_cluster(without(
+        restarted(green(2, "8.13.4", &[]), "id-es-1"),
+        "es-1",
+    ));
+    assert_eq!(current(&h), Some((NodeId(1), RolloutStep::Rejoin)));
+    h
+}
+
+#[test]
+fn abort_right_after_a_rollback_ends_aborted_once_the_node_is_back() {
+    let mut h = first_node_fails();
+    h.core.handle_rollout_rollback(h.now).expect("rollback");
+    h.core.handle_rollout_abort(h.now).expect("abort");
+    h.drain();
+    assert_eq!(
+        state(&h),
+        RolloutState::Running,
+        "the node comes back first"
+    );
+    h.advance(120_000);
+    let id = h.next_offer_id();
+    let cmds = h.offers(vec![offer(&id, "h1", 4.0, 8192.0, 1000.0)]);
+    let launch = accepts(&cmds)
+        .into_iter()
+        .next()
+        .expect("relaunch on the old image");
+    assert_eq!(launch.image, OLD);
+    h.update(status(&launch.task_id, "h1", TaskState::Running, Some("r")));
+    let cmds = h.es_cluster(restarted(green(2, "8.13.4", &[]), "id-es-1"));
+    answer_all(&mut h, &cmds);
+    h.es_cluster(green(2, "8.13.4", &[]));
+    assert_eq!(state(&h), RolloutState::Aborted);
+    let view = h.core.rollout_view(h.now);
+    assert!(view.done.is_empty());
+    assert_eq!(view.pending, vec![NodeId(1), NodeId(2)]);
+    check(&h);
+}
