@@ -136,6 +136,19 @@ async fn update_image_rolls_three_nodes_one_at_a_time_to_done() {
     for n in cat.as_array().expect("_cat/nodes") {
         assert_eq!(n["version"], "8.15.0", "{cat}");
     }
-    let (_, count) = es(&access, &nodes[0], Method::GET, "/docs/_count", None).await;
-    assert_eq!(count["count"], 20, "{count}");
+    for i in 0..20 {
+        let (s, doc) = es(
+            &access,
+            &nodes[0],
+            Method::GET,
+            &format!("/docs/_doc/{i}"),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (s, &doc["found"]),
+            (200, &json!(true)),
+            "document {i}: {doc}"
+        );
+    }
 }

@@ -124,6 +124,7 @@ impl Core {
     pub fn handle_es_cluster(&mut self, cluster: EsCluster, now: Millis) {
         self.handle_es_view(cluster.view.clone(), now);
         self.es_cluster = Some((now, cluster));
+        self.rollout_rt.observations = self.rollout_rt.observations.saturating_add(1);
         self.drive_removals(now);
         self.drive_rollout(now);
         self.flush_interest();

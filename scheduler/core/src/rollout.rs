@@ -46,6 +46,9 @@ use std::collections::{BTreeMap, BTreeSet};
 /// How long after a failed Elasticsearch call it is sent again.
 const CALL_RETRY_MS: u64 = 5_000;
 
+/// Observations a step's gate waits for after the step began: the first may have been asked before.
+const STEP_OBSERVATIONS: u32 = 2;
+
 /// How long a restarted node waits for an offer of the agent it ran on before taking any.
 pub const PREFER_HOST_MS: u64 = 60_000;
 
@@ -182,6 +185,9 @@ pub(crate) struct RolloutRuntime {
     pub(crate) retry_at: Millis,
     pub(crate) kill_sent: bool,
     pub(crate) waiting: String,
+    /// Observations of the cluster delivered since the step began: a gate trusts only one that
+    /// began after the step did (the first may have been under way already).
+    pub(crate) observations: u32,
 }
 
 impl RolloutRuntime {
@@ -193,6 +199,7 @@ impl RolloutRuntime {
             retry_at: Millis(0),
             kill_sent: false,
             waiting: String::new(),
+            observations: 0,
         }
     }
 }
@@ -285,6 +292,8 @@ impl Core {
         };
         self.write(crate::state::StateWrite::Rollout(Some(rollout)));
         self.rollout_rt = RolloutRuntime::new(now);
+        // A configuration change changes nothing in the cluster: what it said last still holds.
+        self.rollout_rt.observations = STEP_OBSERVATIONS;
         self.arm_rollout_timer(now);
         self.watch(WatchEvent::Rollout {
             node_id: None,
@@ -361,6 +370,14 @@ impl Core {
             .unwrap_or_else(|| self.master_eligible_node(id))
     }
 
+    /// The last observation of the cluster if it is recent and was begun after the current step began
+    /// (a gate must not pass on what the cluster said before the last change).
+    fn step_cluster(&self, now: Millis) -> Option<&EsCluster> {
+        (self.rollout_rt.observations >= STEP_OBSERVATIONS)
+            .then(|| self.fresh_cluster(now))
+            .flatten()
+    }
+
     /// The gate before the next node: `Ok((node, note))` or why none may go now.
     fn pick_next(
         &self,
@@ -373,8 +390,8 @@ impl Core {
                 r.node_id
             ));
         }
-        let Some(c) = self.fresh_cluster(now) else {
-            return Err("no recent answer from Elasticsearch".into());
+        let Some(c) = self.step_cluster(now) else {
+            return Err("waiting for a recent answer from Elasticsearch".into());
         };
         health_gate(c)?;
         let Some(&id) = pending.first() else {
@@ -536,7 +553,11 @@ impl Core {
                             r.reason = None;
                         }
                     });
+                    // The observation that passed the last gate is one begun after the node's
+                    // restart: the next node's gate may use it.
+                    let seen = self.rollout_rt.observations;
                     self.enter_rollout_step(now);
+                    self.rollout_rt.observations = seen;
                     self.watch(WatchEvent::Rollout {
                         node_id: Some(cur.node_id),
                         state: self.rollout_state_word(),
@@ -795,13 +816,22 @@ impl Core {
             };
             return Next::Wait(why);
         }
+        // The new process's own `GET /` named the cluster (reset at every launch): the master's listing
+        // is of the node as it came back, not of the one stopped a moment ago.
+        let reported = self
+            .slots
+            .get(&id)
+            .is_some_and(|rt| rt.cluster_uuid.is_some() && rt.foreign_cluster.is_none());
+        if !reported {
+            return Next::Wait("its task runs; it has not reported the cluster's UUID yet".into());
+        }
         let name = self.node_name(id);
-        match self.fresh_cluster(now) {
+        match self.step_cluster(now) {
             Some(c) if c.lists(&name) => {}
             Some(_) => {
                 return Next::Wait("its task runs; the elected master does not list it yet".into());
             }
-            None => return Next::Wait("no recent answer from Elasticsearch".into()),
+            None => return Next::Wait("waiting for a recent answer from Elasticsearch".into()),
         }
         if !cur.rolled_back {
             self.set_current(|c| c.joined = true);
@@ -835,8 +865,8 @@ impl Core {
 
     fn rollout_green(&mut self, cur: &RolloutNode, now: Millis) -> Next {
         let _ = cur;
-        let Some(c) = self.fresh_cluster(now) else {
-            return Next::Wait("no recent answer from Elasticsearch".into());
+        let Some(c) = self.step_cluster(now) else {
+            return Next::Wait("waiting for a recent answer from Elasticsearch".into());
         };
         match health_gate(c) {
             Ok(()) => Next::Finished,

@@ -87,6 +87,14 @@ fn restarted(mut c: EsCluster, es_id: &str) -> EsCluster {
     c
 }
 
+/// Delivers the same observation twice: a rollout gate trusts only an observation begun after its step
+/// began, and the first after a change may have been under way already.
+fn observe(h: &mut Harness, c: EsCluster) -> Vec<Command> {
+    let mut out = h.es_cluster(c.clone());
+    out.extend(h.es_cluster(c));
+    out
+}
+
 fn kills(cmds: &[Command]) -> Vec<String> {
     cmds.iter()
         .filter_map(|c| match c {
@@ -148,7 +156,7 @@ fn restart_node(h: &mut Harness, n: u64, total: u64, version: &str) -> String {
     let name = format!("es-{n}");
     let es_id = format!("id-{name}");
     assert_eq!(current(h), Some((NodeId(n), RolloutStep::Prepare)));
-    let cmds = h.es_cluster(green(total, version, &[]));
+    let cmds = observe(h, green(total, version, &[]));
     assert!(
         kills(&cmds).is_empty(),
         "killed before Elasticsearch was told"
@@ -167,7 +175,7 @@ fn restart_node(h: &mut Harness, n: u64, total: u64, version: &str) -> String {
         }
     ));
     h.es_result(call_id, None);
-    let cmds = h.es_cluster(restarted(green(total, version, &[]), &es_id));
+    let cmds = observe(h, restarted(green(total, version, &[]), &es_id));
     let task = h.task_of(n).expect("task");
     assert_eq!(kills(&cmds), vec![task.to_string()]);
     assert_eq!(current(h), Some((NodeId(n), RolloutStep::Stop)));
@@ -177,10 +185,10 @@ fn restart_node(h: &mut Harness, n: u64, total: u64, version: &str) -> String {
         TaskState::Killed,
         Some("k"),
     ));
-    let mut cmds = h.es_cluster(without(
-        restarted(green(total, version, &[]), &es_id),
-        &name,
-    ));
+    let mut cmds = observe(
+        h,
+        without(restarted(green(total, version, &[]), &es_id), &name),
+    );
     cmds.extend(h.advance(60_000));
     let id = h.next_offer_id();
     let cmds2 = h.offers(vec![offer(&id, &format!("h{n}"), 4.0, 8192.0, 1000.0)]);
@@ -193,7 +201,8 @@ fn restart_node(h: &mut Harness, n: u64, total: u64, version: &str) -> String {
         Some("r"),
     ));
     assert_eq!(current(h), Some((NodeId(n), RolloutStep::Rejoin)));
-    let cmds = h.es_cluster(restarted(green(total, version, &[]), &es_id));
+    h.es_root(n, "uuid-1");
+    let cmds = observe(h, restarted(green(total, version, &[]), &es_id));
     assert_eq!(
         calls(&cmds),
         vec![EsCall::DeleteShutdown {
@@ -201,7 +210,7 @@ fn restart_node(h: &mut Harness, n: u64, total: u64, version: &str) -> String {
         }]
     );
     answer_all(h, &cmds);
-    h.es_cluster(green(total, version, &[]));
+    observe(h, green(total, version, &[]));
     launch.image
 }
 
@@ -287,7 +296,7 @@ fn once_stored_the_configuration_wins_and_a_differing_flag_is_reported_with_its_
 #[test]
 fn a_node_relaunched_after_a_crash_keeps_the_configuration_it_ran() {
     let mut h = running(2);
-    h.es_cluster(green(2, "8.13.4", &[]));
+    observe(&mut h, green(2, "8.13.4", &[]));
     h.core
         .handle_rollout_pause(h.now)
         .expect_err("nothing to pause yet");
@@ -309,7 +318,7 @@ fn a_node_relaunched_after_a_crash_keeps_the_configuration_it_ran() {
 #[test]
 fn a_rollout_replaces_nodes_one_at_a_time_through_every_step_and_ends_done() {
     let mut h = running(3);
-    h.es_cluster(green(3, "8.13.4", &[]));
+    observe(&mut h, green(3, "8.13.4", &[]));
     assert_eq!(update_image(&mut h, NEW), 2);
     assert_eq!(state(&h), RolloutState::Running);
     let view = h.core.rollout_view(h.now);
@@ -334,9 +343,9 @@ fn a_rollout_replaces_nodes_one_at_a_time_through_every_step_and_ends_done() {
 #[test]
 fn before_7_15_2_allocation_goes_to_primaries_with_a_flush_and_back_afterwards() {
     let mut h = running(2);
-    h.es_cluster(green(2, "7.15.1", &[]));
+    observe(&mut h, green(2, "7.15.1", &[]));
     update_image(&mut h, "es:7.17.0");
-    let cmds = h.es_cluster(green(2, "7.15.1", &[]));
+    let cmds = observe(&mut h, green(2, "7.15.1", &[]));
     let _ = cmds;
     let sent = calls(&h.log);
     assert_eq!(
@@ -367,7 +376,8 @@ fn before_7_15_2_allocation_goes_to_primaries_with_a_flush_and_back_afterwards()
     let cmds = h.offers(vec![offer(&id, "h1", 4.0, 8192.0, 1000.0)]);
     let launch = accepts(&cmds).into_iter().next().expect("relaunch");
     h.update(status(&launch.task_id, "h1", TaskState::Running, Some("r")));
-    let cmds = h.es_cluster(green(2, "7.15.1", &[]));
+    h.es_root(1, "uuid-1");
+    let cmds = observe(&mut h, green(2, "7.15.1", &[]));
     assert_eq!(calls(&cmds), vec![EsCall::SetAllocationEnable(None)]);
     check(&h);
 }
@@ -377,7 +387,7 @@ fn never_a_node_while_red_or_yellow_on_one_version_or_a_node_missing() {
     let mut h = running(3);
     let mut red = green(3, "8.13.4", &[]);
     red.health = EsHealth::Red;
-    h.es_cluster(red.clone());
+    observe(&mut h, red.clone());
     update_image(&mut h, NEW);
     assert_eq!(current(&h), None);
     assert!(
@@ -391,10 +401,10 @@ fn never_a_node_while_red_or_yellow_on_one_version_or_a_node_missing() {
 
     let mut yellow = green(3, "8.13.4", &[]);
     yellow.health = EsHealth::Yellow;
-    h.es_cluster(yellow.clone());
+    observe(&mut h, yellow.clone());
     assert_eq!(current(&h), None, "yellow on one version waits for green");
 
-    h.es_cluster(without(green(3, "8.13.4", &[]), "es-2"));
+    observe(&mut h, without(green(3, "8.13.4", &[]), "es-2"));
     assert_eq!(current(&h), None);
     assert!(
         h.core
@@ -409,27 +419,27 @@ fn never_a_node_while_red_or_yellow_on_one_version_or_a_node_missing() {
     if let Some(n) = mixed.nodes.get_mut("es-3") {
         n.version = crate::domain::EsVersion::parse("8.15.0");
     }
-    h.es_cluster(mixed.clone());
+    observe(&mut h, mixed.clone());
     assert_eq!(current(&h), Some((NodeId(1), RolloutStep::Prepare)));
     check(&h);
 
     // While one node is restarting the cluster going red never starts a second.
     let mut h = running(3);
-    h.es_cluster(green(3, "8.13.4", &[]));
+    observe(&mut h, green(3, "8.13.4", &[]));
     update_image(&mut h, NEW);
     restart_node_until_green_gate(&mut h);
-    h.es_cluster(red);
+    observe(&mut h, red);
     assert_eq!(current(&h), Some((NodeId(1), RolloutStep::Green)));
     assert_eq!(kills(&h.log).len(), 1);
 }
 
 /// Takes node 1 of a 3-node rollout to its final wait for green.
 fn restart_node_until_green_gate(h: &mut Harness) {
-    h.es_cluster(green(3, "8.13.4", &[]));
+    observe(h, green(3, "8.13.4", &[]));
     for (id, _) in es_calls(&h.log) {
         h.es_result(id, None);
     }
-    h.es_cluster(restarted(green(3, "8.13.4", &[]), "id-es-1"));
+    observe(h, restarted(green(3, "8.13.4", &[]), "id-es-1"));
     let task = h.task_of(1).expect("task");
     h.update(status(&task, "h1", TaskState::Killed, Some("k")));
     h.advance(60_000);
@@ -437,6 +447,7 @@ fn restart_node_until_green_gate(h: &mut Harness) {
     let cmds = h.offers(vec![offer(&id, "h1", 4.0, 8192.0, 1000.0)]);
     let launch = accepts(&cmds).into_iter().next().expect("relaunch");
     h.update(status(&launch.task_id, "h1", TaskState::Running, Some("r")));
+    h.es_root(1, "uuid-1");
     let mut c = restarted(green(3, "8.13.4", &[]), "id-es-1");
     c.health = EsHealth::Yellow;
     c.shard_counts = Some(crate::domain::ShardCounts {
@@ -445,9 +456,9 @@ fn restart_node_until_green_gate(h: &mut Harness) {
         initializing: 1,
         unassigned: 0,
     });
-    let cmds = h.es_cluster(c.clone());
+    let cmds = observe(h, c.clone());
     answer_all(h, &cmds);
-    h.es_cluster(c);
+    observe(h, c);
     assert_eq!(current(h), Some((NodeId(1), RolloutStep::Green)));
 }
 
@@ -455,7 +466,7 @@ fn restart_node_until_green_gate(h: &mut Harness) {
 fn masters_go_last_one_at_a_time() {
     let mut h = running(3);
     // Node 1 is master-eligible, 2 and 3 are not.
-    h.es_cluster(green(3, "8.13.4", &[1]));
+    observe(&mut h, green(3, "8.13.4", &[1]));
     update_image(&mut h, NEW);
     let view = h.core.rollout_view(h.now);
     assert_eq!(view.current, Some(NodeId(2)));
@@ -478,7 +489,7 @@ fn never_the_last_started_copy_of_a_shard_and_unreplicated_holders_go_last() {
     if let Some(n) = c.nodes.get_mut("es-3") {
         n.version = crate::domain::EsVersion::parse("8.15.0");
     }
-    h.es_cluster(c.clone());
+    observe(&mut h, c.clone());
     update_image(&mut h, NEW);
     let view = h.core.rollout_view(h.now);
     assert_eq!(view.pending, vec![NodeId(1), NodeId(3), NodeId(2)]);
@@ -497,12 +508,12 @@ fn never_the_last_started_copy_of_a_shard_and_unreplicated_holders_go_last() {
         shard("logs", 0, false, Some("es-3")),
         shard("scratch", 0, true, Some("es-2")),
     ]);
-    h.es_cluster(c2.clone());
+    observe(&mut h, c2.clone());
     assert_eq!(current(&h), Some((NodeId(1), RolloutStep::Prepare)));
     let mut h2 = running(1);
     let mut c3 = green(1, "8.13.4", &[]);
     c3.shards = Some(vec![shard("scratch", 0, true, Some("es-1"))]);
-    h2.es_cluster(c3);
+    observe(&mut h2, c3);
     update_image(&mut h2, NEW);
     assert_eq!(current(&h2), Some((NodeId(1), RolloutStep::Prepare)));
     assert!(
@@ -518,7 +529,7 @@ fn never_the_last_started_copy_of_a_shard_and_unreplicated_holders_go_last() {
 fn a_group_of_several_nodes_is_never_emptied() {
     let mut h = running(2);
     // Elasticsearch lists only node 1 (the other member of its group is not in the cluster).
-    h.es_cluster(without(green(2, "8.13.4", &[]), "es-2"));
+    observe(&mut h, without(green(2, "8.13.4", &[]), "es-2"));
     update_image(&mut h, NEW);
     assert_eq!(current(&h), None);
     assert!(
@@ -535,10 +546,10 @@ fn an_overdue_step_pauses_the_rollout_with_the_reason_and_nothing_is_forced() {
     let mut h = running(2);
     let mut red = green(2, "8.13.4", &[]);
     red.health = EsHealth::Red;
-    h.es_cluster(red.clone());
+    observe(&mut h, red.clone());
     update_image(&mut h, NEW);
     h.advance(599_000);
-    h.es_cluster(red.clone());
+    observe(&mut h, red.clone());
     assert_eq!(state(&h), RolloutState::Running);
     h.advance(1_000);
     assert_eq!(state(&h), RolloutState::Paused);
@@ -548,7 +559,7 @@ fn an_overdue_step_pauses_the_rollout_with_the_reason_and_nothing_is_forced() {
         "{reason}"
     );
     // Green again: a paused rollout stays paused until resumed.
-    h.es_cluster(green(2, "8.13.4", &[]));
+    observe(&mut h, green(2, "8.13.4", &[]));
     assert_eq!(current(&h), None);
     assert!(kills(&h.log).is_empty());
     h.core.handle_rollout_resume(h.now).expect("resume");
@@ -561,30 +572,30 @@ fn an_overdue_step_pauses_the_rollout_with_the_reason_and_nothing_is_forced() {
 #[test]
 fn a_new_leader_resumes_the_rollout_at_the_same_step() {
     let mut h = running(2);
-    h.es_cluster(green(2, "8.13.4", &[]));
+    observe(&mut h, green(2, "8.13.4", &[]));
     update_image(&mut h, NEW);
-    h.es_cluster(green(2, "8.13.4", &[]));
+    observe(&mut h, green(2, "8.13.4", &[]));
     let put: Vec<(u64, EsCall)> = es_calls(&h.log);
     assert_eq!(put.len(), 1);
     // kill -9 before the answer: the new core is built from the durable state, mid-Prepare.
     h.restart();
     h.subscribe();
     assert_eq!(current(&h), Some((NodeId(1), RolloutStep::Prepare)));
-    let cmds = h.es_cluster(green(2, "8.13.4", &[]));
+    let cmds = observe(&mut h, green(2, "8.13.4", &[]));
     assert_eq!(
         calls(&cmds),
         vec![put[0].1.clone()],
         "the idempotent call is sent again"
     );
     answer_all(&mut h, &cmds);
-    let cmds = h.es_cluster(restarted(green(2, "8.13.4", &[]), "id-es-1"));
+    let cmds = observe(&mut h, restarted(green(2, "8.13.4", &[]), "id-es-1"));
     let task = h.task_of(1).expect("task");
     assert_eq!(kills(&cmds), vec![task.to_string()]);
     // And again mid-Stop: the kill is sent again, the step is not repeated from the start.
     h.restart();
     h.subscribe();
     assert_eq!(current(&h), Some((NodeId(1), RolloutStep::Stop)));
-    let cmds = h.es_cluster(restarted(green(2, "8.13.4", &[]), "id-es-1"));
+    let cmds = observe(&mut h, restarted(green(2, "8.13.4", &[]), "id-es-1"));
     assert!(calls(&cmds).is_empty());
     assert_eq!(kills(&cmds), vec![task.to_string()]);
     h.update(status(&task, "h1", TaskState::Killed, Some("k")));
@@ -594,9 +605,11 @@ fn a_new_leader_resumes_the_rollout_at_the_same_step() {
     let launch = accepts(&cmds).into_iter().next().expect("relaunch");
     assert_eq!(launch.image, NEW);
     h.update(status(&launch.task_id, "h1", TaskState::Running, Some("r")));
+    h.es_root(1, "uuid-1");
     h.restart();
     h.subscribe();
-    let cmds = h.es_cluster(restarted(green(2, "8.13.4", &[]), "id-es-1"));
+    h.es_root(1, "uuid-1");
+    let cmds = observe(&mut h, restarted(green(2, "8.13.4", &[]), "id-es-1"));
     assert_eq!(
         calls(&cmds),
         vec![EsCall::DeleteShutdown {
@@ -604,7 +617,7 @@ fn a_new_leader_resumes_the_rollout_at_the_same_step() {
         }]
     );
     answer_all(&mut h, &cmds);
-    h.es_cluster(green(2, "8.13.4", &[]));
+    observe(&mut h, green(2, "8.13.4", &[]));
     assert_eq!(current(&h), Some((NodeId(2), RolloutStep::Prepare)));
     assert_eq!(h.core.rollout_view(h.now).done, vec![NodeId(1)]);
     check(&h);
@@ -613,7 +626,7 @@ fn a_new_leader_resumes_the_rollout_at_the_same_step() {
 #[test]
 fn abort_stops_after_the_current_node_and_nodes_done_stay_new() {
     let mut h = running(3);
-    h.es_cluster(green(3, "8.13.4", &[]));
+    observe(&mut h, green(3, "8.13.4", &[]));
     update_image(&mut h, NEW);
     h.core.handle_rollout_abort(h.now).expect("abort");
     h.drain();
@@ -636,12 +649,12 @@ fn abort_stops_after_the_current_node_and_nodes_done_stay_new() {
 #[test]
 fn rollback_returns_a_node_that_never_joined_and_is_refused_once_it_joined() {
     let mut h = running(2);
-    h.es_cluster(green(2, "8.13.4", &[]));
+    observe(&mut h, green(2, "8.13.4", &[]));
     update_image(&mut h, NEW);
-    h.es_cluster(green(2, "8.13.4", &[]));
+    observe(&mut h, green(2, "8.13.4", &[]));
     let log = h.log.clone();
     answer_all(&mut h, &log);
-    h.es_cluster(restarted(green(2, "8.13.4", &[]), "id-es-1"));
+    observe(&mut h, restarted(green(2, "8.13.4", &[]), "id-es-1"));
     let task = h.task_of(1).expect("task");
     h.update(status(&task, "h1", TaskState::Killed, Some("k")));
     h.advance(60_000);
@@ -656,10 +669,10 @@ fn rollback_returns_a_node_that_never_joined_and_is_refused_once_it_joined() {
         TaskState::Failed,
         Some("bad image"),
     ));
-    h.es_cluster(without(
-        restarted(green(2, "8.13.4", &[]), "id-es-1"),
-        "es-1",
-    ));
+    observe(
+        &mut h,
+        without(restarted(green(2, "8.13.4", &[]), "id-es-1"), "es-1"),
+    );
     assert_eq!(current(&h), Some((NodeId(1), RolloutStep::Rejoin)));
 
     let back = h.core.handle_rollout_rollback(h.now).expect("rollback");
@@ -675,9 +688,10 @@ fn rollback_returns_a_node_that_never_joined_and_is_refused_once_it_joined() {
         .expect("relaunch on the old image");
     assert_eq!(launch.image, OLD);
     h.update(status(&launch.task_id, "h1", TaskState::Running, Some("r")));
-    let cmds = h.es_cluster(restarted(green(2, "8.13.4", &[]), "id-es-1"));
+    h.es_root(1, "uuid-1");
+    let cmds = observe(&mut h, restarted(green(2, "8.13.4", &[]), "id-es-1"));
     answer_all(&mut h, &cmds);
-    h.es_cluster(green(2, "8.13.4", &[]));
+    observe(&mut h, green(2, "8.13.4", &[]));
     assert_eq!(current(&h), None);
     assert_eq!(state(&h), RolloutState::Paused);
     let view = h.core.rollout_view(h.now);
@@ -690,7 +704,7 @@ fn rollback_returns_a_node_that_never_joined_and_is_refused_once_it_joined() {
 
     // A node that joined on the new configuration is not rolled back.
     let mut h = running(3);
-    h.es_cluster(green(3, "8.13.4", &[]));
+    observe(&mut h, green(3, "8.13.4", &[]));
     update_image(&mut h, NEW);
     restart_node_until_green_gate(&mut h);
     let err = h.core.handle_rollout_rollback(h.now).expect_err("joined");
@@ -712,7 +726,7 @@ fn versions_never_go_down_and_an_unreadable_tag_needs_allow_unknown_version() {
     assert_eq!(image_version("es:latest"), None);
     let mut h = running(1);
     // What Elasticsearch reports wins over the stored image.
-    h.es_cluster(green(1, "8.14.0", &[]));
+    observe(&mut h, green(1, "8.14.0", &[]));
     let update = |image: &str, allow: bool| ConfigUpdate {
         image: Some(image.into()),
         allow_unknown_version: allow,
@@ -747,7 +761,7 @@ fn versions_never_go_down_and_an_unreadable_tag_needs_allow_unknown_version() {
 #[test]
 fn restart_rolls_the_same_configuration_and_the_current_node_cannot_be_removed() {
     let mut h = running(3);
-    h.es_cluster(green(3, "8.13.4", &[]));
+    observe(&mut h, green(3, "8.13.4", &[]));
     let g = h.core.handle_restart(None, h.now).expect("restart");
     h.drain();
     assert_eq!(g, 2);
@@ -766,7 +780,7 @@ fn restart_rolls_the_same_configuration_and_the_current_node_cannot_be_removed()
 #[test]
 fn the_stored_state_round_trips_with_a_rollout_in_progress() {
     let mut h = running(2);
-    h.es_cluster(green(2, "8.13.4", &[]));
+    observe(&mut h, green(2, "8.13.4", &[]));
     update_image(&mut h, NEW);
     let json = serde_json::to_string(h.core.persisted()).expect("json");
     let back: PersistedState = serde_json::from_str(&json).expect("back");
@@ -781,12 +795,12 @@ fn the_stored_state_round_trips_with_a_rollout_in_progress() {
 #[test]
 fn a_restarted_node_waits_a_while_for_the_agent_it_ran_on_then_takes_any() {
     let mut h = running(2);
-    h.es_cluster(green(2, "8.13.4", &[]));
+    observe(&mut h, green(2, "8.13.4", &[]));
     update_image(&mut h, NEW);
-    h.es_cluster(green(2, "8.13.4", &[]));
+    observe(&mut h, green(2, "8.13.4", &[]));
     let log = h.log.clone();
     answer_all(&mut h, &log);
-    h.es_cluster(restarted(green(2, "8.13.4", &[]), "id-es-1"));
+    observe(&mut h, restarted(green(2, "8.13.4", &[]), "id-es-1"));
     let task = h.task_of(1).expect("task");
     h.update(status(&task, "h1", TaskState::Killed, Some("k")));
     // Past the failure backoff, within the preference: another agent's offer is not taken.
@@ -806,12 +820,12 @@ fn a_restarted_node_waits_a_while_for_the_agent_it_ran_on_then_takes_any() {
 /// A 2-node rollout whose first node's new image fails: node 1 stays in Rejoin.
 fn first_node_fails() -> Harness {
     let mut h = running(2);
-    h.es_cluster(green(2, "8.13.4", &[]));
+    observe(&mut h, green(2, "8.13.4", &[]));
     update_image(&mut h, NEW);
-    h.es_cluster(green(2, "8.13.4", &[]));
+    observe(&mut h, green(2, "8.13.4", &[]));
     let log = h.log.clone();
     answer_all(&mut h, &log);
-    h.es_cluster(restarted(green(2, "8.13.4", &[]), "id-es-1"));
+    observe(&mut h, restarted(green(2, "8.13.4", &[]), "id-es-1"));
     let task = h.task_of(1).expect("task");
     h.update(status(&task, "h1", TaskState::Killed, Some("k")));
     h.advance(60_000);
@@ -824,10 +838,10 @@ fn first_node_fails() -> Harness {
         TaskState::Failed,
         Some("bad image"),
     ));
-    h.es_cluster(without(
-        restarted(green(2, "8.13.4", &[]), "id-es-1"),
-        "es-1",
-    ));
+    observe(
+        &mut h,
+        without(restarted(green(2, "8.13.4", &[]), "id-es-1"), "es-1"),
+    );
     assert_eq!(current(&h), Some((NodeId(1), RolloutStep::Rejoin)));
     h
 }
@@ -852,12 +866,45 @@ fn abort_right_after_a_rollback_ends_aborted_once_the_node_is_back() {
         .expect("relaunch on the old image");
     assert_eq!(launch.image, OLD);
     h.update(status(&launch.task_id, "h1", TaskState::Running, Some("r")));
-    let cmds = h.es_cluster(restarted(green(2, "8.13.4", &[]), "id-es-1"));
+    h.es_root(1, "uuid-1");
+    let cmds = observe(&mut h, restarted(green(2, "8.13.4", &[]), "id-es-1"));
     answer_all(&mut h, &cmds);
-    h.es_cluster(green(2, "8.13.4", &[]));
+    observe(&mut h, green(2, "8.13.4", &[]));
     assert_eq!(state(&h), RolloutState::Aborted);
     let view = h.core.rollout_view(h.now);
     assert!(view.done.is_empty());
     assert_eq!(view.pending, vec![NodeId(1), NodeId(2)]);
+    check(&h);
+}
+
+#[test]
+fn a_gate_trusts_only_what_the_cluster_said_after_the_step_began() {
+    let mut h = running(2);
+    observe(&mut h, green(2, "8.13.4", &[]));
+    update_image(&mut h, NEW);
+    observe(&mut h, green(2, "8.13.4", &[]));
+    let log = h.log.clone();
+    answer_all(&mut h, &log);
+    observe(&mut h, restarted(green(2, "8.13.4", &[]), "id-es-1"));
+    let task = h.task_of(1).expect("task");
+    h.update(status(&task, "h1", TaskState::Killed, Some("k")));
+    h.advance(60_000);
+    let id = h.next_offer_id();
+    let cmds = h.offers(vec![offer(&id, "h1", 4.0, 8192.0, 1000.0)]);
+    let launch = accepts(&cmds).into_iter().next().expect("relaunch");
+    h.update(status(&launch.task_id, "h1", TaskState::Running, Some("r")));
+    // The master still lists the stopped node (it has not noticed yet): not a rejoin, since the new
+    // process has not reported the cluster's UUID.
+    observe(&mut h, restarted(green(2, "8.13.4", &[]), "id-es-1"));
+    assert_eq!(current(&h), Some((NodeId(1), RolloutStep::Rejoin)));
+    h.es_root(1, "uuid-1");
+    let cmds = observe(&mut h, restarted(green(2, "8.13.4", &[]), "id-es-1"));
+    answer_all(&mut h, &cmds);
+    assert_eq!(current(&h), Some((NodeId(1), RolloutStep::Green)));
+    // One green answer right after the clean-up may have been asked before it: not enough.
+    h.es_cluster(green(2, "8.13.4", &[]));
+    assert_eq!(current(&h), Some((NodeId(1), RolloutStep::Green)));
+    h.es_cluster(green(2, "8.13.4", &[]));
+    assert_eq!(current(&h), Some((NodeId(2), RolloutStep::Prepare)));
     check(&h);
 }
