@@ -338,6 +338,14 @@ impl Core {
         now: Millis,
     ) -> Result<u64, CoreError> {
         let groups = self.target_groups(update.group.as_deref())?;
+        if !self.config.groups.is_empty()
+            && update.es_settings.iter().any(|(k, _)| k == "node.roles")
+        {
+            return Err(CoreError::Refused(
+                "with --group, node.roles comes from each group's roles=, not from a setting"
+                    .into(),
+            ));
+        }
         if let Some(image) = &update.image {
             match image_version(image) {
                 None if !update.allow_unknown_version => {
