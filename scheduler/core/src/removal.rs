@@ -197,7 +197,7 @@ impl Core {
             .slots
             .get(&id)
             .is_some_and(|rt| rt.cluster_uuid.is_some() && rt.foreign_cluster.is_none());
-        let name = self.config.node_name(id);
+        let name = self.node_name(id);
         match self.fresh_cluster(now) {
             _ if reported => Membership::In,
             Some(c) if c.lists(&name) => Membership::In,
@@ -222,17 +222,14 @@ impl Core {
         let Some(c) = self.fresh_cluster(now) else {
             return Ok(());
         };
-        let mut names: BTreeSet<String> = leaving
-            .iter()
-            .map(|id| self.config.node_name(*id))
-            .collect();
+        let mut names: BTreeSet<String> = leaving.iter().map(|id| self.node_name(*id)).collect();
         // Nodes already on their way out count as gone.
         names.extend(
             self.persisted
                 .slots
                 .values()
                 .filter(|r| r.removal.is_some())
-                .map(|r| self.config.node_name(r.node_id)),
+                .map(|r| self.node_name(r.node_id)),
         );
         if !allow_data_loss {
             let indices = c.last_copies_on(&names);
@@ -496,7 +493,7 @@ impl Core {
             .values()
             .filter(|r| Some(r.node_id) != except)
             .filter(|r| r.removal.as_ref().is_some_and(|m| m.allocation_excluded))
-            .map(|r| self.config.node_name(r.node_id))
+            .map(|r| self.node_name(r.node_id))
             .collect()
     }
 
@@ -518,7 +515,7 @@ impl Core {
     }
 
     fn move_data(&mut self, id: NodeId, removal: &Removal, now: Millis) -> Next {
-        let name = self.config.node_name(id);
+        let name = self.node_name(id);
         let Some(rec) = self.record(id) else {
             return Next::Done;
         };
@@ -633,7 +630,7 @@ impl Core {
     }
 
     fn exclude_voting(&mut self, id: NodeId, removal: &Removal, now: Millis) -> Next {
-        let name = self.config.node_name(id);
+        let name = self.node_name(id);
         if self.record(id).is_some_and(|r| !Core::task_live(r)) && !removal.voting_excluded {
             return Next::Go(RemovalStep::Clear, "its task already ended".into());
         }
@@ -650,7 +647,7 @@ impl Core {
             .slots
             .values()
             .filter(|r| r.removal.is_some())
-            .map(|r| self.config.node_name(r.node_id))
+            .map(|r| self.node_name(r.node_id))
             .collect();
         let staying_masters = c
             .nodes
@@ -729,7 +726,7 @@ impl Core {
     }
 
     fn clear(&mut self, id: NodeId, removal: &Removal, now: Millis) -> Next {
-        let name = self.config.node_name(id);
+        let name = self.node_name(id);
         let live = self.record(id).is_some_and(Core::task_live);
         if !live {
             // Cleared only once the cluster let it go: an exclusion cleared while the master still

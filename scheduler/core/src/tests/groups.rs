@@ -501,3 +501,36 @@ fn state_check_refuses_inconsistent_groups() {
     }
     assert_eq!(&rebuilt, h.core.persisted());
 }
+
+#[test]
+fn what_elasticsearch_says_is_matched_to_a_group_node_by_its_own_name() {
+    let mut h = Harness::new(two_groups());
+    h.subscribe();
+    // Data nodes are placed once a master was launched: two rounds.
+    let mut launches = launch_all(&mut h, &["h1", "h2", "h3"]);
+    launches.extend(launch_all(&mut h, &["h4", "h5"]));
+    for l in &launches {
+        h.update(status(
+            &l.task_id,
+            l.host.as_str(),
+            TaskState::Running,
+            Some("u"),
+        ));
+    }
+    let names: Vec<String> = launches.iter().map(|l| l.name.clone()).collect();
+    assert!(names.contains(&"es-data-1".to_owned()), "{names:?}");
+    let nodes: Vec<(&str, bool)> = names.iter().map(|n| (n.as_str(), true)).collect();
+    h.es_cluster(es_cluster(
+        &nodes,
+        "8.15.0",
+        vec![shard("logs", 0, true, Some("es-data-1"))],
+    ));
+    let view = h.core.nodes(h.now);
+    assert!(view.iter().all(|n| n.es_joined), "{view:?}");
+    let data1 = view
+        .iter()
+        .find(|n| n.group == "data" && n.node_id.ordinal() == 1)
+        .expect("data 1");
+    assert_eq!(data1.shards, Some(1));
+    check(&h);
+}
