@@ -801,3 +801,146 @@ async fn tetherctl_commands_print_the_documented_json() {
     assert!(out.stderr.contains(&nowhere), "{out:?}");
     s.sched.stop().await;
 }
+
+/// `update`, `restart` and `rollout status|pause|resume|abort|rollback` through the real tetherctl, with
+/// the documented JSON names. The emulator runs no Elasticsearch, so a rollout stops at its first gate
+/// ("no recent answer from Elasticsearch"): what is checked here is the stored configuration, the
+/// controls and their refusals, not the restarts (the core's unit tests and the end-to-end tests do those).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tetherctl_update_restart_and_rollout_print_the_documented_json() {
+    let s = Setup::start(2, 2, &[]).await;
+    let mut admin = s.client(Some(TOKEN)).await;
+    wait_nodes(&mut admin, "two running nodes", all_running(2)).await;
+    let rollout_fields = [
+        "config_generation",
+        "state",
+        "done",
+        "current",
+        "pending",
+        "reason",
+    ];
+
+    let idle = s
+        .ctl(&["--output", "json", "rollout", "status"])
+        .await
+        .json();
+    has_fields(&idle, &rollout_fields);
+    assert_eq!(idle["state"], "idle");
+    assert_eq!(idle["config_generation"], 1);
+    assert_eq!(idle["current"], serde_json::Value::Null);
+    let nodes = s.ctl(&["--output", "json", "nodes"]).await.json();
+    for n in nodes.as_array().expect("array") {
+        assert_eq!(n["config_generation"], 1, "{n}");
+    }
+
+    // Versions never go down, and a tag without a version needs the flag; neither stores anything.
+    let down = s
+        .ctl(&[
+            "update",
+            "--image",
+            "docker.elastic.co/elasticsearch/elasticsearch:8.1.0",
+        ])
+        .await;
+    assert!(!down.ok && down.stderr.contains("older than"), "{down:?}");
+    let unknown = s.ctl(&["update", "--image", "es:latest"]).await;
+    assert!(
+        !unknown.ok && unknown.stderr.contains("--allow-unknown-version"),
+        "{unknown:?}"
+    );
+    let nothing = s.ctl(&["update"]).await;
+    assert!(!nothing.ok, "{nothing:?}");
+    let owned = s.ctl(&["update", "--es-setting", "node.name=x"]).await;
+    assert!(!owned.ok && owned.stderr.contains("node.name"), "{owned:?}");
+
+    let updated = s
+        .ctl(&[
+            "--output",
+            "json",
+            "update",
+            "--image",
+            "docker.elastic.co/elasticsearch/elasticsearch:8.15.0",
+            "--es-setting",
+            "indices.memory.index_buffer_size=20%",
+        ])
+        .await
+        .json();
+    has_fields(&updated, &rollout_fields);
+    assert_eq!(updated["config_generation"], 2);
+    assert_eq!(updated["state"], "running");
+    assert_eq!(updated["pending"], serde_json::json!([1, 2]));
+    assert_eq!(updated["done"], serde_json::json!([]));
+    // What the first gate waits for (no Elasticsearch answers here).
+    assert!(
+        updated["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{updated}"
+    );
+    // Nodes keep the configuration they run until the rollout restarts them.
+    let nodes = s.ctl(&["--output", "json", "nodes"]).await.json();
+    for n in nodes.as_array().expect("array") {
+        assert_eq!(n["config_generation"], 1, "{n}");
+    }
+
+    let paused = s
+        .ctl(&["--output", "json", "rollout", "pause"])
+        .await
+        .json();
+    assert_eq!(paused["state"], "paused");
+    assert!(
+        paused["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("operator"))
+    );
+    let resumed = s
+        .ctl(&["--output", "json", "rollout", "resume"])
+        .await
+        .json();
+    assert_eq!(resumed["state"], "running");
+    let rollback = s.ctl(&["rollout", "rollback"]).await;
+    assert!(
+        !rollback.ok && rollback.stderr.contains("nothing to roll back"),
+        "{rollback:?}"
+    );
+    let restarted = s.ctl(&["--output", "json", "restart"]).await.json();
+    assert_eq!(restarted["config_generation"], 3);
+    assert_eq!(restarted["state"], "running");
+    let aborted = s
+        .ctl(&["--output", "json", "rollout", "abort"])
+        .await
+        .json();
+    assert_eq!(aborted["state"], "aborted");
+    assert_eq!(aborted["pending"], serde_json::json!([1, 2]));
+    let again = s.ctl(&["rollout", "resume"]).await;
+    assert!(!again.ok && again.stderr.contains("aborted"), "{again:?}");
+    let bad_group = s.ctl(&["restart", "--group", "nope"]).await;
+    assert!(!bad_group.ok, "{bad_group:?}");
+
+    // The table renderings work too.
+    let table = s.ctl(&["rollout", "status"]).await;
+    assert!(
+        table.ok && table.stdout.contains("rollout aborted (configuration 3)"),
+        "{table:?}"
+    );
+
+    // The stored configuration survives a restart of the scheduler, and wins over the flags.
+    let Setup {
+        emu,
+        state,
+        token_file,
+        sched,
+    } = s;
+    sched.stop().await;
+    let sched = start_sched(&emu, state.path(), &token_file, 2, &[]);
+    let mut s = Setup {
+        emu,
+        state,
+        token_file,
+        sched,
+    };
+    s.sched.admin().await;
+    let after = s
+        .ctl(&["--output", "json", "rollout", "status"])
+        .await
+        .json();
+    assert_eq!(after["config_generation"], 3);
+    assert_eq!(after["state"], "aborted");
+}

@@ -36,6 +36,7 @@ fn slot(id: u64) -> SlotRecord {
         last_reason: Some(format!("placed on agent{}", id % 7)),
         mount_host: None,
         removal: None,
+        config_generation: 1,
     }
 }
 
@@ -77,11 +78,52 @@ async fn state_round_trips_including_ten_thousand_slots() {
             GroupRecord { index, desired },
         )
     };
+    // The stored node configuration and a rollout mid-node, each one document.
+    let config = tether_core::nodeconfig::NodeConfig {
+        image: "es:8.15.0".into(),
+        es_settings: vec![("indices.memory.index_buffer_size".into(), "20%".into())],
+        es_env: Vec::new(),
+        cpus: 1.5,
+        mem_mb: 2048.0,
+        heap_mb: 1024,
+    };
+    let table = tether_core::state::ConfigTable {
+        generation: 2,
+        groups: [(
+            GroupName::default_group(),
+            vec![tether_core::nodeconfig::Versioned {
+                generation: 2,
+                config,
+            }],
+        )]
+        .into_iter()
+        .collect(),
+    };
+    let rollout = tether_core::state::Rollout {
+        generation: 2,
+        state: tether_core::rollout::RolloutState::Running,
+        reason: None,
+        done: vec![NodeId(1)],
+        current: Some(tether_core::rollout::RolloutNode {
+            node_id: NodeId(2),
+            step: tether_core::rollout::RolloutStep::Stop,
+            from_generation: 1,
+            to_generation: 2,
+            shutdown_node_id: Some("es-id-2".into()),
+            allocation_set: false,
+            stopped_task: None,
+            joined: false,
+            rolled_back: false,
+        }),
+        abort_requested: false,
+    };
     let small = [
         StateWrite::RemoveSlot(NodeId(17)),
         StateWrite::Desired(9_999),
         group("masters", 1, 3),
         group("data", 2, 0),
+        StateWrite::NodeConfig(table),
+        StateWrite::Rollout(Some(rollout)),
     ];
     store.write(&small).await.expect("small write");
     store

@@ -124,13 +124,19 @@ impl Core {
     pub fn handle_es_cluster(&mut self, cluster: EsCluster, now: Millis) {
         self.handle_es_view(cluster.view.clone(), now);
         self.es_cluster = Some((now, cluster));
+        self.rollout_rt.observations = self.rollout_rt.observations.saturating_add(1);
         self.drive_removals(now);
+        self.drive_rollout(now);
         self.flush_interest();
     }
 
     /// The outcome of the Elasticsearch call `call_id` (`Err`: Elasticsearch's refusal or why no node
     /// answered). A failed call is sent again after a pause.
     pub fn handle_es_call_result(&mut self, call_id: u64, result: Result<(), String>, now: Millis) {
+        if self.rollout_call_result(call_id, &result, now) {
+            self.flush_interest();
+            return;
+        }
         let Some(id) = self.es_calls.remove(&call_id) else {
             return;
         };
@@ -191,7 +197,7 @@ impl Core {
             .slots
             .get(&id)
             .is_some_and(|rt| rt.cluster_uuid.is_some() && rt.foreign_cluster.is_none());
-        let name = self.config.node_name(id);
+        let name = self.node_name(id);
         match self.fresh_cluster(now) {
             _ if reported => Membership::In,
             Some(c) if c.lists(&name) => Membership::In,
@@ -216,17 +222,14 @@ impl Core {
         let Some(c) = self.fresh_cluster(now) else {
             return Ok(());
         };
-        let mut names: BTreeSet<String> = leaving
-            .iter()
-            .map(|id| self.config.node_name(*id))
-            .collect();
+        let mut names: BTreeSet<String> = leaving.iter().map(|id| self.node_name(*id)).collect();
         // Nodes already on their way out count as gone.
         names.extend(
             self.persisted
                 .slots
                 .values()
                 .filter(|r| r.removal.is_some())
-                .map(|r| self.config.node_name(r.node_id)),
+                .map(|r| self.node_name(r.node_id)),
         );
         if !allow_data_loss {
             let indices = c.last_copies_on(&names);
@@ -490,7 +493,7 @@ impl Core {
             .values()
             .filter(|r| Some(r.node_id) != except)
             .filter(|r| r.removal.as_ref().is_some_and(|m| m.allocation_excluded))
-            .map(|r| self.config.node_name(r.node_id))
+            .map(|r| self.node_name(r.node_id))
             .collect()
     }
 
@@ -512,7 +515,7 @@ impl Core {
     }
 
     fn move_data(&mut self, id: NodeId, removal: &Removal, now: Millis) -> Next {
-        let name = self.config.node_name(id);
+        let name = self.node_name(id);
         let Some(rec) = self.record(id) else {
             return Next::Done;
         };
@@ -627,7 +630,7 @@ impl Core {
     }
 
     fn exclude_voting(&mut self, id: NodeId, removal: &Removal, now: Millis) -> Next {
-        let name = self.config.node_name(id);
+        let name = self.node_name(id);
         if self.record(id).is_some_and(|r| !Core::task_live(r)) && !removal.voting_excluded {
             return Next::Go(RemovalStep::Clear, "its task already ended".into());
         }
@@ -644,7 +647,7 @@ impl Core {
             .slots
             .values()
             .filter(|r| r.removal.is_some())
-            .map(|r| self.config.node_name(r.node_id))
+            .map(|r| self.node_name(r.node_id))
             .collect();
         let staying_masters = c
             .nodes
@@ -703,6 +706,13 @@ impl Core {
         {
             return Next::Wait(format!("node {other} stops first (one node at a time)"));
         }
+        if let Some(other) = self.rollout_node_down().filter(|n| *n != id)
+            && !self.slots.get(&id).is_some_and(|rt| rt.removal.kill_sent)
+        {
+            return Next::Wait(format!(
+                "the rollout has node {other} down (one node at a time)"
+            ));
+        }
         if !self.slots.get(&id).is_some_and(|rt| rt.removal.kill_sent) {
             self.mesos(MesosCommand::Kill {
                 task_id: task.task_id.clone(),
@@ -716,7 +726,7 @@ impl Core {
     }
 
     fn clear(&mut self, id: NodeId, removal: &Removal, now: Millis) -> Next {
-        let name = self.config.node_name(id);
+        let name = self.node_name(id);
         let live = self.record(id).is_some_and(Core::task_live);
         if !live {
             // Cleared only once the cluster let it go: an exclusion cleared while the master still

@@ -101,6 +101,8 @@ pub struct NodeView {
     pub shards: Option<u64>,
     /// Its safe removal in progress (scale-down, replace).
     pub removal: Option<crate::removal::RemovalView>,
+    /// The stored configuration generation it runs (or launches with next).
+    pub config_generation: u64,
 }
 
 impl NodeView {
@@ -269,13 +271,12 @@ impl Core {
                     }),
                     next_action: self.next_action(rec.node_id, now),
                     es_joined: cluster
-                        .is_some_and(|c| live && c.lists(&self.config.node_name(rec.node_id))),
-                    shards: shards.as_ref().map(|m| {
-                        m.get(&self.config.node_name(rec.node_id))
-                            .copied()
-                            .unwrap_or(0)
-                    }),
+                        .is_some_and(|c| live && c.lists(&self.node_name(rec.node_id))),
+                    shards: shards
+                        .as_ref()
+                        .map(|m| m.get(&self.node_name(rec.node_id)).copied().unwrap_or(0)),
                     removal: self.removal_view(rec.node_id),
+                    config_generation: self.node_generation(rec.node_id),
                 }
             })
             .collect()

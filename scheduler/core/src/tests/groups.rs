@@ -393,7 +393,13 @@ fn old_state_without_groups_loads_into_the_default_group_unchanged() {
     assert_eq!(state, sample_state());
     let h = Harness::restore(config(crate::Strategy::Normal), state.clone());
     check(&h);
-    assert_eq!(h.core.persisted(), &state, "nothing rewritten");
+    let mut seeded = h.core.persisted().clone();
+    assert_eq!(
+        seeded.node_config.take().map(|t| t.generation),
+        Some(1),
+        "the stored configuration is seeded from the flags as generation 1"
+    );
+    assert_eq!(seeded, state, "nothing else rewritten");
     let nodes = h.core.nodes(h.now);
     assert!(nodes.iter().all(|n| n.group == "default"));
     assert_eq!(
@@ -505,4 +511,37 @@ fn state_check_refuses_inconsistent_groups() {
         rebuilt.apply(&w);
     }
     assert_eq!(&rebuilt, h.core.persisted());
+}
+
+#[test]
+fn what_elasticsearch_says_is_matched_to_a_group_node_by_its_own_name() {
+    let mut h = Harness::new(two_groups());
+    h.subscribe();
+    // Data nodes are placed once a master was launched: two rounds.
+    let mut launches = launch_all(&mut h, &["h1", "h2", "h3"]);
+    launches.extend(launch_all(&mut h, &["h4", "h5"]));
+    for l in &launches {
+        h.update(status(
+            &l.task_id,
+            l.host.as_str(),
+            TaskState::Running,
+            Some("u"),
+        ));
+    }
+    let names: Vec<String> = launches.iter().map(|l| l.name.clone()).collect();
+    assert!(names.contains(&"es-data-1".to_owned()), "{names:?}");
+    let nodes: Vec<(&str, bool)> = names.iter().map(|n| (n.as_str(), true)).collect();
+    h.es_cluster(es_cluster(
+        &nodes,
+        "8.15.0",
+        vec![shard("logs", 0, true, Some("es-data-1"))],
+    ));
+    let view = h.core.nodes(h.now);
+    assert!(view.iter().all(|n| n.es_joined), "{view:?}");
+    let data1 = view
+        .iter()
+        .find(|n| n.group == "data" && n.node_id.ordinal() == 1)
+        .expect("data 1");
+    assert_eq!(data1.shards, Some(1));
+    check(&h);
 }
