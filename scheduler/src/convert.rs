@@ -214,6 +214,7 @@ fn reason(r: model::Reason) -> TaskReason {
         M::ReasonMasterDisconnected => TaskReason::MasterDisconnected,
         M::ReasonReconciliation => TaskReason::Reconciliation,
         M::ReasonAgentDisconnected => TaskReason::AgentDisconnected,
+        M::ReasonAgentDraining => TaskReason::AgentDraining,
         M::ReasonAgentRemoved => TaskReason::AgentRemoved,
         M::ReasonAgentRemovedByOperator => TaskReason::AgentRemovedByOperator,
         M::ReasonAgentReregistered => TaskReason::AgentReregistered,

@@ -101,6 +101,7 @@ pub fn removal(r: &tether_core::removal::RemovalView) -> pb::NodeRemoval {
         kind: match r.kind {
             RemovalKind::ScaleDown => "scale_down",
             RemovalKind::Replace => "replace",
+            RemovalKind::Maintenance => "maintenance",
         }
         .to_owned(),
         step: match r.step {

@@ -52,6 +52,7 @@ pub mod forget;
 pub mod groups;
 pub mod ids;
 mod launch;
+pub mod maintenance;
 mod mesos_events;
 mod observe;
 mod placement;

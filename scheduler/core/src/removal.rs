@@ -125,6 +125,7 @@ impl Core {
         self.handle_es_view(cluster.view.clone(), now);
         self.es_cluster = Some((now, cluster));
         self.drive_removals(now);
+        self.drive_maintenance(now);
         self.flush_interest();
     }
 
@@ -159,8 +160,9 @@ impl Core {
                 });
             }
         }
-        // Another node's removal may wait for this one's step.
+        // Another node's removal may wait for this one's step, and a maintenance move for any removal.
         self.drive_removals(now);
+        self.drive_maintenance(now);
         self.flush_interest();
     }
 
@@ -779,5 +781,6 @@ fn removal_reason(kind: RemovalKind) -> &'static str {
     match kind {
         RemovalKind::ScaleDown => "scale-down of",
         RemovalKind::Replace => "replacement of",
+        RemovalKind::Maintenance => "maintenance move of",
     }
 }
