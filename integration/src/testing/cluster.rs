@@ -153,6 +153,22 @@ impl E2eCluster {
         }
     }
 
+    /// The `tetherctl --output json` answer of `args` against this cluster.
+    pub async fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let env = self.tetherctl_env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut all = vec!["--output", "json"];
+        all.extend_from_slice(args);
+        let out = super::ctl::tetherctl(&all, &env).await;
+        assert!(out.ok, "tetherctl {args:?}: {}", out.stderr);
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
+    }
+
+    /// The Mesos emulator's base URL (its maintenance and operator endpoints).
+    pub fn emu_url(&self) -> String {
+        format!("http://{}", self.cluster.plan.emu)
+    }
+
     /// The last `n` lines of a component's log.
     pub fn log_tail(&self, label: &str, n: usize) -> String {
         let text = std::fs::read_to_string(self.cluster.plan.logs.join(format!("{label}.log")))
