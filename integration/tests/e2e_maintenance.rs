@@ -1,8 +1,8 @@
 //! Mesos maintenance end to end (issue 14): an operator schedules maintenance for the agent of one of
 //! three nodes (the master's `/maintenance/schedule`); Tether moves that node away through the safe
 //! removal path before the window starts (its data first, then its task), relaunches it on its
-//! volumes on another agent, and accepts the master's inverse offer only once the agent holds no
-//! Tether task. No shard is lost, the cluster is never red, and nothing is placed back on the agent
+//! volumes on another agent, and accepts the master's inverse offer (held meanwhile) only once the
+//! agent holds no Tether task. No shard is lost, the cluster is never red, and nothing is placed back on the agent
 //! while it is under maintenance. Build the binaries first (`cargo build --workspace --bins`).
 
 use std::time::Duration;
@@ -121,8 +121,10 @@ async fn a_node_leaves_an_agent_scheduled_for_maintenance_safely_and_is_not_plac
         if n["removal"]["kind"] == "maintenance" && n["task_id"] == moving.task_id.as_str() {
             saw_moving = true;
         }
-        let on_agent = tasks_on(&c, &host).await;
+        // The answer first: an ACCEPT was sent only after the task there ended, so the tasks read
+        // next must show none.
         let status = maintenance_status(&c.emu_url()).await;
+        let on_agent = tasks_on(&c, &host).await;
         let answers: Vec<InverseOfferStatusKind> = status
             .draining_machines
             .iter()

@@ -16,9 +16,11 @@
 //! Elasticsearch counts on moves only while the cluster is not red, every other node runs, and its
 //! removal would not take the last copy of a shard or the last master-eligible node (`check_removal`)
 //! — otherwise it stays, and why is its `last_reason` (`tetherctl nodes`) and a watch warning. An inverse
-//! offer is accepted once the agent holds no Tether task (the operator may go ahead) and declined while
-//! one is there, each with `maintenance_refuse_seconds` as the filter so the master does not ask every
-//! allocation interval.
+//! offer is accepted once the agent holds no Tether task (the operator may go ahead), declined while a
+//! node there cannot be moved, and held (unanswered) while its nodes are being moved or wait for their
+//! turn; each answer carries `maintenance_refuse_seconds` as the filter so the master does not ask every
+//! allocation interval. (The master sends inverse offers only to frameworks with resources on the agent:
+//! an inverse offer declined during a move would have no successor to accept once the agent is empty.)
 //!
 //! Durable: only the move itself (the node's `SlotRecord::removal`), so a new leader finishes it and
 //! starts no second one. The set of agents under maintenance is not stored: after a (re)subscription
@@ -39,8 +41,11 @@ use std::collections::{BTreeMap, BTreeSet};
 pub(crate) struct MaintenanceState {
     /// Agents Mesos says are scheduled for maintenance.
     pub(crate) agents: BTreeMap<AgentId, AgentMaintenance>,
-    /// Nodes whose `reason` says why they are not moved away yet.
-    pub(crate) blocked: BTreeSet<NodeId>,
+    /// Nodes not moved away yet, with why (as last reported: a watcher is told each change once).
+    pub(crate) blocked: BTreeMap<NodeId, String>,
+    /// Of those, the nodes that only wait for another node's move (their agent's inverse offer is
+    /// held, not declined: Tether is complying).
+    pub(crate) waiting_turn: BTreeSet<NodeId>,
 }
 
 /// What the core knows of one agent's maintenance (not durable: the master tells it again).
@@ -116,7 +121,6 @@ impl Core {
             }
         }
         self.drive_maintenance(now);
-        self.answer_inverse_offers();
         self.flush_interest();
     }
 
@@ -248,8 +252,12 @@ impl Core {
             .collect()
     }
 
-    /// Answers every unanswered inverse offer: accepted when its agent holds no Tether task, declined
-    /// otherwise.
+    /// Answers the unanswered inverse offers that can be: accepted once the agent holds no Tether
+    /// task; declined while a node there cannot be moved (the master asks again after the filter);
+    /// held while its nodes are being moved or wait for their turn. Held, not declined, because the
+    /// master sends inverse offers only to frameworks with resources on the agent (`generateInverseOffers`):
+    /// one declined during the move would never be followed by another once the agent is empty, and
+    /// the operator would see DECLINE to the end.
     fn answer_inverse_offers(&mut self) {
         let mut accept = Vec::new();
         let mut decline = Vec::new();
@@ -261,7 +269,15 @@ impl Core {
             .map(|(a, _)| a.clone())
             .collect();
         for agent in agents {
-            let empty = self.nodes_on(&agent).is_empty();
+            let nodes = self.nodes_on(&agent);
+            let empty = nodes.is_empty();
+            let stuck = nodes.iter().any(|id| {
+                self.maintenance.blocked.contains_key(id)
+                    && !self.maintenance.waiting_turn.contains(id)
+            });
+            if !empty && !stuck {
+                continue;
+            }
             let Some(m) = self.maintenance.agents.get_mut(&agent) else {
                 continue;
             };
@@ -309,41 +325,43 @@ impl Core {
     /// why each other such node waits.
     pub(crate) fn drive_maintenance(&mut self, now: Millis) {
         let mut blocked: BTreeMap<NodeId, String> = BTreeMap::new();
+        let mut turn: BTreeSet<NodeId> = BTreeSet::new();
         if self.subscribed_since.is_some() && !self.maintenance.agents.is_empty() {
-            self.plan_maintenance(&mut blocked, now);
+            self.plan_maintenance(&mut blocked, &mut turn, now);
         }
-        // Report what changed; a reason that no longer holds goes.
-        let mut ids: BTreeSet<NodeId> = std::mem::take(&mut self.maintenance.blocked);
-        ids.extend(blocked.keys().copied());
-        self.maintenance.blocked = blocked.keys().copied().collect();
-        for id in ids {
-            let want = blocked.remove(&id);
-            let Some(rt) = self.slots.get_mut(&id) else {
-                continue;
-            };
-            let have = match &rt.reason {
-                Some(Reason::MaintenanceBlocked(why)) => Some(why.clone()),
-                _ => None,
-            };
-            if have == want {
-                continue;
-            }
-            match want {
-                Some(why) => {
-                    rt.reason = Some(Reason::MaintenanceBlocked(why.clone()));
-                    self.watch(WatchEvent::Warning {
-                        message: format!(
-                            "node {id}: its agent is scheduled for maintenance; not moved away yet: \
-                             {why}"
-                        ),
-                    });
-                }
-                None => rt.reason = None,
+        self.maintenance.waiting_turn = turn;
+        // The node's reason says why it stays (a status update may have reset it); watchers hear of
+        // each change once; a reason that no longer holds goes.
+        let before = std::mem::replace(&mut self.maintenance.blocked, blocked.clone());
+        for (id, why) in &before {
+            if !blocked.contains_key(id)
+                && let Some(rt) = self.slots.get_mut(id)
+                && rt.reason == Some(Reason::MaintenanceBlocked(why.clone()))
+            {
+                rt.reason = None;
             }
         }
+        for (id, why) in blocked {
+            if let Some(rt) = self.slots.get_mut(&id) {
+                rt.reason = Some(Reason::MaintenanceBlocked(why.clone()));
+            }
+            if before.get(&id) != Some(&why) {
+                self.watch(WatchEvent::Warning {
+                    message: format!(
+                        "node {id}: its agent is scheduled for maintenance; not moved away yet: {why}"
+                    ),
+                });
+            }
+        }
+        self.answer_inverse_offers();
     }
 
-    fn plan_maintenance(&mut self, blocked: &mut BTreeMap<NodeId, String>, now: Millis) {
+    fn plan_maintenance(
+        &mut self,
+        blocked: &mut BTreeMap<NodeId, String>,
+        turn: &mut BTreeSet<NodeId>,
+        now: Millis,
+    ) {
         // Earliest window first, then the node id.
         let mut waiting: Vec<(Millis, NodeId)> = Vec::new();
         for (agent, m) in &self.maintenance.agents {
@@ -374,6 +392,7 @@ impl Core {
                     id,
                     format!("node {moving} is being removed or moved first (one node at a time)"),
                 );
+                turn.insert(id);
             }
             return;
         }
@@ -382,6 +401,7 @@ impl Core {
         for (_, id) in waiting {
             if let Some(first) = started {
                 blocked.insert(id, format!("node {first} is moved away first"));
+                turn.insert(id);
                 continue;
             }
             match self.maintenance_guard(id, now) {
