@@ -24,11 +24,23 @@ pub struct E2eCluster {
 impl E2eCluster {
     /// Starts `agents` agents and `nodes` nodes with fast Mesos timers; `tune` may change the options.
     pub async fn start(agents: usize, nodes: u64, tune: impl FnOnce(&mut Options)) -> E2eCluster {
+        E2eCluster::start_in_zones(agents, nodes, 2, tune).await
+    }
+
+    /// [`E2eCluster::start`] with the agents (and the nodes' volumes) in `zones` zones (1 or 2).
+    pub async fn start_in_zones(
+        agents: usize,
+        nodes: u64,
+        zones: u8,
+        tune: impl FnOnce(&mut Options),
+    ) -> E2eCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let args = Args::try_parse_from([
             "tether-dev",
             "--agents",
             &agents.to_string(),
+            "--zones",
+            &zones.to_string(),
             "--nodes",
             &nodes.to_string(),
             "--state-dir",
