@@ -449,12 +449,11 @@ impl Core {
             }
         }
         if let Some(other) = self.persisted.slots.values().find(|r| {
-            r.node_id != id
-                && !r.removed
-                && !r
-                    .task
-                    .as_ref()
-                    .is_some_and(|t| t.state == Some(TaskState::Running))
+            let running = r
+                .task
+                .as_ref()
+                .is_some_and(|t| t.state == Some(TaskState::Running));
+            r.node_id != id && !r.removed && !running
         }) {
             return Some(format!(
                 "node {} is not running: one node down at a time",
