@@ -1688,6 +1688,58 @@ mod tests {
     }
 
     #[test]
+    fn maintenance_events_and_offers_read_as_the_master_writes_them() {
+        let text = r#"{"type":"INVERSE_OFFERS","inverse_offers":{"inverse_offers":[{"id":{"value":"M-O99"},
+            "url":{"scheme":"http","address":{"hostname":"a3","ip":"10.0.0.3","port":5051},"path":"/slave(1)"},
+            "framework_id":{"value":"FW-0000"},"agent_id":{"value":"M-S3"},
+            "unavailability":{"start":{"nanoseconds":1718003600000000000},"duration":{"nanoseconds":3600000000000}}}]}}"#;
+        let e: Event = serde_json::from_str(text).unwrap();
+        let io = &e.inverse_offers.unwrap().inverse_offers[0];
+        assert_eq!(io.agent_id, Some(AgentID::new("M-S3")));
+        assert_eq!(
+            io.unavailability.start.nanoseconds,
+            1_718_003_600_000_000_000
+        );
+        assert_eq!(
+            io.unavailability.duration,
+            Some(Nanos {
+                nanoseconds: 3_600_000_000_000
+            })
+        );
+        let e: Event = serde_json::from_str(
+            r#"{"type":"RESCIND_INVERSE_OFFER","rescind_inverse_offer":{"inverse_offer_id":{"value":"M-O99"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            e.rescind_inverse_offer.unwrap().inverse_offer_id.value,
+            "M-O99"
+        );
+        let o: Offer = serde_json::from_str(
+            r#"{"id":{"value":"M-O1"},"framework_id":{"value":"F"},"agent_id":{"value":"M-S3"},"hostname":"a3",
+            "unavailability":{"start":{"nanoseconds":5}}}"#,
+        )
+        .unwrap();
+        assert_eq!(o.unavailability.map(|u| u.start.nanoseconds), Some(5));
+        // Written back in the proto's order: `unavailability` (9) before `allocation_info` (10).
+        let mut o = serde_json::from_str::<Offer>(
+            r#"{"id":{"value":"M-O1"},"framework_id":{"value":"F"},"agent_id":{"value":"M-S3"},"hostname":"a3"}"#,
+        )
+        .unwrap();
+        o.unavailability = Some(Unavailability {
+            start: Nanos { nanoseconds: 5 },
+            duration: None,
+        });
+        o.allocation_info = Some(AllocationInfo {
+            role: Some("r".into()),
+        });
+        let json = serde_json::to_string(&o).unwrap();
+        assert!(
+            json.find("unavailability") < json.find("allocation_info"),
+            "{json}"
+        );
+    }
+
+    #[test]
     fn unknown_event_type_and_reason_do_not_fail() {
         let e: Event =
             serde_json::from_str(r#"{"type":"SOMETHING_NEW","something_new":{}}"#).unwrap();
