@@ -503,3 +503,25 @@ fn a_task_killed_by_agent_draining_is_relaunched_elsewhere_at_once() {
     assert_eq!(launched[0].node_id, NodeId(2));
     check(&h);
 }
+
+#[test]
+fn an_inverse_offer_is_declined_while_the_node_cannot_move_and_held_once_it_moves() {
+    let mut h = running(3);
+    let mut red = cluster(3, None, replicated());
+    red.health = EsHealth::Red;
+    h.es_cluster(red);
+    let cmds = h.inverse_offer("io-1", "h2", h.now.plus(60_000));
+    assert_eq!(
+        declined_inverse(&cmds),
+        ids(&["io-1"]),
+        "it cannot move now"
+    );
+    // Green again: it moves; the master's next inverse offer (after the filter) is held until it left.
+    let started = h.es_cluster(cluster(3, None, replicated()));
+    assert_eq!(shutdowns(&started)[0].0, "id-es-2");
+    let cmds = h.inverse_offer("io-2", "h2", h.now.plus(60_000));
+    assert!(declined_inverse(&cmds).is_empty() && accepted_inverse(&cmds).is_empty());
+    let cmds = finish_move(&mut h, 2, 3, &started);
+    assert_eq!(accepted_inverse(&cmds), ids(&["io-2"]));
+    check(&h);
+}
