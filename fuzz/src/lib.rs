@@ -155,6 +155,7 @@ fn assert_core_sound(h: &mut Harness) {
 /// read again (it must not change), converted as the scheduler's loop converts it, and handed to a core.
 pub fn mesos_events(data: &[u8]) {
     let (mut h, _) = core_with_launched_nodes();
+    let clock = tether_scheduler::presentation::Clock::start();
     for line in data.split(|&b| b == b'\n') {
         let Ok(ev) = serde_json::from_slice::<Event>(line) else {
             continue;
@@ -183,13 +184,31 @@ pub fn mesos_events(data: &[u8]) {
                     .map(|o| o.offers)
                     .unwrap_or_default()
                     .iter()
-                    .filter_map(|o| convert::offer(o).ok())
+                    .filter_map(|o| convert::offer(o, &clock).ok())
                     .collect();
                 h.core.handle_offers(offers, now);
             }
             EventType::Rescind => {
                 if let Some(id) = ev.rescind.and_then(|r| OfferId::new(r.offer_id.value).ok()) {
                     h.core.handle_rescind(&id, now);
+                }
+            }
+            EventType::InverseOffers => {
+                let offers = ev
+                    .inverse_offers
+                    .map(|o| o.inverse_offers)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|o| convert::inverse_offer(o, &clock).ok())
+                    .collect();
+                h.core.handle_inverse_offers(offers, now);
+            }
+            EventType::RescindInverseOffer => {
+                if let Some(id) = ev
+                    .rescind_inverse_offer
+                    .and_then(|r| OfferId::new(r.inverse_offer_id.value).ok())
+                {
+                    h.core.handle_rescind_inverse_offer(&id, now);
                 }
             }
             EventType::Update => {

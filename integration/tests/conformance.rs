@@ -514,3 +514,137 @@ async fn every_event_the_emulator_writes_parses_against_the_protos() {
     }
     validate("Event", &docs);
 }
+
+/// Maintenance: the events the emulator writes for a scheduled agent (INVERSE_OFFERS, OFFERS with
+/// `unavailability`, RESCIND_INVERSE_OFFER) and the answers tether-scheduler sends
+/// (`convert::mesos_call` of the core's ACCEPT/DECLINE_INVERSE_OFFERS) parse against the real protos.
+#[tokio::test]
+async fn maintenance_events_and_answers_parse_against_the_protos() {
+    use tether_core::command::MesosCommand;
+    use tether_core::ids::OfferId;
+    use tether_integration::testing::emu::{
+        maintenance_window, post_maintenance_schedule, unix_ns_now,
+    };
+    let emu = MesosEmu::start(EmuConfig::fast(2)).await.unwrap();
+    let mut tap = emu.tap_events();
+    let mut d = Driver::start(fast_client_config(vec![emu.url()]));
+    let fw = d
+        .until(|n| match n {
+            Notification::Subscribed { framework_id, .. } => Some(framework_id.clone()),
+            _ => None,
+        })
+        .await;
+    let offers = d.event(EventType::Offers).await.offers.unwrap().offers;
+    let o0 = offers[0].clone();
+    d.client
+        .send(Call::accept(
+            vec![o0.id.clone()],
+            vec![Operation::launch(vec![sleep_task("t", &o0.agent_id)])],
+            None,
+        ))
+        .await
+        .unwrap();
+    ack_until_task(&mut d, "t", TaskState::Running).await;
+    let start = unix_ns_now() + 3_600_000_000_000;
+    post_maintenance_schedule(&emu.url(), &maintenance_window(&o0.hostname, start)).await;
+    let io = d
+        .event(EventType::InverseOffers)
+        .await
+        .inverse_offers
+        .unwrap()
+        .inverse_offers
+        .remove(0);
+    let options = tether_scheduler::taskinfo::TaskOptions::default();
+    let roles = vec!["elasticsearch".to_owned()];
+    let answer = |accept: bool, id: &OfferId| {
+        let cmd = if accept {
+            MesosCommand::AcceptInverseOffers {
+                inverse_offer_ids: vec![id.clone()],
+                refuse_seconds: 60.0,
+            }
+        } else {
+            MesosCommand::DeclineInverseOffers {
+                inverse_offer_ids: vec![id.clone()],
+                refuse_seconds: 0.0,
+            }
+        };
+        let mut call = tether_scheduler::convert::mesos_call(&cmd, &options, &roles);
+        call.framework_id = Some(fw.clone());
+        call
+    };
+    let decline = answer(false, &OfferId::new(&io.id.value).unwrap());
+    d.client.send(decline.clone()).await.unwrap();
+    // Asked again at once (no filter); the offers of the agent carry its window.
+    let again = loop {
+        let n = d
+            .until(|n| match n {
+                Notification::Event(e)
+                    if matches!(e.event_type, EventType::InverseOffers | EventType::Offers) =>
+                {
+                    Some((**e).clone())
+                }
+                _ => None,
+            })
+            .await;
+        if let Some(io) = n.inverse_offers {
+            break io.inverse_offers[0].clone();
+        }
+        let ids = n.offers.unwrap().offers.into_iter().map(|o| o.id).collect();
+        d.client.send(Call::decline(ids, Some(0.0))).await.unwrap();
+    };
+    let accept = answer(true, &OfferId::new(&again.id.value).unwrap());
+    loop {
+        let offers = d.event(EventType::Offers).await.offers.unwrap().offers;
+        let marked = offers.iter().any(|o| o.unavailability.is_some());
+        let ids = offers.into_iter().map(|o| o.id).collect();
+        d.client.send(Call::decline(ids, Some(0.0))).await.unwrap();
+        if marked {
+            break;
+        }
+    }
+    // Cancelled while the new one is outstanding: rescinded.
+    post_maintenance_schedule(&emu.url(), &MaintenanceSchedule::default()).await;
+    d.event(EventType::RescindInverseOffer).await;
+    d.cancel.cancel();
+    emu.shutdown();
+
+    let mut docs = Vec::new();
+    let mut kinds = std::collections::BTreeSet::new();
+    while let Ok(b) = tap.try_recv() {
+        let text = String::from_utf8(b.to_vec()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let kind = v["type"].as_str().unwrap().to_string();
+        if v["offers"]["offers"]
+            .as_array()
+            .is_some_and(|o| o.iter().any(|o| o.get("unavailability").is_some()))
+        {
+            kinds.insert("OFFERS:unavailability".to_owned());
+        }
+        kinds.insert(kind.clone());
+        docs.push((kind.to_lowercase(), text));
+    }
+    for want in [
+        "INVERSE_OFFERS",
+        "RESCIND_INVERSE_OFFER",
+        "OFFERS:unavailability",
+    ] {
+        assert!(
+            kinds.contains(want),
+            "scenario did not produce {want}: {kinds:?}"
+        );
+    }
+    validate("Event", &docs);
+    validate(
+        "Call",
+        &[
+            (
+                "decline_inverse_offers".to_owned(),
+                serde_json::to_string(&decline).unwrap(),
+            ),
+            (
+                "accept_inverse_offers".to_owned(),
+                serde_json::to_string(&accept).unwrap(),
+            ),
+        ],
+    );
+}

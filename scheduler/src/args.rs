@@ -179,6 +179,10 @@ pub struct Args {
     /// (`tetherctl rollout status`); it never goes on past red on its own.
     #[arg(long, env = "TETHER_ROLLOUT_STEP_TIMEOUT", default_value = "30m", value_parser = humantime::parse_duration)]
     pub rollout_step_timeout: Duration,
+    /// How long the master waits before asking again after Tether answers an inverse offer (Mesos
+    /// maintenance): declined while a node still runs on the agent, accepted once none does.
+    #[arg(long, env = "TETHER_MAINTENANCE_ANSWER_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub maintenance_answer_interval: Duration,
     /// Pull the image on every launch, even when the agent has it.
     #[arg(long, env = "TETHER_FORCE_PULL_IMAGE")]
     pub force_pull_image: bool,

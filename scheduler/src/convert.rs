@@ -7,14 +7,15 @@ use std::collections::BTreeMap;
 
 use tether_core::command::{MesosCommand, SidecarCommand};
 use tether_core::domain::{
-    AttributeValue, CommandResult, DriverAttachment, DriverScope, Hello, Offer, PortRange, Report,
-    Reservation, ResourceAmount, ResourcePart, StatusSource, TaskReason, TaskState, TaskStatus,
-    VolumeReport,
+    AttributeValue, CommandResult, DriverAttachment, DriverScope, Hello, InverseOffer, Offer,
+    PortRange, Report, Reservation, ResourceAmount, ResourcePart, StatusSource, TaskReason,
+    TaskState, TaskStatus, Unavailability, VolumeReport,
 };
 use tether_core::ids::{AgentId, Hostname, IdError, NodeId, OfferId, TaskId, VolumeName};
 use tether_mesos::model::{self, Call, Filters, Operation, ValueType};
 use tether_proto::v1 as pb;
 
+use crate::presentation::Clock;
 use crate::taskinfo::{TaskOptions, task_info};
 
 /// A peer's message the core cannot accept.
@@ -79,7 +80,33 @@ fn reservations(r: &model::Resource) -> Vec<Reservation> {
 /// resource across reservations), and the reserved parts are kept with their reservation for the
 /// task's resources. Disk with a `DiskInfo` (a MOUNT or PATH disk, a persistent volume) is left out: a
 /// task could take it only whole and naming it, which Tether never does.
-pub fn offer(o: &model::Offer) -> Result<Offer, ConvertError> {
+/// A maintenance window on the core's clock: the master's epoch nanoseconds read against the wall clock
+/// `clock` started with (a negative duration counts as none).
+#[must_use]
+pub fn unavailability(u: &model::Unavailability, clock: &Clock) -> Unavailability {
+    let ms = |ns: i64| u64::try_from(ns.max(0) / 1_000_000).unwrap_or(0);
+    Unavailability {
+        start: clock.at_unix_ms(ms(u.start.nanoseconds)),
+        duration_ms: u.duration.map(|d| ms(d.nanoseconds)),
+    }
+}
+
+/// An inverse offer; the master's maintenance inverse offers always name their agent.
+pub fn inverse_offer(o: &model::InverseOffer, clock: &Clock) -> Result<InverseOffer, ConvertError> {
+    let agent = o.agent_id.as_ref().ok_or(ConvertError::Invalid {
+        field: "inverse_offer.agent_id",
+        detail: "missing (Tether only answers maintenance inverse offers, which name an agent)"
+            .into(),
+    })?;
+    Ok(InverseOffer {
+        id: id("inverse_offer.id", OfferId::new(&o.id.value))?,
+        agent_id: id("inverse_offer.agent_id", AgentId::new(&agent.value))?,
+        unavailability: unavailability(&o.unavailability, clock),
+    })
+}
+
+/// An offer; its `unavailability` goes on the core's clock through `clock`.
+pub fn offer(o: &model::Offer, clock: &Clock) -> Result<Offer, ConvertError> {
     let mut cpus = 0.0;
     let mut mem_mb = 0.0;
     let mut disk_mb = 0.0;
@@ -176,6 +203,7 @@ pub fn offer(o: &model::Offer) -> Result<Offer, ConvertError> {
         attributes,
         role,
         reserved,
+        unavailability: o.unavailability.as_ref().map(|u| unavailability(u, clock)),
     })
 }
 
@@ -214,6 +242,7 @@ fn reason(r: model::Reason) -> TaskReason {
         M::ReasonMasterDisconnected => TaskReason::MasterDisconnected,
         M::ReasonReconciliation => TaskReason::Reconciliation,
         M::ReasonAgentDisconnected => TaskReason::AgentDisconnected,
+        M::ReasonAgentDraining => TaskReason::AgentDraining,
         M::ReasonAgentRemoved => TaskReason::AgentRemoved,
         M::ReasonAgentRemovedByOperator => TaskReason::AgentRemovedByOperator,
         M::ReasonAgentReregistered => TaskReason::AgentReregistered,
@@ -537,6 +566,30 @@ pub fn mesos_call(c: &MesosCommand, options: &TaskOptions, roles: &[String]) -> 
             agent_id.as_ref().map(|a| model::AgentID::new(a.as_str())),
             Some(options.kill_grace_ns()),
         ),
+        MesosCommand::AcceptInverseOffers {
+            inverse_offer_ids,
+            refuse_seconds,
+        } => Call::accept_inverse_offers(
+            inverse_offer_ids
+                .iter()
+                .map(|o| model::OfferID::new(o.as_str()))
+                .collect(),
+            Some(Filters {
+                refuse_seconds: Some(*refuse_seconds),
+            }),
+        ),
+        MesosCommand::DeclineInverseOffers {
+            inverse_offer_ids,
+            refuse_seconds,
+        } => Call::decline_inverse_offers(
+            inverse_offer_ids
+                .iter()
+                .map(|o| model::OfferID::new(o.as_str()))
+                .collect(),
+            Some(Filters {
+                refuse_seconds: Some(*refuse_seconds),
+            }),
+        ),
         MesosCommand::Suppress => Call::suppress(roles.to_vec()),
         MesosCommand::Revive => Call::revive(roles.to_vec()),
     }
@@ -565,7 +618,7 @@ mod tests {
             ],
             "attributes": [{"name": "rack", "type": "TEXT", "text": {"value": "r1"}}]
         }));
-        let d = offer(&o).expect("valid");
+        let d = offer(&o, &Clock::start()).expect("valid");
         assert_eq!((d.cpus, d.mem_mb, d.disk_mb), (3.5, 4096.0, 0.0));
         assert_eq!(d.zone.as_deref(), Some("z1"));
         assert_eq!(d.role, "elasticsearch");
@@ -594,7 +647,7 @@ mod tests {
                 {"name": "ports", "type": "RANGES", "ranges": {"range": [{"begin": 9200, "end": 9300}]}, "role": "es"}
             ]
         }));
-        let d = offer(&o).expect("valid");
+        let d = offer(&o, &Clock::start()).expect("valid");
         assert_eq!((d.cpus, d.mem_mb, d.disk_mb), (3.5, 1536.0, 0.0));
         let r =
             |dynamic, principal: Option<&str>, labels: Option<Vec<(String, Option<String>)>>| {
@@ -646,7 +699,7 @@ mod tests {
             "hostname": "agent-1"
         }));
         assert!(
-            offer(&o)
+            offer(&o, &Clock::start())
                 .expect_err("bad agent id")
                 .to_string()
                 .starts_with("offer.agent_id")
@@ -656,7 +709,7 @@ mod tests {
             "hostname": "agent-1",
             "resources": [{"name": "ports", "type": "RANGES", "ranges": {"range": [{"begin": 9, "end": 3}]}}]
         }));
-        assert!(offer(&o).is_err());
+        assert!(offer(&o, &Clock::start()).is_err());
     }
 
     #[test]

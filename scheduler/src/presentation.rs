@@ -41,6 +41,12 @@ impl Clock {
     pub fn unix_ms(&self, at: Millis) -> u64 {
         self.started_unix_ms + at.0
     }
+
+    /// Unix milliseconds on the core's clock (a time before this process started is `Millis(0)`).
+    #[must_use]
+    pub fn at_unix_ms(&self, unix_ms: u64) -> Millis {
+        Millis(unix_ms.saturating_sub(self.started_unix_ms))
+    }
 }
 
 /// What the shell knows of the cluster besides the core's view.
@@ -101,6 +107,7 @@ pub fn removal(r: &tether_core::removal::RemovalView) -> pb::NodeRemoval {
         kind: match r.kind {
             RemovalKind::ScaleDown => "scale_down",
             RemovalKind::Replace => "replace",
+            RemovalKind::Maintenance => "maintenance",
         }
         .to_owned(),
         step: match r.step {

@@ -477,7 +477,7 @@ impl Shell {
                 self.metrics.offers_received.inc_by(offers.len() as u64);
                 let mut good = Vec::with_capacity(offers.len());
                 for o in offers {
-                    match convert::offer(&o) {
+                    match convert::offer(&o, &self.clock) {
                         Ok(d) => good.push(d),
                         Err(e) => {
                             // Not placeable, but the master still counts it as ours until declined.
@@ -493,6 +493,36 @@ impl Shell {
                     match OfferId::new(&r.offer_id.value) {
                         Ok(id) => self.core.handle_rescind(&id, now),
                         Err(e) => tracing::warn!(error = %e, "rescind of an unreadable offer id"),
+                    }
+                }
+            }
+            EventType::InverseOffers => {
+                let list = ev
+                    .inverse_offers
+                    .map(|o| o.inverse_offers)
+                    .unwrap_or_default();
+                let mut good = Vec::with_capacity(list.len());
+                for o in list {
+                    match convert::inverse_offer(&o, &self.clock) {
+                        Ok(d) => good.push(d),
+                        Err(e) => {
+                            // Not about an agent: nothing of Tether's to move; say so to the operator.
+                            tracing::warn!(inverse_offer = %o.id, error = %e, "accepting an inverse offer the core cannot read");
+                            let _ = self
+                                .calls
+                                .send(Call::accept_inverse_offers(vec![o.id], None));
+                        }
+                    }
+                }
+                self.core.handle_inverse_offers(good, now);
+            }
+            EventType::RescindInverseOffer => {
+                if let Some(r) = ev.rescind_inverse_offer {
+                    match OfferId::new(&r.inverse_offer_id.value) {
+                        Ok(id) => self.core.handle_rescind_inverse_offer(&id, now),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "rescind of an unreadable inverse offer id")
+                        }
                     }
                 }
             }
@@ -527,8 +557,6 @@ impl Shell {
             }
             EventType::Heartbeat
             | EventType::Subscribed
-            | EventType::InverseOffers
-            | EventType::RescindInverseOffer
             | EventType::Message
             | EventType::UpdateOperationStatus
             | EventType::Unknown => {}

@@ -85,6 +85,7 @@ pub fn offers(s: Scenario) -> anyhow::Result<Vec<Offer>> {
                 attributes: vec![("rack".into(), AttributeValue::Text(format!("r{}", i % 50)))],
                 role: "elasticsearch".into(),
                 reserved: Vec::new(),
+                unavailability: None,
             })
         })
         .collect()

@@ -27,6 +27,9 @@ pub struct Args {
     /// Number of Mesos agents (each with a REX-Ray double and a sidecar).
     #[arg(long, env = "TETHER_DEV_AGENTS", default_value_t = 3)]
     pub agents: usize,
+    /// Number of zones the agents (and the nodes' volumes) are spread over, round robin: 1 or 2.
+    #[arg(long, env = "TETHER_DEV_ZONES", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub zones: u8,
     /// Number of Elasticsearch nodes.
     #[arg(long, env = "TETHER_DEV_NODES", default_value_t = 3)]
     pub nodes: u64,

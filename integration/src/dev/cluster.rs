@@ -91,6 +91,8 @@ pub struct Options {
     pub groups: Vec<String>,
     /// The scheduler's `--image`: the stand-in plays the version its tag names (no tag: 8.x).
     pub image: String,
+    /// The scheduler's `--maintenance-answer-interval` (`None`: its default).
+    pub maintenance_answer_interval: Option<Duration>,
 }
 
 impl Options {
@@ -114,6 +116,7 @@ impl Options {
             scheduler_metrics: None,
             groups: Vec::new(),
             image: "tether/es-standin".into(),
+            maintenance_answer_interval: None,
         }
     }
 
@@ -413,6 +416,12 @@ impl Cluster {
                 &humantime::format_duration(after).to_string(),
                 "--es-poll-interval",
                 "1s",
+            ]));
+        }
+        if let Some(every) = options.maintenance_answer_interval {
+            args.extend(strings(&[
+                "--maintenance-answer-interval",
+                &humantime::format_duration(every).to_string(),
             ]));
         }
         if let Some(addr) = options.scheduler_metrics {

@@ -46,6 +46,8 @@ pub struct Plan {
     pub tls_ca: PathBuf,
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
+    /// How many of [`ZONES`] the agents are spread over.
+    pub zones: usize,
 }
 
 impl Plan {
@@ -57,11 +59,12 @@ impl Plan {
     /// subnets keep clusters that run at the same time apart).
     pub fn with_subnet(args: &Args, subnet: &str) -> Plan {
         let state = args.state_dir.clone();
+        let zones = usize::from(args.zones).clamp(1, ZONES.len());
         let agents = (0..args.agents)
             .map(|i| {
                 let host = format!("{subnet}.{}", 11 + i);
                 AgentPlan {
-                    zone: ZONES[i % ZONES.len()],
+                    zone: ZONES[i % zones],
                     dir: state.join("agents").join(&host),
                     host,
                 }
@@ -77,6 +80,7 @@ impl Plan {
             tls_ca: state.join("tls").join("ca.crt"),
             tls_cert: state.join("tls").join("scheduler.crt"),
             tls_key: state.join("tls").join("scheduler.key"),
+            zones,
             state,
         }
     }
@@ -88,7 +92,7 @@ impl Plan {
 
     /// The zone of node `id`'s volumes: round robin over the zones that have agents.
     pub fn volume_zone(&self, id: u64) -> &'static str {
-        let zones = ZONES.len().min(self.agents.len()).max(1) as u64;
+        let zones = self.zones.min(self.agents.len()).max(1) as u64;
         ZONES[((id.saturating_sub(1)) % zones) as usize]
     }
 }

@@ -1,6 +1,6 @@
 //! The emulator's HTTP front: `/api/v1/scheduler` with the master's status-code ladder, the operator
-//! API `/api/v1` (with the same ladder), `GET /version`, `GET /state`, and the fault-control API under
-//! `/emu/`.
+//! API `/api/v1` (with the same ladder), the maintenance endpoints `/maintenance/schedule` and
+//! `/maintenance/status`, `GET /version`, `GET /state`, and the fault-control API under `/emu/`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -54,6 +54,14 @@ pub(crate) async fn handle(
             "application/json",
             state_json(&shared).to_string(),
         )
+    } else if matches!(
+        path.as_str(),
+        "/maintenance/schedule"
+            | "/master/maintenance/schedule"
+            | "/maintenance/status"
+            | "/master/maintenance/status"
+    ) {
+        maintenance(&shared, req, &path).await
     } else if let Some(rest) = path.strip_prefix("/emu/") {
         let query = req.uri().query().unwrap_or_default().to_owned();
         let body = req
@@ -74,6 +82,43 @@ pub(crate) async fn handle(
 /// `path`), recovery (503), the method (POST) and the content type (JSON; protobuf is refused as the
 /// emulator speaks JSON only).
 fn gate(
+    shared: &Shared,
+    req: &Request<Incoming>,
+    realm: &str,
+    path: &str,
+) -> Option<Response<Body>> {
+    if let Some(r) = gate_master(shared, req, realm, path) {
+        return Some(r);
+    }
+    if req.method() != Method::POST {
+        let mut r = text(
+            405,
+            "Expecting one of { 'POST' }, but received 'GET'".replace("GET", req.method().as_str()),
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+        return Some(r);
+    }
+    let ctype = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    match ctype {
+        None => Some(text(400, "Expecting 'Content-Type' to be present".into())),
+        Some("application/json") => None,
+        Some("application/x-protobuf") => Some(text(415, "The emulator speaks JSON only".into())),
+        Some(other) => Some(text(
+            415,
+            format!(
+                "Expecting 'Content-Type' of application/json or application/x-protobuf; received {other}"
+            ),
+        )),
+    }
+}
+
+/// The checks of every master endpoint before its own: HTTP authentication, leadership (307 to the
+/// leader's `path`), recovery (503).
+fn gate_master(
     shared: &Shared,
     req: &Request<Incoming>,
     realm: &str,
@@ -112,29 +157,52 @@ fn gate(
             return Some(text(503, "No leader elected".into()));
         }
     }
-    if req.method() != Method::POST {
+    None
+}
+
+/// `/maintenance/schedule` (`GET`: the schedule; `POST`: replace it) and `/maintenance/status` (`GET`),
+/// as `Master::Http::maintenanceSchedule` and `maintenanceStatus` answer them.
+async fn maintenance(shared: &Shared, req: Request<Incoming>, path: &str) -> Response<Body> {
+    if let Some(r) = gate_master(shared, &req, "mesos-master-readwrite", path) {
+        return r;
+    }
+    let schedule = path.ends_with("/schedule");
+    let allowed: &[&str] = if schedule { &["GET", "POST"] } else { &["GET"] };
+    let method = req.method().as_str().to_owned();
+    if !allowed.contains(&method.as_str()) {
+        let list = allowed
+            .iter()
+            .map(|m| format!("'{m}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let mut r = text(
             405,
-            "Expecting one of { 'POST' }, but received 'GET'".replace("GET", req.method().as_str()),
+            format!("Expecting one of {{ {list} }}, but received '{method}'"),
         );
-        r.headers_mut()
-            .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
-        return Some(r);
+        if let Ok(v) = header::HeaderValue::from_str(&allowed.join(", ")) {
+            r.headers_mut().insert(header::ALLOW, v);
+        }
+        return r;
     }
-    let ctype = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    match ctype {
-        None => Some(text(400, "Expecting 'Content-Type' to be present".into())),
-        Some("application/json") => None,
-        Some("application/x-protobuf") => Some(text(415, "The emulator speaks JSON only".into())),
-        Some(other) => Some(text(
-            415,
-            format!(
-                "Expecting 'Content-Type' of application/json or application/x-protobuf; received {other}"
-            ),
-        )),
+    if method == "GET" {
+        let st = shared.lock();
+        let body = if schedule {
+            serde_json::to_string(&st.maintenance_schedule())
+        } else {
+            serde_json::to_string(&st.maintenance_status())
+        };
+        return full(StatusCode::OK, "application/json", body.unwrap_or_default());
+    }
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return text(400, format!("Failed to read body: {e}")),
+    };
+    match shared
+        .lock()
+        .update_maintenance_schedule(&String::from_utf8_lossy(&body))
+    {
+        Reply::Status(s, m) => text(s, m),
+        Reply::Stream { .. } => text(500, "unexpected stream".into()),
     }
 }
 

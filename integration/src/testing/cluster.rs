@@ -24,11 +24,23 @@ pub struct E2eCluster {
 impl E2eCluster {
     /// Starts `agents` agents and `nodes` nodes with fast Mesos timers; `tune` may change the options.
     pub async fn start(agents: usize, nodes: u64, tune: impl FnOnce(&mut Options)) -> E2eCluster {
+        E2eCluster::start_in_zones(agents, nodes, 2, tune).await
+    }
+
+    /// [`E2eCluster::start`] with the agents (and the nodes' volumes) in `zones` zones (1 or 2).
+    pub async fn start_in_zones(
+        agents: usize,
+        nodes: u64,
+        zones: u8,
+        tune: impl FnOnce(&mut Options),
+    ) -> E2eCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let args = Args::try_parse_from([
             "tether-dev",
             "--agents",
             &agents.to_string(),
+            "--zones",
+            &zones.to_string(),
             "--nodes",
             &nodes.to_string(),
             "--state-dir",
@@ -151,6 +163,22 @@ impl E2eCluster {
             );
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
+    }
+
+    /// The `tetherctl --output json` answer of `args` against this cluster.
+    pub async fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let env = self.tetherctl_env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut all = vec!["--output", "json"];
+        all.extend_from_slice(args);
+        let out = super::ctl::tetherctl(&all, &env).await;
+        assert!(out.ok, "tetherctl {args:?}: {}", out.stderr);
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
+    }
+
+    /// The Mesos emulator's base URL (its maintenance and operator endpoints).
+    pub fn emu_url(&self) -> String {
+        format!("http://{}", self.cluster.plan.emu)
     }
 
     /// The last `n` lines of a component's log.

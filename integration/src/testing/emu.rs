@@ -320,8 +320,19 @@ pub async fn operator_call(
     headers: &[(&str, &str)],
     body: &str,
 ) -> RawAnswer {
+    master_call(base, "/api/v1", method, headers, body).await
+}
+
+/// Sends `method` to the master's `path` with `headers` and `body`; returns the whole answer.
+pub async fn master_call(
+    base: &str,
+    path: &str,
+    method: http::Method,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> RawAnswer {
     use http_body_util::BodyExt as _;
-    let resp = send_raw(format!("{base}/api/v1"), method, headers, body).await;
+    let resp = send_raw(format!("{base}{path}"), method, headers, body).await;
     let (location, www_authenticate) =
         (header(&resp, "location"), header(&resp, "www-authenticate"));
     let status = resp.status().as_u16();
@@ -342,4 +353,61 @@ pub async fn operator_call(
 pub fn mark_agent_gone_call(agent: &str) -> String {
     serde_json::json!({"type": "MARK_AGENT_GONE", "mark_agent_gone": {"agent_id": {"value": agent}}})
         .to_string()
+}
+
+/// The maintenance schedule the master's `/maintenance/schedule` takes: `host` (with the emulator's
+/// agent IP, as a real schedule names the machine by both) down from `start_unix_ns` for an hour.
+pub fn maintenance_window(
+    host: &str,
+    start_unix_ns: i64,
+) -> tether_mesos::model::MaintenanceSchedule {
+    use tether_mesos::model::{
+        MachineID, MaintenanceSchedule, MaintenanceWindow, Nanos, Unavailability,
+    };
+    MaintenanceSchedule {
+        windows: vec![MaintenanceWindow {
+            machine_ids: vec![MachineID {
+                hostname: Some(host.to_owned()),
+                ip: Some("127.0.0.1".to_owned()),
+            }],
+            unavailability: Unavailability {
+                start: Nanos {
+                    nanoseconds: start_unix_ns,
+                },
+                duration: Some(Nanos {
+                    nanoseconds: 3_600_000_000_000,
+                }),
+            },
+        }],
+    }
+}
+
+/// Now as Unix nanoseconds.
+pub fn unix_ns_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// `POST /maintenance/schedule` with `schedule`; the master's answer.
+pub async fn post_maintenance_schedule(
+    base: &str,
+    schedule: &tether_mesos::model::MaintenanceSchedule,
+) -> RawAnswer {
+    let body = serde_json::to_string(schedule).expect("a schedule serializes");
+    master_call(
+        base,
+        "/maintenance/schedule",
+        http::Method::POST,
+        &[("Content-Type", "application/json")],
+        &body,
+    )
+    .await
+}
+
+/// `GET /maintenance/status`, parsed.
+pub async fn maintenance_status(base: &str) -> tether_mesos::model::ClusterStatus {
+    let a = master_call(base, "/maintenance/status", http::Method::GET, &[], "").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    serde_json::from_str(&a.body).expect("a ClusterStatus")
 }

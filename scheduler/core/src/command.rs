@@ -179,6 +179,22 @@ pub enum MesosCommand {
         /// Its agent, when known.
         agent_id: Option<AgentId>,
     },
+    /// ACCEPT_INVERSE_OFFERS: the agents of these inverse offers hold no Tether task (maintenance may go
+    /// ahead).
+    AcceptInverseOffers {
+        /// The inverse offers.
+        inverse_offer_ids: Vec<OfferId>,
+        /// Not asked again for this long.
+        refuse_seconds: f64,
+    },
+    /// DECLINE_INVERSE_OFFERS: a Tether node still runs on these agents (it is being moved, or cannot
+    /// be moved safely).
+    DeclineInverseOffers {
+        /// The inverse offers.
+        inverse_offer_ids: Vec<OfferId>,
+        /// Not asked again for this long.
+        refuse_seconds: f64,
+    },
     /// SUPPRESS (all roles).
     Suppress,
     /// REVIVE (all roles).
@@ -384,6 +400,10 @@ pub enum Reason {
     },
     /// A Tether node already runs (or is being placed) on the agent.
     AgentBusy,
+    /// The agent's machine is scheduled for Mesos maintenance (the offer carries `unavailability`).
+    AgentUnderMaintenance,
+    /// The node's agent is scheduled for maintenance, but the node is not moved away (yet): why.
+    MaintenanceBlocked(String),
     /// `attr:UNIQUE` value already used by another node.
     ConstraintUnique {
         /// Attribute.
@@ -507,6 +527,10 @@ pub enum ReasonKind {
     PinnedPortNotOffered,
     /// agent busy
     AgentBusy,
+    /// agent under maintenance
+    AgentUnderMaintenance,
+    /// maintenance move blocked
+    MaintenanceBlocked,
     /// unique constraint
     ConstraintUnique,
     /// cluster constraint
@@ -570,6 +594,10 @@ impl ReasonKind {
                 ("pinned port not offered", "pinned_port_not_offered")
             }
             ReasonKind::AgentBusy => ("agent busy", "agent_busy"),
+            ReasonKind::AgentUnderMaintenance => {
+                ("agent under maintenance", "agent_under_maintenance")
+            }
+            ReasonKind::MaintenanceBlocked => ("maintenance move blocked", "maintenance_blocked"),
             ReasonKind::ConstraintUnique => ("unique constraint", "unique_constraint"),
             ReasonKind::ConstraintEquals => ("cluster constraint", "cluster_constraint"),
             ReasonKind::SidecarMissing => ("sidecar missing", "sidecar_missing"),
@@ -634,6 +662,8 @@ impl Reason {
             Reason::Ports => ReasonKind::Ports,
             Reason::PinnedPortNotOffered { .. } => ReasonKind::PinnedPortNotOffered,
             Reason::AgentBusy => ReasonKind::AgentBusy,
+            Reason::AgentUnderMaintenance => ReasonKind::AgentUnderMaintenance,
+            Reason::MaintenanceBlocked(_) => ReasonKind::MaintenanceBlocked,
             Reason::ConstraintUnique { .. } => ReasonKind::ConstraintUnique,
             Reason::ConstraintEquals { .. } => ReasonKind::ConstraintEquals,
             Reason::SidecarMissing => ReasonKind::SidecarMissing,
@@ -675,6 +705,13 @@ impl fmt::Display for Reason {
                 "{name} port {port} (--{name}-port) is not among the offered ports"
             ),
             Reason::AgentBusy => write!(f, "a Tether node already runs on this agent"),
+            Reason::AgentUnderMaintenance => {
+                write!(f, "the agent is scheduled for Mesos maintenance")
+            }
+            Reason::MaintenanceBlocked(why) => write!(
+                f,
+                "its agent is scheduled for Mesos maintenance; not moved away: {why}"
+            ),
             Reason::ConstraintUnique { attribute, value } => match value {
                 Some(v) => write!(f, "{attribute}:UNIQUE: {v} already used"),
                 None => write!(f, "{attribute}:UNIQUE: agent has no {attribute}"),

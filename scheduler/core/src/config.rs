@@ -361,6 +361,10 @@ pub struct Config {
     pub decline_refuse_seconds: f64,
     /// Refuse filter of a decline when nothing is pending (REVIVE clears it).
     pub idle_refuse_seconds: f64,
+    /// Refuse filter of an answer to an inverse offer (Mesos maintenance): the master asks again after
+    /// this long.
+    #[serde(default = "default_maintenance_refuse_seconds")]
+    pub maintenance_refuse_seconds: f64,
     /// Suffix of the volume that holds `path.data`.
     pub data_volume: String,
     /// Extra Elasticsearch settings for every node (never one of [`OWNED_SETTINGS`]).
@@ -415,6 +419,10 @@ fn default_removal_step_timeout_ms() -> u64 {
     1_800_000
 }
 
+fn default_maintenance_refuse_seconds() -> f64 {
+    60.0
+}
+
 fn default_max_agent_absence_ms() -> u64 {
     600_000
 }
@@ -461,6 +469,7 @@ impl Config {
             startup_grace_ms: 15_000,
             decline_refuse_seconds: 10.0,
             idle_refuse_seconds: 300.0,
+            maintenance_refuse_seconds: default_maintenance_refuse_seconds(),
             data_volume: "data".into(),
             es_settings: Vec::new(),
             es_env: Vec::new(),

@@ -201,6 +201,9 @@ pub struct Core {
     pub(crate) es_cluster: Option<(Millis, crate::domain::EsCluster)>,
     /// Elasticsearch calls sent and not yet answered, with the node whose removal sent them.
     pub(crate) es_calls: BTreeMap<u64, NodeId>,
+    /// Agents Mesos says are scheduled for maintenance (`maintenance.rs`; learnt again after a restart
+    /// from the inverse offers and offers the master sends).
+    pub(crate) maintenance: crate::maintenance::MaintenanceState,
     /// UNREACHABLE tasks whose nodes were replaced under storage fencing: killed wherever they show up.
     pub(crate) fenced_tasks: BTreeMap<TaskId, crate::fencing::FencedTask>,
     /// Hosts nothing vouches for any more, since when (`forget.rs`).
@@ -311,6 +314,7 @@ impl Core {
             es: None,
             es_cluster: None,
             es_calls: BTreeMap::new(),
+            maintenance: crate::maintenance::MaintenanceState::default(),
             fenced_tasks: BTreeMap::new(),
             absent_since: BTreeMap::new(),
             forget_at: None,

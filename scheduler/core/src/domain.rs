@@ -64,6 +64,32 @@ pub struct Offer {
     /// task taking them must name the same reservation or the master refuses the launch.
     #[serde(default)]
     pub reserved: Vec<ResourcePart>,
+    /// Set while the agent's machine is scheduled for maintenance (`Offer.unavailability`): no node is
+    /// placed there.
+    #[serde(default)]
+    pub unavailability: Option<Unavailability>,
+}
+
+/// A maintenance window (`mesos.v1.Unavailability`) on the core's clock: the shell converts the
+/// master's epoch nanoseconds with the wall clock it reads when the event arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unavailability {
+    /// When the machine may go down (`Millis(0)`: already started before this process did).
+    pub start: crate::ids::Millis,
+    /// How long it stays down; `None`: for good (no duration given).
+    pub duration_ms: Option<u64>,
+}
+
+/// An inverse offer (`INVERSE_OFFERS`): the master asks for an agent back because its machine is
+/// scheduled for maintenance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InverseOffer {
+    /// Its id (answered with ACCEPT_INVERSE_OFFERS or DECLINE_INVERSE_OFFERS).
+    pub id: OfferId,
+    /// The agent under maintenance.
+    pub agent_id: AgentId,
+    /// The window.
+    pub unavailability: Unavailability,
 }
 
 /// One reservation of a resource, in the post-refinement form (`Resource.reservations[]`).
@@ -389,6 +415,8 @@ pub enum TaskReason {
     Reconciliation,
     /// REASON_AGENT_DISCONNECTED
     AgentDisconnected,
+    /// REASON_AGENT_DRAINING (`DRAIN_AGENT`: the master kills the agent's tasks for maintenance)
+    AgentDraining,
     /// REASON_AGENT_REMOVED
     AgentRemoved,
     /// REASON_AGENT_REMOVED_BY_OPERATOR
@@ -437,6 +465,7 @@ impl TaskReason {
             TaskReason::MasterDisconnected => "REASON_MASTER_DISCONNECTED",
             TaskReason::Reconciliation => "REASON_RECONCILIATION",
             TaskReason::AgentDisconnected => "REASON_AGENT_DISCONNECTED",
+            TaskReason::AgentDraining => "REASON_AGENT_DRAINING",
             TaskReason::AgentRemoved => "REASON_AGENT_REMOVED",
             TaskReason::AgentRemovedByOperator => "REASON_AGENT_REMOVED_BY_OPERATOR",
             TaskReason::AgentReregistered => "REASON_AGENT_REREGISTERED",

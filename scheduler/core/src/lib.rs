@@ -52,6 +52,7 @@ pub mod forget;
 pub mod groups;
 pub mod ids;
 mod launch;
+pub mod maintenance;
 mod mesos_events;
 pub mod nodeconfig;
 mod observe;

@@ -40,6 +40,7 @@ impl Core {
         });
         self.recon = None;
         self.next_implicit = None;
+        self.maintenance_resubscribed(now);
         // A removal's KILL sent on the old subscription may never have reached the master: send it again.
         for rt in self.slots.values_mut() {
             rt.removal.kill_sent = false;
@@ -115,10 +116,14 @@ impl Core {
     /// UPDATE (or a reconciliation answer). Persists the change before acknowledging it; acknowledges
     /// exactly the updates that carry a uuid.
     pub fn handle_update(&mut self, status: TaskStatus, now: Millis) {
+        if status.reason == Some(TaskReason::AgentDraining) {
+            self.note_draining(&status, now);
+        }
         match self.tasks.get(&status.task_id).copied() {
             Some(id) => self.update_known(id, &status, now),
             None => self.update_stray(&status),
         }
+        self.drive_maintenance(now);
         if let Some(r) = self.recon.as_mut() {
             r.remaining.remove(&status.task_id);
         }
@@ -225,9 +230,10 @@ impl Core {
                 };
                 if rec.removed {
                     self.set_reason(id, reason, now);
-                } else if lost_with_its_agent(s, status.reason) {
-                    // The machine went away, not the node: a backoff would only delay recovery
-                    // (there is no crash loop to damp), so the node may be placed in this round.
+                } else if lost_with_its_agent(s, status.reason) || rec.removal.is_some() {
+                    // The machine went away (or Tether itself stopped it to move it), not the node: a
+                    // backoff would only delay recovery (there is no crash loop to damp), so the node
+                    // may be placed in this round.
                     self.set_reason(id, reason, now);
                     self.revive_wanted = true;
                 } else {
@@ -420,10 +426,12 @@ impl Core {
     }
 }
 
-/// Whether a terminal update says the task ended because its agent was lost or removed, rather than
-/// because the task itself failed.
+/// Whether a terminal update says the task ended because its agent was lost, removed or drained,
+/// rather than because the task itself failed.
 fn lost_with_its_agent(state: TaskState, reason: Option<TaskReason>) -> bool {
     matches!(state, TaskState::Gone | TaskState::GoneByOperator)
         || (matches!(state, TaskState::Lost | TaskState::Dropped)
             && reason.is_some_and(TaskReason::agent_gone))
+        // DRAIN_AGENT: Mesos took the agent away for maintenance.
+        || (state == TaskState::Killed && reason == Some(TaskReason::AgentDraining))
 }

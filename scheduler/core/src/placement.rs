@@ -132,6 +132,7 @@ impl Core {
                 self.host_attributes.insert(o.hostname.clone(), attrs);
             }
         }
+        self.note_offers_maintenance(&offers, now);
         let mut reasons: Vec<Option<Reason>> = vec![None; offers.len()];
         if self.subscribed_since.is_none() {
             reasons
@@ -547,6 +548,10 @@ impl Core {
             now,
         } = *round;
         let cfg = &self.config;
+        if o.unavailability.is_some() {
+            // Its machine is scheduled for maintenance: a node placed there would only be moved again.
+            return Err(Reason::AgentUnderMaintenance);
+        }
         // Non-finite values from a peer count as nothing offered.
         let enough = |offered: f64, needed: f64| offered.is_finite() && offered >= needed;
         if !enough(o.cpus, need.cpus) {

@@ -127,6 +127,7 @@ impl Core {
         self.rollout_rt.observations = self.rollout_rt.observations.saturating_add(1);
         self.drive_removals(now);
         self.drive_rollout(now);
+        self.drive_maintenance(now);
         self.flush_interest();
     }
 
@@ -165,8 +166,9 @@ impl Core {
                 });
             }
         }
-        // Another node's removal may wait for this one's step.
+        // Another node's removal may wait for this one's step, and a maintenance move for any removal.
         self.drive_removals(now);
+        self.drive_maintenance(now);
         self.flush_interest();
     }
 
@@ -789,5 +791,6 @@ fn removal_reason(kind: RemovalKind) -> &'static str {
     match kind {
         RemovalKind::ScaleDown => "scale-down of",
         RemovalKind::Replace => "replacement of",
+        RemovalKind::Maintenance => "maintenance move of",
     }
 }

@@ -98,6 +98,9 @@ pub enum RemovalKind {
     ScaleDown,
     /// `tetherctl replace`: relaunched (anywhere, on its volumes) afterwards.
     Replace,
+    /// Its agent is scheduled for Mesos maintenance (`maintenance.rs`): moved away as a replace is,
+    /// relaunched on its volumes on an agent that is not under maintenance.
+    Maintenance,
 }
 
 /// A step of a safe removal, in order.

@@ -212,6 +212,19 @@ pub fn offer(id: &str, host_name: &str, cpus: f64, mem: f64, disk: f64) -> Offer
         attributes: Vec::new(),
         role: "*".into(),
         reserved: Vec::new(),
+        unavailability: None,
+    }
+}
+
+/// [`offer`] from an agent whose machine is scheduled for maintenance from `start`.
+#[must_use]
+pub fn unavailable_offer(id: &str, host_name: &str, start: Millis) -> Offer {
+    Offer {
+        unavailability: Some(crate::domain::Unavailability {
+            start,
+            duration_ms: Some(3_600_000),
+        }),
+        ..offer(id, host_name, 4.0, 8192.0, 1000.0)
     }
 }
 
@@ -614,6 +627,20 @@ impl Harness {
             Some(e) => Err(e.to_owned()),
         };
         self.core.handle_es_call_result(call_id, result, self.now);
+        self.drain()
+    }
+
+    /// INVERSE_OFFERS: inverse offer `id` for the agent of `host_name`, a window starting at `start`.
+    pub fn inverse_offer(&mut self, id: &str, host_name: &str, start: Millis) -> Vec<Command> {
+        let offer = crate::domain::InverseOffer {
+            id: must(OfferId::new(id)),
+            agent_id: agent(host_name),
+            unavailability: crate::domain::Unavailability {
+                start,
+                duration_ms: Some(3_600_000),
+            },
+        };
+        self.core.handle_inverse_offers(vec![offer], self.now);
         self.drain()
     }
 

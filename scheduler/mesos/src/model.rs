@@ -169,6 +169,8 @@ pub enum Reason {
     ReasonMasterDisconnected,
     ReasonReconciliation,
     ReasonAgentDisconnected,
+    /// The agent is being drained (`DRAIN_AGENT`, Mesos 1.9+): its tasks are killed by the master.
+    ReasonAgentDraining,
     ReasonAgentRemoved,
     ReasonAgentRemovedByOperator,
     ReasonAgentReregistered,
@@ -654,6 +656,9 @@ pub struct Offer {
     pub attributes: Vec<Attribute>,
     #[serde(default, skip_serializing_if = "is_empty")]
     pub executor_ids: Vec<ExecutorID>,
+    /// Set while the agent's machine is scheduled for maintenance (`mesos.proto` field 9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailability: Option<Unavailability>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allocation_info: Option<AllocationInfo>,
 }
@@ -1385,20 +1390,28 @@ pub struct Offers {
     pub offers: Vec<Offer>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `mesos.v1.Unavailability`: `start` (`TimeInfo`, nanoseconds since the epoch) and, when finite, its
+/// `duration` (`DurationInfo`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Unavailability {
     pub start: Nanos,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<Nanos>,
 }
 
+/// `mesos.v1.InverseOffer`: the master asks for an agent's resources back (maintenance). The real master
+/// sends maintenance inverse offers with no `resources` (the whole agent).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InverseOffer {
     pub id: OfferID,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<Url>,
     pub framework_id: FrameworkID,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<AgentID>,
     pub unavailability: Unavailability,
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub resources: Vec<Resource>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -1444,8 +1457,8 @@ pub struct ErrorEvent {
     pub message: String,
 }
 
-/// `scheduler.Event`. Inverse offers and operation updates are parsed (so they never break the stream)
-/// and otherwise ignored by Tether.
+/// `scheduler.Event`. Operation updates are parsed (so they never break the stream) and otherwise
+/// ignored by Tether.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     #[serde(rename = "type")]
@@ -1503,6 +1516,16 @@ impl Event {
         e.rescind = Some(Rescind { offer_id });
         e
     }
+    pub fn inverse_offers(inverse_offers: Vec<InverseOffer>) -> Self {
+        let mut e = Event::bare(EventType::InverseOffers);
+        e.inverse_offers = Some(InverseOffers { inverse_offers });
+        e
+    }
+    pub fn rescind_inverse_offer(inverse_offer_id: OfferID) -> Self {
+        let mut e = Event::bare(EventType::RescindInverseOffer);
+        e.rescind_inverse_offer = Some(RescindInverseOffer { inverse_offer_id });
+        e
+    }
     pub fn update(status: TaskStatus) -> Self {
         let mut e = Event::bare(EventType::Update);
         e.update = Some(Update { status });
@@ -1525,6 +1548,71 @@ impl Event {
         e.message = Some(m);
         e
     }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Maintenance (`mesos.v1.maintenance`, `mesos.v1.allocator`): the master's `/maintenance/schedule` and
+// `/maintenance/status` documents.
+
+/// `mesos.v1.MachineID`: a machine as the master knows its agents (host name, case-insensitive, and the
+/// IP of the agent's pid; an omitted field is the empty string and must match too).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+pub struct MachineID {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+}
+
+/// `mesos.v1.maintenance.Window`: machines that go down in the same `unavailability`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaintenanceWindow {
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub machine_ids: Vec<MachineID>,
+    pub unavailability: Unavailability,
+}
+
+/// `mesos.v1.maintenance.Schedule`, the body of `POST /maintenance/schedule` (an empty one cancels).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct MaintenanceSchedule {
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub windows: Vec<MaintenanceWindow>,
+}
+
+/// `mesos.v1.allocator.InverseOfferStatus.Status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum InverseOfferStatusKind {
+    Unknown,
+    Accept,
+    Decline,
+    #[serde(other)]
+    Unrecognized,
+}
+
+/// `mesos.v1.allocator.InverseOfferStatus`: a framework's latest answer to an inverse offer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InverseOfferStatus {
+    pub status: InverseOfferStatusKind,
+    pub framework_id: FrameworkID,
+    pub timestamp: Nanos,
+}
+
+/// `ClusterStatus.DrainingMachine`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainingMachine {
+    pub id: MachineID,
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub statuses: Vec<InverseOfferStatus>,
+}
+
+/// `mesos.v1.maintenance.ClusterStatus`, what `GET /maintenance/status` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ClusterStatus {
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub draining_machines: Vec<DrainingMachine>,
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub down_machines: Vec<MachineID>,
 }
 
 /// `mesos.v1.master.Call.Type`: the operator-API calls Tether makes.
@@ -1597,6 +1685,58 @@ mod tests {
         let offers = e.offers.unwrap().offers;
         assert_eq!(offers[0].resources[0].scalar, Some(Scalar { value: 2.0 }));
         assert_eq!(offers[0].agent_id.value, "M-S1");
+    }
+
+    #[test]
+    fn maintenance_events_and_offers_read_as_the_master_writes_them() {
+        let text = r#"{"type":"INVERSE_OFFERS","inverse_offers":{"inverse_offers":[{"id":{"value":"M-O99"},
+            "url":{"scheme":"http","address":{"hostname":"a3","ip":"10.0.0.3","port":5051},"path":"/slave(1)"},
+            "framework_id":{"value":"FW-0000"},"agent_id":{"value":"M-S3"},
+            "unavailability":{"start":{"nanoseconds":1718003600000000000},"duration":{"nanoseconds":3600000000000}}}]}}"#;
+        let e: Event = serde_json::from_str(text).unwrap();
+        let io = &e.inverse_offers.unwrap().inverse_offers[0];
+        assert_eq!(io.agent_id, Some(AgentID::new("M-S3")));
+        assert_eq!(
+            io.unavailability.start.nanoseconds,
+            1_718_003_600_000_000_000
+        );
+        assert_eq!(
+            io.unavailability.duration,
+            Some(Nanos {
+                nanoseconds: 3_600_000_000_000
+            })
+        );
+        let e: Event = serde_json::from_str(
+            r#"{"type":"RESCIND_INVERSE_OFFER","rescind_inverse_offer":{"inverse_offer_id":{"value":"M-O99"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            e.rescind_inverse_offer.unwrap().inverse_offer_id.value,
+            "M-O99"
+        );
+        let o: Offer = serde_json::from_str(
+            r#"{"id":{"value":"M-O1"},"framework_id":{"value":"F"},"agent_id":{"value":"M-S3"},"hostname":"a3",
+            "unavailability":{"start":{"nanoseconds":5}}}"#,
+        )
+        .unwrap();
+        assert_eq!(o.unavailability.map(|u| u.start.nanoseconds), Some(5));
+        // Written back in the proto's order: `unavailability` (9) before `allocation_info` (10).
+        let mut o = serde_json::from_str::<Offer>(
+            r#"{"id":{"value":"M-O1"},"framework_id":{"value":"F"},"agent_id":{"value":"M-S3"},"hostname":"a3"}"#,
+        )
+        .unwrap();
+        o.unavailability = Some(Unavailability {
+            start: Nanos { nanoseconds: 5 },
+            duration: None,
+        });
+        o.allocation_info = Some(AllocationInfo {
+            role: Some("r".into()),
+        });
+        let json = serde_json::to_string(&o).unwrap();
+        assert!(
+            json.find("unavailability") < json.find("allocation_info"),
+            "{json}"
+        );
     }
 
     #[test]

@@ -53,6 +53,7 @@ impl State {
         for (fw, offers) in out {
             self.emit(&fw, &Event::offers(offers));
         }
+        self.generate_inverse_offers(now);
     }
 
     /// Offers everything agent `aid` has free for `role` (unreserved, or reserved for it) to that role
@@ -67,7 +68,8 @@ impl State {
         }
         let offer_id = format!("{}-O{}", self.master_id, self.next_offer);
         self.next_offer += 1;
-        let offer = offer(offer_id.clone(), f, a, role, &res);
+        let mut offer = offer(offer_id.clone(), f, a, role, &res);
+        offer.unavailability = self.unavailability_of(aid);
         if let Some(a) = self.agents.get_mut(aid) {
             a.free = rest;
         }
@@ -231,6 +233,7 @@ fn offer(id: String, f: &Framework, a: &Agent, role: &str, res: &Res) -> Offer {
             .map(|(k, v)| Attribute::text(k.clone(), v.clone()))
             .collect(),
         executor_ids,
+        unavailability: None,
         allocation_info: alloc_role.map(|r| AllocationInfo {
             role: Some(r.to_string()),
         }),

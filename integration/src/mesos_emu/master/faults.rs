@@ -103,6 +103,8 @@ impl State {
     }
 
     fn rescind_agent_offers(&mut self, agent: &str) {
+        // The agent's inverse offers go with it (`Master::removeSlave`, `markUnreachable`).
+        self.rescind_agent_inverse_offers(agent);
         let ids: Vec<String> = self
             .offers
             .iter()
@@ -484,6 +486,7 @@ impl State {
             self.remove_offer(&id, false);
         }
         self.filters.clear();
+        self.maintenance_after_failover();
         self.master_id = uuid::Uuid::new_v4().to_string();
         for a in self.agents.values_mut() {
             if a.status == AgentStatus::Active {

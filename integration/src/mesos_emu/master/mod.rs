@@ -8,6 +8,8 @@
 //! - [`accept`] and [`validation`]: ACCEPT in the master's stages and the master's validation rules;
 //! - [`updates`]: status updates with acknowledgement and resend, KILL, RECONCILE;
 //! - [`operator`]: the operator API's calls (MARK_AGENT_GONE);
+//! - [`maintenance`]: the maintenance schedule and status endpoints, `unavailability` on offers, and
+//!   inverse offers with their answers and filters;
 //! - [`faults`]: machines that die, partitions (frozen or not) and their healing, restarts under the old
 //!   or a new agent id, the operator's MARK_AGENT_GONE, maintenance removal, the registry forgetting old
 //!   agents, failed tasks, rescinded offers, master failover.
@@ -21,6 +23,7 @@
 mod accept;
 mod allocation;
 mod faults;
+mod maintenance;
 mod operator;
 mod state;
 mod subscription;
@@ -76,11 +79,17 @@ impl State {
             CallType::Reconcile => {
                 self.reconcile(&fw, call.reconcile.unwrap_or_default().tasks, now);
             }
-            CallType::Shutdown
-            | CallType::Message
-            | CallType::Request
-            | CallType::AcceptInverseOffers
-            | CallType::DeclineInverseOffers => {}
+            CallType::AcceptInverseOffers => {
+                if let Some(r) = call.accept_inverse_offers {
+                    self.answer_inverse_offers(&fw, r, true, now);
+                }
+            }
+            CallType::DeclineInverseOffers => {
+                if let Some(r) = call.decline_inverse_offers {
+                    self.answer_inverse_offers(&fw, r, false, now);
+                }
+            }
+            CallType::Shutdown | CallType::Message | CallType::Request => {}
             CallType::Subscribe => {}
             CallType::Unknown => {
                 return Reply::Status(501, "Received an unexpected call type".into());

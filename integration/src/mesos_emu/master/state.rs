@@ -208,6 +208,12 @@ pub(crate) struct State {
     pub removed: BTreeSet<String>,
     pub offers: BTreeMap<String, OfferRec>,
     pub(super) filters: Vec<Filter>,
+    /// The maintenance schedule as last posted (`/maintenance/schedule`).
+    pub(super) schedule: MaintenanceSchedule,
+    /// The allocator's maintenance of each agent in the schedule, by agent id.
+    pub(super) maintenance: BTreeMap<String, super::maintenance::AgentMaintenance>,
+    /// Outstanding inverse offers by id.
+    pub(super) inverse_offers: BTreeMap<String, super::maintenance::InverseOfferRec>,
     /// When set, this master is not the leader: 307 to `//<leader>/api/v1/scheduler`.
     pub leader: Option<String>,
     /// When set, 503 (no leader elected).
@@ -309,6 +315,9 @@ impl State {
             removed: BTreeSet::new(),
             offers: BTreeMap::new(),
             filters: Vec::new(),
+            schedule: MaintenanceSchedule::default(),
+            maintenance: BTreeMap::new(),
+            inverse_offers: BTreeMap::new(),
             leader: None,
             unavailable: false,
             next_allocation: now,

@@ -75,6 +75,7 @@ impl State {
             old.failover_deadline = None;
             old.suppressed = sub.suppressed_roles.into_iter().collect();
             self.drop_offers_of(&id.value, false);
+            self.drop_inverse_offers_of(&id.value, false);
         } else {
             self.frameworks.insert(
                 id.value.clone(),
@@ -186,6 +187,7 @@ impl State {
         f.failover_deadline = Some(now + Duration::from_secs_f64(timeout));
         tracing::info!(framework = fw, "framework disconnected");
         self.drop_offers_of(fw, false);
+        self.drop_inverse_offers_of(fw, false);
     }
 
     /// A HEARTBEAT on every stream that is due one.
@@ -225,6 +227,7 @@ impl State {
     /// and its id refused from now on.
     pub fn remove_framework(&mut self, fw: &str) {
         self.drop_offers_of(fw, false);
+        self.drop_inverse_offers_of(fw, false);
         let Some(f) = self.frameworks.remove(fw) else {
             return;
         };

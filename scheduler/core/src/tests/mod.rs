@@ -5,6 +5,7 @@ mod bounds;
 mod determinism;
 mod fencing;
 mod groups;
+mod maintenance;
 mod model;
 mod observe;
 mod placement;
