@@ -10,7 +10,7 @@ use crate::config::{Constraint, Strategy};
 use crate::core::{Core, Sidecar};
 use crate::domain::{AttributeValue, FEATURE_NODE_IDENTITY, FEATURE_VOLUME_OWNER, Offer};
 use crate::ids::{Hostname, Millis, NodeId};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// The hosts offering in one round, each hashed once: per host whether it already holds a node, and its
 /// candidates best first without a list per host (most hosts make one offer): the first and last
@@ -494,14 +494,19 @@ impl Core {
         let mut next_taken = taken.iter().copied().peekable();
         let mut idle = Vec::new();
         let mut busy = Vec::with_capacity(offers.len().saturating_sub(taken.len()));
-        let mut counts: BTreeMap<ReasonKind, usize> = BTreeMap::new();
+        // A round has a handful of kinds, nearly all offers one of them: a short list, the last kind first.
+        let mut counts: Vec<(ReasonKind, usize)> = Vec::new();
         for (i, (o, r)) in offers.into_iter().zip(reasons).enumerate() {
             if next_taken.next_if_eq(&i).is_some() {
                 kept.push(Some(o));
                 continue;
             }
             let r = r.unwrap_or(Reason::Surplus);
-            *counts.entry(r.kind()).or_default() += 1;
+            let kind = r.kind();
+            match counts.iter_mut().rev().find(|(k, _)| *k == kind) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((kind, 1)),
+            }
             let Offer { id, hostname, .. } = o;
             if matches!(r, Reason::NothingPending) {
                 idle.push(id);
@@ -524,7 +529,7 @@ impl Core {
             });
         }
         if !counts.is_empty() {
-            let mut by_reason: Vec<(ReasonKind, usize)> = counts.into_iter().collect();
+            let mut by_reason = counts;
             // Watchers have always read the kinds in the order of their words.
             by_reason.sort_by_key(|(k, _)| k.as_str());
             self.watch(WatchEvent::OffersDeclined { by_reason });
@@ -669,13 +674,14 @@ impl Core {
                 avoid,
             });
         };
-        let mut zones: BTreeSet<String> = BTreeSet::new();
-        // Hosts the node must run on: where a live sidecar holds a volume attached, or where a host-local
-        // volume lives.
-        let mut pinned: BTreeSet<(Hostname, usize)> = BTreeSet::new();
+        // At most one zone and one host are allowed, so no sets: the first zone seen and whether another
+        // differs; the (host, volume index) pins, borrowed, looked at only if they name two hosts.
+        let mut zone: Option<&String> = None;
+        let mut split = false;
+        let mut pinned: Vec<(&Hostname, usize)> = Vec::new();
         // A sidecar mount not yet released (its sidecar is away) still holds the volumes there.
         if let Some(h) = &rec.mount_host {
-            pinned.insert((h.clone(), 0));
+            pinned.push((h, 0));
         }
         for (vi, v) in rec.volumes.iter().enumerate() {
             let agg = self.volumes.get(v);
@@ -690,12 +696,16 @@ impl Core {
             }
             let Some(agg) = agg else { continue };
             if exists && let Some(z) = agg.zone.as_ref().filter(|z| !z.is_empty()) {
-                zones.insert(z.clone());
+                match zone {
+                    None => zone = Some(z),
+                    Some(first) if first != z => split = true,
+                    Some(_) => {}
+                }
             }
 
             // A host-local driver's volume cannot follow the node: it must run where the volume is.
             for h in &agg.local_hosts {
-                pinned.insert((h.clone(), vi));
+                pinned.push((h, vi));
             }
             for h in &agg.attached_hosts {
                 let live = self
@@ -703,28 +713,28 @@ impl Core {
                     .get(h)
                     .is_some_and(|s| self.sidecar_fresh(s, now));
                 if live {
-                    pinned.insert((h.clone(), vi));
+                    pinned.push((h, vi));
                 } else if !preferred.contains(h) {
                     preferred.insert(0, h.clone());
                 }
             }
         }
-        if zones.len() > 1 {
+        if split {
             return Err(Reason::VolumesSplitAcrossZones);
         }
-        let hosts: BTreeSet<&Hostname> = pinned.iter().map(|(h, _)| h).collect();
-        if hosts.len() > 1
-            && let Some((h, vi)) = pinned.iter().next()
+        let required_host = pinned.first().map(|(h, _)| *h);
+        if pinned.iter().any(|(h, _)| Some(*h) != required_host)
+            && let Some((h, vi)) = pinned.iter().min()
             && let Some(volume) = rec.volumes.get(*vi)
         {
             return Err(Reason::VolumeAttachedElsewhere {
                 volume: volume.clone(),
-                host: h.clone(),
+                host: (*h).clone(),
             });
         }
-        let required_host = hosts.into_iter().next().cloned();
+        let required_host = required_host.cloned();
         Ok(Requirement {
-            zone: zones.into_iter().next(),
+            zone: zone.cloned(),
             required_host,
             preferred,
             avoid,
