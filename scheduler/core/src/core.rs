@@ -171,9 +171,9 @@ pub struct Core {
     pub(crate) volume_owner: HashMap<VolumeName, NodeId>,
     // Looked up for every offer of every round (placement.rs): a fast hasher; nothing iterates them into
     // commands.
-    pub(crate) host_attributes: foldhash::HashMap<Hostname, Vec<(String, String)>>,
     pub(crate) agent_hosts: foldhash::HashMap<AgentId, Hostname>,
-    pub(crate) agent_reasons: foldhash::HashMap<Hostname, (Reason, Millis)>,
+    /// Every host that offered, numbered, with its attributes and last decline (`placement.rs`).
+    pub(crate) offered: crate::placement::OfferedHosts,
     pub(crate) subscribed_since: Option<Millis>,
     pub(crate) suppressed: bool,
     pub(crate) revive_wanted: bool,
@@ -285,9 +285,8 @@ impl Core {
             sidecars: BTreeMap::new(),
             volumes: HashMap::new(),
             volume_owner,
-            host_attributes: foldhash::HashMap::default(),
             agent_hosts: foldhash::HashMap::default(),
-            agent_reasons: foldhash::HashMap::default(),
+            offered: crate::placement::OfferedHosts::default(),
             subscribed_since: None,
             suppressed: false,
             revive_wanted: false,
