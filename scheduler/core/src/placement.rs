@@ -3,7 +3,9 @@
 //! score and bucketed by zone; each pending node (lowest id first) then takes its preferred agent (where
 //! its volumes are attached or where it last ran) or the best remaining offer of its volumes' zone. The
 //! round is O(offers log offers + nodes), never O(offers × nodes). Every unused offer is declined with a
-//! refuse filter and its reason is kept per agent.
+//! refuse filter and its reason is kept per agent. Hosts are numbered once across rounds
+//! ([`OfferedHosts`]): a round hashes each offer's host once and keeps what it learns of the host by
+//! that number.
 
 use crate::command::{MesosCommand, Reason, ReasonKind, WatchEvent};
 use crate::config::{Constraint, Strategy};
