@@ -173,9 +173,9 @@ pub struct Core {
     pub(crate) volume_owner: HashMap<VolumeName, NodeId>,
     // Looked up for every offer of every round (placement.rs): a fast hasher; nothing iterates them into
     // commands.
-    pub(crate) host_attributes: foldhash::HashMap<Hostname, Vec<(String, String)>>,
     pub(crate) agent_hosts: foldhash::HashMap<AgentId, Hostname>,
-    pub(crate) agent_reasons: foldhash::HashMap<Hostname, (Reason, Millis)>,
+    /// Every host that offered, numbered, with its attributes and last decline (`placement.rs`).
+    pub(crate) offered: crate::placement::OfferedHosts,
     pub(crate) subscribed_since: Option<Millis>,
     pub(crate) suppressed: bool,
     pub(crate) revive_wanted: bool,
@@ -294,9 +294,8 @@ impl Core {
             sidecars: BTreeMap::new(),
             volumes: HashMap::new(),
             volume_owner,
-            host_attributes: foldhash::HashMap::default(),
             agent_hosts: foldhash::HashMap::default(),
-            agent_reasons: foldhash::HashMap::default(),
+            offered: crate::placement::OfferedHosts::default(),
             subscribed_since: None,
             suppressed: false,
             revive_wanted: false,
@@ -490,6 +489,18 @@ impl Core {
         // A node's holder and whether it waits for a launch decide who observes its volumes, and how often.
         self.observation_changed();
         self.write(StateWrite::Slot(rec));
+    }
+
+    /// Changes node `id`'s record in place and persists it: the same as [`Core::write_slot`] with a changed
+    /// copy, with one copy (the write's) instead of two and no re-insertion.
+    pub(crate) fn update_slot(&mut self, id: NodeId, change: impl FnOnce(&mut SlotRecord)) {
+        let Some(rec) = self.persisted.slots.get_mut(&id) else {
+            return;
+        };
+        change(rec);
+        let write = StateWrite::Slot(rec.clone());
+        self.observation_changed();
+        self.push(Command::Persist(write));
     }
 
     pub(crate) fn record(&self, id: NodeId) -> Option<&SlotRecord> {
@@ -882,10 +893,7 @@ impl Core {
             });
             rt.since = now;
         }
-        if let Some(mut rec) = self.record(id).cloned() {
-            rec.mount_host = Some(host.clone());
-            self.write_slot(rec);
-        }
+        self.update_slot(id, |rec| rec.mount_host = Some(host.clone()));
         self.timers
             .insert((deadline, Timer::PrepareHold(id, command_id)));
         self.push(Command::Sidecar {

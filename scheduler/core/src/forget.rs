@@ -42,13 +42,14 @@ impl Core {
     /// What the core holds per agent and per volume name.
     #[must_use]
     pub fn footprint(&self) -> Footprint {
+        let (decline_reasons, host_attributes) = self.offered.counts();
         Footprint {
             sidecars: self.sidecars.len(),
             sidecar_volumes: self.sidecars.values().map(|s| s.volumes.len()).sum(),
             volume_index: self.volumes.len(),
             mesos_agents: self.agent_hosts.len(),
-            decline_reasons: self.agent_reasons.len(),
-            host_attributes: self.host_attributes.len(),
+            decline_reasons,
+            host_attributes,
             absent: self.absent_since.len(),
             stray_released: self.stray_released.len(),
         }
@@ -136,8 +137,7 @@ impl Core {
         }
         self.observe.shares.remove(host);
         self.observation_changed();
-        self.agent_reasons.remove(host);
-        self.host_attributes.remove(host);
+        self.offered.remove(host);
         self.stray_released.retain(|(h, _)| h != host);
     }
 }

@@ -3,20 +3,112 @@
 //! score and bucketed by zone; each pending node (lowest id first) then takes its preferred agent (where
 //! its volumes are attached or where it last ran) or the best remaining offer of its volumes' zone. The
 //! round is O(offers log offers + nodes), never O(offers × nodes). Every unused offer is declined with a
-//! refuse filter and its reason is kept per agent.
+//! refuse filter and its reason is kept per agent. Hosts are numbered once across rounds
+//! ([`OfferedHosts`]): a round hashes each offer's host once and keeps what it learns of the host by
+//! that number.
 
 use crate::command::{MesosCommand, Reason, ReasonKind, WatchEvent};
 use crate::config::{Constraint, Strategy};
 use crate::core::{Core, Sidecar};
 use crate::domain::{AttributeValue, FEATURE_NODE_IDENTITY, FEATURE_VOLUME_OWNER, Offer};
 use crate::ids::{Hostname, Millis, NodeId};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-/// The hosts offering in one round, each hashed once: per host whether it already holds a node, and its
-/// candidates best first without a list per host (most hosts make one offer): the first and last
-/// candidate, and a link from each candidate to the next one of its host.
+/// Every host that has offered, numbered once: a number stays with its host until the host is forgotten
+/// (then it is reused). A round finds each offer's host with one hash, and keeps what it learns of the
+/// host (its attributes, its last decline) by that number, with no further hashing or name comparison.
+#[derive(Debug, Default)]
+pub(crate) struct OfferedHosts {
+    ids: foldhash::HashMap<Hostname, usize>,
+    hosts: Vec<OfferedHost>,
+    free: Vec<usize>,
+}
+
+/// What the rounds keep of one host.
+#[derive(Debug, Default)]
+pub(crate) struct OfferedHost {
+    /// The host (`None`: a free number).
+    host: Option<Hostname>,
+    /// Its attributes as last offered, rendered (empty until an offer carries some).
+    pub(crate) attributes: Vec<(String, String)>,
+    /// Why its last unused offer was declined, and when.
+    pub(crate) decline: Option<(Reason, Millis)>,
+}
+
+impl OfferedHosts {
+    /// The number of `host`, given it if new.
+    fn intern(&mut self, host: &Hostname) -> usize {
+        if let Some(id) = self.ids.get(host) {
+            return *id;
+        }
+        let record = OfferedHost {
+            host: Some(host.clone()),
+            ..OfferedHost::default()
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.hosts[id] = record;
+                id
+            }
+            None => {
+                self.hosts.push(record);
+                self.hosts.len() - 1
+            }
+        };
+        self.ids.insert(host.clone(), id);
+        id
+    }
+
+    /// Makes room for `more` hosts at once (a first round meets every agent).
+    fn reserve(&mut self, more: usize) {
+        self.ids.reserve(more);
+        self.hosts.reserve(more);
+    }
+
+    fn id(&self, host: &Hostname) -> Option<usize> {
+        self.ids.get(host).copied()
+    }
+
+    /// What the rounds keep of `host`, if it offered.
+    pub(crate) fn get(&self, host: &Hostname) -> Option<&OfferedHost> {
+        self.id(host).map(|id| &self.hosts[id])
+    }
+
+    /// The hosts with a last decline.
+    pub(crate) fn declined(&self) -> impl Iterator<Item = &Hostname> {
+        self.hosts
+            .iter()
+            .filter(|h| h.decline.is_some())
+            .filter_map(|h| h.host.as_ref())
+    }
+
+    /// How many hosts have a last decline, and how many have attributes.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let known = || self.hosts.iter().filter(|h| h.host.is_some());
+        (
+            known().filter(|h| h.decline.is_some()).count(),
+            known().filter(|h| !h.attributes.is_empty()).count(),
+        )
+    }
+
+    /// Forgets `host`; its number goes to the next new host.
+    pub(crate) fn remove(&mut self, host: &Hostname) {
+        if let Some(id) = self.ids.remove(host) {
+            self.hosts[id] = OfferedHost::default();
+            self.free.push(id);
+        }
+    }
+}
+
+/// The hosts offering in one round, by their [`OfferedHosts`] number: per host whether it already holds a
+/// node, and its candidates best first without a list per host (most hosts make one offer): the first and
+/// last candidate, and a link from each candidate to the next one of its host.
 struct HostIndex<'a> {
-    ids: foldhash::HashMap<&'a Hostname, usize>,
+    table: &'a OfferedHosts,
+    /// The round's number of each table number (`usize::MAX`: not offering in this round).
+    round_of: Vec<usize>,
+    /// The table number of each round host.
+    table_of: Vec<usize>,
     hosts: Vec<HostEntry>,
     next: Vec<Option<usize>>,
 }
@@ -28,26 +120,34 @@ struct HostEntry {
 }
 
 impl<'a> HostIndex<'a> {
-    fn new(offers: usize) -> Self {
+    fn new(table: &'a OfferedHosts, offers: usize) -> Self {
         HostIndex {
-            ids: foldhash::HashMap::with_capacity_and_hasher(offers, Default::default()),
+            table,
+            round_of: vec![usize::MAX; table.hosts.len()],
+            table_of: Vec::with_capacity(offers),
             hosts: Vec::with_capacity(offers),
             next: vec![None; offers],
         }
     }
 
-    /// The round's number for `host`, added if new.
-    fn add(&mut self, host: &'a Hostname) -> usize {
-        let next = self.hosts.len();
-        let id = *self.ids.entry(host).or_insert(next);
-        if id == next {
-            self.hosts.push(HostEntry::default());
+    /// The round's number for the host with table number `t`, added if new.
+    fn add(&mut self, t: usize) -> usize {
+        match self.round_of[t] {
+            usize::MAX => {
+                self.round_of[t] = self.hosts.len();
+                self.table_of.push(t);
+                self.hosts.push(HostEntry::default());
+                self.hosts.len() - 1
+            }
+            id => id,
         }
-        id
     }
 
     fn id(&self, host: &Hostname) -> Option<usize> {
-        self.ids.get(host).copied()
+        self.table
+            .id(host)
+            .and_then(|t| self.round_of.get(t).copied())
+            .filter(|id| *id != usize::MAX)
     }
 
     /// Marks `host` as holding a node already, if it offers in this round.
@@ -109,43 +209,21 @@ impl Core {
         self.abandoned_prepares.retain(|_, a| a.deadline > now);
         // The first round of a large cluster meets every agent at once: grow the per-agent maps once, not
         // by doubling (later rounds find their agents there and reserve nothing).
-        let unseen = offers.len().saturating_sub(self.agent_hosts.len());
-        self.agent_hosts.reserve(unseen);
-        self.agent_reasons
-            .reserve(offers.len().saturating_sub(self.agent_reasons.len()));
-        for o in &offers {
-            if self.agent_hosts.get(&o.agent_id) != Some(&o.hostname) {
-                self.agent_hosts
-                    .insert(o.agent_id.clone(), o.hostname.clone());
-            }
-            // Agents offer every round with the same attributes: rewrite them only when they changed.
-            let known = self
-                .host_attributes
-                .get(&o.hostname)
-                .is_some_and(|known| same_attributes(known, &o.attributes));
-            if !o.attributes.is_empty() && !known {
-                let attrs = o
-                    .attributes
-                    .iter()
-                    .map(|(n, v)| (n.clone(), v.render()))
-                    .collect();
-                self.host_attributes.insert(o.hostname.clone(), attrs);
-            }
-        }
+        let host_of = self.note_offers(&offers);
         self.note_offers_maintenance(&offers, now);
         let mut reasons: Vec<Option<Reason>> = vec![None; offers.len()];
         if self.subscribed_since.is_none() {
             reasons
                 .iter_mut()
                 .for_each(|r| *r = Some(Reason::NotSubscribed));
-            self.decline_round(offers, reasons, &[], now);
+            self.decline_round(offers, &host_of, reasons, &[], now);
             return;
         }
         if let Some(from) = self.placement_from.filter(|f| *f > now) {
             reasons
                 .iter_mut()
                 .for_each(|r| *r = Some(Reason::StartupGrace { until_ms: from.0 }));
-            self.decline_round(offers, reasons, &[], now);
+            self.decline_round(offers, &host_of, reasons, &[], now);
             return;
         }
         let pending: Vec<NodeId> = self
@@ -166,20 +244,20 @@ impl Core {
                 None => Reason::NothingPending,
             };
             reasons.iter_mut().for_each(|r| *r = Some(reason.clone()));
-            self.decline_round(offers, reasons, &[], now);
+            self.decline_round(offers, &host_of, reasons, &[], now);
             self.flush_interest();
             return;
         }
 
         let (assignments, unplaced, cands, zones) =
-            self.place(&offers, &pending, &mut reasons, now);
+            self.place(&offers, &host_of, &pending, &mut reasons, now);
         for (id, reason) in unplaced {
             self.set_reason(id, reason, now);
         }
         let mut accepted: Vec<usize> = assignments.iter().map(|(_, c)| cands[*c].offer).collect();
         accepted.sort_unstable();
         // Declines first: held and accepted offers are not in the list.
-        let mut kept = self.decline_round(offers, reasons, &accepted, now);
+        let mut kept = self.decline_round(offers, &host_of, reasons, &accepted, now);
         for (id, c) in assignments {
             let cand = &cands[c];
             // `kept` holds the accepted offers in offer order, each taken once.
@@ -206,12 +284,43 @@ impl Core {
         self.flush_interest();
     }
 
+    /// Records what the offers say of their agents (host, attributes) and returns each offer's host
+    /// number in [`OfferedHosts`].
+    pub(crate) fn note_offers(&mut self, offers: &[Offer]) -> Vec<usize> {
+        // The first round of a large cluster meets every agent at once: grow the per-agent maps once, not
+        // by doubling (later rounds find their agents there and reserve nothing).
+        let unseen = offers.len().saturating_sub(self.agent_hosts.len());
+        self.agent_hosts.reserve(unseen);
+        self.offered
+            .reserve(offers.len().saturating_sub(self.offered.ids.len()));
+        let mut host_of = Vec::with_capacity(offers.len());
+        for o in offers {
+            if self.agent_hosts.get(&o.agent_id) != Some(&o.hostname) {
+                self.agent_hosts
+                    .insert(o.agent_id.clone(), o.hostname.clone());
+            }
+            let id = self.offered.intern(&o.hostname);
+            // Agents offer every round with the same attributes: rewrite them only when they changed.
+            let known = &mut self.offered.hosts[id].attributes;
+            if !o.attributes.is_empty() && !same_attributes(known, &o.attributes) {
+                *known = o
+                    .attributes
+                    .iter()
+                    .map(|(n, v)| (n.clone(), v.render()))
+                    .collect();
+            }
+            host_of.push(id);
+        }
+        host_of
+    }
+
     /// The decisions of one round: which candidate each placed node takes, why each unplaced node waits,
     /// and (in `reasons`) why each unused offer is declined.
     #[allow(clippy::type_complexity)]
     fn place(
         &self,
         offers: &[Offer],
+        offered_as: &[usize],
         pending: &[NodeId],
         reasons: &mut [Option<Reason>],
         now: Millis,
@@ -221,9 +330,10 @@ impl Core {
         Vec<Candidate>,
         ZoneNames,
     ) {
-        // Every host name of the round is hashed once; candidates and busy marks refer to it by number.
-        let mut by_host = HostIndex::new(offers.len());
-        let host_of: Vec<usize> = offers.iter().map(|o| by_host.add(&o.hostname)).collect();
+        // Candidates and busy marks refer to the round's hosts by number (`offered_as`: hashed once, in
+        // `note_offers`).
+        let mut by_host = HostIndex::new(&self.offered, offers.len());
+        let host_of: Vec<usize> = offered_as.iter().map(|t| by_host.add(*t)).collect();
 
         // Agents that already hold a node (running, launching, or being prepared) and UNIQUE values used.
         let mut unique_used: HashMap<String, HashSet<String>> = HashMap::new();
@@ -252,9 +362,9 @@ impl Core {
                 continue;
             }
             let attrs = if rt.attributes.is_empty() {
-                self.host_attributes
+                self.offered
                     .get(host)
-                    .map(Vec::as_slice)
+                    .map(|h| h.attributes.as_slice())
                     .unwrap_or_default()
             } else {
                 rt.attributes.as_slice()
@@ -474,19 +584,23 @@ impl Core {
                 }
             }
         } else {
-            for (h, id) in &by_host.ids {
-                of[*id] = self.sidecars.get(*h);
+            for (id, t) in by_host.table_of.iter().enumerate() {
+                of[id] = self.offered.hosts[*t]
+                    .host
+                    .as_ref()
+                    .and_then(|h| self.sidecars.get(h));
             }
         }
         of
     }
 
     /// Declines every offer not in `taken` (offer indices, ascending) and returns the taken offers, in
-    /// that order. The declined offers' ids move into the DECLINEs and their host names into the
-    /// per-agent reasons: an agent offers every round, so nothing is cloned per offer.
+    /// that order. The declined offers' ids move into the DECLINEs and their reasons go to their hosts'
+    /// records by number (`host_of`, from `note_offers`): nothing is cloned or hashed per offer.
     fn decline_round(
         &mut self,
         offers: Vec<Offer>,
+        host_of: &[usize],
         reasons: Vec<Option<Reason>>,
         taken: &[usize],
         now: Millis,
@@ -495,22 +609,26 @@ impl Core {
         let mut next_taken = taken.iter().copied().peekable();
         let mut idle = Vec::new();
         let mut busy = Vec::with_capacity(offers.len().saturating_sub(taken.len()));
-        let mut counts: BTreeMap<ReasonKind, usize> = BTreeMap::new();
+        // A round has a handful of kinds, nearly all offers one of them: a short list, the last kind first.
+        let mut counts: Vec<(ReasonKind, usize)> = Vec::new();
         for (i, (o, r)) in offers.into_iter().zip(reasons).enumerate() {
             if next_taken.next_if_eq(&i).is_some() {
                 kept.push(Some(o));
                 continue;
             }
             let r = r.unwrap_or(Reason::Surplus);
-            *counts.entry(r.kind()).or_default() += 1;
-            let Offer { id, hostname, .. } = o;
+            let kind = r.kind();
+            match counts.iter_mut().rev().find(|(k, _)| *k == kind) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((kind, 1)),
+            }
+            let Offer { id, .. } = o;
             if matches!(r, Reason::NothingPending) {
                 idle.push(id);
             } else {
                 busy.push(id);
             }
-            // A known host keeps its key: the moved name is dropped, nothing is allocated.
-            self.agent_reasons.insert(hostname, (r, now));
+            self.offered.hosts[host_of[i]].decline = Some((r, now));
         }
         if !busy.is_empty() {
             self.mesos(MesosCommand::Decline {
@@ -525,7 +643,7 @@ impl Core {
             });
         }
         if !counts.is_empty() {
-            let mut by_reason: Vec<(ReasonKind, usize)> = counts.into_iter().collect();
+            let mut by_reason = counts;
             // Watchers have always read the kinds in the order of their words.
             by_reason.sort_by_key(|(k, _)| k.as_str());
             self.watch(WatchEvent::OffersDeclined { by_reason });
@@ -677,13 +795,14 @@ impl Core {
                 avoid,
             });
         };
-        let mut zones: BTreeSet<String> = BTreeSet::new();
-        // Hosts the node must run on: where a live sidecar holds a volume attached, or where a host-local
-        // volume lives.
-        let mut pinned: BTreeSet<(Hostname, usize)> = BTreeSet::new();
+        // At most one zone and one host are allowed, so no sets: the first zone seen and whether another
+        // differs; the (host, volume index) pins, borrowed, looked at only if they name two hosts.
+        let mut zone: Option<&String> = None;
+        let mut split = false;
+        let mut pinned: Vec<(&Hostname, usize)> = Vec::new();
         // A sidecar mount not yet released (its sidecar is away) still holds the volumes there.
         if let Some(h) = &rec.mount_host {
-            pinned.insert((h.clone(), 0));
+            pinned.push((h, 0));
         }
         for (vi, v) in rec.volumes.iter().enumerate() {
             let agg = self.volumes.get(v);
@@ -698,12 +817,16 @@ impl Core {
             }
             let Some(agg) = agg else { continue };
             if exists && let Some(z) = agg.zone.as_ref().filter(|z| !z.is_empty()) {
-                zones.insert(z.clone());
+                match zone {
+                    None => zone = Some(z),
+                    Some(first) if first != z => split = true,
+                    Some(_) => {}
+                }
             }
 
             // A host-local driver's volume cannot follow the node: it must run where the volume is.
             for h in &agg.local_hosts {
-                pinned.insert((h.clone(), vi));
+                pinned.push((h, vi));
             }
             for h in &agg.attached_hosts {
                 let live = self
@@ -711,28 +834,28 @@ impl Core {
                     .get(h)
                     .is_some_and(|s| self.sidecar_fresh(s, now));
                 if live {
-                    pinned.insert((h.clone(), vi));
+                    pinned.push((h, vi));
                 } else if !preferred.contains(h) {
                     preferred.insert(0, h.clone());
                 }
             }
         }
-        if zones.len() > 1 {
+        if split {
             return Err(Reason::VolumesSplitAcrossZones);
         }
-        let hosts: BTreeSet<&Hostname> = pinned.iter().map(|(h, _)| h).collect();
-        if hosts.len() > 1
-            && let Some((h, vi)) = pinned.iter().next()
+        let required_host = pinned.first().map(|(h, _)| *h);
+        if pinned.iter().any(|(h, _)| Some(*h) != required_host)
+            && let Some((h, vi)) = pinned.iter().min()
             && let Some(volume) = rec.volumes.get(*vi)
         {
             return Err(Reason::VolumeAttachedElsewhere {
                 volume: volume.clone(),
-                host: h.clone(),
+                host: (*h).clone(),
             });
         }
-        let required_host = hosts.into_iter().next().cloned().or(rollout_host);
+        let required_host = required_host.cloned().or(rollout_host);
         Ok(Requirement {
-            zone: zones.into_iter().next(),
+            zone: zone.cloned(),
             required_host,
             preferred,
             avoid,
@@ -835,7 +958,9 @@ impl ZoneNames {
 
 #[cfg(test)]
 mod tests {
-    use super::{Candidate, HostIndex, Need, OfferHost, Round, ZoneNames, total_order_key};
+    use super::{
+        Candidate, HostIndex, Need, OfferHost, OfferedHosts, Round, ZoneNames, total_order_key,
+    };
     use crate::command::Reason;
     use crate::config::Constraint;
     use crate::core::Core;
@@ -879,7 +1004,10 @@ mod tests {
             let Some(host) = host else { continue };
             busy.insert(host.clone());
             let attrs = if rt.attributes.is_empty() {
-                core.host_attributes.get(host).cloned().unwrap_or_default()
+                core.offered
+                    .get(host)
+                    .map(|h| h.attributes.clone())
+                    .unwrap_or_default()
             } else {
                 rt.attributes.clone()
             };
@@ -1046,10 +1174,18 @@ mod tests {
     }
 
     /// Asserts that the indexed round decides exactly as the reference on the core's current state.
-    fn same_as_reference(core: &Core, offers: &[Offer], now: Millis) -> Result<(), TestCaseError> {
+    /// The offers are noted first, as `handle_offers` notes them before placing.
+    fn same_as_reference(
+        core: &mut Core,
+        offers: &[Offer],
+        now: Millis,
+    ) -> Result<(), TestCaseError> {
+        let host_of = core.note_offers(offers);
+        let core = &*core;
         let pending = pending(core, now);
         let mut ours = vec![None; offers.len()];
-        let (assignments, unplaced, cands, _) = core.place(offers, &pending, &mut ours, now);
+        let (assignments, unplaced, cands, _) =
+            core.place(offers, &host_of, &pending, &mut ours, now);
         let placed: Vec<(NodeId, usize)> = assignments
             .iter()
             .map(|(id, c)| (*id, cands[*c].offer))
@@ -1127,7 +1263,7 @@ mod tests {
                         o
                     })
                     .collect();
-                same_as_reference(&h.core, &offers, h.now)?;
+                same_as_reference(&mut h.core, &offers, h.now)?;
                 let cmds = h.offers(offers);
                 // Fail the first prepare of the round: its node backs off and avoids that agent.
                 if fail_first && let Some((on, command_id, _)) = prepares(&cmds).first().cloned() {
@@ -1148,29 +1284,64 @@ mod tests {
 
     #[test]
     fn the_host_index_lists_each_hosts_candidates_in_push_order() {
-        let [a, b, c] = ["a", "b", "c"].map(|h| Hostname::new(h).expect("host"));
-        let mut index = HostIndex::new(6);
-        for (i, h) in [&a, &b, &a, &c, &a, &b].into_iter().enumerate() {
-            let id = index.add(h);
+        let [a, b, c, d] = ["a", "b", "c", "d"].map(|h| Hostname::new(h).expect("host"));
+        let mut table = OfferedHosts::default();
+        // A host known from an earlier round but not offering in this one.
+        table.intern(&d);
+        let round: Vec<usize> = [&a, &b, &a, &c, &a, &b]
+            .into_iter()
+            .map(|h| table.intern(h))
+            .collect();
+        let mut index = HostIndex::new(&table, 6);
+        for (i, t) in round.into_iter().enumerate() {
+            let id = index.add(t);
             index.push(id, i);
         }
         let list = |h: &Hostname| index.iter(index.id(h)).collect::<Vec<_>>();
         assert_eq!(list(&a), [0, 2, 4]);
         assert_eq!(list(&b), [1, 5]);
         assert_eq!(list(&c), [3]);
-        assert!(list(&Hostname::new("d").expect("host")).is_empty());
+        assert!(list(&d).is_empty());
+        assert!(list(&Hostname::new("e").expect("host")).is_empty());
     }
 
     #[test]
     fn the_host_index_marks_only_offering_hosts_busy() {
         let [a, b] = ["a", "b"].map(|h| Hostname::new(h).expect("host"));
-        let mut index = HostIndex::new(1);
-        let id = index.add(&a);
+        let mut table = OfferedHosts::default();
+        let t = table.intern(&a);
+        table.intern(&b);
+        let mut index = HostIndex::new(&table, 1);
+        let id = index.add(t);
         index.mark_busy(&b);
         assert!(!index.busy(id));
         index.mark_busy(&a);
         assert!(index.busy(id));
         assert_eq!(index.id(&b), None);
+    }
+
+    #[test]
+    fn a_forgotten_hosts_number_goes_to_the_next_new_host_with_nothing_of_it() {
+        let [a, b, c] = ["a", "b", "c"].map(|h| Hostname::new(h).expect("host"));
+        let mut table = OfferedHosts::default();
+        let ta = table.intern(&a);
+        let tb = table.intern(&b);
+        table.hosts[ta].decline = Some((Reason::Surplus, Millis(1)));
+        table.hosts[ta].attributes = vec![("rack".into(), "r1".into())];
+        assert_eq!(table.intern(&a), ta);
+        assert_eq!(table.counts(), (1, 1));
+        table.remove(&a);
+        assert!(table.get(&a).is_none());
+        assert_eq!(table.counts(), (0, 0));
+        let tc = table.intern(&c);
+        assert_eq!(tc, ta);
+        assert!(
+            table
+                .get(&c)
+                .is_some_and(|h| h.decline.is_none() && h.attributes.is_empty())
+        );
+        assert_eq!(table.declined().count(), 0);
+        assert_eq!(table.id(&b), Some(tb));
     }
 
     #[test]

@@ -287,7 +287,7 @@ impl Core {
     pub fn agents(&self, now: Millis) -> Vec<AgentView> {
         let mut hosts: std::collections::BTreeSet<Hostname> =
             self.sidecars.keys().cloned().collect();
-        hosts.extend(self.agent_reasons.keys().cloned());
+        hosts.extend(self.offered.declined().cloned());
         // Agents known only from offers (all their offers used, none declined) are listed too.
         hosts.extend(self.agent_hosts.values().cloned());
         hosts
@@ -319,7 +319,11 @@ impl Core {
                     volumes_seen: s
                         .map(|s| s.volumes.keys().cloned().collect())
                         .unwrap_or_default(),
-                    last_decline: self.agent_reasons.get(&host).map(|(r, _)| r.clone()),
+                    last_decline: self
+                        .offered
+                        .get(&host)
+                        .and_then(|h| h.decline.as_ref())
+                        .map(|(r, _)| r.clone()),
                     observes: u32::try_from(self.observes(&host)).unwrap_or(u32::MAX),
                     host,
                 }

@@ -151,3 +151,43 @@ fn a_million_reported_volume_names_no_node_refers_to_are_not_held() {
     assert!(left.volume_index <= owned.len(), "{left:?}");
     check(&h);
 }
+
+#[test]
+fn a_forgotten_agent_leaves_no_decline_reason_or_attributes() {
+    let mut h = external_harness(1);
+    let grace = h.core.config().max_agent_absence_ms;
+    // No sidecar on "gone": its offer is declined, and the round keeps the reason and the attributes.
+    let mut o = offer(&h.next_offer_id(), "gone", 4.0, 8192.0, 0.0);
+    o.attributes = vec![(
+        "rack".into(),
+        crate::domain::AttributeValue::Text("r1".into()),
+    )];
+    h.offers(vec![o]);
+    let held = h.core.footprint();
+    assert_eq!(
+        (held.decline_reasons, held.host_attributes),
+        (1, 1),
+        "{held:?}"
+    );
+    assert!(
+        h.core
+            .agents(h.now)
+            .iter()
+            .any(|a| a.host.as_str() == "gone" && a.last_decline.is_some())
+    );
+    h.core.handle_agent_lost(&agent("gone"), h.now);
+    h.drain();
+    h.advance(grace * 2);
+    let left = h.core.footprint();
+    assert_eq!(
+        (
+            left.decline_reasons,
+            left.host_attributes,
+            left.mesos_agents
+        ),
+        (0, 0, 0),
+        "{left:?}"
+    );
+    assert!(h.core.agents(h.now).is_empty());
+    check(&h);
+}
