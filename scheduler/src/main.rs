@@ -6,6 +6,7 @@ use clap::Parser;
 
 // Sidecar reports are decoded on the connection tasks and dropped on the event loop: glibc's malloc spent
 // a third of the ingest benchmark's CPU in allocation, much of it on arena locks (BENCHMARKS.md, ingest).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -14,12 +14,16 @@
 //!   with 10,000 agents offering every 1 s; RSS once all 1,000 nodes are RUNNING and three more
 //!   allocation rounds passed. It holds the framework, 10,000 agents' offers per round, 1,000 tasks and
 //!   the node table.
-//! * **Scheduler with 10,000 sidecars**: a `tether-scheduler` process (external strategy, `--nodes 10`, no
-//!   Mesos master) to which 10,000 simulated sidecars connect over gRPC, each on its own HTTP/2
-//!   connection as real sidecars would, and send two reports of 20 volumes; RSS before they connect and
-//!   once the scheduler counted every report. Run again with 100 sidecars per connection (as the ingest
-//!   benchmark does) to separate the connections' cost from the scheduler's own per-sidecar state. Together with the previous figure this bounds the
-//!   scheduler of a 10,000-agent cluster (see BENCHMARKS.md for what it leaves out).
+//! * **Scheduler with 10,000 sidecars** ([`SIDECAR_RUNS`]): a `tether-scheduler` process (external
+//!   strategy, no Mesos master) to which 10,000 simulated sidecars connect over gRPC; RSS before they
+//!   connect and once the scheduler counted two reports of each. First as production runs it (issue 15's
+//!   goal, at most 200 MiB): the listener on TLS (`--tls-cert`), `--nodes 1000`, each sidecar on its own
+//!   HTTP/2 connection and declaring `watch_delta`, so it reports a snapshot of the share the scheduler
+//!   assigned it and then deltas (measured again after 20 more). Then plaintext with `--nodes 10` and
+//!   sidecars that report all 20 watched volumes, once with one HTTP/2 connection per sidecar and once
+//!   with 100 per connection (as the ingest benchmark does), to separate the connections' cost from the
+//!   scheduler's own per-sidecar state. Together with the previous figure this bounds the scheduler of a
+//!   10,000-agent cluster (see BENCHMARKS.md for what it leaves out).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -32,7 +36,7 @@ use tether_proto::v1::admin_client::AdminClient;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
-use super::ingest::{free_port, open_sidecars, raise_nofile, send};
+use super::ingest::{SimOptions, free_port, open_sidecars_with, raise_nofile, send, send_shares};
 use super::procfs::{self, cpu_percent, mib};
 use super::{figure, note};
 use crate::fake_rexray::{self, FakeRexray};
@@ -47,7 +51,8 @@ const REPORTS: &str = "tether_sidecar_reports_total";
 const ZONE: &str = "zone-a";
 
 /// Runs benchmark 6 and prints its lines.
-pub fn bench(quick: bool) -> anyhow::Result<()> {
+/// `sidecar_runs` picks runs of [`SIDECAR_RUNS`] by label (empty: all).
+pub fn bench(quick: bool, sidecar_runs: &[String]) -> anyhow::Result<()> {
     raise_nofile();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -55,8 +60,9 @@ pub fn bench(quick: bool) -> anyhow::Result<()> {
     let logs = tempfile::tempdir()?;
     rt.block_on(sidecar_idle(quick, logs.path()))?;
     rt.block_on(scheduler_with_agents(logs.path()))?;
-    rt.block_on(scheduler_with_sidecars(logs.path(), 1))?;
-    rt.block_on(scheduler_with_sidecars(logs.path(), 100))?;
+    for run in selected(sidecar_runs)? {
+        rt.block_on(scheduler_with_sidecars(logs.path(), run))?;
+    }
     Ok(())
 }
 
@@ -326,59 +332,164 @@ async fn scheduler_with_agents(logs: &Path) -> anyhow::Result<()> {
     result
 }
 
-/// `per_connection` sidecar streams share one HTTP/2 connection: 1 is what real sidecars do; 100 shows
-/// how much of the memory is the connections rather than the scheduler's own state.
-async fn scheduler_with_sidecars(logs: &Path, per_connection: usize) -> anyhow::Result<()> {
+/// One run of the scheduler with 10,000 connected sidecars.
+#[derive(Debug, Clone, Copy)]
+struct SidecarRun {
+    /// Figure names are `footprint_scheduler_{label}_…`.
+    label: &'static str,
+    /// Sidecar streams per HTTP/2 connection: 1 is what real sidecars do; 100 shows how much of the
+    /// memory is the connections rather than the scheduler's own state.
+    per_connection: usize,
+    /// The listener speaks TLS (`--tls-cert`/`--tls-key`), as in production.
+    tls: bool,
+    /// The sidecars declare `watch_delta` (observation by assignment, delta reports), as `tether-sidecar`
+    /// does; without it each gets the whole watch set and reports all of it.
+    watch_delta: bool,
+    /// `--nodes`.
+    nodes: u64,
+}
+
+/// The runs of [`scheduler_with_sidecars`]: issue 15's goal first (production's transport and sidecars),
+/// then the plaintext broadcast runs that separate the connections' cost from the rest.
+const SIDECAR_RUNS: [SidecarRun; 3] = [
+    SidecarRun {
+        label: "10k_sidecars_tls_1k_nodes",
+        per_connection: 1,
+        tls: true,
+        watch_delta: true,
+        nodes: 1_000,
+    },
+    SidecarRun {
+        label: "10k_sidecars",
+        per_connection: 1,
+        tls: false,
+        watch_delta: false,
+        nodes: 10,
+    },
+    SidecarRun {
+        label: "10k_sidecars_100_per_connection",
+        per_connection: 100,
+        tls: false,
+        watch_delta: false,
+        nodes: 10,
+    },
+];
+
+/// Issue 15's goal for [`SIDECAR_RUNS`]' first run.
+pub const SCHEDULER_10K_SIDECARS_GOAL_MIB: f64 = 200.0;
+
+/// Only the scheduler-with-sidecars runs of this benchmark (`--only sidecar-rss`).
+pub fn bench_sidecar_rss(sidecar_runs: &[String]) -> anyhow::Result<()> {
+    raise_nofile();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let logs = tempfile::tempdir()?;
+    for run in selected(sidecar_runs)? {
+        rt.block_on(scheduler_with_sidecars(logs.path(), run))?;
+    }
+    Ok(())
+}
+
+/// The runs of [`SIDECAR_RUNS`] whose labels are in `labels` (all when it is empty).
+fn selected(labels: &[String]) -> anyhow::Result<Vec<SidecarRun>> {
+    if let Some(unknown) = labels
+        .iter()
+        .find(|l| !SIDECAR_RUNS.iter().any(|r| r.label == l.as_str()))
+    {
+        bail!("--sidecar-runs: no run is labelled {unknown}");
+    }
+    Ok(SIDECAR_RUNS
+        .into_iter()
+        .filter(|r| labels.is_empty() || labels.iter().any(|l| l == r.label))
+        .collect())
+}
+
+/// A scheduler with 10,000 simulated sidecars connected as `run` says; RSS before they connect and once
+/// it counted two reports of each (with `watch_delta`: a snapshot of its share, then an empty delta; else
+/// two reports of the 20 watched volumes).
+async fn scheduler_with_sidecars(logs: &Path, run: SidecarRun) -> anyhow::Result<()> {
     let sidecars = 10_000;
-    let label = if per_connection == 1 {
-        "10k_sidecars".to_owned()
-    } else {
-        format!("10k_sidecars_{per_connection}_per_connection")
-    };
+    let label = run.label;
     let dir = tempfile::tempdir()?;
     let grpc = free_port()?;
     let metrics = free_port()?;
-    let args: Vec<String> = [
+    let mut args: Vec<String> = vec![
         "--master=http://127.0.0.1:1".to_owned(),
-        format!("--state-dir={}", dir.path().display()),
+        format!("--state-dir={}", dir.path().join("state").display()),
         format!("--listen={grpc}"),
         format!("--metrics-listen={metrics}"),
         "--external-volume-driver=rexray".to_owned(),
-        "--nodes=10".to_owned(),
+        format!("--nodes={}", run.nodes),
         // Simulated sidecars present no credential; identity is not what this measures.
         "--allow-shared-agent-token".to_owned(),
-    ]
-    .into();
+    ];
+    let tls_ca = if run.tls {
+        let ca = crate::es_standin::certs::Ca::new("tether-bench CA")?;
+        let leaf = ca.leaf(
+            super::ingest::TLS_NAME,
+            &[super::ingest::TLS_NAME.to_owned()],
+        )?;
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        std::fs::write(&cert, &leaf.cert_pem)?;
+        std::fs::write(&key, &leaf.key_pem)?;
+        args.push(format!("--tls-cert={}", cert.display()));
+        args.push(format!("--tls-key={}", key.display()));
+        Some(ca.cert_pem)
+    } else {
+        None
+    };
+    let opts = SimOptions {
+        per_connection: run.per_connection,
+        tls_ca,
+        watch_delta: run.watch_delta,
+    };
     let mut proc = spawn("tether-scheduler", &args, logs)?;
     let result = async {
         wait_listening(grpc, &mut proc).await?;
         wait_listening(metrics, &mut proc).await?;
         let idle = procfs::memory(proc.pid())?;
         let t = Instant::now();
-        let (mut sims, names) = open_sidecars(sidecars, grpc, per_connection).await?;
+        let (mut sims, names) = open_sidecars_with(sidecars, grpc, &opts).await?;
         let connected = t.elapsed();
-        send(&mut sims, &names, 2 * sidecars, None).await?;
+        let reports = if run.watch_delta {
+            send_shares(&mut sims, 0..2).await?
+        } else {
+            send(&mut sims, &names, 2 * sidecars, None).await?.len()
+        };
         wait_counter(
             metrics,
-            2 * sidecars as u64,
+            reports as u64,
             Duration::from_secs(120),
             "every report counted",
         )
         .await?;
         let mem = procfs::memory(proc.pid())?;
+        let per_sidecar = (mem.rss.saturating_sub(idle.rss)) as f64 / 1024.0 / sidecars as f64;
         note(format!(
-            "footprint scheduler: idle RSS {:.1} MiB; with {sidecars} sidecars ({per_connection} per HTTP/2 \
-             connection, connected in {:.1} s) after 2 reports of 20 volumes each: RSS {:.1} MiB (peak {:.1}), \
-             {:.1} KiB per sidecar",
+            "footprint scheduler ({label}): idle RSS {:.1} MiB; with {sidecars} sidecars ({} per HTTP/2 \
+             connection, {}, {}, --nodes {}, connected in {:.1} s) after {reports} reports: RSS {:.1} MiB \
+             (peak {:.1}), {per_sidecar:.1} KiB per sidecar",
             mib(idle.rss),
+            run.per_connection,
+            if run.tls { "TLS" } else { "plaintext" },
+            if run.watch_delta { "watch_delta" } else { "whole watch set" },
+            run.nodes,
             connected.as_secs_f64(),
             mib(mem.rss),
             mib(mem.hwm),
-            (mem.rss.saturating_sub(idle.rss)) as f64 / 1024.0 / sidecars as f64
         ));
-        if per_connection == 1 {
-            figure("footprint_scheduler_idle_rss", mib(idle.rss), "MiB");
+        if label == SIDECAR_RUNS[0].label {
+            note(format!(
+                "footprint scheduler: issue 15's goal is <= {SCHEDULER_10K_SIDECARS_GOAL_MIB} MiB: {}",
+                if mib(mem.rss) <= SCHEDULER_10K_SIDECARS_GOAL_MIB { "met" } else { "NOT met" }
+            ));
         }
+        figure(
+            &format!("footprint_scheduler_{label}_idle_rss"),
+            mib(idle.rss),
+            "MiB",
+        );
         figure(&format!("footprint_scheduler_{label}_rss"), mib(mem.rss), "MiB");
         figure(
             &format!("footprint_scheduler_{label}_rss_peak"),
@@ -387,9 +498,31 @@ async fn scheduler_with_sidecars(logs: &Path, per_connection: usize) -> anyhow::
         );
         figure(
             &format!("footprint_scheduler_{label}_per_sidecar"),
-            (mem.rss.saturating_sub(idle.rss)) as f64 / 1024.0 / sidecars as f64,
+            per_sidecar,
             "KiB",
         );
+        if run.watch_delta {
+            // A scheduler that ran for a while has read more through each connection's buffers, which
+            // reuse their space only once they are full: 20 more (empty) delta reports from each.
+            let more = send_shares(&mut sims, 2..22).await?;
+            wait_counter(
+                metrics,
+                (reports + more) as u64,
+                Duration::from_secs(120),
+                "every further report counted",
+            )
+            .await?;
+            let later = procfs::memory(proc.pid())?;
+            note(format!(
+                "footprint scheduler ({label}): after {more} more delta reports: RSS {:.1} MiB",
+                mib(later.rss)
+            ));
+            figure(
+                &format!("footprint_scheduler_{label}_rss_after_22_reports"),
+                mib(later.rss),
+                "MiB",
+            );
+        }
         drop(sims);
         Ok(())
     }

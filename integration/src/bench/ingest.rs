@@ -24,6 +24,7 @@
 //! buffer per report, `RawUp`) instead of building and dropping 20 `VolumeReport`s with their maps per
 //! report: the bytes on the wire are what `tether-sidecar` sends.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -40,7 +41,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::{Codec, EncodeBuf, Encoder};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Status, client::Grpc};
 
 use super::{figure, ms, note, percentile};
@@ -141,7 +142,23 @@ pub(super) fn free_port() -> anyhow::Result<SocketAddr> {
 pub(super) struct Sim {
     tx: mpsc::Sender<Bytes>,
     sequence: u64,
+    /// Its share as the scheduler's `WatchDelta`s left it (empty unless it declared `watch_delta`).
+    share: watch::Receiver<BTreeSet<String>>,
 }
+
+/// How simulated sidecars reach the scheduler and what they declare.
+#[derive(Debug, Clone)]
+pub(super) struct SimOptions {
+    /// Streams sharing one HTTP/2 connection (1: as real sidecars).
+    pub per_connection: usize,
+    /// `https://` trusting this CA (PEM), with the server name [`TLS_NAME`]; plaintext when `None`.
+    pub tls_ca: Option<String>,
+    /// Declare the Hello feature `watch_delta`: the share comes in `WatchDelta`s, reports may be deltas.
+    pub watch_delta: bool,
+}
+
+/// The name the scheduler's certificate carries when the simulated sidecars speak TLS.
+pub(super) const TLS_NAME: &str = "localhost";
 
 /// The `AgentChannel.Connect` codec of a simulated sidecar: messages up are already-encoded
 /// `AgentMessage`s, messages down are decoded as usual.
@@ -239,12 +256,22 @@ async fn run_size(n: usize, label: &str, quick: bool) -> anyhow::Result<()> {
 }
 
 async fn connect(grpc: SocketAddr) -> anyhow::Result<Channel> {
+    connect_with(grpc, None).await
+}
+
+/// [`connect`], over TLS trusting `tls_ca` when given.
+async fn connect_with(grpc: SocketAddr, tls_ca: Option<&str>) -> anyhow::Result<Channel> {
     let deadline = Instant::now() + Duration::from_secs(20);
+    let endpoint = match tls_ca {
+        None => Endpoint::from_shared(format!("http://{grpc}"))?,
+        Some(ca) => Endpoint::from_shared(format!("https://{grpc}"))?.tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(ca))
+                .domain_name(TLS_NAME),
+        )?,
+    };
     loop {
-        match Endpoint::from_shared(format!("http://{grpc}"))?
-            .connect()
-            .await
-        {
+        match endpoint.connect().await {
             Ok(c) => return Ok(c),
             Err(e) if Instant::now() > deadline => {
                 return Err(e).context("the scheduler's gRPC listener never answered");
@@ -255,6 +282,10 @@ async fn connect(grpc: SocketAddr) -> anyhow::Result<Channel> {
 }
 
 fn hello(i: usize) -> AgentMessage {
+    hello_declaring(i, Vec::new())
+}
+
+fn hello_declaring(i: usize, features: Vec<String>) -> AgentMessage {
     AgentMessage {
         body: Some(agent_message::Body::Hello(Hello {
             hostname: format!("agent-{i}.bench.example"),
@@ -265,7 +296,7 @@ fn hello(i: usize) -> AgentMessage {
             zone: ["us-east-1a", "us-east-1b", "us-east-1c"][i % 3].into(),
             max_attachments: 40,
             instance_id: format!("bench-{i}"),
-            features: Vec::new(),
+            features,
         })),
     }
 }
@@ -312,18 +343,59 @@ pub(super) async fn open_sidecars(
     grpc: SocketAddr,
     per_connection: usize,
 ) -> anyhow::Result<(Vec<Sim>, Vec<String>)> {
+    let (sims, names) = open_sidecars_with(
+        n,
+        grpc,
+        &SimOptions {
+            per_connection,
+            tls_ca: None,
+            watch_delta: false,
+        },
+    )
+    .await?;
+    if names.len() != 20 {
+        note(format!(
+            "ingest: the Welcome watches {} names, not 20",
+            names.len()
+        ));
+    }
+    Ok((sims, names))
+}
+
+/// Opens `n` sidecar streams as `opts` says; returns them once every one got its Welcome (and, with
+/// `watch_delta`, its first `WatchDelta`), and the names the last Welcome watched (none with `watch_delta`).
+pub(super) async fn open_sidecars_with(
+    n: usize,
+    grpc: SocketAddr,
+    opts: &SimOptions,
+) -> anyhow::Result<(Vec<Sim>, Vec<String>)> {
+    let per_connection = opts.per_connection.max(1);
     let mut channels = Vec::new();
     for _ in 0..n.div_ceil(per_connection) {
-        channels.push(connect(grpc).await?);
+        channels.push(connect_with(grpc, opts.tls_ca.as_deref()).await?);
     }
+    let features = if opts.watch_delta {
+        vec![tether_core::domain::FEATURE_WATCH_DELTA.to_owned()]
+    } else {
+        Vec::new()
+    };
     let (welcomed_tx, mut welcomed_rx) = mpsc::channel::<anyhow::Result<Vec<String>>>(n.max(1));
     let mut sims = Vec::with_capacity(n);
     for i in 0..n {
         let (tx, rx) = mpsc::channel(64);
-        tx.send(Bytes::from(hello(i).encode_to_vec())).await?;
-        sims.push(Sim { tx, sequence: 0 });
+        tx.send(Bytes::from(
+            hello_declaring(i, features.clone()).encode_to_vec(),
+        ))
+        .await?;
+        let (share_tx, share) = watch::channel(BTreeSet::new());
+        sims.push(Sim {
+            tx,
+            sequence: 0,
+            share,
+        });
         let channel = channels[i / per_connection].clone();
         let welcomed = welcomed_tx.clone();
+        let delta = opts.watch_delta;
         tokio::spawn(async move {
             let mut inbound = match connect_raw(channel, ReceiverStream::new(rx)).await {
                 Ok(r) => r,
@@ -332,12 +404,34 @@ pub(super) async fn open_sidecars(
                     return;
                 }
             };
-            let mut first = true;
+            // Welcome names until told, then (with `watch_delta`) the first WatchDelta.
+            let mut welcome: Option<Vec<String>> = None;
+            let (mut told, mut delta_seen) = (false, false);
             while let Ok(Some(m)) = inbound.message().await {
-                if first && let Some(scheduler_message::Body::Welcome(w)) = m.body {
-                    first = false;
-                    let names = w.watch.map(|s| s.names).unwrap_or_default();
-                    let _ = welcomed.send(Ok(names)).await;
+                match m.body {
+                    Some(scheduler_message::Body::Welcome(w)) if welcome.is_none() => {
+                        welcome = Some(w.watch.map(|s| s.names).unwrap_or_default());
+                    }
+                    Some(scheduler_message::Body::WatchDelta(d)) => {
+                        delta_seen = true;
+                        share_tx.send_modify(|share| {
+                            if d.reset {
+                                share.clear();
+                            }
+                            for r in &d.remove {
+                                share.remove(r);
+                            }
+                            share.extend(d.add.into_iter().map(|a| a.name));
+                        });
+                    }
+                    _ => {}
+                }
+                if !told
+                    && let Some(names) = &welcome
+                    && (!delta || delta_seen)
+                {
+                    told = true;
+                    let _ = welcomed.send(Ok(names.clone())).await;
                 }
             }
         });
@@ -345,18 +439,12 @@ pub(super) async fn open_sidecars(
     drop(welcomed_tx);
     let mut names = Vec::new();
     for _ in 0..n {
-        match tokio::time::timeout(Duration::from_secs(60), welcomed_rx.recv()).await {
+        match tokio::time::timeout(Duration::from_secs(120), welcomed_rx.recv()).await {
             Ok(Some(Ok(w))) => names = w,
             Ok(Some(Err(e))) => return Err(e),
             Ok(None) => bail!("a sidecar stream ended before its Welcome"),
-            Err(_) => bail!("no Welcome within 60 s"),
+            Err(_) => bail!("no Welcome within 120 s"),
         }
-    }
-    if names.len() != 20 {
-        note(format!(
-            "ingest: the Welcome watches {} names, not 20",
-            names.len()
-        ));
     }
     Ok((sims, names))
 }
@@ -424,6 +512,37 @@ pub(super) async fn send(
                 "sidecar {} took no report for 30 s (report {k} of {total})",
                 k % n
             ),
+        }
+    }
+    Ok(sent)
+}
+
+/// What a `watch_delta` sidecar sends after its share arrived, one report each per round: in round 0 a
+/// snapshot of its share (as after a Welcome), in later rounds deltas in which nothing changed (the
+/// steady state).
+pub(super) async fn send_shares(
+    sims: &mut [Sim],
+    rounds: std::ops::Range<usize>,
+) -> anyhow::Result<usize> {
+    let mut sent = 0;
+    for round in rounds {
+        for (i, sim) in sims.iter_mut().enumerate() {
+            sim.sequence += 1;
+            let msg = if round == 0 {
+                let share: Vec<String> = sim.share.borrow().iter().cloned().collect();
+                ReportEncoder::new(&share).encode(sim.sequence)
+            } else {
+                let mut m = report(&[], sim.sequence);
+                if let Some(agent_message::Body::Report(r)) = &mut m.body {
+                    r.delta = true;
+                }
+                Bytes::from(m.encode_to_vec())
+            };
+            match tokio::time::timeout(Duration::from_secs(30), sim.tx.send(msg)).await {
+                Ok(r) => r.context("a sidecar stream closed")?,
+                Err(_) => bail!("sidecar {i} took no report for 30 s"),
+            }
+            sent += 1;
         }
     }
     Ok(sent)

@@ -31,9 +31,13 @@ pub struct BenchArgs {
     #[arg(long, env = "TETHER_BENCH_QUICK")]
     pub quick: bool,
     /// Run only these benchmarks (comma-separated: placement, ids, decode, ingest, recovery,
-    /// footprint, observe); default all.
+    /// footprint, observe; `sidecar-rss` is the part of footprint with 10,000 sidecars); default all.
     #[arg(long, env = "TETHER_BENCH_ONLY", value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Of footprint's runs with 10,000 sidecars, only these (comma-separated labels:
+    /// 10k_sidecars_tls_1k_nodes, 10k_sidecars, 10k_sidecars_100_per_connection); default all.
+    #[arg(long, env = "TETHER_BENCH_SIDECAR_RUNS", value_delimiter = ',')]
+    pub sidecar_runs: Vec<String>,
 }
 
 impl BenchArgs {
@@ -110,7 +114,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         recovery::bench(args.quick)?;
     }
     if args.wants("footprint") {
-        footprint::bench(args.quick)?;
+        footprint::bench(args.quick, &args.sidecar_runs)?;
+    } else if args.wants("sidecar-rss") {
+        footprint::bench_sidecar_rss(&args.sidecar_runs)?;
     }
     if args.wants("observe") {
         observe::bench(args.quick)?;
