@@ -239,7 +239,21 @@ impl Shell {
                 () = sleep_until(wake) => { let now = self.clock.now(); self.core.handle_timeout(now); Ok(()) }
                 _ = gauges.tick() => { self.refresh_gauges(); Ok(()) }
                 _ = probe.tick() => { self.probe_roots(&roots_tx); Ok(()) }
-                Some(input) = fair.next() => self.on_input(input).await,
+                Some(input) = fair.next() => {
+                    let sidecar = matches!(input, Input::Sidecar(_));
+                    let step = self.on_input(input).await;
+                    if sidecar {
+                        // Sidecar events that are already waiting are handled before the commands
+                        // run: after a failover, 10,000 hellos arrive at once, and the core
+                        // recomputes which sidecar observes which volume once per drain, so one
+                        // drain per hello made the reconnection quadratic in the agent count.
+                        for _ in 0..FAIR_BATCH {
+                            let Some(e) = fair.try_next_sidecar() else { break };
+                            self.on_sidecar(e);
+                        }
+                    }
+                    step
+                }
                 e = tasks.failed() => Err(e),
             };
             step?;
@@ -1166,6 +1180,11 @@ impl<'a> FairInputs<'a> {
             4 => self.roots.try_recv().ok().map(Input::Root),
             _ => self.answers.try_recv().ok().map(Input::EsAnswer),
         }
+    }
+
+    /// The next sidecar event that is ready now, out of turn (see the loop's batching of hellos).
+    pub fn try_next_sidecar(&mut self) -> Option<SidecarEvent> {
+        self.inputs.sidecars.try_recv().ok()
     }
 
     /// The next item that is ready now, in turn; `None` when every input is empty.
