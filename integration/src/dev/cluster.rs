@@ -91,6 +91,8 @@ pub struct Options {
     pub groups: Vec<String>,
     /// The scheduler's `--image`: the stand-in plays the version its tag names (no tag: 8.x).
     pub image: String,
+    /// More scheduler flags, after the ones the cluster sets (e.g. a test's `--rollout-step-timeout`).
+    pub scheduler_args: Vec<String>,
 }
 
 impl Options {
@@ -114,6 +116,7 @@ impl Options {
             scheduler_metrics: None,
             groups: Vec::new(),
             image: "tether/es-standin".into(),
+            scheduler_args: Vec::new(),
         }
     }
 
@@ -418,6 +421,7 @@ impl Cluster {
         if let Some(addr) = options.scheduler_metrics {
             args.extend(strings(&["--metrics-listen", &addr.to_string()]));
         }
+        args.extend(options.scheduler_args.iter().cloned());
         self.scheduler =
             Some(
                 self.components
