@@ -973,7 +973,7 @@ async fn unknown_or_invalid_routing_settings_refuse_the_start() {
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains(
-            "unknown setting [cluster.routing.allocation.enabled] did you mean [cluster.routing.allocation.enable]?"
+            "unknown setting [cluster.routing.allocation.enabled] did you mean any of [cluster.routing.allocation.enable, "
         ),
         "{stderr}"
     );

@@ -189,6 +189,7 @@ impl Pool {
 }
 
 /// The writer, the reader and the watcher, running until [`Traffic::stop`].
+#[derive(Debug)]
 pub struct Traffic {
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,

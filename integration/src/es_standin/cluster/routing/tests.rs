@@ -395,10 +395,18 @@ fn a_relocation_keeps_the_copy_active_until_the_target_started() {
 /// an unknown setting with a suggestion, a real but unmodelled setting is accepted, a bad value refused.
 #[test]
 fn start_up_refuses_unknown_routing_settings_and_bad_values() {
+    // Long keys sharing a prefix are all similar: the closest comes first.
+    let typo = startup_error("cluster.routing.allocation.enabled", "all").expect("unknown");
+    assert!(
+        typo.starts_with(
+            "unknown setting [cluster.routing.allocation.enabled] did you mean any of [cluster.routing.allocation.enable, "
+        ),
+        "{typo}"
+    );
     assert_eq!(
-        startup_error("cluster.routing.allocation.enabled", "all").as_deref(),
+        startup_error("cluster.routing.rebalance.enablx", "all").as_deref(),
         Some(
-            "unknown setting [cluster.routing.allocation.enabled] did you mean [cluster.routing.allocation.enable]?"
+            "unknown setting [cluster.routing.rebalance.enablx] did you mean [cluster.routing.rebalance.enable]?"
         )
     );
     let far = startup_error("cluster.routing.zzz", "1").expect("unknown");
