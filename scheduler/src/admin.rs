@@ -20,6 +20,9 @@ use tether_proto::v1::{
     ReplaceNodeRequest, ReplaceNodeResponse, RotateAgentTokenSecretRequest,
     RotateAgentTokenSecretResponse, ScaleRequest, ScaleResponse, WatchEventsRequest,
 };
+use tether_proto::v1::{
+    ControlRolloutRequest, GetRolloutRequest, RestartRequest, RolloutStatus, UpdateConfigRequest,
+};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
@@ -73,6 +76,82 @@ pub enum AdminRequest {
     RotateAgentSecret {
         reply: oneshot::Sender<Result<RotateAgentTokenSecretResponse, Status>>,
     },
+    /// A stored configuration change, a restart, or the rollout's status or control.
+    Rollout {
+        op: RolloutOp,
+        reply: oneshot::Sender<Result<RolloutStatus, Status>>,
+    },
+}
+
+/// What a rollout request asks.
+#[derive(Debug, Clone)]
+pub enum RolloutOp {
+    /// `tetherctl update` (validated: finite, positive numbers).
+    Update(tether_core::nodeconfig::ConfigUpdate),
+    /// `tetherctl restart [--group G]`.
+    Restart(Option<String>),
+    /// `tetherctl rollout status`.
+    Status,
+    /// `tetherctl rollout pause|resume|abort|rollback`.
+    Control(RolloutAction),
+}
+
+/// A rollout control.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RolloutAction {
+    Pause,
+    Resume,
+    Abort,
+    Rollback,
+}
+
+/// Checks an `UpdateConfig` request and turns it into the core's change.
+pub fn validate_update(
+    req: &UpdateConfigRequest,
+) -> Result<tether_core::nodeconfig::ConfigUpdate, Status> {
+    let positive = |what: &str, v: Option<f64>| match v {
+        Some(x) if !(x.is_finite() && x > 0.0) => Err(Status::invalid_argument(format!(
+            "{what} must be a positive number, not {x}"
+        ))),
+        _ => Ok(v),
+    };
+    if req.heap == Some(0) {
+        return Err(Status::invalid_argument("heap must be positive"));
+    }
+    let mut es_settings = Vec::new();
+    for s in &req.es_settings {
+        if s.key.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "an Elasticsearch setting needs a name (KEY=VALUE)",
+            ));
+        }
+        es_settings.push((s.key.clone(), s.value.clone()));
+    }
+    if let Some(image) = &req.image
+        && image.trim().is_empty()
+    {
+        return Err(Status::invalid_argument("the image must not be empty"));
+    }
+    let update = tether_core::nodeconfig::ConfigUpdate {
+        image: req.image.clone(),
+        es_settings,
+        cpus: positive("cpus", req.cpus)?,
+        mem_mb: positive("mem", req.mem)?,
+        heap_mb: req.heap,
+        group: (!req.group.is_empty()).then(|| req.group.clone()),
+        allow_unknown_version: req.allow_unknown_version,
+    };
+    if update.image.is_none()
+        && update.es_settings.is_empty()
+        && update.cpus.is_none()
+        && update.mem_mb.is_none()
+        && update.heap_mb.is_none()
+    {
+        return Err(Status::invalid_argument(
+            "nothing to update: give --image, --es-setting, --cpus, --mem or --heap",
+        ));
+    }
+    Ok(update)
 }
 
 /// Settings of the admin service.
@@ -339,6 +418,66 @@ impl Admin for AdminService {
         self.check_write(&req)?;
         let answer = self
             .ask(|reply| AdminRequest::RotateAgentSecret { reply })
+            .await??;
+        Ok(Response::new(answer))
+    }
+
+    async fn update_config(
+        &self,
+        req: Request<UpdateConfigRequest>,
+    ) -> Result<Response<RolloutStatus>, Status> {
+        self.check_write(&req)?;
+        let op = RolloutOp::Update(validate_update(req.get_ref())?);
+        let answer = self
+            .ask(|reply| AdminRequest::Rollout { op, reply })
+            .await??;
+        Ok(Response::new(answer))
+    }
+
+    async fn restart(
+        &self,
+        req: Request<RestartRequest>,
+    ) -> Result<Response<RolloutStatus>, Status> {
+        self.check_write(&req)?;
+        let group = req.get_ref().group.clone();
+        let op = RolloutOp::Restart((!group.is_empty()).then_some(group));
+        let answer = self
+            .ask(|reply| AdminRequest::Rollout { op, reply })
+            .await??;
+        Ok(Response::new(answer))
+    }
+
+    async fn get_rollout(
+        &self,
+        req: Request<GetRolloutRequest>,
+    ) -> Result<Response<RolloutStatus>, Status> {
+        self.check_leader_read(&req)?;
+        let op = RolloutOp::Status;
+        let answer = self
+            .ask(|reply| AdminRequest::Rollout { op, reply })
+            .await??;
+        Ok(Response::new(answer))
+    }
+
+    async fn control_rollout(
+        &self,
+        req: Request<ControlRolloutRequest>,
+    ) -> Result<Response<RolloutStatus>, Status> {
+        self.check_write(&req)?;
+        let action = match req.get_ref().action.as_str() {
+            "pause" => RolloutAction::Pause,
+            "resume" => RolloutAction::Resume,
+            "abort" => RolloutAction::Abort,
+            "rollback" => RolloutAction::Rollback,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown rollout action {other:?}: pause, resume, abort or rollback"
+                )));
+            }
+        };
+        let op = RolloutOp::Control(action);
+        let answer = self
+            .ask(|reply| AdminRequest::Rollout { op, reply })
             .await??;
         Ok(Response::new(answer))
     }

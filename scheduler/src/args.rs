@@ -174,6 +174,11 @@ pub struct Args {
     /// (`tetherctl nodes`, `watch`, `tether_node_removals_stalled`); it is never forced on its own.
     #[arg(long, env = "TETHER_REMOVAL_STEP_TIMEOUT", default_value = "30m", value_parser = humantime::parse_duration)]
     pub removal_step_timeout: Duration,
+    /// A rollout step (the gate before a node, telling Elasticsearch, the stop, the rejoin, the
+    /// clean-up, the wait for green) not done after this long pauses the rollout with the reason
+    /// (`tetherctl rollout status`); it never goes on past red on its own.
+    #[arg(long, env = "TETHER_ROLLOUT_STEP_TIMEOUT", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub rollout_step_timeout: Duration,
     /// Pull the image on every launch, even when the agent has it.
     #[arg(long, env = "TETHER_FORCE_PULL_IMAGE")]
     pub force_pull_image: bool,

@@ -101,6 +101,7 @@ pub fn core_config(args: &Args) -> Result<Config, SchedulerError> {
         .max(1);
     c.max_agent_absence_ms = args.max_agent_absence.as_millis() as u64;
     c.removal_step_timeout_ms = args.removal_step_timeout.as_millis() as u64;
+    c.rollout_step_timeout_ms = args.rollout_step_timeout.as_millis() as u64;
     c.validate()
         .map_err(|e| SchedulerError::Config(e.to_string()))?;
     // Every sidecar reports every watched volume in one report: the largest watch set must fit.

@@ -68,6 +68,9 @@ pub struct Metrics {
     /// Nodes being removed safely, and those whose step is overdue.
     pub node_removals: Gauge,
     pub node_removals_stalled: Gauge,
+    /// The rollout's state and the newest stored configuration generation.
+    pub rollout_state: Gauge,
+    pub config_generation: Gauge,
     pub registry: Arc<Registry>,
 }
 
@@ -198,6 +201,18 @@ impl Metrics {
             "Safe removals whose current step is overdue (--removal-step-timeout); never forced",
             node_removals_stalled.clone(),
         );
+        let rollout_state = Gauge::default();
+        registry.register(
+            "rollout_state",
+            "The rolling change (tetherctl update/restart): 0 idle, 1 running, 2 paused, 3 done, 4 aborted",
+            rollout_state.clone(),
+        );
+        let config_generation = Gauge::default();
+        registry.register(
+            "config_generation",
+            "The newest stored node configuration generation",
+            config_generation.clone(),
+        );
         registry.register(
             "es_health",
             "Elasticsearch cluster health (GET /_cluster/health): 0 green, 1 yellow, 2 red, \
@@ -215,6 +230,8 @@ impl Metrics {
             es_nodes,
             node_removals,
             node_removals_stalled,
+            rollout_state,
+            config_generation,
             offers_received,
             offers_declined,
             launches,
@@ -262,6 +279,20 @@ impl Metrics {
         let (all, stalled) = removals.fold((0, 0), |(a, s), r| (a + 1, s + i64::from(r.stalled)));
         self.node_removals.set(all);
         self.node_removals_stalled.set(stalled);
+    }
+
+    /// Sets the rollout gauges (`None`: no rollout ever ran).
+    pub fn set_rollout(&self, state: Option<tether_core::rollout::RolloutState>, generation: u64) {
+        use tether_core::rollout::RolloutState;
+        self.rollout_state.set(match state {
+            None => 0,
+            Some(RolloutState::Running) => 1,
+            Some(RolloutState::Paused) => 2,
+            Some(RolloutState::Done) => 3,
+            Some(RolloutState::Aborted) => 4,
+        });
+        self.config_generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
     }
 
     /// Sets the Elasticsearch gauges from what the poller observed.

@@ -214,6 +214,27 @@ pub fn node(n: NodeView, clock: &Clock) -> pb::Node {
         es_joined: n.es_joined,
         shards: n.shards,
         removal: n.removal.as_ref().map(removal),
+        config_generation: n.config_generation,
+    }
+}
+
+/// The rollout as the admin API shows it; `message` says what the request did.
+#[must_use]
+pub fn rollout(core: &tether_core::Core, now: Millis, message: String) -> pb::RolloutStatus {
+    let v = core.rollout_view(now);
+    let node = |id: NodeId| pb::RolloutNode {
+        id: id.ordinal(),
+        group: core.group_name(id).to_owned(),
+    };
+    pb::RolloutStatus {
+        config_generation: v.config_generation,
+        state: v.state,
+        done: v.done.into_iter().map(node).collect(),
+        current: v.current.map(node),
+        pending: v.pending.into_iter().map(node).collect(),
+        reason: v.reason.unwrap_or_default(),
+        step: v.step.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+        message,
     }
 }
 
@@ -337,6 +358,15 @@ pub fn cluster_event(e: &WatchEvent, at_unix_ms: u64) -> pb::ClusterEvent {
             if *stalled { "removal_stalled" } else { "removal" },
             (Some(*node_id), "", ""),
             message.clone(),
+        ),
+        WatchEvent::Rollout {
+            node_id,
+            state,
+            message,
+        } => (
+            "rollout",
+            (*node_id, "", ""),
+            format!("{state}: {message}"),
         ),
         WatchEvent::Warning { message } => ("warning", none(), message.clone()),
     };

@@ -862,6 +862,53 @@ impl Shell {
                         .to_owned(),
                 }));
             }
+            AdminRequest::Rollout { op, reply } => {
+                use crate::admin::{RolloutAction, RolloutOp};
+                let result = match op {
+                    RolloutOp::Status => Ok(String::new()),
+                    RolloutOp::Update(update) => self
+                        .core
+                        .handle_config_update(update, now)
+                        .map(|g| format!("configuration {g} stored; the rollout replaces out-of-date nodes one at a time")),
+                    RolloutOp::Restart(group) => self
+                        .core
+                        .handle_restart(group.as_deref(), now)
+                        .map(|g| format!("configuration {g} stored; the rollout restarts the nodes one at a time")),
+                    RolloutOp::Control(RolloutAction::Pause) => self
+                        .core
+                        .handle_rollout_pause(now)
+                        .map(|()| "paused".to_owned()),
+                    RolloutOp::Control(RolloutAction::Resume) => self
+                        .core
+                        .handle_rollout_resume(now)
+                        .map(|()| "resumed".to_owned()),
+                    RolloutOp::Control(RolloutAction::Abort) => self
+                        .core
+                        .handle_rollout_abort(now)
+                        .map(|()| "the rollout stops after the current node".to_owned()),
+                    RolloutOp::Control(RolloutAction::Rollback) => self
+                        .core
+                        .handle_rollout_rollback(now)
+                        .map(|id| {
+                            format!(
+                                "node {} goes back to its previous configuration; the rollout is paused",
+                                id.ordinal()
+                            )
+                        }),
+                };
+                match result {
+                    Ok(message) => {
+                        self.drain().await?;
+                        let _ = reply.send(Ok(presentation::rollout(&self.core, now, message)));
+                    }
+                    Err(e @ tether_core::error::CoreError::Refused(_)) => {
+                        let _ = reply.send(Err(Status::failed_precondition(e.to_string())));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(Status::invalid_argument(e.to_string())));
+                    }
+                }
+            }
             AdminRequest::BootstrapReset { new_cluster, reply } => {
                 match self.core.handle_bootstrap_reset(new_cluster, now) {
                     Ok(()) => {
@@ -944,6 +991,10 @@ impl Shell {
     fn refresh_gauges(&self) {
         let nodes = self.core.nodes(self.clock.now());
         self.metrics.set_nodes(&nodes, self.core.desired_total());
+        self.metrics.set_rollout(
+            self.core.persisted().rollout.as_ref().map(|r| r.state),
+            self.core.config_generation(),
+        );
         self.metrics.set_volumes(&self.core.volumes());
         {
             // Ask the nodes that run, not the UNREACHABLE ones whose fate the answer decides.

@@ -36,6 +36,7 @@ fn slot(id: u64) -> SlotRecord {
         last_reason: Some(format!("placed on agent{}", id % 7)),
         mount_host: None,
         removal: None,
+        config_generation: 1,
     }
 }
 

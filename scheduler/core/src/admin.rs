@@ -82,6 +82,7 @@ impl Core {
             .filter(|id| self.known_to_es(*id, now))
             .collect();
         if n > 0 && !leaving.is_empty() {
+            self.check_not_rolling(&leaving)?;
             self.check_removal(&leaving, n, allow_data_loss, now)?;
         }
         if allow_data_loss {
@@ -114,8 +115,15 @@ impl Core {
             .filter(|ids| (ids.len() as u64) < n)
         {
             let id = ids.allocate();
+            let group = self.group_key(id);
+            let current = self.current_generation(&group);
             let rec = match self.record(id).cloned() {
                 Some(mut rec) => {
+                    // Back from a scale-down (or never launched): the group's newest configuration,
+                    // unless it is still running on its old one (a cancelled removal).
+                    if rec.removal.is_none() || !Core::task_live(&rec) {
+                        rec.config_generation = current;
+                    }
                     rec.removed = false;
                     rec
                 }
@@ -135,6 +143,7 @@ impl Core {
                         last_reason: None,
                         mount_host: None,
                         removal: None,
+                        config_generation: current,
                     }
                 }
             };
@@ -228,6 +237,7 @@ impl Core {
             )));
         }
         if !force && running {
+            self.check_not_rolling(&[id])?;
             if self.known_to_es(id, now) {
                 let remaining: u64 = self.groups.values().map(|g| g.ids.len() as u64).sum();
                 self.check_removal(&[id], remaining, allow_data_loss, now)?;

@@ -873,6 +873,15 @@ pub enum WatchEvent {
         /// The step did not finish within `--removal-step-timeout`: an operator should look.
         stalled: bool,
     },
+    /// A rollout moved on, paused, or ended (`rollout.rs`).
+    Rollout {
+        /// The node concerned, when one is.
+        node_id: Option<NodeId>,
+        /// The rollout's state after it (`running|paused|done|aborted`).
+        state: String,
+        /// What happened.
+        message: String,
+    },
     /// An update could not be handled.
     Warning {
         /// What happened.

@@ -396,10 +396,19 @@ pub struct Config {
     /// after this long is reported as stalled (`--removal-step-timeout`); it is never forced on its own.
     #[serde(default = "default_removal_step_timeout_ms")]
     pub removal_step_timeout_ms: u64,
+    /// A rollout step (a gate before a node, telling Elasticsearch, the stop, the rejoin, the clean-up,
+    /// the wait for green) not done after this long pauses the rollout with the reason
+    /// (`--rollout-step-timeout`); nothing is forced.
+    #[serde(default = "default_rollout_step_timeout_ms")]
+    pub rollout_step_timeout_ms: u64,
     /// Node groups (`--group`); empty: one group of identical nodes, the default group, sized by the
     /// stored desired count (seeded by `--nodes`).
     #[serde(default)]
     pub groups: Vec<GroupSpec>,
+}
+
+fn default_rollout_step_timeout_ms() -> u64 {
+    30 * 60_000
 }
 
 fn default_removal_step_timeout_ms() -> u64 {
@@ -466,6 +475,7 @@ impl Config {
             transport_port: None,
             max_agent_absence_ms: default_max_agent_absence_ms(),
             removal_step_timeout_ms: default_removal_step_timeout_ms(),
+            rollout_step_timeout_ms: default_rollout_step_timeout_ms(),
             groups: Vec::new(),
         }
     }
@@ -613,8 +623,8 @@ impl Config {
                 );
             }
         }
-        if self.removal_step_timeout_ms == 0 {
-            return bad("the removal step timeout must be positive".into());
+        if self.removal_step_timeout_ms == 0 || self.rollout_step_timeout_ms == 0 {
+            return bad("the removal and rollout step timeouts must be positive".into());
         }
         if self.report_interval_ms == 0 || self.freshness_multiple == 0 || self.prepare_hold_ms == 0
         {

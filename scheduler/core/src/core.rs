@@ -146,6 +146,8 @@ pub(crate) enum Timer {
     Forget,
     /// A safe removal's step may be overdue, or a failed call due again (`removal.rs`).
     Removal(NodeId),
+    /// The rollout's step may be overdue, or a failed call due again (`rollout.rs`).
+    Rollout,
 }
 
 /// The result of a scale request.
@@ -207,6 +209,10 @@ pub struct Core {
     pub(crate) forget_at: Option<Millis>,
     /// Which `watch_delta` sidecar observes which volume (`observe.rs`).
     pub(crate) observe: crate::observe::Observation,
+    /// This process's progress on the rollout's current step (`rollout.rs`).
+    pub(crate) rollout_rt: crate::rollout::RolloutRuntime,
+    /// Elasticsearch calls of the rollout sent and not yet answered.
+    pub(crate) rollout_calls: BTreeSet<u64>,
 }
 
 pub(crate) fn new_runtime(now: Millis) -> SlotRuntime {
@@ -309,6 +315,8 @@ impl Core {
             absent_since: BTreeMap::new(),
             forget_at: None,
             observe: crate::observe::Observation::default(),
+            rollout_rt: crate::rollout::RolloutRuntime::new(Millis(0)),
+            rollout_calls: BTreeSet::new(),
         };
         core.refresh_watch();
         // Groups first named by the flags start at the flags' counts; stored groups keep theirs.
@@ -321,6 +329,12 @@ impl Core {
             if core.groups[&index].ids.len() as u64 != desired {
                 core.scale_group(index, desired, false, Millis(0))?;
             }
+        }
+        core.seed_node_config();
+        if core.persisted.rollout.is_some() {
+            // A rollout under way resumes at its step; the step's clock starts afresh.
+            core.timers
+                .insert((Millis(core.config.rollout_step_timeout_ms), Timer::Rollout));
         }
         Ok(core)
     }
@@ -764,6 +778,7 @@ impl Core {
         if let Some(old) = rec.task.as_ref() {
             self.tasks.remove(&old.task_id);
         }
+        rec.config_generation = self.node_generation(id);
         rec.generation = generation;
         rec.task = Some(crate::state::TaskRecord {
             task_id: task_id.clone(),

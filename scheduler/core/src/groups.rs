@@ -133,11 +133,20 @@ impl Core {
             })
     }
 
-    /// The roles and resources of node `id`'s group.
+    /// The roles and resources of node `id`: its group's roles and disk, and the cpus, mem and heap of
+    /// the stored configuration it launches with.
     pub(crate) fn resources(&self, id: NodeId) -> GroupResources {
-        self.groups
+        let mut r = self
+            .groups
             .get(&id.group())
-            .map_or_else(|| self.config.resources_of(None), |g| g.resources.clone())
+            .map_or_else(|| self.config.resources_of(None), |g| g.resources.clone());
+        if self.persisted.node_config.is_some() {
+            let node = self.node_config(id);
+            r.cpus = node.cpus;
+            r.mem_mb = node.mem_mb;
+            r.heap_mb = node.heap_mb;
+        }
+        r
     }
 
     /// The Elasticsearch node name of node `id`.

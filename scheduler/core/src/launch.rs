@@ -17,6 +17,9 @@ pub(crate) fn build(
     transport_port: u16,
 ) -> LaunchSpec {
     let cfg = &core.config;
+    // The node's stored configuration (`nodeconfig.rs`), not the start-up flags: image, operator
+    // settings and environment, and (through `resources`) cpus, mem and heap.
+    let node = core.node_config(id);
     let group = core.resources(id);
     let (driver, driver_options, disk_mb) = match &cfg.strategy {
         Strategy::Normal => (None, Vec::new(), group.disk_mb),
@@ -120,8 +123,8 @@ pub(crate) fn build(
     }
     // The operator's own settings and environment last; `Config::validate` refused any that would
     // override what Tether sets above.
-    vars.extend(cfg.es_settings.iter().cloned());
-    vars.extend(cfg.es_env.iter().cloned());
+    vars.extend(node.es_settings.iter().cloned());
+    vars.extend(node.es_env.iter().cloned());
     LaunchSpec {
         node_id: id,
         task_id: task_id.clone(),
@@ -132,7 +135,7 @@ pub(crate) fn build(
         mem_mb: group.mem_mb,
         disk_mb,
         heap_mb: group.heap_mb,
-        image: cfg.image.clone(),
+        image: node.image.clone(),
         containerizer: cfg.containerizer,
         http_port,
         transport_port,
@@ -141,7 +144,12 @@ pub(crate) fn build(
         health_check_port: http_port,
         health_check_path: cfg.health_check_path.clone(),
         role: offer.role.clone(),
-        resources: offer.take(cfg.cpus, cfg.mem_mb, disk_mb, &[http_port, transport_port]),
+        resources: offer.take(
+            group.cpus,
+            group.mem_mb,
+            disk_mb,
+            &[http_port, transport_port],
+        ),
     }
 }
 

@@ -53,9 +53,11 @@ pub mod groups;
 pub mod ids;
 mod launch;
 mod mesos_events;
+pub mod nodeconfig;
 mod observe;
 mod placement;
 pub mod removal;
+pub mod rollout;
 mod sidecar_events;
 pub mod state;
 #[cfg(any(test, feature = "testing"))]

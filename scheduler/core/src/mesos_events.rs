@@ -241,6 +241,10 @@ impl Core {
             // Another node's removal may wait for this one's stop.
             self.drive_removals(now);
         }
+        if changed && self.rollout_node() == Some(id) {
+            // The rollout's node stopped or runs again: its step may move on at once.
+            self.drive_rollout(now);
+        }
         let draining = rec
             .removal
             .as_ref()
@@ -387,6 +391,7 @@ impl Core {
                 Timer::Fence(id) => self.fence_check(id, now),
                 Timer::Forget => self.forget_absent(now),
                 Timer::Removal(id) => self.drive_removal(id, now),
+                Timer::Rollout => self.drive_rollout(now),
                 Timer::LaunchStatus(id, task_id) => {
                     let silent = self.tasks.get(&task_id) == Some(&id)
                         && self

@@ -661,10 +661,13 @@ impl Core {
             preferred.push(t.host.clone());
         }
         let avoid = self.slots.get(&id).and_then(|rt| rt.avoid_host.clone());
+        // A node the rollout restarts waits a while for the agent it ran on (its volumes, its page
+        // cache, the placement the operator had), then takes any.
+        let rollout_host = self.rollout_prefers(id, now);
         let Strategy::External { auto_create, .. } = &self.config.strategy else {
             return Ok(Requirement {
                 zone: None,
-                required_host: None,
+                required_host: rollout_host,
                 preferred,
                 avoid,
             });
@@ -722,7 +725,7 @@ impl Core {
                 host: h.clone(),
             });
         }
-        let required_host = hosts.into_iter().next().cloned();
+        let required_host = hosts.into_iter().next().cloned().or(rollout_host);
         Ok(Requirement {
             zone: zones.into_iter().next(),
             required_host,

@@ -125,12 +125,17 @@ impl Core {
         self.handle_es_view(cluster.view.clone(), now);
         self.es_cluster = Some((now, cluster));
         self.drive_removals(now);
+        self.drive_rollout(now);
         self.flush_interest();
     }
 
     /// The outcome of the Elasticsearch call `call_id` (`Err`: Elasticsearch's refusal or why no node
     /// answered). A failed call is sent again after a pause.
     pub fn handle_es_call_result(&mut self, call_id: u64, result: Result<(), String>, now: Millis) {
+        if self.rollout_call_result(call_id, &result, now) {
+            self.flush_interest();
+            return;
+        }
         let Some(id) = self.es_calls.remove(&call_id) else {
             return;
         };
@@ -702,6 +707,13 @@ impl Core {
             && !self.slots.get(&id).is_some_and(|rt| rt.removal.kill_sent)
         {
             return Next::Wait(format!("node {other} stops first (one node at a time)"));
+        }
+        if let Some(other) = self.rollout_node_down().filter(|n| *n != id)
+            && !self.slots.get(&id).is_some_and(|rt| rt.removal.kill_sent)
+        {
+            return Next::Wait(format!(
+                "the rollout has node {other} down (one node at a time)"
+            ));
         }
         if !self.slots.get(&id).is_some_and(|rt| rt.removal.kill_sent) {
             self.mesos(MesosCommand::Kill {

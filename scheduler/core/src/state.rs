@@ -6,6 +6,8 @@
 use crate::config::Security;
 use crate::domain::TaskState;
 use crate::ids::{AgentId, FrameworkId, GroupName, Hostname, NodeId, TaskId, VolumeName};
+pub use crate::nodeconfig::ConfigTable;
+pub use crate::rollout::Rollout;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -79,6 +81,14 @@ pub struct SlotRecord {
     /// Elasticsearch for it, so a restarted scheduler resumes it and clears what was set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub removal: Option<Removal>,
+    /// The stored configuration generation its newest task was launched with (`nodeconfig.rs`); a
+    /// slot written before configurations were stored ran the flags' configuration, generation 1.
+    #[serde(default = "first_generation")]
+    pub config_generation: u64,
+}
+
+fn first_generation() -> u64 {
+    1
 }
 
 /// Why a node is being removed.
@@ -144,6 +154,13 @@ pub struct PersistedState {
     /// before groups existed is the default group unchanged (and is written back the same way).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub groups: BTreeMap<GroupName, GroupRecord>,
+    /// The stored node configuration of every group (`tetherctl update`); absent in a state written
+    /// before it existed, which the core seeds from the start-up flags as generation 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_config: Option<ConfigTable>,
+    /// The rolling change in progress, or the last one (absent: none ever ran).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
 }
 
 /// What is durable about one named group.
@@ -183,6 +200,10 @@ pub enum StateWrite {
     RemoveSlot(NodeId),
     /// Insert or replace a named group (its index and desired count).
     Group(GroupName, GroupRecord),
+    /// Replace the stored node configuration.
+    NodeConfig(ConfigTable),
+    /// Replace (or, `None`, forget) the rollout.
+    Rollout(Option<Rollout>),
 }
 
 impl PersistedState {
@@ -209,6 +230,8 @@ impl PersistedState {
             StateWrite::Group(name, rec) => {
                 self.groups.insert(name.clone(), rec.clone());
             }
+            StateWrite::NodeConfig(table) => self.node_config = Some(table.clone()),
+            StateWrite::Rollout(r) => self.rollout = r.clone(),
         }
     }
 }
@@ -234,6 +257,12 @@ impl PersistedState {
             None => {}
         }
         writes.extend(self.slots.values().cloned().map(StateWrite::Slot));
+        if let Some(table) = &self.node_config {
+            writes.push(StateWrite::NodeConfig(table.clone()));
+        }
+        if let Some(r) = &self.rollout {
+            writes.push(StateWrite::Rollout(Some(r.clone())));
+        }
         writes
     }
 

@@ -38,6 +38,7 @@ pub fn sample_state() -> PersistedState {
         last_reason: None,
         mount_host: None,
         removal: None,
+        config_generation: 1,
     };
     let running = TaskRecord {
         task_id: task("fw-1-1.1"),
@@ -65,6 +66,8 @@ pub fn sample_state() -> PersistedState {
         .map(|s| (s.node_id, s))
         .collect(),
         groups: std::collections::BTreeMap::new(),
+        node_config: None,
+        rollout: None,
     }
 }
 

@@ -101,6 +101,8 @@ pub struct NodeView {
     pub shards: Option<u64>,
     /// Its safe removal in progress (scale-down, replace).
     pub removal: Option<crate::removal::RemovalView>,
+    /// The stored configuration generation it runs (or launches with next).
+    pub config_generation: u64,
 }
 
 impl NodeView {
@@ -276,6 +278,7 @@ impl Core {
                             .unwrap_or(0)
                     }),
                     removal: self.removal_view(rec.node_id),
+                    config_generation: self.node_generation(rec.node_id),
                 }
             })
             .collect()

@@ -19,6 +19,9 @@ use tether_proto::v1::{
     ListNodesRequest, ListVolumesRequest, MarkAgentGoneRequest, MintAgentTokenRequest,
     ReplaceNodeRequest, RotateAgentTokenSecretRequest, ScaleRequest, WatchEventsRequest,
 };
+use tether_proto::v1::{
+    ControlRolloutRequest, EsSetting, GetRolloutRequest, RestartRequest, UpdateConfigRequest,
+};
 use tokio_stream::StreamExt;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
@@ -130,6 +133,44 @@ pub enum Command {
         #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
         wait_timeout: Duration,
     },
+    /// Store a new node configuration (its number: `config_generation`) and roll it over the nodes one
+    /// at a time, each step gated on what Elasticsearch says (`tetherctl rollout status` follows it).
+    /// An image older than the running version is refused; a tag with no readable version needs
+    /// --allow-unknown-version.
+    Update {
+        /// The Elasticsearch image.
+        #[arg(long)]
+        image: Option<String>,
+        /// An Elasticsearch setting `KEY=VALUE` (repeatable; replaces the same key).
+        #[arg(long = "es-setting", value_name = "KEY=VALUE")]
+        es_settings: Vec<String>,
+        /// CPUs per node.
+        #[arg(long)]
+        cpus: Option<f64>,
+        /// Memory per node, MB.
+        #[arg(long)]
+        mem: Option<f64>,
+        /// JVM heap per node, MB.
+        #[arg(long)]
+        heap: Option<u64>,
+        /// The node group; every group when absent.
+        #[arg(long)]
+        group: Option<String>,
+        /// Accept an image tag with no readable Elasticsearch version (no downgrade check).
+        #[arg(long)]
+        allow_unknown_version: bool,
+    },
+    /// Restart the nodes (of a group, or all) one at a time on their current configuration.
+    Restart {
+        /// The node group; every group when absent.
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// The rolling change in progress: its status, or pause, resume, abort, rollback.
+    Rollout {
+        #[command(subcommand)]
+        action: RolloutAction,
+    },
     /// Follow state changes and scheduling decisions as they happen.
     Watch,
     /// The Elasticsearch cluster's bootstrap.
@@ -176,6 +217,37 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+/// What to do with the rollout.
+#[derive(Debug, Clone, Copy, clap::Subcommand)]
+pub enum RolloutAction {
+    /// Where it stands: configuration generation, state, nodes done, the current node, nodes pending,
+    /// and why it waits or paused.
+    Status,
+    /// Stop moving on (the current step holds) until `resume`.
+    Pause,
+    /// Go on from where it stands.
+    Resume,
+    /// Stop after the current node; nodes already on the new configuration stay there.
+    Abort,
+    /// Send the current node back to its previous configuration (only if it never joined the cluster on
+    /// the new one); the rollout then pauses.
+    Rollback,
+}
+
+impl RolloutAction {
+    /// The admin API's word.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutAction::Status => "status",
+            RolloutAction::Pause => "pause",
+            RolloutAction::Resume => "resume",
+            RolloutAction::Abort => "abort",
+            RolloutAction::Rollback => "rollback",
+        }
+    }
 }
 
 /// What to do with the bootstrap.
@@ -624,6 +696,65 @@ pub async fn run(args: Args, out: &mut (dyn Write + Send), terminal: bool) -> Re
                 .into_inner()
                 .nodes;
             output::endpoints(out, format, &nodes)?;
+        }
+        Command::Update {
+            image,
+            es_settings,
+            cpus,
+            mem,
+            heap,
+            group,
+            allow_unknown_version,
+        } => {
+            let mut settings = Vec::new();
+            for s in es_settings {
+                let Some((key, value)) = s.split_once('=') else {
+                    return Err(CtlError::Refused {
+                        code: tonic::Code::InvalidArgument,
+                        message: format!("--es-setting {s:?}: expected KEY=VALUE"),
+                    });
+                };
+                settings.push(EsSetting {
+                    key: key.to_owned(),
+                    value: value.to_owned(),
+                });
+            }
+            let status = client
+                .update_config(UpdateConfigRequest {
+                    image,
+                    es_settings: settings,
+                    cpus,
+                    mem,
+                    heap,
+                    group: group.unwrap_or_default(),
+                    allow_unknown_version,
+                })
+                .await?
+                .into_inner();
+            output::rollout(out, format, &status)?;
+        }
+        Command::Restart { group } => {
+            let status = client
+                .restart(RestartRequest {
+                    group: group.unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            output::rollout(out, format, &status)?;
+        }
+        Command::Rollout { action } => {
+            let status = match action {
+                RolloutAction::Status => client.get_rollout(GetRolloutRequest {}).await?,
+                other => {
+                    client
+                        .control_rollout(ControlRolloutRequest {
+                            action: other.as_str().to_owned(),
+                        })
+                        .await?
+                }
+            }
+            .into_inner();
+            output::rollout(out, format, &status)?;
         }
         Command::Watch => {
             let mut stream = client

@@ -12,7 +12,8 @@
 //!   `shards` (integer: shard copies it holds, or null when unknown) and `removal` (null, or
 //!   `{"kind": "scale_down"|"replace", "step": "move_data"|"exclude_voting"|"stop"|"clear", "waiting":
 //!   string, "stalled": bool}` while it is being removed safely) and `group` (string: the node's group,
-//!   `default` for the nodes of no `--group`; `id` is the node's id within it).
+//!   `default` for the nodes of no `--group`; `id` is the node's id within it) and `config_generation`
+//!   (integer: the stored configuration generation it runs, or launches with next).
 //! - `volumes`: an array of objects with `name`, `node_id`, `group`, `exists` (bool), `size_bytes` and `free_bytes`
 //!   (integer or null), `zone` (string or null), `attached_to` (host or null), `last_error` (string or null).
 //! - `agents`: an array of objects with `host`, `agent_id`, `sidecar_connected`, `last_report_age_ms`,
@@ -26,6 +27,10 @@
 //!   `es_master` (the elected master's node name, or null) and `groups` (an array of
 //!   `{"name", "desired", "running"}`, one per node group; `default` alone without `--group`).
 //! - `bootstrap reset`: `{message}`.
+//! - `update`, `restart`, `rollout status|pause|resume|abort|rollback`: `{"config_generation",
+//!   "state": "idle|running|paused|done|aborted", "done": [ids], "current": id|null, "pending": [ids],
+//!   "reason": string|null}`, plus `step` (the current node's step, or null), `message` (what the
+//!   request did, or null) and `nodes` (`{"done", "current", "pending"}` as `{"id", "group"}` objects).
 //! - `scale`: `{previous, desired, start: [ids], stop: [ids], group}` (ids within the group); `replace`: `{node_id, old_task_id, message}`;
 //!   `agents gone`: `{agent_ids: [ids], message}`;
 //!   `watch`: one JSON object per line with `at_unix_ms`, `kind`, `node_id`, `host`, `task_id`, `message`;
@@ -41,7 +46,7 @@ use std::io::Write;
 use serde::Serialize;
 use tether_proto::v1::{
     Agent, Cluster, ClusterEvent, MarkAgentGoneResponse, MintAgentTokenResponse, Node,
-    ReplaceNodeResponse, ScaleResponse, Volume,
+    ReplaceNodeResponse, RolloutNode, RolloutStatus, ScaleResponse, Volume,
 };
 
 /// How answers are printed.
@@ -79,6 +84,8 @@ pub struct NodeView {
     pub shards: Option<u64>,
     pub removal: Option<RemovalView>,
     pub group: String,
+    /// The stored configuration generation it runs (0: an older scheduler did not say).
+    pub config_generation: u64,
 }
 
 /// A node being removed safely.
@@ -149,6 +156,7 @@ impl From<&Node> for NodeView {
                 stalled: r.stalled,
             }),
             group: group_or_default(&n.group),
+            config_generation: n.config_generation,
             next_action: match &n.next_action {
                 Some(a) => NextActionView {
                     kind: if a.kind.is_empty() {
@@ -763,6 +771,103 @@ pub fn agent_token(
         t.host
     )?;
     writeln!(out, "{}", t.token)
+}
+
+/// A rollout as scripts see it: `config_generation`, `state` (`idle|running|paused|done|aborted`),
+/// `done` and `pending` (node ids, in order), `current` (a node id or null), `reason` (or null); and,
+/// beside them, `step`, `message` and `nodes` (the same nodes with their groups, for clusters with
+/// `--group`, where an id is unique only within its group).
+pub fn rollout(
+    out: &mut (dyn Write + Send),
+    format: Format,
+    r: &RolloutStatus,
+) -> std::io::Result<()> {
+    #[derive(Serialize)]
+    struct Ref {
+        id: u64,
+        group: String,
+    }
+    #[derive(Serialize)]
+    struct Nodes {
+        done: Vec<Ref>,
+        current: Option<Ref>,
+        pending: Vec<Ref>,
+    }
+    #[derive(Serialize)]
+    struct View {
+        config_generation: u64,
+        state: String,
+        done: Vec<u64>,
+        current: Option<u64>,
+        pending: Vec<u64>,
+        reason: Option<String>,
+        step: Option<String>,
+        message: Option<String>,
+        nodes: Nodes,
+    }
+    let to_ref = |n: &RolloutNode| Ref {
+        id: n.id,
+        group: group_or_default(&n.group),
+    };
+    let name = |n: &RolloutNode| {
+        if group_or_default(&n.group) == "default" {
+            n.id.to_string()
+        } else {
+            format!("{}/{}", n.group, n.id)
+        }
+    };
+    if format == Format::Json {
+        return json_line(
+            out,
+            &View {
+                config_generation: r.config_generation,
+                state: r.state.clone(),
+                done: r.done.iter().map(|n| n.id).collect(),
+                current: r.current.as_ref().map(|n| n.id),
+                pending: r.pending.iter().map(|n| n.id).collect(),
+                reason: opt(&r.reason),
+                step: opt(&r.step),
+                message: opt(&r.message),
+                nodes: Nodes {
+                    done: r.done.iter().map(to_ref).collect(),
+                    current: r.current.as_ref().map(to_ref),
+                    pending: r.pending.iter().map(to_ref).collect(),
+                },
+            },
+        );
+    }
+    let list = |v: &[RolloutNode]| {
+        if v.is_empty() {
+            "none".to_owned()
+        } else {
+            v.iter().map(name).collect::<Vec<_>>().join(",")
+        }
+    };
+    if !r.message.is_empty() {
+        writeln!(out, "{}", r.message)?;
+    }
+    writeln!(
+        out,
+        "rollout {} (configuration {})",
+        r.state, r.config_generation
+    )?;
+    let current = r.current.as_ref().map_or_else(
+        || "none".to_owned(),
+        |n| {
+            if r.step.is_empty() {
+                name(n)
+            } else {
+                format!("{} ({})", name(n), r.step)
+            }
+        },
+    );
+    writeln!(out, "  current: {current}")?;
+    writeln!(out, "  done:    {}", list(&r.done))?;
+    writeln!(out, "  pending: {}", list(&r.pending))?;
+    if !r.reason.is_empty() {
+        writeln!(out, "  reason:  {}", r.reason)?;
+    }
+    Ok(())
 }
 
 /// A call's one-line answer (`{message}` in JSON).

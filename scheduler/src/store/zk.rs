@@ -7,6 +7,9 @@
 //! - `bootstrap`: `{"value": {"cluster_uuid": "...", "security": "Off"}}` (or `null` after a reset)
 //! - `groups`: `{"value": {"<group>": {"index": <n>, "desired": <count>}}}`, the named node groups
 //!   (absent until a `--group` other than `default` is first seen)
+//! - `node_config`: `{"value": {"generation": <n>, "groups": {"<group>": [{"generation", "config"}]}}}`,
+//!   the stored node configuration (`tetherctl update`; absent until first seeded)
+//! - `rollout`: `{"value": <rollout>|null}`, the rolling change in progress or the last one
 //! - `slots/<bb>`: table buckets `{"entries": {"<node id>": <slot>}}`, where a slot is the core's
 //!   `SlotRecord` (volumes, generation, newest task id and agent, removed/forced flags, last reason,
 //!   mount host).
@@ -17,7 +20,9 @@
 
 use serde::{Deserialize, Serialize};
 use tether_core::ids::{FrameworkId, GroupName, NodeId};
-use tether_core::state::{Bootstrap, GroupRecord, PersistedState, SlotRecord, StateWrite};
+use tether_core::state::{
+    Bootstrap, ConfigTable, GroupRecord, PersistedState, Rollout, SlotRecord, StateWrite,
+};
 use tether_zk::{Batch, ZkStore};
 
 use super::StoreError;
@@ -28,6 +33,8 @@ const GROUPS: &str = "groups";
 const CLUSTER_FORMED: &str = "cluster_formed";
 const BOOTSTRAP: &str = "bootstrap";
 const SLOTS: &str = "slots";
+const NODE_CONFIG: &str = "node_config";
+const ROLLOUT: &str = "rollout";
 
 /// A single documented value: `{"value": ...}` leaves room for fields added later.
 #[derive(Serialize, Deserialize)]
@@ -61,6 +68,8 @@ impl ZkStateStore {
         let groups = store
             .get::<Doc<std::collections::BTreeMap<GroupName, GroupRecord>>>(GROUPS)
             .await?;
+        let node_config = store.get::<Doc<ConfigTable>>(NODE_CONFIG).await?;
+        let rollout = store.get::<Doc<Option<Rollout>>>(ROLLOUT).await?;
         let table = store.get_table::<SlotRecord>(SLOTS).await?;
         let mut slots = std::collections::BTreeMap::new();
         for (key, rec) in table {
@@ -81,6 +90,8 @@ impl ZkStateStore {
             bootstrap: bootstrap.and_then(|d| d.value),
             slots,
             groups: groups.map(|d| d.value).unwrap_or_default(),
+            node_config: node_config.map(|d| d.value),
+            rollout: rollout.and_then(|d| d.value),
         };
         Ok(Self {
             store,
@@ -127,6 +138,8 @@ impl ZkStateStore {
                 }
                 StateWrite::Slot(rec) => b.upsert(SLOTS, &slot_key(rec.node_id), rec)?,
                 StateWrite::RemoveSlot(id) => b.remove(SLOTS, &slot_key(*id))?,
+                StateWrite::NodeConfig(table) => b.put(NODE_CONFIG, &Doc { value: table })?,
+                StateWrite::Rollout(r) => b.put(ROLLOUT, &Doc { value: r })?,
                 StateWrite::Group(name, rec) => {
                     groups
                         .get_or_insert_with(|| self.state.groups.clone())

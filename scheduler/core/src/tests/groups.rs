@@ -382,7 +382,13 @@ fn old_state_without_groups_loads_into_the_default_group_unchanged() {
     assert_eq!(state, sample_state());
     let h = Harness::restore(config(crate::Strategy::Normal), state.clone());
     check(&h);
-    assert_eq!(h.core.persisted(), &state, "nothing rewritten");
+    let mut seeded = h.core.persisted().clone();
+    assert_eq!(
+        seeded.node_config.take().map(|t| t.generation),
+        Some(1),
+        "the stored configuration is seeded from the flags as generation 1"
+    );
+    assert_eq!(seeded, state, "nothing else rewritten");
     let nodes = h.core.nodes(h.now);
     assert!(nodes.iter().all(|n| n.group == "default"));
     assert_eq!(

@@ -9,5 +9,6 @@ mod model;
 mod observe;
 mod placement;
 mod removal;
+mod rollout;
 mod rules;
 mod views;

@@ -1,0 +1,779 @@
+//! The stored node configuration (`nodeconfig.rs`) and rolling changes (`rollout.rs`): every guard, the
+//! steps in order, and a rollout that carries on after a restart, driven by what Elasticsearch says
+//! with a virtual clock.
+
+use crate::command::{AllocationEnable, Command, EsCall, MesosCommand, WatchEvent};
+use crate::domain::{EsCluster, EsHealth, NodeShutdown, ShutdownKind, ShutdownStatus, TaskState};
+use crate::error::CoreError;
+use crate::ids::{Millis, NodeId};
+use crate::nodeconfig::{ConfigUpdate, image_version};
+use crate::rollout::{RolloutState, RolloutStep};
+use crate::state::PersistedState;
+use crate::testing::*;
+
+const OLD: &str = "docker.elastic.co/elasticsearch/elasticsearch:8.13.4";
+const NEW: &str = "docker.elastic.co/elasticsearch/elasticsearch:8.15.0";
+
+fn check(h: &Harness) {
+    assert!(h.violations.is_empty(), "{:?}", h.violations);
+    assert_eq!(&h.store, h.core.persisted());
+    if let Err(e) = h.core.check_invariants() {
+        panic!("{e}");
+    }
+}
+
+/// `n` nodes (normal strategy, image [`OLD`]) RUNNING on `h1..hn`, each having reported the cluster's
+/// UUID.
+fn running(n: u64) -> Harness {
+    let mut c = config(crate::Strategy::Normal);
+    c.image = OLD.into();
+    c.rollout_step_timeout_ms = 600_000;
+    let mut h = Harness::new(c);
+    h.subscribe();
+    h.core.handle_scale(n, h.now).expect("scale");
+    h.drain();
+    let offers: Vec<_> = (1..=n)
+        .map(|i| {
+            let id = h.next_offer_id();
+            offer(&id, &format!("h{i}"), 4.0, 8192.0, 1000.0)
+        })
+        .collect();
+    let cmds = h.offers(offers);
+    for l in accepts(&cmds) {
+        h.update(status(
+            &l.task_id,
+            l.host.as_str(),
+            TaskState::Running,
+            Some("u"),
+        ));
+    }
+    for i in 1..=n {
+        h.es_root(i, "uuid-1");
+    }
+    check(&h);
+    h
+}
+
+/// A green cluster of `es-1..es-n` on `version`, master-eligible as `masters` says (all when empty).
+fn green(n: u64, version: &str, masters: &[u64]) -> EsCluster {
+    let names: Vec<(String, bool)> = (1..=n)
+        .map(|i| {
+            (
+                format!("es-{i}"),
+                masters.is_empty() || masters.contains(&i),
+            )
+        })
+        .collect();
+    let nodes: Vec<(&str, bool)> = names.iter().map(|(n, m)| (n.as_str(), *m)).collect();
+    es_cluster(&nodes, version, Vec::new())
+}
+
+fn without(mut c: EsCluster, name: &str) -> EsCluster {
+    if let crate::domain::EsView::Master { nodes, .. } = &mut c.view {
+        nodes.remove(name);
+    }
+    c.nodes.remove(name);
+    c
+}
+
+fn restarted(mut c: EsCluster, es_id: &str) -> EsCluster {
+    c.shutdowns.get_or_insert_default().insert(
+        es_id.to_owned(),
+        NodeShutdown {
+            kind: ShutdownKind::Restart,
+            status: ShutdownStatus::Complete,
+        },
+    );
+    c
+}
+
+fn kills(cmds: &[Command]) -> Vec<String> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::Mesos(MesosCommand::Kill { task_id, .. }) => Some(task_id.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn calls(cmds: &[Command]) -> Vec<EsCall> {
+    es_calls(cmds).into_iter().map(|(_, c)| c).collect()
+}
+
+fn answer_all(h: &mut Harness, cmds: &[Command]) -> Vec<Command> {
+    let mut out = Vec::new();
+    for (id, _) in es_calls(cmds) {
+        out.extend(h.es_result(id, None));
+    }
+    out
+}
+
+fn update_image(h: &mut Harness, image: &str) -> u64 {
+    let g = h
+        .core
+        .handle_config_update(
+            ConfigUpdate {
+                image: Some(image.into()),
+                ..ConfigUpdate::default()
+            },
+            h.now,
+        )
+        .expect("update");
+    h.drain();
+    g
+}
+
+fn state(h: &Harness) -> RolloutState {
+    h.core
+        .persisted()
+        .rollout
+        .as_ref()
+        .expect("a rollout")
+        .state
+}
+
+fn current(h: &Harness) -> Option<(NodeId, RolloutStep)> {
+    h.core
+        .persisted()
+        .rollout
+        .as_ref()
+        .and_then(|r| r.current.as_ref())
+        .map(|c| (c.node_id, c.step))
+}
+
+/// Kills, relaunches and rejoins node `n` of a cluster of `total` (8.x, restart shutdown records)
+/// through every step, with `cluster` as what Elasticsearch says between the steps; returns the
+/// relaunched task's image.
+fn restart_node(h: &mut Harness, n: u64, total: u64, version: &str) -> String {
+    let name = format!("es-{n}");
+    let es_id = format!("id-{name}");
+    assert_eq!(current(h), Some((NodeId(n), RolloutStep::Prepare)));
+    let cmds = h.es_cluster(green(total, version, &[]));
+    assert!(
+        kills(&cmds).is_empty(),
+        "killed before Elasticsearch was told"
+    );
+    let cmds: Vec<Command> = h.log.clone();
+    let put = es_calls(&cmds)
+        .into_iter()
+        .rev()
+        .find(|(_, c)| matches!(c, EsCall::PutShutdown { node_id, .. } if *node_id == es_id));
+    let (call_id, call) = put.expect("a restart shutdown record asked");
+    assert!(matches!(
+        call,
+        EsCall::PutShutdown {
+            kind: ShutdownKind::Restart,
+            ..
+        }
+    ));
+    h.es_result(call_id, None);
+    let cmds = h.es_cluster(restarted(green(total, version, &[]), &es_id));
+    let task = h.task_of(n).expect("task");
+    assert_eq!(kills(&cmds), vec![task.to_string()]);
+    assert_eq!(current(h), Some((NodeId(n), RolloutStep::Stop)));
+    h.update(status(
+        &task,
+        &format!("h{n}"),
+        TaskState::Killed,
+        Some("k"),
+    ));
+    let mut cmds = h.es_cluster(without(
+        restarted(green(total, version, &[]), &es_id),
+        &name,
+    ));
+    cmds.extend(h.advance(60_000));
+    let id = h.next_offer_id();
+    let cmds2 = h.offers(vec![offer(&id, &format!("h{n}"), 4.0, 8192.0, 1000.0)]);
+    let launch = accepts(&cmds2).into_iter().next().expect("relaunched");
+    assert_eq!(launch.node_id, NodeId(n));
+    h.update(status(
+        &launch.task_id,
+        &format!("h{n}"),
+        TaskState::Running,
+        Some("r"),
+    ));
+    assert_eq!(current(h), Some((NodeId(n), RolloutStep::Rejoin)));
+    let cmds = h.es_cluster(restarted(green(total, version, &[]), &es_id));
+    assert_eq!(
+        calls(&cmds),
+        vec![EsCall::DeleteShutdown {
+            node_id: es_id.clone()
+        }]
+    );
+    answer_all(h, &cmds);
+    h.es_cluster(green(total, version, &[]));
+    launch.image
+}
+
+#[test]
+fn a_state_without_a_stored_configuration_is_seeded_from_the_flags_as_generation_1() {
+    let state = sample_state();
+    let json = serde_json::to_value(&state).expect("json");
+    assert!(json.get("node_config").is_none() && json.get("rollout").is_none());
+    // A slot record written before config_generation existed loads as generation 1.
+    let mut slot = serde_json::to_value(&state.slots[&NodeId(1)]).expect("json");
+    slot.as_object_mut()
+        .expect("object")
+        .remove("config_generation");
+    let slot: crate::state::SlotRecord = serde_json::from_value(slot).expect("old slot");
+    assert_eq!(slot.config_generation, 1);
+
+    let h = Harness::restore(config(crate::Strategy::Normal), state);
+    let table = h.core.persisted().node_config.clone().expect("seeded");
+    assert_eq!(table.generation, 1);
+    let current = table
+        .current(&crate::ids::GroupName::default_group())
+        .expect("default group");
+    assert_eq!(current.config.image, h.core.config().image);
+    assert_eq!(current.config.heap_mb, 512);
+    assert_eq!(h.core.config_generation(), 1);
+    check(&h);
+}
+
+#[test]
+fn once_stored_the_configuration_wins_and_a_differing_flag_is_reported_with_its_update_line() {
+    let mut h = running(1);
+    let g = h
+        .core
+        .handle_config_update(
+            ConfigUpdate {
+                heap_mb: Some(1024),
+                es_settings: vec![("indices.memory.index_buffer_size".into(), "20%".into())],
+                ..ConfigUpdate::default()
+            },
+            h.now,
+        )
+        .expect("update");
+    assert_eq!(g, 2);
+    h.drain();
+    // The flags still say heap 512: the stored 1024 wins, and the operator is told how to apply 512.
+    h.restart();
+    h.subscribe();
+    let warnings: Vec<String> = h
+        .log
+        .iter()
+        .filter_map(|c| match c {
+            Command::Watch(WatchEvent::Warning { message }) => Some(message.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("tetherctl update --heap 512") && w.contains("generation 2")),
+        "{warnings:?}"
+    );
+    assert_eq!(h.core.config_generation(), 2);
+    // A node first launched now gets the stored configuration.
+    h.core.handle_scale(2, h.now).expect("scale");
+    h.drain();
+    let id = h.next_offer_id();
+    let cmds = h.offers(vec![offer(&id, "h2", 4.0, 8192.0, 1000.0)]);
+    let launch = accepts(&cmds).into_iter().next().expect("launch");
+    assert_eq!(launch.heap_mb, 1024);
+    assert!(
+        launch
+            .env
+            .contains(&("indices.memory.index_buffer_size".into(), "20%".into()))
+    );
+    assert_eq!(
+        h.core.persisted().slots[&NodeId(2)].config_generation,
+        2,
+        "the slot remembers the generation it launched with"
+    );
+    check(&h);
+}
+
+#[test]
+fn a_node_relaunched_after_a_crash_keeps_the_configuration_it_ran() {
+    let mut h = running(2);
+    h.es_cluster(green(2, "8.13.4", &[]));
+    h.core
+        .handle_rollout_pause(h.now)
+        .expect_err("nothing to pause yet");
+    update_image(&mut h, NEW);
+    h.core.handle_rollout_pause(h.now).expect("pause");
+    h.drain();
+    // Node 2 (not the rollout's) crashes: it comes back on the image it ran, not on one the rollout
+    // has not reached yet.
+    let task = h.task_of(2).expect("task");
+    h.update(status(&task, "h2", TaskState::Failed, Some("crash")));
+    h.advance(60_000);
+    let id = h.next_offer_id();
+    let cmds = h.offers(vec![offer(&id, "h2", 4.0, 8192.0, 1000.0)]);
+    let launch = accepts(&cmds).into_iter().next().expect("relaunch");
+    assert_eq!(launch.image, OLD);
+    check(&h);
+}
+
+#[test]
+fn a_rollout_replaces_nodes_one_at_a_time_through_every_step_and_ends_done() {
+    let mut h = running(3);
+    h.es_cluster(green(3, "8.13.4", &[]));
+    assert_eq!(update_image(&mut h, NEW), 2);
+    assert_eq!(state(&h), RolloutState::Running);
+    let view = h.core.rollout_view(h.now);
+    assert_eq!(view.config_generation, 2);
+    assert_eq!(view.current, Some(NodeId(1)));
+    assert_eq!(view.pending, vec![NodeId(2), NodeId(3)]);
+    for n in 1..=3 {
+        let image = restart_node(&mut h, n, 3, "8.13.4");
+        assert_eq!(image, NEW, "node {n} relaunched on the new image");
+        assert_eq!(h.core.persisted().slots[&NodeId(n)].config_generation, 2);
+        check(&h);
+    }
+    let view = h.core.rollout_view(h.now);
+    assert_eq!(view.state, "done");
+    assert_eq!(view.done, vec![NodeId(1), NodeId(2), NodeId(3)]);
+    assert!(view.pending.is_empty() && view.current.is_none());
+    // Exactly one kill per node, each only after the previous node was back and green.
+    assert_eq!(kills(&h.log).len(), 3);
+    check(&h);
+}
+
+#[test]
+fn before_7_15_2_allocation_goes_to_primaries_with_a_flush_and_back_afterwards() {
+    let mut h = running(2);
+    h.es_cluster(green(2, "7.15.1", &[]));
+    update_image(&mut h, "es:7.17.0");
+    let cmds = h.es_cluster(green(2, "7.15.1", &[]));
+    let _ = cmds;
+    let sent = calls(&h.log);
+    assert_eq!(
+        sent,
+        vec![
+            EsCall::SetAllocationEnable(Some(AllocationEnable::Primaries)),
+            EsCall::Flush
+        ]
+    );
+    assert!(
+        h.core
+            .persisted()
+            .rollout
+            .as_ref()
+            .expect("r")
+            .current
+            .as_ref()
+            .expect("c")
+            .allocation_set
+    );
+    let log = h.log.clone();
+    let cmds = answer_all(&mut h, &log);
+    let task = h.task_of(1).expect("task");
+    assert_eq!(kills(&cmds), vec![task.to_string()]);
+    h.update(status(&task, "h1", TaskState::Killed, Some("k")));
+    h.advance(60_000);
+    let id = h.next_offer_id();
+    let cmds = h.offers(vec![offer(&id, "h1", 4.0, 8192.0, 1000.0)]);
+    let launch = accepts(&cmds).into_iter().next().expect("relaunch");
+    h.update(status(&launch.task_id, "h1", TaskState::Running, Some("r")));
+    let cmds = h.es_cluster(green(2, "7.15.1", &[]));
+    assert_eq!(calls(&cmds), vec![EsCall::SetAllocationEnable(None)]);
+    check(&h);
+}
+
+#[test]
+fn never_a_node_while_red_or_yellow_on_one_version_or_a_node_missing() {
+    let mut h = running(3);
+    let mut red = green(3, "8.13.4", &[]);
+    red.health = EsHealth::Red;
+    h.es_cluster(red.clone());
+    update_image(&mut h, NEW);
+    assert_eq!(current(&h), None);
+    assert!(
+        h.core
+            .rollout_view(h.now)
+            .reason
+            .expect("why")
+            .contains("red")
+    );
+    assert!(calls(&h.log).is_empty() && kills(&h.log).is_empty());
+
+    let mut yellow = green(3, "8.13.4", &[]);
+    yellow.health = EsHealth::Yellow;
+    h.es_cluster(yellow.clone());
+    assert_eq!(current(&h), None, "yellow on one version waits for green");
+
+    h.es_cluster(without(green(3, "8.13.4", &[]), "es-2"));
+    assert_eq!(current(&h), None);
+    assert!(
+        h.core
+            .rollout_view(h.now)
+            .reason
+            .expect("why")
+            .contains("node 2 is not in the cluster")
+    );
+
+    // Yellow while versions are mixed, with nothing initializing or relocating, lets the next go.
+    let mut mixed = yellow;
+    if let Some(n) = mixed.nodes.get_mut("es-3") {
+        n.version = crate::domain::EsVersion::parse("8.15.0");
+    }
+    h.es_cluster(mixed.clone());
+    assert_eq!(current(&h), Some((NodeId(1), RolloutStep::Prepare)));
+    check(&h);
+
+    // While one node is restarting the cluster going red never starts a second.
+    let mut h = running(3);
+    h.es_cluster(green(3, "8.13.4", &[]));
+    update_image(&mut h, NEW);
+    restart_node_until_green_gate(&mut h);
+    h.es_cluster(red);
+    assert_eq!(current(&h), Some((NodeId(1), RolloutStep::Green)));
+    assert_eq!(kills(&h.log).len(), 1);
+}
+
+/// Takes node 1 of a 3-node rollout to its final wait for green.
+fn restart_node_until_green_gate(h: &mut Harness) {
+    h.es_cluster(green(3, "8.13.4", &[]));
+    for (id, _) in es_calls(&h.log) {
+        h.es_result(id, None);
+    }
+    h.es_cluster(restarted(green(3, "8.13.4", &[]), "id-es-1"));
+    let task = h.task_of(1).expect("task");
+    h.update(status(&task, "h1", TaskState::Killed, Some("k")));
+    h.advance(60_000);
+    let id = h.next_offer_id();
+    let cmds = h.offers(vec![offer(&id, "h1", 4.0, 8192.0, 1000.0)]);
+    let launch = accepts(&cmds).into_iter().next().expect("relaunch");
+    h.update(status(&launch.task_id, "h1", TaskState::Running, Some("r")));
+    let mut c = restarted(green(3, "8.13.4", &[]), "id-es-1");
+    c.health = EsHealth::Yellow;
+    c.shard_counts = Some(crate::domain::ShardCounts {
+        active: 1,
+        relocating: 0,
+        initializing: 1,
+        unassigned: 0,
+    });
+    let cmds = h.es_cluster(c.clone());
+    answer_all(h, &cmds);
+    h.es_cluster(c);
+    assert_eq!(current(h), Some((NodeId(1), RolloutStep::Green)));
+}
+
+#[test]
+fn masters_go_last_one_at_a_time() {
+    let mut h = running(3);
+    // Node 1 is master-eligible, 2 and 3 are not.
+    h.es_cluster(green(3, "8.13.4", &[1]));
+    update_image(&mut h, NEW);
+    let view = h.core.rollout_view(h.now);
+    assert_eq!(view.current, Some(NodeId(2)));
+    assert_eq!(view.pending, vec![NodeId(3), NodeId(1)]);
+    check(&h);
+}
+
+#[test]
+fn never_the_last_started_copy_of_a_shard_and_unreplicated_holders_go_last() {
+    let mut h = running(3);
+    // logs has a replica that is not started: es-1 holds its last started copy. scratch has no
+    // replicas: es-2 holds its only copy and goes last.
+    let mut c = green(3, "8.13.4", &[]);
+    c.shards = Some(vec![
+        shard("logs", 0, true, Some("es-1")),
+        shard("logs", 0, false, None),
+        shard("scratch", 0, true, Some("es-2")),
+    ]);
+    c.health = EsHealth::Yellow;
+    if let Some(n) = c.nodes.get_mut("es-3") {
+        n.version = crate::domain::EsVersion::parse("8.15.0");
+    }
+    h.es_cluster(c.clone());
+    update_image(&mut h, NEW);
+    let view = h.core.rollout_view(h.now);
+    assert_eq!(view.pending, vec![NodeId(1), NodeId(3), NodeId(2)]);
+    assert_eq!(view.current, None);
+    assert!(
+        view.reason
+            .expect("why")
+            .contains("last started copy of a shard of logs")
+    );
+
+    // Once the replica started, node 1 goes; node 2, the only holder of scratch, is last and the
+    // status says why.
+    let mut c2 = green(3, "8.13.4", &[]);
+    c2.shards = Some(vec![
+        shard("logs", 0, true, Some("es-1")),
+        shard("logs", 0, false, Some("es-3")),
+        shard("scratch", 0, true, Some("es-2")),
+    ]);
+    h.es_cluster(c2.clone());
+    assert_eq!(current(&h), Some((NodeId(1), RolloutStep::Prepare)));
+    let mut h2 = running(1);
+    let mut c3 = green(1, "8.13.4", &[]);
+    c3.shards = Some(vec![shard("scratch", 0, true, Some("es-1"))]);
+    h2.es_cluster(c3);
+    update_image(&mut h2, NEW);
+    assert_eq!(current(&h2), Some((NodeId(1), RolloutStep::Prepare)));
+    assert!(
+        h2.core
+            .rollout_view(h2.now)
+            .reason
+            .expect("why")
+            .contains("only copy of index(es) scratch (no replicas)")
+    );
+}
+
+#[test]
+fn a_group_of_several_nodes_is_never_emptied() {
+    let mut h = running(2);
+    // Elasticsearch lists only node 1 (the other member of its group is not in the cluster).
+    h.es_cluster(without(green(2, "8.13.4", &[]), "es-2"));
+    update_image(&mut h, NEW);
+    assert_eq!(current(&h), None);
+    assert!(
+        h.core
+            .rollout_view(h.now)
+            .reason
+            .expect("why")
+            .contains("a group is never emptied")
+    );
+}
+
+#[test]
+fn an_overdue_step_pauses_the_rollout_with_the_reason_and_nothing_is_forced() {
+    let mut h = running(2);
+    let mut red = green(2, "8.13.4", &[]);
+    red.health = EsHealth::Red;
+    h.es_cluster(red.clone());
+    update_image(&mut h, NEW);
+    h.advance(599_000);
+    h.es_cluster(red.clone());
+    assert_eq!(state(&h), RolloutState::Running);
+    h.advance(1_000);
+    assert_eq!(state(&h), RolloutState::Paused);
+    let reason = h.core.rollout_view(h.now).reason.expect("reason");
+    assert!(
+        reason.contains("600 s") && reason.contains("red"),
+        "{reason}"
+    );
+    // Green again: a paused rollout stays paused until resumed.
+    h.es_cluster(green(2, "8.13.4", &[]));
+    assert_eq!(current(&h), None);
+    assert!(kills(&h.log).is_empty());
+    h.core.handle_rollout_resume(h.now).expect("resume");
+    h.drain();
+    assert_eq!(state(&h), RolloutState::Running);
+    assert_eq!(current(&h), Some((NodeId(1), RolloutStep::Prepare)));
+    check(&h);
+}
+
+#[test]
+fn a_new_leader_resumes_the_rollout_at_the_same_step() {
+    let mut h = running(2);
+    h.es_cluster(green(2, "8.13.4", &[]));
+    update_image(&mut h, NEW);
+    h.es_cluster(green(2, "8.13.4", &[]));
+    let put: Vec<(u64, EsCall)> = es_calls(&h.log);
+    assert_eq!(put.len(), 1);
+    // kill -9 before the answer: the new core is built from the durable state, mid-Prepare.
+    h.restart();
+    h.subscribe();
+    assert_eq!(current(&h), Some((NodeId(1), RolloutStep::Prepare)));
+    let cmds = h.es_cluster(green(2, "8.13.4", &[]));
+    assert_eq!(
+        calls(&cmds),
+        vec![put[0].1.clone()],
+        "the idempotent call is sent again"
+    );
+    answer_all(&mut h, &cmds);
+    let cmds = h.es_cluster(restarted(green(2, "8.13.4", &[]), "id-es-1"));
+    let task = h.task_of(1).expect("task");
+    assert_eq!(kills(&cmds), vec![task.to_string()]);
+    // And again mid-Stop: the kill is sent again, the step is not repeated from the start.
+    h.restart();
+    h.subscribe();
+    assert_eq!(current(&h), Some((NodeId(1), RolloutStep::Stop)));
+    let cmds = h.es_cluster(restarted(green(2, "8.13.4", &[]), "id-es-1"));
+    assert!(calls(&cmds).is_empty());
+    assert_eq!(kills(&cmds), vec![task.to_string()]);
+    h.update(status(&task, "h1", TaskState::Killed, Some("k")));
+    h.advance(60_000);
+    let id = h.next_offer_id();
+    let cmds = h.offers(vec![offer(&id, "h1", 4.0, 8192.0, 1000.0)]);
+    let launch = accepts(&cmds).into_iter().next().expect("relaunch");
+    assert_eq!(launch.image, NEW);
+    h.update(status(&launch.task_id, "h1", TaskState::Running, Some("r")));
+    h.restart();
+    h.subscribe();
+    let cmds = h.es_cluster(restarted(green(2, "8.13.4", &[]), "id-es-1"));
+    assert_eq!(
+        calls(&cmds),
+        vec![EsCall::DeleteShutdown {
+            node_id: "id-es-1".into()
+        }]
+    );
+    answer_all(&mut h, &cmds);
+    h.es_cluster(green(2, "8.13.4", &[]));
+    assert_eq!(current(&h), Some((NodeId(2), RolloutStep::Prepare)));
+    assert_eq!(h.core.rollout_view(h.now).done, vec![NodeId(1)]);
+    check(&h);
+}
+
+#[test]
+fn abort_stops_after_the_current_node_and_nodes_done_stay_new() {
+    let mut h = running(3);
+    h.es_cluster(green(3, "8.13.4", &[]));
+    update_image(&mut h, NEW);
+    h.core.handle_rollout_abort(h.now).expect("abort");
+    h.drain();
+    assert_eq!(
+        state(&h),
+        RolloutState::Running,
+        "the current node finishes first"
+    );
+    restart_node(&mut h, 1, 3, "8.13.4");
+    assert_eq!(state(&h), RolloutState::Aborted);
+    let view = h.core.rollout_view(h.now);
+    assert_eq!(view.done, vec![NodeId(1)]);
+    assert_eq!(view.pending, vec![NodeId(2), NodeId(3)]);
+    assert_eq!(h.core.persisted().slots[&NodeId(1)].config_generation, 2);
+    assert_eq!(h.core.persisted().slots[&NodeId(2)].config_generation, 1);
+    assert!(h.core.handle_rollout_resume(h.now).is_err());
+    check(&h);
+}
+
+#[test]
+fn rollback_returns_a_node_that_never_joined_and_is_refused_once_it_joined() {
+    let mut h = running(2);
+    h.es_cluster(green(2, "8.13.4", &[]));
+    update_image(&mut h, NEW);
+    h.es_cluster(green(2, "8.13.4", &[]));
+    let log = h.log.clone();
+    answer_all(&mut h, &log);
+    h.es_cluster(restarted(green(2, "8.13.4", &[]), "id-es-1"));
+    let task = h.task_of(1).expect("task");
+    h.update(status(&task, "h1", TaskState::Killed, Some("k")));
+    h.advance(60_000);
+    // The new image cannot start.
+    let id = h.next_offer_id();
+    let cmds = h.offers(vec![offer(&id, "h1", 4.0, 8192.0, 1000.0)]);
+    let launch = accepts(&cmds).into_iter().next().expect("relaunch");
+    assert_eq!(launch.image, NEW);
+    h.update(status(
+        &launch.task_id,
+        "h1",
+        TaskState::Failed,
+        Some("bad image"),
+    ));
+    h.es_cluster(without(
+        restarted(green(2, "8.13.4", &[]), "id-es-1"),
+        "es-1",
+    ));
+    assert_eq!(current(&h), Some((NodeId(1), RolloutStep::Rejoin)));
+
+    let back = h.core.handle_rollout_rollback(h.now).expect("rollback");
+    h.drain();
+    assert_eq!(back, NodeId(1));
+    assert_eq!(state(&h), RolloutState::Paused);
+    h.advance(120_000);
+    let id = h.next_offer_id();
+    let cmds = h.offers(vec![offer(&id, "h1", 4.0, 8192.0, 1000.0)]);
+    let launch = accepts(&cmds)
+        .into_iter()
+        .next()
+        .expect("relaunch on the old image");
+    assert_eq!(launch.image, OLD);
+    h.update(status(&launch.task_id, "h1", TaskState::Running, Some("r")));
+    let cmds = h.es_cluster(restarted(green(2, "8.13.4", &[]), "id-es-1"));
+    answer_all(&mut h, &cmds);
+    h.es_cluster(green(2, "8.13.4", &[]));
+    assert_eq!(current(&h), None);
+    assert_eq!(state(&h), RolloutState::Paused);
+    let view = h.core.rollout_view(h.now);
+    assert!(view.done.is_empty());
+    assert!(view.reason.expect("why").contains("rolled back"));
+    h.core.handle_rollout_abort(h.now).expect("abort");
+    h.drain();
+    assert_eq!(state(&h), RolloutState::Aborted);
+    assert_eq!(h.core.persisted().slots[&NodeId(1)].config_generation, 1);
+
+    // A node that joined on the new configuration is not rolled back.
+    let mut h = running(3);
+    h.es_cluster(green(3, "8.13.4", &[]));
+    update_image(&mut h, NEW);
+    restart_node_until_green_gate(&mut h);
+    let err = h.core.handle_rollout_rollback(h.now).expect_err("joined");
+    assert!(matches!(err, CoreError::Refused(m) if m.contains("already joined")));
+    check(&h);
+}
+
+#[test]
+fn versions_never_go_down_and_an_unreadable_tag_needs_allow_unknown_version() {
+    assert_eq!(
+        image_version(OLD),
+        crate::domain::EsVersion::parse("8.13.4")
+    );
+    assert_eq!(
+        image_version("localhost:5000/es:8.1.0"),
+        crate::domain::EsVersion::parse("8.1.0")
+    );
+    assert_eq!(image_version("localhost:5000/es"), None);
+    assert_eq!(image_version("es:latest"), None);
+    let mut h = running(1);
+    // What Elasticsearch reports wins over the stored image.
+    h.es_cluster(green(1, "8.14.0", &[]));
+    let update = |image: &str, allow: bool| ConfigUpdate {
+        image: Some(image.into()),
+        allow_unknown_version: allow,
+        ..ConfigUpdate::default()
+    };
+    let err = h
+        .core
+        .handle_config_update(update(OLD, false), h.now)
+        .expect_err("downgrade");
+    assert!(matches!(err, CoreError::Refused(m) if m.contains("older than the 8.14.0")));
+    let err = h
+        .core
+        .handle_config_update(update("es:latest", false), h.now)
+        .expect_err("unknown");
+    assert!(matches!(err, CoreError::Refused(m) if m.contains("--allow-unknown-version")));
+    assert_eq!(h.core.config_generation(), 1);
+    h.core
+        .handle_config_update(update("es:latest", true), h.now)
+        .expect("allowed");
+    h.drain();
+    // Without an answer from Elasticsearch the stored images are the running version.
+    let mut h = running(1);
+    let err = h
+        .core
+        .handle_config_update(update("es:8.0.0", false), Millis(h.now.0 + 1))
+        .expect_err("older than the stored image");
+    assert!(matches!(err, CoreError::Refused(m) if m.contains("8.13.4")));
+    h.drain();
+    check(&h);
+}
+
+#[test]
+fn restart_rolls_the_same_configuration_and_the_current_node_cannot_be_removed() {
+    let mut h = running(3);
+    h.es_cluster(green(3, "8.13.4", &[]));
+    let g = h.core.handle_restart(None, h.now).expect("restart");
+    h.drain();
+    assert_eq!(g, 2);
+    assert_eq!(current(&h), Some((NodeId(1), RolloutStep::Prepare)));
+    let err = h
+        .core
+        .handle_replace_with(NodeId(1), false, false, h.now)
+        .expect_err("rolling");
+    assert!(matches!(err, CoreError::Refused(m) if m.contains("being restarted by the rollout")));
+    let image = restart_node(&mut h, 1, 3, "8.13.4");
+    assert_eq!(image, OLD, "restart keeps the configuration");
+    assert!(h.core.handle_restart(Some("nope"), h.now).is_err());
+    check(&h);
+}
+
+#[test]
+fn the_stored_state_round_trips_with_a_rollout_in_progress() {
+    let mut h = running(2);
+    h.es_cluster(green(2, "8.13.4", &[]));
+    update_image(&mut h, NEW);
+    let json = serde_json::to_string(h.core.persisted()).expect("json");
+    let back: PersistedState = serde_json::from_str(&json).expect("back");
+    assert_eq!(&back, h.core.persisted());
+    let mut rebuilt = PersistedState::default();
+    for w in back.writes() {
+        rebuilt.apply(&w);
+    }
+    assert_eq!(rebuilt, back);
+}
