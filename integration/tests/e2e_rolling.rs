@@ -75,7 +75,17 @@ async fn ctl_json(c: &E2eCluster, args: &[&str]) -> Value {
 
 /// Polls `rollout status` until `pred` holds; panics with the last status and the scheduler's log.
 async fn wait_rollout(c: &E2eCluster, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + ROLLOUT_DEADLINE;
+    wait_rollout_within(c, what, ROLLOUT_DEADLINE, pred).await
+}
+
+/// [`wait_rollout`] with a bound of its own.
+async fn wait_rollout_within(
+    c: &E2eCluster,
+    what: &str,
+    within: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + within;
     let mut last = Value::Null;
     while tokio::time::Instant::now() < deadline {
         let out = ctl(c, &["rollout", "status"]).await;
@@ -404,7 +414,11 @@ async fn a_configuration_that_cannot_start_pauses_then_rollback_and_abort_restor
     })
     .await;
     ctl_json(&c, &["rollout", "abort"]).await;
-    let aborted = wait_rollout(&c, "aborted", |s| s["state"] == "aborted").await;
+    // One node's restart on the old configuration is all that is left.
+    let aborted = wait_rollout_within(&c, "aborted", Duration::from_secs(180), |s| {
+        s["state"] == "aborted"
+    })
+    .await;
     assert_eq!(aborted["done"].as_array().map(Vec::len), Some(0), "{aborted}");
     settled_on(&c, 3, OLD_VERSION).await;
     let after: Vec<Option<u64>> = nodes_json(&c)

@@ -156,6 +156,8 @@ async fn the_default_data_path_is_in_the_tasks_own_layer_and_goes_with_it() {
     // Relaunched in another sandbox (the node moved): the data is gone.
     let second = Sandbox::new();
     let node = start(env(&second), &with(&[])).await.expect("starts");
+    // Once it formed a cluster of its own (before, reads are blocked: state not recovered).
+    primaries_active(&node.http_url("http")).await;
     let (status, _) = get(format!("{}/docs/_doc/1", node.http_url("http"))).await;
     assert_eq!(status, 404, "the document was in the old task's layer");
     node.stop().await;

@@ -1407,3 +1407,53 @@ async fn with_allocation_primaries_a_leaving_nodes_copies_wait_for_the_reset() {
         r.stop().await;
     }
 }
+
+/// A restarted node applies Elasticsearch's initial state until a master publishes one: it serves no
+/// document from the state it had before (the cluster may have moved past it), nor its old routing.
+/// Here the master-eligible node comes back alone, without a quorum, so it stays so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_serves_nothing_before_a_master_publishes_to_it() {
+    let (_lease, p) = plan(&["q1", "q2", "q3"]);
+    let running = start_cluster(&p, V8, &[], &[]).await;
+    send(
+        &p[0],
+        "PUT",
+        "/kept",
+        Some(serde_json::json!({ "settings": { "number_of_shards": 1, "number_of_replicas": 2 } })),
+    )
+    .await;
+    health_is(&p[0], "wait_for_status=green&timeout=30s").await;
+    write_docs(&p[0], "kept", 0..3).await;
+    for r in running {
+        r.stop().await;
+    }
+    let all: Vec<&Planned> = p.iter().collect();
+    let alone = start_node(
+        &p[0],
+        V8,
+        &[],
+        &settings(&p[0], &all, &["q1", "q2", "q3"], &no_security()),
+    )
+    .await;
+    let (status, e) = send(&p[0], "GET", "/kept/_doc/d0", None).await;
+    assert_eq!(
+        (status, e["error"]["type"].as_str(), e["error"]["reason"].as_str()),
+        (
+            503,
+            Some("cluster_block_exception"),
+            Some("blocked by: [SERVICE_UNAVAILABLE/1/state not recovered / initialized];")
+        ),
+        "{e}"
+    );
+    let (_, nodes) = send(&p[0], "GET", "/_cat/shards?format=json&local=true", None).await;
+    assert_eq!(nodes, serde_json::json!([]), "no routing before a master publishes");
+    let (status, e) = send(
+        &p[0],
+        "PUT",
+        "/kept/_doc/late?timeout=500ms",
+        Some(serde_json::json!({ "n": 1 })),
+    )
+    .await;
+    assert_eq!((status, e["error"]["type"].as_str()), (503, Some("cluster_block_exception")), "{e}");
+    alone.stop().await;
+}
