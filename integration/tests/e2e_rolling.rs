@@ -65,11 +65,7 @@ async fn ctl(c: &E2eCluster, args: &[&str]) -> Ctl {
 /// The `--output json` answer of a tetherctl command that must succeed.
 async fn ctl_json(c: &E2eCluster, args: &[&str]) -> Value {
     let out = ctl(c, args).await;
-    assert!(
-        out.ok,
-        "tetherctl {args:?}: {}{}",
-        out.stdout, out.stderr
-    );
+    assert!(out.ok, "tetherctl {args:?}: {}{}", out.stdout, out.stderr);
     serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
 }
 
@@ -118,7 +114,10 @@ async fn es(access: &EsAccess, node: &Node, method: Method, path: &str) -> (u16,
     let r = es_request(access, method, &node.host, node.http_port, path, None)
         .await
         .unwrap_or_else(|e| panic!("{path}: {e}"));
-    (r.status, serde_json::from_slice(&r.body).unwrap_or(Value::Null))
+    (
+        r.status,
+        serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+    )
 }
 
 /// Node name → the version each node of the cluster reports, as the node `via` sees them.
@@ -182,7 +181,10 @@ async fn settled_on(c: &E2eCluster, count: usize, version: &str) {
                     .collect()
             })
             .unwrap_or_default();
-        assert!(left.is_empty(), "{scope} allocation settings left: {settings}");
+        assert!(
+            left.is_empty(),
+            "{scope} allocation settings left: {settings}"
+        );
     }
     let (_, shutdowns) = es(&access, via, Method::GET, "/_nodes/shutdown").await;
     assert_eq!(
@@ -409,9 +411,10 @@ async fn a_configuration_that_cannot_start_pauses_then_rollback_and_abort_restor
     }
 
     ctl_json(&c, &["rollout", "rollback"]).await;
-    c.wait_nodes(&format!("node {current} back on its old configuration"), |ns| {
-        ns.iter().all(|n| n.state == "RUNNING")
-    })
+    c.wait_nodes(
+        &format!("node {current} back on its old configuration"),
+        |ns| ns.iter().all(|n| n.state == "RUNNING"),
+    )
     .await;
     ctl_json(&c, &["rollout", "abort"]).await;
     // One node's restart on the old configuration is all that is left.
@@ -419,7 +422,11 @@ async fn a_configuration_that_cannot_start_pauses_then_rollback_and_abort_restor
         s["state"] == "aborted"
     })
     .await;
-    assert_eq!(aborted["done"].as_array().map(Vec::len), Some(0), "{aborted}");
+    assert_eq!(
+        aborted["done"].as_array().map(Vec::len),
+        Some(0),
+        "{aborted}"
+    );
     settled_on(&c, 3, OLD_VERSION).await;
     let after: Vec<Option<u64>> = nodes_json(&c)
         .await

@@ -1351,13 +1351,14 @@ async fn with_allocation_primaries_a_leaving_nodes_copies_wait_for_the_reset() {
         .find(|r| r.2 == "r")
         .and_then(|r| r.4.clone())
         .expect("a replica holder");
-    let idle = table
-        .iter()
-        .filter_map(|r| r.4.clone())
-        .fold(vec!["r1", "r2", "r3"], |mut left, h| {
-            left.retain(|n| *n != h);
-            left
-        });
+    let idle =
+        table
+            .iter()
+            .filter_map(|r| r.4.clone())
+            .fold(vec!["r1", "r2", "r3"], |mut left, h| {
+                left.retain(|n| *n != h);
+                left
+            });
     assert_eq!(idle.len(), 1, "{table:?}");
     let hi = p.iter().position(|n| n.name == holder).expect("planned");
     let observer = &p[(hi + 1) % 3];
@@ -1380,10 +1381,13 @@ async fn with_allocation_primaries_a_leaving_nodes_copies_wait_for_the_reset() {
     s.push(SLOW_RECOVERY.to_owned());
     let back = start_node(&p[hi], V8, &[], &s).await;
     health_is(observer, "wait_for_nodes=3&timeout=30s").await;
-    stays("the returning node's replica waits for the reset", || async {
-        let h = health_is(observer, "").await;
-        h["status"] == "yellow" && h["unassigned_shards"] == 1
-    })
+    stays(
+        "the returning node's replica waits for the reset",
+        || async {
+            let h = health_is(observer, "").await;
+            h["status"] == "yellow" && h["unassigned_shards"] == 1
+        },
+    )
     .await;
     let (status, body) = send(
         observer,
@@ -1437,7 +1441,11 @@ async fn a_restarted_node_serves_nothing_before_a_master_publishes_to_it() {
     .await;
     let (status, e) = send(&p[0], "GET", "/kept/_doc/d0", None).await;
     assert_eq!(
-        (status, e["error"]["type"].as_str(), e["error"]["reason"].as_str()),
+        (
+            status,
+            e["error"]["type"].as_str(),
+            e["error"]["reason"].as_str()
+        ),
         (
             503,
             Some("cluster_block_exception"),
@@ -1446,7 +1454,11 @@ async fn a_restarted_node_serves_nothing_before_a_master_publishes_to_it() {
         "{e}"
     );
     let (_, nodes) = send(&p[0], "GET", "/_cat/shards?format=json&local=true", None).await;
-    assert_eq!(nodes, serde_json::json!([]), "no routing before a master publishes");
+    assert_eq!(
+        nodes,
+        serde_json::json!([]),
+        "no routing before a master publishes"
+    );
     let (status, e) = send(
         &p[0],
         "PUT",
@@ -1454,6 +1466,10 @@ async fn a_restarted_node_serves_nothing_before_a_master_publishes_to_it() {
         Some(serde_json::json!({ "n": 1 })),
     )
     .await;
-    assert_eq!((status, e["error"]["type"].as_str()), (503, Some("cluster_block_exception")), "{e}");
+    assert_eq!(
+        (status, e["error"]["type"].as_str()),
+        (503, Some("cluster_block_exception")),
+        "{e}"
+    );
     alone.stop().await;
 }

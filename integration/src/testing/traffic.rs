@@ -202,11 +202,17 @@ impl Traffic {
     /// Creates [`INDEX`] with `shards` primaries and one replica through one of `nodes`, waits until it
     /// is green, learns the cluster's node names, and starts writing, reading and watching. `admin` keeps
     /// the node addresses current.
-    pub async fn start(access: EsAccess, nodes: &[Node], admin: AuthedAdmin, shards: u32) -> Traffic {
+    pub async fn start(
+        access: EsAccess,
+        nodes: &[Node],
+        admin: AuthedAdmin,
+        shards: u32,
+    ) -> Traffic {
         let endpoints = Endpoints::default();
         endpoints.add(nodes);
         let mut pool = Pool::new(access.clone(), endpoints.clone());
-        let settings = json!({ "settings": { "number_of_shards": shards, "number_of_replicas": 1 } });
+        let settings =
+            json!({ "settings": { "number_of_shards": shards, "number_of_replicas": 1 } });
         let created = pool
             .first(Method::PUT, &format!("/{INDEX}"), Some(&settings), |r| {
                 r.status == 200
@@ -222,15 +228,8 @@ impl Traffic {
             )
             .await;
         assert!(green.is_some(), "the index {INDEX} never became green");
-        let names = pool
-            .first(
-                Method::GET,
-                "/_cat/nodes?h=name&format=json",
-                None,
-                |r| r.status == 200,
-            )
+        let names = members(&mut pool)
             .await
-            .map(|r| node_names(&r.json()))
             .expect("a node lists the cluster's nodes");
 
         let stop = CancellationToken::new();
@@ -265,14 +264,19 @@ impl Traffic {
 
     /// What the traffic saw so far.
     pub fn report(&self) -> Report {
-        self.report.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Waits until `count` writes were acknowledged (the traffic flows before the test changes anything).
     pub async fn wait_acknowledged(&self, count: usize) {
-        super::eventually(&format!("{count} acknowledged writes"), DEADLINE, || async {
-            (self.report().acknowledged.len() >= count).then_some(())
-        })
+        super::eventually(
+            &format!("{count} acknowledged writes"),
+            DEADLINE,
+            || async { (self.report().acknowledged.len() >= count).then_some(()) },
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}: {:?}", self.report()));
     }
@@ -284,7 +288,11 @@ impl Traffic {
         for t in self.tasks {
             let _ = t.await;
         }
-        let mut report = self.report.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut report = self
+            .report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let mut pool = Pool::new(self.access, self.endpoints);
         let deadline = Instant::now() + DEADLINE;
         for id in report.acknowledged.clone() {
@@ -309,12 +317,25 @@ impl Traffic {
     }
 }
 
-fn node_names(rows: &Value) -> BTreeSet<String> {
-    rows.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r["name"].as_str().map(str::to_owned))
-        .collect()
+/// The names of the nodes in the cluster, as a node that follows a master has them (a node that just
+/// started knows only itself and has no master).
+async fn members(pool: &mut Pool) -> Option<BTreeSet<String>> {
+    let r = pool
+        .first(
+            Method::GET,
+            "/_cluster/state/master_node,nodes",
+            None,
+            |r| r.status == 200 && r.json()["master_node"].is_string(),
+        )
+        .await?;
+    Some(
+        r.json()["nodes"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, n)| n["name"].as_str().map(str::to_owned))
+            .collect(),
+    )
 }
 
 async fn write(mut pool: Pool, report: Arc<Mutex<Report>>, stop: CancellationToken) {
@@ -425,15 +446,7 @@ async fn watch(
         let health = pool
             .first(Method::GET, "/_cluster/health", None, |r| r.status == 200)
             .await;
-        let present = pool
-            .first(
-                Method::GET,
-                "/_cat/nodes?h=name&format=json",
-                None,
-                |r| r.status == 200,
-            )
-            .await
-            .map(|r| node_names(&r.json()));
+        let present = members(&mut pool).await;
         let now = Instant::now();
         {
             let mut r = report.lock().unwrap_or_else(|e| e.into_inner());

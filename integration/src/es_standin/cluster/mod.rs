@@ -64,7 +64,8 @@ pub struct ClusterView {
 }
 
 /// The `state not recovered / initialized` global block's answer (`GatewayService`).
-pub const NOT_RECOVERED: &str = "blocked by: [SERVICE_UNAVAILABLE/1/state not recovered / initialized];";
+pub const NOT_RECOVERED: &str =
+    "blocked by: [SERVICE_UNAVAILABLE/1/state not recovered / initialized];";
 
 /// The state a node applies when it starts, before any master published one (see
 /// [`ClusterView::recovered`]): the node alone, no metadata nor routing. It keeps the persisted cluster

@@ -422,7 +422,10 @@ fn start_up_refuses_unknown_routing_settings_and_bad_values() {
         ("cluster.routing.allocation.enable", "primaries"),
         ("cluster.routing.allocation.exclude._name", "a,b"),
         ("cluster.routing.allocation.disk.watermark.low", "85%"),
-        ("cluster.routing.allocation.desired_balance.progress_log_interval", "1m"),
+        (
+            "cluster.routing.allocation.desired_balance.progress_log_interval",
+            "1m",
+        ),
         ("node.attr.zone", "z1"),
     ] {
         assert_eq!(startup_error(fine.0, fine.1), None, "{fine:?}");
