@@ -396,7 +396,7 @@ async fn read(mut pool: Pool, report: Arc<Mutex<Report>>, stop: CancellationToke
             let acked = &r.acknowledged;
             match acked.len() {
                 0 => None,
-                n if turn % 2 == 0 => Some(acked[n - 1]),
+                n if turn.is_multiple_of(2) => Some(acked[n - 1]),
                 n => Some(acked[(turn / 2) % n]),
             }
         };
