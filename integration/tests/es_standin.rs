@@ -156,6 +156,8 @@ async fn the_default_data_path_is_in_the_tasks_own_layer_and_goes_with_it() {
     // Relaunched in another sandbox (the node moved): the data is gone.
     let second = Sandbox::new();
     let node = start(env(&second), &with(&[])).await.expect("starts");
+    // Once it formed a cluster of its own (before, reads are blocked: state not recovered).
+    primaries_active(&node.http_url("http")).await;
     let (status, _) = get(format!("{}/docs/_doc/1", node.http_url("http"))).await;
     assert_eq!(status, 404, "the document was in the old task's layer");
     node.stop().await;
@@ -900,4 +902,102 @@ async fn a_node_whose_volume_was_preempted_acknowledges_nothing() {
     );
     old_node.stop().await;
     new_node.stop().await;
+}
+
+/// A data path records the version that last wrote it: a newer version starts on it (an upgrade), an
+/// older one refuses to start with Elasticsearch's words and exit code 1, and the refused start changes
+/// nothing (the newer version still starts there with every document).
+#[tokio::test]
+async fn data_a_newer_version_wrote_cannot_be_read_by_an_older_one() {
+    const OLD: &str = "docker.elastic.co/elasticsearch/elasticsearch:8.14.3";
+    const NEWER: &str = "docker.elastic.co/elasticsearch/elasticsearch:8.16.1";
+    let sb = Sandbox::new();
+    let single = with(&["discovery.type=single-node", "node.name=v-1"]);
+    let node = start(sb.env(OLD, &[]), &single).await.expect("starts");
+    let base = node.http_url("http");
+    let (status, body) = request(
+        "PUT",
+        &format!("{base}/up/_doc/1"),
+        Some(&json!({"n": 1})),
+        None,
+        None,
+    )
+    .await
+    .expect("put");
+    assert_eq!(status, 201, "{body}");
+    node.stop().await;
+
+    // Upgraded in place: 8.15.0 reads what 8.14.3 wrote.
+    let node = start(sb.env(V8, &[]), &single).await.expect("upgrades");
+    let base = node.http_url("http");
+    primaries_active(&base).await;
+    let (status, doc) = get(format!("{base}/up/_doc/1")).await;
+    assert_eq!((status, &doc["_source"]), (200, &json!({"n": 1})));
+    node.stop().await;
+
+    let e = start(sb.env(OLD, &[]), &single)
+        .await
+        .expect_err("8.14.3 cannot read 8.15.0's data");
+    assert_eq!(
+        e.to_string(),
+        "cannot downgrade a node from version [8.15.0] to version [8.14.3]"
+    );
+    let (code, stderr) = exit_of(&sb.env(OLD, &[]), &single).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("cannot downgrade a node"), "{stderr}");
+
+    let node = start(sb.env(NEWER, &[]), &single).await.expect("upgrades");
+    primaries_active(&node.http_url("http")).await;
+    node.stop().await;
+    let e = start(sb.env(V8, &[]), &single)
+        .await
+        .expect_err("8.15.0 cannot read 8.16.1's data");
+    assert_eq!(
+        e.to_string(),
+        "cannot downgrade a node from version [8.16.1] to version [8.15.0]"
+    );
+}
+
+/// A node's own `cluster.routing.*` settings are validated at start-up: a misspelt key is an unknown
+/// setting (with Elasticsearch's suggestion) and a bad value is refused, each with exit code 1; a real
+/// setting es-standin does not model is accepted.
+#[tokio::test]
+async fn unknown_or_invalid_routing_settings_refuse_the_start() {
+    let sb = Sandbox::new();
+    let (code, stderr) = exit_of(
+        &sb.env(V8, &[]),
+        &with(&[
+            "discovery.type=single-node",
+            "cluster.routing.allocation.enabled=all",
+        ]),
+    )
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(
+            "unknown setting [cluster.routing.allocation.enabled] did you mean any of [cluster.routing.allocation.enable, "
+        ),
+        "{stderr}"
+    );
+    let e = start(
+        sb.env(V8, &[]),
+        &with(&[
+            "discovery.type=single-node",
+            "cluster.routing.allocation.enable=sometimes",
+        ]),
+    )
+    .await
+    .expect_err("a bad value");
+    assert_eq!(e.to_string(), "Illegal allocation.enable value [SOMETIMES]");
+    let node = start(
+        sb.env(V8, &[]),
+        &with(&[
+            "discovery.type=single-node",
+            "cluster.routing.allocation.disk.watermark.low=85%",
+            "cluster.routing.allocation.enable=primaries",
+        ]),
+    )
+    .await
+    .expect("real settings start");
+    node.stop().await;
 }

@@ -1305,3 +1305,171 @@ async fn a_replica_never_lands_on_an_older_node_than_its_primary() {
         r.stop().await;
     }
 }
+
+/// The rolling-restart procedure's `cluster.routing.allocation.enable: primaries` (§5 of the fact
+/// sheet): the replicas a leaving node held are not rebuilt on another node (the cluster stays yellow
+/// even with no `node_left` delay), nor given back when it rejoins; once allocation is reset the
+/// returning node recovers its own copy and the cluster is green with every document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_allocation_primaries_a_leaving_nodes_copies_wait_for_the_reset() {
+    let (_lease, p) = plan(&["r1", "r2", "r3"]);
+    let mut running = start_cluster(&p, V8, &[], &[SLOW_RECOVERY.to_owned()]).await;
+    let (status, body) = send(
+        &p[0],
+        "PUT",
+        "/roll",
+        Some(serde_json::json!({ "settings": { "number_of_shards": 1, "number_of_replicas": 1 } })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // No `node_left` delay: only `enable` can hold a departed copy back.
+    let (status, body) = send(
+        &p[0],
+        "PUT",
+        "/roll/_settings",
+        Some(serde_json::json!({ "index": { "unassigned.node_left.delayed_timeout": "0s" } })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    health_is(&p[0], "wait_for_status=green&timeout=30s").await;
+    write_docs(&p[0], "roll", 0..10).await;
+    let (status, body) = send(
+        &p[0],
+        "PUT",
+        "/_cluster/settings",
+        Some(serde_json::json!({ "persistent": { "cluster.routing.allocation.enable": "primaries" } })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, flushed) = send(&p[0], "POST", "/_flush", None).await;
+    assert_eq!(status, 200, "{flushed}");
+
+    // The replica's holder leaves; the third node could take a copy, but `primaries` forbids it.
+    let table = shards(&p[0]).await;
+    let holder = table
+        .iter()
+        .find(|r| r.2 == "r")
+        .and_then(|r| r.4.clone())
+        .expect("a replica holder");
+    let idle =
+        table
+            .iter()
+            .filter_map(|r| r.4.clone())
+            .fold(vec!["r1", "r2", "r3"], |mut left, h| {
+                left.retain(|n| *n != h);
+                left
+            });
+    assert_eq!(idle.len(), 1, "{table:?}");
+    let hi = p.iter().position(|n| n.name == holder).expect("planned");
+    let observer = &p[(hi + 1) % 3];
+    running.remove(hi).stop().await;
+    let h = health_is(observer, "wait_for_nodes=2&timeout=30s").await;
+    assert_eq!(h["status"], "yellow", "{h}");
+    stays("the replica is not rebuilt elsewhere", || async {
+        let h = health_is(observer, "").await;
+        let s = shards(observer).await;
+        h["status"] == "yellow"
+            && h["initializing_shards"] == 0
+            && s.iter().all(|r| r.4.as_deref() != Some(idle[0]))
+    })
+    .await;
+    read_docs(observer, "roll", 0..10).await;
+
+    // Back on its data path: still yellow until allocation is reset.
+    let all: Vec<&Planned> = p.iter().collect();
+    let mut s = settings(&p[hi], &all, &["r1", "r2", "r3"], &no_security());
+    s.push(SLOW_RECOVERY.to_owned());
+    let back = start_node(&p[hi], V8, &[], &s).await;
+    health_is(observer, "wait_for_nodes=3&timeout=30s").await;
+    stays(
+        "the returning node's replica waits for the reset",
+        || async {
+            let h = health_is(observer, "").await;
+            h["status"] == "yellow" && h["unassigned_shards"] == 1
+        },
+    )
+    .await;
+    let (status, body) = send(
+        observer,
+        "PUT",
+        "/_cluster/settings",
+        Some(serde_json::json!({ "persistent": { "cluster.routing.allocation.enable": null } })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    health_is(observer, "wait_for_status=green&timeout=30s").await;
+    let table = shards(observer).await;
+    assert!(
+        table
+            .iter()
+            .any(|r| r.2 == "r" && r.4.as_deref() == Some(holder.as_str())),
+        "the returning node recovers its own copy: {table:?}"
+    );
+    read_docs(&p[hi], "roll", 0..10).await;
+    back.stop().await;
+    for r in running {
+        r.stop().await;
+    }
+}
+
+/// A restarted node applies Elasticsearch's initial state until a master publishes one: it serves no
+/// document from the state it had before (the cluster may have moved past it), nor its old routing.
+/// Here the master-eligible node comes back alone, without a quorum, so it stays so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_serves_nothing_before_a_master_publishes_to_it() {
+    let (_lease, p) = plan(&["q1", "q2", "q3"]);
+    let running = start_cluster(&p, V8, &[], &[]).await;
+    send(
+        &p[0],
+        "PUT",
+        "/kept",
+        Some(serde_json::json!({ "settings": { "number_of_shards": 1, "number_of_replicas": 2 } })),
+    )
+    .await;
+    health_is(&p[0], "wait_for_status=green&timeout=30s").await;
+    write_docs(&p[0], "kept", 0..3).await;
+    for r in running {
+        r.stop().await;
+    }
+    let all: Vec<&Planned> = p.iter().collect();
+    let alone = start_node(
+        &p[0],
+        V8,
+        &[],
+        &settings(&p[0], &all, &["q1", "q2", "q3"], &no_security()),
+    )
+    .await;
+    let (status, e) = send(&p[0], "GET", "/kept/_doc/d0", None).await;
+    assert_eq!(
+        (
+            status,
+            e["error"]["type"].as_str(),
+            e["error"]["reason"].as_str()
+        ),
+        (
+            503,
+            Some("cluster_block_exception"),
+            Some("blocked by: [SERVICE_UNAVAILABLE/1/state not recovered / initialized];")
+        ),
+        "{e}"
+    );
+    let (_, nodes) = send(&p[0], "GET", "/_cat/shards?format=json&local=true", None).await;
+    assert_eq!(
+        nodes,
+        serde_json::json!([]),
+        "no routing before a master publishes"
+    );
+    let (status, e) = send(
+        &p[0],
+        "PUT",
+        "/kept/_doc/late?timeout=500ms",
+        Some(serde_json::json!({ "n": 1 })),
+    )
+    .await;
+    assert_eq!(
+        (status, e["error"]["type"].as_str()),
+        (503, Some("cluster_block_exception")),
+        "{e}"
+    );
+    alone.stop().await;
+}

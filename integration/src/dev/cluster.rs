@@ -93,6 +93,8 @@ pub struct Options {
     pub image: String,
     /// The scheduler's `--maintenance-answer-interval` (`None`: its default).
     pub maintenance_answer_interval: Option<Duration>,
+    /// More scheduler flags, after the ones the cluster sets (e.g. a test's `--rollout-step-timeout`).
+    pub scheduler_args: Vec<String>,
 }
 
 impl Options {
@@ -117,6 +119,7 @@ impl Options {
             groups: Vec::new(),
             image: "tether/es-standin".into(),
             maintenance_answer_interval: None,
+            scheduler_args: Vec::new(),
         }
     }
 
@@ -427,6 +430,7 @@ impl Cluster {
         if let Some(addr) = options.scheduler_metrics {
             args.extend(strings(&["--metrics-listen", &addr.to_string()]));
         }
+        args.extend(options.scheduler_args.iter().cloned());
         self.scheduler =
             Some(
                 self.components

@@ -534,8 +534,20 @@ fn lost_lock(node: &HttpNode) -> Option<Reply> {
     Some(error(500, "illegal_state_exception", Some(&reason)))
 }
 
+/// A node that has not applied a master's state since it started refuses a document read at once and
+/// a write after its timeout (the `state not recovered` block, 503).
+fn not_recovered(node: &HttpNode) -> Option<Reply> {
+    (!node.coordinator.view().borrow().recovered).then(|| {
+        error(
+            503,
+            "cluster_block_exception",
+            Some(crate::es_standin::cluster::NOT_RECOVERED),
+        )
+    })
+}
+
 async fn get_doc(node: &HttpNode, index: &str, id: &str) -> Reply {
-    if let Some(refused) = lost_lock(node) {
+    if let Some(refused) = lost_lock(node).or_else(|| not_recovered(node)) {
         return refused;
     }
     if let Err(e) = documents::check_index(index) {
@@ -566,6 +578,15 @@ async fn put_doc(node: &HttpNode, index: &str, id: &str, body: &[u8], params: &P
         );
     }
     let timeout = params.time("timeout", Duration::from_secs(60));
+    // The `state not recovered` block is retryable: a write waits for it to go, up to its timeout.
+    let mut rx = node.coordinator.view();
+    if tokio::time::timeout(timeout, rx.wait_for(|v| v.recovered))
+        .await
+        .is_err()
+    {
+        return not_recovered(node).unwrap_or_else(|| error(503, "cluster_block_exception", None));
+    }
+    drop(rx);
     let exists = node
         .coordinator
         .view()

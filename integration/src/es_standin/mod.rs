@@ -12,8 +12,12 @@
 //!    is refused by 8.x, and the Docker tier's image truly runs as 1000:0;
 //! 3. the entrypoint's steps: `ELASTIC_PASSWORD(_FILE)` into the keystore, 7.17's `TAKE_FILE_OWNERSHIP`;
 //! 4. settings from `elasticsearch.yml`, then `-E` options and the environment the way
-//!    `bin/elasticsearch-env` maps it ([`settings`]);
+//!    `bin/elasticsearch-env` maps it ([`settings`]); validated as Elasticsearch validates node settings
+//!    at start-up where the stand-in knows them: 8.x's removed legacy settings, and under
+//!    `cluster.routing.` an unknown key ("unknown setting [..] did you mean [..]?") or a bad value;
 //! 5. the data path (default `ES_HOME/data`, in the task's own layer), its lock and state ([`data_path`]);
+//!    data last written by a newer version refuses the start ("cannot downgrade a node from version [..]
+//!    to version [..]"), an older one is upgraded in place;
 //! 6. 8.x security auto-configuration on a first start that allows it ([`autoconfig`]);
 //! 7. TLS material ([`tls`]), transport bound ([`network`]), bootstrap checks in production mode
 //!    ([`bootstrap_checks`]);
@@ -425,8 +429,14 @@ fn start_identity(
     })
 }
 
-/// Settings Elasticsearch refuses outright.
+/// Settings Elasticsearch refuses outright: 8.x's removed legacy settings, and unknown keys or bad values
+/// under `cluster.routing.` (validated at start-up as `PUT _cluster/settings` validates them).
 fn validate_settings(settings: &Settings, version: EsVersion) -> Result<(), SettingsError> {
+    for (key, value) in settings.iter() {
+        if let Some(why) = cluster::routing::startup_error(key, value) {
+            return Err(SettingsError::Invalid(why));
+        }
+    }
     if version.is_8() {
         for legacy in [
             "node.master",

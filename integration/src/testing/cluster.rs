@@ -50,7 +50,11 @@ impl E2eCluster {
         ])
         .expect("dev flags");
         let subnet = SubnetLease::acquire();
-        assert!(agents <= 4, "a test cluster's port block holds 4 agents");
+        assert!(
+            agents <= SubnetLease::AGENTS,
+            "a test cluster's port block holds {} agents",
+            SubnetLease::AGENTS
+        );
         let plan = Plan::with_subnet(&args, &subnet.prefix);
         let mut options = Options::new(Components::Binaries(bin_dir()), nodes);
         options.allocation_interval = std::time::Duration::from_millis(200);
@@ -414,8 +418,10 @@ const SUBNETS: usize = 200;
 impl SubnetLease {
     /// Ports per agent: a node needs 2.
     pub const PORT_STRIDE: u16 = 10;
-    /// Ports per lease: 4 agents.
-    const PORTS_PER_LEASE: u16 = 4 * Self::PORT_STRIDE;
+    /// Agents per lease: one node runs per agent, and a rolling upgrade of two groups needs 5 nodes.
+    pub const AGENTS: usize = 5;
+    /// Ports per lease.
+    const PORTS_PER_LEASE: u16 = Self::AGENTS as u16 * Self::PORT_STRIDE;
     /// First port of the first lease's block. Every block lies below Linux's ephemeral port range
     /// (`net.ipv4.ip_local_port_range`, 32768-60999 by default), as a Mesos agent's default `ports`
     /// resource (31000-32000) does: Elasticsearch binds `0.0.0.0`, and that bind fails (exit 1,

@@ -79,10 +79,18 @@ pub async fn wait_es_nodes(es: &EsAccess, node: &Node, count: usize) {
     }
 }
 
-/// Reads document `id` of index `docs` from `node`: `Some(source)` when found.
+/// Reads document `id` of index `docs` from `node`: `Some(source)` when found. A 503 is retried until
+/// the usual deadline, as a client does: a relaunched node refuses reads until a master published the
+/// cluster state to it (`state not recovered`), and a copy may still be recovering.
 pub async fn get_doc(es: &EsAccess, node: &Node, id: &str) -> Option<serde_json::Value> {
-    let r = request(es, node, Method::GET, &format!("/docs/_doc/{id}"), None)
-        .await
-        .ok()?;
-    (r.status == 200).then(|| r.json()["_source"].clone())
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let r = request(es, node, Method::GET, &format!("/docs/_doc/{id}"), None)
+            .await
+            .ok()?;
+        if r.status != 503 || tokio::time::Instant::now() >= deadline {
+            return (r.status == 200).then(|| r.json()["_source"].clone());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -10,7 +10,9 @@
 //! - [`sidecar`]: an in-process scheduler double for the sidecar, a sidecar in this process, a
 //!   fake-rexray in a temp dir;
 //! - [`docker`]: the Docker tier: whether an engine answers, images and volumes that clean up after
-//!   themselves.
+//!   themselves;
+//! - [`traffic`]: a writer and a reader of documents and a watcher of the cluster's health and nodes,
+//!   running while a test changes the cluster (rolling changes), and what they saw.
 //!
 //! Waiting is always polling against a generous deadline, never a timing assertion.
 
@@ -21,6 +23,7 @@ pub mod emu;
 pub mod es;
 pub mod scheduler;
 pub mod sidecar;
+pub mod traffic;
 
 use std::time::Duration;
 

@@ -29,7 +29,10 @@ impl Coordinator {
             self.transport.send(
                 n.address,
                 &n.host,
-                Request::FollowerCheck { term },
+                Request::FollowerCheck {
+                    term,
+                    ephemeral_id: Some(n.ephemeral_id.clone()),
+                },
                 self.cfg.follower_check_timeout,
             )
         }))

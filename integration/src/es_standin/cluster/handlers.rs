@@ -34,7 +34,15 @@ impl Coordinator {
                 self.apply_committed(&mut i);
                 Response::Ack
             }
-            Request::FollowerCheck { term } => self.on_follower_check(from, term),
+            Request::FollowerCheck {
+                ephemeral_id: Some(e),
+                ..
+            } if e != self.local().ephemeral_id => Response::Refused(format!(
+                "{} {}: it restarted since [{from}] last saw it",
+                super::transport::RESTARTED,
+                self.local()
+            )),
+            Request::FollowerCheck { term, .. } => self.on_follower_check(from, term),
             Request::LeaderCheck => {
                 let i = self.lock();
                 match i.mode {

@@ -56,6 +56,26 @@ pub struct ClusterView {
     pub master: Option<DiscoveryNode>,
     /// The last state this node applied.
     pub state: ClusterState,
+    /// This node applied a state a master published since it started. Before that its state is
+    /// Elasticsearch's initial one (`Coordinator.doStart`): only the node itself, no metadata nor
+    /// routing, under the `state not recovered` block, so a restarted node serves nothing from the state
+    /// it had before, which the cluster may have moved past (documents written while it was away).
+    pub recovered: bool,
+}
+
+/// The `state not recovered / initialized` global block's answer (`GatewayService`).
+pub const NOT_RECOVERED: &str =
+    "blocked by: [SERVICE_UNAVAILABLE/1/state not recovered / initialized];";
+
+/// The state a node applies when it starts, before any master published one (see
+/// [`ClusterView::recovered`]): the node alone, no metadata nor routing. It keeps the persisted cluster
+/// UUID for `GET /` (what Tether reads to tell a node of another cluster), as the stand-in always did.
+fn initial_state(accepted: &ClusterState, local: &DiscoveryNode) -> ClusterState {
+    let mut s = ClusterState::empty(&accepted.cluster_name);
+    s.cluster_uuid = accepted.cluster_uuid.clone();
+    s.uuid_committed = accepted.uuid_committed;
+    s.nodes.insert(local.id.clone(), local.clone());
+    s
 }
 
 impl ClusterView {
@@ -81,6 +101,8 @@ struct Inner {
     p: Persisted,
     mode: Mode,
     applied: ClusterState,
+    /// A master's state was applied since the start (see [`ClusterView::recovered`]).
+    recovered: bool,
     /// Master-eligible peers that answered the last discovery round.
     peers: BTreeMap<String, DiscoveryNode>,
     /// Nodes peers told us about, probed next round.
@@ -137,7 +159,8 @@ impl Coordinator {
         let view = ClusterView {
             local: local.clone(),
             master: None,
-            state: applied.clone(),
+            state: initial_state(&applied, &local),
+            recovered: false,
         };
         let transport = Transport {
             cluster_name: cfg.cluster_name.clone(),
@@ -153,6 +176,7 @@ impl Coordinator {
                 p: persisted,
                 mode: Mode::Candidate,
                 applied,
+                recovered: false,
                 peers: BTreeMap::new(),
                 heard_of: BTreeMap::new(),
                 bootstrapping_permitted: true,
@@ -231,8 +255,11 @@ impl Coordinator {
             _ => None,
         };
         self.view.send_modify(|v| {
-            v.master = master;
-            v.state = i.applied.clone();
+            if i.recovered {
+                v.master = master;
+                v.state = i.applied.clone();
+                v.recovered = true;
+            }
         });
     }
 

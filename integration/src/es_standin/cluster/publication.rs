@@ -145,6 +145,7 @@ impl Coordinator {
         i.p.accepted.last_committed_config = i.p.accepted.last_accepted_config.clone();
         let _ = self.persist(i);
         let before = std::mem::replace(&mut i.applied, i.p.accepted.clone());
+        i.recovered = true;
         let joined: Vec<String> = i
             .applied
             .nodes

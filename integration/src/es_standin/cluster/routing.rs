@@ -198,6 +198,99 @@ pub fn known_setting(key: &str) -> bool {
             && key.ends_with(".values"))
 }
 
+/// Elasticsearch's other `cluster.routing.*` settings, which es-standin accepts in a node's own settings
+/// without modelling them (`ClusterSettings.BUILT_IN_CLUSTER_SETTINGS`, 7.17–8.x); with [`known_setting`]
+/// they are what a node's start-up accepts under `cluster.routing.`.
+const UNMODELLED: [&str; 27] = [
+    "cluster.routing.allocation.allow_rebalance",
+    "cluster.routing.allocation.cluster_concurrent_rebalance",
+    "cluster.routing.allocation.node_concurrent_incoming_recoveries",
+    "cluster.routing.allocation.node_concurrent_outgoing_recoveries",
+    "cluster.routing.allocation.node_initial_primaries_recoveries",
+    "cluster.routing.allocation.same_shard.host",
+    "cluster.routing.allocation.type",
+    "cluster.routing.allocation.total_shards_per_node",
+    "cluster.routing.allocation.shard_state.reroute.priority",
+    "cluster.routing.allocation.balance.shard",
+    "cluster.routing.allocation.balance.index",
+    "cluster.routing.allocation.balance.threshold",
+    "cluster.routing.allocation.balance.write_load",
+    "cluster.routing.allocation.balance.disk_usage",
+    "cluster.routing.allocation.disk.threshold_enabled",
+    "cluster.routing.allocation.disk.include_relocations",
+    "cluster.routing.allocation.disk.reroute_interval",
+    "cluster.routing.allocation.disk.watermark.low",
+    "cluster.routing.allocation.disk.watermark.low.max_headroom",
+    "cluster.routing.allocation.disk.watermark.high",
+    "cluster.routing.allocation.disk.watermark.high.max_headroom",
+    "cluster.routing.allocation.disk.watermark.flood_stage",
+    "cluster.routing.allocation.disk.watermark.flood_stage.max_headroom",
+    "cluster.routing.allocation.disk.watermark.flood_stage.frozen",
+    "cluster.routing.allocation.disk.watermark.flood_stage.frozen.max_headroom",
+    "cluster.routing.allocation.disk.watermark.enable_for_single_data_node",
+    "cluster.routing.use_adaptive_replica_selection",
+];
+
+/// Why a node refuses to start with `key = value` among its own settings, for keys under
+/// `cluster.routing.`: Elasticsearch validates every node setting at start-up (`SettingsModule`), an
+/// unknown key with `AbstractScopedSettings.validate`'s words (suggesting known keys more than 0.7
+/// similar, Lucene's `LevenshteinDistance`), a known one's value as its setting parses it.
+pub fn startup_error(key: &str, value: &str) -> Option<String> {
+    if !key.starts_with("cluster.routing.") {
+        return None;
+    }
+    // A whole family Elasticsearch registers by prefix (8.6+ desired-balance allocator).
+    if known_setting(key)
+        || UNMODELLED.contains(&key)
+        || key.starts_with("cluster.routing.allocation.desired_balance.")
+    {
+        return invalid_value(key, value);
+    }
+    let exact = [
+        "cluster.routing.allocation.enable",
+        "cluster.routing.allocation.awareness.attributes",
+        "cluster.routing.allocation.node_concurrent_recoveries",
+        "cluster.routing.rebalance.enable",
+    ];
+    let mut scored: Vec<(f32, &str)> = exact
+        .iter()
+        .chain(UNMODELLED.iter())
+        .map(|k| (similarity(key, k), *k))
+        .filter(|(d, _)| *d > 0.7)
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let msg = format!("unknown setting [{key}]");
+    Some(match scored.as_slice() {
+        [] => format!(
+            "{msg} please check that any required plugins are installed, or check the breaking changes documentation for removed settings"
+        ),
+        [(_, one)] => format!("{msg} did you mean [{one}]?"),
+        many => format!(
+            "{msg} did you mean any of [{}]?",
+            many.iter().map(|(_, k)| *k).collect::<Vec<_>>().join(", ")
+        ),
+    })
+}
+
+/// Lucene's `LevenshteinDistance.getDistance`: 1 − edits / the longer length (1 = equal).
+fn similarity(a: &str, b: &str) -> f32 {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let longest = a.len().max(b.len());
+    if longest == 0 {
+        return 1.0;
+    }
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            cur[j + 1] = (prev[j + 1] + 1).min(cur[j] + 1).min(prev[j] + cost);
+        }
+        prev = cur;
+    }
+    1.0 - prev[b.len()] as f32 / longest as f32
+}
+
 /// Refuses a value Elasticsearch refuses; `None` when fine.
 pub fn invalid_value(key: &str, value: &str) -> Option<String> {
     match key {

@@ -157,14 +157,10 @@ pub struct Persisted {
 /// Why the state on disk cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error(
-        "cannot downgrade a node from version [{from}] to version [{to}]; the data path {path} was last written by a newer Elasticsearch"
-    )]
-    Downgrade {
-        from: EsVersion,
-        to: EsVersion,
-        path: PathBuf,
-    },
+    /// Elasticsearch's `NodeMetadata.upgradeToCurrentVersion`, word for word: data a newer version wrote
+    /// (its node metadata, cluster state and Lucene indices) cannot be read by an older one.
+    #[error("cannot downgrade a node from version [{from}] to version [{to}]")]
+    Downgrade { from: EsVersion, to: EsVersion },
     #[error("{path}: {message}")]
     Io { path: PathBuf, message: String },
 }
@@ -206,7 +202,6 @@ impl StateStore {
             return Err(StateError::Downgrade {
                 from: p.node_version,
                 to: version,
-                path: self.file.clone(),
             });
         }
         p.node_version = version;

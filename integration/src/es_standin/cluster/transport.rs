@@ -42,8 +42,15 @@ pub enum Request {
     Publish { state: Box<ClusterState> },
     /// The state of `term`/`version` is committed: apply it.
     Commit { term: u64, version: u64 },
-    /// Fault detection, master → follower.
-    FollowerCheck { term: u64 },
+    /// Fault detection, master → follower. `ephemeral_id` is the follower's as the master's state has it:
+    /// a process that restarted on the same address has another one and is not that node (Elasticsearch's
+    /// transport handshake refuses a node whose ephemeral id differs, and the master also sees the old
+    /// connection close), so the master removes it as disconnected.
+    FollowerCheck {
+        term: u64,
+        #[serde(default)]
+        ephemeral_id: Option<String>,
+    },
     /// Fault detection, follower → master.
     LeaderCheck,
     /// A cluster-state change (any node → master).
@@ -136,9 +143,17 @@ pub enum TransportError {
 impl TransportError {
     /// Whether the peer is simply not there (fault detection drops such a node at once).
     pub fn is_disconnect(&self) -> bool {
-        matches!(self, TransportError::Connect(..))
+        match self {
+            TransportError::Connect(..) => true,
+            TransportError::Refused(_, why) => why.starts_with(RESTARTED),
+            _ => false,
+        }
     }
 }
+
+/// How a node answers a follower check meant for an earlier process on its address (see
+/// [`Request::FollowerCheck`]).
+pub const RESTARTED: &str = "handshake failed: unexpected remote node";
 
 /// Both sides of transport TLS.
 #[derive(Clone)]

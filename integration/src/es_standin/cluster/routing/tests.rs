@@ -391,6 +391,49 @@ fn a_relocation_keeps_the_copy_active_until_the_target_started() {
     assert!(!s.routing["i"][0].in_sync.contains(&victim));
 }
 
+/// A node's own `cluster.routing.*` settings are validated at start-up as Elasticsearch does: a typo is
+/// an unknown setting with a suggestion, a real but unmodelled setting is accepted, a bad value refused.
+#[test]
+fn start_up_refuses_unknown_routing_settings_and_bad_values() {
+    // Long keys sharing a prefix are all similar: the closest comes first.
+    let typo = startup_error("cluster.routing.allocation.enabled", "all").expect("unknown");
+    assert!(
+        typo.starts_with(
+            "unknown setting [cluster.routing.allocation.enabled] did you mean any of [cluster.routing.allocation.enable, "
+        ),
+        "{typo}"
+    );
+    assert_eq!(
+        startup_error("cluster.routing.rebalance.enablx", "all").as_deref(),
+        Some(
+            "unknown setting [cluster.routing.rebalance.enablx] did you mean [cluster.routing.rebalance.enable]?"
+        )
+    );
+    let far = startup_error("cluster.routing.zzz", "1").expect("unknown");
+    assert!(
+        far.ends_with("please check that any required plugins are installed, or check the breaking changes documentation for removed settings"),
+        "{far}"
+    );
+    assert_eq!(
+        startup_error("cluster.routing.allocation.enable", "sometimes").as_deref(),
+        Some("Illegal allocation.enable value [SOMETIMES]")
+    );
+    for fine in [
+        ("cluster.routing.allocation.enable", "primaries"),
+        ("cluster.routing.allocation.exclude._name", "a,b"),
+        ("cluster.routing.allocation.disk.watermark.low", "85%"),
+        (
+            "cluster.routing.allocation.desired_balance.progress_log_interval",
+            "1m",
+        ),
+        ("node.attr.zone", "z1"),
+    ] {
+        assert_eq!(startup_error(fine.0, fine.1), None, "{fine:?}");
+    }
+    assert!((similarity("abc", "abc") - 1.0).abs() < f32::EPSILON);
+    assert!((similarity("abcd", "abce") - 0.75).abs() < f32::EPSILON);
+}
+
 #[test]
 fn settings_values_and_wildcards() {
     assert!(known_setting("cluster.routing.allocation.exclude._name"));
