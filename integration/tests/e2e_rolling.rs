@@ -240,11 +240,14 @@ fn assert_safe(report: &Report, restarted: usize) {
         "{:?}",
         report.absent_at_end
     );
+    // The watcher samples: a restart quicker than a sample (a master's, while the cluster elects
+    // another and drops the old one within a few hundred milliseconds) can pass unseen, so it proves
+    // only that no node left twice and no other node left; each test checks the exactly-once restart
+    // on the task ids.
     let restarts = report.restarts();
-    assert_eq!(
-        (restarts.len(), restarts.values().all(|n| *n == 1)),
-        (restarted, true),
-        "each node restarts once: {restarts:?}"
+    assert!(
+        restarts.len() <= restarted && restarts.values().all(|n| *n == 1),
+        "each of at most {restarted} nodes leaves the cluster once: {restarts:?}"
     );
     // The bound is this test's own slowest restart (as the watcher measured it: last seen before it
     // left, first seen back), not a wall-clock constant.
@@ -305,6 +308,11 @@ async fn a_rolling_upgrade_of_two_groups_loses_nothing_and_takes_one_node_at_a_t
             (Some("RUNNING"), Some(generation)),
             "{n}"
         );
+        // Launched exactly twice: restarted once (the task id ends in the launch count).
+        assert!(
+            n["task_id"].as_str().is_some_and(|t| t.ends_with(".2")),
+            "{n}"
+        );
     }
     settled_on(&c, 5, NEW_VERSION).await;
 }
@@ -353,6 +361,16 @@ async fn a_scheduler_killed_mid_rollout_carries_on_and_finishes_it() {
     }
     for n in nodes_json(&c).await {
         assert_eq!(n["config_generation"].as_u64(), Some(generation), "{n}");
+    }
+    // Each node was launched exactly twice (its task id ends in its launch count): restarted once,
+    // the one in progress at the kill included.
+    for n in &after {
+        assert!(
+            n.task_id.ends_with(".2"),
+            "node {}: task {}",
+            n.id,
+            n.task_id
+        );
     }
     settled_on(&c, 3, NEW_VERSION).await;
 }

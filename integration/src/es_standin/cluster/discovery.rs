@@ -106,12 +106,7 @@ impl Coordinator {
     pub(super) async fn join(&self, master: &DiscoveryNode) -> bool {
         match self
             .transport
-            .send(
-                master.address,
-                &master.host,
-                Request::Join,
-                self.cfg.publish_timeout,
-            )
+            .send_to(master, Request::Join, self.cfg.publish_timeout)
             .await
         {
             Ok(_) => {

@@ -58,9 +58,8 @@ impl Coordinator {
         };
         // Pre-voting: would a quorum follow us without disrupting a working leader?
         let pre = futures::future::join_all(peers.iter().map(|p| {
-            self.transport.send(
-                p.address,
-                &p.host,
+            self.transport.send_to(
+                p,
                 Request::PreVote {
                     last_accepted_term: last_term,
                     last_accepted_version: last_version,
@@ -104,9 +103,8 @@ impl Coordinator {
             term
         };
         let votes_in = futures::future::join_all(peers.iter().map(|p| {
-            self.transport.send(
-                p.address,
-                &p.host,
+            self.transport.send_to(
+                p,
                 Request::StartJoin { term },
                 self.cfg.request_peers_timeout,
             )

@@ -26,9 +26,8 @@ impl Coordinator {
             return;
         }
         let results = futures::future::join_all(targets.iter().map(|n| {
-            self.transport.send(
-                n.address,
-                &n.host,
+            self.transport.send_to(
+                n,
                 Request::FollowerCheck {
                     term,
                     ephemeral_id: Some(n.ephemeral_id.clone()),
@@ -97,12 +96,7 @@ impl Coordinator {
         };
         let r = self
             .transport
-            .send(
-                leader.address,
-                &leader.host,
-                Request::LeaderCheck,
-                self.cfg.leader_check_timeout,
-            )
+            .send_to(&leader, Request::LeaderCheck, self.cfg.leader_check_timeout)
             .await;
         let mut i = self.lock();
         if !matches!(&i.mode, Mode::Follower(l) if l.id == leader.id) {

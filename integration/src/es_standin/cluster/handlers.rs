@@ -173,9 +173,8 @@ impl Coordinator {
         };
         match self
             .transport
-            .send(
-                from.address,
-                &from.host,
+            .send_to(
+                &from,
                 Request::ValidateJoin {
                     cluster_uuid: applied.cluster_uuid.clone(),
                 },

@@ -203,6 +203,7 @@ impl Coordinator {
         tokio::spawn(transport::serve(
             listener,
             c.cfg.cluster_name.clone(),
+            c.local().ephemeral_id.clone(),
             tls,
             handler,
             shutdown.clone(),

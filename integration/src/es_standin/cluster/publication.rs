@@ -73,7 +73,7 @@ impl Coordinator {
                 };
                 let timeout = self.cfg.publish_timeout;
                 async move {
-                    let r = t.send(n.address, &n.host, req, timeout).await;
+                    let r = t.send_to(&n, req, timeout).await;
                     (n, r)
                 }
             })
@@ -123,14 +123,12 @@ impl Coordinator {
         let timeout = self.cfg.publish_timeout;
         tokio::spawn(async move {
             let first = futures::future::join_all(
-                acked
-                    .iter()
-                    .map(|n| t.send(n.address, &n.host, commit.clone(), timeout)),
+                acked.iter().map(|n| t.send_to(n, commit.clone(), timeout)),
             );
             let late = async {
                 while let Some((n, r)) = pending.next().await {
                     if r.is_ok() {
-                        let _ = t.send(n.address, &n.host, commit.clone(), timeout).await;
+                        let _ = t.send_to(&n, commit.clone(), timeout).await;
                     }
                 }
             };

@@ -220,9 +220,8 @@ impl Coordinator {
             } else {
                 match self
                     .transport
-                    .send(
-                        master.address,
-                        &master.host,
+                    .send_to(
+                        &master,
                         Request::Update(update.clone()),
                         deadline.saturating_duration_since(tokio::time::Instant::now()),
                     )
@@ -272,7 +271,7 @@ impl Coordinator {
         }
         if let Ok(Response::Published(version)) = self
             .transport
-            .send(master.address, &master.host, Request::StateVersion, timeout)
+            .send_to(&master, Request::StateVersion, timeout)
             .await
         {
             let mut rx = self.view.subscribe();
@@ -415,9 +414,8 @@ impl Coordinator {
         } else {
             match self
                 .transport
-                .send(
-                    primary.address,
-                    &primary.host,
+                .send_to(
+                    &primary,
                     Request::RecoverShard {
                         index: index.to_owned(),
                         shard,
@@ -485,9 +483,8 @@ impl Coordinator {
                 }
                 Some(p) => match self
                     .transport
-                    .send(
-                        p.address,
-                        &p.host,
+                    .send_to(
+                        p,
                         Request::PrimaryWrite {
                             index: index.to_owned(),
                             id: id.to_owned(),
@@ -586,9 +583,8 @@ impl Coordinator {
             (shard, version, targets)
         };
         let sends = targets.iter().map(|(n, _, _)| {
-            self.transport.send(
-                n.address,
-                &n.host,
+            self.transport.send_to(
+                n,
                 Request::ReplicaWrite {
                     index: index.to_owned(),
                     shard,
@@ -674,9 +670,8 @@ impl Coordinator {
             } else if let Some(n) = state.nodes.get(&h) {
                 match self
                     .transport
-                    .send(
-                        n.address,
-                        &n.host,
+                    .send_to(
+                        n,
                         Request::GetDoc {
                             index: index.to_owned(),
                             shard,

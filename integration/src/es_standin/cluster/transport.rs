@@ -121,6 +121,12 @@ pub enum Response {
 struct Envelope {
     cluster_name: String,
     from: DiscoveryNode,
+    /// The ephemeral id of the node the sender means (None: whoever listens there, as discovery asks).
+    /// Elasticsearch connects to a node, not an address: its handshake refuses a process whose
+    /// ephemeral id differs, so a node restarted on the same address never receives what was meant for
+    /// its previous process (a publication, a replica write, a read of a copy it no longer has).
+    #[serde(default)]
+    to: Option<String>,
     request: Request,
 }
 
@@ -186,9 +192,39 @@ impl Transport {
         request: Request,
         timeout: Duration,
     ) -> Result<Response, TransportError> {
+        self.send_envelope(addr, host, None, request, timeout).await
+    }
+
+    /// One request to the process `node` names (its ephemeral id): a process that restarted on its
+    /// address refuses it as Elasticsearch's handshake does, and the refusal counts as a disconnect.
+    pub async fn send_to(
+        &self,
+        node: &DiscoveryNode,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<Response, TransportError> {
+        self.send_envelope(
+            node.address,
+            &node.host,
+            Some(node.ephemeral_id.clone()),
+            request,
+            timeout,
+        )
+        .await
+    }
+
+    async fn send_envelope(
+        &self,
+        addr: SocketAddr,
+        host: &str,
+        to: Option<String>,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<Response, TransportError> {
         let envelope = Envelope {
             cluster_name: self.cluster_name.clone(),
             from: self.local.clone(),
+            to,
             request,
         };
         let body =
@@ -270,6 +306,7 @@ async fn read_frame<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<Vec<u8>>
 pub async fn serve<H, F>(
     listener: TcpListener,
     cluster_name: String,
+    local_ephemeral_id: String,
     tls: Option<TransportTls>,
     handler: H,
     shutdown: CancellationToken,
@@ -287,14 +324,15 @@ pub async fn serve<H, F>(
         let _ = tcp.set_nodelay(true);
         let handler = handler.clone();
         let cluster_name = cluster_name.clone();
+        let local = local_ephemeral_id.clone();
         let tls = tls.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let work = async {
                 match tls {
-                    None => answer(tcp, &cluster_name, handler.as_ref()).await,
+                    None => answer(tcp, &cluster_name, &local, handler.as_ref()).await,
                     Some(tls) => match tls.acceptor.accept(tcp).await {
-                        Ok(stream) => answer(stream, &cluster_name, handler.as_ref()).await,
+                        Ok(stream) => answer(stream, &cluster_name, &local, handler.as_ref()).await,
                         Err(e) => {
                             tracing::warn!(%peer, error = %e, "transport TLS handshake with a peer failed, closing connection");
                         }
@@ -309,7 +347,7 @@ pub async fn serve<H, F>(
     }
 }
 
-async fn answer<S, H, F>(mut stream: S, cluster_name: &str, handler: &H)
+async fn answer<S, H, F>(mut stream: S, cluster_name: &str, local: &str, handler: &H)
 where
     S: AsyncRead + AsyncWrite + Unpin,
     H: Fn(DiscoveryNode, Request) -> F,
@@ -324,9 +362,71 @@ where
             "handshake failed, mismatched cluster name [Cluster [{}]] - {}",
             env.cluster_name, env.from
         )),
+        Ok(env) if env.to.as_deref().is_some_and(|to| to != local) => Response::Refused(format!(
+            "{RESTARTED}: [{}] meant the process with ephemeral id [{}], this one is [{local}]",
+            env.from,
+            env.to.unwrap_or_default()
+        )),
         Ok(env) => handler(env.from, env.request).await,
     };
     let body = serde_json::to_vec(&response).unwrap_or_default();
     let _ = write_frame(&mut stream, &body).await;
     let _ = stream.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, address: SocketAddr, ephemeral_id: &str) -> DiscoveryNode {
+        DiscoveryNode {
+            id: format!("{name}-id"),
+            name: name.to_owned(),
+            address,
+            host: "127.0.0.1".to_owned(),
+            roles: std::collections::BTreeSet::new(),
+            version: crate::es_standin::image::EsVersion::DEFAULT,
+            attributes: std::collections::BTreeMap::new(),
+            ephemeral_id: ephemeral_id.to_owned(),
+        }
+    }
+
+    /// A request meant for an earlier process on the address is refused as a disconnect (what the
+    /// master's publication and fault detection then act on); one for this process, or for whoever
+    /// listens (discovery), is handled.
+    #[tokio::test]
+    async fn a_restarted_process_refuses_what_was_meant_for_its_predecessor() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let shutdown = CancellationToken::new();
+        tokio::spawn(serve(
+            listener,
+            "c".to_owned(),
+            "now".to_owned(),
+            None,
+            |_, _| async { Response::Ack },
+            shutdown.clone(),
+        ));
+        let sender = Transport {
+            cluster_name: "c".to_owned(),
+            local: node("master", address, "m"),
+            tls: None,
+            connect_timeout: Duration::from_secs(5),
+        };
+        let timeout = Duration::from_secs(5);
+        let stale = sender
+            .send_to(&node("n", address, "before"), Request::LeaderCheck, timeout)
+            .await
+            .expect_err("refused");
+        assert!(stale.is_disconnect(), "{stale}");
+        let current = sender
+            .send_to(&node("n", address, "now"), Request::LeaderCheck, timeout)
+            .await;
+        assert!(matches!(current, Ok(Response::Ack)), "{current:?}");
+        let anyone = sender
+            .send(address, "127.0.0.1", Request::LeaderCheck, timeout)
+            .await;
+        assert!(matches!(anyone, Ok(Response::Ack)), "{anyone:?}");
+        shutdown.cancel();
+    }
 }
