@@ -48,7 +48,11 @@ async fn a_partitioned_node_is_replaced_only_once_its_agent_is_gone() {
     wait_es(&es, &two).await;
     put_doc(&es, &two, "doc-2", json!({ "v": 2 })).await;
 
-    c.emu_fault(&format!("agents/{}/partition", two.agent_id))
+    // Frozen, as a machine whose agent is declared gone is dead: a node 2 that kept running as
+    // Elasticsearch's elected master would keep its node id in the cluster, and its replacement could
+    // not join until Elasticsearch noticed the lost data path (its file-system health check, every two
+    // minutes by default, which es-standin does not model).
+    c.emu_fault(&format!("agents/{}/partition?freeze=true", two.agent_id))
         .await;
     c.wait_nodes("node 2 unreachable", |ns| {
         ns.iter().any(|n| n.id == 2 && n.state == "UNREACHABLE")
