@@ -37,6 +37,8 @@ fn slot(id: u64) -> SlotRecord {
         mount_host: None,
         removal: None,
         config_generation: 1,
+        // A recorded certificate expiry goes through ZooKeeper like the rest of the slot.
+        cert_not_after: Some(1_900_000_000 + id),
     }
 }
 

@@ -144,6 +144,7 @@ impl Core {
                         mount_host: None,
                         removal: None,
                         config_generation: current,
+                        cert_not_after: None,
                     }
                 }
             };

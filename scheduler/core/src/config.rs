@@ -405,11 +405,22 @@ pub struct Config {
     /// (`--rollout-step-timeout`); nothing is forced.
     #[serde(default = "default_rollout_step_timeout_ms")]
     pub rollout_step_timeout_ms: u64,
+    /// A running node whose certificate expires within this many seconds is restarted by a rollout
+    /// to get a new one (`--es-cert-renew-before`, `renewal.rs`); below [`NODE_CERT_DAYS`].
+    #[serde(default = "default_cert_renew_before_s")]
+    pub cert_renew_before_s: u64,
     /// Node groups (`--group`); empty: one group of identical nodes, the default group, sized by the
     /// stored desired count (seeded by `--nodes`).
     #[serde(default)]
     pub groups: Vec<GroupSpec>,
 }
+
+fn default_cert_renew_before_s() -> u64 {
+    30 * 86_400
+}
+
+/// How long a node's certificate is valid, in days (the scheduler's CA signs it at every launch).
+pub const NODE_CERT_DAYS: u64 = 365;
 
 fn default_rollout_step_timeout_ms() -> u64 {
     30 * 60_000
@@ -485,6 +496,7 @@ impl Config {
             max_agent_absence_ms: default_max_agent_absence_ms(),
             removal_step_timeout_ms: default_removal_step_timeout_ms(),
             rollout_step_timeout_ms: default_rollout_step_timeout_ms(),
+            cert_renew_before_s: default_cert_renew_before_s(),
             groups: Vec::new(),
         }
     }
@@ -634,6 +646,12 @@ impl Config {
         }
         if self.removal_step_timeout_ms == 0 || self.rollout_step_timeout_ms == 0 {
             return bad("the removal and rollout step timeouts must be positive".into());
+        }
+        if self.cert_renew_before_s == 0 || self.cert_renew_before_s >= NODE_CERT_DAYS * 86_400 {
+            return bad(format!(
+                "the certificate renewal window must be positive and shorter than a certificate's \
+                 {NODE_CERT_DAYS} days (else every new certificate would be renewed at once)"
+            ));
         }
         if self.report_interval_ms == 0 || self.freshness_multiple == 0 || self.prepare_hold_ms == 0
         {

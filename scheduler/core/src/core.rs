@@ -216,6 +216,8 @@ pub struct Core {
     pub(crate) rollout_rt: crate::rollout::RolloutRuntime,
     /// Elasticsearch calls of the rollout sent and not yet answered.
     pub(crate) rollout_calls: BTreeSet<u64>,
+    /// The wall-clock time the shell last gave (`renewal.rs`).
+    pub(crate) wall: Option<crate::renewal::WallClock>,
 }
 
 pub(crate) fn new_runtime(now: Millis) -> SlotRuntime {
@@ -320,6 +322,7 @@ impl Core {
             observe: crate::observe::Observation::default(),
             rollout_rt: crate::rollout::RolloutRuntime::new(Millis(0)),
             rollout_calls: BTreeSet::new(),
+            wall: None,
         };
         core.refresh_watch();
         // Groups first named by the flags start at the flags' counts; stored groups keep theirs.

@@ -58,6 +58,7 @@ pub mod nodeconfig;
 mod observe;
 mod placement;
 pub mod removal;
+pub mod renewal;
 pub mod rollout;
 mod sidecar_events;
 pub mod state;

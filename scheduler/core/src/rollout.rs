@@ -273,6 +273,15 @@ impl Core {
     /// on: the operator asked for a change).
     pub(crate) fn start_rollout(&mut self, now: Millis) {
         let generation = self.config_generation();
+        self.start_rollout_for(
+            now,
+            format!("rollout of configuration {generation} started"),
+        );
+    }
+
+    /// [`Core::start_rollout`], the start announced with `message` (why it starts).
+    pub(crate) fn start_rollout_for(&mut self, now: Millis, message: String) {
+        let generation = self.config_generation();
         let rollout = match self.persisted.rollout.clone() {
             Some(mut r) if matches!(r.state, RolloutState::Running | RolloutState::Paused) => {
                 r.generation = generation;
@@ -298,7 +307,7 @@ impl Core {
         self.watch(WatchEvent::Rollout {
             node_id: None,
             state: "running".into(),
-            message: format!("rollout of configuration {generation} started"),
+            message,
         });
         self.drive_rollout(now);
     }
@@ -334,9 +343,10 @@ impl Core {
         self.arm_rollout_timer(now);
     }
 
-    /// The nodes on an older configuration than their group's, in the order a rollout takes them
-    /// (not master-eligible first, then master-eligible, then those holding the only copy of an index
-    /// without replicas; ids ascending within each).
+    /// The nodes on an older configuration than their group's, or whose certificate is due for renewal
+    /// (`renewal.rs`), in the order a rollout takes them (not master-eligible first, then
+    /// master-eligible, then those holding the only copy of an index without replicas; ids ascending
+    /// within each).
     pub(crate) fn rollout_pending(&self, now: Millis) -> Vec<NodeId> {
         let current = self
             .persisted
@@ -351,7 +361,7 @@ impl Core {
             .values()
             .filter(|r| !r.removed && Some(r.node_id) != current)
             .map(|r| r.node_id)
-            .filter(|id| self.out_of_date(*id))
+            .filter(|id| self.out_of_date(*id) || self.cert_due(*id, now))
             .map(|id| {
                 let name = self.node_name(id);
                 let unreplicated = cluster.is_some_and(|c| !sole_copies(c, &name).1.is_empty());
@@ -472,6 +482,10 @@ impl Core {
                             return;
                         }
                         Ok((id, note)) => {
+                            let note = match (note, self.renewal_note(id, now)) {
+                                (Some(a), Some(b)) => Some(format!("{b}; {a}")),
+                                (a, b) => a.or(b),
+                            };
                             let node = RolloutNode {
                                 node_id: id,
                                 step: RolloutStep::Prepare,
@@ -882,11 +896,15 @@ impl Core {
     #[must_use]
     pub fn rollout_view(&self, now: Millis) -> RolloutView {
         let r = self.persisted.rollout.as_ref();
-        let reason = r.and_then(|r| r.reason.clone()).or_else(|| {
-            r.filter(|r| r.state == RolloutState::Running)
-                .map(|_| self.rollout_rt.waiting.clone())
-                .filter(|w| !w.is_empty())
-        });
+        let waiting = r
+            .filter(|r| r.state == RolloutState::Running)
+            .map(|_| self.rollout_rt.waiting.clone())
+            .filter(|w| !w.is_empty());
+        let reason = match (r.and_then(|r| r.reason.clone()), waiting) {
+            // Why this node (its certificate, an unreplicated index) and what it waits for now.
+            (Some(why), Some(w)) => Some(format!("{why}; {w}")),
+            (why, w) => why.or(w),
+        };
         RolloutView {
             config_generation: self.config_generation(),
             state: r.map_or("idle", |r| r.state.as_str()).to_owned(),

@@ -85,6 +85,12 @@ pub struct SlotRecord {
     /// slot written before configurations were stored ran the flags' configuration, generation 1.
     #[serde(default = "first_generation")]
     pub config_generation: u64,
+    /// When the certificate the scheduler last signed for this node expires (Unix seconds, the exact
+    /// `notAfter` written into it; security `transport`/`full` only). Signed for the newest launch
+    /// just before it; `None` in a slot written before expiries were recorded, or with security off:
+    /// such a node is never renewed (`renewal.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_not_after: Option<u64>,
 }
 
 fn first_generation() -> u64 {

@@ -39,6 +39,7 @@ pub fn sample_state() -> PersistedState {
         mount_host: None,
         removal: None,
         config_generation: 1,
+        cert_not_after: (n == 1).then_some(1_900_000_000),
     };
     let running = TaskRecord {
         task_id: task("fw-1-1.1"),

@@ -10,6 +10,7 @@ mod model;
 mod observe;
 mod placement;
 mod removal;
+mod renewal;
 mod rollout;
 mod rules;
 mod views;

@@ -14,7 +14,7 @@ use crate::testing::*;
 const OLD: &str = "docker.elastic.co/elasticsearch/elasticsearch:8.13.4";
 const NEW: &str = "docker.elastic.co/elasticsearch/elasticsearch:8.15.0";
 
-fn check(h: &Harness) {
+pub(super) fn check(h: &Harness) {
     assert!(h.violations.is_empty(), "{:?}", h.violations);
     assert_eq!(&h.store, h.core.persisted());
     if let Err(e) = h.core.check_invariants() {
@@ -24,7 +24,7 @@ fn check(h: &Harness) {
 
 /// `n` nodes (normal strategy, image [`OLD`]) RUNNING on `h1..hn`, each having reported the cluster's
 /// UUID.
-fn running(n: u64) -> Harness {
+pub(super) fn running(n: u64) -> Harness {
     let mut c = config(crate::Strategy::Normal);
     c.image = OLD.into();
     c.rollout_step_timeout_ms = 600_000;
@@ -55,7 +55,7 @@ fn running(n: u64) -> Harness {
 }
 
 /// A green cluster of `es-1..es-n` on `version`, master-eligible as `masters` says (all when empty).
-fn green(n: u64, version: &str, masters: &[u64]) -> EsCluster {
+pub(super) fn green(n: u64, version: &str, masters: &[u64]) -> EsCluster {
     let names: Vec<(String, bool)> = (1..=n)
         .map(|i| {
             (
@@ -68,7 +68,7 @@ fn green(n: u64, version: &str, masters: &[u64]) -> EsCluster {
     es_cluster(&nodes, version, Vec::new())
 }
 
-fn without(mut c: EsCluster, name: &str) -> EsCluster {
+pub(super) fn without(mut c: EsCluster, name: &str) -> EsCluster {
     if let crate::domain::EsView::Master { nodes, .. } = &mut c.view {
         nodes.remove(name);
     }
@@ -76,7 +76,7 @@ fn without(mut c: EsCluster, name: &str) -> EsCluster {
     c
 }
 
-fn restarted(mut c: EsCluster, es_id: &str) -> EsCluster {
+pub(super) fn restarted(mut c: EsCluster, es_id: &str) -> EsCluster {
     c.shutdowns.get_or_insert_default().insert(
         es_id.to_owned(),
         NodeShutdown {
@@ -89,13 +89,13 @@ fn restarted(mut c: EsCluster, es_id: &str) -> EsCluster {
 
 /// Delivers the same observation twice: a rollout gate trusts only an observation begun after its step
 /// began, and the first after a change may have been under way already.
-fn observe(h: &mut Harness, c: EsCluster) -> Vec<Command> {
+pub(super) fn observe(h: &mut Harness, c: EsCluster) -> Vec<Command> {
     let mut out = h.es_cluster(c.clone());
     out.extend(h.es_cluster(c));
     out
 }
 
-fn kills(cmds: &[Command]) -> Vec<String> {
+pub(super) fn kills(cmds: &[Command]) -> Vec<String> {
     cmds.iter()
         .filter_map(|c| match c {
             Command::Mesos(MesosCommand::Kill { task_id, .. }) => Some(task_id.to_string()),
@@ -104,11 +104,11 @@ fn kills(cmds: &[Command]) -> Vec<String> {
         .collect()
 }
 
-fn calls(cmds: &[Command]) -> Vec<EsCall> {
+pub(super) fn calls(cmds: &[Command]) -> Vec<EsCall> {
     es_calls(cmds).into_iter().map(|(_, c)| c).collect()
 }
 
-fn answer_all(h: &mut Harness, cmds: &[Command]) -> Vec<Command> {
+pub(super) fn answer_all(h: &mut Harness, cmds: &[Command]) -> Vec<Command> {
     let mut out = Vec::new();
     for (id, _) in es_calls(cmds) {
         out.extend(h.es_result(id, None));
@@ -116,7 +116,7 @@ fn answer_all(h: &mut Harness, cmds: &[Command]) -> Vec<Command> {
     out
 }
 
-fn update_image(h: &mut Harness, image: &str) -> u64 {
+pub(super) fn update_image(h: &mut Harness, image: &str) -> u64 {
     let g = h
         .core
         .handle_config_update(
@@ -131,7 +131,7 @@ fn update_image(h: &mut Harness, image: &str) -> u64 {
     g
 }
 
-fn state(h: &Harness) -> RolloutState {
+pub(super) fn state(h: &Harness) -> RolloutState {
     h.core
         .persisted()
         .rollout
@@ -140,7 +140,7 @@ fn state(h: &Harness) -> RolloutState {
         .state
 }
 
-fn current(h: &Harness) -> Option<(NodeId, RolloutStep)> {
+pub(super) fn current(h: &Harness) -> Option<(NodeId, RolloutStep)> {
     h.core
         .persisted()
         .rollout
@@ -153,6 +153,18 @@ fn current(h: &Harness) -> Option<(NodeId, RolloutStep)> {
 /// through every step, with `cluster` as what Elasticsearch says between the steps; returns the
 /// relaunched task's image.
 fn restart_node(h: &mut Harness, n: u64, total: u64, version: &str) -> String {
+    restart_node_with(h, n, total, version, |_, _| {})
+}
+
+/// [`restart_node`], calling `on_launch` once the node is relaunched (before its task runs): where the
+/// shell records the new certificate it signed.
+pub(super) fn restart_node_with(
+    h: &mut Harness,
+    n: u64,
+    total: u64,
+    version: &str,
+    mut on_launch: impl FnMut(&mut Harness, NodeId),
+) -> String {
     let name = format!("es-{n}");
     let es_id = format!("id-{name}");
     assert_eq!(current(h), Some((NodeId(n), RolloutStep::Prepare)));
@@ -194,6 +206,7 @@ fn restart_node(h: &mut Harness, n: u64, total: u64, version: &str) -> String {
     let cmds2 = h.offers(vec![offer(&id, &format!("h{n}"), 4.0, 8192.0, 1000.0)]);
     let launch = accepts(&cmds2).into_iter().next().expect("relaunched");
     assert_eq!(launch.node_id, NodeId(n));
+    on_launch(h, NodeId(n));
     h.update(status(
         &launch.task_id,
         &format!("h{n}"),
