@@ -151,6 +151,7 @@ fn families_with_a_child() -> String {
         attached_to: Vec::new(),
         last_error: None,
     }]);
+    scheduler.set_certificate_expiries([("default", tether_core::ids::NodeId(1), 1_900_000_000)]);
     let sidecar = tether_sidecar::metrics::SidecarMetrics::new();
     sidecar.observe(Method::Get, std::time::Duration::from_millis(1), false);
     scheduler.encode() + &tether_telemetry::encode(&sidecar.registry)

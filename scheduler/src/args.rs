@@ -156,6 +156,11 @@ pub struct Args {
     /// `--state-dir` (mode 0600). It reaches nodes only as a file on their identity volume.
     #[arg(long, env = "TETHER_ES_PASSWORD_FILE")]
     pub es_password_file: Option<PathBuf>,
+    /// With security on, every launch gets a certificate valid one year; a running node whose
+    /// certificate expires within this long is restarted through the rollout (one node at a time,
+    /// gated on Elasticsearch) to get a new one. A paused rollout holds renewals too. Below 365 days.
+    #[arg(long, env = "TETHER_ES_CERT_RENEW_BEFORE", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub es_cert_renew_before: Duration,
     /// `docker run` parameter, `key=value`, repeatable; added to the default `ulimit=nofile=65535:65535`
     /// (the same key, or for `ulimit` the same limit, replaces a default). `ulimit`s are also given to the
     /// Mesos containerizer as `rlimit_info`.

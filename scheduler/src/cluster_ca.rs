@@ -246,7 +246,7 @@ impl ClusterSecrets {
         &self.password
     }
 
-    /// A one-year certificate for the key in `csr_pem`, naming `common_name`, `dns_names` and
+    /// A one-year ([`tether_core::config::NODE_CERT_DAYS`]) certificate for the key in `csr_pem`, naming `common_name`, `dns_names` and
     /// `ip_addresses` (the CSR's own names are ignored).
     pub fn sign(
         &self,
@@ -254,7 +254,7 @@ impl ClusterSecrets {
         common_name: &str,
         dns_names: &[String],
         ip_addresses: &[String],
-    ) -> Result<String, SecretsError> {
+    ) -> Result<SignedCert, SecretsError> {
         let mut csr =
             CertificateSigningRequestParams::from_pem(csr_pem).map_err(crypto("the node's CSR"))?;
         let mut params = CertificateParams::default();
@@ -284,13 +284,25 @@ impl ClusterSecrets {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        set_validity(&mut params, 365);
+        let not_after_unix_s = set_validity(&mut params, tether_core::config::NODE_CERT_DAYS);
         csr.params = params;
-        Ok(csr
+        let pem = csr
             .signed_by(&self.issuer)
             .map_err(crypto("signing the node's certificate"))?
-            .pem())
+            .pem();
+        Ok(SignedCert {
+            pem,
+            not_after_unix_s,
+        })
     }
+}
+
+/// A node's certificate as [`ClusterSecrets::sign`] made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedCert {
+    pub pem: String,
+    /// Its `notAfter` as Unix seconds, exactly as written into it (the core renews the node before it).
+    pub not_after_unix_s: u64,
 }
 
 /// A new self-signed CA, valid ten years.
@@ -314,15 +326,19 @@ fn new_ca() -> Result<(String, String), SecretsError> {
 }
 
 /// Valid from yesterday (clock skew between agents) to `days` from now.
-fn set_validity(params: &mut CertificateParams, days: u64) {
+/// Valid from the start of yesterday (UTC) to the start of the day `days` from now; returns the
+/// latter as Unix seconds (the day's midnight: what `date_time_ymd` writes).
+fn set_validity(params: &mut CertificateParams, days: u64) -> u64 {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_secs();
     let (y, m, d) = date(now.saturating_sub(DAY));
     params.not_before = rcgen::date_time_ymd(y, m, d);
-    let (y, m, d) = date(now.saturating_add(days * DAY));
+    let end = now.saturating_add(days * DAY);
+    let (y, m, d) = date(end);
     params.not_after = rcgen::date_time_ymd(y, m, d);
+    end - end % DAY
 }
 
 /// The UTC (year, month, day) holding `unix_secs` (the civil-from-days algorithm).
@@ -393,6 +409,13 @@ mod tests {
             .expect("csr")
             .pem()
             .expect("pem");
+        let unix_now = || {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .expect("after 1970")
+                .as_secs()
+        };
+        let before = unix_now();
         let cert = s
             .sign(
                 &csr,
@@ -401,7 +424,23 @@ mod tests {
                 &["10.0.0.7".into()],
             )
             .expect("signed");
-        assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(cert.pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        // The expiry the core is told is the certificate's own notAfter.
+        let (_, der) = x509_parser::pem::parse_x509_pem(cert.pem.as_bytes()).expect("pem");
+        let parsed = der.parse_x509().expect("certificate");
+        let not_after = parsed.validity().not_after.timestamp();
+        assert_eq!(
+            u64::try_from(not_after).expect("after 1970"),
+            cert.not_after_unix_s
+        );
+        let after = unix_now();
+        let lifetime = tether_core::config::NODE_CERT_DAYS * DAY;
+        assert!(
+            cert.not_after_unix_s > before + lifetime - DAY
+                && cert.not_after_unix_s <= after + lifetime,
+            "the start of the day a year from now: {} vs {before}",
+            cert.not_after_unix_s
+        );
         assert!(s.sign("garbage", "es-1", &[], &[]).is_err());
         assert!(s.sign(&csr, "es-1", &[], &["agent-1".into()]).is_err());
     }

@@ -102,6 +102,7 @@ pub fn core_config(args: &Args) -> Result<Config, SchedulerError> {
     c.max_agent_absence_ms = args.max_agent_absence.as_millis() as u64;
     c.removal_step_timeout_ms = args.removal_step_timeout.as_millis() as u64;
     c.rollout_step_timeout_ms = args.rollout_step_timeout.as_millis() as u64;
+    c.cert_renew_before_s = args.es_cert_renew_before.as_secs();
     c.maintenance_refuse_seconds = args.maintenance_answer_interval.as_secs_f64();
     c.validate()
         .map_err(|e| SchedulerError::Config(e.to_string()))?;

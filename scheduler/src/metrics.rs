@@ -29,6 +29,21 @@ pub struct VolumeLabels {
     pub volume: String,
 }
 
+/// The label of the per-node gauges: the node id (`<group>-<id>` for a named group's node).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabel {
+    pub node: String,
+}
+
+/// The label value naming a node: the default group's nodes keep their plain id.
+fn node_label(group: &str, id: tether_core::ids::NodeId) -> String {
+    if group == tether_core::ids::DEFAULT_GROUP {
+        id.ordinal().to_string()
+    } else {
+        format!("{group}-{}", id.ordinal())
+    }
+}
+
 /// The label of `tether_es_shards`: `active`, `relocating`, `initializing` or `unassigned`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShardStateLabel {
@@ -57,6 +72,10 @@ pub struct Metrics {
     /// Size and free bytes of each node's volumes, as the sidecars last reported them.
     pub volume_size_bytes: Family<VolumeLabels, Gauge>,
     pub volume_free_bytes: Family<VolumeLabels, Gauge>,
+    /// When each node's certificate expires (nodes with a task and a recorded expiry).
+    pub node_certificate_expiry: Family<NodeLabel, Gauge>,
+    /// The labels of the certificate series exported now.
+    certificate_labels: Arc<std::sync::Mutex<std::collections::HashSet<NodeLabel>>>,
     /// The labels of the volume series exported now.
     volume_labels: Arc<std::sync::Mutex<std::collections::HashSet<VolumeLabels>>>,
     /// `GET /_cluster/health`: see [`crate::elasticsearch::health_gauge`].
@@ -175,6 +194,13 @@ impl Metrics {
             "Free bytes of a node's volume, as its sidecar last reported it",
             volume_free_bytes.clone(),
         );
+        let node_certificate_expiry = Family::<NodeLabel, Gauge>::default();
+        registry.register(
+            "node_certificate_expiry_timestamp_seconds",
+            "When the certificate signed for a node's newest launch expires (Unix seconds); a running \
+             node is restarted for a new one --es-cert-renew-before (30 days) earlier",
+            node_certificate_expiry.clone(),
+        );
         let es_health = Gauge::default();
         es_health.set(crate::elasticsearch::health_gauge(EsHealth::Unknown));
         let es_shards = Family::<ShardStateLabel, Gauge>::default();
@@ -225,6 +251,8 @@ impl Metrics {
             volume_size_bytes,
             volume_free_bytes,
             volume_labels: Arc::default(),
+            node_certificate_expiry,
+            certificate_labels: Arc::default(),
             es_health,
             es_shards,
             es_nodes,
@@ -279,6 +307,41 @@ impl Metrics {
         let (all, stalled) = removals.fold((0, 0), |(a, s), r| (a + 1, s + i64::from(r.stalled)));
         self.node_removals.set(all);
         self.node_removals_stalled.set(stalled);
+        // A scaled-down node's last certificate is of no concern.
+        self.set_certificate_expiries(nodes.iter().filter_map(|n| {
+            match n.phase {
+                NodePhase::Task(_) => n
+                    .certificate_not_after
+                    .map(|at| (n.group.as_str(), n.node_id, at)),
+                _ => None,
+            }
+        }));
+    }
+
+    /// Sets `tether_node_certificate_expiry_timestamp_seconds` to exactly these nodes'
+    /// `(group, node, not_after_unix_s)`: the series of any other node go.
+    pub fn set_certificate_expiries<'a>(
+        &self,
+        expiries: impl IntoIterator<Item = (&'a str, tether_core::ids::NodeId, u64)>,
+    ) {
+        let mut now = std::collections::HashSet::new();
+        for (group, id, at) in expiries {
+            let label = NodeLabel {
+                node: node_label(group, id),
+            };
+            self.node_certificate_expiry
+                .get_or_create(&label)
+                .set(i64::try_from(at).unwrap_or(i64::MAX));
+            now.insert(label);
+        }
+        let mut exported = self
+            .certificate_labels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for gone in exported.difference(&now) {
+            self.node_certificate_expiry.remove(gone);
+        }
+        *exported = now;
     }
 
     /// Sets the rollout gauges (`None`: no rollout ever ran).
@@ -337,12 +400,7 @@ impl Metrics {
                 continue;
             };
             let labels = VolumeLabels {
-                // The default group's nodes keep their plain id; a group's are `<group>-<id>`.
-                node: if v.group == tether_core::ids::DEFAULT_GROUP {
-                    v.node_id.ordinal().to_string()
-                } else {
-                    format!("{}-{}", v.group, v.node_id.ordinal())
-                },
+                node: node_label(&v.group, v.node_id),
                 volume: v.name.as_str().to_owned(),
             };
             let gauge = |b: u64| i64::try_from(b).unwrap_or(i64::MAX);
@@ -429,5 +487,26 @@ mod tests {
             !m.encode().contains("es1data"),
             "a removed volume keeps no series"
         );
+    }
+
+    #[test]
+    fn certificate_expiries_are_one_series_per_node_and_gone_nodes_keep_none() {
+        use tether_core::ids::NodeId;
+        let m = Metrics::new();
+        m.set_certificate_expiries([
+            ("default", NodeId(1), 1_900_000_000),
+            ("hot", NodeId::in_group(1, 2), 1_900_000_100),
+        ]);
+        let text = m.encode();
+        assert!(
+            text.contains(
+                r#"tether_node_certificate_expiry_timestamp_seconds{node="1"} 1900000000"#
+            ) && text.contains(
+                r#"tether_node_certificate_expiry_timestamp_seconds{node="hot-2"} 1900000100"#
+            ),
+            "{text}"
+        );
+        m.set_certificate_expiries([("default", NodeId(1), 1_900_000_000)]);
+        assert!(!m.encode().contains("hot-2"), "{}", m.encode());
     }
 }

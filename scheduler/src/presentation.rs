@@ -222,6 +222,7 @@ pub fn node(n: NodeView, clock: &Clock) -> pb::Node {
         shards: n.shards,
         removal: n.removal.as_ref().map(removal),
         config_generation: n.config_generation,
+        certificate_not_after: n.certificate_not_after,
     }
 }
 

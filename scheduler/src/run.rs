@@ -157,6 +157,9 @@ pub struct EsCallAnswer {
     pub result: Result<(), String>,
 }
 
+/// How often the core is told the wall-clock time (certificate renewal is timed in days).
+const WALL_CLOCK_INTERVAL: Duration = Duration::from_secs(60);
+
 /// How often running nodes are asked `GET /` (until every one reports the cluster's UUID, bootstrap is
 /// not confirmed, and a node joining another cluster is flagged at most this late).
 const ROOT_PROBE_INTERVAL: Duration = Duration::from_secs(2);
@@ -214,6 +217,9 @@ impl Shell {
         let mut gauges = tokio::time::interval(Duration::from_secs(1));
         let mut probe = tokio::time::interval(ROOT_PROBE_INTERVAL);
         probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Its first tick is at once: the core learns the wall-clock time as this term begins.
+        let mut wall = tokio::time::interval(WALL_CLOCK_INTERVAL);
+        wall.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (roots_tx, roots) = mpsc::channel::<RootAnswer>(256);
         let answers = self
             .es_answers_rx
@@ -239,6 +245,7 @@ impl Shell {
                 () = sleep_until(wake) => { let now = self.clock.now(); self.core.handle_timeout(now); Ok(()) }
                 _ = gauges.tick() => { self.refresh_gauges(); Ok(()) }
                 _ = probe.tick() => { self.probe_roots(&roots_tx); Ok(()) }
+                _ = wall.tick() => { self.tell_wall_clock(); Ok(()) }
                 Some(input) = fair.next() => {
                     let sidecar = matches!(input, Input::Sidecar(_));
                     let step = self.on_input(input).await;
@@ -358,15 +365,25 @@ impl Shell {
                 csr_pem,
                 owner,
             } => match self.sign(identity, csr_pem) {
-                Ok((cert, ca, password)) => convert::install_identity(
-                    (*command_id, *prepare_id),
-                    *node_id,
-                    identity,
-                    *owner,
-                    cert,
-                    ca,
-                    password,
-                ),
+                Ok((cert, ca, password)) => {
+                    let now = self.clock.now();
+                    // Durable before the identity goes out: the node's renewal is timed from it.
+                    if let Err(e) =
+                        self.core
+                            .handle_certificate_issued(*node_id, cert.not_after_unix_s, now)
+                    {
+                        tracing::warn!(node_id = %node_id, error = %e, "certificate expiry not recorded");
+                    }
+                    convert::install_identity(
+                        (*command_id, *prepare_id),
+                        *node_id,
+                        identity,
+                        *owner,
+                        cert.pem,
+                        ca,
+                        password,
+                    )
+                }
                 Err(error) => {
                     tracing::warn!(node_id = %node_id, %error, "cannot sign the node's certificate");
                     let now = self.clock.now();
@@ -981,12 +998,22 @@ impl Shell {
         Ok(())
     }
 
+    /// The wall-clock time, read from the system clock each time (not the monotonic `Clock`, which
+    /// would not follow a corrected system time): certificates expire on the calendar.
+    fn tell_wall_clock(&mut self) {
+        let unix_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let now = self.clock.now();
+        self.core.handle_wall_clock(unix_s, now);
+    }
+
     /// The signed certificate, the CA and the password for an InstallIdentity.
     fn sign(
         &self,
         identity: &tether_core::domain::IdentityRequest,
         csr_pem: &str,
-    ) -> Result<(String, String, String), String> {
+    ) -> Result<(crate::cluster_ca::SignedCert, String, String), String> {
         let secrets =
             self.settings.secrets.as_ref().ok_or_else(|| {
                 "security is on but this scheduler holds no cluster CA".to_owned()

@@ -103,6 +103,9 @@ pub struct NodeView {
     pub removal: Option<crate::removal::RemovalView>,
     /// The stored configuration generation it runs (or launches with next).
     pub config_generation: u64,
+    /// When the certificate signed for its newest launch expires (Unix seconds; `None`: none recorded,
+    /// security off or a launch by an older scheduler).
+    pub certificate_not_after: Option<u64>,
 }
 
 impl NodeView {
@@ -277,6 +280,7 @@ impl Core {
                         .map(|m| m.get(&self.node_name(rec.node_id)).copied().unwrap_or(0)),
                     removal: self.removal_view(rec.node_id),
                     config_generation: self.node_generation(rec.node_id),
+                    certificate_not_after: rec.cert_not_after,
                 }
             })
             .collect()

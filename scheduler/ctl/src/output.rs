@@ -13,7 +13,9 @@
 //!   `{"kind": "scale_down"|"replace", "step": "move_data"|"exclude_voting"|"stop"|"clear", "waiting":
 //!   string, "stalled": bool}` while it is being removed safely) and `group` (string: the node's group,
 //!   `default` for the nodes of no `--group`; `id` is the node's id within it) and `config_generation`
-//!   (integer: the stored configuration generation it runs, or launches with next).
+//!   (integer: the stored configuration generation it runs, or launches with next) and
+//!   `certificate_not_after` (integer Unix seconds: when the certificate signed for its newest launch
+//!   expires; null when none is recorded: security off, or an older scheduler).
 //! - `volumes`: an array of objects with `name`, `node_id`, `group`, `exists` (bool), `size_bytes` and `free_bytes`
 //!   (integer or null), `zone` (string or null), `attached_to` (host or null), `last_error` (string or null).
 //! - `agents`: an array of objects with `host`, `agent_id`, `sidecar_connected`, `last_report_age_ms`,
@@ -86,6 +88,8 @@ pub struct NodeView {
     pub group: String,
     /// The stored configuration generation it runs (0: an older scheduler did not say).
     pub config_generation: u64,
+    /// When its certificate expires, Unix seconds (`None`: none recorded, or an older scheduler).
+    pub certificate_not_after: Option<u64>,
 }
 
 /// A node being removed safely.
@@ -157,6 +161,7 @@ impl From<&Node> for NodeView {
             }),
             group: group_or_default(&n.group),
             config_generation: n.config_generation,
+            certificate_not_after: n.certificate_not_after,
             next_action: match &n.next_action {
                 Some(a) => NextActionView {
                     kind: if a.kind.is_empty() {
