@@ -30,6 +30,10 @@
 //! done stay on the new configuration); `rollback` sends the current node back to the configuration it
 //! ran, only if it never joined on the new one, and then pauses.
 //!
+//! Certificate renewal (`renewal.rs`) uses this machinery: a running node whose certificate is due is
+//! pending like an out-of-date one, restarted on the generation it runs. An idle, done or aborted
+//! rollout is started for due nodes; a running one takes them in its turn; `pause` holds renewals too.
+//!
 //! Safe removals and rollouts do not overlap on a node: no rollout node starts while a removal runs, a
 //! removal's stop waits while a rollout node is down, and the rollout's current node cannot be
 //! scaled down or replaced (refused with the reason) except by a scale to 0 (a full stop), which ends

@@ -12,7 +12,7 @@
 //! - `rollout`: `{"value": <rollout>|null}`, the rolling change in progress or the last one
 //! - `slots/<bb>`: table buckets `{"entries": {"<node id>": <slot>}}`, where a slot is the core's
 //!   `SlotRecord` (volumes, generation, newest task id and agent, removed/forced flags, last reason,
-//!   mount host).
+//!   mount host, configuration generation, certificate expiry).
 //!
 //! Every write is compare-and-set against the versions this instance read at load time and fenced on
 //! its election znode; a write that loses is returned as an error and poisons the store, and the
