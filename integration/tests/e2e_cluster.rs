@@ -110,11 +110,44 @@ async fn a_killed_agents_node_comes_back_elsewhere_with_its_data() {
 /// Security on (issue 12), `full`: every node's key is made on its agent, its CSR signed by the
 /// scheduler's cluster CA and installed before the launch; the nodes bootstrap one cluster over mutual
 /// TLS, and the scheduler, logging in as `elastic` over HTTPS, confirms it. The HTTP layer speaks TLS only
-/// and answers 401 without credentials.
+/// and answers 401 without credentials. Each signing recorded its certificate's expiry (renewal is timed
+/// from it), shown by the admin API and `tetherctl nodes`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secure_cluster_forms_over_mutual_tls_with_certificates_the_scheduler_signed() {
+    let unix_now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs()
+    };
+    let before = unix_now();
     let c = E2eCluster::start(3, 3, |o| o.es_security = "full".into()).await;
     let nodes = c.wait_nodes("three running nodes", all_running(3)).await;
+    // One year from the signing, cut to the start of that day (UTC).
+    const DAY: u64 = 86_400;
+    let after = unix_now();
+    for n in &nodes {
+        let at = n
+            .certificate_not_after
+            .unwrap_or_else(|| panic!("node {} has no recorded certificate expiry", n.id));
+        assert!(
+            at > before + 364 * DAY && at <= after + 365 * DAY,
+            "node {}: {at} is not a year after {before}",
+            n.id
+        );
+    }
+    let listed = c.ctl_json(&["nodes"]).await;
+    for n in &nodes {
+        let row = listed
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["id"] == n.id))
+            .unwrap_or_else(|| panic!("node {} in tetherctl nodes: {listed}", n.id));
+        assert_eq!(
+            row["certificate_not_after"].as_u64(),
+            n.certificate_not_after,
+            "{row}"
+        );
+    }
     let uuid = c.wait_cluster_uuid().await;
     assert_ne!(uuid, "_na_");
     // Node 1 serves once it has joined (RUNNING comes before its listener; another node may have

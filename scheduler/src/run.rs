@@ -367,7 +367,8 @@ impl Shell {
             } => match self.sign(identity, csr_pem) {
                 Ok((cert, ca, password)) => {
                     let now = self.clock.now();
-                    // Durable before the identity goes out: the node's renewal is timed from it.
+                    // Persisted in this drain, before the InstallIdentity answer can let the launch go on: the
+                    // node's renewal is timed from it.
                     if let Err(e) =
                         self.core
                             .handle_certificate_issued(*node_id, cert.not_after_unix_s, now)
