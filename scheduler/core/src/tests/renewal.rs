@@ -198,3 +198,22 @@ fn an_unknown_node_is_refused() {
     );
     check(&h);
 }
+
+#[test]
+fn a_running_rollout_is_not_restarted_and_takes_due_nodes_in_its_turn() {
+    let mut h = running(2);
+    observe(&mut h, green(2, VERSION, &[]));
+    update_image(&mut h, NEW);
+    assert_eq!(current(&h), Some((NodeId(1), RolloutStep::Prepare)));
+    let before = h.core.persisted().rollout.clone();
+    issue(&mut h, 2, T0 + DAY);
+    let cmds = wall(&mut h, T0);
+    assert!(rollout_messages(&cmds).is_empty(), "{cmds:?}");
+    assert_eq!(
+        h.core.persisted().rollout,
+        before,
+        "the same rollout goes on"
+    );
+    assert_eq!(h.core.rollout_view(h.now).pending, vec![NodeId(2)]);
+    check(&h);
+}
