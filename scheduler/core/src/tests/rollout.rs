@@ -908,3 +908,47 @@ fn a_gate_trusts_only_what_the_cluster_said_after_the_step_began() {
     assert_eq!(current(&h), Some((NodeId(2), RolloutStep::Prepare)));
     check(&h);
 }
+
+#[test]
+fn the_rollouts_own_stop_is_no_failure_and_a_rollback_relaunches_at_once() {
+    let mut h = running(2);
+    observe(&mut h, green(2, "8.13.4", &[]));
+    update_image(&mut h, NEW);
+    observe(&mut h, green(2, "8.13.4", &[]));
+    let log = h.log.clone();
+    answer_all(&mut h, &log);
+    observe(&mut h, restarted(green(2, "8.13.4", &[]), "id-es-1"));
+    let task = h.task_of(1).expect("task");
+    h.update(status(&task, "h1", TaskState::Killed, Some("k")));
+    assert_eq!(h.backoff_left(1), 0, "Tether stopped it: no crash to damp");
+    let mut expected = h.core.config().backoff_initial_ms;
+    for round in 0..3 {
+        if round > 0 {
+            h.advance(expected / 2);
+        }
+        let id = h.next_offer_id();
+        let cmds = h.offers(vec![offer(&id, "h1", 4.0, 8192.0, 1000.0)]);
+        let launch = accepts(&cmds).into_iter().next().expect("relaunched");
+        assert_eq!(launch.image, NEW);
+        // The new image cannot start: RUNNING, then FAILED at once, each time backing off longer.
+        h.update(status(&launch.task_id, "h1", TaskState::Running, Some("r")));
+        h.update(status(&launch.task_id, "h1", TaskState::Failed, Some("f")));
+        assert_eq!(h.backoff_left(1), expected);
+        expected *= 2;
+    }
+    h.core.handle_rollout_rollback(h.now).expect("rollback");
+    h.drain();
+    assert_eq!(
+        h.backoff_left(1),
+        0,
+        "its old configuration gets a prompt try"
+    );
+    let id = h.next_offer_id();
+    let cmds = h.offers(vec![offer(&id, "h1", 4.0, 8192.0, 1000.0)]);
+    let launch = accepts(&cmds)
+        .into_iter()
+        .next()
+        .expect("relaunched at once");
+    assert_eq!(launch.image, OLD);
+    check(&h);
+}
