@@ -851,6 +851,31 @@ async fn tetherctl_update_restart_and_rollout_print_the_documented_json() {
     assert!(!nothing.ok, "{nothing:?}");
     let owned = s.ctl(&["update", "--es-setting", "node.name=x"]).await;
     assert!(!owned.ok && owned.stderr.contains("node.name"), "{owned:?}");
+    let owned_env = s.ctl(&["update", "--es-env", "node.name=x"]).await;
+    assert!(
+        !owned_env.ok && owned_env.stderr.contains("node.name"),
+        "{owned_env:?}"
+    );
+    let not_stored = s.ctl(&["update", "--unset-es-env", "TZ"]).await;
+    assert!(
+        !not_stored.ok
+            && not_stored
+                .stderr
+                .contains("no stored environment variable TZ"),
+        "{not_stored:?}"
+    );
+    let both = s
+        .ctl(&["update", "--es-env", "TZ=UTC", "--unset-es-env", "TZ"])
+        .await;
+    assert!(
+        !both.ok && both.stderr.contains("both set and removed"),
+        "{both:?}"
+    );
+    let malformed = s.ctl(&["update", "--es-env", "TZ"]).await;
+    assert!(
+        !malformed.ok && malformed.stderr.contains("expected KEY=VALUE"),
+        "{malformed:?}"
+    );
 
     let updated = s
         .ctl(&[
@@ -861,6 +886,8 @@ async fn tetherctl_update_restart_and_rollout_print_the_documented_json() {
             "docker.elastic.co/elasticsearch/elasticsearch:8.15.0",
             "--es-setting",
             "indices.memory.index_buffer_size=20%",
+            "--es-env",
+            "TZ=UTC",
         ])
         .await
         .json();

@@ -21,7 +21,8 @@ use tether_proto::v1::{
     RotateAgentTokenSecretResponse, ScaleRequest, ScaleResponse, WatchEventsRequest,
 };
 use tether_proto::v1::{
-    ControlRolloutRequest, GetRolloutRequest, RestartRequest, RolloutStatus, UpdateConfigRequest,
+    ControlRolloutRequest, EsSetting, GetRolloutRequest, RestartRequest, RolloutStatus,
+    UpdateConfigRequest,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::StreamExt;
@@ -118,14 +119,22 @@ pub fn validate_update(
     if req.heap == Some(0) {
         return Err(Status::invalid_argument("heap must be positive"));
     }
-    let mut es_settings = Vec::new();
-    for s in &req.es_settings {
-        if s.key.trim().is_empty() {
-            return Err(Status::invalid_argument(
-                "an Elasticsearch setting needs a name (KEY=VALUE)",
-            ));
+    let es_settings = pairs(&req.es_settings, "an Elasticsearch setting")?;
+    let es_env = pairs(&req.es_env, "an environment variable")?;
+    for (what, set, unset) in [
+        ("setting", &es_settings, &req.unset_es_settings),
+        ("environment variable", &es_env, &req.unset_es_env),
+    ] {
+        if let Some(key) = unset.iter().find(|k| set.iter().any(|(s, _)| s == *k)) {
+            return Err(Status::invalid_argument(format!(
+                "the {what} {key} is both set and removed"
+            )));
         }
-        es_settings.push((s.key.clone(), s.value.clone()));
+        if unset.iter().any(|k| k.trim().is_empty()) {
+            return Err(Status::invalid_argument(format!(
+                "a {what} to remove needs a name"
+            )));
+        }
     }
     if let Some(image) = &req.image
         && image.trim().is_empty()
@@ -135,6 +144,9 @@ pub fn validate_update(
     let update = tether_core::nodeconfig::ConfigUpdate {
         image: req.image.clone(),
         es_settings,
+        es_env,
+        unset_es_settings: req.unset_es_settings.clone(),
+        unset_es_env: req.unset_es_env.clone(),
         cpus: positive("cpus", req.cpus)?,
         mem_mb: positive("mem", req.mem)?,
         heap_mb: req.heap,
@@ -143,15 +155,35 @@ pub fn validate_update(
     };
     if update.image.is_none()
         && update.es_settings.is_empty()
+        && update.es_env.is_empty()
+        && update.unset_es_settings.is_empty()
+        && update.unset_es_env.is_empty()
         && update.cpus.is_none()
         && update.mem_mb.is_none()
         && update.heap_mb.is_none()
     {
         return Err(Status::invalid_argument(
-            "nothing to update: give --image, --es-setting, --cpus, --mem or --heap",
+            "nothing to update: give --image, --es-setting, --es-env, --unset-es-setting, \
+             --unset-es-env, --cpus, --mem or --heap",
         ));
     }
     Ok(update)
+}
+
+/// `KEY=VALUE` pairs of a request, each with a name.
+fn pairs(entries: &[EsSetting], what: &str) -> Result<Vec<(String, String)>, Status> {
+    entries
+        .iter()
+        .map(|s| {
+            if s.key.trim().is_empty() {
+                Err(Status::invalid_argument(format!(
+                    "{what} needs a name (KEY=VALUE)"
+                )))
+            } else {
+                Ok((s.key.clone(), s.value.clone()))
+            }
+        })
+        .collect()
 }
 
 /// Settings of the admin service.

@@ -122,6 +122,29 @@ pub const OWNED_SETTINGS: &[&str] = &[
     "cluster.initial_master_nodes",
 ];
 
+/// Why the operator may not set Elasticsearch's environment variable `name` (`None`: it may): it
+/// names a setting Tether owns (a lowercase dotted name is a setting as it is, as the official image
+/// reads it; `ES_SETTING_*` is decoded), or it is the heap or the password, which Tether sets.
+#[must_use]
+pub fn env_refusal(name: &str) -> Option<String> {
+    let setting = es_setting_of_env(name).or_else(|| {
+        (name.contains('.') && name == name.to_ascii_lowercase()).then(|| name.to_owned())
+    });
+    if let Some(key) = setting
+        && OWNED_SETTINGS.contains(&key.as_str())
+    {
+        return Some(format!(
+            "--es-env {name}: it sets {key}, which Tether sets itself and cannot be overridden"
+        ));
+    }
+    if name == crate::command::env::JAVA_OPTS || name.starts_with("ELASTIC_PASSWORD") {
+        return Some(format!(
+            "--es-env {name}: Tether sets it (the heap from --heap, the password from the cluster's secret)"
+        ));
+    }
+    None
+}
+
 /// The setting an `ES_SETTING_*` environment name stands for, as the official image's entrypoint decodes
 /// it (`_` is `.`, `__` is `_`).
 #[must_use]
@@ -590,20 +613,8 @@ impl Config {
             }
         }
         for (name, _) in &self.es_env {
-            let setting = es_setting_of_env(name).or_else(|| {
-                (name.contains('.') && name == &name.to_ascii_lowercase()).then(|| name.clone())
-            });
-            if let Some(key) = setting
-                && OWNED_SETTINGS.contains(&key.as_str())
-            {
-                return bad(format!(
-                    "--es-env {name}: it sets {key}, which Tether sets itself and cannot be overridden"
-                ));
-            }
-            if name == crate::command::env::JAVA_OPTS || name.starts_with("ELASTIC_PASSWORD") {
-                return bad(format!(
-                    "--es-env {name}: Tether sets it (the heap from --heap, the password from the cluster's secret)"
-                ));
+            if let Some(why) = env_refusal(name) {
+                return bad(why);
             }
         }
         if !self.volume_name_template.contains("{id}") {

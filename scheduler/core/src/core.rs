@@ -18,7 +18,8 @@ pub const MAX_NODES: u64 = 1_000_000;
 #[derive(Debug, Clone)]
 pub(crate) struct SlotRuntime {
     pub(crate) preparing: Option<Preparing>,
-    /// Consecutive failures, for the backoff.
+    /// Consecutive failures, for the backoff. A task reaching RUNNING does not clear it (Elasticsearch
+    /// fails its bootstrap checks after the container runs): only one that ran [`Core::stable_run_ms`].
     pub(crate) failures: u32,
     /// No placement before this time.
     pub(crate) not_before: Millis,
@@ -28,6 +29,8 @@ pub(crate) struct SlotRuntime {
     pub(crate) launched_at: Option<Millis>,
     /// Health of the current task, when reported.
     pub(crate) healthy: Option<bool>,
+    /// Since when the current task is RUNNING as this process saw it.
+    pub(crate) running_since: Option<Millis>,
 
     /// The agent where the node's last prepare failed or timed out: placed there only as a last resort.
     pub(crate) avoid_host: Option<Hostname>,
@@ -228,6 +231,7 @@ pub(crate) fn new_runtime(now: Millis) -> SlotRuntime {
         last_status_at: None,
         launched_at: None,
         healthy: None,
+        running_since: None,
 
         avoid_host: None,
         attributes: Vec::new(),
@@ -546,6 +550,24 @@ impl Core {
             )
     }
 
+    /// How long a task must have run for its end to count as a first failure again: as long as the
+    /// longest backoff, so a node that fails at start-up every time backs off up to the cap instead of
+    /// relaunching every second (each relaunch is a Prepare: volume attach calls on the driver's cloud).
+    pub(crate) fn stable_run_ms(&self) -> u64 {
+        self.config
+            .backoff_max_ms
+            .max(self.config.backoff_initial_ms)
+    }
+
+    /// Clears node `id`'s backoff: Tether itself changed what it runs, so its next task deserves a
+    /// prompt try.
+    pub(crate) fn clear_backoff(&mut self, id: NodeId, now: Millis) {
+        if let Some(rt) = self.slots.get_mut(&id) {
+            rt.failures = 0;
+            rt.not_before = rt.not_before.min(now);
+        }
+    }
+
     /// Records a failure of the slot and arms its backoff.
     pub(crate) fn fail_slot(&mut self, id: NodeId, reason: Reason, now: Millis) {
         let failures = self
@@ -817,6 +839,7 @@ impl Core {
         if let Some(rt) = self.slots.get_mut(&id) {
             rt.last_status_at = None;
             rt.launched_at = Some(now);
+            rt.running_since = None;
             rt.avoid_host = None;
             rt.healthy = None;
             rt.reason = None;

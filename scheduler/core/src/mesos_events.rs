@@ -210,19 +210,28 @@ impl Core {
                 // Not proof the cluster bootstrapped: only a node reporting a real cluster UUID is
                 // (see `handle_es_root`).
                 if let Some(rt) = self.slots.get_mut(&id) {
-                    rt.failures = 0;
                     rt.reason = None;
                     if changed {
                         rt.since = now;
+                        rt.running_since = Some(now);
                     }
                 }
                 self.release_mount(id);
             }
             s if s.is_terminal() => {
                 self.release_mount(id);
+                let stable = self.stable_run_ms();
                 if let Some(rt) = self.slots.get_mut(&id) {
                     rt.healthy = None;
+                    if rt
+                        .running_since
+                        .take()
+                        .is_some_and(|t| now.since(t) >= stable)
+                    {
+                        rt.failures = 0;
+                    }
                 }
+                let stopped_by_rollout = self.rollout_stopped(id, &status.task_id);
                 let reason = Reason::TaskEnded {
                     state: s,
                     reason: status.reason,
@@ -230,10 +239,13 @@ impl Core {
                 };
                 if rec.removed {
                     self.set_reason(id, reason, now);
-                } else if lost_with_its_agent(s, status.reason) || rec.removal.is_some() {
-                    // The machine went away (or Tether itself stopped it to move it), not the node: a
-                    // backoff would only delay recovery (there is no crash loop to damp), so the node
-                    // may be placed in this round.
+                } else if lost_with_its_agent(s, status.reason)
+                    || rec.removal.is_some()
+                    || stopped_by_rollout
+                {
+                    // The machine went away (or Tether itself stopped it to move or restart it), not the
+                    // node: a backoff would only delay recovery (there is no crash loop to damp), so the
+                    // node may be placed in this round.
                     self.set_reason(id, reason, now);
                     self.revive_wanted = true;
                 } else {

@@ -14,7 +14,7 @@
 //! time (or scaled up again) takes its group's newest. Older configurations are kept while a slot still
 //! runs them (for those relaunches and for `rollout rollback`).
 
-use crate::config::{Config, OWNED_SETTINGS, es_setting_of_env};
+use crate::config::{Config, OWNED_SETTINGS, env_refusal};
 use crate::core::Core;
 use crate::domain::EsVersion;
 use crate::error::CoreError;
@@ -87,6 +87,12 @@ pub struct ConfigUpdate {
     pub image: Option<String>,
     /// Settings to set (added, or replacing the same key).
     pub es_settings: Vec<(String, String)>,
+    /// Environment variables to set (added, or replacing the same name).
+    pub es_env: Vec<(String, String)>,
+    /// Settings to remove (each must be stored).
+    pub unset_es_settings: Vec<String>,
+    /// Environment variables to remove (each must be stored).
+    pub unset_es_env: Vec<String>,
     /// New CPUs per node.
     pub cpus: Option<f64>,
     /// New memory per node, MB.
@@ -151,12 +157,8 @@ impl NodeConfig {
             }
         }
         for (name, _) in &self.es_env {
-            if let Some(key) = es_setting_of_env(name)
-                && OWNED_SETTINGS.contains(&key.as_str())
-            {
-                return bad(format!(
-                    "--es-env {name}: it sets {key}, which Tether sets itself"
-                ));
+            if let Some(why) = env_refusal(name) {
+                return bad(why);
             }
         }
         Ok(())
@@ -175,6 +177,21 @@ impl NodeConfig {
                 args.push(format!("--es-setting {k}={v}"));
             }
         }
+        for (k, _) in &self.es_settings {
+            if !other.es_settings.iter().any(|(k2, _)| k2 == k) {
+                args.push(format!("--unset-es-setting {k}"));
+            }
+        }
+        for (k, v) in &other.es_env {
+            if !self.es_env.iter().any(|(k2, v2)| k2 == k && v2 == v) {
+                args.push(format!("--es-env {k}={v}"));
+            }
+        }
+        for (k, _) in &self.es_env {
+            if !other.es_env.iter().any(|(k2, _)| k2 == k) {
+                args.push(format!("--unset-es-env {k}"));
+            }
+        }
         if self.cpus != other.cpus {
             args.push(format!("--cpus {}", other.cpus));
         }
@@ -186,6 +203,36 @@ impl NodeConfig {
         }
         args
     }
+}
+
+/// Adds each `(key, value)` to `entries`, or replaces the value of the same key in place.
+fn set_entries(entries: &mut Vec<(String, String)>, set: &[(String, String)]) {
+    for (k, v) in set {
+        match entries.iter_mut().find(|(k2, _)| k2 == k) {
+            Some(entry) => entry.1 = v.clone(),
+            None => entries.push((k.clone(), v.clone())),
+        }
+    }
+}
+
+/// Removes each key of `unset` from `entries`; a key that is not there is refused (a typo would
+/// otherwise roll the whole cluster for nothing).
+fn unset_entries(
+    entries: &mut Vec<(String, String)>,
+    unset: &[String],
+    what: &str,
+    group: &GroupName,
+) -> Result<(), CoreError> {
+    for key in unset {
+        let before = entries.len();
+        entries.retain(|(k, _)| k != key);
+        if entries.len() == before {
+            return Err(CoreError::Refused(format!(
+                "group {group} has no stored {what} {key} to remove"
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl Core {
@@ -215,13 +262,7 @@ impl Core {
                 }
                 Some(stored) => {
                     let args = stored.config.update_args(&flags);
-                    let dropped = stored
-                        .config
-                        .es_settings
-                        .iter()
-                        .any(|s| !flags.es_settings.contains(s))
-                        || stored.config.es_env != flags.es_env;
-                    if !args.is_empty() || dropped {
+                    if !args.is_empty() {
                         let group = if name.is_default() {
                             String::new()
                         } else {
@@ -229,14 +270,9 @@ impl Core {
                         };
                         warnings.push(format!(
                             "the start-up flags differ from the stored configuration of group {name} \
-                             (generation {}), which wins; to apply the flags, run `tetherctl update{group} {}`{}",
+                             (generation {}), which wins; to apply the flags, run `tetherctl update{group} {}`",
                             stored.generation,
                             args.join(" "),
-                            if dropped {
-                                " (settings or environment the flags no longer name stay stored)"
-                            } else {
-                                ""
-                            }
                         ));
                     }
                 }
@@ -381,12 +417,20 @@ impl Core {
             if let Some(image) = &update.image {
                 config.image = image.clone();
             }
-            for (k, v) in &update.es_settings {
-                match config.es_settings.iter_mut().find(|(k2, _)| k2 == k) {
-                    Some(entry) => entry.1 = v.clone(),
-                    None => config.es_settings.push((k.clone(), v.clone())),
-                }
-            }
+            set_entries(&mut config.es_settings, &update.es_settings);
+            set_entries(&mut config.es_env, &update.es_env);
+            unset_entries(
+                &mut config.es_settings,
+                &update.unset_es_settings,
+                "setting",
+                name,
+            )?;
+            unset_entries(
+                &mut config.es_env,
+                &update.unset_es_env,
+                "environment variable",
+                name,
+            )?;
             if let Some(c) = update.cpus {
                 config.cpus = c;
             }
@@ -461,18 +505,24 @@ impl Core {
             .filter(|r| r.task.is_some())
             .map(|r| (self.group_key(r.node_id), r.config_generation))
             .collect();
-        let rollout_from: Vec<(GroupName, u64)> = self
+        // The rollout's current node may go either way: on to the configuration it is being restarted
+        // on (an update during its step must not take that one away), or back (`rollback`).
+        let rollout_node: Vec<(GroupName, u64)> = self
             .persisted
             .rollout
             .as_ref()
             .and_then(|r| r.current.as_ref())
-            .map(|c| (self.group_key(c.node_id), c.from_generation))
+            .map(|c| {
+                let group = self.group_key(c.node_id);
+                [(group.clone(), c.from_generation), (group, c.to_generation)]
+            })
             .into_iter()
+            .flatten()
             .collect();
         for (name, list) in &mut table.groups {
             let keep: Vec<u64> = used
                 .iter()
-                .chain(rollout_from.iter())
+                .chain(rollout_node.iter())
                 .filter(|(g, _)| g == name)
                 .filter_map(|(_, gen_)| {
                     list.iter()

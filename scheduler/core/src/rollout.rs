@@ -529,7 +529,7 @@ impl Core {
                     } else {
                         match cur.step {
                             RolloutStep::Prepare => self.rollout_prepare(&cur, now),
-                            RolloutStep::Stop => self.rollout_stop(&cur),
+                            RolloutStep::Stop => self.rollout_stop(&cur, now),
                             RolloutStep::Rejoin => self.rollout_rejoin(&cur, now),
                             RolloutStep::Clear => self.rollout_clear(&cur, now),
                             RolloutStep::Green => self.rollout_green(&cur, now),
@@ -769,7 +769,7 @@ impl Core {
         Next::Go(RolloutStep::Stop, "Elasticsearch knows it restarts".into())
     }
 
-    fn rollout_stop(&mut self, cur: &RolloutNode) -> Next {
+    fn rollout_stop(&mut self, cur: &RolloutNode, now: Millis) -> Next {
         let id = cur.node_id;
         let Some(mut rec) = self.record(id).cloned() else {
             return Next::Finished;
@@ -778,6 +778,7 @@ impl Core {
             // Durable before the kill: the relaunch takes the configuration from the slot.
             rec.config_generation = cur.to_generation;
             self.write_slot(rec.clone());
+            self.clear_backoff(id, now);
         }
         let target = match &cur.stopped_task {
             Some(t) => Some(t.clone()),
@@ -1037,6 +1038,8 @@ impl Core {
         {
             rec.config_generation = cur.from_generation;
             self.write_slot(rec);
+            // The configuration it ran before gets a prompt try, whatever the new one's failures.
+            self.clear_backoff(id, now);
         }
         self.enter_rollout_step(now);
         self.watch(WatchEvent::Rollout {
@@ -1075,6 +1078,15 @@ impl Core {
     }
 
     /// The node the rollout is restarting.
+    /// Whether `task` of node `id` is the one the rollout's Stop step killed.
+    pub(crate) fn rollout_stopped(&self, id: NodeId, task: &TaskId) -> bool {
+        self.persisted
+            .rollout
+            .as_ref()
+            .and_then(|r| r.current.as_ref())
+            .is_some_and(|c| c.node_id == id && c.stopped_task.as_ref() == Some(task))
+    }
+
     pub(crate) fn rollout_node(&self) -> Option<NodeId> {
         self.persisted
             .rollout

@@ -655,6 +655,16 @@ impl Harness {
             .and_then(|r| r.task.as_ref())
             .map(|t| t.task_id.clone())
     }
+
+    /// How long `node` may not be placed from now (its backoff); 0 when it may be.
+    #[must_use]
+    pub fn backoff_left(&self, node: u64) -> u64 {
+        self.core
+            .nodes(self.now)
+            .into_iter()
+            .find(|n| n.node_id == NodeId(node))
+            .map_or(0, |n| n.not_before.since(self.now))
+    }
 }
 
 /// The `(host, command_id, node)` of every Prepare in `cmds`.

@@ -144,6 +144,15 @@ pub enum Command {
         /// An Elasticsearch setting `KEY=VALUE` (repeatable; replaces the same key).
         #[arg(long = "es-setting", value_name = "KEY=VALUE")]
         es_settings: Vec<String>,
+        /// An environment variable of Elasticsearch `NAME=VALUE` (repeatable; replaces the same name).
+        #[arg(long = "es-env", value_name = "NAME=VALUE")]
+        es_env: Vec<String>,
+        /// Remove a stored Elasticsearch setting (repeatable).
+        #[arg(long = "unset-es-setting", value_name = "KEY")]
+        unset_es_settings: Vec<String>,
+        /// Remove a stored environment variable (repeatable).
+        #[arg(long = "unset-es-env", value_name = "NAME")]
+        unset_es_env: Vec<String>,
         /// CPUs per node.
         #[arg(long)]
         cpus: Option<f64>,
@@ -392,6 +401,22 @@ impl From<tonic::Status> for CtlError {
 /// tonic ends a call whose deadline passed with CANCELLED "Timeout expired", on this side (the
 /// channel's timeout) or the scheduler's (the `grpc-timeout` we sent); a server may also say
 /// DEADLINE_EXCEEDED. None of these is the scheduler refusing.
+/// `KEY=VALUE` arguments of `flag` as the API's pairs.
+fn key_values(flag: &str, args: Vec<String>) -> Result<Vec<EsSetting>, CtlError> {
+    args.into_iter()
+        .map(|s| match s.split_once('=') {
+            Some((key, value)) => Ok(EsSetting {
+                key: key.to_owned(),
+                value: value.to_owned(),
+            }),
+            None => Err(CtlError::Refused {
+                code: tonic::Code::InvalidArgument,
+                message: format!("{flag} {s:?}: expected KEY=VALUE"),
+            }),
+        })
+        .collect()
+}
+
 fn is_timeout(status: &tonic::Status) -> bool {
     let mut source = std::error::Error::source(status);
     while let Some(e) = source {
@@ -700,29 +725,22 @@ pub async fn run(args: Args, out: &mut (dyn Write + Send), terminal: bool) -> Re
         Command::Update {
             image,
             es_settings,
+            es_env,
+            unset_es_settings,
+            unset_es_env,
             cpus,
             mem,
             heap,
             group,
             allow_unknown_version,
         } => {
-            let mut settings = Vec::new();
-            for s in es_settings {
-                let Some((key, value)) = s.split_once('=') else {
-                    return Err(CtlError::Refused {
-                        code: tonic::Code::InvalidArgument,
-                        message: format!("--es-setting {s:?}: expected KEY=VALUE"),
-                    });
-                };
-                settings.push(EsSetting {
-                    key: key.to_owned(),
-                    value: value.to_owned(),
-                });
-            }
             let status = client
                 .update_config(UpdateConfigRequest {
                     image,
-                    es_settings: settings,
+                    es_settings: key_values("--es-setting", es_settings)?,
+                    es_env: key_values("--es-env", es_env)?,
+                    unset_es_settings,
+                    unset_es_env,
                     cpus,
                     mem,
                     heap,

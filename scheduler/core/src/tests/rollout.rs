@@ -280,9 +280,9 @@ fn once_stored_the_configuration_wins_and_a_differing_flag_is_reported_with_its_
         })
         .collect();
     assert!(
-        warnings
-            .iter()
-            .any(|w| w.contains("tetherctl update --heap 512") && w.contains("generation 2")),
+        warnings.iter().any(|w| w.contains(
+            "tetherctl update --unset-es-setting indices.memory.index_buffer_size --heap 512`"
+        ) && w.contains("generation 2")),
         "{warnings:?}"
     );
     assert_eq!(h.core.config_generation(), 2);
@@ -920,4 +920,169 @@ fn a_gate_trusts_only_what_the_cluster_said_after_the_step_began() {
     h.es_cluster(green(2, "8.13.4", &[]));
     assert_eq!(current(&h), Some((NodeId(2), RolloutStep::Prepare)));
     check(&h);
+}
+
+#[test]
+fn the_rollouts_own_stop_is_no_failure_and_a_rollback_relaunches_at_once() {
+    let mut h = running(2);
+    observe(&mut h, green(2, "8.13.4", &[]));
+    update_image(&mut h, NEW);
+    observe(&mut h, green(2, "8.13.4", &[]));
+    let log = h.log.clone();
+    answer_all(&mut h, &log);
+    observe(&mut h, restarted(green(2, "8.13.4", &[]), "id-es-1"));
+    let task = h.task_of(1).expect("task");
+    h.update(status(&task, "h1", TaskState::Killed, Some("k")));
+    assert_eq!(h.backoff_left(1), 0, "Tether stopped it: no crash to damp");
+    let mut expected = h.core.config().backoff_initial_ms;
+    for round in 0..3 {
+        if round > 0 {
+            h.advance(expected / 2);
+        }
+        let id = h.next_offer_id();
+        let cmds = h.offers(vec![offer(&id, "h1", 4.0, 8192.0, 1000.0)]);
+        let launch = accepts(&cmds).into_iter().next().expect("relaunched");
+        assert_eq!(launch.image, NEW);
+        // The new image cannot start: RUNNING, then FAILED at once, each time backing off longer.
+        h.update(status(&launch.task_id, "h1", TaskState::Running, Some("r")));
+        h.update(status(&launch.task_id, "h1", TaskState::Failed, Some("f")));
+        assert_eq!(h.backoff_left(1), expected);
+        expected *= 2;
+    }
+    h.core.handle_rollout_rollback(h.now).expect("rollback");
+    h.drain();
+    assert_eq!(
+        h.backoff_left(1),
+        0,
+        "its old configuration gets a prompt try"
+    );
+    let id = h.next_offer_id();
+    let cmds = h.offers(vec![offer(&id, "h1", 4.0, 8192.0, 1000.0)]);
+    let launch = accepts(&cmds)
+        .into_iter()
+        .next()
+        .expect("relaunched at once");
+    assert_eq!(launch.image, OLD);
+    check(&h);
+}
+
+#[test]
+fn update_sets_and_removes_settings_and_environment_and_refuses_removing_what_is_not_stored() {
+    let mut h = running(1);
+    observe(&mut h, green(1, "8.13.4", &[]));
+    let setting = (
+        "indices.memory.index_buffer_size".to_owned(),
+        "20%".to_owned(),
+    );
+    let env = ("TZ".to_owned(), "UTC".to_owned());
+    let g = h
+        .core
+        .handle_config_update(
+            ConfigUpdate {
+                es_settings: vec![setting.clone()],
+                es_env: vec![env.clone()],
+                ..ConfigUpdate::default()
+            },
+            h.now,
+        )
+        .expect("update");
+    assert_eq!(g, 2);
+    h.drain();
+    let stored = h.core.config_table().expect("stored").clone();
+    let current = &stored
+        .current(&crate::ids::GroupName::default_group())
+        .expect("group")
+        .config;
+    assert!(current.es_settings.contains(&setting) && current.es_env.contains(&env));
+    let g = h
+        .core
+        .handle_config_update(
+            ConfigUpdate {
+                unset_es_settings: vec![setting.0.clone()],
+                unset_es_env: vec![env.0.clone()],
+                ..ConfigUpdate::default()
+            },
+            h.now,
+        )
+        .expect("removal");
+    assert_eq!(g, 3);
+    h.drain();
+    assert_eq!(
+        current_node_target(&h),
+        Some(2),
+        "node 1 was already being restarted on 2"
+    );
+    let kept = h.core.config_table().expect("stored").clone();
+    assert_eq!(
+        kept.at(&crate::ids::GroupName::default_group(), 2)
+            .map(|v| v.generation),
+        Some(2),
+        "the configuration the rollout's node is restarted on is kept while it is"
+    );
+    let table = h.core.config_table().expect("stored");
+    let after = &table
+        .current(&crate::ids::GroupName::default_group())
+        .expect("group")
+        .config;
+    assert!(!after.es_settings.contains(&setting) && !after.es_env.contains(&env));
+    assert_eq!(
+        current.update_args(after),
+        vec![
+            format!("--unset-es-setting {}", setting.0),
+            format!("--unset-es-env {}", env.0)
+        ],
+        "the start-up warning names the removals too"
+    );
+    let err = h
+        .core
+        .handle_config_update(
+            ConfigUpdate {
+                unset_es_env: vec!["NOT_THERE".into()],
+                ..ConfigUpdate::default()
+            },
+            h.now,
+        )
+        .expect_err("nothing to remove");
+    assert!(
+        matches!(&err, CoreError::Refused(m) if m.contains("no stored environment variable NOT_THERE")),
+        "{err}"
+    );
+    // What Tether sets itself cannot come in through the environment either, in any of its forms.
+    for name in [
+        "ES_JAVA_OPTS",
+        "node.name",
+        "ES_SETTING_PATH_DATA",
+        "ELASTIC_PASSWORD_FILE",
+    ] {
+        let err = h
+            .core
+            .handle_config_update(
+                ConfigUpdate {
+                    es_env: vec![(name.into(), "x".into())],
+                    ..ConfigUpdate::default()
+                },
+                h.now,
+            )
+            .expect_err(name);
+        assert!(
+            matches!(&err, CoreError::Refused(m) if m.contains(name)),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        h.core.config_generation(),
+        3,
+        "a refused update stores nothing"
+    );
+    check(&h);
+}
+
+/// The configuration generation the rollout's current node is being restarted on.
+fn current_node_target(h: &Harness) -> Option<u64> {
+    h.core
+        .persisted()
+        .rollout
+        .as_ref()
+        .and_then(|r| r.current.as_ref())
+        .map(|c| c.to_generation)
 }

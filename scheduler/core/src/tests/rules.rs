@@ -856,6 +856,42 @@ fn replace_without_force_is_refused_while_the_task_may_live_and_force_overrides(
 }
 
 #[test]
+fn a_node_that_fails_soon_after_it_runs_backs_off_more_each_time_until_it_stays_up() {
+    // Elasticsearch fails its bootstrap checks after Mesos reported the container RUNNING: RUNNING
+    // alone must not reset the backoff, or a node that cannot start relaunches (and attaches its
+    // volumes) every second forever.
+    let mut h = normal_harness(1);
+    let (initial, cap) = (
+        h.core.config().backoff_initial_ms,
+        h.core.config().backoff_max_ms,
+    );
+    assert!(
+        cap >= 8 * initial,
+        "the test needs a few doublings below the cap"
+    );
+    launch_running(&mut h, &["a"]);
+    let mut expected = initial;
+    for _ in 0..4 {
+        let t = h.task_of(1).unwrap_or_else(|| panic!("launched"));
+        h.update(status(&t, "a", TaskState::Failed, Some("f")));
+        assert_eq!(h.backoff_left(1), expected);
+        h.advance(expected - 1);
+        let o = big_offer(&mut h, "a");
+        assert!(accepts(&h.offers(vec![o])).is_empty(), "within the backoff");
+        h.advance(1);
+        launch_running(&mut h, &["a"]);
+        assert_ne!(h.task_of(1), Some(t), "relaunched once the backoff passed");
+        expected = (expected * 2).min(cap);
+    }
+    // A task that ran as long as the longest backoff proved itself: its end is a first failure.
+    h.advance(cap);
+    let t = h.task_of(1).unwrap_or_else(|| panic!("launched"));
+    h.update(status(&t, "a", TaskState::Failed, Some("f")));
+    assert_eq!(h.backoff_left(1), initial);
+    check(&h);
+}
+
+#[test]
 fn replace_of_a_dead_node_clears_its_backoff() {
     let mut h = normal_harness(1);
     launch_running(&mut h, &["a"]);
