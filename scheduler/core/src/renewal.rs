@@ -28,20 +28,28 @@ pub(crate) struct WallClock {
     pub(crate) at: Millis,
 }
 
-/// `unix_s` as a UTC date and time (`2027-01-05T00:00:00Z`), for reasons and events.
+const DAY: u64 = 86_400;
+
+/// The UTC `(year, month, day)` holding `unix_s` (days to civil date, Howard Hinnant's algorithm); the
+/// shell dates the certificates it signs with it too.
 #[must_use]
-pub fn utc(unix_s: u64) -> String {
-    const DAY: u64 = 86_400;
-    // Days to civil date (Howard Hinnant's algorithm).
+pub fn civil_date(unix_s: u64) -> (i64, u8, u8) {
     let z = i64::try_from(unix_s / DAY).unwrap_or(i64::MAX / 2) + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    // Both within 1..=31 and 1..=12 by construction.
+    let day = u8::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let month = u8::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
+/// `unix_s` as a UTC date and time (`2027-01-05T00:00:00Z`), for reasons and events.
+#[must_use]
+pub fn utc(unix_s: u64) -> String {
+    let (year, month, day) = civil_date(unix_s);
     let s = unix_s % DAY;
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
@@ -150,10 +158,13 @@ impl Core {
 
 #[cfg(test)]
 mod tests {
-    use super::utc;
+    use super::{civil_date, utc};
 
     #[test]
     fn utc_dates_are_the_calendar_ones() {
+        assert_eq!(civil_date(0), (1970, 1, 1));
+        assert_eq!(civil_date(951_782_400), (2000, 2, 29));
+        assert_eq!(civil_date(1_798_675_200), (2026, 12, 31));
         assert_eq!(utc(0), "1970-01-01T00:00:00Z");
         // 2000-02-29 (a leap day of a century leap year) 12:34:56.
         assert_eq!(utc(951_827_696), "2000-02-29T12:34:56Z");
