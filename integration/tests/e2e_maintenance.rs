@@ -111,6 +111,7 @@ async fn a_node_leaves_an_agent_scheduled_for_maintenance_safely_and_is_not_plac
     assert_eq!(r.status, 200, "{}", r.body);
 
     let mut saw_moving = false;
+    let mut saw_window = false;
     let mut accepted = false;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     loop {
@@ -120,6 +121,15 @@ async fn a_node_leaves_an_agent_scheduled_for_maintenance_safely_and_is_not_plac
         let n = node(&listed, 3);
         if n["removal"]["kind"] == "maintenance" && n["task_id"] == moving.task_id.as_str() {
             saw_moving = true;
+        }
+        // The operator sees the window on the agent, at the time the master was given.
+        let agents = c.ctl_json(&["agents"]).await;
+        let there = agents
+            .as_array()
+            .and_then(|a| a.iter().find(|a| a["host"] == host.as_str()))
+            .map(|a| a["maintenance"]["start_unix_ms"].clone());
+        if there == Some(serde_json::json!(start / 1_000_000)) {
+            saw_window = true;
         }
         // The answer first: an ACCEPT was sent only after the task there ended, so the tasks read
         // next must show none.
@@ -161,6 +171,10 @@ async fn a_node_leaves_an_agent_scheduled_for_maintenance_safely_and_is_not_plac
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert!(saw_moving, "node 3 was never seen moving while it ran");
+    assert!(
+        saw_window,
+        "tetherctl agents never showed the maintenance window on {host}"
+    );
 
     // Nothing lost, nothing left set, and nothing placed on the agent while it stays scheduled.
     for i in 0..20 {

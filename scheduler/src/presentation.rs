@@ -247,7 +247,8 @@ pub fn rollout(core: &tether_core::Core, now: Millis, message: String) -> pb::Ro
 }
 
 #[must_use]
-pub fn agent(a: AgentView, now: Millis) -> pb::Agent {
+pub fn agent(a: AgentView, clock: &Clock) -> pb::Agent {
+    let now = clock.now();
     pb::Agent {
         host: a.host.into(),
         agent_id: a.agent_id.map(String::from).unwrap_or_default(),
@@ -262,6 +263,12 @@ pub fn agent(a: AgentView, now: Millis) -> pb::Agent {
         volumes_seen: a.volumes_seen.len() as u32,
         last_decline_reason: a.last_decline.map(|r| r.to_string()).unwrap_or_default(),
         observes: a.observes,
+        maintenance: a.maintenance.map(|m| pb::AgentMaintenance {
+            start_unix_ms: (m.window.start != Millis(0)).then(|| clock.unix_ms(m.window.start)),
+            duration_ms: m.window.duration_ms,
+            draining: m.draining,
+            nodes: u32::try_from(m.nodes.len()).unwrap_or(u32::MAX),
+        }),
     }
 }
 

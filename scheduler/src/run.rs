@@ -775,7 +775,7 @@ impl Shell {
                     .core
                     .agents(now)
                     .into_iter()
-                    .map(|a| presentation::agent(a, now))
+                    .map(|a| presentation::agent(a, &self.clock))
                     .collect();
                 let _ = reply.send(pb::ListAgentsResponse { agents });
             }

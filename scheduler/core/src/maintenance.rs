@@ -218,19 +218,25 @@ impl Core {
         }
     }
 
-    /// The agents under maintenance, for the admin API.
+    /// The agents under maintenance.
     #[must_use]
     pub fn maintenance(&self) -> Vec<MaintenanceView> {
         self.maintenance
             .agents
-            .iter()
-            .map(|(agent, m)| MaintenanceView {
-                agent_id: agent.clone(),
-                window: m.window,
-                draining: m.draining,
-                nodes: self.nodes_on(agent),
-            })
+            .keys()
+            .filter_map(|agent| self.maintenance_of(agent))
             .collect()
+    }
+
+    /// `agent`'s maintenance, if Mesos scheduled it (`tetherctl agents`).
+    pub(crate) fn maintenance_of(&self, agent: &AgentId) -> Option<MaintenanceView> {
+        let m = self.maintenance.agents.get(agent)?;
+        Some(MaintenanceView {
+            agent_id: agent.clone(),
+            window: m.window,
+            draining: m.draining,
+            nodes: self.nodes_on(agent),
+        })
     }
 
     /// The nodes whose task may run on `agent`, or that are being prepared there.

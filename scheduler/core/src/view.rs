@@ -154,6 +154,9 @@ pub struct AgentView {
     /// Volumes its sidecar is assigned to observe (the whole watch set for a sidecar without
     /// `watch_delta`; 0 when disconnected).
     pub observes: u32,
+    /// Mesos scheduled the agent's machine for maintenance: its window, whether it drains, and the
+    /// nodes still on it.
+    pub maintenance: Option<crate::maintenance::MaintenanceView>,
 }
 
 /// One volume of a node.
@@ -309,7 +312,6 @@ impl Core {
                         .cloned()
                 });
                 AgentView {
-                    agent_id,
                     sidecar_connected: s.is_some_and(|s| s.connected),
                     sidecar_fresh: s.is_some_and(|s| self.sidecar_fresh(s, now)),
                     last_report_at: s.and_then(|s| s.last_report_at),
@@ -329,6 +331,8 @@ impl Core {
                         .and_then(|h| h.decline.as_ref())
                         .map(|(r, _)| r.clone()),
                     observes: u32::try_from(self.observes(&host)).unwrap_or(u32::MAX),
+                    maintenance: agent_id.as_ref().and_then(|a| self.maintenance_of(a)),
+                    agent_id,
                     host,
                 }
             })

@@ -240,6 +240,42 @@ struct AgentView {
     volumes_seen: u32,
     last_decline_reason: Option<String>,
     observes: u32,
+    maintenance: Option<MaintenanceView>,
+}
+
+/// An agent's maintenance, as `agents --output json` shows it.
+#[derive(Debug, Serialize)]
+struct MaintenanceView {
+    start_unix_ms: Option<u64>,
+    duration_ms: Option<u64>,
+    draining: bool,
+    nodes: u32,
+}
+
+impl MaintenanceView {
+    /// The table's words: `draining`, or the window (`since start` when it began before the
+    /// scheduler did), with the nodes still there.
+    fn words(&self) -> String {
+        let window = if self.draining {
+            "draining".to_owned()
+        } else {
+            let from = self.start_unix_ms.map_or_else(
+                || "started".to_owned(),
+                |ms| {
+                    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+                    format!("from {}", humantime::format_rfc3339_seconds(at))
+                },
+            );
+            match self.duration_ms {
+                Some(d) => format!(
+                    "{from} for {}",
+                    humantime::format_duration(std::time::Duration::from_secs(d / 1000))
+                ),
+                None => format!("{from} for good"),
+            }
+        };
+        format!("{window}, {} node(s) on it", self.nodes)
+    }
 }
 
 impl From<&Agent> for AgentView {
@@ -258,6 +294,12 @@ impl From<&Agent> for AgentView {
             volumes_seen: a.volumes_seen,
             last_decline_reason: opt(&a.last_decline_reason),
             observes: a.observes,
+            maintenance: a.maintenance.as_ref().map(|m| MaintenanceView {
+                start_unix_ms: m.start_unix_ms,
+                duration_ms: m.duration_ms,
+                draining: m.draining,
+                nodes: m.nodes,
+            }),
         }
     }
 }
@@ -583,6 +625,9 @@ pub fn agents(
                 },
                 a.volumes_seen.to_string(),
                 a.observes.to_string(),
+                a.maintenance
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), MaintenanceView::words),
                 dash(a.last_decline_reason.as_deref()),
             ]
         })
@@ -599,6 +644,7 @@ pub fn agents(
             "ATTACH",
             "VOLUMES",
             "OBSERVES",
+            "MAINTENANCE",
             "LAST DECLINE",
         ],
         &rows,
@@ -934,6 +980,7 @@ pub fn progress(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tether_proto::v1::AgentMaintenance;
 
     fn node(id: u64, state: &str, host: &str) -> Node {
         Node {
@@ -966,6 +1013,70 @@ mod tests {
         let mut buf: Vec<u8> = Vec::new();
         f(&mut buf).expect("render");
         String::from_utf8(buf).expect("utf-8")
+    }
+
+    #[test]
+    fn agents_show_a_maintenance_window_or_a_drain() {
+        let agent = |host: &str, maintenance: Option<AgentMaintenance>| Agent {
+            host: host.to_owned(),
+            maintenance,
+            ..Agent::default()
+        };
+        let list = [
+            agent("a1", None),
+            agent(
+                "a2",
+                Some(AgentMaintenance {
+                    start_unix_ms: Some(1_798_761_600_000),
+                    duration_ms: Some(7_200_000),
+                    draining: false,
+                    nodes: 1,
+                }),
+            ),
+            agent(
+                "a3",
+                Some(AgentMaintenance {
+                    start_unix_ms: None,
+                    duration_ms: None,
+                    draining: true,
+                    nodes: 0,
+                }),
+            ),
+        ];
+        let table = render(|out| agents(out, Format::Table, &list));
+        let column = |host: &str| {
+            table
+                .lines()
+                .find(|l| l.starts_with(host))
+                .unwrap_or_else(|| panic!("{host} in {table}"))
+                .to_owned()
+        };
+        assert!(
+            table
+                .lines()
+                .next()
+                .is_some_and(|h| h.contains("MAINTENANCE"))
+        );
+        assert!(
+            column("a2").contains("from 2027-01-01T00:00:00Z for 2h, 1 node(s) on it"),
+            "{table}"
+        );
+        assert!(
+            column("a3").contains("draining, 0 node(s) on it"),
+            "{table}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&render(|out| agents(out, Format::Json, &list))).expect("json");
+        assert_eq!(json[0]["maintenance"], serde_json::Value::Null);
+        assert_eq!(
+            json[1]["maintenance"],
+            serde_json::json!({"start_unix_ms": 1_798_761_600_000_u64, "duration_ms": 7_200_000,
+                "draining": false, "nodes": 1})
+        );
+        assert_eq!(
+            json[2]["maintenance"]["start_unix_ms"],
+            serde_json::Value::Null
+        );
     }
 
     #[test]

@@ -449,11 +449,26 @@ fn a_rescinded_inverse_offer_or_an_offer_without_unavailability_ends_the_mainten
     assert!(reason_of(&h, 2).contains("red"));
     assert_eq!(h.core.maintenance().len(), 1);
     assert_eq!(h.core.maintenance()[0].nodes, vec![NodeId(2)]);
+    // The agents view shows it on h2 and nowhere else.
+    let agent_maintenance = |h: &Harness, name: &str| {
+        h.core
+            .agents(h.now)
+            .into_iter()
+            .find(|a| a.host.as_str() == name)
+            .and_then(|a| a.maintenance)
+    };
+    let m = agent_maintenance(&h, "h2").expect("h2 under maintenance");
+    assert_eq!(
+        (m.window.start, m.nodes.clone()),
+        (h.now.plus(60_000), vec![NodeId(2)])
+    );
+    assert!(agent_maintenance(&h, "h1").is_none());
 
     h.core
         .handle_rescind_inverse_offer(&OfferId::new("io-1").expect("id"), h.now);
     h.drain();
     assert!(h.core.maintenance().is_empty());
+    assert!(agent_maintenance(&h, "h2").is_none());
     assert_eq!(reason_of(&h, 2), "");
 
     // Known from an offer, cleared by the agent's next offer without it.
