@@ -656,6 +656,48 @@ impl Harness {
     }
 }
 
+/// Fails the test on a command-stream violation, a store that differs from the core's durable state,
+/// or a broken invariant of the core.
+pub fn check(h: &Harness) {
+    assert!(h.violations.is_empty(), "{:?}", h.violations);
+    assert_eq!(&h.store, h.core.persisted());
+    if let Err(e) = h.core.check_invariants() {
+        panic!("{e}");
+    }
+}
+
+/// A harness around `config` with `n` nodes RUNNING on `h1..hn` (one offer each), each having reported
+/// the cluster's UUID `uuid-1`, [`check`]ed.
+#[must_use]
+pub fn running_cluster(config: Config, n: u64) -> Harness {
+    let mut h = Harness::new(config);
+    h.subscribe();
+    if let Err(e) = h.core.handle_scale(n, h.now) {
+        panic!("scale to {n}: {e}");
+    }
+    h.drain();
+    let offers: Vec<_> = (1..=n)
+        .map(|i| {
+            let id = h.next_offer_id();
+            offer(&id, &format!("h{i}"), 4.0, 8192.0, 1000.0)
+        })
+        .collect();
+    let cmds = h.offers(offers);
+    for l in accepts(&cmds) {
+        h.update(status(
+            &l.task_id,
+            l.host.as_str(),
+            TaskState::Running,
+            Some("u"),
+        ));
+    }
+    for i in 1..=n {
+        h.es_root(i, "uuid-1");
+    }
+    check(&h);
+    h
+}
+
 /// The `(host, command_id, node)` of every Prepare in `cmds`.
 #[must_use]
 pub fn prepares(cmds: &[Command]) -> Vec<(Hostname, u64, NodeId)> {

@@ -10,14 +10,6 @@ use crate::state::{GroupRecord, PersistedState};
 use crate::testing::*;
 use crate::{Config, Core};
 
-fn check(h: &Harness) {
-    assert!(h.violations.is_empty(), "{:?}", h.violations);
-    assert_eq!(&h.store, h.core.persisted());
-    if let Err(e) = h.core.check_invariants() {
-        panic!("{e}");
-    }
-}
-
 fn group(text: &str) -> GroupSpec {
     GroupSpec::parse(text).unwrap_or_else(|e| panic!("{e}"))
 }

@@ -14,44 +14,13 @@ use crate::testing::*;
 const OLD: &str = "docker.elastic.co/elasticsearch/elasticsearch:8.13.4";
 const NEW: &str = "docker.elastic.co/elasticsearch/elasticsearch:8.15.0";
 
-fn check(h: &Harness) {
-    assert!(h.violations.is_empty(), "{:?}", h.violations);
-    assert_eq!(&h.store, h.core.persisted());
-    if let Err(e) = h.core.check_invariants() {
-        panic!("{e}");
-    }
-}
-
-/// `n` nodes (normal strategy, image [`OLD`]) RUNNING on `h1..hn`, each having reported the cluster's
-/// UUID.
+/// [`running_cluster`] of `n` nodes (normal strategy, image [`OLD`]), rollout steps overdue after
+/// 10 minutes.
 fn running(n: u64) -> Harness {
     let mut c = config(crate::Strategy::Normal);
     c.image = OLD.into();
     c.rollout_step_timeout_ms = 600_000;
-    let mut h = Harness::new(c);
-    h.subscribe();
-    h.core.handle_scale(n, h.now).expect("scale");
-    h.drain();
-    let offers: Vec<_> = (1..=n)
-        .map(|i| {
-            let id = h.next_offer_id();
-            offer(&id, &format!("h{i}"), 4.0, 8192.0, 1000.0)
-        })
-        .collect();
-    let cmds = h.offers(offers);
-    for l in accepts(&cmds) {
-        h.update(status(
-            &l.task_id,
-            l.host.as_str(),
-            TaskState::Running,
-            Some("u"),
-        ));
-    }
-    for i in 1..=n {
-        h.es_root(i, "uuid-1");
-    }
-    check(&h);
-    h
+    running_cluster(c, n)
 }
 
 /// A green cluster of `es-1..es-n` on `version`, master-eligible as `masters` says (all when empty).

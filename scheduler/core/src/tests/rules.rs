@@ -11,14 +11,6 @@ use crate::view::NodePhase;
 use crate::{Config, Core};
 
 /// Every test ends here: no stream violations, the store equals the core's belief, invariants hold.
-fn check(h: &Harness) {
-    assert!(h.violations.is_empty(), "{:?}", h.violations);
-    assert_eq!(&h.store, h.core.persisted());
-    if let Err(e) = h.core.check_invariants() {
-        panic!("{e}");
-    }
-}
-
 fn normal_harness(n: u64) -> Harness {
     let mut h = Harness::new(config(crate::Strategy::Normal));
     h.subscribe();
