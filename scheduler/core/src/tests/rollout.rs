@@ -786,6 +786,57 @@ fn a_restarted_node_waits_a_while_for_the_agent_it_ran_on_then_takes_any() {
     check(&h);
 }
 
+#[test]
+fn a_restarted_node_waiting_for_its_agent_says_so_not_that_its_volume_is_held_elsewhere() {
+    let mut h = running(2);
+    observe(&mut h, green(2, "8.13.4", &[]));
+    update_image(&mut h, NEW);
+    observe(&mut h, green(2, "8.13.4", &[]));
+    let log = h.log.clone();
+    answer_all(&mut h, &log);
+    observe(&mut h, restarted(green(2, "8.13.4", &[]), "id-es-1"));
+    let task = h.task_of(1).expect("task");
+    h.update(status(&task, "h1", TaskState::Killed, Some("k")));
+    h.advance(10_000);
+    let id = h.next_offer_id();
+    let cmds = h.offers(vec![offer(&id, "h3", 4.0, 8192.0, 1000.0)]);
+    assert!(accepts(&cmds).is_empty(), "placed away from h1 at once");
+    let waiting: Vec<&crate::command::Reason> = cmds
+        .iter()
+        .filter_map(|c| match c {
+            Command::Watch(WatchEvent::NodeWaiting { node_id, reason })
+                if *node_id == NodeId(1) =>
+            {
+                Some(reason)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        waiting,
+        vec![&crate::command::Reason::WaitingForPreviousAgent { host: host("h1") }]
+    );
+    assert_eq!(
+        waiting[0].kind().names(),
+        ("waiting for previous agent", "waiting_for_previous_agent")
+    );
+    let shown = h
+        .core
+        .nodes(h.now)
+        .into_iter()
+        .find(|n| n.node_id == NodeId(1))
+        .and_then(|n| n.last_reason)
+        .expect("a reason");
+    assert_eq!(
+        shown,
+        format!(
+            "restarted by the rollout: waits up to {} s for an offer from agent h1, where it ran",
+            crate::rollout::PREFER_HOST_MS / 1000
+        )
+    );
+    check(&h);
+}
+
 /// A 2-node rollout whose first node's new image fails: node 1 stays in Rejoin.
 fn first_node_fails() -> Harness {
     let mut h = running(2);
