@@ -118,24 +118,114 @@ fn current(h: &Harness) -> Option<(NodeId, RolloutStep)> {
         .map(|c| (c.node_id, c.step))
 }
 
-/// Kills, relaunches and rejoins node `n` of a cluster of `total` (8.x, restart shutdown records)
-/// through every step, with `cluster` as what Elasticsearch says between the steps; returns the
-/// relaunched task's image.
-fn restart_node(h: &mut Harness, n: u64, total: u64, version: &str) -> String {
-    let name = format!("es-{n}");
-    let es_id = format!("id-{name}");
+/// One node of a rollout driven through its steps (8.x, restart shutdown records) as Elasticsearch and
+/// Mesos answer, one method a step; each returns what the step emitted, so a test asserts in between.
+struct NodeSteps {
+    n: u64,
+    /// The cluster's size: what Elasticsearch lists between the steps.
+    total: u64,
+    version: &'static str,
+}
+
+impl NodeSteps {
+    /// Node `n` of `total` on 8.13.4.
+    fn new(n: u64, total: u64) -> NodeSteps {
+        NodeSteps {
+            n,
+            total,
+            version: "8.13.4",
+        }
+    }
+
+    fn es_id(&self) -> String {
+        format!("id-es-{}", self.n)
+    }
+
+    fn host(&self) -> String {
+        format!("h{}", self.n)
+    }
+
+    /// The cluster green with every node, and the node's restart shutdown record complete.
+    fn recorded(&self) -> EsCluster {
+        restarted(green(self.total, self.version, &[]), &self.es_id())
+    }
+
+    /// Prepare: the cluster is green; every Elasticsearch call asked so far is answered.
+    fn prepare(&self, h: &mut Harness) -> Vec<Command> {
+        let mut out = observe(h, green(self.total, self.version, &[]));
+        let log = h.log.clone();
+        out.extend(answer_all(h, &log));
+        out
+    }
+
+    /// Stop: Elasticsearch reports the shutdown record complete and the node's task then ends KILLED.
+    fn stop(&self, h: &mut Harness) -> Stopped {
+        let cmds = observe(h, self.recorded());
+        let task = h.task_of(self.n).expect("task");
+        let step = current(h);
+        h.update(status(&task, &self.host(), TaskState::Killed, Some("k")));
+        Stopped { cmds, task, step }
+    }
+
+    /// After `wait_ms`, the agent the node ran on offers and the relaunched task reports `state`.
+    fn relaunch(
+        &self,
+        h: &mut Harness,
+        wait_ms: u64,
+        state: TaskState,
+    ) -> crate::command::LaunchSpec {
+        h.advance(wait_ms);
+        let id = h.next_offer_id();
+        let cmds = h.offers(vec![offer(&id, &self.host(), 4.0, 8192.0, 1000.0)]);
+        let launch = accepts(&cmds).into_iter().next().expect("relaunch");
+        h.update(status(&launch.task_id, &self.host(), state, Some("r")));
+        launch
+    }
+
+    /// Rejoin: the new process reports the cluster's UUID, the elected master lists it and its calls
+    /// (the clean-up) are answered; returns what the observation emitted.
+    fn rejoin(&self, h: &mut Harness) -> Vec<Command> {
+        h.es_root(self.n, "uuid-1");
+        let cmds = observe(h, self.recorded());
+        answer_all(h, &cmds);
+        cmds
+    }
+
+    /// Green: the cluster is green again without the record.
+    fn green(&self, h: &mut Harness) -> Vec<Command> {
+        observe(h, green(self.total, self.version, &[]))
+    }
+}
+
+/// What [`NodeSteps::stop`] saw.
+struct Stopped {
+    /// What the complete shutdown record's report emitted (the kill).
+    cmds: Vec<Command>,
+    /// The task that was killed.
+    task: crate::ids::TaskId,
+    /// The rollout's step before the task ended.
+    step: Option<(NodeId, RolloutStep)>,
+}
+
+/// Kills, relaunches and rejoins node `n` of a cluster of `total` on `version` through every step,
+/// asserting each; returns the relaunched task's image.
+fn restart_node(h: &mut Harness, n: u64, total: u64, version: &'static str) -> String {
+    let node = NodeSteps {
+        version,
+        ..NodeSteps::new(n, total)
+    };
+    let es_id = node.es_id();
     assert_eq!(current(h), Some((NodeId(n), RolloutStep::Prepare)));
-    let cmds = observe(h, green(total, version, &[]));
+    let cmds = node.prepare(h);
     assert!(
         kills(&cmds).is_empty(),
         "killed before Elasticsearch was told"
     );
-    let cmds: Vec<Command> = h.log.clone();
-    let put = es_calls(&cmds)
+    let put = es_calls(&h.log)
         .into_iter()
         .rev()
         .find(|(_, c)| matches!(c, EsCall::PutShutdown { node_id, .. } if *node_id == es_id));
-    let (call_id, call) = put.expect("a restart shutdown record asked");
+    let (_, call) = put.expect("a restart shutdown record asked");
     assert!(matches!(
         call,
         EsCall::PutShutdown {
@@ -143,43 +233,19 @@ fn restart_node(h: &mut Harness, n: u64, total: u64, version: &str) -> String {
             ..
         }
     ));
-    h.es_result(call_id, None);
-    let cmds = observe(h, restarted(green(total, version, &[]), &es_id));
-    let task = h.task_of(n).expect("task");
-    assert_eq!(kills(&cmds), vec![task.to_string()]);
-    assert_eq!(current(h), Some((NodeId(n), RolloutStep::Stop)));
-    h.update(status(
-        &task,
-        &format!("h{n}"),
-        TaskState::Killed,
-        Some("k"),
-    ));
-    let mut cmds = observe(
-        h,
-        without(restarted(green(total, version, &[]), &es_id), &name),
-    );
-    cmds.extend(h.advance(60_000));
-    let id = h.next_offer_id();
-    let cmds2 = h.offers(vec![offer(&id, &format!("h{n}"), 4.0, 8192.0, 1000.0)]);
-    let launch = accepts(&cmds2).into_iter().next().expect("relaunched");
+    let stopped = node.stop(h);
+    assert_eq!(kills(&stopped.cmds), vec![stopped.task.to_string()]);
+    assert_eq!(stopped.step, Some((NodeId(n), RolloutStep::Stop)));
+    observe(h, without(node.recorded(), &format!("es-{n}")));
+    let launch = node.relaunch(h, 60_000, TaskState::Running);
     assert_eq!(launch.node_id, NodeId(n));
-    h.update(status(
-        &launch.task_id,
-        &format!("h{n}"),
-        TaskState::Running,
-        Some("r"),
-    ));
     assert_eq!(current(h), Some((NodeId(n), RolloutStep::Rejoin)));
-    h.es_root(n, "uuid-1");
-    let cmds = observe(h, restarted(green(total, version, &[]), &es_id));
+    let cmds = node.rejoin(h);
     assert_eq!(
         calls(&cmds),
-        vec![EsCall::DeleteShutdown {
-            node_id: es_id.clone()
-        }]
+        vec![EsCall::DeleteShutdown { node_id: es_id }]
     );
-    answer_all(h, &cmds);
-    observe(h, green(total, version, &[]));
+    node.green(h);
     launch.image
 }
 
@@ -340,11 +406,7 @@ fn before_7_15_2_allocation_goes_to_primaries_with_a_flush_and_back_afterwards()
     let task = h.task_of(1).expect("task");
     assert_eq!(kills(&cmds), vec![task.to_string()]);
     h.update(status(&task, "h1", TaskState::Killed, Some("k")));
-    h.advance(60_000);
-    let id = h.next_offer_id();
-    let cmds = h.offers(vec![offer(&id, "h1", 4.0, 8192.0, 1000.0)]);
-    let launch = accepts(&cmds).into_iter().next().expect("relaunch");
-    h.update(status(&launch.task_id, "h1", TaskState::Running, Some("r")));
+    NodeSteps::new(1, 2).relaunch(&mut h, 60_000, TaskState::Running);
     h.es_root(1, "uuid-1");
     let cmds = observe(&mut h, green(2, "7.15.1", &[]));
     assert_eq!(calls(&cmds), vec![EsCall::SetAllocationEnable(None)]);
@@ -404,20 +466,12 @@ fn never_a_node_while_red_or_yellow_on_one_version_or_a_node_missing() {
 
 /// Takes node 1 of a 3-node rollout to its final wait for green.
 fn restart_node_until_green_gate(h: &mut Harness) {
-    observe(h, green(3, "8.13.4", &[]));
-    for (id, _) in es_calls(&h.log) {
-        h.es_result(id, None);
-    }
-    observe(h, restarted(green(3, "8.13.4", &[]), "id-es-1"));
-    let task = h.task_of(1).expect("task");
-    h.update(status(&task, "h1", TaskState::Killed, Some("k")));
-    h.advance(60_000);
-    let id = h.next_offer_id();
-    let cmds = h.offers(vec![offer(&id, "h1", 4.0, 8192.0, 1000.0)]);
-    let launch = accepts(&cmds).into_iter().next().expect("relaunch");
-    h.update(status(&launch.task_id, "h1", TaskState::Running, Some("r")));
+    let node = NodeSteps::new(1, 3);
+    node.prepare(h);
+    node.stop(h);
+    node.relaunch(h, 60_000, TaskState::Running);
     h.es_root(1, "uuid-1");
-    let mut c = restarted(green(3, "8.13.4", &[]), "id-es-1");
+    let mut c = node.recorded();
     c.health = EsHealth::Yellow;
     c.shard_counts = Some(crate::domain::ShardCounts {
         active: 1,
@@ -568,25 +622,20 @@ fn a_new_leader_resumes_the_rollout_at_the_same_step() {
     assert!(calls(&cmds).is_empty());
     assert_eq!(kills(&cmds), vec![task.to_string()]);
     h.update(status(&task, "h1", TaskState::Killed, Some("k")));
-    h.advance(60_000);
-    let id = h.next_offer_id();
-    let cmds = h.offers(vec![offer(&id, "h1", 4.0, 8192.0, 1000.0)]);
-    let launch = accepts(&cmds).into_iter().next().expect("relaunch");
+    let launch = NodeSteps::new(1, 2).relaunch(&mut h, 60_000, TaskState::Running);
     assert_eq!(launch.image, NEW);
-    h.update(status(&launch.task_id, "h1", TaskState::Running, Some("r")));
     h.es_root(1, "uuid-1");
     h.restart();
     h.subscribe();
-    h.es_root(1, "uuid-1");
-    let cmds = observe(&mut h, restarted(green(2, "8.13.4", &[]), "id-es-1"));
+    let node = NodeSteps::new(1, 2);
+    let cmds = node.rejoin(&mut h);
     assert_eq!(
         calls(&cmds),
         vec![EsCall::DeleteShutdown {
             node_id: "id-es-1".into()
         }]
     );
-    answer_all(&mut h, &cmds);
-    observe(&mut h, green(2, "8.13.4", &[]));
+    node.green(&mut h);
     assert_eq!(current(&h), Some((NodeId(2), RolloutStep::Prepare)));
     assert_eq!(h.core.rollout_view(h.now).done, vec![NodeId(1)]);
     check(&h);
@@ -617,50 +666,18 @@ fn abort_stops_after_the_current_node_and_nodes_done_stay_new() {
 
 #[test]
 fn rollback_returns_a_node_that_never_joined_and_is_refused_once_it_joined() {
-    let mut h = running(2);
-    observe(&mut h, green(2, "8.13.4", &[]));
-    update_image(&mut h, NEW);
-    observe(&mut h, green(2, "8.13.4", &[]));
-    let log = h.log.clone();
-    answer_all(&mut h, &log);
-    observe(&mut h, restarted(green(2, "8.13.4", &[]), "id-es-1"));
-    let task = h.task_of(1).expect("task");
-    h.update(status(&task, "h1", TaskState::Killed, Some("k")));
-    h.advance(60_000);
-    // The new image cannot start.
-    let id = h.next_offer_id();
-    let cmds = h.offers(vec![offer(&id, "h1", 4.0, 8192.0, 1000.0)]);
-    let launch = accepts(&cmds).into_iter().next().expect("relaunch");
-    assert_eq!(launch.image, NEW);
-    h.update(status(
-        &launch.task_id,
-        "h1",
-        TaskState::Failed,
-        Some("bad image"),
-    ));
-    observe(
-        &mut h,
-        without(restarted(green(2, "8.13.4", &[]), "id-es-1"), "es-1"),
-    );
-    assert_eq!(current(&h), Some((NodeId(1), RolloutStep::Rejoin)));
+    let (mut h, image) = first_node_fails();
+    assert_eq!(image, NEW);
 
     let back = h.core.handle_rollout_rollback(h.now).expect("rollback");
     h.drain();
     assert_eq!(back, NodeId(1));
     assert_eq!(state(&h), RolloutState::Paused);
-    h.advance(120_000);
-    let id = h.next_offer_id();
-    let cmds = h.offers(vec![offer(&id, "h1", 4.0, 8192.0, 1000.0)]);
-    let launch = accepts(&cmds)
-        .into_iter()
-        .next()
-        .expect("relaunch on the old image");
-    assert_eq!(launch.image, OLD);
-    h.update(status(&launch.task_id, "h1", TaskState::Running, Some("r")));
-    h.es_root(1, "uuid-1");
-    let cmds = observe(&mut h, restarted(green(2, "8.13.4", &[]), "id-es-1"));
-    answer_all(&mut h, &cmds);
-    observe(&mut h, green(2, "8.13.4", &[]));
+    let node = NodeSteps::new(1, 2);
+    let launch = node.relaunch(&mut h, 120_000, TaskState::Running);
+    assert_eq!(launch.image, OLD, "relaunched on the old image");
+    node.rejoin(&mut h);
+    node.green(&mut h);
     assert_eq!(current(&h), None);
     assert_eq!(state(&h), RolloutState::Paused);
     let view = h.core.rollout_view(h.now);
@@ -766,12 +783,9 @@ fn a_restarted_node_waits_a_while_for_the_agent_it_ran_on_then_takes_any() {
     let mut h = running(2);
     observe(&mut h, green(2, "8.13.4", &[]));
     update_image(&mut h, NEW);
-    observe(&mut h, green(2, "8.13.4", &[]));
-    let log = h.log.clone();
-    answer_all(&mut h, &log);
-    observe(&mut h, restarted(green(2, "8.13.4", &[]), "id-es-1"));
-    let task = h.task_of(1).expect("task");
-    h.update(status(&task, "h1", TaskState::Killed, Some("k")));
+    let node = NodeSteps::new(1, 2);
+    node.prepare(&mut h);
+    node.stop(&mut h);
     // Past the failure backoff, within the preference: another agent's offer is not taken.
     h.advance(10_000);
     let id = h.next_offer_id();
@@ -791,12 +805,9 @@ fn a_restarted_node_waiting_for_its_agent_says_so_not_that_its_volume_is_held_el
     let mut h = running(2);
     observe(&mut h, green(2, "8.13.4", &[]));
     update_image(&mut h, NEW);
-    observe(&mut h, green(2, "8.13.4", &[]));
-    let log = h.log.clone();
-    answer_all(&mut h, &log);
-    observe(&mut h, restarted(green(2, "8.13.4", &[]), "id-es-1"));
-    let task = h.task_of(1).expect("task");
-    h.update(status(&task, "h1", TaskState::Killed, Some("k")));
+    let node = NodeSteps::new(1, 2);
+    node.prepare(&mut h);
+    node.stop(&mut h);
     h.advance(10_000);
     let id = h.next_offer_id();
     let cmds = h.offers(vec![offer(&id, "h3", 4.0, 8192.0, 1000.0)]);
@@ -837,38 +848,24 @@ fn a_restarted_node_waiting_for_its_agent_says_so_not_that_its_volume_is_held_el
     check(&h);
 }
 
-/// A 2-node rollout whose first node's new image fails: node 1 stays in Rejoin.
-fn first_node_fails() -> Harness {
+/// A 2-node rollout whose first node's new image fails: node 1 stays in Rejoin. Returns the image of
+/// the failed relaunch.
+fn first_node_fails() -> (Harness, String) {
     let mut h = running(2);
     observe(&mut h, green(2, "8.13.4", &[]));
     update_image(&mut h, NEW);
-    observe(&mut h, green(2, "8.13.4", &[]));
-    let log = h.log.clone();
-    answer_all(&mut h, &log);
-    observe(&mut h, restarted(green(2, "8.13.4", &[]), "id-es-1"));
-    let task = h.task_of(1).expect("task");
-    h.update(status(&task, "h1", TaskState::Killed, Some("k")));
-    h.advance(60_000);
-    let id = h.next_offer_id();
-    let cmds = h.offers(vec![offer(&id, "h1", 4.0, 8192.0, 1000.0)]);
-    let launch = accepts(&cmds).into_iter().next().expect("relaunch");
-    h.update(status(
-        &launch.task_id,
-        "h1",
-        TaskState::Failed,
-        Some("bad image"),
-    ));
-    observe(
-        &mut h,
-        without(restarted(green(2, "8.13.4", &[]), "id-es-1"), "es-1"),
-    );
+    let node = NodeSteps::new(1, 2);
+    node.prepare(&mut h);
+    node.stop(&mut h);
+    let launch = node.relaunch(&mut h, 60_000, TaskState::Failed);
+    observe(&mut h, without(node.recorded(), "es-1"));
     assert_eq!(current(&h), Some((NodeId(1), RolloutStep::Rejoin)));
-    h
+    (h, launch.image)
 }
 
 #[test]
 fn abort_right_after_a_rollback_ends_aborted_once_the_node_is_back() {
-    let mut h = first_node_fails();
+    let (mut h, _) = first_node_fails();
     h.core.handle_rollout_rollback(h.now).expect("rollback");
     h.core.handle_rollout_abort(h.now).expect("abort");
     h.drain();
@@ -877,19 +874,11 @@ fn abort_right_after_a_rollback_ends_aborted_once_the_node_is_back() {
         RolloutState::Running,
         "the node comes back first"
     );
-    h.advance(120_000);
-    let id = h.next_offer_id();
-    let cmds = h.offers(vec![offer(&id, "h1", 4.0, 8192.0, 1000.0)]);
-    let launch = accepts(&cmds)
-        .into_iter()
-        .next()
-        .expect("relaunch on the old image");
-    assert_eq!(launch.image, OLD);
-    h.update(status(&launch.task_id, "h1", TaskState::Running, Some("r")));
-    h.es_root(1, "uuid-1");
-    let cmds = observe(&mut h, restarted(green(2, "8.13.4", &[]), "id-es-1"));
-    answer_all(&mut h, &cmds);
-    observe(&mut h, green(2, "8.13.4", &[]));
+    let node = NodeSteps::new(1, 2);
+    let launch = node.relaunch(&mut h, 120_000, TaskState::Running);
+    assert_eq!(launch.image, OLD, "relaunched on the old image");
+    node.rejoin(&mut h);
+    node.green(&mut h);
     assert_eq!(state(&h), RolloutState::Aborted);
     let view = h.core.rollout_view(h.now);
     assert!(view.done.is_empty());
@@ -902,17 +891,10 @@ fn a_gate_trusts_only_what_the_cluster_said_after_the_step_began() {
     let mut h = running(2);
     observe(&mut h, green(2, "8.13.4", &[]));
     update_image(&mut h, NEW);
-    observe(&mut h, green(2, "8.13.4", &[]));
-    let log = h.log.clone();
-    answer_all(&mut h, &log);
-    observe(&mut h, restarted(green(2, "8.13.4", &[]), "id-es-1"));
-    let task = h.task_of(1).expect("task");
-    h.update(status(&task, "h1", TaskState::Killed, Some("k")));
-    h.advance(60_000);
-    let id = h.next_offer_id();
-    let cmds = h.offers(vec![offer(&id, "h1", 4.0, 8192.0, 1000.0)]);
-    let launch = accepts(&cmds).into_iter().next().expect("relaunch");
-    h.update(status(&launch.task_id, "h1", TaskState::Running, Some("r")));
+    let node = NodeSteps::new(1, 2);
+    node.prepare(&mut h);
+    node.stop(&mut h);
+    node.relaunch(&mut h, 60_000, TaskState::Running);
     // The master still lists the stopped node (it has not noticed yet): not a rejoin, since the new
     // process has not reported the cluster's UUID.
     observe(&mut h, restarted(green(2, "8.13.4", &[]), "id-es-1"));
