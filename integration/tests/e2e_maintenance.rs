@@ -43,7 +43,8 @@ async fn a_node_leaves_an_agent_scheduled_for_maintenance_safely_and_is_not_plac
     // One zone: the volumes are zonal, so the node needs a free agent of its own zone to come back on,
     // and zone awareness needs another node of its zone to take its copies.
     let c = E2eCluster::start_in_zones(4, 3, 1, |o| {
-        o.maintenance_answer_interval = Some(Duration::from_secs(2));
+        o.scheduler_args
+            .extend(["--maintenance-answer-interval".into(), "2s".into()]);
     })
     .await;
     let access = c.es().await;
