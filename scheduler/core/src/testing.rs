@@ -566,6 +566,27 @@ impl Harness {
         self.drain()
     }
 
+    /// Offers 4 cpus, 8 GB and 1 GB of disk from each of `hosts` at once and reports every task launched
+    /// on them RUNNING (the normal strategy launches at once; external volumes wait for a prepare).
+    pub fn launch_running(&mut self, hosts: &[&str]) {
+        let offers: Vec<_> = hosts
+            .iter()
+            .map(|x| {
+                let id = self.next_offer_id();
+                offer(&id, x, 4.0, 8192.0, 1000.0)
+            })
+            .collect();
+        let cmds = self.offers(offers);
+        for l in accepts(&cmds) {
+            self.update(status(
+                &l.task_id,
+                l.host.as_str(),
+                TaskState::Running,
+                Some("u"),
+            ));
+        }
+    }
+
     /// Answers a prepare with the volumes' reports.
     pub fn prepare_result_with(
         &mut self,
@@ -676,21 +697,8 @@ pub fn running_cluster(config: Config, n: u64) -> Harness {
         panic!("scale to {n}: {e}");
     }
     h.drain();
-    let offers: Vec<_> = (1..=n)
-        .map(|i| {
-            let id = h.next_offer_id();
-            offer(&id, &format!("h{i}"), 4.0, 8192.0, 1000.0)
-        })
-        .collect();
-    let cmds = h.offers(offers);
-    for l in accepts(&cmds) {
-        h.update(status(
-            &l.task_id,
-            l.host.as_str(),
-            TaskState::Running,
-            Some("u"),
-        ));
-    }
+    let hosts: Vec<String> = (1..=n).map(|i| format!("h{i}")).collect();
+    h.launch_running(&hosts.iter().map(String::as_str).collect::<Vec<_>>());
     for i in 1..=n {
         h.es_root(i, "uuid-1");
     }
