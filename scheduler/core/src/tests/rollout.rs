@@ -780,12 +780,7 @@ fn the_stored_state_round_trips_with_a_rollout_in_progress() {
 
 #[test]
 fn a_restarted_node_waits_a_while_for_the_agent_it_ran_on_then_takes_any() {
-    let mut h = running(2);
-    observe(&mut h, green(2, "8.13.4", &[]));
-    update_image(&mut h, NEW);
-    let node = NodeSteps::new(1, 2);
-    node.prepare(&mut h);
-    node.stop(&mut h);
+    let (mut h, _) = first_node_stopped();
     // Past the failure backoff, within the preference: another agent's offer is not taken.
     h.advance(10_000);
     let id = h.next_offer_id();
@@ -802,12 +797,7 @@ fn a_restarted_node_waits_a_while_for_the_agent_it_ran_on_then_takes_any() {
 
 #[test]
 fn a_restarted_node_waiting_for_its_agent_says_so_not_that_its_volume_is_held_elsewhere() {
-    let mut h = running(2);
-    observe(&mut h, green(2, "8.13.4", &[]));
-    update_image(&mut h, NEW);
-    let node = NodeSteps::new(1, 2);
-    node.prepare(&mut h);
-    node.stop(&mut h);
+    let (mut h, _) = first_node_stopped();
     h.advance(10_000);
     let id = h.next_offer_id();
     let cmds = h.offers(vec![offer(&id, "h3", 4.0, 8192.0, 1000.0)]);
@@ -848,15 +838,21 @@ fn a_restarted_node_waiting_for_its_agent_says_so_not_that_its_volume_is_held_el
     check(&h);
 }
 
-/// A 2-node rollout whose first node's new image fails: node 1 stays in Rejoin. Returns the image of
-/// the failed relaunch.
-fn first_node_fails() -> (Harness, String) {
+/// A 2-node rollout to [`NEW`] whose first node was told and stopped (its task ended KILLED).
+fn first_node_stopped() -> (Harness, NodeSteps) {
     let mut h = running(2);
     observe(&mut h, green(2, "8.13.4", &[]));
     update_image(&mut h, NEW);
     let node = NodeSteps::new(1, 2);
     node.prepare(&mut h);
     node.stop(&mut h);
+    (h, node)
+}
+
+/// A 2-node rollout whose first node's new image fails: node 1 stays in Rejoin. Returns the image of
+/// the failed relaunch.
+fn first_node_fails() -> (Harness, String) {
+    let (mut h, node) = first_node_stopped();
     let launch = node.relaunch(&mut h, 60_000, TaskState::Failed);
     observe(&mut h, without(node.recorded(), "es-1"));
     assert_eq!(current(&h), Some((NodeId(1), RolloutStep::Rejoin)));
@@ -888,12 +884,7 @@ fn abort_right_after_a_rollback_ends_aborted_once_the_node_is_back() {
 
 #[test]
 fn a_gate_trusts_only_what_the_cluster_said_after_the_step_began() {
-    let mut h = running(2);
-    observe(&mut h, green(2, "8.13.4", &[]));
-    update_image(&mut h, NEW);
-    let node = NodeSteps::new(1, 2);
-    node.prepare(&mut h);
-    node.stop(&mut h);
+    let (mut h, node) = first_node_stopped();
     node.relaunch(&mut h, 60_000, TaskState::Running);
     // The master still lists the stopped node (it has not noticed yet): not a rejoin, since the new
     // process has not reported the cluster's UUID.
