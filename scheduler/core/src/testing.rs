@@ -566,9 +566,8 @@ impl Harness {
         self.drain()
     }
 
-    /// Offers 4 cpus, 8 GB and 1 GB of disk from each of `hosts` at once and reports every task launched
-    /// on them RUNNING (the normal strategy launches at once; external volumes wait for a prepare).
-    pub fn launch_running(&mut self, hosts: &[&str]) {
+    /// One offer of 4 cpus, 8 GB and 1 GB of disk from each of `hosts`, in one round; drains.
+    pub fn offers_from(&mut self, hosts: &[&str]) -> Vec<Command> {
         let offers: Vec<_> = hosts
             .iter()
             .map(|x| {
@@ -576,7 +575,13 @@ impl Harness {
                 offer(&id, x, 4.0, 8192.0, 1000.0)
             })
             .collect();
-        let cmds = self.offers(offers);
+        self.offers(offers)
+    }
+
+    /// [`Harness::offers_from`] `hosts`, and every task launched on them reports RUNNING (the normal
+    /// strategy launches at once; external volumes wait for a prepare).
+    pub fn launch_running(&mut self, hosts: &[&str]) {
+        let cmds = self.offers_from(hosts);
         for l in accepts(&cmds) {
             self.update(status(
                 &l.task_id,

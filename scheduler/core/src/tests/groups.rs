@@ -32,15 +32,7 @@ fn env_of<'a>(l: &'a LaunchSpec, key: &str) -> Option<&'a str> {
 }
 
 fn launch_all(h: &mut Harness, hosts: &[&str]) -> Vec<LaunchSpec> {
-    let offers: Vec<_> = hosts
-        .iter()
-        .map(|x| {
-            let id = h.next_offer_id();
-            offer(&id, x, 4.0, 8192.0, 1000.0)
-        })
-        .collect();
-    let cmds = h.offers(offers);
-    accepts(&cmds)
+    accepts(&h.offers_from(hosts))
 }
 
 #[test]
