@@ -778,14 +778,20 @@ fn the_stored_state_round_trips_with_a_rollout_in_progress() {
     assert_eq!(rebuilt, back);
 }
 
-#[test]
-fn a_restarted_node_waits_a_while_for_the_agent_it_ran_on_then_takes_any() {
+/// [`first_node_stopped`], and past the failure backoff but within the preference for the agent it ran
+/// on, another agent (h3) offers: not taken. Returns what that offer emitted.
+fn another_agent_offers_while_node_1_waits() -> (Harness, Vec<Command>) {
     let (mut h, _) = first_node_stopped();
-    // Past the failure backoff, within the preference: another agent's offer is not taken.
     h.advance(10_000);
     let id = h.next_offer_id();
     let cmds = h.offers(vec![offer(&id, "h3", 4.0, 8192.0, 1000.0)]);
     assert!(accepts(&cmds).is_empty(), "placed away from h1 at once");
+    (h, cmds)
+}
+
+#[test]
+fn a_restarted_node_waits_a_while_for_the_agent_it_ran_on_then_takes_any() {
+    let (mut h, _) = another_agent_offers_while_node_1_waits();
     // Past it, any agent will do.
     h.advance(crate::rollout::PREFER_HOST_MS);
     let id = h.next_offer_id();
@@ -797,11 +803,7 @@ fn a_restarted_node_waits_a_while_for_the_agent_it_ran_on_then_takes_any() {
 
 #[test]
 fn a_restarted_node_waiting_for_its_agent_says_so_not_that_its_volume_is_held_elsewhere() {
-    let (mut h, _) = first_node_stopped();
-    h.advance(10_000);
-    let id = h.next_offer_id();
-    let cmds = h.offers(vec![offer(&id, "h3", 4.0, 8192.0, 1000.0)]);
-    assert!(accepts(&cmds).is_empty(), "placed away from h1 at once");
+    let (h, cmds) = another_agent_offers_while_node_1_waits();
     let waiting: Vec<&crate::command::Reason> = cmds
         .iter()
         .filter_map(|c| match c {
