@@ -9,29 +9,12 @@ use std::time::Duration;
 
 use http::Method;
 use serde_json::{Value, json};
-use tether_integration::http_client::{EsAccess, es_request};
 use tether_integration::testing::cluster::E2eCluster;
 use tether_integration::testing::emu::{
     maintenance_status, maintenance_window, post_maintenance_schedule, unix_ns_now,
 };
+use tether_integration::testing::es::{call, index_with, wait_green_seen};
 use tether_mesos::model::InverseOfferStatusKind;
-use tether_proto::v1::Node;
-
-async fn es(
-    access: &EsAccess,
-    node: &Node,
-    method: Method,
-    path: &str,
-    body: Option<&Value>,
-) -> (u16, Value) {
-    let r = es_request(access, method, &node.host, node.http_port, path, body)
-        .await
-        .unwrap_or_else(|e| panic!("{path}: {e}"));
-    (
-        r.status,
-        serde_json::from_slice(&r.body).unwrap_or(Value::Null),
-    )
-}
 
 /// The node with id `id` in a `tetherctl nodes` answer.
 fn node(listed: &Value, id: u64) -> Value {
@@ -60,49 +43,16 @@ async fn a_node_leaves_an_agent_scheduled_for_maintenance_safely_and_is_not_plac
     // One zone: the volumes are zonal, so the node needs a free agent of its own zone to come back on,
     // and zone awareness needs another node of its zone to take its copies.
     let c = E2eCluster::start_in_zones(4, 3, 1, |o| {
-        o.maintenance_answer_interval = Some(Duration::from_secs(2));
+        o.scheduler_args
+            .extend(["--maintenance-answer-interval".into(), "2s".into()]);
     })
     .await;
     let access = c.es().await;
     let nodes = c.wait_formed(3).await;
     let first = nodes.iter().find(|n| n.id == 1).expect("node 1").clone();
-    let (s, body) = es(
-        &access,
-        &first,
-        Method::PUT,
-        "/replicated",
-        Some(&json!({"settings": {"number_of_shards": 3, "number_of_replicas": 1}})),
-    )
-    .await;
-    assert_eq!(s, 200, "{body}");
-    for i in 0..20 {
-        let (s, body) = es(
-            &access,
-            &first,
-            Method::PUT,
-            &format!("/replicated/_doc/{i}?refresh=true"),
-            Some(&json!({"n": i})),
-        )
-        .await;
-        assert!(s == 200 || s == 201, "{s} {body}");
-    }
+    index_with(&access, &first, "replicated", 3, 1, 20).await;
     // Green, as the scheduler sees it, before anything moves.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let (_, health) = es(&access, &first, Method::GET, "/_cluster/health", None).await;
-        let status = c.ctl_json(&["status"]).await;
-        if health["status"] == "green"
-            && status["health"] == "green"
-            && status["shards"]["active"] == health["active_shards"]
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never green: {status} {health}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    wait_green_seen(&c, &access, &first).await;
 
     let moving = nodes.iter().find(|n| n.id == 3).expect("node 3").clone();
     let host = moving.host.clone();
@@ -115,7 +65,7 @@ async fn a_node_leaves_an_agent_scheduled_for_maintenance_safely_and_is_not_plac
     let mut accepted = false;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     loop {
-        let (_, health) = es(&access, &first, Method::GET, "/_cluster/health", None).await;
+        let (_, health) = call(&access, &first, Method::GET, "/_cluster/health", None).await;
         assert_ne!(health["status"], "red", "the cluster went red: {health}");
         let listed = c.ctl_json(&["nodes"]).await;
         let n = node(&listed, 3);
@@ -178,7 +128,7 @@ async fn a_node_leaves_an_agent_scheduled_for_maintenance_safely_and_is_not_plac
 
     // Nothing lost, nothing left set, and nothing placed on the agent while it stays scheduled.
     for i in 0..20 {
-        let (s, body) = es(
+        let (s, body) = call(
             &access,
             &first,
             Method::GET,
@@ -188,14 +138,14 @@ async fn a_node_leaves_an_agent_scheduled_for_maintenance_safely_and_is_not_plac
         .await;
         assert_eq!(s, 200, "document {i}: {body}");
     }
-    let (_, shutdowns) = es(&access, &first, Method::GET, "/_nodes/shutdown", None).await;
+    let (_, shutdowns) = call(&access, &first, Method::GET, "/_nodes/shutdown", None).await;
     assert_eq!(shutdowns["nodes"], json!([]), "{shutdowns}");
     for _ in 0..10 {
         assert!(
             tasks_on(&c, &host).await.is_empty(),
             "a task was placed on {host}"
         );
-        let (_, health) = es(&access, &first, Method::GET, "/_cluster/health", None).await;
+        let (_, health) = call(&access, &first, Method::GET, "/_cluster/health", None).await;
         assert_ne!(health["status"], "red", "{health}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }

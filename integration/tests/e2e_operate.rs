@@ -10,55 +10,11 @@ use std::time::Duration;
 
 use http::Method;
 use serde_json::{Value, json};
-use tether_integration::http_client::{EsAccess, es_request};
+use tether_integration::http_client::EsAccess;
 use tether_integration::testing::cluster::E2eCluster;
 use tether_integration::testing::ctl::tetherctl;
+use tether_integration::testing::es::{call, index_with, wait_green_seen};
 use tether_proto::v1::Node;
-
-async fn es(
-    es: &EsAccess,
-    node: &Node,
-    method: Method,
-    path: &str,
-    body: Option<&Value>,
-) -> (u16, Value) {
-    let r = es_request(es, method, &node.host, node.http_port, path, body)
-        .await
-        .unwrap_or_else(|e| panic!("{path}: {e}"));
-    let json = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-    (r.status, json)
-}
-
-/// The `tetherctl --output json` answer of `args`, run against `c`.
-async fn ctl_json(c: &E2eCluster, args: &[&str]) -> Value {
-    let env = c.tetherctl_env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut all = vec!["--output", "json"];
-    all.extend_from_slice(args);
-    let out = tetherctl(&all, &env).await;
-    assert!(out.ok, "tetherctl {args:?}: {}", out.stderr);
-    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
-}
-
-/// Waits until Elasticsearch is green and the scheduler's last poll has seen every shard it has.
-async fn wait_green_seen(c: &E2eCluster, access: &EsAccess, node: &Node) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let (_, health) = es(access, node, Method::GET, "/_cluster/health", None).await;
-        let status = ctl_json(c, &["status"]).await;
-        if health["status"] == "green"
-            && status["health"] == "green"
-            && status["shards"]["active"] == health["active_shards"]
-        {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never green as the scheduler sees it: {status} vs {health}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
 
 /// A cluster of `nodes` on `agents` agents, formed: with its Elasticsearch access, its nodes and node 1.
 async fn formed(agents: usize, nodes: u64) -> (E2eCluster, EsAccess, Vec<Node>, Node) {
@@ -73,40 +29,13 @@ async fn formed(agents: usize, nodes: u64) -> (E2eCluster, EsAccess, Vec<Node>, 
 async fn scale_down_moves_data_first_masters_one_at_a_time_and_leaves_nothing_set() {
     let (c, access, _, first) = formed(4, 4).await;
     // Data with a replica everywhere, and an index without replicas.
-    let (s, body) = es(
-        &access,
-        &first,
-        Method::PUT,
-        "/replicated",
-        Some(&json!({"settings": {"number_of_shards": 4, "number_of_replicas": 1}})),
-    )
-    .await;
-    assert!(s == 200, "{s} {body}");
-    for i in 0..40 {
-        let (s, body) = es(
-            &access,
-            &first,
-            Method::PUT,
-            &format!("/replicated/_doc/{i}?refresh=true"),
-            Some(&json!({"n": i})),
-        )
-        .await;
-        assert!(s == 200 || s == 201, "{s} {body}");
-    }
-    let (s, body) = es(
-        &access,
-        &first,
-        Method::PUT,
-        "/single",
-        Some(&json!({"settings": {"number_of_shards": 1, "number_of_replicas": 0}})),
-    )
-    .await;
-    assert!(s == 200, "{s} {body}");
+    index_with(&access, &first, "replicated", 4, 1, 40).await;
+    index_with(&access, &first, "single", 1, 0, 0).await;
 
     // Green first: the health views say so.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
-        let status = ctl_json(&c, &["status"]).await;
+        let status = c.ctl_json(&["status"]).await;
         if status["health"] == "green" {
             break;
         }
@@ -116,7 +45,7 @@ async fn scale_down_moves_data_first_masters_one_at_a_time_and_leaves_nothing_se
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let listed = ctl_json(&c, &["nodes"]).await;
+    let listed = c.ctl_json(&["nodes"]).await;
     for n in listed.as_array().expect("nodes") {
         assert_eq!(n["es_joined"], true, "{n}");
         assert!(n["shards"].is_u64(), "{n}");
@@ -124,17 +53,17 @@ async fn scale_down_moves_data_first_masters_one_at_a_time_and_leaves_nothing_se
 
     // The only copy of `single`: replacing its holder is refused, naming the index (once the
     // scheduler's poll has seen the index).
-    let (_, health) = es(&access, &first, Method::GET, "/_cluster/health", None).await;
+    let (_, health) = call(&access, &first, Method::GET, "/_cluster/health", None).await;
     let active = health["active_shards"].clone();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while ctl_json(&c, &["status"]).await["shards"]["active"] != active {
+    while c.ctl_json(&["status"]).await["shards"]["active"] != active {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the scheduler never saw {active} shards"
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let (_, shards) = es(
+    let (_, shards) = call(
         &access,
         &first,
         Method::GET,
@@ -156,7 +85,7 @@ async fn scale_down_moves_data_first_masters_one_at_a_time_and_leaves_nothing_se
         refused.stderr
     );
     // With a replica it may go; then green again before the scale-down.
-    let (s, body) = es(
+    let (s, body) = call(
         &access,
         &first,
         Method::PUT,
@@ -168,12 +97,12 @@ async fn scale_down_moves_data_first_masters_one_at_a_time_and_leaves_nothing_se
     wait_green_seen(&c, &access, &first).await;
 
     // 4 -> 2: nodes 4 and 3 drain; each task stops only once it holds nothing.
-    let plan = ctl_json(&c, &["scale", "2"]).await;
+    let plan = c.ctl_json(&["scale", "2"]).await;
     assert_eq!(plan["stop"], json!([4, 3]));
     let mut saw_draining = false;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     loop {
-        let listed = ctl_json(&c, &["nodes"]).await;
+        let listed = c.ctl_json(&["nodes"]).await;
         let nodes = listed.as_array().expect("nodes");
         let leaving: Vec<&Value> = nodes
             .iter()
@@ -185,7 +114,7 @@ async fn scale_down_moves_data_first_masters_one_at_a_time_and_leaves_nothing_se
             }
         }
         // Masters leave one at a time: never two voting exclusions at once, never two nodes stopping.
-        let (_, state) = es(
+        let (_, state) = call(
             &access,
             &first,
             Method::GET,
@@ -222,7 +151,7 @@ async fn scale_down_moves_data_first_masters_one_at_a_time_and_leaves_nothing_se
 
     // Nothing lost, nothing left set.
     for i in 0..40 {
-        let (s, body) = es(
+        let (s, body) = call(
             &access,
             &first,
             Method::GET,
@@ -232,9 +161,9 @@ async fn scale_down_moves_data_first_masters_one_at_a_time_and_leaves_nothing_se
         .await;
         assert_eq!(s, 200, "document {i}: {body}");
     }
-    let (_, shutdowns) = es(&access, &first, Method::GET, "/_nodes/shutdown", None).await;
+    let (_, shutdowns) = call(&access, &first, Method::GET, "/_nodes/shutdown", None).await;
     assert_eq!(shutdowns["nodes"], json!([]), "{shutdowns}");
-    let (_, settings) = es(&access, &first, Method::GET, "/_cluster/settings", None).await;
+    let (_, settings) = call(&access, &first, Method::GET, "/_cluster/settings", None).await;
     assert!(
         settings["persistent"]["cluster"]["routing"]["allocation"]["exclude"]["_name"].is_null(),
         "{settings}"
@@ -245,26 +174,7 @@ async fn scale_down_moves_data_first_masters_one_at_a_time_and_leaves_nothing_se
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replace_moves_data_first_and_the_node_comes_back_not_excluded() {
     let (c, access, nodes, first) = formed(4, 3).await;
-    let (s, body) = es(
-        &access,
-        &first,
-        Method::PUT,
-        "/replicated",
-        Some(&json!({"settings": {"number_of_shards": 3, "number_of_replicas": 1}})),
-    )
-    .await;
-    assert_eq!(s, 200, "{body}");
-    for i in 0..20 {
-        let (s, body) = es(
-            &access,
-            &first,
-            Method::PUT,
-            &format!("/replicated/_doc/{i}?refresh=true"),
-            Some(&json!({"n": i})),
-        )
-        .await;
-        assert!(s == 200 || s == 201, "{s} {body}");
-    }
+    index_with(&access, &first, "replicated", 3, 1, 20).await;
     wait_green_seen(&c, &access, &first).await;
     let old_task = nodes
         .iter()
@@ -272,7 +182,7 @@ async fn replace_moves_data_first_and_the_node_comes_back_not_excluded() {
         .expect("node 3")
         .task_id
         .clone();
-    let answer = ctl_json(&c, &["replace", "3"]).await;
+    let answer = c.ctl_json(&["replace", "3"]).await;
     assert!(
         answer["message"]
             .as_str()
@@ -286,7 +196,7 @@ async fn replace_moves_data_first_and_the_node_comes_back_not_excluded() {
     let mut saw_draining = false;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     loop {
-        let listed = ctl_json(&c, &["nodes"]).await;
+        let listed = c.ctl_json(&["nodes"]).await;
         let n = listed
             .as_array()
             .and_then(|a| a.iter().find(|n| n["id"] == 3))
@@ -311,9 +221,9 @@ async fn replace_moves_data_first_and_the_node_comes_back_not_excluded() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert!(saw_draining, "node 3 was never seen draining while it ran");
-    let (_, shutdowns) = es(&access, &first, Method::GET, "/_nodes/shutdown", None).await;
+    let (_, shutdowns) = call(&access, &first, Method::GET, "/_nodes/shutdown", None).await;
     assert_eq!(shutdowns["nodes"], json!([]), "{shutdowns}");
-    let (_, state) = es(
+    let (_, state) = call(
         &access,
         &first,
         Method::GET,
@@ -326,7 +236,7 @@ async fn replace_moves_data_first_and_the_node_comes_back_not_excluded() {
         .map_or(0, Vec::len);
     assert_eq!(exclusions, 0, "the node came back excluded: {state}");
     for i in 0..20 {
-        let (s, body) = es(
+        let (s, body) = call(
             &access,
             &first,
             Method::GET,

@@ -8,29 +8,12 @@ use std::time::Duration;
 
 use http::Method;
 use serde_json::{Value, json};
-use tether_integration::http_client::{EsAccess, es_request};
 use tether_integration::testing::cluster::E2eCluster;
 use tether_integration::testing::ctl::tetherctl;
-use tether_proto::v1::Node;
+use tether_integration::testing::es::{call, index_with};
 
 const OLD: &str = "tether/es-standin:8.13.4";
 const NEW: &str = "tether/es-standin:8.15.0";
-
-async fn es(
-    access: &EsAccess,
-    node: &Node,
-    method: Method,
-    path: &str,
-    body: Option<&Value>,
-) -> (u16, Value) {
-    let r = es_request(access, method, &node.host, node.http_port, path, body)
-        .await
-        .unwrap_or_else(|e| panic!("{path}: {e}"));
-    (
-        r.status,
-        serde_json::from_slice(&r.body).unwrap_or(Value::Null),
-    )
-}
 
 /// `tetherctl --output json ARGS` against `c`: whether it succeeded, and its JSON (or its stderr).
 async fn ctl(c: &E2eCluster, args: &[&str]) -> (bool, Value, String) {
@@ -49,26 +32,7 @@ async fn update_image_rolls_three_nodes_one_at_a_time_to_done() {
     let access = c.es().await;
     let nodes = c.wait_formed(3).await;
     let first = nodes[0].clone();
-    let (s, body) = es(
-        &access,
-        &first,
-        Method::PUT,
-        "/docs",
-        Some(&json!({"settings": {"number_of_shards": 2, "number_of_replicas": 1}})),
-    )
-    .await;
-    assert_eq!(s, 200, "{body}");
-    for i in 0..20 {
-        let (s, body) = es(
-            &access,
-            &first,
-            Method::PUT,
-            &format!("/docs/_doc/{i}?refresh=true"),
-            Some(&json!({"n": i})),
-        )
-        .await;
-        assert!(s == 200 || s == 201, "{s} {body}");
-    }
+    index_with(&access, &first, "docs", 2, 1, 20).await;
 
     let (ok, _, stderr) = ctl(&c, &["update", "--image", "tether/es-standin:8.1.0"]).await;
     assert!(
@@ -131,7 +95,7 @@ async fn update_image_rolls_three_nodes_one_at_a_time_to_done() {
     // applying the last cluster state).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let (s, cat) = es(
+        let (s, cat) = call(
             &access,
             &nodes[0],
             Method::GET,
@@ -155,7 +119,7 @@ async fn update_image_rolls_three_nodes_one_at_a_time_to_done() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     for i in 0..20 {
-        let (s, doc) = es(
+        let (s, doc) = call(
             &access,
             &nodes[0],
             Method::GET,

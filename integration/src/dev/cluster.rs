@@ -91,9 +91,8 @@ pub struct Options {
     pub groups: Vec<String>,
     /// The scheduler's `--image`: the stand-in plays the version its tag names (no tag: 8.x).
     pub image: String,
-    /// The scheduler's `--maintenance-answer-interval` (`None`: its default).
-    pub maintenance_answer_interval: Option<Duration>,
-    /// More scheduler flags, after the ones the cluster sets (e.g. a test's `--rollout-step-timeout`).
+    /// More scheduler flags, after the ones the cluster sets (e.g. a test's `--rollout-step-timeout` or
+    /// `--maintenance-answer-interval`).
     pub scheduler_args: Vec<String>,
 }
 
@@ -118,7 +117,6 @@ impl Options {
             scheduler_metrics: None,
             groups: Vec::new(),
             image: "tether/es-standin".into(),
-            maintenance_answer_interval: None,
             scheduler_args: Vec::new(),
         }
     }
@@ -419,12 +417,6 @@ impl Cluster {
                 &humantime::format_duration(after).to_string(),
                 "--es-poll-interval",
                 "1s",
-            ]));
-        }
-        if let Some(every) = options.maintenance_answer_interval {
-            args.extend(strings(&[
-                "--maintenance-answer-interval",
-                &humantime::format_duration(every).to_string(),
             ]));
         }
         if let Some(addr) = options.scheduler_metrics {

@@ -1,5 +1,6 @@
 //! One Elasticsearch node (es-standin) as a test sees it through a [`Node`] of the admin API: store a
-//! document, read it back, wait for the node to answer. Every call goes as `es` says: with security on,
+//! document, read it back, fill an index, wait for the node to answer (and for the cluster to be green
+//! as the scheduler sees it). Every call goes as `es` says: with security on,
 //! HTTPS trusting the cluster CA and the `elastic` password (`E2eCluster::es`).
 
 use std::time::Duration;
@@ -8,6 +9,7 @@ use http::Method;
 use tether_proto::v1::Node;
 
 use super::DEADLINE;
+use super::cluster::E2eCluster;
 use crate::http_client::{self, EsAccess, Reply};
 
 /// One request to `node`.
@@ -19,6 +21,73 @@ async fn request(
     body: Option<&serde_json::Value>,
 ) -> Result<Reply, http_client::HttpError> {
     http_client::es_request(es, method, &node.host, node.http_port, path, body).await
+}
+
+/// One request to `node` that must reach it: the status and the JSON body (`null` when not JSON).
+pub async fn call(
+    es: &EsAccess,
+    node: &Node,
+    method: Method,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let r = request(es, node, method, path, body)
+        .await
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    (
+        r.status,
+        serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Creates `index` with `shards` primaries of `replicas` replicas each through `node`, and writes
+/// documents `0..docs` (`{"n": i}`) into it, each refreshed so that a search sees it.
+pub async fn index_with(
+    es: &EsAccess,
+    node: &Node,
+    index: &str,
+    shards: u32,
+    replicas: u32,
+    docs: u32,
+) {
+    let settings = serde_json::json!({
+        "settings": {"number_of_shards": shards, "number_of_replicas": replicas}
+    });
+    let (s, body) = call(es, node, Method::PUT, &format!("/{index}"), Some(&settings)).await;
+    assert_eq!(s, 200, "create {index}: {body}");
+    for i in 0..docs {
+        let path = format!("/{index}/_doc/{i}?refresh=true");
+        let (s, body) = call(
+            es,
+            node,
+            Method::PUT,
+            &path,
+            Some(&serde_json::json!({"n": i})),
+        )
+        .await;
+        assert!(s == 200 || s == 201, "{path}: {s} {body}");
+    }
+}
+
+/// Waits until Elasticsearch (asked through `node`) is green and the scheduler's last poll of `c` has
+/// seen it so, with every shard Elasticsearch has active.
+pub async fn wait_green_seen(c: &E2eCluster, es: &EsAccess, node: &Node) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, health) = call(es, node, Method::GET, "/_cluster/health", None).await;
+        let status = c.ctl_json(&["status"]).await;
+        if health["status"] == "green"
+            && status["health"] == "green"
+            && status["shards"]["active"] == health["active_shards"]
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never green as the scheduler sees it: {status} vs {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 /// Writes document `id` into index `docs` of `node`.

@@ -465,6 +465,12 @@ pub enum Reason {
         /// Where it is attached.
         host: Hostname,
     },
+    /// The node the rollout restarts waits (up to [`crate::rollout::PREFER_HOST_MS`]) for an offer from
+    /// the agent it ran on; its volumes are not held anywhere.
+    WaitingForPreviousAgent {
+        /// The agent it ran on.
+        host: Hostname,
+    },
     /// The volumes of the node live in several zones.
     VolumesSplitAcrossZones,
     /// Every suitable offer went to a lower node id, or none was suitable.
@@ -557,6 +563,8 @@ pub enum ReasonKind {
     VolumeZone,
     /// volume attached elsewhere
     VolumeAttachedElsewhere,
+    /// waiting for previous agent
+    WaitingForPreviousAgent,
     /// volumes split across zones
     VolumesSplitAcrossZones,
     /// no suitable offer
@@ -612,6 +620,9 @@ impl ReasonKind {
             ReasonKind::VolumeZone => ("volume zone", "volume_zone"),
             ReasonKind::VolumeAttachedElsewhere => {
                 ("volume attached elsewhere", "volume_attached_elsewhere")
+            }
+            ReasonKind::WaitingForPreviousAgent => {
+                ("waiting for previous agent", "waiting_for_previous_agent")
             }
             ReasonKind::VolumesSplitAcrossZones => {
                 ("volumes split across zones", "volumes_split_across_zones")
@@ -677,6 +688,7 @@ impl Reason {
             Reason::VolumeNotReported(_) => ReasonKind::VolumeNotReported,
             Reason::VolumeZone { .. } => ReasonKind::VolumeZone,
             Reason::VolumeAttachedElsewhere { .. } => ReasonKind::VolumeAttachedElsewhere,
+            Reason::WaitingForPreviousAgent { .. } => ReasonKind::WaitingForPreviousAgent,
             Reason::VolumesSplitAcrossZones => ReasonKind::VolumesSplitAcrossZones,
             Reason::NoSuitableOffer => ReasonKind::NoSuitableOffer,
             Reason::Surplus => ReasonKind::Surplus,
@@ -766,6 +778,13 @@ impl fmt::Display for Reason {
                 write!(
                     f,
                     "volume {volume} is held on agent {host} (attached, host-local, or not yet released)"
+                )
+            }
+            Reason::WaitingForPreviousAgent { host } => {
+                write!(
+                    f,
+                    "restarted by the rollout: waits up to {} s for an offer from agent {host}, where it ran",
+                    crate::rollout::PREFER_HOST_MS / 1000
                 )
             }
             Reason::VolumesSplitAcrossZones => {

@@ -196,7 +196,9 @@ struct Candidate {
 /// What a node needs from the agent it is placed on.
 struct Requirement {
     zone: Option<String>,
-    required_host: Option<Hostname>,
+    /// The only agent the node may go to, and why it stays pending when that agent offers nothing that
+    /// fits.
+    required_host: Option<(Hostname, Reason)>,
     preferred: Vec<Hostname>,
     /// Where the node's last prepare failed: tried last.
     avoid: Option<Hostname>,
@@ -473,19 +475,12 @@ impl Core {
             let want: Option<Option<usize>> = req.zone.as_deref().map(|z| zones.get(z));
             let zone_ok = |c: &Candidate| want.is_none_or(|w| w.is_some() && c.zone == w);
             let mut chosen = None;
-            if let Some(h) = &req.required_host {
+            if let Some((h, unmet)) = &req.required_host {
                 chosen = by_host
                     .iter(by_host.id(h))
                     .find(|c| !cands[*c].used && zone_ok(&cands[*c]) && fits(&cands[*c]));
                 if chosen.is_none() {
-                    let volume = self
-                        .record(id)
-                        .and_then(|r| r.volumes.first().cloned())
-                        .map(|v| Reason::VolumeAttachedElsewhere {
-                            volume: v,
-                            host: h.clone(),
-                        });
-                    unplaced.push((id, volume.unwrap_or(Reason::NoSuitableOffer)));
+                    unplaced.push((id, unmet.clone()));
                     continue;
                 }
             }
@@ -786,7 +781,10 @@ impl Core {
         let avoid = self.slots.get(&id).and_then(|rt| rt.avoid_host.clone());
         // A node the rollout restarts waits a while for the agent it ran on (its volumes, its page
         // cache, the placement the operator had), then takes any.
-        let rollout_host = self.rollout_prefers(id, now);
+        let rollout_host = self.rollout_prefers(id, now).map(|h| {
+            let unmet = Reason::WaitingForPreviousAgent { host: h.clone() };
+            (h, unmet)
+        });
         let Strategy::External { auto_create, .. } = &self.config.strategy else {
             return Ok(Requirement {
                 zone: None,
@@ -853,7 +851,17 @@ impl Core {
                 host: (*h).clone(),
             });
         }
-        let required_host = required_host.cloned().or(rollout_host);
+        let required_host = required_host
+            .map(|h| {
+                let unmet = rec.volumes.first().map_or(Reason::NoSuitableOffer, |v| {
+                    Reason::VolumeAttachedElsewhere {
+                        volume: v.clone(),
+                        host: h.clone(),
+                    }
+                });
+                (h.clone(), unmet)
+            })
+            .or(rollout_host);
         Ok(Requirement {
             zone: zone.cloned(),
             required_host,
@@ -1078,19 +1086,10 @@ mod tests {
                     .find(|c| host_of(*c) == h && fits(*c, cands))
             };
             let mut chosen = None;
-            if let Some(h) = &req.required_host {
+            if let Some((h, unmet)) = &req.required_host {
                 chosen = on(h, &cands);
                 if chosen.is_none() {
-                    let reason = core
-                        .record(id)
-                        .and_then(|r| r.volumes.first().cloned())
-                        .map_or(Reason::NoSuitableOffer, |v| {
-                            Reason::VolumeAttachedElsewhere {
-                                volume: v,
-                                host: h.clone(),
-                            }
-                        });
-                    unplaced.push((id, reason));
+                    unplaced.push((id, unmet.clone()));
                     continue;
                 }
             }

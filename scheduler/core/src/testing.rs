@@ -567,6 +567,32 @@ impl Harness {
         self.drain()
     }
 
+    /// One offer of 4 cpus, 8 GB and 1 GB of disk from each of `hosts`, in one round; drains.
+    pub fn offers_from(&mut self, hosts: &[&str]) -> Vec<Command> {
+        let offers: Vec<_> = hosts
+            .iter()
+            .map(|x| {
+                let id = self.next_offer_id();
+                offer(&id, x, 4.0, 8192.0, 1000.0)
+            })
+            .collect();
+        self.offers(offers)
+    }
+
+    /// [`Harness::offers_from`] `hosts`, and every task launched on them reports RUNNING (the normal
+    /// strategy launches at once; external volumes wait for a prepare).
+    pub fn launch_running(&mut self, hosts: &[&str]) {
+        let cmds = self.offers_from(hosts);
+        for l in accepts(&cmds) {
+            self.update(status(
+                &l.task_id,
+                l.host.as_str(),
+                TaskState::Running,
+                Some("u"),
+            ));
+        }
+    }
+
     /// Answers a prepare with the volumes' reports.
     pub fn prepare_result_with(
         &mut self,
@@ -665,6 +691,35 @@ impl Harness {
             .find(|n| n.node_id == NodeId(node))
             .map_or(0, |n| n.not_before.since(self.now))
     }
+}
+
+/// Fails the test on a command-stream violation, a store that differs from the core's durable state,
+/// or a broken invariant of the core.
+pub fn check(h: &Harness) {
+    assert!(h.violations.is_empty(), "{:?}", h.violations);
+    assert_eq!(&h.store, h.core.persisted());
+    if let Err(e) = h.core.check_invariants() {
+        panic!("{e}");
+    }
+}
+
+/// A harness around `config` with `n` nodes RUNNING on `h1..hn` (one offer each), each having reported
+/// the cluster's UUID `uuid-1`, [`check`]ed.
+#[must_use]
+pub fn running_cluster(config: Config, n: u64) -> Harness {
+    let mut h = Harness::new(config);
+    h.subscribe();
+    if let Err(e) = h.core.handle_scale(n, h.now) {
+        panic!("scale to {n}: {e}");
+    }
+    h.drain();
+    let hosts: Vec<String> = (1..=n).map(|i| format!("h{i}")).collect();
+    h.launch_running(&hosts.iter().map(String::as_str).collect::<Vec<_>>());
+    for i in 1..=n {
+        h.es_root(i, "uuid-1");
+    }
+    check(&h);
+    h
 }
 
 /// The `(host, command_id, node)` of every Prepare in `cmds`.

@@ -534,6 +534,8 @@ pub fn nodes(out: &mut (dyn Write + Send), format: Format, nodes: &[Node]) -> st
                     _ => "-".to_owned(),
                 },
                 dash(n.shards),
+                // 0: an older scheduler did not say.
+                dash((n.config_generation > 0).then_some(n.config_generation)),
                 dash(n.agent.as_deref()),
                 match (n.http_port, n.transport_port) {
                     (Some(h), Some(t)) => format!("{h},{t}"),
@@ -560,6 +562,7 @@ pub fn nodes(out: &mut (dyn Write + Send), format: Format, nodes: &[Node]) -> st
             "STATE",
             "ES",
             "SHARDS",
+            "GEN",
             "AGENT",
             "PORTS",
             "TASK",
@@ -1139,6 +1142,29 @@ mod tests {
         // RUNNING in Mesos but not in the cluster is shown as such.
         let line = table.lines().find(|l| l.starts_with('2')).expect("node 2");
         assert!(line.contains("not joined"), "{table}");
+    }
+
+    #[test]
+    fn nodes_table_shows_the_configuration_generation_each_runs() {
+        let done = Node {
+            config_generation: 3,
+            ..node(1, "RUNNING", "a1")
+        };
+        let pending = Node {
+            config_generation: 2,
+            ..node(2, "RUNNING", "a2")
+        };
+        let older_scheduler = node(3, "RUNNING", "a3");
+        let table = render(|o| nodes(o, Format::Table, &[done, pending, older_scheduler]));
+        let lines: Vec<&str> = table.lines().collect();
+        let gen_col = lines[0].find("GEN").expect("a GEN column");
+        let agent_col = lines[0].find("AGENT").expect("an AGENT column");
+        let gen_of = |l: &str| l[gen_col..agent_col].trim().to_owned();
+        assert_eq!(
+            lines[1..].iter().map(|l| gen_of(l)).collect::<Vec<_>>(),
+            ["3", "2", "-"],
+            "{table}"
+        );
     }
 
     #[test]

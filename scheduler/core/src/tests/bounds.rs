@@ -15,14 +15,6 @@ fn external_harness(n: u64) -> Harness {
     h
 }
 
-fn check(h: &Harness) {
-    assert!(h.violations.is_empty(), "{:?}", h.violations);
-    assert_eq!(&h.store, h.core.persisted());
-    if let Err(e) = h.core.check_invariants() {
-        panic!("{e}");
-    }
-}
-
 #[test]
 fn ten_thousand_invented_agents_are_forgotten_after_the_grace() {
     let mut h = external_harness(1);

@@ -21,14 +21,7 @@ fn replay() -> Vec<Command> {
         h.sidecar(name, None, None, &[]);
     }
     for _ in 0..3 {
-        let offers = HOSTS
-            .iter()
-            .map(|name| {
-                let id = h.next_offer_id();
-                offer(&id, name, 4.0, 8192.0, 1000.0)
-            })
-            .collect();
-        let cmds = h.offers(offers);
+        let cmds = h.offers_from(&HOSTS);
         assert_eq!(prepares(&cmds).len(), HOSTS.len(), "one prepare per host");
         h.core.handle_disconnected(h.now);
         h.drain();

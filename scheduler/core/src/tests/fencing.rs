@@ -14,14 +14,6 @@ use crate::view::{NextAction, OperatorWait};
 
 const DELAY: u64 = 60_000;
 
-fn check(h: &Harness) {
-    assert!(h.violations.is_empty(), "{:?}", h.violations);
-    assert_eq!(&h.store, h.core.persisted());
-    if let Err(e) = h.core.check_invariants() {
-        panic!("{e}");
-    }
-}
-
 /// The configuration of these tests, with `fencing`.
 fn fencing_config(fencing: Fencing) -> crate::config::Config {
     let mut c = config(external(false));

@@ -10,14 +10,6 @@ use crate::state::{GroupRecord, PersistedState};
 use crate::testing::*;
 use crate::{Config, Core};
 
-fn check(h: &Harness) {
-    assert!(h.violations.is_empty(), "{:?}", h.violations);
-    assert_eq!(&h.store, h.core.persisted());
-    if let Err(e) = h.core.check_invariants() {
-        panic!("{e}");
-    }
-}
-
 fn group(text: &str) -> GroupSpec {
     GroupSpec::parse(text).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -40,15 +32,7 @@ fn env_of<'a>(l: &'a LaunchSpec, key: &str) -> Option<&'a str> {
 }
 
 fn launch_all(h: &mut Harness, hosts: &[&str]) -> Vec<LaunchSpec> {
-    let offers: Vec<_> = hosts
-        .iter()
-        .map(|x| {
-            let id = h.next_offer_id();
-            offer(&id, x, 4.0, 8192.0, 1000.0)
-        })
-        .collect();
-    let cmds = h.offers(offers);
-    accepts(&cmds)
+    accepts(&h.offers_from(hosts))
 }
 
 #[test]

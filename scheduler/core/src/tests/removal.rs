@@ -8,42 +8,11 @@ use crate::ids::NodeId;
 use crate::state::{RemovalKind, RemovalStep};
 use crate::testing::*;
 
-fn check(h: &Harness) {
-    assert!(h.violations.is_empty(), "{:?}", h.violations);
-    assert_eq!(&h.store, h.core.persisted());
-    if let Err(e) = h.core.check_invariants() {
-        panic!("{e}");
-    }
-}
-
-/// `n` nodes (normal strategy) RUNNING on `h1..hn`, each having reported the cluster's UUID.
+/// [`running_cluster`] of `n` nodes (normal strategy), removal steps overdue after a minute.
 fn running(n: u64) -> Harness {
     let mut c = config(crate::Strategy::Normal);
     c.removal_step_timeout_ms = 60_000;
-    let mut h = Harness::new(c);
-    h.subscribe();
-    h.core.handle_scale(n, h.now).expect("scale");
-    h.drain();
-    let offers: Vec<_> = (1..=n)
-        .map(|i| {
-            let id = h.next_offer_id();
-            offer(&id, &format!("h{i}"), 4.0, 8192.0, 1000.0)
-        })
-        .collect();
-    let cmds = h.offers(offers);
-    for l in accepts(&cmds) {
-        h.update(status(
-            &l.task_id,
-            l.host.as_str(),
-            TaskState::Running,
-            Some("u"),
-        ));
-    }
-    for i in 1..=n {
-        h.es_root(i, "uuid-1");
-    }
-    check(&h);
-    h
+    running_cluster(c, n)
 }
 
 fn names(n: u64) -> Vec<String> {

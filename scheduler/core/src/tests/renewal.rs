@@ -2,12 +2,11 @@
 //! restarted through the rollout's steps, one at a time, and only while no rollout runs or is paused;
 //! expiries are wall-clock and survive a restart. Built on the rollout tests' cluster helpers.
 
-use super::rollout::{
-    check, current, green, observe, restart_node_with, running, state, update_image,
-};
+use super::rollout::{current, green, observe, restart_node_with, running, state, update_image};
 use crate::command::{Command, WatchEvent};
 use crate::ids::NodeId;
 use crate::rollout::{RolloutState, RolloutStep};
+use crate::testing::check;
 
 const DAY: u64 = 86_400;
 /// The wall-clock time of the tests (2026-12-01T00:00:00Z).

@@ -14,44 +14,13 @@ use crate::testing::*;
 const OLD: &str = "docker.elastic.co/elasticsearch/elasticsearch:8.13.4";
 const NEW: &str = "docker.elastic.co/elasticsearch/elasticsearch:8.15.0";
 
-pub(super) fn check(h: &Harness) {
-    assert!(h.violations.is_empty(), "{:?}", h.violations);
-    assert_eq!(&h.store, h.core.persisted());
-    if let Err(e) = h.core.check_invariants() {
-        panic!("{e}");
-    }
-}
-
-/// `n` nodes (normal strategy, image [`OLD`]) RUNNING on `h1..hn`, each having reported the cluster's
-/// UUID.
+/// [`running_cluster`] of `n` nodes (normal strategy, image [`OLD`]), rollout steps overdue after
+/// 10 minutes.
 pub(super) fn running(n: u64) -> Harness {
     let mut c = config(crate::Strategy::Normal);
     c.image = OLD.into();
     c.rollout_step_timeout_ms = 600_000;
-    let mut h = Harness::new(c);
-    h.subscribe();
-    h.core.handle_scale(n, h.now).expect("scale");
-    h.drain();
-    let offers: Vec<_> = (1..=n)
-        .map(|i| {
-            let id = h.next_offer_id();
-            offer(&id, &format!("h{i}"), 4.0, 8192.0, 1000.0)
-        })
-        .collect();
-    let cmds = h.offers(offers);
-    for l in accepts(&cmds) {
-        h.update(status(
-            &l.task_id,
-            l.host.as_str(),
-            TaskState::Running,
-            Some("u"),
-        ));
-    }
-    for i in 1..=n {
-        h.es_root(i, "uuid-1");
-    }
-    check(&h);
-    h
+    running_cluster(c, n)
 }
 
 /// A green cluster of `es-1..es-n` on `version`, master-eligible as `masters` says (all when empty).
@@ -149,10 +118,98 @@ pub(super) fn current(h: &Harness) -> Option<(NodeId, RolloutStep)> {
         .map(|c| (c.node_id, c.step))
 }
 
-/// Kills, relaunches and rejoins node `n` of a cluster of `total` (8.x, restart shutdown records)
-/// through every step, with `cluster` as what Elasticsearch says between the steps; returns the
-/// relaunched task's image.
-fn restart_node(h: &mut Harness, n: u64, total: u64, version: &str) -> String {
+/// One node of a rollout driven through its steps (8.x, restart shutdown records) as Elasticsearch and
+/// Mesos answer, one method a step; each returns what the step emitted, so a test asserts in between.
+struct NodeSteps {
+    n: u64,
+    /// The cluster's size: what Elasticsearch lists between the steps.
+    total: u64,
+    version: &'static str,
+}
+
+impl NodeSteps {
+    /// Node `n` of `total` on 8.13.4.
+    fn new(n: u64, total: u64) -> NodeSteps {
+        NodeSteps {
+            n,
+            total,
+            version: "8.13.4",
+        }
+    }
+
+    fn es_id(&self) -> String {
+        format!("id-es-{}", self.n)
+    }
+
+    fn host(&self) -> String {
+        format!("h{}", self.n)
+    }
+
+    /// The cluster green with every node, and the node's restart shutdown record complete.
+    fn recorded(&self) -> EsCluster {
+        restarted(green(self.total, self.version, &[]), &self.es_id())
+    }
+
+    /// Prepare: the cluster is green; every Elasticsearch call asked so far is answered.
+    fn prepare(&self, h: &mut Harness) -> Vec<Command> {
+        let mut out = observe(h, green(self.total, self.version, &[]));
+        let log = h.log.clone();
+        out.extend(answer_all(h, &log));
+        out
+    }
+
+    /// Stop: Elasticsearch reports the shutdown record complete and the node's task then ends KILLED.
+    fn stop(&self, h: &mut Harness) -> Stopped {
+        let cmds = observe(h, self.recorded());
+        let task = h.task_of(self.n).expect("task");
+        let step = current(h);
+        h.update(status(&task, &self.host(), TaskState::Killed, Some("k")));
+        Stopped { cmds, task, step }
+    }
+
+    /// After `wait_ms`, the agent the node ran on offers and the relaunched task reports `state`.
+    fn relaunch(
+        &self,
+        h: &mut Harness,
+        wait_ms: u64,
+        state: TaskState,
+    ) -> crate::command::LaunchSpec {
+        h.advance(wait_ms);
+        let id = h.next_offer_id();
+        let cmds = h.offers(vec![offer(&id, &self.host(), 4.0, 8192.0, 1000.0)]);
+        let launch = accepts(&cmds).into_iter().next().expect("relaunch");
+        h.update(status(&launch.task_id, &self.host(), state, Some("r")));
+        launch
+    }
+
+    /// Rejoin: the new process reports the cluster's UUID, the elected master lists it and its calls
+    /// (the clean-up) are answered; returns what the observation emitted.
+    fn rejoin(&self, h: &mut Harness) -> Vec<Command> {
+        h.es_root(self.n, "uuid-1");
+        let cmds = observe(h, self.recorded());
+        answer_all(h, &cmds);
+        cmds
+    }
+
+    /// Green: the cluster is green again without the record.
+    fn green(&self, h: &mut Harness) -> Vec<Command> {
+        observe(h, green(self.total, self.version, &[]))
+    }
+}
+
+/// What [`NodeSteps::stop`] saw.
+struct Stopped {
+    /// What the complete shutdown record's report emitted (the kill).
+    cmds: Vec<Command>,
+    /// The task that was killed.
+    task: crate::ids::TaskId,
+    /// The rollout's step before the task ended.
+    step: Option<(NodeId, RolloutStep)>,
+}
+
+/// Kills, relaunches and rejoins node `n` of a cluster of `total` on `version` through every step,
+/// asserting each; returns the relaunched task's image.
+fn restart_node(h: &mut Harness, n: u64, total: u64, version: &'static str) -> String {
     restart_node_with(h, n, total, version, |_, _| {})
 }
 
@@ -162,23 +219,25 @@ pub(super) fn restart_node_with(
     h: &mut Harness,
     n: u64,
     total: u64,
-    version: &str,
+    version: &'static str,
     mut on_launch: impl FnMut(&mut Harness, NodeId),
 ) -> String {
-    let name = format!("es-{n}");
-    let es_id = format!("id-{name}");
+    let node = NodeSteps {
+        version,
+        ..NodeSteps::new(n, total)
+    };
+    let es_id = node.es_id();
     assert_eq!(current(h), Some((NodeId(n), RolloutStep::Prepare)));
-    let cmds = observe(h, green(total, version, &[]));
+    let cmds = node.prepare(h);
     assert!(
         kills(&cmds).is_empty(),
         "killed before Elasticsearch was told"
     );
-    let cmds: Vec<Command> = h.log.clone();
-    let put = es_calls(&cmds)
+    let put = es_calls(&h.log)
         .into_iter()
         .rev()
         .find(|(_, c)| matches!(c, EsCall::PutShutdown { node_id, .. } if *node_id == es_id));
-    let (call_id, call) = put.expect("a restart shutdown record asked");
+    let (_, call) = put.expect("a restart shutdown record asked");
     assert!(matches!(
         call,
         EsCall::PutShutdown {
@@ -186,25 +245,11 @@ pub(super) fn restart_node_with(
             ..
         }
     ));
-    h.es_result(call_id, None);
-    let cmds = observe(h, restarted(green(total, version, &[]), &es_id));
-    let task = h.task_of(n).expect("task");
-    assert_eq!(kills(&cmds), vec![task.to_string()]);
-    assert_eq!(current(h), Some((NodeId(n), RolloutStep::Stop)));
-    h.update(status(
-        &task,
-        &format!("h{n}"),
-        TaskState::Killed,
-        Some("k"),
-    ));
-    let mut cmds = observe(
-        h,
-        without(restarted(green(total, version, &[]), &es_id), &name),
-    );
-    cmds.extend(h.advance(60_000));
-    let id = h.next_offer_id();
-    let cmds2 = h.offers(vec![offer(&id, &format!("h{n}"), 4.0, 8192.0, 1000.0)]);
-    let launch = accepts(&cmds2).into_iter().next().expect("relaunched");
+    let stopped = node.stop(h);
+    assert_eq!(kills(&stopped.cmds), vec![stopped.task.to_string()]);
+    assert_eq!(stopped.step, Some((NodeId(n), RolloutStep::Stop)));
+    observe(h, without(node.recorded(), &format!("es-{n}")));
+    let launch = node.relaunch(h, 60_000, TaskState::Staging);
     assert_eq!(launch.node_id, NodeId(n));
     on_launch(h, NodeId(n));
     h.update(status(
@@ -214,16 +259,12 @@ pub(super) fn restart_node_with(
         Some("r"),
     ));
     assert_eq!(current(h), Some((NodeId(n), RolloutStep::Rejoin)));
-    h.es_root(n, "uuid-1");
-    let cmds = observe(h, restarted(green(total, version, &[]), &es_id));
+    let cmds = node.rejoin(h);
     assert_eq!(
         calls(&cmds),
-        vec![EsCall::DeleteShutdown {
-            node_id: es_id.clone()
-        }]
+        vec![EsCall::DeleteShutdown { node_id: es_id }]
     );
-    answer_all(h, &cmds);
-    observe(h, green(total, version, &[]));
+    node.green(h);
     launch.image
 }
 
@@ -384,11 +425,7 @@ fn before_7_15_2_allocation_goes_to_primaries_with_a_flush_and_back_afterwards()
     let task = h.task_of(1).expect("task");
     assert_eq!(kills(&cmds), vec![task.to_string()]);
     h.update(status(&task, "h1", TaskState::Killed, Some("k")));
-    h.advance(60_000);
-    let id = h.next_offer_id();
-    let cmds = h.offers(vec![offer(&id, "h1", 4.0, 8192.0, 1000.0)]);
-    let launch = accepts(&cmds).into_iter().next().expect("relaunch");
-    h.update(status(&launch.task_id, "h1", TaskState::Running, Some("r")));
+    NodeSteps::new(1, 2).relaunch(&mut h, 60_000, TaskState::Running);
     h.es_root(1, "uuid-1");
     let cmds = observe(&mut h, green(2, "7.15.1", &[]));
     assert_eq!(calls(&cmds), vec![EsCall::SetAllocationEnable(None)]);
@@ -448,20 +485,12 @@ fn never_a_node_while_red_or_yellow_on_one_version_or_a_node_missing() {
 
 /// Takes node 1 of a 3-node rollout to its final wait for green.
 fn restart_node_until_green_gate(h: &mut Harness) {
-    observe(h, green(3, "8.13.4", &[]));
-    for (id, _) in es_calls(&h.log) {
-        h.es_result(id, None);
-    }
-    observe(h, restarted(green(3, "8.13.4", &[]), "id-es-1"));
-    let task = h.task_of(1).expect("task");
-    h.update(status(&task, "h1", TaskState::Killed, Some("k")));
-    h.advance(60_000);
-    let id = h.next_offer_id();
-    let cmds = h.offers(vec![offer(&id, "h1", 4.0, 8192.0, 1000.0)]);
-    let launch = accepts(&cmds).into_iter().next().expect("relaunch");
-    h.update(status(&launch.task_id, "h1", TaskState::Running, Some("r")));
+    let node = NodeSteps::new(1, 3);
+    node.prepare(h);
+    node.stop(h);
+    node.relaunch(h, 60_000, TaskState::Running);
     h.es_root(1, "uuid-1");
-    let mut c = restarted(green(3, "8.13.4", &[]), "id-es-1");
+    let mut c = node.recorded();
     c.health = EsHealth::Yellow;
     c.shard_counts = Some(crate::domain::ShardCounts {
         active: 1,
@@ -612,25 +641,20 @@ fn a_new_leader_resumes_the_rollout_at_the_same_step() {
     assert!(calls(&cmds).is_empty());
     assert_eq!(kills(&cmds), vec![task.to_string()]);
     h.update(status(&task, "h1", TaskState::Killed, Some("k")));
-    h.advance(60_000);
-    let id = h.next_offer_id();
-    let cmds = h.offers(vec![offer(&id, "h1", 4.0, 8192.0, 1000.0)]);
-    let launch = accepts(&cmds).into_iter().next().expect("relaunch");
+    let launch = NodeSteps::new(1, 2).relaunch(&mut h, 60_000, TaskState::Running);
     assert_eq!(launch.image, NEW);
-    h.update(status(&launch.task_id, "h1", TaskState::Running, Some("r")));
     h.es_root(1, "uuid-1");
     h.restart();
     h.subscribe();
-    h.es_root(1, "uuid-1");
-    let cmds = observe(&mut h, restarted(green(2, "8.13.4", &[]), "id-es-1"));
+    let node = NodeSteps::new(1, 2);
+    let cmds = node.rejoin(&mut h);
     assert_eq!(
         calls(&cmds),
         vec![EsCall::DeleteShutdown {
             node_id: "id-es-1".into()
         }]
     );
-    answer_all(&mut h, &cmds);
-    observe(&mut h, green(2, "8.13.4", &[]));
+    node.green(&mut h);
     assert_eq!(current(&h), Some((NodeId(2), RolloutStep::Prepare)));
     assert_eq!(h.core.rollout_view(h.now).done, vec![NodeId(1)]);
     check(&h);
@@ -661,50 +685,18 @@ fn abort_stops_after_the_current_node_and_nodes_done_stay_new() {
 
 #[test]
 fn rollback_returns_a_node_that_never_joined_and_is_refused_once_it_joined() {
-    let mut h = running(2);
-    observe(&mut h, green(2, "8.13.4", &[]));
-    update_image(&mut h, NEW);
-    observe(&mut h, green(2, "8.13.4", &[]));
-    let log = h.log.clone();
-    answer_all(&mut h, &log);
-    observe(&mut h, restarted(green(2, "8.13.4", &[]), "id-es-1"));
-    let task = h.task_of(1).expect("task");
-    h.update(status(&task, "h1", TaskState::Killed, Some("k")));
-    h.advance(60_000);
-    // The new image cannot start.
-    let id = h.next_offer_id();
-    let cmds = h.offers(vec![offer(&id, "h1", 4.0, 8192.0, 1000.0)]);
-    let launch = accepts(&cmds).into_iter().next().expect("relaunch");
-    assert_eq!(launch.image, NEW);
-    h.update(status(
-        &launch.task_id,
-        "h1",
-        TaskState::Failed,
-        Some("bad image"),
-    ));
-    observe(
-        &mut h,
-        without(restarted(green(2, "8.13.4", &[]), "id-es-1"), "es-1"),
-    );
-    assert_eq!(current(&h), Some((NodeId(1), RolloutStep::Rejoin)));
+    let (mut h, image) = first_node_fails();
+    assert_eq!(image, NEW);
 
     let back = h.core.handle_rollout_rollback(h.now).expect("rollback");
     h.drain();
     assert_eq!(back, NodeId(1));
     assert_eq!(state(&h), RolloutState::Paused);
-    h.advance(120_000);
-    let id = h.next_offer_id();
-    let cmds = h.offers(vec![offer(&id, "h1", 4.0, 8192.0, 1000.0)]);
-    let launch = accepts(&cmds)
-        .into_iter()
-        .next()
-        .expect("relaunch on the old image");
-    assert_eq!(launch.image, OLD);
-    h.update(status(&launch.task_id, "h1", TaskState::Running, Some("r")));
-    h.es_root(1, "uuid-1");
-    let cmds = observe(&mut h, restarted(green(2, "8.13.4", &[]), "id-es-1"));
-    answer_all(&mut h, &cmds);
-    observe(&mut h, green(2, "8.13.4", &[]));
+    let node = NodeSteps::new(1, 2);
+    let launch = node.relaunch(&mut h, 120_000, TaskState::Running);
+    assert_eq!(launch.image, OLD, "relaunched on the old image");
+    node.rejoin(&mut h);
+    node.green(&mut h);
     assert_eq!(current(&h), None);
     assert_eq!(state(&h), RolloutState::Paused);
     let view = h.core.rollout_view(h.now);
@@ -805,22 +797,20 @@ fn the_stored_state_round_trips_with_a_rollout_in_progress() {
     assert_eq!(rebuilt, back);
 }
 
-#[test]
-fn a_restarted_node_waits_a_while_for_the_agent_it_ran_on_then_takes_any() {
-    let mut h = running(2);
-    observe(&mut h, green(2, "8.13.4", &[]));
-    update_image(&mut h, NEW);
-    observe(&mut h, green(2, "8.13.4", &[]));
-    let log = h.log.clone();
-    answer_all(&mut h, &log);
-    observe(&mut h, restarted(green(2, "8.13.4", &[]), "id-es-1"));
-    let task = h.task_of(1).expect("task");
-    h.update(status(&task, "h1", TaskState::Killed, Some("k")));
-    // Past the failure backoff, within the preference: another agent's offer is not taken.
+/// [`first_node_stopped`], and past the failure backoff but within the preference for the agent it ran
+/// on, another agent (h3) offers: not taken. Returns what that offer emitted.
+fn another_agent_offers_while_node_1_waits() -> (Harness, Vec<Command>) {
+    let (mut h, _) = first_node_stopped();
     h.advance(10_000);
     let id = h.next_offer_id();
     let cmds = h.offers(vec![offer(&id, "h3", 4.0, 8192.0, 1000.0)]);
     assert!(accepts(&cmds).is_empty(), "placed away from h1 at once");
+    (h, cmds)
+}
+
+#[test]
+fn a_restarted_node_waits_a_while_for_the_agent_it_ran_on_then_takes_any() {
+    let (mut h, _) = another_agent_offers_while_node_1_waits();
     // Past it, any agent will do.
     h.advance(crate::rollout::PREFER_HOST_MS);
     let id = h.next_offer_id();
@@ -830,38 +820,69 @@ fn a_restarted_node_waits_a_while_for_the_agent_it_ran_on_then_takes_any() {
     check(&h);
 }
 
-/// A 2-node rollout whose first node's new image fails: node 1 stays in Rejoin.
-fn first_node_fails() -> Harness {
+#[test]
+fn a_restarted_node_waiting_for_its_agent_says_so_not_that_its_volume_is_held_elsewhere() {
+    let (h, cmds) = another_agent_offers_while_node_1_waits();
+    let waiting: Vec<&crate::command::Reason> = cmds
+        .iter()
+        .filter_map(|c| match c {
+            Command::Watch(WatchEvent::NodeWaiting { node_id, reason })
+                if *node_id == NodeId(1) =>
+            {
+                Some(reason)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        waiting,
+        vec![&crate::command::Reason::WaitingForPreviousAgent { host: host("h1") }]
+    );
+    assert_eq!(
+        waiting[0].kind().names(),
+        ("waiting for previous agent", "waiting_for_previous_agent")
+    );
+    let shown = h
+        .core
+        .nodes(h.now)
+        .into_iter()
+        .find(|n| n.node_id == NodeId(1))
+        .and_then(|n| n.last_reason)
+        .expect("a reason");
+    assert_eq!(
+        shown,
+        format!(
+            "restarted by the rollout: waits up to {} s for an offer from agent h1, where it ran",
+            crate::rollout::PREFER_HOST_MS / 1000
+        )
+    );
+    check(&h);
+}
+
+/// A 2-node rollout to [`NEW`] whose first node was told and stopped (its task ended KILLED).
+fn first_node_stopped() -> (Harness, NodeSteps) {
     let mut h = running(2);
     observe(&mut h, green(2, "8.13.4", &[]));
     update_image(&mut h, NEW);
-    observe(&mut h, green(2, "8.13.4", &[]));
-    let log = h.log.clone();
-    answer_all(&mut h, &log);
-    observe(&mut h, restarted(green(2, "8.13.4", &[]), "id-es-1"));
-    let task = h.task_of(1).expect("task");
-    h.update(status(&task, "h1", TaskState::Killed, Some("k")));
-    h.advance(60_000);
-    let id = h.next_offer_id();
-    let cmds = h.offers(vec![offer(&id, "h1", 4.0, 8192.0, 1000.0)]);
-    let launch = accepts(&cmds).into_iter().next().expect("relaunch");
-    h.update(status(
-        &launch.task_id,
-        "h1",
-        TaskState::Failed,
-        Some("bad image"),
-    ));
-    observe(
-        &mut h,
-        without(restarted(green(2, "8.13.4", &[]), "id-es-1"), "es-1"),
-    );
+    let node = NodeSteps::new(1, 2);
+    node.prepare(&mut h);
+    node.stop(&mut h);
+    (h, node)
+}
+
+/// A 2-node rollout whose first node's new image fails: node 1 stays in Rejoin. Returns the image of
+/// the failed relaunch.
+fn first_node_fails() -> (Harness, String) {
+    let (mut h, node) = first_node_stopped();
+    let launch = node.relaunch(&mut h, 60_000, TaskState::Failed);
+    observe(&mut h, without(node.recorded(), "es-1"));
     assert_eq!(current(&h), Some((NodeId(1), RolloutStep::Rejoin)));
-    h
+    (h, launch.image)
 }
 
 #[test]
 fn abort_right_after_a_rollback_ends_aborted_once_the_node_is_back() {
-    let mut h = first_node_fails();
+    let (mut h, _) = first_node_fails();
     h.core.handle_rollout_rollback(h.now).expect("rollback");
     h.core.handle_rollout_abort(h.now).expect("abort");
     h.drain();
@@ -870,19 +891,11 @@ fn abort_right_after_a_rollback_ends_aborted_once_the_node_is_back() {
         RolloutState::Running,
         "the node comes back first"
     );
-    h.advance(120_000);
-    let id = h.next_offer_id();
-    let cmds = h.offers(vec![offer(&id, "h1", 4.0, 8192.0, 1000.0)]);
-    let launch = accepts(&cmds)
-        .into_iter()
-        .next()
-        .expect("relaunch on the old image");
-    assert_eq!(launch.image, OLD);
-    h.update(status(&launch.task_id, "h1", TaskState::Running, Some("r")));
-    h.es_root(1, "uuid-1");
-    let cmds = observe(&mut h, restarted(green(2, "8.13.4", &[]), "id-es-1"));
-    answer_all(&mut h, &cmds);
-    observe(&mut h, green(2, "8.13.4", &[]));
+    let node = NodeSteps::new(1, 2);
+    let launch = node.relaunch(&mut h, 120_000, TaskState::Running);
+    assert_eq!(launch.image, OLD, "relaunched on the old image");
+    node.rejoin(&mut h);
+    node.green(&mut h);
     assert_eq!(state(&h), RolloutState::Aborted);
     let view = h.core.rollout_view(h.now);
     assert!(view.done.is_empty());
@@ -892,20 +905,8 @@ fn abort_right_after_a_rollback_ends_aborted_once_the_node_is_back() {
 
 #[test]
 fn a_gate_trusts_only_what_the_cluster_said_after_the_step_began() {
-    let mut h = running(2);
-    observe(&mut h, green(2, "8.13.4", &[]));
-    update_image(&mut h, NEW);
-    observe(&mut h, green(2, "8.13.4", &[]));
-    let log = h.log.clone();
-    answer_all(&mut h, &log);
-    observe(&mut h, restarted(green(2, "8.13.4", &[]), "id-es-1"));
-    let task = h.task_of(1).expect("task");
-    h.update(status(&task, "h1", TaskState::Killed, Some("k")));
-    h.advance(60_000);
-    let id = h.next_offer_id();
-    let cmds = h.offers(vec![offer(&id, "h1", 4.0, 8192.0, 1000.0)]);
-    let launch = accepts(&cmds).into_iter().next().expect("relaunch");
-    h.update(status(&launch.task_id, "h1", TaskState::Running, Some("r")));
+    let (mut h, node) = first_node_stopped();
+    node.relaunch(&mut h, 60_000, TaskState::Running);
     // The master still lists the stopped node (it has not noticed yet): not a rejoin, since the new
     // process has not reported the cluster's UUID.
     observe(&mut h, restarted(green(2, "8.13.4", &[]), "id-es-1"));
@@ -924,27 +925,15 @@ fn a_gate_trusts_only_what_the_cluster_said_after_the_step_began() {
 
 #[test]
 fn the_rollouts_own_stop_is_no_failure_and_a_rollback_relaunches_at_once() {
-    let mut h = running(2);
-    observe(&mut h, green(2, "8.13.4", &[]));
-    update_image(&mut h, NEW);
-    observe(&mut h, green(2, "8.13.4", &[]));
-    let log = h.log.clone();
-    answer_all(&mut h, &log);
-    observe(&mut h, restarted(green(2, "8.13.4", &[]), "id-es-1"));
-    let task = h.task_of(1).expect("task");
-    h.update(status(&task, "h1", TaskState::Killed, Some("k")));
+    let (mut h, node) = first_node_stopped();
     assert_eq!(h.backoff_left(1), 0, "Tether stopped it: no crash to damp");
     let mut expected = h.core.config().backoff_initial_ms;
     for round in 0..3 {
-        if round > 0 {
-            h.advance(expected / 2);
-        }
-        let id = h.next_offer_id();
-        let cmds = h.offers(vec![offer(&id, "h1", 4.0, 8192.0, 1000.0)]);
-        let launch = accepts(&cmds).into_iter().next().expect("relaunched");
-        assert_eq!(launch.image, NEW);
+        // At once the first time; then once the previous backoff passed.
+        let wait = if round == 0 { 0 } else { expected / 2 };
         // The new image cannot start: RUNNING, then FAILED at once, each time backing off longer.
-        h.update(status(&launch.task_id, "h1", TaskState::Running, Some("r")));
+        let launch = node.relaunch(&mut h, wait, TaskState::Running);
+        assert_eq!(launch.image, NEW);
         h.update(status(&launch.task_id, "h1", TaskState::Failed, Some("f")));
         assert_eq!(h.backoff_left(1), expected);
         expected *= 2;

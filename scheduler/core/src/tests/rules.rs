@@ -11,14 +11,6 @@ use crate::view::NodePhase;
 use crate::{Config, Core};
 
 /// Every test ends here: no stream violations, the store equals the core's belief, invariants hold.
-fn check(h: &Harness) {
-    assert!(h.violations.is_empty(), "{:?}", h.violations);
-    assert_eq!(&h.store, h.core.persisted());
-    if let Err(e) = h.core.check_invariants() {
-        panic!("{e}");
-    }
-}
-
 fn normal_harness(n: u64) -> Harness {
     let mut h = Harness::new(config(crate::Strategy::Normal));
     h.subscribe();
@@ -38,20 +30,6 @@ fn must_scale(h: &mut Harness, n: u64) -> crate::ScalePlan {
 fn big_offer(h: &mut Harness, host_name: &str) -> crate::domain::Offer {
     let id = h.next_offer_id();
     offer(&id, host_name, 4.0, 8192.0, 1000.0)
-}
-
-/// Launches node tasks on `hosts` (normal strategy) and reports them RUNNING.
-fn launch_running(h: &mut Harness, hosts: &[&str]) {
-    let offers: Vec<_> = hosts.iter().map(|x| big_offer(h, x)).collect();
-    let cmds = h.offers(offers);
-    for l in accepts(&cmds) {
-        h.update(status(
-            &l.task_id,
-            l.host.as_str(),
-            TaskState::Running,
-            Some("u"),
-        ));
-    }
 }
 
 fn reason_of(h: &Harness, node: u64) -> String {
@@ -97,7 +75,7 @@ fn ids_are_lowest_free_from_the_first_id_and_unbounded() {
 #[test]
 fn scale_down_stops_highest_ids_first_and_keeps_their_volumes() {
     let mut h = normal_harness(5);
-    launch_running(&mut h, &["a", "b", "c", "d", "e"]);
+    h.launch_running(&["a", "b", "c", "d", "e"]);
     let t4 = h.task_of(4).unwrap_or_else(|| panic!("node 4 launched"));
     let t5 = h.task_of(5).unwrap_or_else(|| panic!("node 5 launched"));
     let plan = h
@@ -141,7 +119,7 @@ fn scale_down_stops_highest_ids_first_and_keeps_their_volumes() {
 #[test]
 fn scale_down_of_a_node_whose_kill_is_unanswered_keeps_fencing_it() {
     let mut h = normal_harness(2);
-    launch_running(&mut h, &["a", "b"]);
+    h.launch_running(&["a", "b"]);
     must_scale(&mut h, 1);
     must_scale(&mut h, 2);
     // Node 2's old task was never confirmed dead: no relaunch.
@@ -453,7 +431,7 @@ fn the_best_offer_is_chosen_not_the_first() {
 #[test]
 fn a_relaunch_prefers_the_previous_agent() {
     let mut h = normal_harness(1);
-    launch_running(&mut h, &["home"]);
+    h.launch_running(&["home"]);
     let t = h.task_of(1).unwrap_or_else(|| panic!("launched"));
     h.update(status(&t, "home", TaskState::Failed, Some("f")));
     h.advance(60_000);
@@ -748,7 +726,7 @@ fn terminal_states_are_exactly_the_documented_ones() {
 fn every_terminal_state_frees_the_slot_and_no_other_state_does() {
     for s in ALL_STATES {
         let mut h = normal_harness(1);
-        launch_running(&mut h, &["a"]);
+        h.launch_running(&["a"]);
         let t = h.task_of(1).unwrap_or_else(|| panic!("launched"));
         h.update(status(&t, "a", s, None));
         h.advance(120_000);
@@ -762,7 +740,7 @@ fn every_terminal_state_frees_the_slot_and_no_other_state_does() {
 #[test]
 fn unreachable_fences_the_node_until_a_terminal_state() {
     let mut h = normal_harness(1);
-    launch_running(&mut h, &["a"]);
+    h.launch_running(&["a"]);
     let t = h.task_of(1).unwrap_or_else(|| panic!("launched"));
     h.update(status(&t, "a", TaskState::Unreachable, None));
     h.core.handle_agent_lost(&agent("a"), h.now);
@@ -787,7 +765,7 @@ fn unreachable_fences_the_node_until_a_terminal_state() {
 fn a_node_lost_with_its_agent_is_placed_at_once_a_failed_one_backs_off() {
     let lost = |state, reason: Option<TaskReason>| {
         let mut h = normal_harness(1);
-        launch_running(&mut h, &["a"]);
+        h.launch_running(&["a"]);
         let t = h.task_of(1).unwrap_or_else(|| panic!("launched"));
         let mut s = status(&t, "a", state, None);
         s.reason = reason;
@@ -814,7 +792,7 @@ fn a_node_lost_with_its_agent_is_placed_at_once_a_failed_one_backs_off() {
 #[test]
 fn replace_without_force_is_refused_while_the_task_may_live_and_force_overrides() {
     let mut h = normal_harness(1);
-    launch_running(&mut h, &["a"]);
+    h.launch_running(&["a"]);
     let t = h.task_of(1).unwrap_or_else(|| panic!("launched"));
     h.update(status(&t, "a", TaskState::Unreachable, None));
     let err = h.core.handle_replace(NodeId(1), false, h.now);
@@ -869,7 +847,7 @@ fn a_node_that_fails_soon_after_it_runs_backs_off_more_each_time_until_it_stays_
         cap >= 8 * initial,
         "the test needs a few doublings below the cap"
     );
-    launch_running(&mut h, &["a"]);
+    h.launch_running(&["a"]);
     let mut expected = initial;
     for _ in 0..4 {
         let t = h.task_of(1).unwrap_or_else(|| panic!("launched"));
@@ -879,7 +857,7 @@ fn a_node_that_fails_soon_after_it_runs_backs_off_more_each_time_until_it_stays_
         let o = big_offer(&mut h, "a");
         assert!(accepts(&h.offers(vec![o])).is_empty(), "within the backoff");
         h.advance(1);
-        launch_running(&mut h, &["a"]);
+        h.launch_running(&["a"]);
         assert_ne!(h.task_of(1), Some(t), "relaunched once the backoff passed");
         expected = (expected * 2).min(cap);
     }
@@ -894,7 +872,7 @@ fn a_node_that_fails_soon_after_it_runs_backs_off_more_each_time_until_it_stays_
 #[test]
 fn replace_of_a_dead_node_clears_its_backoff() {
     let mut h = normal_harness(1);
-    launch_running(&mut h, &["a"]);
+    h.launch_running(&["a"]);
     let t = h.task_of(1).unwrap_or_else(|| panic!("launched"));
     h.update(status(&t, "a", TaskState::Failed, None));
     h.core
@@ -968,7 +946,7 @@ fn reconciles(cmds: &[Command]) -> Vec<usize> {
 #[test]
 fn explicit_reconciliation_with_backoff_after_every_subscription_then_implicit() {
     let mut h = normal_harness(2);
-    launch_running(&mut h, &["a", "b"]);
+    h.launch_running(&["a", "b"]);
     h.core.handle_disconnected(h.now);
     let cmds = h.subscribe();
     assert_eq!(reconciles(&cmds), vec![2]);
@@ -1016,7 +994,7 @@ fn a_launch_that_never_hears_back_is_reconciled() {
 #[test]
 fn restart_from_persisted_state_fences_until_reconciled() {
     let mut h = normal_harness(2);
-    launch_running(&mut h, &["a", "b"]);
+    h.launch_running(&["a", "b"]);
     let t1 = h.task_of(1).unwrap_or_else(|| panic!("t1"));
     h.restart();
     assert_eq!(&h.store, h.core.persisted());
