@@ -15,10 +15,11 @@
 //! never pays for it twice.
 //!
 //! The flush is incremental in the sidecars: the candidate sidecars are kept as they come and go (no walk
-//! of every sidecar), and only the shares of sidecars whose volumes changed (or that said Hello) are
-//! rebuilt and compared, so it costs O(volumes + sidecars that changed) when no volume has to move to a
-//! new observer, and nothing at all while no `watch_delta` sidecar is connected. It decides exactly as a
-//! recomputation of every share would (`observation_from_scratch`, tested against it).
+//! of every sidecar), and only the shares of sidecars whose volumes changed (or that said Hello, or came
+//! or went) are rebuilt and compared. The assignment still looks at every volume and every candidate, so a
+//! flush costs O(volumes + candidates) with no per-sidecar allocation, and nothing at all while no
+//! `watch_delta` sidecar is connected. It decides exactly as a recomputation of every share would
+//! (`observation_from_scratch`, tested against it).
 
 use crate::command::{Command, SidecarCommand};
 use crate::core::Core;
