@@ -467,6 +467,26 @@ impl Core {
         {
             return Err("held offers and preparing nodes disagree".into());
         }
+        for (host, rec) in self.offered.records() {
+            let facts = self
+                .sidecars
+                .get(host)
+                .map(crate::placement::SidecarFacts::of);
+            if rec.sidecar != facts {
+                return Err(format!(
+                    "the round's copy of {host}'s sidecar facts is stale: {:?}, the sidecar says {facts:?}",
+                    rec.sidecar
+                ));
+            }
+            if let Some(a) = &rec.agent
+                && self.agent_hosts.get(a) != Some(host)
+            {
+                return Err(format!(
+                    "{host} is noted as agent {a}, which Mesos names {:?}",
+                    self.agent_hosts.get(a)
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -834,8 +854,7 @@ impl Core {
         rec.last_reason = None;
         self.write_slot(rec);
         self.tasks.insert(task_id.clone(), id);
-        self.agent_hosts
-            .insert(offer.agent_id.clone(), offer.hostname.clone());
+        self.know_agent(&offer.agent_id, &offer.hostname);
         if let Some(rt) = self.slots.get_mut(&id) {
             rt.last_status_at = None;
             rt.launched_at = Some(now);

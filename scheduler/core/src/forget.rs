@@ -136,7 +136,7 @@ impl Core {
             }
         }
         self.observe.shares.remove(host);
-        self.observation_changed();
+        self.observe_sidecar(host);
         self.offered.remove(host);
         self.stray_released.retain(|(h, _)| h != host);
     }

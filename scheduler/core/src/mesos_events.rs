@@ -102,10 +102,11 @@ impl Core {
         }
         // Mesos no longer knows the agent: unless its host has another agent id (it re-registered), the
         // host must now be vouched for by its sidecar or a node, or it is forgotten in time.
-        if let Some(host) = self.agent_hosts.remove(agent_id)
-            && !self.agent_hosts.values().any(|h| *h == host)
-        {
-            self.mark_absent(&host, now);
+        if let Some(host) = self.agent_hosts.remove(agent_id) {
+            self.offered.forget_agent(&host, agent_id);
+            if !self.agent_hosts.values().any(|h| *h == host) {
+                self.mark_absent(&host, now);
+            }
         }
         self.watch(WatchEvent::Warning {
             message: format!("agent {agent_id} lost"),
@@ -180,8 +181,7 @@ impl Core {
         ) && status.agent_id.as_ref() == Some(&task.agent_id)
             && !self.agent_hosts.contains_key(&task.agent_id)
         {
-            self.agent_hosts
-                .insert(task.agent_id.clone(), task.host.clone());
+            self.know_agent(&task.agent_id, &task.host);
         }
         if let Some(rt) = self.slots.get_mut(&id) {
             rt.last_status_at = Some(now);

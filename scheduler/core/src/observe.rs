@@ -13,6 +13,13 @@
 //! The assignment is recomputed lazily: anything that may change it marks it dirty, and the next
 //! [`Core::poll_command`] emits the changes as [`SidecarCommand::WatchDelta`] per sidecar, so a handler
 //! never pays for it twice.
+//!
+//! The flush is incremental in the sidecars: the candidate sidecars are kept as they come and go (no walk
+//! of every sidecar), and only the shares of sidecars whose volumes changed (or that said Hello, or came
+//! or went) are rebuilt and compared. The assignment still looks at every volume and every candidate, so a
+//! flush costs O(volumes + candidates) with no per-sidecar allocation, and nothing at all while no
+//! `watch_delta` sidecar is connected. It decides exactly as a recomputation of every share would
+//! (`observation_from_scratch`, tested against it).
 
 use crate::command::{Command, SidecarCommand};
 use crate::core::Core;
@@ -31,6 +38,23 @@ pub(crate) struct Observation {
     pub(crate) reset: BTreeSet<Hostname>,
     /// Something the assignment depends on changed since the last flush.
     pub(crate) dirty: bool,
+    /// The connected `watch_delta` sidecars of a cluster-wide driver, with their zones (kept as sidecars
+    /// come and go: [`Core::observe_sidecar`]).
+    pub(crate) candidates: BTreeMap<Hostname, Option<String>>,
+    /// The connected `watch_delta` sidecars of a host-local driver.
+    pub(crate) local: BTreeSet<Hostname>,
+    /// Sidecars that became or stopped being candidates since the last flush.
+    pub(crate) moved: BTreeSet<Hostname>,
+}
+
+/// What a recomputation of every share gives (see [`Core::observation_from_scratch`]).
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct FromScratch {
+    pub(crate) observer: HashMap<VolumeName, Hostname>,
+    pub(crate) shares: BTreeMap<Hostname, BTreeMap<VolumeName, bool>>,
+    /// The WatchDeltas, in the order they are queued.
+    pub(crate) commands: Vec<(Hostname, SidecarCommand)>,
 }
 
 /// One volume's facts the assignment needs.
@@ -45,6 +69,34 @@ impl Core {
     /// Marks the assignment for recomputation before the next command is polled.
     pub(crate) fn observation_changed(&mut self) {
         self.observe.dirty = true;
+    }
+
+    /// Re-reads whether the sidecar of `host` is a candidate observer (connected, `watch_delta`) and of
+    /// which kind: call after its Hello, its disconnection, or forgetting it.
+    pub(crate) fn observe_sidecar(&mut self, host: &Hostname) {
+        let o = &mut self.observe;
+        let was = o.candidates.contains_key(host) || o.local.contains(host);
+        let now = match self.sidecars.get(host) {
+            Some(s) if s.connected && s.features.iter().any(|f| f == FEATURE_WATCH_DELTA) => {
+                Some((s.driver_scope == DriverScope::Local, s.zone.clone()))
+            }
+            _ => None,
+        };
+        o.candidates.remove(host);
+        o.local.remove(host);
+        match now {
+            Some((true, _)) => {
+                o.local.insert(host.clone());
+            }
+            Some((false, zone)) => {
+                o.candidates.insert(host.clone(), zone);
+            }
+            None => {}
+        }
+        if was || o.candidates.contains_key(host) || o.local.contains(host) {
+            o.moved.insert(host.clone());
+        }
+        self.observation_changed();
     }
 
     /// Whether the sidecar of `host` gets its share by delta (declared `watch_delta`).
@@ -92,26 +144,9 @@ impl Core {
             .unwrap_or_default()
     }
 
-    /// Recomputes the assignment if anything changed and queues each sidecar's changes.
-    pub(crate) fn flush_observation(&mut self) {
-        if !self.observe.dirty {
-            return;
-        }
-        self.observe.dirty = false;
-        let mut cluster_wide: BTreeMap<Hostname, Option<String>> = BTreeMap::new();
-        let mut local: Vec<Hostname> = Vec::new();
-        for (host, s) in &self.sidecars {
-            if !s.connected || !s.features.iter().any(|f| f == FEATURE_WATCH_DELTA) {
-                continue;
-            }
-            if s.driver_scope == DriverScope::Local {
-                local.push(host.clone());
-            } else {
-                cluster_wide.insert(host.clone(), s.zone.clone());
-            }
-        }
-        let wants: Vec<Want> = self
-            .persisted
+    /// One volume's facts the assignment needs, for every volume of every node.
+    fn wants(&self) -> Vec<Want> {
+        self.persisted
             .slots
             .values()
             .flat_map(|rec| {
@@ -129,7 +164,133 @@ impl Core {
                     .and_then(|a| a.zone.clone())
                     .filter(|z| !z.is_empty()),
             })
-            .collect();
+            .collect()
+    }
+
+    /// Recomputes the assignment if anything changed and queues each sidecar's changes.
+    pub(crate) fn flush_observation(&mut self) {
+        if !self.observe.dirty {
+            return;
+        }
+        self.observe.dirty = false;
+        let moved = std::mem::take(&mut self.observe.moved);
+        let reset = std::mem::take(&mut self.observe.reset);
+        if self.observe.candidates.is_empty() && self.observe.local.is_empty() {
+            // Nobody observes by delta: nothing to assign or tell (shares die with their streams).
+            self.observe.observer.clear();
+            self.observe.shares.clear();
+            return;
+        }
+        let wants = self.wants();
+        let observer = assign(&wants, &self.observe.candidates, &self.observe.observer);
+        // A sidecar's share changes only if one of its volumes came, went or changed urgency, or it said
+        // Hello (`reset`), or it became a candidate; every other share stays as sent.
+        let old_observer = std::mem::take(&mut self.observe.observer);
+        let mut touched: BTreeSet<Hostname> = reset.iter().chain(&moved).cloned().collect();
+        touched.extend(self.observe.local.iter().cloned());
+        let mut by_host: HashMap<&Hostname, BTreeMap<VolumeName, bool>> = HashMap::new();
+        let mut names: std::collections::HashSet<&VolumeName> =
+            std::collections::HashSet::with_capacity(wants.len());
+        for w in &wants {
+            names.insert(&w.name);
+            let new = observer.get(&w.name);
+            let old = old_observer.get(&w.name);
+            if let Some(h) = new {
+                by_host
+                    .entry(h)
+                    .or_default()
+                    .insert(w.name.clone(), w.urgent);
+            }
+            if new != old {
+                touched.extend(new.cloned());
+                touched.extend(old.cloned());
+            } else if let Some(h) = new
+                && self.observe.shares.get(h).and_then(|s| s.get(&w.name)) != Some(&w.urgent)
+            {
+                touched.insert(h.clone());
+            }
+        }
+        for (name, h) in &old_observer {
+            if !names.contains(name) {
+                touched.insert(h.clone());
+            }
+        }
+        drop(names);
+        let everything: BTreeMap<VolumeName, bool> = if self.observe.local.is_empty() {
+            BTreeMap::new()
+        } else {
+            wants.iter().map(|w| (w.name.clone(), w.urgent)).collect()
+        };
+        let mut desired: Vec<(Hostname, BTreeMap<VolumeName, bool>)> = Vec::new();
+        for host in touched {
+            let share = if self.observe.local.contains(&host) {
+                everything.clone()
+            } else if self.observe.candidates.contains_key(&host) {
+                by_host.remove(&host).unwrap_or_default()
+            } else {
+                // No longer a candidate: its share went with its stream.
+                self.observe.shares.remove(&host);
+                continue;
+            };
+            desired.push((host, share));
+        }
+        drop(by_host);
+        self.observe.observer = observer;
+        for (host, share) in desired {
+            let reset = reset.contains(&host);
+            let old = self.observe.shares.remove(&host);
+            let before = if reset { None } else { old.as_ref() };
+            let add: Vec<(VolumeName, bool)> = share
+                .iter()
+                .filter(|(n, u)| before.and_then(|b| b.get(*n)) != Some(*u))
+                .map(|(n, u)| (n.clone(), *u))
+                .collect();
+            let remove: Vec<VolumeName> = before
+                .map(|b| {
+                    b.keys()
+                        .filter(|n| !share.contains_key(*n))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            // What it no longer observes is no longer its word: a deletion seen by the next observer
+            // must not be outvoted by this one's last look (unless it holds a mount of it).
+            self.forget_observations(&host, &remove);
+            if reset || !add.is_empty() || !remove.is_empty() {
+                self.push(Command::Sidecar {
+                    host: host.clone(),
+                    command: SidecarCommand::WatchDelta { reset, add, remove },
+                });
+            }
+            self.observe.shares.insert(host, share);
+        }
+    }
+
+    /// The assignment and the commands a recomputation of every share from the sidecars and the nodes
+    /// would give now (the flush as first written): what [`Core::flush_observation`] must decide.
+    #[cfg(test)]
+    pub(crate) fn observation_from_scratch(&self) -> FromScratch {
+        let mut out = FromScratch {
+            observer: self.observe.observer.clone(),
+            shares: self.observe.shares.clone(),
+            commands: Vec::new(),
+        };
+        if !self.observe.dirty {
+            return out;
+        }
+        let mut cluster_wide: BTreeMap<Hostname, Option<String>> = BTreeMap::new();
+        let mut local: Vec<Hostname> = Vec::new();
+        for (host, s) in &self.sidecars {
+            if !s.connected || !s.features.iter().any(|f| f == FEATURE_WATCH_DELTA) {
+                continue;
+            }
+            if s.driver_scope == DriverScope::Local {
+                local.push(host.clone());
+            } else {
+                cluster_wide.insert(host.clone(), s.zone.clone());
+            }
+        }
+        let wants = self.wants();
         let observer = assign(&wants, &cluster_wide, &self.observe.observer);
         let mut desired: BTreeMap<Hostname, BTreeMap<VolumeName, bool>> = cluster_wide
             .keys()
@@ -148,11 +309,13 @@ impl Core {
                 }
             }
         }
-        self.observe.observer = observer;
-        let old = std::mem::take(&mut self.observe.shares);
         for (host, share) in &desired {
-            let reset = self.observe.reset.remove(host);
-            let before = if reset { None } else { old.get(host) };
+            let reset = self.observe.reset.contains(host);
+            let before = if reset {
+                None
+            } else {
+                self.observe.shares.get(host)
+            };
             let add: Vec<(VolumeName, bool)> = share
                 .iter()
                 .filter(|(n, u)| before.and_then(|b| b.get(*n)) != Some(*u))
@@ -166,18 +329,16 @@ impl Core {
                         .collect()
                 })
                 .unwrap_or_default();
-            // What it no longer observes is no longer its word: a deletion seen by the next observer
-            // must not be outvoted by this one's last look (unless it holds a mount of it).
-            self.forget_observations(host, &remove);
             if reset || !add.is_empty() || !remove.is_empty() {
-                self.push(Command::Sidecar {
-                    host: host.clone(),
-                    command: SidecarCommand::WatchDelta { reset, add, remove },
-                });
+                out.commands.push((
+                    host.clone(),
+                    SidecarCommand::WatchDelta { reset, add, remove },
+                ));
             }
         }
-        self.observe.reset.retain(|h| desired.contains_key(h));
-        self.observe.shares = desired;
+        out.observer = observer;
+        out.shares = desired;
+        out
     }
 
     /// Drops what the sidecar of `host` last said of `names`, except of volumes it holds mounted.

@@ -11,7 +11,7 @@ use crate::command::{MesosCommand, Reason, ReasonKind, WatchEvent};
 use crate::config::{Constraint, Strategy};
 use crate::core::{Core, Sidecar};
 use crate::domain::{AttributeValue, FEATURE_NODE_IDENTITY, FEATURE_VOLUME_OWNER, Offer};
-use crate::ids::{Hostname, Millis, NodeId};
+use crate::ids::{AgentId, Hostname, Millis, NodeId};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Every host that has offered, numbered once: a number stays with its host until the host is forgotten
@@ -29,20 +29,57 @@ pub(crate) struct OfferedHosts {
 pub(crate) struct OfferedHost {
     /// The host (`None`: a free number).
     host: Option<Hostname>,
+    /// The agent id it last offered under, while [`Core::agent_hosts`] maps that id to this host: an
+    /// offer under the same id needs no lookup there ([`Core::know_agent`] keeps this true).
+    pub(crate) agent: Option<AgentId>,
+    /// What its sidecar said that a round reads, copied from [`Core::sidecars`] whenever a sidecar event
+    /// changes it ([`Core::sync_sidecar_facts`]): a round reads this record, already in cache from noting
+    /// the offer, instead of finding the sidecar in the ordered map.
+    pub(crate) sidecar: Option<SidecarFacts>,
     /// Its attributes as last offered, rendered (empty until an offer carries some).
     pub(crate) attributes: Vec<(String, String)>,
     /// Why its last unused offer was declined, and when.
     pub(crate) decline: Option<(Reason, Millis)>,
 }
 
+/// The facts of a host's sidecar that judging an offer reads (a copy of part of [`Sidecar`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SidecarFacts {
+    connected: bool,
+    last_report_at: Option<Millis>,
+    volume_owner: bool,
+    node_identity: bool,
+    driver_healthy: bool,
+    max_attachments: Option<u32>,
+    attachments_used: u32,
+    zone: Option<String>,
+}
+
+impl SidecarFacts {
+    pub(crate) fn of(s: &Sidecar) -> SidecarFacts {
+        let declared = |f: &str| s.features.iter().any(|x| x == f);
+        SidecarFacts {
+            connected: s.connected,
+            last_report_at: s.last_report_at,
+            volume_owner: declared(FEATURE_VOLUME_OWNER),
+            node_identity: declared(FEATURE_NODE_IDENTITY),
+            driver_healthy: s.driver_healthy,
+            max_attachments: s.max_attachments,
+            attachments_used: s.attachments_used,
+            zone: s.zone.clone(),
+        }
+    }
+}
+
 impl OfferedHosts {
-    /// The number of `host`, given it if new.
-    fn intern(&mut self, host: &Hostname) -> usize {
+    /// The number of `host`, given it if new (then with `sidecar`'s facts).
+    fn intern(&mut self, host: &Hostname, sidecar: impl FnOnce() -> Option<SidecarFacts>) -> usize {
         if let Some(id) = self.ids.get(host) {
             return *id;
         }
         let record = OfferedHost {
             host: Some(host.clone()),
+            sidecar: sidecar(),
             ..OfferedHost::default()
         };
         let id = match self.free.pop() {
@@ -74,6 +111,18 @@ impl OfferedHosts {
         self.id(host).map(|id| &self.hosts[id])
     }
 
+    /// The record of `host`, if it offered.
+    pub(crate) fn get_mut(&mut self, host: &Hostname) -> Option<&mut OfferedHost> {
+        self.id(host).map(|id| &mut self.hosts[id])
+    }
+
+    /// Every known host's record.
+    pub(crate) fn records(&self) -> impl Iterator<Item = (&Hostname, &OfferedHost)> {
+        self.hosts
+            .iter()
+            .filter_map(|h| h.host.as_ref().map(|host| (host, h)))
+    }
+
     /// The hosts with a last decline.
     pub(crate) fn declined(&self) -> impl Iterator<Item = &Hostname> {
         self.hosts
@@ -89,6 +138,15 @@ impl OfferedHosts {
             known().filter(|h| h.decline.is_some()).count(),
             known().filter(|h| !h.attributes.is_empty()).count(),
         )
+    }
+
+    /// `agent` no longer names `host` in [`Core::agent_hosts`].
+    pub(crate) fn forget_agent(&mut self, host: &Hostname, agent: &AgentId) {
+        if let Some(h) = self.get_mut(host)
+            && h.agent.as_ref() == Some(agent)
+        {
+            h.agent = None;
+        }
     }
 
     /// Forgets `host`; its number goes to the next new host.
@@ -107,8 +165,6 @@ struct HostIndex<'a> {
     table: &'a OfferedHosts,
     /// The round's number of each table number (`usize::MAX`: not offering in this round).
     round_of: Vec<usize>,
-    /// The table number of each round host.
-    table_of: Vec<usize>,
     hosts: Vec<HostEntry>,
     next: Vec<Option<usize>>,
 }
@@ -124,7 +180,6 @@ impl<'a> HostIndex<'a> {
         HostIndex {
             table,
             round_of: vec![usize::MAX; table.hosts.len()],
-            table_of: Vec::with_capacity(offers),
             hosts: Vec::with_capacity(offers),
             next: vec![None; offers],
         }
@@ -135,7 +190,6 @@ impl<'a> HostIndex<'a> {
         match self.round_of[t] {
             usize::MAX => {
                 self.round_of[t] = self.hosts.len();
-                self.table_of.push(t);
                 self.hosts.push(HostEntry::default());
                 self.hosts.len() - 1
             }
@@ -256,6 +310,9 @@ impl Core {
         for (id, reason) in unplaced {
             self.set_reason(id, reason, now);
         }
+        // Each placed node queues a few commands (its write, its Prepare or ACCEPT, a watch event): grow the
+        // queue once, not by doubling a deque of large commands.
+        self.commands.reserve(3 * assignments.len() + 3);
         let mut accepted: Vec<usize> = assignments.iter().map(|(_, c)| cands[*c].offer).collect();
         accepted.sort_unstable();
         // Declines first: held and accepted offers are not in the list.
@@ -286,6 +343,25 @@ impl Core {
         self.flush_interest();
     }
 
+    /// Copies what a round reads of `host`'s sidecar into its offered record (if it offered): call after
+    /// any change to the sidecar's connection, features, zone, attach slots, health or last report.
+    pub(crate) fn sync_sidecar_facts(&mut self, host: &Hostname) {
+        let facts = self.sidecars.get(host).map(SidecarFacts::of);
+        if let Some(h) = self.offered.get_mut(host) {
+            h.sidecar = facts;
+        }
+    }
+
+    /// Records that Mesos names `host`'s agent `agent`.
+    pub(crate) fn know_agent(&mut self, agent: &AgentId, host: &Hostname) {
+        if self.agent_hosts.get(agent) == Some(host) {
+            return;
+        }
+        if let Some(old) = self.agent_hosts.insert(agent.clone(), host.clone()) {
+            self.offered.forget_agent(&old, agent);
+        }
+    }
+
     /// Records what the offers say of their agents (host, attributes) and returns each offer's host
     /// number in [`OfferedHosts`].
     pub(crate) fn note_offers(&mut self, offers: &[Offer]) -> Vec<usize> {
@@ -297,11 +373,15 @@ impl Core {
             .reserve(offers.len().saturating_sub(self.offered.ids.len()));
         let mut host_of = Vec::with_capacity(offers.len());
         for o in offers {
-            if self.agent_hosts.get(&o.agent_id) != Some(&o.hostname) {
-                self.agent_hosts
-                    .insert(o.agent_id.clone(), o.hostname.clone());
+            let sidecars = &self.sidecars;
+            let id = self.offered.intern(&o.hostname, || {
+                sidecars.get(&o.hostname).map(SidecarFacts::of)
+            });
+            // Agents offer every round under the same id: the host's record says it is known already.
+            if self.offered.hosts[id].agent.as_ref() != Some(&o.agent_id) {
+                self.know_agent(&o.agent_id, &o.hostname);
+                self.offered.hosts[id].agent = Some(o.agent_id.clone());
             }
-            let id = self.offered.intern(&o.hostname);
             // Agents offer every round with the same attributes: rewrite them only when they changed.
             let known = &mut self.offered.hosts[id].attributes;
             if !o.attributes.is_empty() && !same_attributes(known, &o.attributes) {
@@ -401,11 +481,10 @@ impl Core {
             need,
             now,
         };
-        let sidecar_of = self.sidecars_of(&by_host);
         for (i, o) in offers.iter().enumerate() {
             let host = OfferHost {
                 busy: by_host.busy(host_of[i]),
-                sidecar: sidecar_of.get(host_of[i]).copied().flatten(),
+                sidecar: self.offered.hosts[offered_as[i]].sidecar.as_ref(),
             };
             match self.judge_offer(i, o, host, &round, &mut zones) {
                 Ok(c) => cands.push(c),
@@ -564,31 +643,6 @@ impl Core {
         (assignments, unplaced, cands, zones)
     }
 
-    /// With external volumes, the sidecar of each host of the round (by the round's host number).
-    fn sidecars_of(&self, by_host: &HostIndex<'_>) -> Vec<Option<&Sidecar>> {
-        if !matches!(self.config.strategy, Strategy::External { .. }) {
-            return Vec::new();
-        }
-        let mut of = vec![None; by_host.hosts.len()];
-        // A lookup in the ordered map compares host names at every level; a walk through it costs one
-        // step and one hash per sidecar. Walk it when the round has about as many hosts as sidecars.
-        if self.sidecars.len() <= 4 * by_host.hosts.len() {
-            for (h, s) in &self.sidecars {
-                if let Some(id) = by_host.id(h) {
-                    of[id] = Some(s);
-                }
-            }
-        } else {
-            for (id, t) in by_host.table_of.iter().enumerate() {
-                of[id] = self.offered.hosts[*t]
-                    .host
-                    .as_ref()
-                    .and_then(|h| self.sidecars.get(h));
-            }
-        }
-        of
-    }
-
     /// Declines every offer not in `taken` (offer indices, ascending) and returns the taken offers, in
     /// that order. The declined offers' ids move into the DECLINEs and their reasons go to their hosts'
     /// records by number (`host_of`, from `note_offers`): nothing is cloned or hashed per offer.
@@ -726,22 +780,30 @@ impl Core {
             if !s.connected {
                 return Err(Reason::SidecarDisconnected);
             }
-            if !self.sidecar_fresh(s, now) {
+            let fresh = s
+                .last_report_at
+                .is_some_and(|t| now.since(t) <= cfg.freshness_ms());
+            if !fresh {
                 return Err(Reason::SidecarStale {
                     age_ms: s.last_report_at.map(|t| now.since(t)),
                 });
             }
-            if cfg.volume_owner.is_some() && !s.features.iter().any(|f| f == FEATURE_VOLUME_OWNER) {
+            if cfg.volume_owner.is_some() && !s.volume_owner {
                 return Err(Reason::SidecarLacksFeature(FEATURE_VOLUME_OWNER.to_owned()));
             }
-            if self.security().is_on() && !s.features.iter().any(|f| f == FEATURE_NODE_IDENTITY) {
+            if self.security().is_on() && !s.node_identity {
                 return Err(Reason::SidecarLacksFeature(
                     FEATURE_NODE_IDENTITY.to_owned(),
                 ));
             }
             if !s.driver_healthy {
+                // Rare: the error text is read from the sidecar itself, not kept in the facts.
+                let error = self
+                    .sidecars
+                    .get(&o.hostname)
+                    .and_then(|s| s.driver_error.clone());
                 return Err(Reason::DriverUnhealthy(
-                    s.driver_error.clone().unwrap_or_else(|| "unhealthy".into()),
+                    error.unwrap_or_else(|| "unhealthy".into()),
                 ));
             }
             if let Some(max) = s.max_attachments {
@@ -876,7 +938,7 @@ impl Core {
 struct OfferHost<'a> {
     /// It holds a node already.
     busy: bool,
-    sidecar: Option<&'a Sidecar>,
+    sidecar: Option<&'a SidecarFacts>,
 }
 
 /// What every offer of a round is judged against.
@@ -967,7 +1029,8 @@ impl ZoneNames {
 #[cfg(test)]
 mod tests {
     use super::{
-        Candidate, HostIndex, Need, OfferHost, OfferedHosts, Round, ZoneNames, total_order_key,
+        Candidate, HostIndex, Need, OfferHost, OfferedHosts, Round, SidecarFacts, ZoneNames,
+        total_order_key,
     };
     use crate::command::Reason;
     use crate::config::Constraint;
@@ -1040,9 +1103,11 @@ mod tests {
         let mut zones = ZoneNames::default();
         let mut cands: Vec<Candidate> = Vec::new();
         for (i, o) in offers.iter().enumerate() {
+            // The sidecar's facts as the sidecar holds them now, not as the round's copy says.
+            let facts = core.sidecars.get(&o.hostname).map(SidecarFacts::of);
             let host = OfferHost {
                 busy: busy.contains(&o.hostname),
-                sidecar: core.sidecars.get(&o.hostname),
+                sidecar: facts.as_ref(),
             };
             match core.judge_offer(i, o, host, &round, &mut zones) {
                 Ok(c) => cands.push(c),
@@ -1208,8 +1273,9 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
 
-        /// Over three rounds (with prepares failing on one agent and volumes attached on others in
-        /// between), the indexed round places, waits and declines exactly as the reference does.
+        /// Over three rounds (with prepares failing on one agent, volumes attached on others, and sidecars
+        /// dropping their stream before a round and coming back after it), the indexed round places, waits
+        /// and declines exactly as the reference does.
         #[test]
         fn the_indexed_round_decides_as_the_reference_scan(
             agents in proptest::collection::vec((0usize..3, proptest::bool::weighted(0.85), 0u32..4, 0u8..3), 1..9),
@@ -1218,6 +1284,7 @@ mod tests {
             unique_rack in any::<bool>(),
             attached in proptest::collection::vec((1u64..7, 0usize..9), 0..3),
             fail_first in any::<bool>(),
+            away in proptest::collection::vec((0usize..3, 0usize..9), 0..3),
         ) {
             let mut cfg = config(external(false));
             if unique_rack {
@@ -1262,6 +1329,16 @@ mod tests {
                         o
                     })
                     .collect();
+                // Some sidecars drop their stream before the round, and come back after it.
+                let gone: Vec<usize> = away
+                    .iter()
+                    .filter(|(when, a)| *when == r && agents[a % agents.len()].1)
+                    .map(|(_, a)| a % agents.len())
+                    .collect();
+                for a in &gone {
+                    h.core.handle_sidecar_disconnected(&host(&name(*a)), h.now);
+                }
+                h.drain();
                 same_as_reference(&mut h.core, &offers, h.now)?;
                 let cmds = h.offers(offers);
                 // Fail the first prepare of the round: its node backs off and avoids that agent.
@@ -1269,6 +1346,9 @@ mod tests {
                     h.prepare_result(on.as_str(), command_id, false);
                 }
                 h.advance(60_000);
+                for a in &gone {
+                    h.core.handle_sidecar_hello(hello(&name(*a), ZONES[agents[*a].0], Some(4), "i"), h.now);
+                }
                 // Sidecars stay fresh across rounds.
                 for (a, (_, sidecar, used, _)) in agents.iter().enumerate() {
                     if *sidecar {
@@ -1276,6 +1356,9 @@ mod tests {
                     }
                 }
                 h.drain();
+                // The rounds' copies of sidecar facts and agent ids follow the sidecars and Mesos.
+                let invariants = h.core.check_invariants();
+                prop_assert!(invariants.is_ok(), "{:?}", invariants);
             }
             prop_assert!(h.violations.is_empty(), "{:?}", h.violations);
         }
@@ -1286,10 +1369,10 @@ mod tests {
         let [a, b, c, d] = ["a", "b", "c", "d"].map(|h| Hostname::new(h).expect("host"));
         let mut table = OfferedHosts::default();
         // A host known from an earlier round but not offering in this one.
-        table.intern(&d);
+        table.intern(&d, || None);
         let round: Vec<usize> = [&a, &b, &a, &c, &a, &b]
             .into_iter()
-            .map(|h| table.intern(h))
+            .map(|h| table.intern(h, || None))
             .collect();
         let mut index = HostIndex::new(&table, 6);
         for (i, t) in round.into_iter().enumerate() {
@@ -1308,8 +1391,8 @@ mod tests {
     fn the_host_index_marks_only_offering_hosts_busy() {
         let [a, b] = ["a", "b"].map(|h| Hostname::new(h).expect("host"));
         let mut table = OfferedHosts::default();
-        let t = table.intern(&a);
-        table.intern(&b);
+        let t = table.intern(&a, || None);
+        table.intern(&b, || None);
         let mut index = HostIndex::new(&table, 1);
         let id = index.add(t);
         index.mark_busy(&b);
@@ -1323,16 +1406,16 @@ mod tests {
     fn a_forgotten_hosts_number_goes_to_the_next_new_host_with_nothing_of_it() {
         let [a, b, c] = ["a", "b", "c"].map(|h| Hostname::new(h).expect("host"));
         let mut table = OfferedHosts::default();
-        let ta = table.intern(&a);
-        let tb = table.intern(&b);
+        let ta = table.intern(&a, || None);
+        let tb = table.intern(&b, || None);
         table.hosts[ta].decline = Some((Reason::Surplus, Millis(1)));
         table.hosts[ta].attributes = vec![("rack".into(), "r1".into())];
-        assert_eq!(table.intern(&a), ta);
+        assert_eq!(table.intern(&a, || None), ta);
         assert_eq!(table.counts(), (1, 1));
         table.remove(&a);
         assert!(table.get(&a).is_none());
         assert_eq!(table.counts(), (0, 0));
-        let tc = table.intern(&c);
+        let tc = table.intern(&c, || None);
         assert_eq!(tc, ta);
         assert!(
             table

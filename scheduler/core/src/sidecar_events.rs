@@ -59,7 +59,8 @@ impl Core {
         // The Hello's agent id stays the sidecar's claim (`Sidecar::agent_id`): only Mesos's word makes an
         // agent known (`agent_hosts`), or an invented one would be remembered forever.
         self.absent_since.remove(&host);
-        self.observation_changed();
+        self.sync_sidecar_facts(&host);
+        self.observe_sidecar(&host);
         let command = self.welcome(&host);
         self.push(Command::Sidecar {
             host: host.clone(),
@@ -103,6 +104,7 @@ impl Core {
         } else {
             return;
         }
+        self.sync_sidecar_facts(host);
         self.mark_absent(host, now);
         // Its volumes go to other observers; its last look at them must not outvote theirs. What it holds
         // mounted stays on record: that keeps the node pinned here until the release.
@@ -114,7 +116,7 @@ impl Core {
                 .collect()
         });
         self.forget_observations(host, &unattached);
-        self.observation_changed();
+        self.observe_sidecar(host);
         self.abandon_prepares_on(host, now, "sidecar disconnected");
         // An in-flight prepare may have mounted just before the stream closed, and its answer is lost: keep
         // its node pinned to this agent until the sidecar is back and the release goes out (or an operator
@@ -157,6 +159,7 @@ impl Core {
         s.attachments_used = report.attachments_used;
         let local = s.driver_scope == crate::domain::DriverScope::Local;
         let old: BTreeMap<VolumeName, VolumeReport> = std::mem::take(&mut s.volumes);
+        self.sync_sidecar_facts(host);
         // Only names a node refers to are kept, and of a `watch_delta` sidecar only its share and its own
         // mounts: anything else would let a sidecar grow the index without bound.
         let mut new = BTreeMap::new();
@@ -220,6 +223,7 @@ impl Core {
         s.driver_error = report.driver_error.clone();
         s.attachments_used = report.attachments_used;
         let local = s.driver_scope == crate::domain::DriverScope::Local;
+        self.sync_sidecar_facts(host);
         let mut changed = BTreeMap::new();
         for v in report.volumes {
             if self.may_report(host, &v.name, v.attached_here) {

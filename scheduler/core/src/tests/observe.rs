@@ -1,10 +1,11 @@
 //! Observation by assignment (`observe.rs`): every volume observed by exactly one `watch_delta` sidecar
 //! (of its zone when one is connected) while sidecars come and go, a held volume by its holder, old
-//! sidecars still welcomed with the full watch set, and delta reports.
+//! sidecars still welcomed with the full watch set, and delta reports; the incremental flush decides as a
+//! recomputation of every share from scratch.
 
 use crate::command::{Command, SidecarCommand};
-use crate::domain::TaskState;
-use crate::ids::{NodeId, VolumeName};
+use crate::domain::{DriverScope, TaskState};
+use crate::ids::{Hostname, Millis, NodeId, VolumeName};
 use crate::testing::*;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -380,4 +381,125 @@ fn a_volume_whose_zone_becomes_known_moves_to_a_sidecar_of_that_zone() {
     shares.apply(&h.drain());
     assert_ne!(shares.observers(&vols[0]), vec![observer]);
     check_assignment(&h, &shares, &zones);
+}
+
+/// One event of the flush property: a sidecar says Hello (with or without `watch_delta`, of a cluster-wide
+/// or host-local driver, in a zone or none) and reports, disconnects; the cluster scales; a volume's zone
+/// becomes known; an offer places a node (its volumes get a holder); time passes (prepares expire, absent
+/// agents are forgotten).
+#[derive(Debug, Clone)]
+enum Event {
+    Hello {
+        sidecar: usize,
+        delta: bool,
+        local: bool,
+        zone: Option<usize>,
+    },
+    Disconnect(usize),
+    Scale(u64),
+    Zone(u64, usize, usize),
+    Offer(usize),
+    Advance(u64),
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    prop_oneof![
+        3 => (0usize..6, proptest::bool::weighted(0.8), proptest::bool::weighted(0.15), proptest::option::of(0usize..3))
+            .prop_map(|(sidecar, delta, local, zone)| Event::Hello { sidecar, delta, local, zone }),
+        2 => (0usize..6).prop_map(Event::Disconnect),
+        1 => (0u64..8).prop_map(Event::Scale),
+        2 => (1u64..8, 0usize..3, 0usize..6).prop_map(|(n, z, s)| Event::Zone(n, z, s)),
+        2 => (0usize..6).prop_map(Event::Offer),
+        1 => prop_oneof![Just(1_000u64), Just(120_000), Just(4_000_000)].prop_map(Event::Advance),
+    ]
+}
+
+/// Runs `event` on the core, then checks that the flush the next poll runs decides exactly as a
+/// recomputation of every share from scratch: the same observers, the same shares, the same WatchDeltas
+/// in the same order.
+fn flush_as_from_scratch(
+    h: &mut Harness,
+    event: impl FnOnce(&mut crate::core::Core, Millis),
+) -> Result<(), TestCaseError> {
+    event(&mut h.core, h.now);
+    let want = h.core.observation_from_scratch();
+    let cmds = h.drain();
+    let deltas: Vec<(Hostname, SidecarCommand)> = cmds
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::Sidecar {
+                host,
+                command: command @ SidecarCommand::WatchDelta { .. },
+            } => Some((host, command)),
+            _ => None,
+        })
+        .collect();
+    prop_assert_eq!(deltas, want.commands);
+    prop_assert_eq!(&h.core.observe.observer, &want.observer);
+    prop_assert_eq!(&h.core.observe.shares, &want.shares);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn the_incremental_flush_decides_as_a_recomputation_from_scratch(
+        events in proptest::collection::vec(event(), 1..40)
+    ) {
+        let mut h = harness(4);
+        let mut seq = 1u64;
+        let name = |i: usize| format!("s{i}");
+        for e in events {
+            match e {
+                Event::Hello { sidecar, delta, local, zone } => {
+                    let zone = zone.map(|z| ZONES[z]);
+                    let mut hello = if delta {
+                        hello_observing(&name(sidecar), zone, "i-1")
+                    } else {
+                        crate::testing::hello(&name(sidecar), zone, None, "i-1")
+                    };
+                    if local {
+                        hello.driver_scope = DriverScope::Local;
+                    }
+                    flush_as_from_scratch(&mut h, |c, now| c.handle_sidecar_hello(hello, now))?;
+                    seq += 1;
+                    let s = seq;
+                    flush_as_from_scratch(&mut h, |c, now| {
+                        c.handle_sidecar_report(&host(&name(sidecar)), report(s, Vec::new(), 0), now);
+                    })?;
+                }
+                Event::Disconnect(i) => {
+                    flush_as_from_scratch(&mut h, |c, now| c.handle_sidecar_disconnected(&host(&name(i)), now))?;
+                }
+                Event::Scale(n) => {
+                    flush_as_from_scratch(&mut h, |c, now| {
+                        let _ = c.handle_scale(n, now);
+                    })?;
+                }
+                Event::Zone(node, z, i) => {
+                    let Some(rec) = h.core.persisted().slots.get(&NodeId(node)) else { continue };
+                    for v in rec.volumes.clone() {
+                        // Reported by its observer if it has one, else by sidecar `i`.
+                        let by = h.core.observe.observer.get(&v).cloned().unwrap_or_else(|| host(&name(i)));
+                        seq += 1;
+                        let s = seq;
+                        flush_as_from_scratch(&mut h, |c, now| {
+                            c.handle_sidecar_report(&by, report(s, vec![volume(&v, true, Some(ZONES[z]), false)], 0), now);
+                        })?;
+                    }
+                }
+                Event::Offer(i) => {
+                    let id = h.next_offer_id();
+                    let o = offer(&id, &name(i), 4.0, 8192.0, 10_000.0);
+                    flush_as_from_scratch(&mut h, |c, now| c.handle_offers(vec![o], now))?;
+                }
+                Event::Advance(ms) => {
+                    h.now = h.now.plus(ms);
+                    flush_as_from_scratch(&mut h, |c, now| c.handle_timeout(now))?;
+                }
+            }
+        }
+        prop_assert!(h.violations.is_empty(), "{:?}", h.violations);
+    }
 }
