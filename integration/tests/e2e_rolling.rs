@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use http::Method;
 use serde_json::Value;
-use tether_integration::http_client::{EsAccess, es_request};
+use tether_integration::http_client::EsAccess;
 use tether_integration::testing::cluster::E2eCluster;
 use tether_integration::testing::ctl::{Ctl, tetherctl};
+use tether_integration::testing::es::call;
 use tether_integration::testing::traffic::{Report, Traffic};
 use tether_proto::v1::Node;
 
@@ -110,23 +111,14 @@ async fn nodes_json(c: &E2eCluster) -> Vec<Value> {
         .expect("a node array")
 }
 
-async fn es(access: &EsAccess, node: &Node, method: Method, path: &str) -> (u16, Value) {
-    let r = es_request(access, method, &node.host, node.http_port, path, None)
-        .await
-        .unwrap_or_else(|e| panic!("{path}: {e}"));
-    (
-        r.status,
-        serde_json::from_slice(&r.body).unwrap_or(Value::Null),
-    )
-}
-
 /// Node name → the version each node of the cluster reports, as the node `via` sees them.
 async fn versions(access: &EsAccess, via: &Node) -> BTreeMap<String, String> {
-    let (status, rows) = es(
+    let (status, rows) = call(
         access,
         via,
         Method::GET,
         "/_cat/nodes?h=name,version&format=json",
+        None,
     )
     .await;
     assert_eq!(status, 200, "{rows}");
@@ -156,7 +148,7 @@ async fn settled_on(c: &E2eCluster, count: usize, version: &str) {
         .find(|n| n.state == "RUNNING")
         .expect("a running node");
     let path = format!("/_cluster/health?wait_for_status=green&wait_for_nodes={count}&timeout=60s");
-    let (status, health) = es(&access, via, Method::GET, &path).await;
+    let (status, health) = call(&access, via, Method::GET, &path, None).await;
     assert_eq!(
         (status, health["status"].as_str()),
         (200, Some("green")),
@@ -165,11 +157,12 @@ async fn settled_on(c: &E2eCluster, count: usize, version: &str) {
     let seen = versions(&access, via).await;
     assert_eq!(seen.len(), count, "{seen:?}");
     assert!(seen.values().all(|v| v == version), "{seen:?}");
-    let (_, settings) = es(
+    let (_, settings) = call(
         &access,
         via,
         Method::GET,
         "/_cluster/settings?flat_settings=true",
+        None,
     )
     .await;
     for scope in ["persistent", "transient"] {
@@ -186,13 +179,13 @@ async fn settled_on(c: &E2eCluster, count: usize, version: &str) {
             "{scope} allocation settings left: {settings}"
         );
     }
-    let (_, shutdowns) = es(&access, via, Method::GET, "/_nodes/shutdown").await;
+    let (_, shutdowns) = call(&access, via, Method::GET, "/_nodes/shutdown", None).await;
     assert_eq!(
         shutdowns["nodes"],
         serde_json::json!([]),
         "shutdown records left"
     );
-    let (_, state) = es(&access, via, Method::GET, "/_cluster/state/metadata").await;
+    let (_, state) = call(&access, via, Method::GET, "/_cluster/state/metadata", None).await;
     assert_eq!(
         state["metadata"]["cluster_coordination"]["voting_config_exclusions"],
         serde_json::json!([]),

@@ -3,7 +3,7 @@
 //! anything that would later produce an invalid volume name or task id.
 
 use crate::error::CoreError;
-use crate::ids::{GroupName, NodeId, TaskId, VolumeName};
+use crate::ids::{GroupName, Millis, NodeId, TaskId, VolumeName};
 use serde::{Deserialize, Serialize};
 
 /// One volume every node has.
@@ -860,5 +860,11 @@ impl Config {
     pub fn freshness_ms(&self) -> u64 {
         self.report_interval_ms
             .saturating_mul(self.freshness_multiple)
+    }
+
+    /// Whether a sidecar whose last report came at `last_report_at` is fresh at `now`.
+    #[must_use]
+    pub fn report_fresh(&self, last_report_at: Option<Millis>, now: Millis) -> bool {
+        last_report_at.is_some_and(|t| now.since(t) <= self.freshness_ms())
     }
 }

@@ -784,9 +784,7 @@ impl Core {
 
     /// Whether the sidecar of `host` is connected and reported recently enough.
     pub(crate) fn sidecar_fresh(&self, s: &Sidecar, now: Millis) -> bool {
-        s.connected
-            && s.last_report_at
-                .is_some_and(|t| now.since(t) <= self.config.freshness_ms())
+        s.connected && self.config.report_fresh(s.last_report_at, now)
     }
 
     /// What an operator reads about a connected sidecar's driver: the reported error, or, without a

@@ -780,10 +780,7 @@ impl Core {
             if !s.connected {
                 return Err(Reason::SidecarDisconnected);
             }
-            let fresh = s
-                .last_report_at
-                .is_some_and(|t| now.since(t) <= cfg.freshness_ms());
-            if !fresh {
+            if !cfg.report_fresh(s.last_report_at, now) {
                 return Err(Reason::SidecarStale {
                     age_ms: s.last_report_at.map(|t| now.since(t)),
                 });
