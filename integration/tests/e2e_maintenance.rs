@@ -13,7 +13,7 @@ use tether_integration::testing::cluster::E2eCluster;
 use tether_integration::testing::emu::{
     maintenance_status, maintenance_window, post_maintenance_schedule, unix_ns_now,
 };
-use tether_integration::testing::es::{call, index_with, wait_green_seen};
+use tether_integration::testing::es::{assert_docs, call, index_with, wait_green_seen};
 use tether_mesos::model::InverseOfferStatusKind;
 
 /// The node with id `id` in a `tetherctl nodes` answer.
@@ -127,17 +127,7 @@ async fn a_node_leaves_an_agent_scheduled_for_maintenance_safely_and_is_not_plac
     );
 
     // Nothing lost, nothing left set, and nothing placed on the agent while it stays scheduled.
-    for i in 0..20 {
-        let (s, body) = call(
-            &access,
-            &first,
-            Method::GET,
-            &format!("/replicated/_doc/{i}"),
-            None,
-        )
-        .await;
-        assert_eq!(s, 200, "document {i}: {body}");
-    }
+    assert_docs(&access, &first, "replicated", 20).await;
     let (_, shutdowns) = call(&access, &first, Method::GET, "/_nodes/shutdown", None).await;
     assert_eq!(shutdowns["nodes"], json!([]), "{shutdowns}");
     for _ in 0..10 {

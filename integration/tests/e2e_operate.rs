@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tether_integration::http_client::EsAccess;
 use tether_integration::testing::cluster::E2eCluster;
 use tether_integration::testing::ctl::tetherctl;
-use tether_integration::testing::es::{call, index_with, wait_green_seen};
+use tether_integration::testing::es::{assert_docs, call, index_with, wait_green_seen};
 use tether_proto::v1::Node;
 
 /// A cluster of `nodes` on `agents` agents, formed: with its Elasticsearch access, its nodes and node 1.
@@ -150,17 +150,7 @@ async fn scale_down_moves_data_first_masters_one_at_a_time_and_leaves_nothing_se
     );
 
     // Nothing lost, nothing left set.
-    for i in 0..40 {
-        let (s, body) = call(
-            &access,
-            &first,
-            Method::GET,
-            &format!("/replicated/_doc/{i}"),
-            None,
-        )
-        .await;
-        assert_eq!(s, 200, "document {i}: {body}");
-    }
+    assert_docs(&access, &first, "replicated", 40).await;
     let (_, shutdowns) = call(&access, &first, Method::GET, "/_nodes/shutdown", None).await;
     assert_eq!(shutdowns["nodes"], json!([]), "{shutdowns}");
     let (_, settings) = call(&access, &first, Method::GET, "/_cluster/settings", None).await;
@@ -235,16 +225,6 @@ async fn replace_moves_data_first_and_the_node_comes_back_not_excluded() {
         .as_array()
         .map_or(0, Vec::len);
     assert_eq!(exclusions, 0, "the node came back excluded: {state}");
-    for i in 0..20 {
-        let (s, body) = call(
-            &access,
-            &first,
-            Method::GET,
-            &format!("/replicated/_doc/{i}"),
-            None,
-        )
-        .await;
-        assert_eq!(s, 200, "document {i}: {body}");
-    }
+    assert_docs(&access, &first, "replicated", 20).await;
     c.stop().await;
 }

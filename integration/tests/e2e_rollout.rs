@@ -10,7 +10,7 @@ use http::Method;
 use serde_json::{Value, json};
 use tether_integration::testing::cluster::E2eCluster;
 use tether_integration::testing::ctl::tetherctl;
-use tether_integration::testing::es::{call, index_with};
+use tether_integration::testing::es::{assert_docs, call, index_with};
 
 const OLD: &str = "tether/es-standin:8.13.4";
 const NEW: &str = "tether/es-standin:8.15.0";
@@ -118,19 +118,5 @@ async fn update_image_rolls_three_nodes_one_at_a_time_to_done() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    for i in 0..20 {
-        let (s, doc) = call(
-            &access,
-            &nodes[0],
-            Method::GET,
-            &format!("/docs/_doc/{i}"),
-            None,
-        )
-        .await;
-        assert_eq!(
-            (s, &doc["found"]),
-            (200, &json!(true)),
-            "document {i}: {doc}"
-        );
-    }
+    assert_docs(&access, &nodes[0], "docs", 20).await;
 }

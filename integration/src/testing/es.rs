@@ -69,6 +69,19 @@ pub async fn index_with(
     }
 }
 
+/// Reads documents `0..docs` of `index` back through `node` (as [`index_with`] wrote them): each must be
+/// found.
+pub async fn assert_docs(es: &EsAccess, node: &Node, index: &str, docs: u32) {
+    for i in 0..docs {
+        let (s, doc) = call(es, node, Method::GET, &format!("/{index}/_doc/{i}"), None).await;
+        assert_eq!(
+            (s, &doc["found"]),
+            (200, &serde_json::json!(true)),
+            "{index} document {i}: {doc}"
+        );
+    }
+}
+
 /// Waits until Elasticsearch (asked through `node`) is green and the scheduler's last poll of `c` has
 /// seen it so, with every shard Elasticsearch has active.
 pub async fn wait_green_seen(c: &E2eCluster, es: &EsAccess, node: &Node) {
