@@ -89,21 +89,27 @@ impl Driver {
             .offers
     }
 
+    /// The next UPDATE's status, acknowledged when it asks for it (it carries a uuid).
+    pub async fn next_update_acknowledged(&mut self) -> tether_mesos::model::TaskStatus {
+        let s = self
+            .event(EventType::Update)
+            .await
+            .update
+            .expect("UPDATE carries an update")
+            .status;
+        if let Some(a) = tether_mesos::model::Call::acknowledge_status(&s) {
+            self.client.send(a).await.expect("acknowledge");
+        }
+        s
+    }
+
     /// Acknowledges every update until one (of any task) reaches `want`; returns it.
     pub async fn ack_until_state(
         &mut self,
         want: tether_mesos::model::TaskState,
     ) -> tether_mesos::model::TaskStatus {
         loop {
-            let s = self
-                .event(EventType::Update)
-                .await
-                .update
-                .expect("UPDATE carries an update")
-                .status;
-            if let Some(a) = tether_mesos::model::Call::acknowledge_status(&s) {
-                self.client.send(a).await.expect("acknowledge");
-            }
+            let s = self.next_update_acknowledged().await;
             if s.state == want {
                 return s;
             }
@@ -271,15 +277,7 @@ pub async fn ack_until_task(
     want: tether_mesos::model::TaskState,
 ) -> tether_mesos::model::TaskStatus {
     loop {
-        let s = d
-            .event(EventType::Update)
-            .await
-            .update
-            .expect("UPDATE carries an update")
-            .status;
-        if let Some(a) = tether_mesos::model::Call::acknowledge_status(&s) {
-            d.client.send(a).await.expect("acknowledge");
-        }
+        let s = d.next_update_acknowledged().await;
         if s.task_id.value == task && (s.state == want || s.state.is_terminal()) {
             return s;
         }
