@@ -513,6 +513,13 @@ pub fn install_identity(
     }
 }
 
+/// The core's offer ids as the Mesos API's.
+fn mesos_offer_ids(ids: &[OfferId]) -> Vec<model::OfferID> {
+    ids.iter()
+        .map(|o| model::OfferID::new(o.as_str()))
+        .collect()
+}
+
 /// The Mesos call for a core command. `roles` scopes SUPPRESS and REVIVE to the framework's role (the
 /// real field is `roles`, a list; the docs' `role` would be ignored and revive every role).
 pub fn mesos_call(c: &MesosCommand, options: &TaskOptions, roles: &[String]) -> Call {
@@ -532,13 +539,7 @@ pub fn mesos_call(c: &MesosCommand, options: &TaskOptions, roles: &[String]) -> 
         MesosCommand::Decline {
             offer_ids,
             refuse_seconds,
-        } => Call::decline(
-            offer_ids
-                .iter()
-                .map(|o| model::OfferID::new(o.as_str()))
-                .collect(),
-            Some(*refuse_seconds),
-        ),
+        } => Call::decline(mesos_offer_ids(offer_ids), Some(*refuse_seconds)),
         MesosCommand::Acknowledge {
             agent_id,
             task_id,
@@ -570,10 +571,7 @@ pub fn mesos_call(c: &MesosCommand, options: &TaskOptions, roles: &[String]) -> 
             inverse_offer_ids,
             refuse_seconds,
         } => Call::accept_inverse_offers(
-            inverse_offer_ids
-                .iter()
-                .map(|o| model::OfferID::new(o.as_str()))
-                .collect(),
+            mesos_offer_ids(inverse_offer_ids),
             Some(Filters {
                 refuse_seconds: Some(*refuse_seconds),
             }),
@@ -582,10 +580,7 @@ pub fn mesos_call(c: &MesosCommand, options: &TaskOptions, roles: &[String]) -> 
             inverse_offer_ids,
             refuse_seconds,
         } => Call::decline_inverse_offers(
-            inverse_offer_ids
-                .iter()
-                .map(|o| model::OfferID::new(o.as_str()))
-                .collect(),
+            mesos_offer_ids(inverse_offer_ids),
             Some(Filters {
                 refuse_seconds: Some(*refuse_seconds),
             }),
