@@ -62,6 +62,7 @@ pub mod renewal;
 pub mod rollout;
 mod sidecar_events;
 pub mod state;
+mod step_calls;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 #[cfg(test)]

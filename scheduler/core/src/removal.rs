@@ -31,11 +31,9 @@ use crate::domain::{EsCluster, EsVersion, EsView, ShutdownKind, ShutdownStatus, 
 use crate::error::CoreError;
 use crate::ids::{Millis, NodeId};
 use crate::state::{Removal, RemovalKind, RemovalStep};
+use crate::step_calls::{Answer, StepCalls};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-
-/// How long after a failed Elasticsearch call it is sent again.
-const CALL_RETRY_MS: u64 = 5_000;
 
 /// This process's progress on one node's removal step (reset with every step and every restart: each
 /// call is idempotent and sent again).
@@ -43,12 +41,8 @@ const CALL_RETRY_MS: u64 = 5_000;
 pub(crate) struct RemovalRuntime {
     /// When the current step began (as this process saw it).
     pub(crate) since: Millis,
-    /// Calls of the step sent and not answered.
-    pub(crate) in_flight: BTreeSet<u64>,
-    /// Every call of the step was answered with success.
-    pub(crate) calls_done: bool,
-    /// The step's calls are not sent again before this time (after a failure).
-    pub(crate) retry_at: Millis,
+    /// The step's Elasticsearch calls.
+    pub(crate) calls: StepCalls,
     /// The kill of the Stop step went out.
     pub(crate) kill_sent: bool,
     /// What the step waits for, in words.
@@ -61,9 +55,7 @@ impl RemovalRuntime {
     pub(crate) fn new(now: Millis) -> RemovalRuntime {
         RemovalRuntime {
             since: now,
-            in_flight: BTreeSet::new(),
-            calls_done: false,
-            retry_at: Millis(0),
+            calls: StepCalls::new(),
             kill_sent: false,
             waiting: String::new(),
             stalled: false,
@@ -144,21 +136,13 @@ impl Core {
         let Some(rt) = self.slots.get_mut(&id) else {
             return;
         };
-        if !rt.removal.in_flight.remove(&call_id) {
+        match rt.removal.calls.answer(call_id, &result, now) {
             // A call of an earlier step (or of a cancelled removal): its step has moved on.
-            return;
-        }
-        match result {
-            Ok(()) => {
-                if rt.removal.in_flight.is_empty() {
-                    rt.removal.calls_done = true;
-                }
-            }
-            Err(e) => {
-                rt.removal.retry_at = now.plus(CALL_RETRY_MS);
+            Answer::Stale => return,
+            Answer::Ok => {}
+            Answer::Failed { retry_at, error: e } => {
                 rt.removal.waiting = format!("Elasticsearch refused a call (sent again): {e}");
-                self.timers
-                    .insert((now.plus(CALL_RETRY_MS), Timer::Removal(id)));
+                self.timers.insert((retry_at, Timer::Removal(id)));
                 self.watch(WatchEvent::Removal {
                     node_id: id,
                     message: format!("Elasticsearch call failed, sent again in a moment: {e}"),
@@ -452,12 +436,12 @@ impl Core {
         let Some(rt) = self.slots.get(&id) else {
             return;
         };
-        if rt.removal.calls_done || !rt.removal.in_flight.is_empty() || now < rt.removal.retry_at {
+        if !rt.removal.calls.due(now) {
             return;
         }
         if calls.is_empty() {
             if let Some(rt) = self.slots.get_mut(&id) {
-                rt.removal.calls_done = true;
+                rt.removal.calls.none_to_make();
             }
             return;
         }
@@ -465,14 +449,16 @@ impl Core {
             let call_id = self.command_id();
             self.es_calls.insert(call_id, id);
             if let Some(rt) = self.slots.get_mut(&id) {
-                rt.removal.in_flight.insert(call_id);
+                rt.removal.calls.sent(call_id);
             }
             self.push(Command::Elasticsearch { call_id, call });
         }
     }
 
     fn calls_done(&self, id: NodeId) -> bool {
-        self.slots.get(&id).is_some_and(|rt| rt.removal.calls_done)
+        self.slots
+            .get(&id)
+            .is_some_and(|rt| rt.removal.calls.done())
     }
 
     /// Writes `f`'s change to node `id`'s removal record (before the call it announces goes out).

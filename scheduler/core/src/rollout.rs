@@ -44,11 +44,9 @@ use crate::core::{Core, Timer};
 use crate::domain::{EsCluster, EsHealth, EsVersion, ShutdownKind, ShutdownStatus, TaskState};
 use crate::error::CoreError;
 use crate::ids::{Millis, NodeId, TaskId};
+use crate::step_calls::{Answer, StepCalls};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-
-/// How long after a failed Elasticsearch call it is sent again.
-const CALL_RETRY_MS: u64 = 5_000;
 
 /// Observations a step's gate waits for after the step began: the first may have been asked before.
 const STEP_OBSERVATIONS: u32 = 2;
@@ -184,9 +182,7 @@ pub struct RolloutView {
 #[derive(Debug, Clone)]
 pub(crate) struct RolloutRuntime {
     pub(crate) since: Millis,
-    pub(crate) in_flight: BTreeSet<u64>,
-    pub(crate) calls_done: bool,
-    pub(crate) retry_at: Millis,
+    pub(crate) calls: StepCalls,
     pub(crate) kill_sent: bool,
     pub(crate) waiting: String,
     /// Observations of the cluster delivered since the step began: a gate trusts only one that
@@ -198,9 +194,7 @@ impl RolloutRuntime {
     pub(crate) fn new(now: Millis) -> RolloutRuntime {
         RolloutRuntime {
             since: now,
-            in_flight: BTreeSet::new(),
-            calls_done: false,
-            retry_at: Millis(0),
+            calls: StepCalls::new(),
             kill_sent: false,
             waiting: String::new(),
             observations: 0,
@@ -657,18 +651,17 @@ impl Core {
 
     /// Sends the step's calls unless sent, answered, or failed too recently; none to make: done.
     fn send_rollout_calls(&mut self, calls: Vec<EsCall>, now: Millis) {
-        let rt = &self.rollout_rt;
-        if rt.calls_done || !rt.in_flight.is_empty() || now < rt.retry_at {
+        if !self.rollout_rt.calls.due(now) {
             return;
         }
         if calls.is_empty() {
-            self.rollout_rt.calls_done = true;
+            self.rollout_rt.calls.none_to_make();
             return;
         }
         for call in calls {
             let call_id = self.command_id();
             self.rollout_calls.insert(call_id);
-            self.rollout_rt.in_flight.insert(call_id);
+            self.rollout_rt.calls.sent(call_id);
             self.push(Command::Elasticsearch { call_id, call });
         }
     }
@@ -683,21 +676,11 @@ impl Core {
         if !self.rollout_calls.remove(&call_id) {
             return false;
         }
-        if self.rollout_rt.in_flight.remove(&call_id) {
-            match result {
-                Ok(()) => {
-                    if self.rollout_rt.in_flight.is_empty() {
-                        self.rollout_rt.calls_done = true;
-                    }
-                }
-                Err(e) => {
-                    self.rollout_rt.retry_at = now.plus(CALL_RETRY_MS);
-                    self.rollout_rt.waiting =
-                        format!("Elasticsearch refused a call (sent again): {e}");
-                    self.timers
-                        .insert((now.plus(CALL_RETRY_MS), Timer::Rollout));
-                }
-            }
+        if let Answer::Failed { retry_at, error: e } =
+            self.rollout_rt.calls.answer(call_id, result, now)
+        {
+            self.rollout_rt.waiting = format!("Elasticsearch refused a call (sent again): {e}");
+            self.timers.insert((retry_at, Timer::Rollout));
         }
         self.drive_rollout(now);
         true
@@ -749,7 +732,7 @@ impl Core {
             }
         };
         self.send_rollout_calls(calls, now);
-        if !self.rollout_rt.calls_done {
+        if !self.rollout_rt.calls.done() {
             return Next::Wait("waiting for Elasticsearch to accept the restart".into());
         }
         if let Some(sid) = &es_id {
@@ -869,7 +852,7 @@ impl Core {
             calls.push(EsCall::SetAllocationEnable(None));
         }
         self.send_rollout_calls(calls, now);
-        if !self.rollout_rt.calls_done {
+        if !self.rollout_rt.calls.done() {
             return Next::Wait("waiting for Elasticsearch to clear what was set".into());
         }
         self.set_current(|c| {

@@ -661,6 +661,23 @@ fn a_new_leader_resumes_the_rollout_at_the_same_step() {
 }
 
 #[test]
+fn a_refused_call_is_sent_again_after_a_pause_not_at_once() {
+    let mut h = running(2);
+    observe(&mut h, green(2, "8.13.4", &[]));
+    update_image(&mut h, NEW);
+    observe(&mut h, green(2, "8.13.4", &[]));
+    let put: Vec<(u64, EsCall)> = es_calls(&h.log);
+    assert_eq!(put.len(), 1);
+    let cmds = h.es_result(put[0].0, Some("HTTP 503: no master"));
+    assert!(calls(&cmds).is_empty(), "no hot loop on a failing cluster");
+    assert!(calls(&observe(&mut h, green(2, "8.13.4", &[]))).is_empty());
+    let cmds = h.advance(5_000);
+    assert_eq!(calls(&cmds), vec![put[0].1.clone()]);
+    assert_eq!(current(&h), Some((NodeId(1), RolloutStep::Prepare)));
+    check(&h);
+}
+
+#[test]
 fn abort_stops_after_the_current_node_and_nodes_done_stay_new() {
     let mut h = running(3);
     observe(&mut h, green(3, "8.13.4", &[]));
