@@ -376,15 +376,7 @@ async fn every_event_the_emulator_writes_parses_against_the_protos() {
     let emu = MesosEmu::start(cfg).await.unwrap();
     let mut tap = emu.tap_events();
     let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    let fw = d
-        .until(|n| {
-            if let Notification::Subscribed { framework_id, .. } = n {
-                Some(framework_id.clone())
-            } else {
-                None
-            }
-        })
-        .await;
+    let fw = d.subscribed().await;
     let offers = d.offers().await;
     let (o0, o1) = (&offers[0], &offers[1]);
     // A good task with every field, and a bad one (TASK_ERROR); a plain one on the other agent.
@@ -394,22 +386,8 @@ async fn every_event_the_emulator_writes_parses_against_the_protos() {
     good.resources.pop(); // no SET resource on the agent
     good.container = None;
     let good_id = good.task_id.clone();
-    d.client
-        .send(Call::accept(
-            vec![o0.id.clone()],
-            vec![Operation::launch(vec![good, bad])],
-            None,
-        ))
-        .await
-        .unwrap();
-    d.client
-        .send(Call::accept(
-            vec![o1.id.clone()],
-            vec![Operation::launch(vec![sleep_task("other", &o1.agent_id)])],
-            None,
-        ))
-        .await
-        .unwrap();
+    d.launch(o0, vec![good, bad]).await;
+    d.launch(o1, vec![sleep_task("other", &o1.agent_id)]).await;
     // RESCIND through the fault API, of the next offer.
     let next = d.offers().await;
     emu.rescind_offer(&next[0].id.value);
@@ -528,22 +506,10 @@ async fn maintenance_events_and_answers_parse_against_the_protos() {
     let emu = MesosEmu::start(EmuConfig::fast(2)).await.unwrap();
     let mut tap = emu.tap_events();
     let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    let fw = d
-        .until(|n| match n {
-            Notification::Subscribed { framework_id, .. } => Some(framework_id.clone()),
-            _ => None,
-        })
-        .await;
-    let offers = d.event(EventType::Offers).await.offers.unwrap().offers;
+    let fw = d.subscribed().await;
+    let offers = d.offers().await;
     let o0 = offers[0].clone();
-    d.client
-        .send(Call::accept(
-            vec![o0.id.clone()],
-            vec![Operation::launch(vec![sleep_task("t", &o0.agent_id)])],
-            None,
-        ))
-        .await
-        .unwrap();
+    d.launch(&o0, vec![sleep_task("t", &o0.agent_id)]).await;
     ack_until_task(&mut d, "t", TaskState::Running).await;
     let start = unix_ns_now() + 3_600_000_000_000;
     post_maintenance_schedule(&emu.url(), &maintenance_window(&o0.hostname, start)).await;
@@ -575,33 +541,9 @@ async fn maintenance_events_and_answers_parse_against_the_protos() {
     let decline = answer(false, &OfferId::new(&io.id.value).unwrap());
     d.client.send(decline.clone()).await.unwrap();
     // Asked again at once (no filter); the offers of the agent carry its window.
-    let again = loop {
-        let n = d
-            .until(|n| match n {
-                Notification::Event(e)
-                    if matches!(e.event_type, EventType::InverseOffers | EventType::Offers) =>
-                {
-                    Some((**e).clone())
-                }
-                _ => None,
-            })
-            .await;
-        if let Some(io) = n.inverse_offers {
-            break io.inverse_offers[0].clone();
-        }
-        let ids = n.offers.unwrap().offers.into_iter().map(|o| o.id).collect();
-        d.client.send(Call::decline(ids, Some(0.0))).await.unwrap();
-    };
+    let again = d.next_inverse_offer().await;
     let accept = answer(true, &OfferId::new(&again.id.value).unwrap());
-    loop {
-        let offers = d.event(EventType::Offers).await.offers.unwrap().offers;
-        let marked = offers.iter().any(|o| o.unavailability.is_some());
-        let ids = offers.into_iter().map(|o| o.id).collect();
-        d.client.send(Call::decline(ids, Some(0.0))).await.unwrap();
-        if marked {
-            break;
-        }
-    }
+    d.next_offer_where(|o| o.unavailability.is_some()).await;
     // Cancelled while the new one is outstanding: rescinded.
     post_maintenance_schedule(&emu.url(), &MaintenanceSchedule::default()).await;
     d.event(EventType::RescindInverseOffer).await;

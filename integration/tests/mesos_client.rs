@@ -9,11 +9,7 @@ use tether_mesos::model::*;
 /// Acknowledges updates until the task reaches `want`; returns that status.
 async fn ack_until(d: &mut Driver, task: &str, want: TaskState) -> TaskStatus {
     loop {
-        let e = d.event(EventType::Update).await;
-        let s = e.update.expect("UPDATE payload").status;
-        if let Some(ack) = Call::acknowledge_status(&s) {
-            d.client.send(ack).await.expect("ACKNOWLEDGE accepted");
-        }
+        let s = d.next_update_acknowledged().await;
         if s.task_id.value == task && s.state == want {
             return s;
         }
@@ -38,14 +34,7 @@ async fn subscribe_launch_ack_reconcile_and_survive_master_restart() {
         "MULTI_ROLE offers carry allocation_info"
     );
     let task = sleep_task("es-1", &offer.agent_id);
-    d.client
-        .send(Call::accept(
-            vec![offer.id.clone()],
-            vec![Operation::launch(vec![task])],
-            None,
-        ))
-        .await
-        .unwrap();
+    d.launch(offer, vec![task]).await;
 
     let running = ack_until(&mut d, "es-1", TaskState::Running).await;
     assert!(running.uuid.is_some());
@@ -66,7 +55,7 @@ async fn subscribe_launch_ack_reconcile_and_survive_master_restart() {
         .unwrap();
     let mut seen = (false, false);
     while !(seen.0 && seen.1) {
-        let s = d.event(EventType::Update).await.update.unwrap().status;
+        let s = d.update().await;
         assert_eq!(s.reason, Some(Reason::ReasonReconciliation));
         assert!(
             s.uuid.is_none(),
@@ -86,7 +75,7 @@ async fn subscribe_launch_ack_reconcile_and_survive_master_restart() {
     }
     // Implicit reconciliation.
     d.client.send(Call::reconcile(vec![])).await.unwrap();
-    let s = d.event(EventType::Update).await.update.unwrap().status;
+    let s = d.update().await;
     assert_eq!(
         (s.task_id.value.as_str(), s.state),
         ("es-1", TaskState::Running)
@@ -116,27 +105,14 @@ async fn invalid_launch_gets_task_error_and_stale_offer_task_dropped() {
     let emu = MesosEmu::start(EmuConfig::fast(1)).await.unwrap();
     let mut d = Driver::start(fast_client_config(vec![emu.url()]));
     d.subscribed().await;
-    let offer = d
-        .event(EventType::Offers)
-        .await
-        .offers
-        .unwrap()
-        .offers
-        .remove(0);
+    let offer = d.offers().await.remove(0);
     let mut greedy = sleep_task("greedy", &offer.agent_id);
     greedy.resources = vec![Resource::scalar("cpus", 1000.0)];
     let mut none = sleep_task("none", &offer.agent_id);
     none.resources.clear();
-    d.client
-        .send(Call::accept(
-            vec![offer.id.clone()],
-            vec![Operation::launch(vec![greedy, none])],
-            None,
-        ))
-        .await
-        .unwrap();
+    d.launch(&offer, vec![greedy, none]).await;
     for _ in 0..2 {
-        let s = d.event(EventType::Update).await.update.unwrap().status;
+        let s = d.update().await;
         assert_eq!(
             (s.state, s.reason, s.source),
             (
@@ -149,15 +125,8 @@ async fn invalid_launch_gets_task_error_and_stale_offer_task_dropped() {
     }
     // The same offer again is no longer valid.
     let t = sleep_task("late", &offer.agent_id);
-    d.client
-        .send(Call::accept(
-            vec![offer.id.clone()],
-            vec![Operation::launch(vec![t])],
-            None,
-        ))
-        .await
-        .unwrap();
-    let s = d.event(EventType::Update).await.update.unwrap().status;
+    d.launch(&offer, vec![t]).await;
+    let s = d.update().await;
     assert_eq!(
         (s.state, s.reason),
         (TaskState::Dropped, Some(Reason::ReasonInvalidOffers))
@@ -232,23 +201,11 @@ async fn status_updates_are_resent_until_acknowledged() {
     let emu = MesosEmu::start(EmuConfig::fast(1)).await.unwrap();
     let mut d = Driver::start(fast_client_config(vec![emu.url()]));
     d.subscribed().await;
-    let offer = d
-        .event(EventType::Offers)
-        .await
-        .offers
-        .unwrap()
-        .offers
-        .remove(0);
-    d.client
-        .send(Call::accept(
-            vec![offer.id.clone()],
-            vec![Operation::launch(vec![sleep_task("t", &offer.agent_id)])],
-            None,
-        ))
-        .await
-        .unwrap();
-    let first = d.event(EventType::Update).await.update.unwrap().status;
-    let again = d.event(EventType::Update).await.update.unwrap().status;
+    let offer = d.offers().await.remove(0);
+    d.launch(&offer, vec![sleep_task("t", &offer.agent_id)])
+        .await;
+    let first = d.update().await;
+    let again = d.update().await;
     assert_eq!(
         first.uuid, again.uuid,
         "the unacknowledged update is resent, not the next one"
@@ -258,7 +215,7 @@ async fn status_updates_are_resent_until_acknowledged() {
         .await
         .unwrap();
     let next = loop {
-        let s = d.event(EventType::Update).await.update.unwrap().status;
+        let s = d.update().await;
         if s.uuid != first.uuid {
             break s;
         }
@@ -273,22 +230,9 @@ async fn partition_then_heal_and_mark_gone() {
     let emu = MesosEmu::start(EmuConfig::fast(1)).await.unwrap();
     let mut d = Driver::start(fast_client_config(vec![emu.url()]));
     d.subscribed().await;
-    let offer = d
-        .event(EventType::Offers)
-        .await
-        .offers
-        .unwrap()
-        .offers
-        .remove(0);
+    let offer = d.offers().await.remove(0);
     let agent = offer.agent_id.clone();
-    d.client
-        .send(Call::accept(
-            vec![offer.id.clone()],
-            vec![Operation::launch(vec![sleep_task("p", &agent)])],
-            None,
-        ))
-        .await
-        .unwrap();
+    d.launch(&offer, vec![sleep_task("p", &agent)]).await;
     ack_until(&mut d, "p", TaskState::Running).await;
     emu.partition_agent(&agent.value);
     let s = ack_until(&mut d, "p", TaskState::Unreachable).await;
@@ -311,24 +255,9 @@ async fn failover_timeout_removes_a_framework_that_stays_away() {
     cfg.framework.failover_timeout = std::time::Duration::from_millis(300);
     let mut d = Driver::start(cfg);
     let fw = d.subscribed().await;
-    let offer = d
-        .event(EventType::Offers)
-        .await
-        .offers
-        .unwrap()
-        .offers
-        .remove(0);
-    d.client
-        .send(Call::accept(
-            vec![offer.id.clone()],
-            vec![Operation::launch(vec![sleep_task(
-                "orphan",
-                &offer.agent_id,
-            )])],
-            None,
-        ))
-        .await
-        .unwrap();
+    let offer = d.offers().await.remove(0);
+    d.launch(&offer, vec![sleep_task("orphan", &offer.agent_id)])
+        .await;
     ack_until(&mut d, "orphan", TaskState::Running).await;
     d.cancel.cancel();
     eventually(|| emu.framework_removed(&fw.value)).await;

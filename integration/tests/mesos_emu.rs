@@ -166,10 +166,7 @@ async fn decline_filters_hold_until_revive() {
         .send(Call::decline(vec![filtered.id.clone()], Some(3600.0)))
         .await
         .unwrap();
-    d.client
-        .send(Call::decline(vec![other.id.clone()], Some(0.0)))
-        .await
-        .unwrap();
+    d.decline_unfiltered(vec![other.id.clone()]).await;
     // Several allocation passes re-offer only the unfiltered agent.
     for _ in 0..3 {
         let o = d.offers().await;
@@ -177,13 +174,8 @@ async fn decline_filters_hold_until_revive() {
             o.iter().all(|x| x.agent_id == other.agent_id),
             "filtered agent re-offered"
         );
-        d.client
-            .send(Call::decline(
-                o.iter().map(|x| x.id.clone()).collect(),
-                Some(0.0),
-            ))
-            .await
-            .unwrap();
+        d.decline_unfiltered(o.iter().map(|x| x.id.clone()).collect())
+            .await;
     }
     d.client.send(Call::revive(vec![])).await.unwrap();
     loop {
@@ -191,13 +183,8 @@ async fn decline_filters_hold_until_revive() {
         if o.iter().any(|x| x.agent_id == filtered.agent_id) {
             break;
         }
-        d.client
-            .send(Call::decline(
-                o.iter().map(|x| x.id.clone()).collect(),
-                Some(0.0),
-            ))
-            .await
-            .unwrap();
+        d.decline_unfiltered(o.iter().map(|x| x.id.clone()).collect())
+            .await;
     }
     d.cancel.cancel();
     emu.shutdown();
@@ -298,14 +285,7 @@ async fn process_launcher_runs_commands_with_docker_volumes_as_directories() {
         value: Some("sleep 100".into()),
         ..CommandInfo::default()
     });
-    d.client
-        .send(Call::accept(
-            vec![offer.id.clone()],
-            vec![Operation::launch(vec![t, sleeper])],
-            None,
-        ))
-        .await
-        .unwrap();
+    d.launch(&offer, vec![t, sleeper]).await;
     d.ack_until_state(TaskState::Finished).await;
     let written = std::fs::read_to_string(dir.path().join("volumes/rexray/es1data/hello")).unwrap();
     assert_eq!(written.trim(), "hi from es1");
@@ -374,14 +354,7 @@ async fn a_task_failing_its_health_check_past_the_grace_period_is_killed_unhealt
             nanoseconds: 100_000_000,
         }),
     });
-    d.client
-        .send(Call::accept(
-            vec![offer.id.clone()],
-            vec![Operation::launch(vec![healthy, failing])],
-            None,
-        ))
-        .await
-        .unwrap();
+    d.launch(&offer, vec![healthy, failing]).await;
     let mut seen: Vec<(String, TaskState, Option<bool>, Option<Reason>)> = Vec::new();
     let done = |seen: &[(String, TaskState, Option<bool>, Option<Reason>)]| {
         seen.iter()
@@ -394,10 +367,7 @@ async fn a_task_failing_its_health_check_past_the_grace_period_is_killed_unhealt
     // machine) comes again with the same uuid, and counts once.
     let mut uuids = std::collections::HashSet::new();
     while !done(&seen) {
-        let s = d.event(EventType::Update).await.update.unwrap().status;
-        if let Some(a) = Call::acknowledge_status(&s) {
-            d.client.send(a).await.unwrap();
-        }
+        let s = d.next_update_acknowledged().await;
         if s.uuid.as_ref().is_some_and(|u| !uuids.insert(u.clone())) {
             continue;
         }
@@ -494,21 +464,11 @@ async fn an_accept_is_checked_against_the_offer_with_its_reservations() {
             ],
         ),
     ];
-    d.client
-        .send(Call::accept(
-            vec![offer.id.clone()],
-            vec![Operation::launch(tasks)],
-            None,
-        ))
-        .await
-        .unwrap();
+    d.launch(&offer, tasks).await;
     let mut errors = std::collections::BTreeMap::new();
     let mut launched = false;
     while errors.len() < 3 || !launched {
-        let s = d.event(EventType::Update).await.update.unwrap().status;
-        if let Some(a) = Call::acknowledge_status(&s) {
-            d.client.send(a).await.unwrap();
-        }
+        let s = d.next_update_acknowledged().await;
         match s.state {
             TaskState::Error => {
                 assert_eq!(s.reason, Some(Reason::ReasonTaskInvalid), "{s:?}");
@@ -541,19 +501,13 @@ async fn a_partitioned_agent_holds_its_updates_until_it_is_back() {
     let mut d = Driver::start(fast_client_config(vec![emu.url()]));
     d.subscribed().await;
     let offer = d.offers().await.remove(0);
-    d.client
-        .send(Call::accept(
-            vec![offer.id.clone()],
-            vec![Operation::launch(vec![sleep_task("t", &offer.agent_id)])],
-            None,
-        ))
-        .await
-        .unwrap();
+    d.launch(&offer, vec![sleep_task("t", &offer.agent_id)])
+        .await;
     d.ack_until_state(TaskState::Running).await;
     assert!(emu.partition_agent(&offer.agent_id.value));
     assert!(emu.fail_task("t"));
     // The first word after the partition is the master's own: it never heard of the failure.
-    let s = d.event(EventType::Update).await.update.unwrap().status;
+    let s = d.update().await;
     assert_eq!(
         (s.state, s.reason, s.uuid.is_none()),
         (
@@ -573,10 +527,7 @@ async fn a_partitioned_agent_holds_its_updates_until_it_is_back() {
     assert!(emu.heal_agent(&offer.agent_id.value));
     let mut seen = Vec::new();
     loop {
-        let s = d.event(EventType::Update).await.update.unwrap().status;
-        if let Some(a) = Call::acknowledge_status(&s) {
-            d.client.send(a).await.unwrap();
-        }
+        let s = d.next_update_acknowledged().await;
         seen.push((s.state, s.reason, s.uuid.is_some()));
         if s.state == TaskState::Failed && s.uuid.is_some() {
             break;

@@ -72,14 +72,7 @@ impl World {
     /// Launches a task that records its pid in its sandbox and keeps beating, with the volume attached,
     /// on the first agent offered; returns the agent once the task runs.
     async fn launch_beating(&mut self, task: &str) -> AgentID {
-        let offer = self
-            .d
-            .event(EventType::Offers)
-            .await
-            .offers
-            .expect("offers")
-            .offers
-            .remove(0);
+        let offer = self.d.offers().await.remove(0);
         let mut t = sleep_task(task, &offer.agent_id);
         t.command = Some(CommandInfo {
             value: Some(
@@ -102,15 +95,7 @@ impl World {
             mesos: None,
             rlimit_info: None,
         });
-        self.d
-            .client
-            .send(Call::accept(
-                vec![offer.id.clone()],
-                vec![Operation::launch(vec![t])],
-                None,
-            ))
-            .await
-            .expect("accept");
+        self.d.launch(&offer, vec![t]).await;
         let s = ack_until_task(&mut self.d, task, TaskState::Running).await;
         assert_eq!(s.state, TaskState::Running, "{:?}", s.message);
         let pid = self.pid(task).await;
@@ -147,16 +132,7 @@ impl World {
     /// The next update of `task`, acknowledging what needs it.
     async fn next_update(&mut self, task: &str) -> TaskStatus {
         loop {
-            let s = self
-                .d
-                .event(EventType::Update)
-                .await
-                .update
-                .expect("update")
-                .status;
-            if let Some(a) = Call::acknowledge_status(&s) {
-                self.d.client.send(a).await.expect("acknowledge");
-            }
+            let s = self.d.next_update_acknowledged().await;
             if s.task_id.value == task {
                 return s;
             }

@@ -63,23 +63,42 @@ fn shell_task(
 
 /// Launches `task` on the next offer.
 async fn launch(d: &mut Driver, task: TaskInfo) {
-    let offer = d
-        .event(EventType::Offers)
-        .await
-        .offers
-        .expect("OFFERS carries offers")
-        .offers
-        .remove(0);
+    let offer = d.offers().await.remove(0);
     let mut task = task;
     task.agent_id = offer.agent_id.clone();
+    d.launch(&offer, vec![task]).await;
+}
+
+/// Launches `task` on the next offer and acknowledges updates until it reaches `want`, which it must.
+async fn launch_until(d: &mut Driver, task: TaskInfo, want: TaskState) -> TaskStatus {
+    let id = task.task_id.value.clone();
+    launch(d, task).await;
+    let s = ack_until_task(d, &id, want).await;
+    assert_eq!(s.state, want, "{id}: {:?}", s.message);
+    s
+}
+
+/// Kills `task` with a grace period of `grace_ns` nanoseconds and waits for its TASK_KILLED.
+async fn kill(d: &mut Driver, task: &str, grace_ns: i64) -> R {
     d.client
-        .send(Call::accept(
-            vec![offer.id.clone()],
-            vec![Operation::launch(vec![task])],
-            None,
-        ))
-        .await
-        .expect("ACCEPT");
+        .send(Call::kill(TaskID::new(task), None, Some(grace_ns)))
+        .await?;
+    let s = ack_until_task(d, task, TaskState::Killed).await;
+    assert_eq!(s.state, TaskState::Killed);
+    Ok(())
+}
+
+/// The emulator of `cfg` with its tasks run by `launcher`, a subscribed framework, and the (one) agent.
+async fn emulator(
+    mut cfg: EmuConfig,
+    launcher: &DockerLauncher,
+) -> Result<(EmuHandle, Driver, AgentID), Box<dyn std::error::Error>> {
+    cfg.launcher = Arc::new(launcher.clone());
+    let emu = MesosEmu::start(cfg).await?;
+    let mut d = Driver::start(fast_client_config(vec![emu.url()]));
+    d.subscribed().await;
+    let agent = AgentID::new(emu.agent_ids()[0].as_str());
+    Ok((emu, d, agent))
 }
 
 /// The test's containers on the engine, as `<names> <state>`.
@@ -137,15 +156,10 @@ async fn docker_launcher_runs_tasks_with_fake_rexray_volumes() -> R {
         default_image: None,
         volumes: None,
     };
-    let mut cfg = EmuConfig::fast(1);
-    cfg.launcher = Arc::new(launcher.clone());
-    let emu: EmuHandle = MesosEmu::start(cfg).await?;
-    let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    d.subscribed().await;
-    let agent = AgentID::new(emu.agent_ids()[0].as_str());
+    let (emu, mut d, agent) = emulator(EmuConfig::fast(1), &launcher).await?;
 
     // A task writes through its volume: the file is in the fake's backend, the container is gone.
-    launch(
+    launch_until(
         &mut d,
         shell_task(
             "writer",
@@ -154,10 +168,9 @@ async fn docker_launcher_runs_tasks_with_fake_rexray_volumes() -> R {
             "echo \"$GREETING\" > /data/hello",
             Some(&vol),
         ),
+        TaskState::Finished,
     )
     .await;
-    let s = ack_until_task(&mut d, "writer", TaskState::Finished).await;
-    assert_eq!(s.state, TaskState::Finished, "writer: {:?}", s.message);
     let meta = fake_rexray::volume_info(&backend, &vol)?.ok_or("volume not in the backend")?;
     let data = meta.data_path.ok_or("never mounted")?;
     assert_eq!(
@@ -168,7 +181,7 @@ async fn docker_launcher_runs_tasks_with_fake_rexray_volumes() -> R {
     wait_no_containers(&engine, &instance, "the writer's container removed").await;
 
     // A failing command: TASK_FAILED with its exit status and what it printed.
-    launch(
+    let s = launch_until(
         &mut d,
         shell_task(
             "failer",
@@ -177,10 +190,9 @@ async fn docker_launcher_runs_tasks_with_fake_rexray_volumes() -> R {
             "echo broken-config >&2; exit 3",
             None,
         ),
+        TaskState::Failed,
     )
     .await;
-    let s = ack_until_task(&mut d, "failer", TaskState::Failed).await;
-    assert_eq!(s.state, TaskState::Failed);
     let msg = s.message.unwrap_or_default();
     assert!(
         msg.contains("status 3") && msg.contains("broken-config"),
@@ -188,25 +200,16 @@ async fn docker_launcher_runs_tasks_with_fake_rexray_volumes() -> R {
     );
 
     // Kill: the container is stopped and removed.
-    launch(
+    launch_until(
         &mut d,
         shell_task("sleeper", &agent, &image.tag, "exec sleep 1000", None),
+        TaskState::Running,
     )
     .await;
-    let s = ack_until_task(&mut d, "sleeper", TaskState::Running).await;
-    assert_eq!(s.state, TaskState::Running, "{:?}", s.message);
     let running = containers(&engine, &instance).await;
     assert_eq!(running.len(), 1, "{running:?}");
     assert!(running[0].contains("running"), "{running:?}");
-    d.client
-        .send(Call::kill(
-            TaskID::new("sleeper"),
-            None,
-            Some(1_000_000_000),
-        ))
-        .await?;
-    let s = ack_until_task(&mut d, "sleeper", TaskState::Killed).await;
-    assert_eq!(s.state, TaskState::Killed);
+    kill(&mut d, "sleeper", 1_000_000_000).await?;
     wait_no_containers(&engine, &instance, "the killed container removed").await;
 
     // The driver refuses Mount: TASK_FAILED with the engine's message, no container left.
@@ -217,21 +220,20 @@ async fn docker_launcher_runs_tasks_with_fake_rexray_volumes() -> R {
             ..MethodFault::default()
         },
     ));
-    launch(
+    let s = launch_until(
         &mut d,
         shell_task("refused", &agent, &image.tag, "true", Some(&refused_vol)),
+        TaskState::Failed,
     )
     .await;
-    let s = ack_until_task(&mut d, "refused", TaskState::Failed).await;
     fake.faults().clear();
-    assert_eq!(s.state, TaskState::Failed);
     assert_eq!(s.reason, Some(Reason::ReasonContainerLaunchFailed));
     let msg = s.message.unwrap_or_default();
     assert!(msg.contains("simulated attach failure"), "{msg}");
     wait_no_containers(&engine, &instance, "the refused task's container removed").await;
 
     // An image the engine does not have.
-    launch(
+    let s = launch_until(
         &mut d,
         shell_task(
             "noimage",
@@ -240,10 +242,9 @@ async fn docker_launcher_runs_tasks_with_fake_rexray_volumes() -> R {
             "true",
             None,
         ),
+        TaskState::Failed,
     )
     .await;
-    let s = ack_until_task(&mut d, "noimage", TaskState::Failed).await;
-    assert_eq!(s.state, TaskState::Failed);
     assert!(
         s.message
             .as_deref()
@@ -254,13 +255,12 @@ async fn docker_launcher_runs_tasks_with_fake_rexray_volumes() -> R {
     );
 
     // A machine that dies takes its containers with it.
-    launch(
+    launch_until(
         &mut d,
         shell_task("orphan", &agent, &image.tag, "exec sleep 1000", None),
+        TaskState::Running,
     )
     .await;
-    let s = ack_until_task(&mut d, "orphan", TaskState::Running).await;
-    assert_eq!(s.state, TaskState::Running, "{:?}", s.message);
     assert!(emu.kill_agent(&agent.value));
     wait_no_containers(&engine, &instance, "the dead agent's container removed").await;
 
@@ -294,7 +294,7 @@ async fn docker_launcher_attaches_through_the_agents_plugin() -> R {
     let tmp = tempfile::tempdir()?;
     let backend = tmp.path().join("backend");
     let plugins = tmp.path().join("plugins");
-    let mut cfg = EmuConfig::fast(1);
+    let cfg = EmuConfig::fast(1);
     let host = cfg.agents[0].hostname.clone();
     let fake = FakeRexray::serve(Config::new(
         plugins.join(&host).join("rexray.sock"),
@@ -316,11 +316,7 @@ async fn docker_launcher_attaches_through_the_agents_plugin() -> R {
         default_image: Some(image.tag.clone()),
         volumes: Some(Arc::new(PluginVolumeAttacher { root: plugins })),
     };
-    cfg.launcher = Arc::new(launcher.clone());
-    let emu = MesosEmu::start(cfg).await?;
-    let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    d.subscribed().await;
-    let agent = AgentID::new(emu.agent_ids()[0].as_str());
+    let (emu, mut d, agent) = emulator(cfg, &launcher).await?;
 
     // A command task (no image in the TaskInfo: the default image) writing through its volume.
     let vol = format!("es1data-{tag}");
@@ -342,9 +338,7 @@ async fn docker_launcher_attaches_through_the_agents_plugin() -> R {
             vec![],
         )];
     }
-    launch(&mut d, t).await;
-    let s = ack_until_task(&mut d, "writer", TaskState::Finished).await;
-    assert_eq!(s.state, TaskState::Finished, "writer: {:?}", s.message);
+    launch_until(&mut d, t, TaskState::Finished).await;
     let meta = fake_rexray::volume_info(&backend, &vol)?.ok_or("volume not in the backend")?;
     assert_eq!(meta.attached_host, None, "detached after the task");
     let data = meta.data_path.ok_or("never mounted")?;
@@ -364,9 +358,7 @@ async fn docker_launcher_attaches_through_the_agents_plugin() -> R {
             vec![],
         )];
     }
-    launch(&mut d, t).await;
-    let s = ack_until_task(&mut d, "missing", TaskState::Failed).await;
-    assert_eq!(s.state, TaskState::Failed);
+    let s = launch_until(&mut d, t, TaskState::Failed).await;
     assert_eq!(s.reason, Some(Reason::ReasonContainerLaunchFailed));
     let msg = s.message.unwrap_or_default();
     assert!(msg.contains(&format!("nope-{tag}")), "{msg}");
@@ -404,12 +396,7 @@ async fn docker_launcher_maps_ports_and_passes_the_environment() -> R {
         default_image: None,
         volumes: None,
     };
-    let mut cfg = EmuConfig::fast(1);
-    cfg.launcher = Arc::new(launcher.clone());
-    let emu = MesosEmu::start(cfg).await?;
-    let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    d.subscribed().await;
-    let agent = AgentID::new(emu.agent_ids()[0].as_str());
+    let (emu, mut d, agent) = emulator(EmuConfig::fast(1), &launcher).await?;
 
     let program = standin.display().to_string();
     let host_port = tether_integration::process::free_port();
@@ -451,9 +438,7 @@ async fn docker_launcher_maps_ports_and_passes_the_environment() -> R {
             protocol: Some("tcp".into()),
         }];
     }
-    launch(&mut d, t).await;
-    let s = ack_until_task(&mut d, "standin", TaskState::Running).await;
-    assert_eq!(s.state, TaskState::Running, "{:?}", s.message);
+    launch_until(&mut d, t, TaskState::Running).await;
     let url = format!("http://127.0.0.1:{host_port}/");
     let root = eventually(&format!("{url} answering"), DEADLINE, || async {
         match tether_integration::http_client::get_json(&url).await {
@@ -464,15 +449,7 @@ async fn docker_launcher_maps_ports_and_passes_the_environment() -> R {
     .await?;
     assert_eq!(root["name"], "standin-in-a-container", "{root}");
 
-    d.client
-        .send(Call::kill(
-            TaskID::new("standin"),
-            None,
-            Some(5_000_000_000),
-        ))
-        .await?;
-    let s = ack_until_task(&mut d, "standin", TaskState::Killed).await;
-    assert_eq!(s.state, TaskState::Killed);
+    kill(&mut d, "standin", 5_000_000_000).await?;
     wait_no_containers(&engine, &instance, "the stand-in's container removed").await;
     d.cancel.cancel();
     emu.shutdown();

@@ -17,68 +17,13 @@ use tether_mesos::model::*;
 async fn framework_with_a_task() -> (EmuHandle, Driver, FrameworkID, Offer) {
     let emu = MesosEmu::start(EmuConfig::fast(2)).await.unwrap();
     let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    let fw = d
-        .until(|n| match n {
-            Notification::Subscribed { framework_id, .. } => Some(framework_id.clone()),
-            _ => None,
-        })
-        .await;
-    let offers = d.event(EventType::Offers).await.offers.unwrap().offers;
+    let fw = d.subscribed().await;
+    let offers = d.offers().await;
     let (a, b) = (offers[0].clone(), offers[1].clone());
-    d.client
-        .send(Call::accept(
-            vec![a.id.clone()],
-            vec![Operation::launch(vec![sleep_task("t1", &a.agent_id)])],
-            None,
-        ))
-        .await
-        .unwrap();
-    d.client
-        .send(Call::decline(vec![b.id.clone()], Some(0.0)))
-        .await
-        .unwrap();
+    d.launch(&a, vec![sleep_task("t1", &a.agent_id)]).await;
+    d.decline_unfiltered(vec![b.id.clone()]).await;
     ack_until_task(&mut d, "t1", TaskState::Running).await;
     (emu, d, fw, a)
-}
-
-/// The next inverse offer sent on `d`'s stream, declining the offers that come meanwhile.
-async fn next_inverse_offer(d: &mut Driver) -> InverseOffer {
-    loop {
-        let n = d
-            .until(|n| match n {
-                Notification::Event(e)
-                    if matches!(e.event_type, EventType::InverseOffers | EventType::Offers) =>
-                {
-                    Some((**e).clone())
-                }
-                _ => None,
-            })
-            .await;
-        if let Some(io) = n.inverse_offers {
-            return io
-                .inverse_offers
-                .into_iter()
-                .next()
-                .expect("one inverse offer");
-        }
-        if let Some(o) = n.offers {
-            let ids = o.offers.into_iter().map(|o| o.id).collect();
-            d.client.send(Call::decline(ids, Some(0.0))).await.unwrap();
-        }
-    }
-}
-
-/// The next offer of `agent`, declining the others (with no filter).
-async fn next_offer_of(d: &mut Driver, agent: &AgentID) -> Offer {
-    loop {
-        let offers = d.event(EventType::Offers).await.offers.unwrap().offers;
-        let found = offers.iter().find(|o| &o.agent_id == agent).cloned();
-        let ids = offers.into_iter().map(|o| o.id).collect();
-        d.client.send(Call::decline(ids, Some(0.0))).await.unwrap();
-        if let Some(o) = found {
-            return o;
-        }
-    }
 }
 
 fn statuses(status: &ClusterStatus) -> Vec<InverseOfferStatusKind> {
@@ -97,14 +42,14 @@ async fn a_scheduled_agent_is_offered_with_its_unavailability_and_asked_back_by_
     let r = post_maintenance_schedule(&emu.url(), &schedule).await;
     assert_eq!((r.status, r.body.as_str()), (200, ""));
 
-    let io = next_inverse_offer(&mut d).await;
+    let io = d.next_inverse_offer().await;
     assert_eq!(io.agent_id.as_ref(), Some(&a.agent_id));
     assert_eq!(io.framework_id, fw);
     assert_eq!(io.unavailability, schedule.windows[0].unavailability);
     assert!(io.resources.is_empty(), "the whole agent: no resources");
     assert!(io.url.is_some());
 
-    let offer = next_offer_of(&mut d, &a.agent_id).await;
+    let offer = d.next_offer_where(|o| o.agent_id == a.agent_id).await;
     assert_eq!(
         offer.unavailability.as_ref(),
         Some(&schedule.windows[0].unavailability)
@@ -127,7 +72,7 @@ async fn a_scheduled_agent_is_offered_with_its_unavailability_and_asked_back_by_
         ))
         .await
         .unwrap();
-    let again = next_inverse_offer(&mut d).await;
+    let again = d.next_inverse_offer().await;
     assert_ne!(again.id, io.id);
     let status = maintenance_status(&emu.url()).await;
     assert_eq!(statuses(&status), vec![InverseOfferStatusKind::Decline]);
@@ -165,7 +110,7 @@ async fn a_scheduled_agent_is_offered_with_its_unavailability_and_asked_back_by_
             .draining_machines
             .is_empty()
     );
-    let offer = next_offer_of(&mut d, &a.agent_id).await;
+    let offer = d.next_offer_where(|o| o.agent_id == a.agent_id).await;
     assert_eq!(offer.unavailability, None);
     d.cancel.cancel();
     emu.shutdown();
@@ -176,14 +121,14 @@ async fn inverse_offers_are_rescinded_with_the_schedule_and_sent_again_after_a_r
     let (emu, mut d, fw, a) = framework_with_a_task().await;
     let schedule = maintenance_window(&a.hostname, unix_ns_now());
     post_maintenance_schedule(&emu.url(), &schedule).await;
-    let first = next_inverse_offer(&mut d).await;
+    let first = d.next_inverse_offer().await;
 
     // A scheduler failover: the new subscription is asked again (the old inverse offer is void).
     let mut d2 = Driver::start_as(fast_client_config(vec![emu.url()]), Some(fw.clone()));
     d.until(|n| matches!(n, Notification::Fatal(_)).then_some(()))
         .await;
     d.cancel.cancel();
-    let second = next_inverse_offer(&mut d2).await;
+    let second = d2.next_inverse_offer().await;
     assert_ne!(second.id, first.id);
     assert_eq!(second.agent_id.as_ref(), Some(&a.agent_id));
 
@@ -248,22 +193,13 @@ async fn a_bad_schedule_is_refused_with_the_masters_reason_and_a_machine_needs_i
 
     // A machine named by host name only is not the agent's machine (its IP is "" and must match).
     let mut d = Driver::start(fast_client_config(vec![url.clone()]));
-    let offer = d
-        .event(EventType::Offers)
-        .await
-        .offers
-        .unwrap()
-        .offers
-        .remove(0);
+    let offer = d.offers().await.remove(0);
     let mut schedule = maintenance_window(&offer.hostname, unix_ns_now());
     schedule.windows[0].machine_ids[0].ip = None;
     assert_eq!(post_maintenance_schedule(&url, &schedule).await.status, 200);
     assert_eq!(maintenance_status(&url).await.draining_machines.len(), 1);
-    d.client
-        .send(Call::decline(vec![offer.id.clone()], Some(0.0)))
-        .await
-        .unwrap();
-    let again = next_offer_of(&mut d, &offer.agent_id).await;
+    d.decline_unfiltered(vec![offer.id.clone()]).await;
+    let again = d.next_offer_where(|o| o.agent_id == offer.agent_id).await;
     assert_eq!(again.unavailability, None);
     d.cancel.cancel();
     emu.shutdown();

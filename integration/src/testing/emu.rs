@@ -6,7 +6,10 @@
 use std::time::Duration;
 
 use tether_mesos::client::{FrameworkSettings, MesosClient, MesosConfig, Notification};
-use tether_mesos::model::{CommandInfo, Event, EventType, Resource, TaskID, TaskInfo};
+use tether_mesos::model::{
+    Call, CommandInfo, Event, EventType, InverseOffer, Offer, OfferID, Operation, Resource, TaskID,
+    TaskInfo,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -89,14 +92,18 @@ impl Driver {
             .offers
     }
 
-    /// The next UPDATE's status, acknowledged when it asks for it (it carries a uuid).
-    pub async fn next_update_acknowledged(&mut self) -> tether_mesos::model::TaskStatus {
-        let s = self
-            .event(EventType::Update)
+    /// The next UPDATE's status, not acknowledged.
+    pub async fn update(&mut self) -> tether_mesos::model::TaskStatus {
+        self.event(EventType::Update)
             .await
             .update
             .expect("UPDATE carries an update")
-            .status;
+            .status
+    }
+
+    /// The next UPDATE's status, acknowledged when it asks for it (it carries a uuid).
+    pub async fn next_update_acknowledged(&mut self) -> tether_mesos::model::TaskStatus {
+        let s = self.update().await;
         if let Some(a) = tether_mesos::model::Call::acknowledge_status(&s) {
             self.client.send(a).await.expect("acknowledge");
         }
@@ -112,6 +119,66 @@ impl Driver {
             let s = self.next_update_acknowledged().await;
             if s.state == want {
                 return s;
+            }
+        }
+    }
+
+    /// Accepts `offer` with one LAUNCH of `tasks`.
+    pub async fn launch(&self, offer: &Offer, tasks: Vec<TaskInfo>) {
+        self.client
+            .send(Call::accept(
+                vec![offer.id.clone()],
+                vec![Operation::launch(tasks)],
+                None,
+            ))
+            .await
+            .expect("ACCEPT");
+    }
+
+    /// Declines `offers` with no filter, so that their agents are offered again at the next allocation.
+    pub async fn decline_unfiltered(&self, offers: Vec<OfferID>) {
+        self.client
+            .send(Call::decline(offers, Some(0.0)))
+            .await
+            .expect("DECLINE");
+    }
+
+    /// The first offer `pick` chooses, declining (with no filter) every offer that comes, that one too.
+    pub async fn next_offer_where(&mut self, pick: impl Fn(&Offer) -> bool) -> Offer {
+        loop {
+            let offers = self.offers().await;
+            let found = offers.iter().find(|o| pick(o)).cloned();
+            self.decline_unfiltered(offers.into_iter().map(|o| o.id).collect())
+                .await;
+            if let Some(o) = found {
+                return o;
+            }
+        }
+    }
+
+    /// The next inverse offer, declining (with no filter) the offers that come meanwhile.
+    pub async fn next_inverse_offer(&mut self) -> InverseOffer {
+        loop {
+            let n = self
+                .until(|n| match n {
+                    Notification::Event(e)
+                        if matches!(e.event_type, EventType::InverseOffers | EventType::Offers) =>
+                    {
+                        Some((**e).clone())
+                    }
+                    _ => None,
+                })
+                .await;
+            if let Some(io) = n.inverse_offers {
+                return io
+                    .inverse_offers
+                    .into_iter()
+                    .next()
+                    .expect("one inverse offer");
+            }
+            if let Some(o) = n.offers {
+                self.decline_unfiltered(o.offers.into_iter().map(|o| o.id).collect())
+                    .await;
             }
         }
     }
@@ -289,15 +356,7 @@ pub async fn ack_until_seen(d: &mut Driver, want: &[(&str, tether_mesos::model::
     let mut missing: Vec<(String, tether_mesos::model::TaskState)> =
         want.iter().map(|(t, s)| ((*t).to_owned(), *s)).collect();
     while !missing.is_empty() {
-        let s = d
-            .event(EventType::Update)
-            .await
-            .update
-            .expect("UPDATE carries an update")
-            .status;
-        if let Some(a) = tether_mesos::model::Call::acknowledge_status(&s) {
-            d.client.send(a).await.expect("acknowledge");
-        }
+        let s = d.next_update_acknowledged().await;
         missing.retain(|(t, st)| !(s.task_id.value == *t && s.state == *st));
     }
 }
