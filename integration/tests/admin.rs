@@ -51,6 +51,26 @@ impl Setup {
         setup
     }
 
+    /// Stops the scheduler and starts another on the same state directory with `--nodes nodes`.
+    async fn restart(self, nodes: u64) -> Setup {
+        let Setup {
+            emu,
+            state,
+            token_file,
+            sched,
+        } = self;
+        sched.stop().await;
+        let sched = start_sched(&emu, state.path(), &token_file, nodes, &[]);
+        let mut setup = Setup {
+            emu,
+            state,
+            token_file,
+            sched,
+        };
+        setup.sched.admin().await;
+        setup
+    }
+
     fn url(&self) -> String {
         format!("http://{}", self.sched.listen)
     }
@@ -78,14 +98,30 @@ impl Setup {
 
     /// Runs tetherctl against this scheduler with the token file and `args`.
     async fn ctl(&self, args: &[&str]) -> CtlOutput {
-        let mut all = vec![
+        let mut all = self.ctl_connection();
+        all.extend(args.iter().map(|s| s.to_string()));
+        tetherctl(&all).await
+    }
+
+    /// `tetherctl --output json <cmd>`: an array of `len` objects, each with every one of `fields`.
+    async fn ctl_array(&self, cmd: &str, len: usize, fields: &[&str]) -> Vec<serde_json::Value> {
+        let out = self.ctl(&["--output", "json", cmd]).await.json();
+        let items = out.as_array().expect("array");
+        assert_eq!(items.len(), len, "{out}");
+        for item in items {
+            has_fields(item, fields);
+        }
+        items.clone()
+    }
+
+    /// tetherctl's flags naming this scheduler and the token file.
+    fn ctl_connection(&self) -> Vec<String> {
+        vec![
             "--scheduler".to_owned(),
             self.url(),
             "--token-file".to_owned(),
             self.token_file.display().to_string(),
-        ];
-        all.extend(args.iter().map(|s| s.to_string()));
-        tetherctl(&all).await
+        ]
     }
 }
 
@@ -101,6 +137,38 @@ fn start_sched(
     let mut flags = vec!["--admin-token-file", &token, "--nodes", &nodes];
     flags.extend_from_slice(extra);
     Scheduler::start(&emu.url(), state, &flags)
+}
+
+fn scale_to(nodes: i64) -> ScaleRequest {
+    ScaleRequest {
+        nodes,
+        ..Default::default()
+    }
+}
+
+fn replace(node_id: u64, force: bool) -> ReplaceNodeRequest {
+    ReplaceNodeRequest {
+        node_id,
+        force,
+        ..Default::default()
+    }
+}
+
+/// Asserts that `c` may neither scale nor replace a node.
+async fn assert_writes_unauthenticated(c: &mut Client) {
+    let e = c.scale(scale_to(7)).await.expect_err("write");
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    let e = c.replace_node(replace(1, true)).await.expect_err("write");
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+}
+
+async fn list_nodes(admin: &mut Client) -> Vec<Node> {
+    admin
+        .list_nodes(ListNodesRequest {})
+        .await
+        .expect("nodes")
+        .into_inner()
+        .nodes
 }
 
 #[derive(Debug)]
@@ -305,10 +373,7 @@ async fn scale_is_durable_stops_the_highest_ids_and_is_watched() {
         .into_inner();
 
     let up = admin
-        .scale(ScaleRequest {
-            nodes: 3,
-            ..Default::default()
-        })
+        .scale(scale_to(3))
         .await
         .expect("scale up")
         .into_inner();
@@ -332,10 +397,7 @@ async fn scale_is_durable_stops_the_highest_ids_and_is_watched() {
     wait_nodes(&mut admin, "three running nodes", all_running(3)).await;
 
     let down = admin
-        .scale(ScaleRequest {
-            nodes: 1,
-            ..Default::default()
-        })
+        .scale(scale_to(1))
         .await
         .expect("scale down")
         .into_inner();
@@ -360,21 +422,7 @@ async fn scale_is_durable_stops_the_highest_ids_and_is_watched() {
     .await;
 
     // Restart on the same state directory with a different --nodes: the persisted desired count holds.
-    let Setup {
-        emu,
-        state,
-        token_file,
-        sched,
-    } = s;
-    sched.stop().await;
-    let sched = start_sched(&emu, state.path(), &token_file, 5, &[]);
-    let mut s = Setup {
-        emu,
-        state,
-        token_file,
-        sched,
-    };
-    s.sched.admin().await;
+    let s = s.restart(5).await;
     assert_eq!(s.desired().await, 1);
     let mut admin = s.client(Some(TOKEN)).await;
     wait_nodes(&mut admin, "node 1 running after restart", |ns| {
@@ -404,11 +452,7 @@ async fn replace_is_refused_while_the_task_may_be_alive_unless_forced() {
     .await;
 
     let refused = admin
-        .replace_node(ReplaceNodeRequest {
-            node_id: 1,
-            force: false,
-            ..Default::default()
-        })
+        .replace_node(replace(1, false))
         .await
         .expect_err("refused without force");
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
@@ -416,31 +460,18 @@ async fn replace_is_refused_while_the_task_may_be_alive_unless_forced() {
         refused.message().contains("may still be alive"),
         "{refused:?}"
     );
-    let nodes = admin
-        .list_nodes(ListNodesRequest {})
-        .await
-        .expect("nodes")
-        .into_inner()
-        .nodes;
+    let nodes = list_nodes(&mut admin).await;
     assert_eq!(nodes[0].task_id, old.task_id, "nothing changed");
 
     let unknown = admin
-        .replace_node(ReplaceNodeRequest {
-            node_id: 99,
-            force: true,
-            ..Default::default()
-        })
+        .replace_node(replace(99, true))
         .await
         .expect_err("unknown node");
     assert_eq!(unknown.code(), Code::InvalidArgument, "{unknown:?}");
     assert!(unknown.message().contains("99"), "{unknown:?}");
 
     let forced = admin
-        .replace_node(ReplaceNodeRequest {
-            node_id: 1,
-            force: true,
-            ..Default::default()
-        })
+        .replace_node(replace(1, true))
         .await
         .expect("forced replacement")
         .into_inner();
@@ -473,55 +504,23 @@ async fn calls_without_the_token_are_refused_and_change_nothing() {
             .await
             .expect_err("watch");
         assert_eq!(e.code(), Code::Unauthenticated);
-        let e = c
-            .scale(ScaleRequest {
-                nodes: 7,
-                ..Default::default()
-            })
-            .await
-            .expect_err("write");
-        assert_eq!(e.code(), Code::Unauthenticated);
-        let e = c
-            .replace_node(ReplaceNodeRequest {
-                node_id: 1,
-                force: true,
-                ..Default::default()
-            })
-            .await
-            .expect_err("write");
-        assert_eq!(e.code(), Code::Unauthenticated);
+        assert_writes_unauthenticated(&mut c).await;
     }
     assert_eq!(s.desired().await, 1, "the refused scale changed nothing");
 
     // Malformed requests: INVALID_ARGUMENT saying what is wrong, nothing changes.
     let mut admin = s.client(Some(TOKEN)).await;
-    let e = admin
-        .scale(ScaleRequest {
-            nodes: -1,
-            ..Default::default()
-        })
-        .await
-        .expect_err("negative");
+    let e = admin.scale(scale_to(-1)).await.expect_err("negative");
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("zero or more"), "{e:?}");
-    let e = admin
-        .scale(ScaleRequest {
-            nodes: 51,
-            ..Default::default()
-        })
-        .await
-        .expect_err("absurd");
+    let e = admin.scale(scale_to(51)).await.expect_err("absurd");
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(
         e.message().contains("--max-nodes") && e.message().contains("50"),
         "{e:?}"
     );
     let e = admin
-        .replace_node(ReplaceNodeRequest {
-            node_id: 0,
-            force: false,
-            ..Default::default()
-        })
+        .replace_node(replace(0, false))
         .await
         .expect_err("unknown node");
     assert_eq!(e.code(), Code::InvalidArgument);
@@ -552,31 +551,12 @@ async fn open_reads_let_anonymous_reads_through_but_not_writes() {
     anon.watch_events(WatchEventsRequest {})
         .await
         .expect("open watch");
-    let e = anon
-        .scale(ScaleRequest {
-            nodes: 2,
-            ..Default::default()
-        })
-        .await
-        .expect_err("write");
-    assert_eq!(e.code(), Code::Unauthenticated);
-    let e = anon
-        .replace_node(ReplaceNodeRequest {
-            node_id: 1,
-            force: true,
-            ..Default::default()
-        })
-        .await
-        .expect_err("write");
-    assert_eq!(e.code(), Code::Unauthenticated);
+    assert_writes_unauthenticated(&mut anon).await;
     // A wrong token is no better than none for a write.
     let e = s
         .client(Some("wrong"))
         .await
-        .scale(ScaleRequest {
-            nodes: 2,
-            ..Default::default()
-        })
+        .scale(scale_to(2))
         .await
         .expect_err("write");
     assert_eq!(e.code(), Code::Unauthenticated);
@@ -609,12 +589,10 @@ async fn tetherctl_commands_print_the_documented_json() {
     assert_eq!(status["desired"], 2);
     assert_eq!(status["running"], 2);
 
-    let nodes = s.ctl(&["--output", "json", "nodes"]).await.json();
-    let nodes = nodes.as_array().expect("array");
-    assert_eq!(nodes.len(), 2);
-    for n in nodes {
-        has_fields(
-            n,
+    let nodes = s
+        .ctl_array(
+            "nodes",
+            2,
             &[
                 "id",
                 "state",
@@ -627,54 +605,50 @@ async fn tetherctl_commands_print_the_documented_json() {
                 "reason",
                 "since_unix_ms",
             ],
-        );
+        )
+        .await;
+    for n in &nodes {
         assert_eq!(n["state"], "RUNNING");
         assert!(n["task_id"].is_string() && n["agent"].is_string(), "{n}");
     }
 
     wait_agents(&mut admin, 3).await;
-    let agents = s.ctl(&["--output", "json", "agents"]).await.json();
-    let agents = agents.as_array().expect("array");
-    assert_eq!(agents.len(), 3);
-    for a in agents {
-        has_fields(
-            a,
-            &[
-                "host",
-                "agent_id",
-                "sidecar_connected",
-                "last_report_age_ms",
-                "driver_healthy",
-                "driver_latency_micros",
-                "driver_error",
-                "zone",
-                "attachments_used",
-                "attachments_max",
-                "volumes_seen",
-                "last_decline_reason",
-                "observes",
-            ],
-        );
-    }
+    s.ctl_array(
+        "agents",
+        3,
+        &[
+            "host",
+            "agent_id",
+            "sidecar_connected",
+            "last_report_age_ms",
+            "driver_healthy",
+            "driver_latency_micros",
+            "driver_error",
+            "zone",
+            "attachments_used",
+            "attachments_max",
+            "volumes_seen",
+            "last_decline_reason",
+            "observes",
+        ],
+    )
+    .await;
 
-    let volumes = s.ctl(&["--output", "json", "volumes"]).await.json();
-    let volumes = volumes.as_array().expect("array");
-    assert_eq!(volumes.len(), 4);
-    for v in volumes {
-        has_fields(
-            v,
-            &[
-                "name",
-                "node_id",
-                "exists",
-                "size_bytes",
-                "free_bytes",
-                "zone",
-                "attached_to",
-                "last_error",
-            ],
-        );
-    }
+    s.ctl_array(
+        "volumes",
+        4,
+        &[
+            "name",
+            "node_id",
+            "exists",
+            "size_bytes",
+            "free_bytes",
+            "zone",
+            "attached_to",
+            "last_error",
+        ],
+    )
+    .await;
 
     // The table renderings work too (people read them; only success and non-emptiness are checked).
     for cmd in ["status", "nodes", "agents", "volumes"] {
@@ -685,15 +659,8 @@ async fn tetherctl_commands_print_the_documented_json() {
     // watch: the first event line after a change, as JSON.
     let bin = bin_path("tetherctl").unwrap_or_else(|e| panic!("{e}"));
     let mut watch = tokio::process::Command::new(bin)
-        .args([
-            "--scheduler",
-            &s.url(),
-            "--token-file",
-            &s.token_file.display().to_string(),
-            "--output",
-            "json",
-            "watch",
-        ])
+        .args(s.ctl_connection())
+        .args(["--output", "json", "watch"])
         .env_clear()
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -742,12 +709,7 @@ async fn tetherctl_commands_print_the_documented_json() {
     assert_eq!(s.desired().await, 2);
 
     // replace --force.
-    let before = admin
-        .list_nodes(ListNodesRequest {})
-        .await
-        .expect("nodes")
-        .into_inner()
-        .nodes;
+    let before = list_nodes(&mut admin).await;
     let node1 = before.iter().find(|n| n.id == 1).expect("node 1");
     let replaced = s
         .ctl(&["--output", "json", "replace", "1", "--force"])
@@ -949,21 +911,7 @@ async fn tetherctl_update_restart_and_rollout_print_the_documented_json() {
     );
 
     // The stored configuration survives a restart of the scheduler, and wins over the flags.
-    let Setup {
-        emu,
-        state,
-        token_file,
-        sched,
-    } = s;
-    sched.stop().await;
-    let sched = start_sched(&emu, state.path(), &token_file, 2, &[]);
-    let mut s = Setup {
-        emu,
-        state,
-        token_file,
-        sched,
-    };
-    s.sched.admin().await;
+    let s = s.restart(2).await;
     let after = s
         .ctl(&["--output", "json", "rollout", "status"])
         .await
