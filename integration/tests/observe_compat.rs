@@ -9,9 +9,7 @@ use std::time::Duration;
 use tether_integration::fake_rexray;
 use tether_integration::process::free_port;
 use tether_integration::testing::scheduler::Scheduler;
-use tether_integration::testing::sidecar::{
-    FakeScheduler, RunningSidecar, World, sidecar_args, welcome,
-};
+use tether_integration::testing::sidecar::{FakeScheduler, RunningSidecar, World, welcome};
 use tether_proto::v1::agent_channel_client::AgentChannelClient;
 use tether_proto::v1::{
     AgentMessage, Hello, ObservedVolume, Report, ScaleRequest, SchedulerMessage, WatchDelta,
@@ -134,13 +132,7 @@ async fn the_new_sidecar_reports_full_snapshots_to_a_scheduler_that_only_sends_f
     let _fake = w.rexray("rexray", "h1").await?;
     fake_rexray::create_volume(&w.backend(), "es-a", 1, "z1")?;
     let sched = FakeScheduler::start(welcome(&["es-a", "es-ghost"], &[], 100)).await?;
-    let sidecar = RunningSidecar::spawn(sidecar_args(
-        &sched.url(),
-        "rexray",
-        &w.plugins(),
-        &w.state("h1"),
-        "h1",
-    ));
+    let sidecar = RunningSidecar::spawn(w.sidecar_args(&sched.url(), "h1"));
     let first = sched
         .report("a first report", |r| r.volumes.len() == 2)
         .await?;
@@ -180,13 +172,7 @@ async fn a_share_by_delta_is_observed_and_reported_as_changes() -> R {
         watch: None,
     })
     .await?;
-    let sidecar = RunningSidecar::spawn(sidecar_args(
-        &sched.url(),
-        "rexray",
-        &w.plugins(),
-        &w.state("h1"),
-        "h1",
-    ));
+    let sidecar = RunningSidecar::spawn(w.sidecar_args(&sched.url(), "h1"));
     sched
         .wait_for("the hello", |m| match &m.body {
             Some(agent_message::Body::Hello(_)) => Some(()),

@@ -3,7 +3,7 @@
 
 use tether_integration::fake_rexray::{self, Faults, MethodFault, RawReply};
 use tether_integration::testing::sidecar::{
-    FakeScheduler, RunningSidecar, World, sidecar_args, welcome,
+    FakeScheduler, OneSidecar, RunningSidecar, World, sidecar_args, welcome,
 };
 use tether_proto::v1::{DriverScope, Report, VolumeReport};
 
@@ -21,13 +21,7 @@ async fn hello_and_watched_volumes_are_reported() -> R {
         fake_rexray::create_volume(&w.backend(), name, size, "z9")?;
     }
     let sched = FakeScheduler::start(welcome(&["other", "ghost"], &["es-"], 100)).await?;
-    let sidecar = RunningSidecar::spawn(sidecar_args(
-        &sched.url(),
-        "rexray",
-        &w.plugins(),
-        &w.state("h1"),
-        "h1",
-    ));
+    let sidecar = RunningSidecar::spawn(w.sidecar_args(&sched.url(), "h1"));
 
     let report = sched
         .report("a report with every watched volume", |r| {
@@ -81,13 +75,7 @@ async fn prepare_release_round_trip_and_exclusivity() -> R {
 
     let sched_a = FakeScheduler::start(welcome(&["v1"], &[], 100)).await?;
     let sched_b = FakeScheduler::start(welcome(&["v1"], &[], 100)).await?;
-    let a = RunningSidecar::spawn(sidecar_args(
-        &sched_a.url(),
-        "rexray",
-        &w.plugins(),
-        &w.state("ha"),
-        "ha",
-    ));
+    let a = RunningSidecar::spawn(w.sidecar_args(&sched_a.url(), "ha"));
     let b = RunningSidecar::spawn(sidecar_args(
         &sched_b.url(),
         "rexray",
@@ -194,7 +182,7 @@ async fn mounts_stay_balanced_across_a_crash() -> R {
     let fake = w.rexray("rexray", "h1").await?;
     fake_rexray::create_volume(&w.backend(), "v1", 1, "z1")?;
     let sched = FakeScheduler::start(welcome(&["v1"], &[], 100)).await?;
-    let args = sidecar_args(&sched.url(), "rexray", &w.plugins(), &w.state("h1"), "h1");
+    let args = w.sidecar_args(&sched.url(), "h1");
     let first = RunningSidecar::spawn(args.clone());
     sched.report("first report", |_| true).await?;
     let res = sched
@@ -243,17 +231,12 @@ async fn mounts_stay_balanced_across_a_crash() -> R {
 
 #[tokio::test]
 async fn driver_outage_is_reported_and_survived() -> R {
-    let w = World::new()?;
-    let fake = w.rexray("rexray", "h1").await?;
-    fake_rexray::create_volume(&w.backend(), "v1", 1, "z1")?;
-    let sched = FakeScheduler::start(welcome(&["v1"], &[], 100)).await?;
-    let sidecar = RunningSidecar::spawn(sidecar_args(
-        &sched.url(),
-        "rexray",
-        &w.plugins(),
-        &w.state("h1"),
-        "h1",
-    ));
+    let OneSidecar {
+        world: w,
+        fake,
+        sched,
+        sidecar,
+    } = OneSidecar::start(&["v1"], welcome(&["v1"], &[], 100)).await?;
     sched
         .report("healthy report", |r| {
             r.driver.as_ref().is_some_and(|d| d.healthy)
@@ -302,7 +285,7 @@ async fn scheduler_outage_and_reconnect_with_token() -> R {
     let mut sched = FakeScheduler::start(welcome(&[], &[], 100)).await?;
     let token = w.dir.path().join("token");
     std::fs::write(&token, "s3cret\n")?;
-    let mut args = sidecar_args(&sched.url(), "rexray", &w.plugins(), &w.state("h1"), "h1");
+    let mut args = w.sidecar_args(&sched.url(), "h1");
     args.token_file = Some(token);
     let sidecar = RunningSidecar::spawn(args);
     sched.report("first report", |_| true).await?;
@@ -334,18 +317,12 @@ async fn scheduler_outage_and_reconnect_with_token() -> R {
 
 #[tokio::test]
 async fn bad_driver_replies_are_clear_errors_and_survived() -> R {
-    let w = World::new()?;
-    let fake = w.rexray("rexray", "h1").await?;
-    fake_rexray::create_volume(&w.backend(), "v1", 1, "z1")?;
-    let sched = FakeScheduler::start(welcome(&["v1"], &[], 100)).await?;
-    let sidecar = RunningSidecar::spawn(sidecar_args(
-        &sched.url(),
-        "rexray",
-        &w.plugins(),
-        &w.state("h1"),
-        "h1",
-    ));
-    sched.report("first report", |_| true).await?;
+    let OneSidecar {
+        world: w,
+        fake,
+        sched,
+        sidecar,
+    } = OneSidecar::start(&["v1"], welcome(&["v1"], &[], 100)).await?;
 
     let raw = |body: &str, pad| MethodFault {
         reply: Some(RawReply {

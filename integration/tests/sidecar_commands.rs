@@ -4,9 +4,7 @@
 use std::time::Duration;
 
 use tether_integration::fake_rexray::{self, Faults, MethodFault};
-use tether_integration::testing::sidecar::{
-    DEADLINE, FakeScheduler, RunningSidecar, World, sidecar_args, welcome,
-};
+use tether_integration::testing::sidecar::{DEADLINE, OneSidecar, welcome};
 use tether_proto::v1::{Prepare, scheduler_message};
 
 type R = Result<(), Box<dyn std::error::Error>>;
@@ -27,18 +25,12 @@ async fn state_mentions(path: &std::path::Path, needle: &str) -> Result<(), Stri
 
 #[tokio::test]
 async fn prepare_deadline_caps_driver_calls() -> R {
-    let w = World::new()?;
-    let fake = w.rexray("rexray", "h1").await?;
-    fake_rexray::create_volume(&w.backend(), "v1", 1, "z1")?;
-    let sched = FakeScheduler::start(welcome(&[], &[], 100)).await?;
-    let sidecar = RunningSidecar::spawn(sidecar_args(
-        &sched.url(),
-        "rexray",
-        &w.plugins(),
-        &w.state("h1"),
-        "h1",
-    ));
-    sched.report("first report", |_| true).await?;
+    let OneSidecar {
+        world: _w,
+        fake,
+        sched,
+        sidecar,
+    } = OneSidecar::start(&["v1"], welcome(&[], &[], 100)).await?;
 
     fake.faults().set(Faults::on(
         "Get",
@@ -71,18 +63,12 @@ async fn prepare_deadline_caps_driver_calls() -> R {
 
 #[tokio::test]
 async fn shutdown_finishes_in_flight_commands_then_releases() -> R {
-    let w = World::new()?;
-    let fake = w.rexray("rexray", "h1").await?;
-    fake_rexray::create_volume(&w.backend(), "v1", 1, "z1")?;
-    let sched = FakeScheduler::start(welcome(&[], &[], 100)).await?;
-    let sidecar = RunningSidecar::spawn(sidecar_args(
-        &sched.url(),
-        "rexray",
-        &w.plugins(),
-        &w.state("h1"),
-        "h1",
-    ));
-    sched.report("first report", |_| true).await?;
+    let OneSidecar {
+        world: w,
+        fake,
+        sched,
+        sidecar,
+    } = OneSidecar::start(&["v1"], welcome(&[], &[], 100)).await?;
 
     fake.faults().set(Faults::on(
         "Mount",
@@ -106,15 +92,16 @@ async fn shutdown_finishes_in_flight_commands_then_releases() -> R {
 
 #[tokio::test]
 async fn shutdown_abandons_a_hung_mount_after_the_grace_period() -> R {
-    let w = World::new()?;
-    let fake = w.rexray("rexray", "h1").await?;
-    fake_rexray::create_volume(&w.backend(), "v1", 1, "z1")?;
-    let sched = FakeScheduler::start(welcome(&[], &[], 100)).await?;
-    let mut args = sidecar_args(&sched.url(), "rexray", &w.plugins(), &w.state("h1"), "h1");
-    args.grace_period = Duration::from_millis(300).into();
-    args.mount_timeout = Duration::from_secs(60).into();
-    let sidecar = RunningSidecar::spawn(args);
-    sched.report("first report", |_| true).await?;
+    let OneSidecar {
+        world: w,
+        fake,
+        sched,
+        sidecar,
+    } = OneSidecar::start_with(&["v1"], welcome(&[], &[], 100), |args| {
+        args.grace_period = Duration::from_millis(300).into();
+        args.mount_timeout = Duration::from_secs(60).into();
+    })
+    .await?;
 
     fake.faults().set(Faults::on(
         "Mount",
@@ -137,18 +124,12 @@ async fn shutdown_abandons_a_hung_mount_after_the_grace_period() -> R {
 
 #[tokio::test]
 async fn concurrent_prepares_of_one_volume_are_serialised() -> R {
-    let w = World::new()?;
-    let fake = w.rexray("rexray", "h1").await?;
-    fake_rexray::create_volume(&w.backend(), "v1", 1, "z1")?;
-    let sched = FakeScheduler::start(welcome(&["v1"], &[], 100)).await?;
-    let sidecar = RunningSidecar::spawn(sidecar_args(
-        &sched.url(),
-        "rexray",
-        &w.plugins(),
-        &w.state("h1"),
-        "h1",
-    ));
-    sched.report("first report", |_| true).await?;
+    let OneSidecar {
+        world: _w,
+        fake,
+        sched,
+        sidecar,
+    } = OneSidecar::start(&["v1"], welcome(&["v1"], &[], 100)).await?;
 
     // Slow Mounts: unserialised, both commands would Mount and REX-Ray would count 2.
     fake.faults().set(Faults::on(

@@ -10,44 +10,16 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, IsCa, Issuer, KeyPair,
     PublicKeyData, SanType,
 };
-use tether_integration::fake_rexray::{self, FakeRexray};
-use tether_integration::testing::sidecar::{
-    FakeScheduler, RunningSidecar, World, sidecar_args, welcome,
-};
+use tether_integration::fake_rexray;
+use tether_integration::testing::sidecar::{OneSidecar, welcome};
 use tether_proto::v1::{CommandResult, IdentityRequest, InstallIdentity, Prepare, VolumeOwner};
 use tether_sidecar::identity::{CA_FILE, CERT_FILE, KEY_FILE, PASSWORD_FILE};
 
 type R = Result<(), Box<dyn std::error::Error>>;
 
 /// A sidecar on host h1 with volumes `v-data` and `v-config` in its backend.
-struct Setup {
-    world: World,
-    fake: FakeRexray,
-    sched: FakeScheduler,
-    sidecar: RunningSidecar,
-}
-
-async fn setup() -> Result<Setup, Box<dyn std::error::Error>> {
-    let w = World::new()?;
-    let fake = w.rexray("rexray", "h1").await?;
-    for v in ["v-data", "v-config"] {
-        fake_rexray::create_volume(&w.backend(), v, 1, "z1")?;
-    }
-    let sched = FakeScheduler::start(welcome(&[], &[], 100)).await?;
-    let sidecar = RunningSidecar::spawn(sidecar_args(
-        &sched.url(),
-        "rexray",
-        &w.plugins(),
-        &w.state("h1"),
-        "h1",
-    ));
-    sched.report("first report", |_| true).await?;
-    Ok(Setup {
-        world: w,
-        fake,
-        sched,
-        sidecar,
-    })
+async fn setup() -> Result<OneSidecar, Box<dyn std::error::Error>> {
+    OneSidecar::start(&["v-data", "v-config"], welcome(&[], &[], 100)).await
 }
 
 /// Elasticsearch's owner when the test may chown (root), else the test's own ids.

@@ -416,3 +416,60 @@ impl World {
         crate::fake_rexray::FakeRexray::serve(cfg).await
     }
 }
+
+impl World {
+    /// [`sidecar_args`] for `host` of this world: the driver `rexray` in its plugin dir, its state file.
+    pub fn sidecar_args(&self, scheduler: &str, host: &str) -> tether_sidecar::Args {
+        sidecar_args(
+            scheduler,
+            "rexray",
+            &self.plugins(),
+            &self.state(host),
+            host,
+        )
+    }
+}
+
+/// One sidecar on host `h1` ([`World::sidecar_args`]) with a fake-rexray whose backend holds `volumes`
+/// (1 GiB, zone `z1`), connected to a fake scheduler that sends it `welcome`.
+#[derive(Debug)]
+pub struct OneSidecar {
+    pub world: World,
+    pub fake: crate::fake_rexray::FakeRexray,
+    pub sched: FakeScheduler,
+    pub sidecar: RunningSidecar,
+}
+
+impl OneSidecar {
+    /// Starts it all; returns once the scheduler has had a first report.
+    pub async fn start(
+        volumes: &[&str],
+        welcome: Welcome,
+    ) -> Result<OneSidecar, Box<dyn std::error::Error>> {
+        OneSidecar::start_with(volumes, welcome, |_| {}).await
+    }
+
+    /// [`OneSidecar::start`] with the sidecar's arguments changed by `tune` first.
+    pub async fn start_with(
+        volumes: &[&str],
+        welcome: Welcome,
+        tune: impl FnOnce(&mut tether_sidecar::Args),
+    ) -> Result<OneSidecar, Box<dyn std::error::Error>> {
+        let world = World::new()?;
+        let fake = world.rexray("rexray", "h1").await?;
+        for v in volumes {
+            crate::fake_rexray::create_volume(&world.backend(), v, 1, "z1")?;
+        }
+        let sched = FakeScheduler::start(welcome).await?;
+        let mut args = world.sidecar_args(&sched.url(), "h1");
+        tune(&mut args);
+        let sidecar = RunningSidecar::spawn(args);
+        sched.report("first report", |_| true).await?;
+        Ok(OneSidecar {
+            world,
+            fake,
+            sched,
+            sidecar,
+        })
+    }
+}
