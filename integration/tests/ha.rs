@@ -21,6 +21,19 @@ use tether_zk::{ZkConfig, ZkSession, ZkStore};
 /// server's tickTime of 200 ms allows 0.4..4 s).
 const SESSION: &str = "2s";
 
+/// ZooKeeper for test `test` (`None`: skipped, as `ZkServer::start_or_skip` says), an emulator of `agents`
+/// agents, and a temp dir.
+async fn zk_and_emulator(
+    test: &str,
+    agents: usize,
+) -> Option<(ZkServer, EmuHandle, tempfile::TempDir)> {
+    let zk = ZkServer::start_or_skip(test).await?;
+    let emu = MesosEmu::start(EmuConfig::fast(agents))
+        .await
+        .expect("emulator");
+    Some((zk, emu, tempfile::tempdir().expect("tempdir")))
+}
+
 fn zk_flags(server: &ZkServer, path: &str) -> Vec<String> {
     vec![
         "--state".into(),
@@ -164,17 +177,48 @@ async fn leader_of(schedulers: &mut [SchedulerProcess]) -> usize {
     the_leader(&mut refs).await
 }
 
+/// Stops `s[leader]` with SIGTERM (a clean stop) and waits for the next leader among the rest; returns
+/// the stopped one and the new leader's index.
+async fn stop_the_leader(
+    s: &mut Vec<SchedulerProcess>,
+    leader: usize,
+) -> (SchedulerProcess, usize) {
+    let mut old = s.remove(leader);
+    let status = old.proc.stop(DEADLINE).await.expect("stops on SIGTERM");
+    assert!(status.success(), "clean stop: {}", old.proc.log_text());
+    let next = leader_of(s).await;
+    (old, next)
+}
+
+/// Waits until the emulator `emu` sees framework `fw` subscribed (`connected`) or not.
+async fn wait_subscription(emu: &EmuHandle, fw: &str, connected: bool, what: &str) {
+    eventually(what, DEADLINE, || {
+        let now = emu.framework_connected(fw) == connected;
+        async move { now.then_some(()) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The scheduler's state in ZooKeeper, read as another client (with `credentials`, or anonymously).
+async fn state_store(zk: &ZkServer, credentials: Option<tether_zk::DigestCredentials>) -> ZkStore {
+    let session =
+        ZkSession::connect(&ZkConfig::new(zk.url("/tether/es")).with_credentials(credentials))
+            .await
+            .expect("session");
+    ZkStore::open(session, None).await.expect("store")
+}
+
 fn task_ids(nodes: &[tether_proto::v1::Node]) -> Vec<String> {
     nodes.iter().map(|n| n.task_id.clone()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_state_round_trips_through_zookeeper() {
-    let Some(zk) = ZkServer::start_or_skip("the_state_round_trips_through_zookeeper").await else {
+    let Some((zk, emu, dir)) = zk_and_emulator("the_state_round_trips_through_zookeeper", 2).await
+    else {
         return;
     };
-    let emu = MesosEmu::start(EmuConfig::fast(2)).await.expect("emulator");
-    let dir = tempfile::tempdir().expect("tempdir");
     let flags = zk_flags(&zk, "/tether/es");
     let mut s = spawn("sched", &emu.url(), &flags, &["--nodes", "2"], dir.path());
     let mut admin = s.admin().await;
@@ -183,10 +227,7 @@ async fn the_state_round_trips_through_zookeeper() {
     assert!(status.success(), "clean stop: {}", s.proc.log_text());
 
     // What is in ZooKeeper is documented JSON matching what the scheduler reported.
-    let session = ZkSession::connect(&ZkConfig::new(zk.url("/tether/es")))
-        .await
-        .expect("session");
-    let raw = ZkStore::open(session, None).await.expect("store");
+    let raw = state_store(&zk, None).await;
     let fw: Option<serde_json::Value> = raw.get("framework_id").await.expect("get");
     assert_eq!(
         fw.as_ref()
@@ -227,14 +268,14 @@ async fn the_state_round_trips_through_zookeeper() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_of_three_schedulers_acts_and_another_takes_over_after_kill_9() {
-    let Some(zk) =
-        ZkServer::start_or_skip("one_of_three_schedulers_acts_and_another_takes_over_after_kill_9")
-            .await
+    let Some((zk, emu, dir)) = zk_and_emulator(
+        "one_of_three_schedulers_acts_and_another_takes_over_after_kill_9",
+        3,
+    )
+    .await
     else {
         return;
     };
-    let emu = MesosEmu::start(EmuConfig::fast(3)).await.expect("emulator");
-    let dir = tempfile::tempdir().expect("tempdir");
     let (mut s, leader) = candidates(&zk, &emu, dir.path(), 3, 3).await;
 
     let mut admin = s[leader].admin().await;
@@ -286,16 +327,13 @@ async fn one_of_three_schedulers_acts_and_another_takes_over_after_kill_9() {
     )
     .await;
     let fw = frameworks[0].clone();
-    eventually(
+    wait_subscription(
+        &emu,
+        &fw,
+        true,
         "the new leader subscribed with the same framework id",
-        DEADLINE,
-        || {
-            let connected = emu.framework_connected(&fw);
-            async move { connected.then_some(()) }
-        },
     )
-    .await
-    .expect("resubscribed");
+    .await;
     // A figure for the docs, not an assertion: about the session timeout plus one subscription.
     eprintln!(
         "fail-over: kill -9 of the leader to the new leader's subscription took {:?} (session timeout {SESSION})",
@@ -317,13 +355,11 @@ async fn one_of_three_schedulers_acts_and_another_takes_over_after_kill_9() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_cut_off_from_zookeeper_stops_acting() {
-    let Some(mut zk) =
-        ZkServer::start_or_skip("a_leader_cut_off_from_zookeeper_stops_acting").await
+    let Some((mut zk, emu, dir)) =
+        zk_and_emulator("a_leader_cut_off_from_zookeeper_stops_acting", 3).await
     else {
         return;
     };
-    let emu = MesosEmu::start(EmuConfig::fast(3)).await.expect("emulator");
-    let dir = tempfile::tempdir().expect("tempdir");
     let flags = zk_flags(&zk, "/tether/es");
     let mut s = spawn("sched", &emu.url(), &flags, &["--nodes", "2"], dir.path());
     let mut admin = s.admin().await;
@@ -341,16 +377,13 @@ async fn a_leader_cut_off_from_zookeeper_stops_acting() {
     assert!(!status.success(), "a lost leadership is an error exit");
     let log = s.proc.log_text();
     assert!(log.contains("lost ZooKeeper leadership"), "says why: {log}");
-    eventually(
+    wait_subscription(
+        &emu,
+        &fw,
+        false,
         "the emulator to see the subscription closed",
-        DEADLINE,
-        || {
-            let connected = emu.framework_connected(&fw);
-            async move { (!connected).then_some(()) }
-        },
     )
-    .await
-    .expect("its Mesos subscription is closed");
+    .await;
     assert!(
         log.contains("stopped the Mesos driver and refusing calls"),
         "stopped acting before exiting: {log}"
@@ -360,22 +393,18 @@ async fn a_leader_cut_off_from_zookeeper_stops_acting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_compare_and_set_stops_the_scheduler() {
-    let Some(zk) = ZkServer::start_or_skip("a_lost_compare_and_set_stops_the_scheduler").await
+    let Some((zk, emu, dir)) =
+        zk_and_emulator("a_lost_compare_and_set_stops_the_scheduler", 2).await
     else {
         return;
     };
-    let emu = MesosEmu::start(EmuConfig::fast(2)).await.expect("emulator");
-    let dir = tempfile::tempdir().expect("tempdir");
     let flags = zk_flags(&zk, "/tether/es");
     let mut s = spawn("sched", &emu.url(), &flags, &["--nodes", "1"], dir.path());
     let mut admin = s.admin().await;
     wait_nodes(&mut admin, "one running node", all_running(1)).await;
 
     // Someone else (a newer leader, an operator) changes the desired count behind its back.
-    let session = ZkSession::connect(&ZkConfig::new(zk.url("/tether/es")))
-        .await
-        .expect("session");
-    let other = ZkStore::open(session, None).await.expect("store");
+    let other = state_store(&zk, None).await;
     let _: Option<serde_json::Value> = other.get("desired").await.expect("get");
     other
         .put("desired", &serde_json::json!({"value": 7}))
@@ -461,32 +490,22 @@ async fn the_scheduler_follows_the_leading_master_in_zookeeper() {
         .await
         .expect("a abdicates");
     let id = fw[0].clone();
-    eventually("the scheduler subscribed to master b", DEADLINE, || {
-        let connected = b.framework_connected(&id);
-        async move { connected.then_some(()) }
-    })
-    .await
-    .expect("moved to b");
+    wait_subscription(&b, &id, true, "the scheduler subscribed to master b").await;
     assert_eq!(framework_ids(&b), fw, "same framework id on the new master");
-    eventually("the subscription to master a closed", DEADLINE, || {
-        let connected = a.framework_connected(&id);
-        async move { (!connected).then_some(()) }
-    })
-    .await
-    .expect("left a");
+    wait_subscription(&a, &id, false, "the subscription to master a closed").await;
     assert!(s.proc.is_running(), "{}", s.proc.log_text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn of_two_schedulers_the_standby_takes_over_when_the_leader_stops() {
-    let Some(zk) =
-        ZkServer::start_or_skip("of_two_schedulers_the_standby_takes_over_when_the_leader_stops")
-            .await
+    let Some((zk, emu, dir)) = zk_and_emulator(
+        "of_two_schedulers_the_standby_takes_over_when_the_leader_stops",
+        2,
+    )
+    .await
     else {
         return;
     };
-    let emu = MesosEmu::start(EmuConfig::fast(2)).await.expect("emulator");
-    let dir = tempfile::tempdir().expect("tempdir");
     let (mut s, leader) = candidates(&zk, &emu, dir.path(), 2, 2).await;
     let mut admin = s[leader].admin().await;
     let before = wait_nodes(&mut admin, "two running nodes", all_running(2)).await;
@@ -494,15 +513,12 @@ async fn of_two_schedulers_the_standby_takes_over_when_the_leader_stops() {
     assert_eq!(frameworks.len(), 1, "only the leader subscribed");
 
     // SIGTERM: the leader resigns (deletes its election znode) instead of leaving it to the session.
-    let mut old = s.remove(leader);
-    let status = old.proc.stop(DEADLINE).await.expect("stops on SIGTERM");
-    assert!(status.success(), "clean stop: {}", old.proc.log_text());
+    let (old, next) = stop_the_leader(&mut s, leader).await;
     assert!(
         old.proc
             .log_text()
             .contains("resigned from leader election")
     );
-    let next = leader_of(&mut s).await;
     let mut admin = s[next].admin().await;
     let after = wait_nodes(
         &mut admin,
@@ -517,12 +533,11 @@ async fn of_two_schedulers_the_standby_takes_over_when_the_leader_stops() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn digest_credentials_lock_the_state_to_tether() {
-    let Some(zk) = ZkServer::start_or_skip("digest_credentials_lock_the_state_to_tether").await
+    let Some((zk, emu, dir)) =
+        zk_and_emulator("digest_credentials_lock_the_state_to_tether", 1).await
     else {
         return;
     };
-    let emu = MesosEmu::start(EmuConfig::fast(1)).await.expect("emulator");
-    let dir = tempfile::tempdir().expect("tempdir");
     let password = "pw-never-logged-7f3a";
     let auth = dir.path().join("zk-auth");
     std::fs::write(&auth, format!("tether:{password}\n")).expect("auth file");
@@ -532,10 +547,7 @@ async fn digest_credentials_lock_the_state_to_tether() {
     let mut admin = s.admin().await;
     wait_nodes(&mut admin, "one running node", all_running(1)).await;
 
-    let anonymous = ZkSession::connect(&ZkConfig::new(zk.url("/tether/es")))
-        .await
-        .expect("session");
-    let anonymous = ZkStore::open(anonymous, None).await.expect("store");
+    let anonymous = state_store(&zk, None).await;
     let denied = anonymous.get::<serde_json::Value>("desired").await;
     assert!(
         denied.is_err(),
@@ -543,12 +555,7 @@ async fn digest_credentials_lock_the_state_to_tether() {
     );
 
     let credentials = tether_zk::DigestCredentials::new("tether", password).expect("credentials");
-    let tether = ZkSession::connect(
-        &ZkConfig::new(zk.url("/tether/es")).with_credentials(Some(credentials)),
-    )
-    .await
-    .expect("session");
-    let tether = ZkStore::open(tether, None).await.expect("store");
+    let tether = state_store(&zk, Some(credentials)).await;
     let desired: Option<serde_json::Value> = tether.get("desired").await.expect("get");
     assert_eq!(desired, Some(serde_json::json!({"value": 1})));
     assert!(
@@ -620,15 +627,14 @@ async fn wait_sidecar(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sidecar_sent_to_a_standby_or_to_zookeeper_ends_up_at_the_leader() {
-    let Some(zk) = ZkServer::start_or_skip(
+    let Some((zk, emu, dir)) = zk_and_emulator(
         "a_sidecar_sent_to_a_standby_or_to_zookeeper_ends_up_at_the_leader",
+        1,
     )
     .await
     else {
         return;
     };
-    let emu = MesosEmu::start(EmuConfig::fast(1)).await.expect("emulator");
-    let dir = tempfile::tempdir().expect("tempdir");
     let (mut s, leader) = candidates(&zk, &emu, dir.path(), 2, 0).await;
     let standby = 1 - leader;
 
@@ -682,15 +688,14 @@ async fn a_sidecar_sent_to_a_standby_or_to_zookeeper_ends_up_at_the_leader() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_next_leader_verifies_the_agent_tokens_the_previous_one_minted() {
-    let Some(zk) = ZkServer::start_or_skip(
+    let Some((zk, emu, dir)) = zk_and_emulator(
         "the_next_leader_verifies_the_agent_tokens_the_previous_one_minted",
+        1,
     )
     .await
     else {
         return;
     };
-    let emu = MesosEmu::start(EmuConfig::fast(1)).await.expect("emulator");
-    let dir = tempfile::tempdir().expect("tempdir");
     let (mut s, leader) = candidates(&zk, &emu, dir.path(), 2, 0).await;
     let token = s[leader]
         .admin()
@@ -704,10 +709,7 @@ async fn the_next_leader_verifies_the_agent_tokens_the_previous_one_minted() {
         .into_inner()
         .token;
     // The secret is state, beside the rest of it.
-    let session = ZkSession::connect(&ZkConfig::new(zk.url("/tether/es")))
-        .await
-        .expect("session");
-    let raw = ZkStore::open(session, None).await.expect("store");
+    let raw = state_store(&zk, None).await;
     let stored: Option<serde_json::Value> = raw.get("agent_token_secret").await.expect("get");
     assert!(
         stored
@@ -717,10 +719,7 @@ async fn the_next_leader_verifies_the_agent_tokens_the_previous_one_minted() {
         "{stored:?}"
     );
 
-    let mut old = s.remove(leader);
-    let status = old.proc.stop(DEADLINE).await.expect("stops on SIGTERM");
-    assert!(status.success(), "clean stop: {}", old.proc.log_text());
-    let next = leader_of(&mut s).await;
+    let (_old, next) = stop_the_leader(&mut s, leader).await;
     let open = |host: &str| {
         let (url, token, host) = (
             format!("http://{}", s[next].address()),
@@ -788,15 +787,14 @@ async fn exported_secrets(p: &mut SchedulerProcess) -> (String, String) {
 /// same ones instead of making its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cluster_ca_and_password_are_in_zookeeper_and_shared_by_the_next_leader() {
-    let Some(zk) = ZkServer::start_or_skip(
+    let Some((zk, emu, dir)) = zk_and_emulator(
         "the_cluster_ca_and_password_are_in_zookeeper_and_shared_by_the_next_leader",
+        1,
     )
     .await
     else {
         return;
     };
-    let emu = MesosEmu::start(EmuConfig::fast(1)).await.expect("emulator");
-    let dir = tempfile::tempdir().expect("tempdir");
     let flags = zk_flags(&zk, "/tether/es");
     let extra = [
         "--nodes",
@@ -812,10 +810,7 @@ async fn the_cluster_ca_and_password_are_in_zookeeper_and_shared_by_the_next_lea
     let leader = leader_of(&mut s).await;
     let first = exported_secrets(&mut s[leader]).await;
 
-    let session = ZkSession::connect(&ZkConfig::new(zk.url("/tether/es")))
-        .await
-        .expect("session");
-    let raw = ZkStore::open(session, None).await.expect("store");
+    let raw = state_store(&zk, None).await;
     let stored: serde_json::Value = raw
         .get("es_cluster_secrets")
         .await
@@ -829,10 +824,7 @@ async fn the_cluster_ca_and_password_are_in_zookeeper_and_shared_by_the_next_lea
             .is_some_and(|k| k.contains("PRIVATE KEY"))
     );
 
-    let mut old = s.remove(leader);
-    let status = old.proc.stop(DEADLINE).await.expect("stops on SIGTERM");
-    assert!(status.success(), "clean stop: {}", old.proc.log_text());
-    let next = leader_of(&mut s).await;
+    let (old, next) = stop_the_leader(&mut s, leader).await;
     let second = exported_secrets(&mut s[next]).await;
     assert_eq!(second, first, "the next leader's CA and password");
     for p in [&old.proc, &s[next].proc] {
