@@ -44,6 +44,19 @@ async fn get(url: String) -> (u16, Value) {
         .expect("request")
 }
 
+async fn put(url: &str, body: &Value) -> (u16, Value) {
+    request("PUT", url, Some(body), None, None)
+        .await
+        .expect("request")
+}
+
+/// A GET as the user `elastic` with `password`.
+async fn get_as_elastic(url: &str, password: &str) -> (u16, Value) {
+    request("GET", url, None, Some(("elastic", password)), None)
+        .await
+        .expect("request")
+}
+
 /// Runs the binary with exactly `env` and `args`; it must exit within 30 s.
 async fn exit_of(env: &BTreeMap<String, String>, args: &[&str]) -> (i32, String) {
     let out = tokio::time::timeout(
@@ -131,15 +144,11 @@ async fn the_default_data_path_is_in_the_tasks_own_layer_and_goes_with_it() {
 
     // No path.data: the documents land in the sandbox, not on the volume mounted at /data.
     let node = start(env(&first), &with(&[])).await.expect("starts");
-    let (status, _) = request(
-        "PUT",
+    let (status, _) = put(
         &format!("{}/docs/_doc/1", node.http_url("http")),
-        Some(&json!({"v": 1})),
-        None,
-        None,
+        &json!({"v": 1}),
     )
-    .await
-    .expect("put");
+    .await;
     // A single node with no discovery settings bootstraps after 3 s (development mode).
     assert_eq!(status, 201);
     node.stop().await;
@@ -166,15 +175,11 @@ async fn the_default_data_path_is_in_the_tasks_own_layer_and_goes_with_it() {
     let node = start(env(&first), &with(&["path.data=/data"]))
         .await
         .expect("starts");
-    let (status, _) = request(
-        "PUT",
+    let (status, _) = put(
         &format!("{}/docs/_doc/2", node.http_url("http")),
-        Some(&json!({"v": 2})),
-        None,
-        None,
+        &json!({"v": 2}),
     )
-    .await
-    .expect("put");
+    .await;
     assert_eq!(status, 201);
     node.stop().await;
     let node = start(env(&second), &with(&["path.data=/data"]))
@@ -481,13 +486,9 @@ async fn security_needs_the_elastic_password_and_https_when_enabled() {
         body["error"]["reason"],
         "missing authentication credentials for REST request [/]"
     );
-    let (status, _) = request("GET", &url, None, Some(("elastic", "wrong")), None)
-        .await
-        .expect("request");
+    let (status, _) = get_as_elastic(&url, "wrong").await;
     assert_eq!(status, 401);
-    let (status, root) = request("GET", &url, None, Some(("elastic", "s3cret")), None)
-        .await
-        .expect("request");
+    let (status, root) = get_as_elastic(&url, "s3cret").await;
     assert_eq!(status, 200, "{root}");
     node.stop().await;
 
@@ -496,13 +497,9 @@ async fn security_needs_the_elastic_password_and_https_when_enabled() {
         .await
         .expect("starts");
     let url = format!("{}/", node.http_url("http"));
-    let (status, _) = request("GET", &url, None, Some(("elastic", "other")), None)
-        .await
-        .expect("request");
+    let (status, _) = get_as_elastic(&url, "other").await;
     assert_eq!(status, 401);
-    let (status, _) = request("GET", &url, None, Some(("elastic", "s3cret")), None)
-        .await
-        .expect("request");
+    let (status, _) = get_as_elastic(&url, "s3cret").await;
     assert_eq!(status, 200);
     node.stop().await;
 
@@ -673,15 +670,7 @@ async fn health_without_a_master_is_503_and_red_locally() {
         (200, Some("red")),
         "{body}"
     );
-    let (status, body) = request(
-        "PUT",
-        &format!("{base}/docs/_doc/1?timeout=200ms"),
-        Some(&json!({})),
-        None,
-        None,
-    )
-    .await
-    .expect("put");
+    let (status, body) = put(&format!("{base}/docs/_doc/1?timeout=200ms"), &json!({})).await;
     assert_eq!(status, 503, "writes need a master: {body}");
     node.stop().await;
 }
@@ -710,17 +699,7 @@ async fn documents_survive_a_restart_on_the_same_data_path() {
 
     let put = |id: &'static str, v: Value| {
         let base = base.clone();
-        async move {
-            request(
-                "PUT",
-                &format!("{base}/logs/_doc/{id}"),
-                Some(&v),
-                None,
-                None,
-            )
-            .await
-            .expect("put")
-        }
+        async move { put(&format!("{base}/logs/_doc/{id}"), &v).await }
     };
     let (status, body) = put("a%201", json!({"msg": "hello"})).await;
     assert_eq!((status, body["result"].as_str()), (201, Some("created")));
@@ -763,28 +742,12 @@ async fn bad_requests_get_clear_errors() {
         .await
         .expect("starts");
     let base = node.http_url("http");
-    let (status, e) = request(
-        "PUT",
-        &format!("{base}/Bad/_doc/1"),
-        Some(&json!({})),
-        None,
-        None,
-    )
-    .await
-    .expect("put");
+    let (status, e) = put(&format!("{base}/Bad/_doc/1"), &json!({})).await;
     assert_eq!(
         (status, e["error"]["type"].as_str()),
         (400, Some("invalid_index_name_exception"))
     );
-    let (status, e) = request(
-        "PUT",
-        &format!("{base}/ok/_doc/1"),
-        Some(&json!([1, 2])),
-        None,
-        None,
-    )
-    .await
-    .expect("put");
+    let (status, e) = put(&format!("{base}/ok/_doc/1"), &json!([1, 2])).await;
     assert_eq!(
         (status, e["error"]["type"].as_str()),
         (400, Some("mapper_parsing_exception"))
@@ -862,15 +825,7 @@ async fn a_node_whose_volume_was_preempted_acknowledges_nothing() {
         .expect("starts on a");
     let old = old_node.http_url("http");
     let put = |base: String, id: &'static str, v: Value| async move {
-        request(
-            "PUT",
-            &format!("{base}/logs/_doc/{id}"),
-            Some(&v),
-            None,
-            None,
-        )
-        .await
-        .expect("put")
+        put(&format!("{base}/logs/_doc/{id}"), &v).await
     };
     let (status, body) = put(old.clone(), "before", json!({"v": 1})).await;
     assert_eq!(status, 201, "{body}");
@@ -915,15 +870,7 @@ async fn data_a_newer_version_wrote_cannot_be_read_by_an_older_one() {
     let single = with(&["discovery.type=single-node", "node.name=v-1"]);
     let node = start(sb.env(OLD, &[]), &single).await.expect("starts");
     let base = node.http_url("http");
-    let (status, body) = request(
-        "PUT",
-        &format!("{base}/up/_doc/1"),
-        Some(&json!({"n": 1})),
-        None,
-        None,
-    )
-    .await
-    .expect("put");
+    let (status, body) = put(&format!("{base}/up/_doc/1"), &json!({"n": 1})).await;
     assert_eq!(status, 201, "{body}");
     node.stop().await;
 

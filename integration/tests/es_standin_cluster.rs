@@ -96,6 +96,17 @@ async fn start_node(
         .unwrap_or_else(|e| panic!("{} starts: {e}", node.name))
 }
 
+/// A node of `V8` without security, seeding `seeds`, with `initial` masters.
+async fn start_plain(node: &Planned, seeds: &[&Planned], initial: &[&str]) -> Running {
+    start_node(
+        node,
+        V8,
+        &[],
+        &settings(node, seeds, initial, &no_security()),
+    )
+    .await
+}
+
 /// Credentials for secured nodes.
 type Auth<'a> = Option<(&'a str, &'a str)>;
 
@@ -176,7 +187,7 @@ async fn a_master_needs_a_majority_of_the_voting_configuration() {
     let initial = ["n1", "n2", "n3"];
     let mut running = Vec::new();
     for n in &p {
-        running.push(start_node(n, V8, &[], &settings(n, &all, &initial, &no_security())).await);
+        running.push(start_plain(n, &all, &initial).await);
     }
     let uuid = formed(&all, &initial, None).await;
     let (_, health) = get(&p[0], "/_cluster/health", None).await.expect("health");
@@ -205,13 +216,7 @@ async fn a_master_needs_a_majority_of_the_voting_configuration() {
     .await;
 
     // One comes back: two of three elect again, in the same cluster.
-    let n2 = start_node(
-        &p[1],
-        V8,
-        &[],
-        &settings(&p[1], &all, &initial, &no_security()),
-    )
-    .await;
+    let n2 = start_plain(&p[1], &all, &initial).await;
     let again = formed(&[&p[0], &p[1]], &["n1", "n2"], None).await;
     assert_eq!(again, uuid, "the cluster UUID lives in the data paths");
     n1.stop().await;
@@ -224,8 +229,8 @@ async fn bootstrapping_needs_more_than_half_of_the_initial_master_nodes_and_happ
     let all: Vec<&Planned> = p.iter().collect();
 
     // Seeds alone never bootstrap a cluster.
-    let a = start_node(&p[0], V8, &[], &settings(&p[0], &all, &[], &no_security())).await;
-    let b = start_node(&p[1], V8, &[], &settings(&p[1], &all, &[], &no_security())).await;
+    let a = start_plain(&p[0], &all, &[]).await;
+    let b = start_plain(&p[1], &all, &[]).await;
     stays(
         "no cluster without cluster.initial_master_nodes",
         || async { !has_master(&p[0], None).await && !has_master(&p[1], None).await },
@@ -236,13 +241,7 @@ async fn bootstrapping_needs_more_than_half_of_the_initial_master_nodes_and_happ
 
     // One of three listed nodes is not more than half.
     let initial = ["a", "b", "c"];
-    let a = start_node(
-        &p[0],
-        V8,
-        &[],
-        &settings(&p[0], &all, &initial, &no_security()),
-    )
-    .await;
+    let a = start_plain(&p[0], &all, &initial).await;
     stays("a alone does not bootstrap", || async {
         !has_master(&p[0], None).await
     })
@@ -250,22 +249,10 @@ async fn bootstrapping_needs_more_than_half_of_the_initial_master_nodes_and_happ
     let (_, root) = get(&p[0], "/", None).await.expect("root");
     assert_eq!(root["cluster_uuid"], "_na_");
     // Two of three are.
-    let b = start_node(
-        &p[1],
-        V8,
-        &[],
-        &settings(&p[1], &all, &initial, &no_security()),
-    )
-    .await;
+    let b = start_plain(&p[1], &all, &initial).await;
     let uuid = formed(&[&p[0], &p[1]], &["a", "b"], None).await;
     // The third joins the formed cluster (its voting configuration then holds all three).
-    let c = start_node(
-        &p[2],
-        V8,
-        &[],
-        &settings(&p[2], &all, &initial, &no_security()),
-    )
-    .await;
+    let c = start_plain(&p[2], &all, &initial).await;
     assert_eq!(formed(&all, &initial, None).await, uuid);
 
     // Restarted with the setting still there, the nodes rejoin their cluster: no second bootstrap.
@@ -274,7 +261,7 @@ async fn bootstrapping_needs_more_than_half_of_the_initial_master_nodes_and_happ
     }
     let mut running = Vec::new();
     for n in &p {
-        running.push(start_node(n, V8, &[], &settings(n, &all, &initial, &no_security())).await);
+        running.push(start_plain(n, &all, &initial).await);
     }
     assert_eq!(formed(&all, &initial, None).await, uuid, "the same cluster");
     for r in running {
@@ -286,14 +273,14 @@ async fn bootstrapping_needs_more_than_half_of_the_initial_master_nodes_and_happ
 async fn a_node_of_another_cluster_is_refused_until_its_data_path_is_wiped() {
     let (_lease, p) = plan(&["a1", "b1", "b2", "b3"]);
     let (a, bs) = (&p[0], &p[1..]);
-    let a_run = start_node(a, V8, &[], &settings(a, &[a], &["a1"], &no_security())).await;
+    let a_run = start_plain(a, &[a], &["a1"]).await;
     let uuid_a = formed(&[a], &["a1"], None).await;
 
     let b_all: Vec<&Planned> = bs.iter().collect();
     let b_initial = ["b1", "b2", "b3"];
     let mut b_run = Vec::new();
     for n in bs {
-        b_run.push(start_node(n, V8, &[], &settings(n, &b_all, &b_initial, &no_security())).await);
+        b_run.push(start_plain(n, &b_all, &b_initial).await);
     }
     let uuid_b = formed(&b_all, &b_initial, None).await;
     assert_ne!(uuid_a, uuid_b);
@@ -302,13 +289,7 @@ async fn a_node_of_another_cluster_is_refused_until_its_data_path_is_wiped() {
     }
 
     // b1 comes back pointed at cluster A: it cannot elect (one of three) and A's master cannot take it.
-    let b1 = start_node(
-        &bs[0],
-        V8,
-        &[],
-        &settings(&bs[0], &[a], &[], &no_security()),
-    )
-    .await;
+    let b1 = start_plain(&bs[0], &[a], &[]).await;
     let (_, root) = get(&bs[0], "/", None).await.expect("root");
     assert_eq!(root["cluster_uuid"], uuid_b, "b1 keeps its cluster's UUID");
     stays("b1 stays out of cluster A", || async {
@@ -325,13 +306,7 @@ async fn a_node_of_another_cluster_is_refused_until_its_data_path_is_wiped() {
         http: bs[0].http,
         sandbox: Sandbox::new(),
     };
-    let b1 = start_node(
-        &wiped,
-        V8,
-        &[],
-        &settings(&wiped, &[a], &[], &no_security()),
-    )
-    .await;
+    let b1 = start_plain(&wiped, &[a], &[]).await;
     assert_eq!(formed(&[a, &wiped], &["a1", "b1"], None).await, uuid_a);
     b1.stop().await;
     a_run.stop().await;
@@ -474,10 +449,11 @@ async fn transport_tls_refuses_a_certificate_of_another_ca_or_host() {
     let password = "s3cret";
     let auth = Some(("elastic", password));
     let env = [("ELASTIC_PASSWORD", password)];
-    let tls = |n: &Planned, mode: &str| {
-        let mut s = Pki::transport_settings(&n.sandbox.path.join("certs"), mode);
-        s.push("xpack.security.enabled=true".into());
-        s
+    // A node with transport TLS verified as `mode`, and security on.
+    let start_tls = async |n: &Planned, mode: &str| {
+        let mut tls = Pki::transport_settings(&n.sandbox.path.join("certs"), mode);
+        tls.push("xpack.security.enabled=true".into());
+        start_node(n, V8, &env, &settings(n, &all, &initial, &tls)).await
     };
     pki.write_node(&p[0].sandbox.path.join("certs"), "t1", &["127.0.0.1"]);
     pki.write_node(&p[1].sandbox.path.join("certs"), "t2", &["127.0.0.1"]);
@@ -488,27 +464,9 @@ async fn transport_tls_refuses_a_certificate_of_another_ca_or_host() {
         "t3",
         &["127.0.0.1"],
     );
-    let t1 = start_node(
-        &p[0],
-        V8,
-        &env,
-        &settings(&p[0], &all, &initial, &tls(&p[0], "full")),
-    )
-    .await;
-    let t2 = start_node(
-        &p[1],
-        V8,
-        &env,
-        &settings(&p[1], &all, &initial, &tls(&p[1], "full")),
-    )
-    .await;
-    let t3 = start_node(
-        &p[2],
-        V8,
-        &env,
-        &settings(&p[2], &all, &initial, &tls(&p[2], "full")),
-    )
-    .await;
+    let t1 = start_tls(&p[0], "full").await;
+    let t2 = start_tls(&p[1], "full").await;
+    let t3 = start_tls(&p[2], "full").await;
     let uuid = formed(&[&p[0], &p[1]], &["t1", "t2"], auth).await;
     stays("t3 kept out by its certificate", || async {
         matches!(view(&p[0], auth).await, Some((Some(_), names, _)) if names == ["t1", "t2"])
@@ -519,13 +477,7 @@ async fn transport_tls_refuses_a_certificate_of_another_ca_or_host() {
 
     // Signed by the right CA but for another address: refused under `full`, accepted under `certificate`.
     pki.write_node(&p[2].sandbox.path.join("certs"), "t3", &["10.9.9.9"]);
-    let t3 = start_node(
-        &p[2],
-        V8,
-        &env,
-        &settings(&p[2], &all, &initial, &tls(&p[2], "full")),
-    )
-    .await;
+    let t3 = start_tls(&p[2], "full").await;
     stays("t3 kept out by the name in its certificate", || async {
         matches!(view(&p[0], auth).await, Some((Some(_), names, _)) if names == ["t1", "t2"])
     })
@@ -535,15 +487,7 @@ async fn transport_tls_refuses_a_certificate_of_another_ca_or_host() {
     t2.stop().await;
     let mut running = Vec::new();
     for n in &p {
-        running.push(
-            start_node(
-                n,
-                V8,
-                &env,
-                &settings(n, &all, &initial, &tls(n, "certificate")),
-            )
-            .await,
-        );
+        running.push(start_tls(n, "certificate").await);
     }
     assert_eq!(formed(&all, &["t1", "t2", "t3"], auth).await, uuid);
     for r in running {
@@ -563,7 +507,7 @@ async fn a_717_cluster_forms_and_an_older_node_cannot_join_a_newer_cluster() {
     let (_, root) = get(&p[0], "/", None).await.expect("root");
     assert_eq!(root["version"]["number"], "7.17.22");
     // An 8.x node may join a 7.17 cluster (a rolling upgrade).
-    running.push(start_node(&p[2], V8, &[], &settings(&p[2], &olds, &[], &no_security())).await);
+    running.push(start_plain(&p[2], &olds, &[]).await);
     formed(&[&p[0], &p[2]], &["n1", "o1", "o2"], None).await;
     for r in running {
         r.stop().await;
@@ -571,13 +515,7 @@ async fn a_717_cluster_forms_and_an_older_node_cannot_join_a_newer_cluster() {
 
     // A cluster of only 8.x nodes refuses a 7.17 node.
     let new = &p[3];
-    let m1 = start_node(
-        new,
-        V8,
-        &[],
-        &settings(new, &[new], &["m1"], &no_security()),
-    )
-    .await;
+    let m1 = start_plain(new, &[new], &["m1"]).await;
     formed(&[new], &["m1"], None).await;
     let o3 = start_node(&p[4], V7, &[], &settings(&p[4], &[new], &[], &[])).await;
     stays("the 7.17 node stays out", || async {
@@ -1266,7 +1204,7 @@ async fn a_replica_never_lands_on_an_older_node_than_its_primary() {
         running.push(start_node(n, V7, &[], &settings(n, &olds, &["o1", "o2"], &[])).await);
     }
     formed(&olds, &["o1", "o2"], None).await;
-    running.push(start_node(&p[2], V8, &[], &settings(&p[2], &olds, &[], &no_security())).await);
+    running.push(start_plain(&p[2], &olds, &[]).await);
     formed(&[&p[0], &p[2]], &["n1", "o1", "o2"], None).await;
     let (_, nodes) = send(
         &p[0],
@@ -1445,13 +1383,7 @@ async fn a_restarted_node_serves_nothing_before_a_master_publishes_to_it() {
         r.stop().await;
     }
     let all: Vec<&Planned> = p.iter().collect();
-    let alone = start_node(
-        &p[0],
-        V8,
-        &[],
-        &settings(&p[0], &all, &["q1", "q2", "q3"], &no_security()),
-    )
-    .await;
+    let alone = start_plain(&p[0], &all, &["q1", "q2", "q3"]).await;
     let (status, e) = send(&p[0], "GET", "/kept/_doc/d0", None).await;
     assert_eq!(
         (
