@@ -2,7 +2,7 @@
 //! emulator: every RPC, authentication, validation, health and reflection, and every tetherctl subcommand
 //! through the real binary with its documented JSON field names.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tether_integration::mesos_emu::{EmuConfig, EmuHandle, MesosEmu};
@@ -39,16 +39,7 @@ impl Setup {
         let state = tempfile::tempdir().expect("tempdir");
         let token_file = state.path().join("admin-token");
         std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token file");
-        let sched = start_sched(&emu, state.path(), &token_file, nodes, extra);
-        let mut setup = Setup {
-            emu,
-            state,
-            token_file,
-            sched,
-        };
-        // Wait until the listener answers (the plain client of the test helpers needs no token to connect).
-        setup.sched.admin().await;
-        setup
+        Setup::with_scheduler(emu, state, token_file, nodes, extra).await
     }
 
     /// Stops the scheduler and starts another on the same state directory with `--nodes nodes`.
@@ -60,7 +51,23 @@ impl Setup {
             sched,
         } = self;
         sched.stop().await;
-        let sched = start_sched(&emu, state.path(), &token_file, nodes, &[]);
+        Setup::with_scheduler(emu, state, token_file, nodes, &[]).await
+    }
+
+    /// Starts a scheduler on `state` and waits until its listener answers (the plain client of the test
+    /// helpers needs no token to connect).
+    async fn with_scheduler(
+        emu: EmuHandle,
+        state: tempfile::TempDir,
+        token_file: PathBuf,
+        nodes: u64,
+        extra: &[&str],
+    ) -> Setup {
+        let token = token_file.display().to_string();
+        let nodes = nodes.to_string();
+        let mut flags = vec!["--admin-token-file", &token, "--nodes", &nodes];
+        flags.extend_from_slice(extra);
+        let sched = Scheduler::start(&emu.url(), state.path(), &flags);
         let mut setup = Setup {
             emu,
             state,
@@ -123,20 +130,6 @@ impl Setup {
             self.token_file.display().to_string(),
         ]
     }
-}
-
-fn start_sched(
-    emu: &EmuHandle,
-    state: &Path,
-    token_file: &Path,
-    nodes: u64,
-    extra: &[&str],
-) -> Scheduler {
-    let token = token_file.display().to_string();
-    let nodes = nodes.to_string();
-    let mut flags = vec!["--admin-token-file", &token, "--nodes", &nodes];
-    flags.extend_from_slice(extra);
-    Scheduler::start(&emu.url(), state, &flags)
 }
 
 fn scale_to(nodes: i64) -> ScaleRequest {
