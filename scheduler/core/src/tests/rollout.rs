@@ -611,14 +611,20 @@ fn an_overdue_step_pauses_the_rollout_with_the_reason_and_nothing_is_forced() {
     check(&h);
 }
 
-#[test]
-fn a_new_leader_resumes_the_rollout_at_the_same_step() {
+/// Two nodes rolling to [`NEW`], at node 1's Prepare with its one call sent and not answered.
+fn at_the_first_call() -> (Harness, Vec<(u64, EsCall)>) {
     let mut h = running(2);
     observe(&mut h, green(2, "8.13.4", &[]));
     update_image(&mut h, NEW);
     observe(&mut h, green(2, "8.13.4", &[]));
     let put: Vec<(u64, EsCall)> = es_calls(&h.log);
     assert_eq!(put.len(), 1);
+    (h, put)
+}
+
+#[test]
+fn a_new_leader_resumes_the_rollout_at_the_same_step() {
+    let (mut h, put) = at_the_first_call();
     // kill -9 before the answer: the new core is built from the durable state, mid-Prepare.
     h.restart();
     h.subscribe();
@@ -662,12 +668,7 @@ fn a_new_leader_resumes_the_rollout_at_the_same_step() {
 
 #[test]
 fn a_refused_call_is_sent_again_after_a_pause_not_at_once() {
-    let mut h = running(2);
-    observe(&mut h, green(2, "8.13.4", &[]));
-    update_image(&mut h, NEW);
-    observe(&mut h, green(2, "8.13.4", &[]));
-    let put: Vec<(u64, EsCall)> = es_calls(&h.log);
-    assert_eq!(put.len(), 1);
+    let (mut h, put) = at_the_first_call();
     let cmds = h.es_result(put[0].0, Some("HTTP 503: no master"));
     assert!(calls(&cmds).is_empty(), "no hot loop on a failing cluster");
     assert!(calls(&observe(&mut h, green(2, "8.13.4", &[]))).is_empty());
