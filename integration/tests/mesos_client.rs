@@ -2,7 +2,9 @@
 //! acknowledge, reconcile, master restart, 307 and 503 leader following, missed heartbeats, and ERROR.
 
 use tether_integration::mesos_emu::{EmuConfig, MesosEmu};
-use tether_integration::testing::emu::{Driver, eventually, fast_client_config, sleep_task};
+use tether_integration::testing::emu::{
+    Driver, eventually, fast_client_config, sleep_task, subscribed_framework,
+};
 use tether_mesos::client::Notification;
 use tether_mesos::model::*;
 
@@ -18,9 +20,7 @@ async fn ack_until(d: &mut Driver, task: &str, want: TaskState) -> TaskStatus {
 
 #[tokio::test]
 async fn subscribe_launch_ack_reconcile_and_survive_master_restart() {
-    let emu = MesosEmu::start(EmuConfig::fast(2)).await.unwrap();
-    let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    let fw = d.subscribed().await;
+    let (emu, mut d, fw) = subscribed_framework(EmuConfig::fast(2)).await;
     assert!(
         fw.value.starts_with(&emu.master_id()),
         "framework id {fw} is <master id>-NNNN"
@@ -102,9 +102,7 @@ async fn subscribe_launch_ack_reconcile_and_survive_master_restart() {
 
 #[tokio::test]
 async fn invalid_launch_gets_task_error_and_stale_offer_task_dropped() {
-    let emu = MesosEmu::start(EmuConfig::fast(1)).await.unwrap();
-    let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    d.subscribed().await;
+    let (emu, mut d, _) = subscribed_framework(EmuConfig::fast(1)).await;
     let offer = d.offers().await.remove(0);
     let mut greedy = sleep_task("greedy", &offer.agent_id);
     greedy.resources = vec![Resource::scalar("cpus", 1000.0)];
@@ -162,9 +160,7 @@ async fn follows_307_to_the_leader_and_503_to_the_next_master() {
 
 #[tokio::test]
 async fn missed_heartbeats_trigger_resubscription_with_the_same_id() {
-    let emu = MesosEmu::start(EmuConfig::fast(1)).await.unwrap();
-    let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    let fw = d.subscribed().await;
+    let (emu, mut d, fw) = subscribed_framework(EmuConfig::fast(1)).await;
     emu.set_heartbeats(false);
     let reason = d
         .until(|n| match n {
@@ -181,9 +177,7 @@ async fn missed_heartbeats_trigger_resubscription_with_the_same_id() {
 
 #[tokio::test]
 async fn teardown_then_resubscribe_is_fatal_framework_removed() {
-    let emu = MesosEmu::start(EmuConfig::fast(1)).await.unwrap();
-    let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    let fw = d.subscribed().await;
+    let (emu, mut d, fw) = subscribed_framework(EmuConfig::fast(1)).await;
     d.client.send(Call::teardown()).await.unwrap();
     assert!(emu.framework_removed(&fw.value));
     let fatal = d
@@ -198,9 +192,7 @@ async fn teardown_then_resubscribe_is_fatal_framework_removed() {
 
 #[tokio::test]
 async fn status_updates_are_resent_until_acknowledged() {
-    let emu = MesosEmu::start(EmuConfig::fast(1)).await.unwrap();
-    let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    d.subscribed().await;
+    let (emu, mut d, _) = subscribed_framework(EmuConfig::fast(1)).await;
     let offer = d.offers().await.remove(0);
     d.launch(&offer, vec![sleep_task("t", &offer.agent_id)])
         .await;
@@ -227,9 +219,7 @@ async fn status_updates_are_resent_until_acknowledged() {
 
 #[tokio::test]
 async fn partition_then_heal_and_mark_gone() {
-    let emu = MesosEmu::start(EmuConfig::fast(1)).await.unwrap();
-    let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    d.subscribed().await;
+    let (emu, mut d, _) = subscribed_framework(EmuConfig::fast(1)).await;
     let offer = d.offers().await.remove(0);
     let agent = offer.agent_id.clone();
     d.launch(&offer, vec![sleep_task("p", &agent)]).await;

@@ -7,9 +7,7 @@ use http::Method;
 use tether_integration::mesos_emu::{
     DirVolumeAttacher, EmuConfig, MesosEmu, ProcessLauncher, Restart,
 };
-use tether_integration::testing::emu::{
-    Driver, eventually, fast_client_config, raw_call, sleep_task,
-};
+use tether_integration::testing::emu::{eventually, raw_call, sleep_task, subscribed_framework};
 use tether_mesos::client::Notification;
 use tether_mesos::model::*;
 
@@ -156,9 +154,7 @@ async fn status_code_ladder() {
 
 #[tokio::test]
 async fn decline_filters_hold_until_revive() {
-    let emu = MesosEmu::start(EmuConfig::fast(2)).await.unwrap();
-    let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    d.subscribed().await;
+    let (emu, mut d, _) = subscribed_framework(EmuConfig::fast(2)).await;
     let offers = d.offers().await;
     assert_eq!(offers.len(), 2, "one offer per agent");
     let (filtered, other) = (offers[0].clone(), offers[1].clone());
@@ -195,9 +191,7 @@ async fn decline_filters_hold_until_revive() {
 /// that is up cannot be "restarted".
 #[tokio::test]
 async fn a_removed_agent_restarts_under_a_new_id() {
-    let emu = MesosEmu::start(EmuConfig::fast(2)).await.unwrap();
-    let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    d.subscribed().await;
+    let (emu, mut d, _) = subscribed_framework(EmuConfig::fast(2)).await;
     let first = d.offers().await;
     let victim = first[0].clone();
     assert_eq!(
@@ -251,9 +245,7 @@ async fn process_launcher_runs_commands_with_docker_volumes_as_directories() {
             root: dir.path().join("volumes"),
         }),
     });
-    let emu = MesosEmu::start(cfg).await.unwrap();
-    let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    d.subscribed().await;
+    let (emu, mut d, _) = subscribed_framework(cfg).await;
     let offer = d.offers().await.remove(0);
     let mut t = sleep_task("writer", &offer.agent_id);
     t.command = Some(CommandInfo {
@@ -329,9 +321,7 @@ async fn a_task_failing_its_health_check_past_the_grace_period_is_killed_unhealt
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let closed_port = closed.local_addr().unwrap().port();
     drop(closed);
-    let emu = MesosEmu::start(cfg).await.unwrap();
-    let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    d.subscribed().await;
+    let (emu, mut d, _) = subscribed_framework(cfg).await;
     let offer = d.offers().await.remove(0);
     let tcp_check = |port: u16| HealthCheck {
         delay_seconds: Some(0.0),
@@ -418,9 +408,7 @@ async fn a_task_failing_its_health_check_past_the_grace_period_is_killed_unhealt
 async fn an_accept_is_checked_against_the_offer_with_its_reservations() {
     let mut cfg = EmuConfig::fast(1);
     cfg.agents[0] = tether_integration::testing::emu::reserved_agent(0);
-    let emu = MesosEmu::start(cfg).await.unwrap();
-    let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    d.subscribed().await;
+    let (emu, mut d, _) = subscribed_framework(cfg).await;
     let offer = d.offers().await.remove(0);
     let reserved_cpus: Vec<&Resource> = offer
         .resources
@@ -497,9 +485,7 @@ async fn an_accept_is_checked_against_the_offer_with_its_reservations() {
 /// until acknowledged.
 #[tokio::test]
 async fn a_partitioned_agent_holds_its_updates_until_it_is_back() {
-    let emu = MesosEmu::start(EmuConfig::fast(1)).await.unwrap();
-    let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    d.subscribed().await;
+    let (emu, mut d, _) = subscribed_framework(EmuConfig::fast(1)).await;
     let offer = d.offers().await.remove(0);
     d.launch(&offer, vec![sleep_task("t", &offer.agent_id)])
         .await;

@@ -16,8 +16,8 @@ use tether_integration::mesos_emu::{
     EmuConfig, EmuHandle, MesosEmu, PluginVolumeAttacher, ProcessLauncher,
 };
 use tether_integration::testing::emu::{
-    DEADLINE, Driver, ack_until_task, eventually, fast_client_config, mark_agent_gone_call,
-    operator_call, sleep_task,
+    DEADLINE, Driver, ack_until_task, eventually, mark_agent_gone_call, operator_call, sleep_task,
+    subscribed_framework,
 };
 use tether_mesos::client::Notification;
 use tether_mesos::model::*;
@@ -58,9 +58,7 @@ impl World {
             }),
         });
         tune(&mut cfg);
-        let emu = MesosEmu::start(cfg).await.expect("emulator");
-        let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-        d.subscribed().await;
+        let (emu, d, _) = subscribed_framework(cfg).await;
         World {
             emu,
             d,

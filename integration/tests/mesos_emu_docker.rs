@@ -12,14 +12,12 @@ use std::sync::Arc;
 use tether_integration::docker_engine::DockerEngine;
 use tether_integration::fake_rexray::{self, Config, FakeRexray, Faults, MethodFault};
 use tether_integration::mesos_emu::docker_launcher::LABEL_INSTANCE;
-use tether_integration::mesos_emu::{
-    DockerLauncher, EmuConfig, EmuHandle, MesosEmu, PluginVolumeAttacher,
-};
+use tether_integration::mesos_emu::{DockerLauncher, EmuConfig, EmuHandle, PluginVolumeAttacher};
 use tether_integration::testing::docker::{
     DriverLock, TEST_DRIVER, TestImage, TestResult as R, VolumeCleanup, engine_available,
 };
 use tether_integration::testing::emu::{
-    DEADLINE, Driver, ack_until_task, fast_client_config, sleep_task,
+    DEADLINE, Driver, ack_until_task, sleep_task, subscribed_framework,
 };
 use tether_integration::testing::eventually;
 use tether_mesos::model::*;
@@ -89,16 +87,11 @@ async fn kill(d: &mut Driver, task: &str, grace_ns: i64) -> R {
 }
 
 /// The emulator of `cfg` with its tasks run by `launcher`, a subscribed framework, and the (one) agent.
-async fn emulator(
-    mut cfg: EmuConfig,
-    launcher: &DockerLauncher,
-) -> Result<(EmuHandle, Driver, AgentID), Box<dyn std::error::Error>> {
+async fn emulator(mut cfg: EmuConfig, launcher: &DockerLauncher) -> (EmuHandle, Driver, AgentID) {
     cfg.launcher = Arc::new(launcher.clone());
-    let emu = MesosEmu::start(cfg).await?;
-    let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    d.subscribed().await;
+    let (emu, d, _) = subscribed_framework(cfg).await;
     let agent = AgentID::new(emu.agent_ids()[0].as_str());
-    Ok((emu, d, agent))
+    (emu, d, agent)
 }
 
 /// The test's containers on the engine, as `<names> <state>`.
@@ -156,7 +149,7 @@ async fn docker_launcher_runs_tasks_with_fake_rexray_volumes() -> R {
         default_image: None,
         volumes: None,
     };
-    let (emu, mut d, agent) = emulator(EmuConfig::fast(1), &launcher).await?;
+    let (emu, mut d, agent) = emulator(EmuConfig::fast(1), &launcher).await;
 
     // A task writes through its volume: the file is in the fake's backend, the container is gone.
     launch_until(
@@ -316,7 +309,7 @@ async fn docker_launcher_attaches_through_the_agents_plugin() -> R {
         default_image: Some(image.tag.clone()),
         volumes: Some(Arc::new(PluginVolumeAttacher { root: plugins })),
     };
-    let (emu, mut d, agent) = emulator(cfg, &launcher).await?;
+    let (emu, mut d, agent) = emulator(cfg, &launcher).await;
 
     // A command task (no image in the TaskInfo: the default image) writing through its volume.
     let vol = format!("es1data-{tag}");
@@ -396,7 +389,7 @@ async fn docker_launcher_maps_ports_and_passes_the_environment() -> R {
         default_image: None,
         volumes: None,
     };
-    let (emu, mut d, agent) = emulator(EmuConfig::fast(1), &launcher).await?;
+    let (emu, mut d, agent) = emulator(EmuConfig::fast(1), &launcher).await;
 
     let program = standin.display().to_string();
     let host_port = tether_integration::process::free_port();

@@ -7,7 +7,7 @@ use http::Method;
 use tether_integration::mesos_emu::{EmuConfig, EmuHandle, MesosEmu};
 use tether_integration::testing::emu::{
     Driver, ack_until_task, fast_client_config, maintenance_status, maintenance_window,
-    master_call, post_maintenance_schedule, sleep_task, unix_ns_now,
+    master_call, post_maintenance_schedule, sleep_task, subscribed_framework, unix_ns_now,
 };
 use tether_mesos::client::Notification;
 use tether_mesos::model::*;
@@ -15,9 +15,7 @@ use tether_mesos::model::*;
 /// An emulator of two agents and a framework with a task RUNNING on the first one offered; returns
 /// that agent's offer.
 async fn framework_with_a_task() -> (EmuHandle, Driver, FrameworkID, Offer) {
-    let emu = MesosEmu::start(EmuConfig::fast(2)).await.unwrap();
-    let mut d = Driver::start(fast_client_config(vec![emu.url()]));
-    let fw = d.subscribed().await;
+    let (emu, mut d, fw) = subscribed_framework(EmuConfig::fast(2)).await;
     let offers = d.offers().await;
     let (a, b) = (offers[0].clone(), offers[1].clone());
     d.launch(&a, vec![sleep_task("t1", &a.agent_id)]).await;

@@ -193,6 +193,22 @@ impl Driver {
     }
 }
 
+/// The emulator of `cfg` and a driver ([`fast_client_config`]) subscribed to it, with its framework id.
+pub async fn subscribed_framework(
+    cfg: crate::mesos_emu::EmuConfig,
+) -> (
+    crate::mesos_emu::EmuHandle,
+    Driver,
+    tether_mesos::model::FrameworkID,
+) {
+    let emu = crate::mesos_emu::MesosEmu::start(cfg)
+        .await
+        .expect("emulator");
+    let mut d = Driver::start(fast_client_config(vec![emu.url()]));
+    let fw = d.subscribed().await;
+    (emu, d, fw)
+}
+
 /// Polls `cond` until true or the deadline.
 pub async fn eventually(mut cond: impl FnMut() -> bool) {
     let fut = async {
