@@ -618,6 +618,9 @@ impl Core {
             need,
             now,
         };
+        // The first offer (in offer order) refused for a missing pinned port, noted as offers are judged
+        // rather than found by a second pass over every offer's reason.
+        let mut pinned_missing: Option<Reason> = None;
         for (i, o) in offers.iter().enumerate() {
             let host = OfferHost {
                 busy: by_host.busy(host_of[i]),
@@ -625,7 +628,13 @@ impl Core {
             };
             match self.judge_offer(i, o, host, &round, &mut zones) {
                 Ok(c) => cands.push(c),
-                Err(r) => reasons[i] = Some(r),
+                Err(r) => {
+                    if pinned_missing.is_none() && matches!(r, Reason::PinnedPortNotOffered { .. })
+                    {
+                        pinned_missing = Some(r.clone());
+                    }
+                    reasons[i] = Some(r);
+                }
             }
         }
         // Best first: most spare attach slots, then most spare resources, then offer order. The offer
@@ -663,12 +672,7 @@ impl Core {
 
         // A pinned port missing from offers is a configuration the operator must see on the pending
         // nodes themselves, not only in the decline log: it stands for "no suitable offer".
-        let no_fit = reasons
-            .iter()
-            .flatten()
-            .find(|r| matches!(r, Reason::PinnedPortNotOffered { .. }))
-            .cloned()
-            .unwrap_or(Reason::NoSuitableOffer);
+        let no_fit = pinned_missing.unwrap_or(Reason::NoSuitableOffer);
         let mut unplaced: Vec<(NodeId, Reason)> = Vec::new();
         let mut assignments: Vec<(NodeId, usize)> = Vec::new();
         for &id in pending {
