@@ -144,6 +144,9 @@ pub struct Shell {
     /// Where the answers of `Command::Elasticsearch` calls come back (the receiver is the loop's).
     es_answers: mpsc::Sender<EsCallAnswer>,
     es_answers_rx: Option<mpsc::Receiver<EsCallAnswer>>,
+    /// The list every OFFERS event is converted into, kept (empty) between events so the core's round
+    /// never frees it: as large as the largest event (about 260 bytes an offer).
+    offer_list: Vec<tether_core::domain::Offer>,
 }
 
 /// How long one Elasticsearch call may take (a voting exclusion waits up to Elasticsearch's own 30 s
@@ -201,6 +204,7 @@ impl Shell {
             leader_address,
             es_answers,
             es_answers_rx: Some(es_answers_rx),
+            offer_list: Vec::new(),
         }
     }
 
@@ -507,7 +511,8 @@ impl Shell {
             EventType::Offers => {
                 let offers = ev.offers.map(|o| o.offers).unwrap_or_default();
                 self.metrics.offers_received.inc_by(offers.len() as u64);
-                let mut good = Vec::with_capacity(offers.len());
+                let mut good = std::mem::take(&mut self.offer_list);
+                good.reserve(offers.len());
                 for o in offers {
                     match convert::offer(&o, &self.clock) {
                         Ok(d) => good.push(d),
@@ -518,7 +523,8 @@ impl Shell {
                         }
                     }
                 }
-                self.core.handle_offers(good, now);
+                self.core.handle_offers_in(&mut good, now);
+                self.offer_list = good;
             }
             EventType::Rescind => {
                 if let Some(r) = ev.rescind {

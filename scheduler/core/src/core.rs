@@ -172,7 +172,7 @@ pub struct Core {
     pub(crate) slots: BTreeMap<NodeId, SlotRuntime>,
     pub(crate) tasks: HashMap<TaskId, NodeId>,
     pub(crate) sidecars: BTreeMap<Hostname, Sidecar>,
-    pub(crate) volumes: HashMap<VolumeName, VolumeAgg>,
+    pub(crate) volumes: foldhash::HashMap<VolumeName, VolumeAgg>,
     pub(crate) volume_owner: HashMap<VolumeName, NodeId>,
     // Looked up for every offer of every round (placement.rs): a fast hasher; nothing iterates them into
     // commands.
@@ -298,7 +298,7 @@ impl Core {
             slots,
             tasks,
             sidecars: BTreeMap::new(),
-            volumes: HashMap::new(),
+            volumes: foldhash::HashMap::default(),
             volume_owner,
             agent_hosts: foldhash::HashMap::default(),
             offered: crate::placement::OfferedHosts::default(),

@@ -5,7 +5,7 @@ use crate::command::{Command, Reason, WatchEvent};
 use crate::core::{Core, Sidecar, VolumeAgg};
 use crate::domain::{CommandResult, Hello, Report, TaskState, VolumeReport};
 use crate::ids::{Hostname, Millis, NodeId, VolumeName};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 impl Core {
     // ----------------------------------------------------------------------------------------------
@@ -312,7 +312,7 @@ impl Core {
     /// Replaces what `host` said about volume `name` (`old`) by what it says now (`new`); true when that
     /// taught the volume's zone (which decides who observes it).
     pub(crate) fn fold_volume(
-        index: &mut HashMap<VolumeName, VolumeAgg>,
+        index: &mut foldhash::HashMap<VolumeName, VolumeAgg>,
         host: &Hostname,
         name: &VolumeName,
         old: Option<&VolumeReport>,

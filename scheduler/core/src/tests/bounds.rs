@@ -183,3 +183,28 @@ fn a_forgotten_agent_leaves_no_decline_reason_or_attributes() {
     assert!(h.core.agents(h.now).is_empty());
     check(&h);
 }
+
+#[test]
+fn an_agent_mesos_lost_is_known_again_when_it_offers_under_the_same_id() {
+    let mut h = external_harness(1);
+    let o = |h: &mut Harness| {
+        let mut o = offer(&h.next_offer_id(), "back", 4.0, 8192.0, 0.0);
+        o.attributes = vec![(
+            "rack".into(),
+            crate::domain::AttributeValue::Text("r1".into()),
+        )];
+        o
+    };
+    let first = o(&mut h);
+    h.offers(vec![first]);
+    assert_eq!(h.core.footprint().mesos_agents, 1);
+    h.core.handle_agent_lost(&agent("back"), h.now);
+    h.drain();
+    assert_eq!(h.core.footprint().mesos_agents, 0);
+    // The same agent id, host and attributes as the offer noted before the loss.
+    let again = o(&mut h);
+    h.offers(vec![again]);
+    assert_eq!(h.core.footprint().mesos_agents, 1);
+    assert_eq!(h.core.agent_hosts.get(&agent("back")), Some(&host("back")));
+    check(&h);
+}

@@ -61,3 +61,27 @@ proptest! {
         prop_assert!(h.core.check_invariants().is_ok());
     }
 }
+
+#[test]
+fn a_round_on_the_callers_list_leaves_it_empty_with_its_room() {
+    let mut h = Harness::new(config(crate::Strategy::Normal));
+    h.subscribe();
+    h.core.handle_scale(1, h.now).expect("scale");
+    h.drain();
+    let mut list: Vec<_> = (0..3)
+        .map(|i| offer(&format!("o-{i}"), &format!("h{i}"), 4.0, 8192.0, 1000.0))
+        .collect();
+    let room = list.capacity();
+    h.core.handle_offers_in(&mut list, h.now);
+    let cmds = h.drain();
+    assert_eq!(accepts(&cmds).len(), 1);
+    // Declined offers stay behind with their ids taken: a shell refilling the list must find it empty.
+    assert!(list.is_empty(), "{list:?}");
+    assert_eq!(list.capacity(), room);
+    // The next event's offers go into the same list; the node is placed, so they are all declined.
+    list.push(offer("o-3", "h3", 4.0, 8192.0, 1000.0));
+    h.core.handle_offers_in(&mut list, h.now);
+    assert!(accepts(&h.drain()).is_empty());
+    assert!(list.is_empty());
+    check(&h);
+}
